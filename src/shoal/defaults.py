@@ -1,0 +1,47 @@
+"""Every tunable in one place, with its unit in the name and why it has its value."""
+
+from __future__ import annotations
+
+# A worker whose heartbeat has not changed for this long (on the observer's own
+# monotonic clock) is judged dead and its leases are taken over.
+LEASE_S = 30.0
+
+# How often a worker renews its leases and updates the registry; a few beats
+# fit in one lease so one slow write does not cost a takeover.
+HEARTBEAT_S = 5.0
+
+# Total attempts a job gets when its worker keeps dying under it (poison pill cap,
+# like HyperQueue's crash limit and Dask's allowed-failures).
+MAX_ATTEMPTS = 3
+
+# Extra attempts for a job that ran and failed (non-zero exit); 0 = fail at once.
+RETRIES = 0
+
+# After a timeout or a stop, a job's process group gets SIGTERM, then SIGKILL
+# after this grace period.
+KILL_GRACE_S = 5.0
+
+# Idle workers poll a queue that cannot block; the delay doubles from the
+# minimum to the maximum while nothing comes.
+POLL_MIN_S = 0.005
+POLL_MAX_S = 0.5
+
+# A worker looks for new drop-in job files in the queue folder at most this often.
+SCAN_S = 1.0
+
+# How many pending names the folder queue reads from the directory at once;
+# claim cost depends on this, not on how many jobs wait.
+CLAIM_BATCH = 256
+
+# Interpreters for script jobs, chosen by file extension (configurable per queue).
+INTERPRETERS: dict[str, list[str]] = {
+    ".py": ["python3"],
+    ".sh": ["bash"],
+    ".m": ["octave", "--no-gui", "--quiet"],
+    ".R": ["Rscript"],
+    ".r": ["Rscript"],
+    ".jl": ["julia"],
+}
+
+# Job description files (fjd-style INI and TOML).
+JOBFILE_SUFFIXES = (".ini", ".toml")

@@ -1,0 +1,27 @@
+"""One error tree for shoal: catch ``ShoalError`` to catch everything shoal raises."""
+
+from __future__ import annotations
+
+
+class ShoalError(Exception):
+    """Base of every error shoal raises on purpose."""
+
+
+class UsageError(ShoalError):
+    """The user asked for something that cannot work (bad URL, bad option, bad template)."""
+
+
+class MalformedJob(ShoalError):
+    """A job file or job record cannot be read; the message names the file and the problem."""
+
+
+class UnknownQueue(UsageError):
+    """A queue URL names a scheme or a place shoal does not know."""
+
+
+class LeaseLost(ShoalError):
+    """A lease expired and was taken over (or the job was cancelled); its result is refused."""
+
+
+class JobNotFound(ShoalError):
+    """No job with this id (or name) exists in the queue."""

@@ -1,0 +1,157 @@
+"""File operations that stay atomic on local disks, NFS and sshfs.
+
+Only rename and exclusive create are trusted (no flock/fcntl). Writers write to a
+temporary name, fsync, close, then rename or link into place; any error on the
+way deletes the temporary file and the whole write is redone by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import socket
+from pathlib import Path
+
+HOST = socket.gethostname()
+
+# Filesystem types where a SQLite file or flock must not be trusted, as named in
+# /proc/self/mountinfo.
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "lustre", "gpfs", "ceph", "9p")
+
+
+def tmp_name(tmp_dir: Path, hint: str = "") -> Path:
+    """A temporary name no other host or process can pick (host + pid + random)."""
+    return tmp_dir / f"{hint}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def write_tmp(tmp_dir: Path, data: bytes, *, fsync: bool = True, hint: str = "") -> Path:
+    """Write `data` to a fresh temporary file and return its path (fsynced, closed)."""
+    path = tmp_name(tmp_dir, hint)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)  # on NFS, close reports write errors: let it raise
+    return path
+
+
+def atomic_write(path: Path, data: bytes, tmp_dir: Path, *, fsync: bool = True) -> None:
+    """Replace `path` with `data` so readers see the old or the new file, never a part."""
+    tmp = write_tmp(tmp_dir, data, fsync=fsync, hint=path.name)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def create_exclusive(path: Path, data: bytes, tmp_dir: Path, *, fsync: bool = True) -> bool:
+    """Create `path` with `data` only if it does not exist; True if we created it.
+
+    Uses link(2) of a fully written temporary file, the portable create-if-absent
+    that works on NFS too (open(2) recommends it), and never exposes a partial file.
+    """
+    tmp = write_tmp(tmp_dir, data, fsync=fsync, hint=path.name)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        # sshfs without hard-link support: fall back to an exclusive create.
+        if exc.errno not in (errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        return _create_exclusive_open(path, data, fsync=fsync)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _create_exclusive_open(path: Path, data: bytes, *, fsync: bool) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def touch_exclusive(path: Path) -> bool:
+    """Create an empty marker file if absent; True if we created it."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        return True
+    except FileExistsError:
+        return False
+
+
+def claim_rename(src: Path, dst: Path) -> bool:
+    """Move `src` to `dst` if `src` is still there; True if this call moved it.
+
+    ENOENT is the normal way to lose a race. On NFS a retransmitted rename can
+    report ENOENT although the first transmission succeeded, so we check our own
+    destination name before believing we lost.
+    """
+    try:
+        os.rename(src, dst)
+        return True
+    except FileNotFoundError:
+        return os.path.lexists(dst) and not os.path.lexists(src)
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, or None if it does not exist (open+read: fresh even on NFS)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def unlink_quiet(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def list_names(folder: Path) -> list[str]:
+    """Entry names in `folder`, without hidden and temporary names (.nfsXXXX included)."""
+    try:
+        return [name for name in os.listdir(folder) if not name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def filesystem_type(path: Path) -> str:
+    """The filesystem type holding `path`, from /proc/self/mountinfo ('' if unknown)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    target = os.path.realpath(path)
+    best, best_type = "", ""
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5:
+            continue
+        mount_point = fields[4].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, right.split()[0]
+    return best_type

@@ -1,0 +1,228 @@
+"""What a job is, what it produced: small frozen dataclasses, JSON-able, serialised here only.
+
+A job's id comes from its content (kind, command or file, cwd, env, params), so
+submitting the same work twice is a no-op; this is how `shoal run` resumes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
+from typing import Any
+
+from . import defaults
+
+
+class State(str, Enum):
+    """Where a job is in its life. DONE, FAILED and CANCELLED are final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (State.DONE, State.FAILED, State.CANCELLED)
+
+
+class Kind(str, Enum):
+    """How a job runs: a command line, a job file (script, .ini, .toml), or a Python call."""
+
+    COMMAND = "command"
+    FILE = "file"
+    CALL = "call"
+
+
+def content_id(*parts: Any) -> str:
+    """A short stable id from JSON-able parts (sorted keys, so dict order does not matter)."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work. Build with `Job.command`, `Job.file` (or `Job.call`, later)."""
+
+    id: str
+    name: str
+    kind: Kind
+    command: str | tuple[str, ...] | None = None  # shell string, or argv run without a shell
+    path: str | None = None  # job file, relative to the queue folder or absolute
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    log: str | None = None  # canonical log path; None lets the queue choose
+    timeout_s: float | None = None
+    retries: int = defaults.RETRIES
+    max_attempts: int = defaults.MAX_ATTEMPTS
+    payload: bytes | None = None  # serialised callable for CALL jobs
+
+    @classmethod
+    def command_job(
+        cls,
+        command: str | list[str] | tuple[str, ...],
+        *,
+        name: str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Job:
+        """A command line: a string runs through the shell, a list runs as argv."""
+        cmd: str | tuple[str, ...] = command if isinstance(command, str) else tuple(command)
+        env = dict(env or {})
+        params = dict(params or {})
+        job_id = content_id("command", cmd, cwd, env, params)
+        display = cmd if isinstance(cmd, str) else " ".join(cmd)
+        return cls(
+            id=job_id, name=name or display[:80], kind=Kind.COMMAND, command=cmd,
+            cwd=cwd, env=env, params=params, **options,
+        )
+
+    @classmethod
+    def file_job(cls, path: str, *, name: str | None = None, **options: Any) -> Job:
+        """A job file (script or .ini/.toml) whose identity is its path in the queue folder."""
+        return cls(id=content_id("file", path), name=name or path, kind=Kind.FILE, path=path,
+                   **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["kind"] = self.kind.value
+        if isinstance(self.command, tuple):
+            data["command"] = list(self.command)
+        data["env"] = dict(self.env)
+        data["params"] = dict(self.params)
+        if self.payload is not None:
+            data["payload"] = base64.b64encode(self.payload).decode()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Job:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["kind"] = Kind(values["kind"])
+        if isinstance(values.get("command"), list):
+            values["command"] = tuple(values["command"])
+        if values.get("payload") is not None:
+            values["payload"] = base64.b64decode(values["payload"])
+        return cls(**values)
+
+    def with_options(self, **changes: Any) -> Job:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claim on a job: valid until its deadline passes without renewal.
+
+    `token` fences stale owners: a finish with a token that is no longer current is refused.
+    """
+
+    job: Job
+    attempt: int
+    worker: str
+    token: str
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+
+@dataclass(frozen=True)
+class Result:
+    """The recorded outcome of a job: exactly one per job id."""
+
+    job_id: str
+    state: State
+    name: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    exit_code: int | None = None
+    reason: str = ""  # empty for success; always set for FAILED and CANCELLED
+    attempt: int = 0
+    worker: str = ""
+    host: str = ""
+    started: float | None = None  # epoch seconds on the worker's host clock
+    ended: float | None = None
+    log: str | None = None
+    value: Any = None  # JSON-able return summary for calls
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+    @property
+    def ok(self) -> bool:
+        return self.state is State.DONE
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        data["params"] = dict(self.params)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["state"] = State(values["state"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What `Queue.get` tells about one job."""
+
+    job: Job
+    state: State
+    attempt: int = 0
+    worker: str | None = None
+    result: Result | None = None
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker as the registry sees it; `age_s` and `lost` are judged by the observer."""
+
+    id: str
+    host: str
+    pid: int
+    slots: int
+    state: str = "idle"  # working, idle, draining, stopped; "lost" is judged by observers
+    running: tuple[str, ...] = ()
+    done: int = 0
+    started: float = 0.0
+    log: str | None = None
+    age_s: float | None = None
+    lost: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["running"] = list(self.running)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkerInfo:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["running"] = tuple(values.get("running", ()))
+        return cls(**values)
+
+
+def dumps(data: Mapping[str, Any]) -> bytes:
+    """The one JSON encoding used for records on disk and on the wire."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def loads(blob: bytes) -> dict[str, Any]:
+    value = json.loads(blob)
+    if not isinstance(value, dict):
+        raise ValueError("record is not a JSON object")
+    return value

@@ -1,0 +1,44 @@
+"""Queues: the contract (`base.Queue`) and one module per backend, chosen by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnknownQueue
+from .base import CONTROL_COMMANDS, STOP, STOP_NOW, Queue
+
+__all__ = ["CONTROL_COMMANDS", "STOP", "STOP_NOW", "Queue", "open_queue"]
+
+_MEMORY: dict[str, Queue] = {}
+
+
+def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
+    """Open the queue a URL names: `memory://[NAME]`, `dir://PATH` or a plain PATH.
+
+    `memory://NAME` returns the same in-process queue for the same NAME, so an
+    executor and its workers (threads of one process) can meet on it; a bare
+    `memory://` is a new queue each time.
+    """
+    if isinstance(url, Queue):
+        return url
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        from .folder import FolderQueue
+
+        return FolderQueue(text, **options)
+    if scheme == "memory":
+        from .memory import MemoryQueue
+
+        if not rest:
+            return MemoryQueue(text, **options)
+        if rest not in _MEMORY:
+            _MEMORY[rest] = MemoryQueue(text, **options)
+        return _MEMORY[rest]
+    if scheme in ("dir", "file"):
+        from .folder import FolderQueue
+
+        return FolderQueue(rest, **options)
+    known = "memory://, dir://PATH or a folder path"
+    raise UnknownQueue(f"{text}: unknown queue scheme {scheme!r} (use {known})")

@@ -1,0 +1,196 @@
+"""The queue contract every backend keeps.
+
+Guarantees (see docs/architecture.md and RELIABILITY.md):
+
+* `submit` is idempotent by job id.
+* `claim` hands out a job under a lease; the lease's `token` fences stale owners.
+* A lease that is not renewed expires: the job goes back to pending with
+  attempt + 1, until `job.max_attempts`; then it is failed with a reason that says so.
+* `finish` records exactly one final result per job: a stale lease is refused
+  with `LeaseLost`, never silently recorded.
+* Execution is therefore at-least-once, the recorded outcome exactly-once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar
+
+from .. import defaults
+from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
+
+# Control commands a worker understands.
+STOP = "stop"  # finish running jobs, claim no more, exit
+STOP_NOW = "stop-now"  # release running jobs back to the queue and exit
+CONTROL_COMMANDS = (STOP, STOP_NOW)
+
+
+def lost_reason(attempts: int, worker: str) -> str:
+    """The failure reason when a job's workers kept dying under it."""
+    return (
+        f"worker died or lost its lease {attempts} time(s) while running this job "
+        f"(last: {worker}); giving up after max_attempts={attempts}"
+    )
+
+
+class Queue(ABC):
+    """A job queue. Backends implement the abstract methods; capabilities are class flags."""
+
+    #: claim(wait_s=...) blocks until a job arrives instead of polling.
+    blocking_claim: ClassVar[bool] = False
+    #: workers on other hosts can share this queue.
+    cross_host: ClassVar[bool] = False
+
+    #: where relative job file paths and their logs live (drop-in folder).
+    root: Path
+    #: interpreters for script jobs, by file extension.
+    interpreters: dict[str, list[str]]
+
+    def __init__(self, url: str, *, lease_s: float = defaults.LEASE_S) -> None:
+        self.url = url
+        self.lease_s = lease_s
+        if not hasattr(self, "root"):
+            self.root = Path.cwd()
+        if not hasattr(self, "interpreters"):
+            self.interpreters = dict(defaults.INTERPRETERS)
+        self._log_dir: Path | None = None
+
+    # -- logs ----------------------------------------------------------------
+
+    @property
+    def log_dir(self) -> Path:
+        """Where logs of command jobs and of running attempts go."""
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="shoal-logs-"))
+        return self._log_dir
+
+    def attempt_log_path(self, lease: Lease) -> Path:
+        """Where a running attempt writes its output (one file per attempt, never shared)."""
+        return self.log_dir / f"{lease.job_id}.{lease.attempt}.{lease.worker}.running"
+
+    def final_log_path(self, job: Job) -> Path:
+        """Where the canonical log of a finished job lives: NAME.log beside a job file."""
+        if job.log:
+            return self.root / job.log
+        if job.path:
+            return self.root / f"{job.path}.log"
+        return self.log_dir / f"{job.id}.log"
+
+    def _place_log(self, job: Job, result: Result) -> Result:
+        """Move the attempt's log into the job's log path; call only while holding the fence."""
+        if not result.log:
+            return result
+        final = self.final_log_path(job)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(result.log, final)
+        except OSError:
+            return result
+        return replace(result, log=str(final))
+
+    # -- jobs ---------------------------------------------------------------
+
+    @abstractmethod
+    def submit(self, jobs: Iterable[Job]) -> list[str]:
+        """Add jobs; return the ids of those that were new (existing ids change nothing)."""
+
+    @abstractmethod
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+        """Lease up to `n` pending jobs to `worker`; wait up to `wait_s` for the first one."""
+
+    @abstractmethod
+    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
+        """Extend `worker`'s leases; return those that are lost (expired and taken over)."""
+
+    @abstractmethod
+    def finish(self, lease: Lease, result: Result) -> None:
+        """Record the final result; raise `LeaseLost` if the lease is no longer current."""
+
+    @abstractmethod
+    def requeue(self, lease: Lease, result: Result) -> None:
+        """Put a failed attempt back to pending with attempt + 1 (a retry); fenced like finish."""
+
+    @abstractmethod
+    def release(self, lease: Lease) -> None:
+        """Give a job back untouched (graceful stop); the attempt number does not grow."""
+
+    @abstractmethod
+    def cancel(self, job_ids: Iterable[str]) -> list[str]:
+        """Cancel jobs not yet final; return the ids that were cancelled.
+
+        A running job's lease becomes stale, so its worker's finish is refused and
+        the worker kills the job when it next renews.
+        """
+
+    @abstractmethod
+    def retry(self, job_ids: Iterable[str]) -> list[str]:
+        """Put final (failed or cancelled) jobs back to pending with fresh attempts."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> JobStatus | None:
+        """The job's state, or None if unknown."""
+
+    @abstractmethod
+    def jobs(self) -> Iterator[JobStatus]:
+        """Every job with its state (order unspecified)."""
+
+    @abstractmethod
+    def counts(self) -> dict[State, int]:
+        """Number of jobs in each state."""
+
+    @abstractmethod
+    def results(self) -> Iterator[Result]:
+        """Every recorded final result."""
+
+    def is_drained(self) -> bool:
+        """True when no job is pending or running (new submissions may still come)."""
+        counts = self.counts()
+        return counts[State.PENDING] == 0 and counts[State.RUNNING] == 0
+
+    @abstractmethod
+    def reap(self) -> int:
+        """Return expired leases to pending (or fail them at the cap); return how many."""
+
+    # -- workers ------------------------------------------------------------
+
+    @abstractmethod
+    def heartbeat(self, info: WorkerInfo) -> None:
+        """Register or refresh a worker in the registry."""
+
+    @abstractmethod
+    def unregister(self, worker: str) -> None:
+        """Remove a worker that stopped cleanly."""
+
+    @abstractmethod
+    def workers(self) -> list[WorkerInfo]:
+        """Registered workers; those silent for longer than the lease are marked lost."""
+
+    @abstractmethod
+    def send_control(self, worker: str, command: str) -> None:
+        """Leave a control command (STOP, STOP_NOW) for a worker."""
+
+    @abstractmethod
+    def take_control(self, worker: str) -> list[str]:
+        """Commands waiting for `worker`, removed as they are read."""
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def refresh(self) -> None:  # noqa: B027 - optional hook
+        """Pick up work that appeared outside `submit` (drop-in files); default: nothing."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

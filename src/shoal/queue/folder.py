@@ -1,0 +1,469 @@
+"""`dir://PATH` (or a plain PATH): a queue in a folder, shared over NFS, sshfs or a local disk.
+
+Every state change is one atomic rename or exclusive create (see docs/architecture.md)::
+
+    ROOT/                       drop-in job files (scripts, .ini, .toml) and their NAME.log
+    ROOT/.shoal/jobs/ID.json    job spec, created once by link(2): submit is idempotent
+    .../pending/ID.ATT          marker: waiting for attempt ATT
+    .../claimed/ID.ATT.WORKER   lease: pending marker renamed by the worker that won it
+    .../committing/ID.ATT.WHO   fence held while a final result is written
+    .../done|failed|cancelled/ID.json   the one final result
+    .../workers/WORKER.json     registry entry; its "beat" counter is the heartbeat
+    .../control/WORKER.*.cmd    control commands (stop, stop-now)
+    .../logs/                   logs of command jobs and of running attempts
+    .../tmp/                    temporary names; nobody else reads here
+
+Whoever renames a job's marker away owns its next transition, so a worker whose
+lease was reaped (or cancelled) finds its claimed name gone and its result is
+refused. Liveness is judged by watching a worker's beat counter change, timed on
+the observer's own monotonic clock: no two machines' clocks are ever compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import sys
+import time
+from dataclasses import replace
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .. import defaults
+from ..errors import LeaseLost, MalformedJob, UsageError
+from ..fsutil import (
+    HOST,
+    atomic_write,
+    claim_rename,
+    create_exclusive,
+    list_names,
+    read_bytes,
+    touch_exclusive,
+    unlink_quiet,
+)
+from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
+from .base import Queue, lost_reason
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FINAL_DIRS = {State.DONE: "done", State.FAILED: "failed", State.CANCELLED: "cancelled"}
+SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancelled",
+           "attempts", "workers", "control", "logs", "tmp")
+HIDDEN = ".shoal"
+CONFIG = "queue.toml"
+
+
+class LivenessObserver:
+    """Judges workers dead by watching their beat counters on this process's clock."""
+
+    def __init__(self, lease_s: float) -> None:
+        self.lease_s = lease_s
+        self._seen: dict[str, tuple[object, float]] = {}
+
+    def dead(self, worker: str, beat: object, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        last = self._seen.get(worker)
+        if last is None or last[0] != beat:
+            self._seen[worker] = (beat, now)
+            return False
+        return now - last[1] >= self.lease_s
+
+    def silent_for(self, worker: str, now: float | None = None) -> float | None:
+        last = self._seen.get(worker)
+        if last is None:
+            return None
+        return (time.monotonic() if now is None else now) - last[1]
+
+
+class FolderQueue(Queue):
+    """A queue kept in `root/.shoal`; see the module docstring for the layout."""
+
+    blocking_claim = False
+    cross_host = True
+
+    def __init__(self, root: str | Path, *, lease_s: float | None = None,
+                 fsync: bool = True, create: bool = True) -> None:
+        self.root = Path(root).absolute()
+        self.base = self.root / HIDDEN
+        if not self.base.is_dir():
+            if not create:
+                raise UsageError(f"{self.root}: not a shoal queue (no {HIDDEN} folder)")
+            self._create_layout()
+        config = self._read_config()
+        super().__init__(f"dir://{self.root}",
+                         lease_s=float(lease_s or config.get("lease_s", defaults.LEASE_S)))
+        self.fsync = fsync
+        self.interpreters = {**defaults.INTERPRETERS, **config.get("interpreters", {})}
+        self.dirs = {name: self.base / name for name in SUBDIRS}
+        self.tmp = self.dirs["tmp"]
+        self._log_dir = self.dirs["logs"]
+        self.observer = LivenessObserver(self.lease_s)
+        self._batch: list[str] = []
+        self._beats: dict[str, int] = {}
+        self._infos: dict[str, WorkerInfo] = {}
+        self._seen_dropins: set[str] = set()
+
+    # -- layout and config ----------------------------------------------------
+
+    def _create_layout(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in SUBDIRS:
+            (self.base / name).mkdir(parents=True, exist_ok=True)
+
+    def _read_config(self) -> dict:
+        path = self.base / CONFIG
+        blob = read_bytes(path)
+        if blob is None:
+            return {}
+        try:
+            return tomllib.loads(blob.decode())
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"{path}: {exc}") from exc
+
+    def path(self, kind: str, name: str) -> Path:
+        return self.dirs[kind] / name
+
+    # -- submit ---------------------------------------------------------------
+
+    def submit(self, jobs: Iterable[Job]) -> list[str]:
+        new = []
+        for job in jobs:
+            spec = self.path("jobs", f"{job.id}.json")
+            if create_exclusive(spec, dumps(job.to_dict()), self.tmp, fsync=self.fsync):
+                touch_exclusive(self.path("pending", f"{job.id}.1"))
+                new.append(job.id)
+            elif self._state_of(job.id, job) is None:
+                # A submitter died between writing the spec and the marker: repair.
+                touch_exclusive(self.path("pending", f"{job.id}.1"))
+                new.append(job.id)
+        return new
+
+    def _read_job(self, job_id: str) -> Job:
+        blob = read_bytes(self.path("jobs", f"{job_id}.json"))
+        if blob is None:
+            raise MalformedJob(f"{self.path('jobs', job_id + '.json')}: job spec is missing")
+        try:
+            return Job.from_dict(loads(blob))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise MalformedJob(f"{self.path('jobs', job_id + '.json')}: {exc}") from exc
+
+    # -- claim ----------------------------------------------------------------
+
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+        deadline = time.monotonic() + wait_s
+        delay = defaults.POLL_MIN_S
+        while True:
+            leases = self._claim_some(worker, n)
+            if leases or time.monotonic() >= deadline:
+                return leases
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, defaults.POLL_MAX_S)
+
+    def _claim_some(self, worker: str, n: int) -> list[Lease]:
+        leases: list[Lease] = []
+        for refill in (False, True):
+            if refill:
+                if leases:
+                    break
+                self._refill_batch()
+            while self._batch and len(leases) < n:
+                lease = self._try_claim(self._batch.pop(), worker)
+                if lease is not None:
+                    leases.append(lease)
+        return leases
+
+    def _refill_batch(self) -> None:
+        """Read up to CLAIM_BATCH pending names: cost independent of how many wait."""
+        names = []
+        try:
+            with os.scandir(self.dirs["pending"]) as entries:
+                for entry in entries:
+                    if not entry.name.startswith("."):
+                        names.append(entry.name)
+                        if len(names) >= defaults.CLAIM_BATCH:
+                            break
+        except FileNotFoundError:
+            return
+        random.shuffle(names)  # workers reading the same listing rarely collide
+        self._batch = names
+
+    def _try_claim(self, name: str, worker: str) -> Lease | None:
+        job_id, _, attempt_text = name.partition(".")
+        claimed = self.path("claimed", f"{name}.{worker}")
+        if not attempt_text.isdigit() or not claim_rename(self.path("pending", name), claimed):
+            return None
+        attempt = int(attempt_text)
+        try:
+            job = self._read_job(job_id)
+        except MalformedJob as exc:
+            self._fail_unreadable(job_id, attempt, worker, claimed, str(exc))
+            return None
+        return Lease(job, attempt, worker, f"{attempt}.{worker}")
+
+    def _fail_unreadable(self, job_id: str, attempt: int, worker: str, claimed: Path,
+                         reason: str) -> None:
+        fence = self.path("committing", claimed.name)
+        if claim_rename(claimed, fence):
+            result = Result(job_id, State.FAILED, reason=f"malformed: {reason}",
+                            attempt=attempt, worker=worker, host=HOST)
+            self._write_final(result)
+            unlink_quiet(fence)
+
+    # -- renew, finish, requeue, release --------------------------------------
+
+    def _claimed_path(self, lease: Lease) -> Path:
+        return self.path("claimed", f"{lease.job_id}.{lease.attempt}.{lease.worker}")
+
+    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
+        self._beat(worker)
+        return [lease for lease in leases if not self._claimed_path(lease).exists()]
+
+    def _fence(self, lease: Lease) -> Path:
+        claimed = self._claimed_path(lease)
+        fence = self.path("committing", claimed.name)
+        if not claim_rename(claimed, fence):
+            raise LeaseLost(f"job {lease.job_id} attempt {lease.attempt}: lease of "
+                            f"{lease.worker} expired or the job was cancelled")
+        return fence
+
+    def finish(self, lease: Lease, result: Result) -> None:
+        fence = self._fence(lease)
+        result = self._place_log(lease.job, result)
+        self._write_final(result)
+        unlink_quiet(fence)
+
+    def _write_final(self, result: Result) -> None:
+        folder = self.dirs[FINAL_DIRS[result.state]]
+        atomic_write(folder / f"{result.job_id}.json", dumps(result.to_dict()), self.tmp,
+                     fsync=self.fsync)
+
+    def requeue(self, lease: Lease, result: Result) -> None:
+        record = self.path("attempts", f"{lease.job_id}.{lease.attempt}.json")
+        atomic_write(record, dumps(result.to_dict()), self.tmp, fsync=False)
+        target = self.path("pending", f"{lease.job_id}.{lease.attempt + 1}")
+        if not claim_rename(self._claimed_path(lease), target):
+            raise LeaseLost(f"job {lease.job_id} attempt {lease.attempt}: lease lost")
+
+    def release(self, lease: Lease) -> None:
+        target = self.path("pending", f"{lease.job_id}.{lease.attempt}")
+        if not claim_rename(self._claimed_path(lease), target):
+            raise LeaseLost(f"job {lease.job_id} attempt {lease.attempt}: lease lost")
+
+    # -- cancel, retry, inspect -------------------------------------------------
+
+    def _attempt_bound(self, job: Job) -> int:
+        return max(job.max_attempts, job.retries + 1) + 1
+
+    def _running_entries(self, job_id: str) -> list[tuple[str, str]]:
+        prefix = job_id + "."
+        return [(kind, name) for kind in ("claimed", "committing")
+                for name in list_names(self.dirs[kind]) if name.startswith(prefix)]
+
+    def _final_result(self, job_id: str) -> Result | None:
+        for folder in FINAL_DIRS.values():
+            blob = read_bytes(self.path(folder, f"{job_id}.json"))
+            if blob is not None:
+                return Result.from_dict(loads(blob))
+        return None
+
+    def _state_of(self, job_id: str, job: Job) -> JobStatus | None:
+        result = self._final_result(job_id)
+        if result is not None:
+            return JobStatus(job, result.state, result.attempt, result.worker or None, result)
+        for _kind, name in self._running_entries(job_id):
+            _, attempt, worker = name.split(".", 2)
+            return JobStatus(job, State.RUNNING, int(attempt), worker)
+        for attempt in range(1, self._attempt_bound(job) + 1):
+            if self.path("pending", f"{job_id}.{attempt}").exists():
+                return JobStatus(job, State.PENDING, attempt)
+        return None
+
+    def get(self, job_id: str) -> JobStatus | None:
+        try:
+            job = self._read_job(job_id)
+        except MalformedJob:
+            return None
+        return self._state_of(job_id, job)
+
+    def cancel(self, job_ids: Iterable[str]) -> list[str]:
+        cancelled = []
+        who = f"cancel-{HOST}-{os.getpid()}"
+        for job_id in job_ids:
+            status = self.get(job_id)
+            if status is None or status.state.final:
+                continue
+            markers = [self.path(kind, name) for kind, name in self._running_entries(job_id)
+                       if kind == "claimed"]
+            markers += [self.path("pending", f"{job_id}.{n}")
+                        for n in range(1, self._attempt_bound(status.job) + 1)]
+            for marker in markers:
+                attempt = marker.name.split(".")[1]
+                fence = self.path("committing", f"{job_id}.{attempt}.{who}")
+                if claim_rename(marker, fence):
+                    self._write_final(Result(job_id, State.CANCELLED, name=status.job.name,
+                                             params=status.job.params, attempt=int(attempt),
+                                             reason="cancelled by user"))
+                    unlink_quiet(fence)
+                    cancelled.append(job_id)
+                    break
+        return cancelled
+
+    def retry(self, job_ids: Iterable[str]) -> list[str]:
+        again = []
+        for job_id in job_ids:
+            for state in (State.FAILED, State.CANCELLED):
+                final = self.path(FINAL_DIRS[state], f"{job_id}.json")
+                parked = self.path("attempts", f"{job_id}.retried.{secrets.token_hex(4)}.json")
+                if claim_rename(final, parked):
+                    touch_exclusive(self.path("pending", f"{job_id}.1"))
+                    again.append(job_id)
+                    break
+        return again
+
+    def jobs(self) -> Iterator[JobStatus]:
+        for name in list_names(self.dirs["jobs"]):
+            if name.endswith(".json"):
+                status = self.get(name[:-5])
+                if status is not None:
+                    yield status
+
+    def counts(self) -> dict[State, int]:
+        counts = dict.fromkeys(State, 0)
+        counts[State.PENDING] = len(list_names(self.dirs["pending"]))
+        counts[State.RUNNING] = len({name.split(".")[0] for kind in ("claimed", "committing")
+                                     for name in list_names(self.dirs[kind])})
+        for state, folder in FINAL_DIRS.items():
+            counts[state] = len(list_names(self.dirs[folder]))
+        return counts
+
+    def is_drained(self) -> bool:
+        for kind in ("pending", "claimed", "committing"):
+            with os.scandir(self.dirs[kind]) as entries:
+                if any(not entry.name.startswith(".") for entry in entries):
+                    return False
+        return True
+
+    def results(self) -> Iterator[Result]:
+        for folder in FINAL_DIRS.values():
+            for name in list_names(self.dirs[folder]):
+                blob = read_bytes(self.path(folder, name))
+                if blob is not None and name.endswith(".json"):
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        yield Result.from_dict(loads(blob))
+
+    # -- reaping ----------------------------------------------------------------
+
+    def _beat_of(self, worker: str) -> object:
+        blob = read_bytes(self.path("workers", f"{worker}.json"))
+        if blob is None:
+            return None
+        try:
+            return loads(blob).get("beat")
+        except ValueError:
+            return None
+
+    def reap(self) -> int:
+        reaped = 0
+        for kind in ("claimed", "committing"):
+            for name in list_names(self.dirs[kind]):
+                parts = name.split(".", 2)
+                if len(parts) != 3 or not parts[1].isdigit():
+                    continue
+                job_id, attempt, worker = parts[0], int(parts[1]), parts[2]
+                if not self.observer.dead(worker, self._beat_of(worker)):
+                    continue
+                if self._reap_entry(self.path(kind, name), job_id, attempt, worker):
+                    reaped += 1
+        return reaped
+
+    def _reap_entry(self, marker: Path, job_id: str, attempt: int, worker: str) -> bool:
+        if self._final_result(job_id) is not None:  # died after recording: just tidy up
+            unlink_quiet(marker)
+            return False
+        try:
+            job = self._read_job(job_id)
+        except MalformedJob:
+            job = Job.command_job("true", name=job_id)
+        if attempt < job.max_attempts:
+            return claim_rename(marker, self.path("pending", f"{job_id}.{attempt + 1}"))
+        fence = self.path("committing", marker.name)
+        if marker != fence and not claim_rename(marker, fence):
+            return False
+        self._write_final(Result(job_id, State.FAILED, name=job.name, params=job.params,
+                                 reason=lost_reason(attempt, worker), attempt=attempt,
+                                 worker=worker))
+        unlink_quiet(fence)
+        return True
+
+    # -- workers and control ------------------------------------------------------
+
+    def _beat(self, worker: str) -> None:
+        beat = self._beats.get(worker, 0) + 1
+        self._beats[worker] = beat
+        info = self._infos.get(worker) or WorkerInfo(worker, HOST, os.getpid(), 0)
+        record = {**info.to_dict(), "beat": f"{beat}.{secrets.token_hex(3)}"}
+        atomic_write(self.path("workers", f"{worker}.json"), dumps(record), self.tmp,
+                     fsync=False)
+
+    def heartbeat(self, info: WorkerInfo) -> None:
+        self._infos[info.id] = info
+        self._beat(info.id)
+
+    def unregister(self, worker: str) -> None:
+        unlink_quiet(self.path("workers", f"{worker}.json"))
+        self._infos.pop(worker, None)
+
+    def workers(self) -> list[WorkerInfo]:
+        probe = self.path("tmp", f"clock.{HOST}.{os.getpid()}.probe")
+        atomic_write(probe, b"", self.tmp, fsync=False)
+        server_now = os.stat(probe).st_mtime  # the file server's clock, not ours
+        unlink_quiet(probe)
+        found = []
+        for name in list_names(self.dirs["workers"]):
+            path = self.path("workers", name)
+            try:
+                with open(path, "rb") as handle:  # open: fresh attributes even on NFS
+                    data = loads(handle.read())
+                    age = server_now - os.fstat(handle.fileno()).st_mtime
+            except (FileNotFoundError, ValueError):
+                continue
+            info = WorkerInfo.from_dict(data)
+            found.append(replace(info, age_s=max(age, 0.0), lost=age > self.lease_s))
+        return found
+
+    def send_control(self, worker: str, command: str) -> None:
+        name = f"{worker}.{time.time_ns()}.{secrets.token_hex(2)}.cmd"
+        atomic_write(self.path("control", name), command.encode(), self.tmp, fsync=False)
+
+    def take_control(self, worker: str) -> list[str]:
+        commands = []
+        prefix = worker + "."
+        for name in sorted(list_names(self.dirs["control"])):
+            if name.startswith(prefix) and name.endswith(".cmd"):
+                path = self.path("control", name)
+                blob = read_bytes(path)
+                unlink_quiet(path)
+                if blob is not None:
+                    commands.append(blob.decode(errors="replace").strip())
+        return commands
+
+    # -- drop-in job files -----------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Submit job files dropped into the folder since the last look."""
+        from ..jobfiles import is_job_file
+
+        fresh = []
+        for name in list_names(self.root):
+            if name in self._seen_dropins or not is_job_file(name, self.interpreters):
+                continue
+            if (self.root / name).is_file():
+                self._seen_dropins.add(name)
+                fresh.append(Job.file_job(name))
+        if fresh:
+            self.submit(fresh)

@@ -1,0 +1,234 @@
+"""`memory://`: the whole queue in one process, guarded by one lock.
+
+The reference implementation of the contract: fast default for tests and for
+embedding, and the model the other backends are checked against.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+
+from .. import defaults
+from ..errors import LeaseLost
+from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
+from .base import Queue, lost_reason
+
+
+class MemoryQueue(Queue):
+    """In-process queue; deadlines on this process's monotonic clock."""
+
+    blocking_claim = True
+    cross_host = False
+
+    def __init__(self, url: str = "memory://", *, lease_s: float = defaults.LEASE_S) -> None:
+        super().__init__(url, lease_s=lease_s)
+        self._lock = threading.Condition()
+        self._jobs: dict[str, Job] = {}
+        self._state: dict[str, State] = {}
+        self._attempt: dict[str, int] = {}
+        self._pending: deque[str] = deque()
+        self._leases: dict[str, tuple[str, str, float]] = {}  # id -> worker, token, deadline
+        self._results: dict[str, Result] = {}
+        self._workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self._control: dict[str, list[str]] = {}
+        self._tokens = itertools.count(1)
+
+    def submit(self, jobs: Iterable[Job]) -> list[str]:
+        new: list[str] = []
+        with self._lock:
+            for job in jobs:
+                if job.id in self._jobs:
+                    continue
+                self._jobs[job.id] = job
+                self._state[job.id] = State.PENDING
+                self._attempt[job.id] = 1
+                self._pending.append(job.id)
+                new.append(job.id)
+            if new:
+                self._lock.notify_all()
+        return new
+
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+        deadline = time.monotonic() + wait_s
+        with self._lock:
+            while True:
+                self._reap_locked()
+                leases = self._claim_locked(worker, n)
+                remaining = deadline - time.monotonic()
+                if leases or remaining <= 0:
+                    return leases
+                self._lock.wait(min(remaining, self.lease_s / 2))
+
+    def _claim_locked(self, worker: str, n: int) -> list[Lease]:
+        leases = []
+        while self._pending and len(leases) < n:
+            job_id = self._pending.popleft()
+            if self._state[job_id] is not State.PENDING:
+                continue  # cancelled while queued
+            attempt = self._attempt[job_id]
+            token = f"{attempt}.{next(self._tokens)}"
+            self._leases[job_id] = (worker, token, time.monotonic() + self.lease_s)
+            self._state[job_id] = State.RUNNING
+            leases.append(Lease(self._jobs[job_id], attempt, worker, token))
+        return leases
+
+    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
+        lost = []
+        with self._lock:
+            self._touch_worker(worker)
+            self._reap_locked()
+            for lease in leases:
+                if self._current(lease):
+                    owner, token, _ = self._leases[lease.job_id]
+                    self._leases[lease.job_id] = (owner, token, time.monotonic() + self.lease_s)
+                else:
+                    lost.append(lease)
+        return lost
+
+    def _current(self, lease: Lease) -> bool:
+        held = self._leases.get(lease.job_id)
+        return held is not None and held[1] == lease.token
+
+    def _end_lease(self, lease: Lease) -> None:
+        if not self._current(lease):
+            raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
+        del self._leases[lease.job_id]
+
+    def finish(self, lease: Lease, result: Result) -> None:
+        with self._lock:
+            self._end_lease(lease)
+            result = self._place_log(lease.job, result)
+            self._results[lease.job_id] = result
+            self._state[lease.job_id] = result.state
+            self._lock.notify_all()
+
+    def requeue(self, lease: Lease, result: Result) -> None:
+        with self._lock:
+            self._end_lease(lease)
+            self._to_pending(lease.job_id, self._attempt[lease.job_id] + 1)
+
+    def release(self, lease: Lease) -> None:
+        with self._lock:
+            self._end_lease(lease)
+            self._to_pending(lease.job_id, self._attempt[lease.job_id], front=True)
+
+    def _to_pending(self, job_id: str, attempt: int, *, front: bool = False) -> None:
+        self._attempt[job_id] = attempt
+        self._state[job_id] = State.PENDING
+        if front:
+            self._pending.appendleft(job_id)
+        else:
+            self._pending.append(job_id)
+        self._lock.notify_all()
+
+    def cancel(self, job_ids: Iterable[str]) -> list[str]:
+        done = []
+        with self._lock:
+            for job_id in job_ids:
+                state = self._state.get(job_id)
+                if state is None or state.final:
+                    continue
+                self._leases.pop(job_id, None)
+                job = self._jobs[job_id]
+                self._results[job_id] = Result(
+                    job_id, State.CANCELLED, name=job.name, params=job.params,
+                    reason="cancelled by user", attempt=self._attempt[job_id],
+                )
+                self._state[job_id] = State.CANCELLED
+                done.append(job_id)
+            self._lock.notify_all()
+        return done
+
+    def retry(self, job_ids: Iterable[str]) -> list[str]:
+        again = []
+        with self._lock:
+            for job_id in job_ids:
+                if job_id in self._state and self._state[job_id] in (State.FAILED,
+                                                                     State.CANCELLED):
+                    del self._results[job_id]
+                    self._to_pending(job_id, 1)
+                    again.append(job_id)
+        return again
+
+    def get(self, job_id: str) -> JobStatus | None:
+        with self._lock:
+            if job_id not in self._jobs:
+                return None
+            return self._status(job_id)
+
+    def _status(self, job_id: str) -> JobStatus:
+        held = self._leases.get(job_id)
+        return JobStatus(self._jobs[job_id], self._state[job_id], self._attempt[job_id],
+                         held[0] if held else None, self._results.get(job_id))
+
+    def jobs(self) -> Iterator[JobStatus]:
+        with self._lock:
+            statuses = [self._status(job_id) for job_id in self._jobs]
+        return iter(statuses)
+
+    def counts(self) -> dict[State, int]:
+        with self._lock:
+            self._reap_locked()
+            counts = dict.fromkeys(State, 0)
+            for state in self._state.values():
+                counts[state] += 1
+        return counts
+
+    def results(self) -> Iterator[Result]:
+        with self._lock:
+            return iter(list(self._results.values()))
+
+    def reap(self) -> int:
+        with self._lock:
+            return self._reap_locked()
+
+    def _reap_locked(self) -> int:
+        now = time.monotonic()
+        expired = [(job_id, held) for job_id, held in self._leases.items() if held[2] < now]
+        for job_id, (worker, _token, _deadline) in expired:
+            del self._leases[job_id]
+            job, attempt = self._jobs[job_id], self._attempt[job_id]
+            if attempt >= job.max_attempts:
+                self._results[job_id] = Result(
+                    job_id, State.FAILED, name=job.name, params=job.params,
+                    reason=lost_reason(attempt, worker), attempt=attempt, worker=worker,
+                )
+                self._state[job_id] = State.FAILED
+            else:
+                self._to_pending(job_id, attempt + 1)
+        return len(expired)
+
+    def heartbeat(self, info: WorkerInfo) -> None:
+        with self._lock:
+            self._workers[info.id] = (info, time.monotonic())
+
+    def _touch_worker(self, worker: str) -> None:
+        if worker in self._workers:
+            self._workers[worker] = (self._workers[worker][0], time.monotonic())
+
+    def unregister(self, worker: str) -> None:
+        with self._lock:
+            self._workers.pop(worker, None)
+            self._control.pop(worker, None)
+
+    def workers(self) -> list[WorkerInfo]:
+        now = time.monotonic()
+        with self._lock:
+            return [
+                replace(info, age_s=now - seen, lost=now - seen > self.lease_s)
+                for info, seen in self._workers.values()
+            ]
+
+    def send_control(self, worker: str, command: str) -> None:
+        with self._lock:
+            self._control.setdefault(worker, []).append(command)
+            self._lock.notify_all()
+
+    def take_control(self, worker: str) -> list[str]:
+        with self._lock:
+            return self._control.pop(worker, [])

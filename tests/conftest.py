@@ -1,0 +1,86 @@
+"""Shared fixtures: queues of every backend, a condition waiter, and a no-leftover-children check."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shoal.queue.base import Queue
+from shoal.queue.folder import FolderQueue
+from shoal.queue.memory import MemoryQueue
+
+TEST_LEASE_S = 0.6
+BACKENDS = ["memory", "folder"]
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02,
+             message: str = "condition") -> object:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {message}")
+        time.sleep(interval_s)
+
+
+class QueueFactory:
+    """Opens views of one queue: the same object for memory, a fresh instance for a folder,
+    so a second view behaves like another process or host on the same queue."""
+
+    def __init__(self, backend: str, tmp_path: Path, lease_s: float) -> None:
+        self.backend = backend
+        self.lease_s = lease_s
+        self.path = tmp_path / "queue"
+        self._memory: MemoryQueue | None = None
+
+    def __call__(self) -> Queue:
+        if self.backend == "memory":
+            if self._memory is None:
+                self._memory = MemoryQueue(lease_s=self.lease_s)
+            return self._memory
+        return FolderQueue(self.path, lease_s=self.lease_s)
+
+
+@pytest.fixture(params=BACKENDS)
+def queue_factory(request: pytest.FixtureRequest, tmp_path: Path) -> QueueFactory:
+    return QueueFactory(request.param, tmp_path, TEST_LEASE_S)
+
+
+@pytest.fixture
+def queue(queue_factory: QueueFactory) -> Iterator[Queue]:
+    q = queue_factory()
+    yield q
+    q.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_children() -> Iterator[None]:
+    """Every test must leave no child process of the test runner behind."""
+    yield
+    deadline = time.monotonic() + 5
+    while _children(os.getpid()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = _children(os.getpid())
+    assert not left, f"test left child processes behind: {left}"
