@@ -81,11 +81,11 @@ class Queue(ABC):
             return self.root / f"{job.path}.log"
         return self.log_dir / f"{job.id}.log"
 
-    def _place_log(self, job: Job, result: Result) -> Result:
+    def _place_log(self, lease: Lease, result: Result) -> Result:
         """Move the attempt's log into the job's log path; call only while holding the fence."""
-        if not result.log:
-            return result
-        final = self.final_log_path(job)
+        if not result.log or result.log != str(self.attempt_log_path(lease)):
+            return result  # no log, or the job file named its own
+        final = self.final_log_path(lease.job)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(result.log, final)
@@ -146,6 +146,15 @@ class Queue(ABC):
     @abstractmethod
     def results(self) -> Iterator[Result]:
         """Every recorded final result."""
+
+    def states(self, job_ids: Iterable[str]) -> dict[str, State]:
+        """The state of each of these jobs (unknown ids are left out); used for progress."""
+        found = {}
+        for job_id in job_ids:
+            status = self.get(job_id)
+            if status is not None:
+                found[job_id] = status.state
+        return found
 
     def is_drained(self) -> bool:
         """True when no job is pending or running (new submissions may still come)."""

@@ -27,8 +27,8 @@ import random
 import secrets
 import sys
 import time
-from dataclasses import replace
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from .. import defaults
@@ -233,7 +233,7 @@ class FolderQueue(Queue):
 
     def finish(self, lease: Lease, result: Result) -> None:
         fence = self._fence(lease)
-        result = self._place_log(lease.job, result)
+        result = self._place_log(lease, result)
         self._write_final(result)
         unlink_quiet(fence)
 
@@ -340,6 +340,21 @@ class FolderQueue(Queue):
         for state, folder in FINAL_DIRS.items():
             counts[state] = len(list_names(self.dirs[folder]))
         return counts
+
+    def states(self, job_ids: Iterable[str]) -> dict[str, State]:
+        """Cheap for many ids: a few directory listings instead of a lookup per job."""
+        wanted = set(job_ids)
+        found = dict.fromkeys(wanted & {n.split(".")[0] for n in list_names(self.dirs["pending"])},
+                              State.PENDING)
+        for kind in ("claimed", "committing"):
+            for name in list_names(self.dirs[kind]):
+                if name.split(".")[0] in wanted:
+                    found[name.split(".")[0]] = State.RUNNING
+        for state, folder in FINAL_DIRS.items():
+            for name in list_names(self.dirs[folder]):
+                if name[:-5] in wanted:
+                    found[name[:-5]] = state
+        return found
 
     def is_drained(self) -> bool:
         for kind in ("pending", "claimed", "committing"):

@@ -102,7 +102,7 @@ class MemoryQueue(Queue):
     def finish(self, lease: Lease, result: Result) -> None:
         with self._lock:
             self._end_lease(lease)
-            result = self._place_log(lease.job, result)
+            result = self._place_log(lease, result)
             self._results[lease.job_id] = result
             self._state[lease.job_id] = result.state
             self._lock.notify_all()

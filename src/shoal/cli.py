@@ -1,0 +1,244 @@
+"""The `shoal` command: parses what the user typed and calls the modules that do the work."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, defaults
+from .errors import ShoalError, UsageError
+from .job import Job, State
+from .queue import open_queue
+from .queue.base import Queue
+from .worker import Worker
+
+DEFAULT_RUN_QUEUE = ".shoal-run"
+PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+class ShoalGroup(click.Group):
+    """Turns every ShoalError into one clear line and exit status 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ShoalError as exc:
+            click.echo(f"shoal: error: {exc}", err=True)
+            sys.exit(2)
+        except (BrokenPipeError, KeyboardInterrupt):
+            sys.exit(130)
+
+
+@click.group(cls=ShoalGroup)
+@click.version_option(__version__, prog_name="shoal")
+@click.option("-v", "--verbose", count=True, help="More log lines (-vv for debug).")
+def main(verbose: int) -> None:
+    """Run many jobs in parallel over many machines with almost nothing to set up."""
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def job_options(func: Any) -> Any:
+    """Options shared by `submit` and `run` that shape each job."""
+    for option in reversed([
+        click.option("--timeout", "timeout_s", type=float, help="Kill a job after SECONDS."),
+        click.option("--retries", type=click.IntRange(min=0), default=defaults.RETRIES,
+                     show_default=True, help="Extra attempts for a job that fails."),
+        click.option("--max-attempts", type=click.IntRange(min=1),
+                     default=defaults.MAX_ATTEMPTS, show_default=True,
+                     help="Attempts before a job whose worker keeps dying is failed."),
+        click.option("--table", type=click.Path(exists=True, dir_okay=False),
+                     help="CSV or JSON table: one job per row, {column} in the template."),
+    ]):
+        func = option(func)
+    return func
+
+
+def build_jobs(queue: Queue, words: Sequence[str], table: str | None,
+               **options: Any) -> list[Job]:
+    """Jobs from job files, or from a command template with ::: inputs or a table."""
+    from .submission import is_template, jobs_from_files, jobs_from_template
+
+    if not words:
+        raise UsageError("nothing to run: give job files, or a command with ::: arguments")
+    options = {k: v for k, v in options.items() if v is not None}
+    if table or is_template(words):
+        return jobs_from_template(words, table=table, **options)
+    if all(Path(word).is_file() for word in words):
+        return jobs_from_files(queue, words, **options)
+    raise UsageError(f"{words[0]}: not a job file; for a command give its inputs with ::: "
+                     "(e.g. shoal run echo ::: a b) or --table FILE")
+
+
+@main.command(context_settings=PASS_THROUGH)
+@click.argument("queue")
+@job_options
+@click.argument("words", nargs=-1, type=click.UNPROCESSED)
+def submit(queue: str, words: tuple[str, ...], table: str | None, **options: Any) -> None:
+    """Add jobs to QUEUE: job files, or COMMAND ::: ARGS (GNU parallel syntax), or a table."""
+    q = open_queue(queue)
+    jobs = build_jobs(q, words, table, **options)
+    new = q.submit(jobs)
+    click.echo(f"submitted {len(new)} new job(s) to {q.url} "
+               f"({len(jobs) - len(new)} already there)")
+
+
+@main.command()
+@click.argument("queue")
+@click.option("--slots", type=click.IntRange(min=1), help="Parallel jobs (default: CPUs).")
+@click.option("--drain", is_flag=True, help="Exit when no job is pending or running.")
+@click.option("--on-stop", type=click.Choice(["finish", "release"]), default="finish",
+              show_default=True,
+              help="On SIGINT/SIGTERM: let running jobs finish, or release them at once.")
+@click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after this many jobs.")
+@click.option("--lease", "lease_s", type=float, help="Lease seconds (default: the queue's).")
+def work(queue: str, slots: int | None, drain: bool, on_stop: str, max_jobs: int | None,
+         lease_s: float | None) -> None:
+    """Run jobs from QUEUE (a folder: also every job file dropped into it)."""
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("shoal").setLevel(logging.INFO)
+    options = {"lease_s": lease_s} if lease_s else {}
+    worker = Worker(open_queue(queue, **options), slots=slots, drain=drain, on_stop=on_stop,
+                    max_jobs=max_jobs)
+    install_stop_signals(worker)
+    worker.run()
+
+
+def install_stop_signals(worker: Worker) -> None:
+    """First SIGINT/SIGTERM: graceful stop; the second: release running jobs and exit."""
+
+    def handler(signum: int, _frame: object) -> None:
+        logging.getLogger("shoal.worker").warning(
+            "worker %s: %s received, stopping", worker.id, signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@main.command(context_settings=PASS_THROUGH)
+@click.option("--queue", "-q", "queue_url", default=DEFAULT_RUN_QUEUE, show_default=True,
+              help="Queue to use; other machines may join it with `shoal work`.")
+@click.option("--slots", "-j", type=click.IntRange(min=0),
+              help="Local parallel jobs (default: CPUs; 0 = only other workers).")
+@click.option("--no-progress", is_flag=True, help="No live progress bar.")
+@job_options
+@click.argument("words", nargs=-1, type=click.UNPROCESSED)
+def run(queue_url: str, slots: int | None, no_progress: bool, words: tuple[str, ...],
+        table: str | None, **options: Any) -> None:
+    """Run COMMAND ::: ARGS (or job files) here, like GNU parallel, and wait for all of it."""
+    from .progress import run_and_watch
+
+    queue = open_queue(queue_url)
+    jobs = build_jobs(queue, words, table, **options)
+    code = run_and_watch(queue, jobs, slots=slots, show_progress=not no_progress)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("queue")
+def status(queue: str) -> None:
+    """Counts of jobs by state, workers alive and lost."""
+    from .views import show_status
+
+    show_status(open_existing(queue))
+
+
+@main.command()
+@click.argument("queue")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+def results(queue: str, fmt: str) -> None:
+    """One row per job: state, exit status, attempts, host, timings, log."""
+    from .views import show_results
+
+    show_results(open_existing(queue), fmt)
+
+
+@main.command()
+@click.argument("queue")
+@click.argument("job")
+def logs(queue: str, job: str) -> None:
+    """Print the log of JOB (id, id prefix or name); a running job's log so far."""
+    from .views import show_log
+
+    show_log(open_existing(queue), job)
+
+
+@main.command()
+@click.argument("queue")
+@click.argument("jobs", nargs=-1)
+@click.option("--failed", is_flag=True, help="Retry every failed job.")
+@click.option("--cancelled", is_flag=True, help="Retry every cancelled job.")
+def retry(queue: str, jobs: tuple[str, ...], failed: bool, cancelled: bool) -> None:
+    """Put failed (or cancelled) jobs back to pending."""
+    from .views import resolve_jobs
+
+    q = open_existing(queue)
+    ids = [status.job.id for status in resolve_jobs(q, jobs)] if jobs else []
+    wanted = {State.FAILED} if failed else set()
+    if cancelled:
+        wanted.add(State.CANCELLED)
+    if not jobs and not wanted:
+        raise UsageError("name jobs to retry, or give --failed / --cancelled")
+    ids += [r.job_id for r in q.results() if r.state in wanted]
+    click.echo(f"{len(q.retry(ids))} job(s) back to pending")
+
+
+@main.command()
+@click.argument("queue")
+@click.argument("jobs", nargs=-1, required=True)
+def cancel(queue: str, jobs: tuple[str, ...]) -> None:
+    """Cancel jobs that are pending or running (running ones are killed)."""
+    from .views import resolve_jobs
+
+    q = open_existing(queue)
+    ids = [status.job.id for status in resolve_jobs(q, jobs)]
+    click.echo(f"{len(q.cancel(ids))} job(s) cancelled")
+
+
+@main.command()
+@click.argument("queue")
+def workers(queue: str) -> None:
+    """Every worker: host, pid, slots, running jobs, jobs done, heartbeat age, state."""
+    from .views import show_workers
+
+    show_workers(open_existing(queue))
+
+
+@main.command()
+@click.argument("queue")
+@click.argument("worker_ids", nargs=-1)
+@click.option("--all", "everyone", is_flag=True, help="Every live worker.")
+@click.option("--now", is_flag=True, help="Release running jobs and stop at once.")
+def fire(queue: str, worker_ids: tuple[str, ...], everyone: bool, now: bool) -> None:
+    """Stop workers through the queue: finish current jobs, then exit (or --now)."""
+    from .queue import STOP, STOP_NOW
+
+    q = open_existing(queue)
+    live = [w.id for w in q.workers() if not w.lost]
+    targets = live if everyone else list(worker_ids)
+    if not targets:
+        raise UsageError("name workers to fire (see `shoal workers`), or give --all")
+    for worker_id in targets:
+        q.send_control(worker_id, STOP_NOW if now else STOP)
+    click.echo(f"asked {len(targets)} worker(s) to stop{' now' if now else ''}")
+
+
+def open_existing(url: str) -> Queue:
+    """Open a queue that must already exist (a typo must not create a new empty one)."""
+    if "://" in url:
+        return open_queue(url)
+    return open_queue(url, create=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

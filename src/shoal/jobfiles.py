@@ -1,0 +1,421 @@
+"""Read the job files people write by hand and say how to run them.
+
+Three kinds of file are job files (``is_job_file`` decides, ``load_job_file`` reads):
+
+* **Scripts** (``.py``, ``.sh``, ``.m``, ``.R``, ``.jl`` ... whatever the queue's
+  ``interpreters`` mapping lists). Command: the interpreter's argv plus the script's
+  absolute path; working directory: the folder that holds the script. An empty
+  interpreter argv means "run the file itself" (it then needs a shebang and +x).
+  Extensions match exactly first, then case-insensitively (``.M`` finds ``.m``).
+* **fjd-style INI** (``.ini``), see below.
+* **TOML** (``.toml``): the same fields, in tables ``[control]`` and ``[params]``;
+  params keep their TOML types, and ``executable`` may also be a list (an argv that
+  is used as is, no splitting).
+
+The fjd format
+--------------
+fjd ("file-based job distribution", Nicolas Höning, github.com/nhoening/fjd) is
+where the INI format comes from. What its README and code said (read in the fjd
+repository, README.md / README.rst of 2013-2014 and ``fjd/worker.py``):
+
+* A job file is an INI file with a ``[control]`` section holding ``executable``
+  (a command line, e.g. ``python example/ajob.py``) and ``logfile``; any other
+  section (by convention ``[params]``) is free-form for the job itself. fjd had no
+  other ``[control]`` fields.
+* "Your executable gets this configuration file passed as a command line
+  argument": the worker ran ``EXECUTABLE <absolute path of the job file>``.
+* "If the paths are relative, the path to the executable should be relative to the
+  workers working directory, whereas the path to the logfile should be relative to
+  the jobs working directory."
+* ``fjd/worker.py`` ran ``touch LOGFILE; EXECUTABLE JOBFILE`` through a shell
+  without changing directory, so a job ran in the worker's own directory.
+* Later fjd versions renamed the section to ``[fjd]``, moved ``logfile`` into
+  ``[params]``, switched to ``RawConfigParser`` (no ``%`` interpolation) and ran
+  non-INI job files directly as scripts.
+
+What shoal does with INI files
+------------------------------
+* ``[control]`` is required; a file without it but with an ``[fjd]`` section is
+  read from ``[fjd]`` instead (later fjd files keep working).
+* ``executable`` is split with ``shlex`` (POSIX shell quoting) and run without a
+  shell: no pipes, redirections, ``$VARS`` or globs (use a ``.sh`` job or
+  ``bash -c '...'`` for those). Only the program (first word) is resolved: a name
+  with a ``/`` in it is taken relative to ``worker_dir`` (the directory
+  ``shoal work`` was started in, as fjd documented), ``~`` is expanded, and a bare
+  name such as ``python3`` is left for the ``PATH`` lookup. The other words are
+  passed as written, so relative ones are relative to the job's working directory.
+  The job file's absolute path is appended as the last argument.
+* ``logfile`` (optional) is relative to the job file's directory; without it
+  ``JobFileSpec.log`` is None and the caller picks ``NAME.log`` beside the file.
+* No interpolation: ``%`` in values survives. Keys keep the case they are written
+  in (configparser lowercases them by default); ``[control]`` keys are matched
+  case-insensitively. Only whole-line comments (``#`` or ``;``) are comments, so
+  values may contain ``#`` and ``;``. ``[DEFAULT]`` works as in configparser.
+  Duplicate sections or keys are errors.
+
+Fields shoal adds to ``[control]`` (both formats; unknown keys are errors, so a
+typo such as ``timout`` is not silently ignored):
+
+* ``timeout``: seconds (a finite number > 0) before the job is stopped.
+* ``retries``: extra attempts after a failed run (an integer >= 0).
+  (In INI these are text such as ``90`` or ``2.5``; in TOML they must be numbers,
+  a quoted ``"90"`` is refused, as TOML values keep their types.)
+* ``cwd``: the working directory, relative to the job file's directory; it must
+  exist. Default: ``worker_dir``, which is where fjd ran its jobs and what makes a
+  relative ``executable`` such as ``python3 sim.py`` find ``sim.py``.
+
+Job files must be UTF-8 (a byte order mark is dropped). Every problem raises
+``MalformedJob`` with a message that starts with the path as the caller gave it,
+e.g. ``jobs/a.ini: [control] has no 'executable'``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import configparser
+import errno
+import math
+import os
+import shlex
+import stat
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from .defaults import JOBFILE_SUFFIXES
+from .errors import MalformedJob
+
+CONTROL_KEYS = ("executable", "logfile", "timeout", "retries", "cwd")
+
+# Names a drop folder may hold that are not jobs: editors' and copiers' temp files,
+# our own logs, NFS's silly-renamed files (hidden, so caught by the dot rule).
+_NOT_JOB_SUFFIXES = (".log", ".tmp", ".part")
+
+
+@dataclass(frozen=True)
+class JobFileSpec:
+    """How to run one job file: argv (no shell), where, where its log goes, its params."""
+
+    command: list[str]
+    cwd: str
+    log: str | None
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+    retries: int | None = None
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The file being read, kept together so every error can name it."""
+
+    shown: str  # the path as the caller gave it, for messages
+    path: Path  # absolute path of the job file
+    worker_dir: str  # absolute
+    section: str = "control"
+    text_values: bool = False  # INI: every value is a string to convert; TOML: values are typed
+
+    def error(self, problem: str) -> MalformedJob:
+        return MalformedJob(f"{self.shown}: {problem}")
+
+    def field_error(self, key: str, problem: str) -> MalformedJob:
+        return self.error(f"[{self.section}] '{key}' {problem}")
+
+
+def is_job_file(name: str, interpreters: Mapping[str, Sequence[str]]) -> bool:
+    """True for names shoal runs when dropped in a folder.
+
+    That is a known script extension, .ini or .toml; never hidden files (starting
+    with '.'), never temp/log names (*.log, *.tmp, *.part, *~, .nfs*), which are
+    half-written copies, editor backups or our own output.
+    """
+    base = os.path.basename(name)
+    if not base or base.startswith(".") or base.endswith("~"):
+        return False
+    suffix = os.path.splitext(base)[1]
+    if suffix.lower() in _NOT_JOB_SUFFIXES:
+        return False
+    return suffix.lower() in JOBFILE_SUFFIXES or _interpreter_for(suffix, interpreters) is not None
+
+
+def load_job_file(
+    path: str | Path,
+    *,
+    interpreters: Mapping[str, Sequence[str]],
+    worker_dir: str | Path,
+) -> JobFileSpec:
+    """Read a job file and say how to run it; MalformedJob naming the file for anything wrong."""
+    src = _Source(
+        shown=str(path),
+        path=Path(os.path.abspath(path)),
+        worker_dir=os.path.abspath(os.path.expanduser(worker_dir)),
+    )
+    suffix = src.path.suffix
+    if suffix.lower() == ".ini":
+        return _from_ini(src)
+    if suffix.lower() == ".toml":
+        return _from_toml(src)
+    argv = _interpreter_for(suffix, interpreters)
+    if argv is None:
+        known = sorted({*interpreters, *JOBFILE_SUFFIXES})
+        shown_suffix = f"'{suffix}'" if suffix else "none"
+        raise src.error(f"unknown extension {shown_suffix} (known: {', '.join(known)})")
+    return _from_script(src, argv)
+
+
+def _interpreter_for(
+    suffix: str, interpreters: Mapping[str, Sequence[str]]
+) -> Sequence[str] | None:
+    """Exact match first so '.R' and '.r' may differ; else any key equal ignoring case."""
+    if len(suffix) < 2:
+        return None
+    if suffix in interpreters:
+        return interpreters[suffix]
+    lowered = suffix.lower()
+    return next((argv for ext, argv in interpreters.items() if ext.lower() == lowered), None)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def _unreadable(src: _Source, exc: OSError) -> MalformedJob:
+    """Turn an OS error into a message a person can act on."""
+    if isinstance(exc, FileNotFoundError):
+        return src.error("no such file")
+    if isinstance(exc, IsADirectoryError):
+        return src.error("is a directory, not a job file")
+    if isinstance(exc, PermissionError):
+        return src.error("cannot be read (permission denied)")
+    return src.error(f"cannot be read: {exc.strerror or exc}")
+
+
+def _check_readable(src: _Source) -> None:
+    """A regular file we may open; never opens a FIFO in blocking mode (it would hang a worker)."""
+    try:
+        mode = os.stat(src.path).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise src.error("is not a regular file")
+        os.close(os.open(src.path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as exc:
+        raise _unreadable(src, exc) from None
+
+
+def _read_text(src: _Source) -> str:
+    """The file's text; UTF-8 only (a BOM is dropped), so params mean the same everywhere."""
+    _check_readable(src)
+    try:
+        data = src.path.read_bytes()
+    except OSError as exc:
+        raise _unreadable(src, exc) from None
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        problem = f"byte 0x{data[exc.start]:02x} on line {line}"
+        raise src.error(f"is not UTF-8 text ({problem}); save it as UTF-8") from None
+
+
+def _from_script(src: _Source, argv: Sequence[str]) -> JobFileSpec:
+    """Interpreter + script; checked readable now so a typo fails at submit, not on a worker."""
+    _check_readable(src)
+    return JobFileSpec(
+        command=[*argv, str(src.path)],
+        cwd=str(src.path.parent),
+        log=None,
+        params={},
+    )
+
+
+# --- INI -------------------------------------------------------------------------------
+
+
+def _ini_problem(exc: configparser.Error) -> str:
+    """configparser's messages span lines and repeat the file name; make them one short line."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"line {exc.lineno}: text before the first [section] header: {exc.line.strip()!r}"
+    if isinstance(exc, (configparser.DuplicateSectionError, configparser.DuplicateOptionError)):
+        what = (
+            f"key '{exc.option}' in [{exc.section}]"
+            if isinstance(exc, configparser.DuplicateOptionError)
+            else f"section [{exc.section}]"
+        )
+        return f"line {exc.lineno}: {what} is given twice"
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        lineno, line = exc.errors[0]
+        more = f" (and {len(exc.errors) - 1} more bad lines)" if len(exc.errors) > 1 else ""
+        return f"line {lineno}: cannot parse {line.strip()!r}{more}"
+    return " ".join(str(exc).split())
+
+
+def _parse_ini(src: _Source) -> configparser.ConfigParser:
+    """Parse without interpolation and keeping key case, the two configparser defaults we drop."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment, method-assign]
+    try:
+        parser.read_string(_read_text(src), source=src.shown)
+    except configparser.Error as exc:
+        raise src.error(f"INI syntax error: {_ini_problem(exc)}") from None
+    return parser
+
+
+def _from_ini(src: _Source) -> JobFileSpec:
+    parser = _parse_ini(src)
+    section = next((s for s in ("control", "fjd") if parser.has_section(s)), None)
+    if section is None:
+        raise src.error("has no [control] section (it needs at least 'executable')")
+    src = replace(src, section=section, text_values=True)
+    control: dict[str, Any] = {}
+    for key, value in parser.items(section):
+        if key.lower() in control:
+            raise src.field_error(key, "is given twice (keys are case-insensitive here)")
+        control[key.lower()] = value
+    inherited = {key.lower() for key in parser.defaults()}
+    params = dict(parser.items("params")) if parser.has_section("params") else {}
+    return _build(src, control, params, ignore=inherited)
+
+
+# --- TOML ------------------------------------------------------------------------------
+
+
+def _from_toml(src: _Source) -> JobFileSpec:
+    try:
+        data = tomllib.loads(_read_text(src))
+    except tomllib.TOMLDecodeError as exc:
+        raise src.error(f"TOML syntax error: {exc}") from None
+    control = data.get("control")
+    if control is None:
+        raise src.error("has no [control] table (it needs at least 'executable')")
+    if not isinstance(control, dict):
+        raise src.error(f"[control] must be a table, not {_type_name(control)}")
+    params = data.get("params", {})
+    if not isinstance(params, dict):
+        raise src.error(f"[params] must be a table, not {_type_name(params)}")
+    return _build(src, control, params)
+
+
+def _type_name(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a float"}
+    names.update({list: "an array", dict: "a table"})
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+# --- the [control] fields --------------------------------------------------------------
+
+
+def _build(
+    src: _Source,
+    control: Mapping[str, Any],
+    params: dict[str, Any],
+    ignore: frozenset[str] | set[str] = frozenset(),
+) -> JobFileSpec:
+    """Validate [control] (same rules for INI strings and TOML values) and make the spec."""
+    unknown = sorted(set(control) - set(CONTROL_KEYS) - set(ignore))
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        raise src.error(
+            f"[{src.section}] has unknown keys {names} (known: {', '.join(CONTROL_KEYS)})"
+        )
+    if "executable" not in control:
+        raise src.error(f"[{src.section}] has no 'executable'")
+    return JobFileSpec(
+        command=_command(src, control["executable"]),
+        cwd=_cwd(src, control.get("cwd")),
+        log=_logfile(src, control.get("logfile")),
+        params=dict(params),
+        timeout_s=_timeout(src, control.get("timeout")),
+        retries=_retries(src, control.get("retries")),
+    )
+
+
+def _command(src: _Source, raw: Any) -> list[str]:
+    """shlex-split a string (a list is an argv already); resolve the program; add the job file."""
+    if isinstance(raw, str):
+        try:
+            argv = shlex.split(raw)
+        except ValueError as exc:
+            raise src.field_error("executable", f"cannot be split into words: {exc}") from None
+    elif isinstance(raw, list) and all(isinstance(word, str) for word in raw):
+        argv = list(raw)
+    else:
+        raise src.field_error("executable", "must be a command line or a list of strings")
+    if not argv or not argv[0].strip():
+        raise src.field_error("executable", "is empty")
+    argv[0] = _program(argv[0], src.worker_dir)
+    return [*argv, str(src.path)]
+
+
+def _program(word: str, worker_dir: str) -> str:
+    """A path (has a "/") is relative to the worker dir, as fjd said; a bare name uses PATH."""
+    word = os.path.expanduser(word)
+    if "/" not in word:
+        return word
+    return os.path.normpath(os.path.join(worker_dir, word))
+
+
+def _relative_path(src: _Source, key: str, raw: Any) -> str | None:
+    """A path written in the job file, relative to the job file's directory; None when blank."""
+    if not isinstance(raw, str):
+        raise src.field_error(key, f"must be a path (a string), not {_type_name(raw)}")
+    text = raw.strip()
+    if not text:
+        return None
+    return os.path.normpath(os.path.join(src.path.parent, os.path.expanduser(text)))
+
+
+def _logfile(src: _Source, raw: Any) -> str | None:
+    return None if raw is None else _relative_path(src, "logfile", raw)
+
+
+def _cwd(src: _Source, raw: Any) -> str:
+    """Default is the worker's directory (fjd's behaviour); a given one must exist now."""
+    cwd = None if raw is None else _relative_path(src, "cwd", raw)
+    if cwd is None:
+        return src.worker_dir
+    if not os.path.isdir(cwd):
+        raise src.field_error("cwd", f"is not an existing directory: {cwd}")
+    return cwd
+
+
+def _timeout(src: _Source, raw: Any) -> float | None:
+    """Seconds, > 0 and finite: zero, negative or infinite timeouts are typos, not wishes."""
+    if raw is None:
+        return None
+    value: float | None = None
+    if isinstance(raw, str) and src.text_values:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = None
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    if value is None:
+        raise src.field_error("timeout", f"must be a number of seconds, not {raw!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise src.field_error("timeout", f"must be a positive number of seconds, not {raw!r}")
+    return value
+
+
+def _retries(src: _Source, raw: Any) -> int | None:
+    """A whole count >= 0; '1.5' or true are refused rather than guessed at."""
+    if raw is None:
+        return None
+    value: int | None = None
+    if isinstance(raw, str) and src.text_values:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = None
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    if value is None or value < 0:
+        raise src.field_error("retries", f"must be a whole number >= 0, not {raw!r}")
+    return value

@@ -1,0 +1,115 @@
+"""`shoal run`: submit, work locally, show live progress, wait for this run's jobs, sum up."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+import click
+
+from .job import Job, State
+from .queue.base import Queue
+from .worker import Worker
+
+TICK_S = 0.2
+
+
+def run_and_watch(queue: Queue, jobs: Sequence[Job], *, slots: int | None,
+                  show_progress: bool) -> int:
+    """Run `jobs` to completion on `queue`; return the exit status (0: all succeeded)."""
+    started = time.monotonic()
+    ids = list(dict.fromkeys(job.id for job in jobs))
+    queue.submit(jobs)
+    before = queue.states(ids)
+    queue.retry([i for i, s in before.items() if s in (State.FAILED, State.CANCELLED)])
+    already = sum(1 for s in before.values() if s is State.DONE)
+    worker = thread = None
+    if slots != 0:
+        worker = Worker(queue, slots=slots, drain=True)
+        thread = threading.Thread(target=worker.run, name="shoal-run-worker", daemon=True)
+        thread.start()
+    interrupted = _stop_on_signals(worker)
+    try:
+        states = _watch(queue, ids, interrupted, show_progress and sys.stderr.isatty())
+    finally:
+        if worker is not None and thread is not None:
+            worker.stop()
+            thread.join()
+    return _summarise(queue, ids, states, already, time.monotonic() - started,
+                      interrupted.is_set())
+
+
+def _stop_on_signals(worker: Worker | None) -> threading.Event:
+    interrupted = threading.Event()
+
+    def handler(_signum: int, _frame: object) -> None:
+        if worker is not None:
+            worker.stop(now=interrupted.is_set())
+        interrupted.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return interrupted
+
+
+def _watch(queue: Queue, ids: list[str], interrupted: threading.Event,
+           live: bool) -> dict[str, State]:
+    if not live:
+        while True:
+            states = queue.states(ids)
+            if interrupted.is_set() or _all_final(states, ids):
+                return states
+            interrupted.wait(TICK_S)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("shoal run"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("jobs", total=len(ids), extra="")
+        while True:
+            states = queue.states(ids)
+            counts = Counter(states.values())
+            finished = sum(counts[s] for s in State if s.final)
+            bar.update(task, completed=finished, extra=(
+                f"failed {counts[State.FAILED]} · running {counts[State.RUNNING]}"))
+            if interrupted.is_set() or _all_final(states, ids):
+                return states
+            interrupted.wait(TICK_S)
+
+
+def _all_final(states: dict[str, State], ids: list[str]) -> bool:
+    return len(states) == len(ids) and all(s.final for s in states.values())
+
+
+def _summarise(queue: Queue, ids: list[str], states: dict[str, State], already: int,
+               seconds: float, interrupted: bool) -> int:
+    counts = Counter(states.values())
+    parts = [f"{counts[State.DONE]} done"]
+    if already:
+        parts[0] += f" ({already} already before)"
+    parts += [f"{counts[s]} {s.value}" for s in (State.FAILED, State.CANCELLED,
+                                                  State.RUNNING, State.PENDING) if counts[s]]
+    click.echo(f"shoal run: {len(ids)} jobs: {', '.join(parts)} in {seconds:.1f} s "
+               f"(queue {queue.url})", err=True)
+    failed = [r for r in queue.results() if r.state is State.FAILED and r.job_id in states]
+    for result in failed[:10]:
+        click.echo(f"  failed: {result.name}: {result.reason} (log: {result.log})", err=True)
+    if len(failed) > 10:
+        click.echo(f"  ... and {len(failed) - 10} more: shoal results {queue.url}", err=True)
+    if interrupted:
+        click.echo("shoal run: interrupted; run the same command again to resume", err=True)
+        return 130
+    return 0 if counts[State.DONE] == len(ids) else 1

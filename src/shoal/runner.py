@@ -1,0 +1,182 @@
+"""Running one job: a subprocess in its own process group, output to a log, a deadline.
+
+A job runs in a new session, so Ctrl-C in the worker's terminal does not reach it
+and the whole tree it starts can be killed at once (timeout, lease loss, stop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from . import defaults
+from .errors import MalformedJob
+from .job import Job, Kind, Lease
+
+# A command string made only of these characters, whose first word is a program on
+# PATH, runs without a shell: same result, half the start-up cost.
+_SIMPLE_COMMAND = re.compile(r"[\w\-+./:,@%= ]+")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything needed to start a job's process."""
+
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    log: Path
+    timeout_s: float | None
+    retries: int
+    named_log: bool = False  # the job file chose its log path itself
+
+
+@lru_cache(maxsize=256)
+def _on_path(program: str) -> bool:
+    return shutil.which(program) is not None
+
+
+def shell_argv(command: str) -> list[str]:
+    """How a command string runs: directly when it is plain words, else through /bin/sh."""
+    words = command.split()
+    if (words and _SIMPLE_COMMAND.fullmatch(command) and "=" not in words[0]
+            and _on_path(words[0])):
+        return words
+    return ["/bin/sh", "-c", command]
+
+
+def job_environment(lease: Lease, queue_url: str, extra: Mapping[str, str]) -> dict[str, str]:
+    """The job's environment: ours, the job's own, and the SHOAL_* variables."""
+    env = dict(os.environ)
+    env.update(extra)
+    env.update({
+        "SHOAL_JOB_ID": lease.job_id,
+        "SHOAL_JOB_NAME": lease.job.name,
+        "SHOAL_ATTEMPT": str(lease.attempt),
+        "SHOAL_QUEUE": queue_url,
+        "SHOAL_WORKER": lease.worker,
+    })
+    return env
+
+
+def prepare(lease: Lease, *, queue_url: str, root: Path, interpreters: Mapping[str, list[str]],
+            worker_dir: Path, attempt_log: Path) -> Launch:
+    """Turn a leased job into a Launch; MalformedJob (naming the file) if it cannot run."""
+    job = lease.job
+    env = job_environment(lease, queue_url, job.env)
+    if job.kind is Kind.COMMAND:
+        if not job.command:
+            raise MalformedJob(f"job {job.id}: empty command")
+        argv = shell_argv(job.command) if isinstance(job.command, str) else list(job.command)
+        return Launch(argv, job.cwd or str(worker_dir), env, attempt_log, job.timeout_s,
+                      job.retries)
+    if job.kind is Kind.FILE:
+        return _prepare_file(job, env, root, interpreters, worker_dir, attempt_log)
+    raise MalformedJob(f"job {job.id}: kind {job.kind.value!r} cannot run as a process")
+
+
+def _prepare_file(job: Job, env: dict[str, str], root: Path,
+                  interpreters: Mapping[str, list[str]], worker_dir: Path,
+                  attempt_log: Path) -> Launch:
+    from .jobfiles import load_job_file
+
+    assert job.path is not None
+    spec = load_job_file(root / job.path, interpreters=interpreters, worker_dir=worker_dir)
+    env.update({f"SHOAL_PARAM_{key}": value if isinstance(value, str) else json.dumps(value)
+                for key, value in spec.params.items() if str(key).isidentifier()})
+    timeout_s = job.timeout_s if job.timeout_s is not None else spec.timeout_s
+    retries = spec.retries if spec.retries is not None else job.retries
+    log = Path(spec.log) if spec.log else attempt_log
+    return Launch(list(spec.command), spec.cwd, env, log, timeout_s, retries,
+                  named_log=spec.log is not None)
+
+
+def start(launch: Launch) -> subprocess.Popen[bytes]:
+    """Start the job's process in a new session with stdout+stderr going to its log."""
+    launch.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(launch.log, "wb") as log:
+        return subprocess.Popen(
+            launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def kill_group(pid: int, sig: int) -> None:
+    """Signal a job's whole process group (the job leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def describe_exit(returncode: int) -> str:
+    """A person's words for a process's exit status."""
+    if returncode == 0:
+        return ""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+class Deadlines:
+    """Kills process groups whose deadline passed: SIGTERM, then SIGKILL after a grace.
+
+    One thread serves every slot of a worker, so a job without a deadline pays nothing.
+    Entries are keyed by ticket, not pid, so a reused pid is never signalled.
+    """
+
+    def __init__(self, grace_s: float = defaults.KILL_GRACE_S) -> None:
+        self.grace_s = grace_s
+        self._heap: list[tuple[float, int, int, int]] = []  # when, ticket, pid, signal
+        self._live: set[int] = set()
+        self._tickets = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="shoal-deadlines", daemon=True)
+        self._thread.start()
+
+    def kill_at(self, pid: int, when: float) -> int:
+        """SIGTERM the group at monotonic time `when`, SIGKILL it `grace_s` later."""
+        with self._cond:
+            self._tickets += 1
+            ticket = self._tickets
+            self._live.add(ticket)
+            heapq.heappush(self._heap, (when, ticket, pid, signal.SIGTERM))
+            heapq.heappush(self._heap, (when + self.grace_s, ticket, pid, signal.SIGKILL))
+            self._cond.notify()
+            return ticket
+
+    def kill_now(self, pid: int) -> int:
+        return self.kill_at(pid, time.monotonic())
+
+    def forget(self, ticket: int) -> None:
+        """The process exited: its pending signals must not fire."""
+        with self._cond:
+            self._live.discard(ticket)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                when, ticket, pid, sig = self._heap[0]
+                delay = when - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                if ticket not in self._live:
+                    continue
+            kill_group(pid, sig)

@@ -1,0 +1,316 @@
+"""The worker: N slots, each a loop of claim -> run -> finish; one steering loop beside them.
+
+    steering loop (caller's thread)          slot threads (N)
+    ------------------------------          -------------------------------
+    renew leases, heartbeat, reap            claim 1 job (lease)
+    read control commands (stop...)          prepare + start its process group
+    look for drop-in job files               wait; finish / requeue / release
+    decide to exit (drained, stopped)        (lease lost -> result refused)
+
+Stopping: a first stop (SIGINT/SIGTERM or `shoal fire`) claims nothing more and
+lets running jobs finish (on_stop="finish", the default) or releases them back
+to the queue at once (on_stop="release"); a second stop, or `stop(now=True)`,
+always releases.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import defaults
+from .errors import LeaseLost, MalformedJob
+from .fsutil import HOST
+from .job import Lease, Result, State, WorkerInfo
+from .queue import STOP, STOP_NOW, Queue
+from .runner import Deadlines, Launch, describe_exit, prepare, start
+
+log = logging.getLogger("shoal.worker")
+
+
+def new_worker_id() -> str:
+    """host-pid-random: unique across hosts and restarts, safe in file names."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", HOST)[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class _Slot:
+    """What one slot is running now."""
+
+    lease: Lease
+    process: subprocess.Popen[bytes] | None = None
+    ticket: int | None = None
+    lost: bool = False
+    releasing: bool = False
+    timed_out: bool = False
+    retries: int = 0  # failed runs are tried again while attempt <= retries
+    started: float = field(default_factory=time.time)
+
+
+class Worker:
+    """Runs jobs from a queue until stopped, drained, or `max_jobs` are done."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        slots: int | None = None,
+        drain: bool = False,
+        on_stop: str = "finish",
+        heartbeat_s: float | None = None,
+        scan_s: float = defaults.SCAN_S,
+        max_jobs: int | None = None,
+        worker_id: str | None = None,
+        worker_dir: str | Path | None = None,
+        kill_grace_s: float = defaults.KILL_GRACE_S,
+        log_path: str | None = None,
+    ) -> None:
+        if on_stop not in ("finish", "release"):
+            raise ValueError("on_stop must be 'finish' or 'release'")
+        self.queue = queue
+        self.slots = slots or os.cpu_count() or 1
+        self.drain = drain
+        self.on_stop = on_stop
+        self.heartbeat_s = heartbeat_s or min(defaults.HEARTBEAT_S, queue.lease_s / 4)
+        self.scan_s = scan_s
+        self.max_jobs = max_jobs
+        self.id = worker_id or new_worker_id()
+        self.worker_dir = Path(worker_dir or Path.cwd()).absolute()
+        self.log_path = log_path
+        self.deadlines = Deadlines(kill_grace_s)
+        self.done = 0
+        self.exit_reason = ""
+        self._running: dict[str, _Slot] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._started = time.time()
+
+    # -- steering -----------------------------------------------------------------
+
+    def run(self) -> str:
+        """Work until a way out is reached; return it ("drained", "stopped", "max jobs")."""
+        self._beat("idle")
+        log.info("worker %s: started on %s with %d slots", self.id, self.queue.url, self.slots)
+        threads = [threading.Thread(target=self._slot_loop, name=f"shoal-slot-{i}", daemon=True)
+                   for i in range(self.slots)]
+        for thread in threads:
+            thread.start()
+        try:
+            self._steer()
+        finally:
+            self._stopping.set()
+            for thread in threads:
+                thread.join()
+            self.queue.unregister(self.id)
+        log.info("worker %s: exiting (%s) after %d jobs", self.id, self.exit_reason, self.done)
+        return self.exit_reason
+
+    def _steer(self) -> None:
+        next_beat = next_scan = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= next_scan:
+                self.queue.refresh()
+                next_scan = now + self.scan_s
+            if now >= next_beat:
+                self._renew_and_reap()
+                self._obey_control()
+                next_beat = now + self.heartbeat_s
+            if self._should_exit():
+                break
+            self._wake.wait(min(self.heartbeat_s, self.scan_s, 0.25))
+            self._wake.clear()
+        self._wait_for_slots()
+
+    def _should_exit(self) -> bool:
+        if self.max_jobs is not None and self.done >= self.max_jobs:
+            self.exit_reason = "max jobs"
+            return True
+        if self.drain and not self._running and self.queue.is_drained():
+            self.exit_reason = "drained"
+            return True
+        return False
+
+    def _wait_for_slots(self) -> None:
+        """After a stop: let running jobs finish (or release them), renewing meanwhile."""
+        self._stopping.set()
+        if self.on_stop == "release":
+            self._release_all()
+        while self._running:
+            self._renew_and_reap()
+            self._obey_control()
+            time.sleep(min(self.heartbeat_s, 0.1))
+
+    def stop(self, *, now: bool = False) -> None:
+        """Claim nothing more; with `now` (or on_stop="release") release running jobs."""
+        if not self.exit_reason:
+            self.exit_reason = "stopped"
+        if self._stopping.is_set() or now:
+            self.on_stop = "release"
+            self._release_all()
+        self._stopping.set()
+        self._wake.set()
+
+    def _release_all(self) -> None:
+        with self._lock:
+            slots = list(self._running.values())
+        for slot in slots:
+            slot.releasing = True
+            if slot.process is not None:
+                self.deadlines.kill_now(slot.process.pid)
+
+    def _obey_control(self) -> None:
+        for command in self.queue.take_control(self.id):
+            log.info("worker %s: control command %r", self.id, command)
+            if command == STOP:
+                self.stop()
+            elif command == STOP_NOW:
+                self.stop(now=True)
+
+    def _renew_and_reap(self) -> None:
+        with self._lock:
+            leases = [slot.lease for slot in self._running.values()]
+        for lease in self.queue.renew(self.id, leases):
+            self._lose(lease)
+        self._beat(self._state())
+        self.queue.reap()
+
+    def _lose(self, lease: Lease) -> None:
+        slot = self._running.get(lease.job_id)
+        if slot is None or slot.lost:
+            return
+        slot.lost = True
+        log.warning("worker %s: lost lease on job %s (attempt %d); killing it",
+                    self.id, lease.job_id, lease.attempt)
+        if slot.process is not None:
+            self.deadlines.kill_now(slot.process.pid)
+
+    def _state(self) -> str:
+        if self._stopping.is_set():
+            return "draining"
+        return "working" if self._running else "idle"
+
+    def _beat(self, state: str) -> None:
+        self.queue.heartbeat(WorkerInfo(
+            self.id, HOST, os.getpid(), self.slots, state=state,
+            running=tuple(self._running), done=self.done, started=self._started,
+            log=self.log_path,
+        ))
+
+    # -- slots ----------------------------------------------------------------------
+
+    def _slot_loop(self) -> None:
+        while not self._stopping.is_set():
+            wait_s = 0.5 if self.queue.blocking_claim else 0.0
+            leases = self.queue.claim(self.id, 1, wait_s=wait_s)
+            if not leases:
+                self._idle_pause()
+                continue
+            self._delay = defaults.POLL_MIN_S
+            self._run_one(leases[0])
+            if self.max_jobs is not None and self.done >= self.max_jobs:
+                self._wake.set()
+                return
+
+    _delay = defaults.POLL_MIN_S
+
+    def _idle_pause(self) -> None:
+        if not self.queue.blocking_claim:
+            self._stopping.wait(self._delay)
+            self._delay = min(self._delay * 2, defaults.POLL_MAX_S)
+        self._wake.set()
+
+    def _run_one(self, lease: Lease) -> None:
+        slot = _Slot(lease)
+        with self._lock:
+            self._running[lease.job_id] = slot
+        try:
+            result = self._execute(slot)
+            self._record(slot, result)
+        except Exception:  # a bug must not kill the slot: release and go on
+            log.exception("worker %s: unexpected error on job %s", self.id, lease.job_id)
+            self._settle(slot, lambda: self.queue.release(lease))
+        finally:
+            with self._lock:
+                self._running.pop(lease.job_id, None)
+
+    def _execute(self, slot: _Slot) -> Result:
+        lease = slot.lease
+        attempt_log = self.queue.attempt_log_path(lease)
+        try:
+            launch = prepare(lease, queue_url=self.queue.url, root=self.queue.root,
+                             interpreters=self.queue.interpreters,
+                             worker_dir=self.worker_dir, attempt_log=attempt_log)
+        except MalformedJob as exc:
+            return self._result(slot, State.FAILED, None, f"malformed: {exc}", None)
+        slot.started = time.time()
+        try:
+            slot.process = start(launch)
+        except OSError as exc:
+            launch.log.write_text(f"shoal: cannot start {launch.argv!r}: {exc}\n")
+            return self._result(slot, State.FAILED, None, f"cannot start: {exc}",
+                                str(launch.log))
+        return self._wait(slot, launch)
+
+    def _wait(self, slot: _Slot, launch: Launch) -> Result:
+        assert slot.process is not None
+        if slot.releasing or slot.lost:  # stop or loss arrived while starting
+            self.deadlines.kill_now(slot.process.pid)
+        if launch.timeout_s is not None:
+            slot.ticket = self.deadlines.kill_at(slot.process.pid,
+                                                 time.monotonic() + launch.timeout_s)
+        returncode = slot.process.wait()
+        if slot.ticket is not None:
+            self.deadlines.forget(slot.ticket)
+            assert launch.timeout_s is not None
+            slot.timed_out = time.time() - slot.started >= launch.timeout_s
+        reason = describe_exit(returncode)
+        if slot.timed_out and returncode != 0:
+            reason = f"timed out after {launch.timeout_s:g} s ({reason})"
+        state = State.DONE if returncode == 0 else State.FAILED
+        slot.retries = launch.retries
+        return self._result(slot, state, returncode, reason, str(launch.log))
+
+    def _result(self, slot: _Slot, state: State, exit_code: int | None, reason: str,
+                log_path: str | None) -> Result:
+        lease = slot.lease
+        return Result(
+            lease.job_id, state, name=lease.job.name, params=dict(lease.job.params),
+            exit_code=exit_code, reason=reason, attempt=lease.attempt, worker=self.id,
+            host=HOST, started=slot.started, ended=time.time(), log=log_path,
+        )
+
+    def _record(self, slot: _Slot, result: Result) -> None:
+        lease = slot.lease
+        if slot.releasing:
+            self._settle(slot, lambda: self.queue.release(lease))
+            return
+        if slot.lost:
+            log.warning("worker %s: result of job %s attempt %d not recorded (lease lost)",
+                        self.id, lease.job_id, lease.attempt)
+            return
+        if result.state is State.FAILED and lease.attempt <= slot.retries:
+            log.info("worker %s: job %s failed (%s); retrying", self.id, lease.job_id,
+                     result.reason)
+            self._settle(slot, lambda: self.queue.requeue(lease, result))
+            return
+        if self._settle(slot, lambda: self.queue.finish(lease, result)):
+            self.done += 1
+
+    def _settle(self, slot: _Slot, action: Callable[[], None]) -> bool:
+        try:
+            action()
+            return True
+        except LeaseLost as exc:
+            log.warning("worker %s: %s; result not recorded", self.id, exc)
+            return False
