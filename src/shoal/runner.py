@@ -180,3 +180,36 @@ class Deadlines:
                 if ticket not in self._live:
                     continue
             kill_group(pid, sig)
+
+
+def _environ_of(pid: str) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.partition(b"=") for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs
+            if k.startswith(b"SHOAL_")}
+
+
+def kill_orphans(reaped: list[tuple[str, str]]) -> int:
+    """Kill job processes on this host left running by dead workers; return how many groups.
+
+    A job is recognised by its SHOAL_JOB_ID and SHOAL_WORKER environment, never by pid
+    alone, so a reused pid is never hit. Linux only (/proc); elsewhere nothing happens.
+    """
+    wanted = set(reaped)
+    if not wanted or not Path("/proc/self/environ").exists():
+        return 0
+    groups = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        env = _environ_of(entry)
+        if (env.get("SHOAL_JOB_ID"), env.get("SHOAL_WORKER")) in wanted:
+            with contextlib.suppress(ProcessLookupError):
+                groups.add(os.getpgid(int(entry)))
+    groups.discard(os.getpgid(0))
+    for group in groups:
+        kill_group(group, signal.SIGKILL)
+    return len(groups)

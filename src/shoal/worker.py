@@ -31,7 +31,7 @@ from .errors import LeaseLost, MalformedJob
 from .fsutil import HOST
 from .job import Lease, Result, State, WorkerInfo
 from .queue import STOP, STOP_NOW, Queue
-from .runner import Deadlines, Launch, describe_exit, prepare, start
+from .runner import Deadlines, Launch, describe_exit, kill_orphans, prepare, start
 
 log = logging.getLogger("shoal.worker")
 
@@ -183,7 +183,11 @@ class Worker:
         for lease in self.queue.renew(self.id, leases):
             self._lose(lease)
         self._beat(self._state())
-        self.queue.reap()
+        reaped = self.queue.reap()
+        if reaped:
+            log.warning("worker %s: took back %d lease(s) of dead workers: %s", self.id,
+                        len(reaped), ", ".join(f"{job} from {w}" for job, w in reaped))
+            kill_orphans(reaped)
 
     def _lose(self, lease: Lease) -> None:
         slot = self._running.get(lease.job_id)

@@ -162,8 +162,12 @@ class Queue(ABC):
         return counts[State.PENDING] == 0 and counts[State.RUNNING] == 0
 
     @abstractmethod
-    def reap(self) -> int:
-        """Return expired leases to pending (or fail them at the cap); return how many."""
+    def reap(self) -> list[tuple[str, str]]:
+        """Return expired leases to pending (or fail them at the cap).
+
+        Returns (job id, worker) for each lease taken away, so a caller on the dead
+        worker's host can kill the job processes it left behind.
+        """
 
     # -- workers ------------------------------------------------------------
 

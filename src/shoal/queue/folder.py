@@ -382,8 +382,8 @@ class FolderQueue(Queue):
         except ValueError:
             return None
 
-    def reap(self) -> int:
-        reaped = 0
+    def reap(self) -> list[tuple[str, str]]:
+        reaped = []
         for kind in ("claimed", "committing"):
             for name in list_names(self.dirs[kind]):
                 parts = name.split(".", 2)
@@ -393,7 +393,7 @@ class FolderQueue(Queue):
                 if not self.observer.dead(worker, self._beat_of(worker)):
                     continue
                 if self._reap_entry(self.path(kind, name), job_id, attempt, worker):
-                    reaped += 1
+                    reaped.append((job_id, worker))
         return reaped
 
     def _reap_entry(self, marker: Path, job_id: str, attempt: int, worker: str) -> bool:

@@ -183,11 +183,11 @@ class MemoryQueue(Queue):
         with self._lock:
             return iter(list(self._results.values()))
 
-    def reap(self) -> int:
+    def reap(self) -> list[tuple[str, str]]:
         with self._lock:
             return self._reap_locked()
 
-    def _reap_locked(self) -> int:
+    def _reap_locked(self) -> list[tuple[str, str]]:
         now = time.monotonic()
         expired = [(job_id, held) for job_id, held in self._leases.items() if held[2] < now]
         for job_id, (worker, _token, _deadline) in expired:
@@ -201,7 +201,7 @@ class MemoryQueue(Queue):
                 self._state[job_id] = State.FAILED
             else:
                 self._to_pending(job_id, attempt + 1)
-        return len(expired)
+        return [(job_id, held[0]) for job_id, held in expired]
 
     def heartbeat(self, info: WorkerInfo) -> None:
         with self._lock:

@@ -1,0 +1,73 @@
+"""Starting real `shoal` processes for tests, and stopping them by PID (never by name)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+class Procs:
+    """Starts `python -m shoal ...` in new sessions; kills every group it started at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def shoal(self, *args: str, env: dict[str, str] | None = None,
+              cwd: str | Path | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"proc-{len(self.started)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "-v", *args], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd,
+        )
+        log.close()
+        proc.log_path = self.log_dir / f"proc-{len(self.started)}.log"  # type: ignore[attr-defined]
+        self.started.append(proc)
+        return proc
+
+    def output(self, proc: subprocess.Popen[bytes]) -> str:
+        return proc.log_path.read_text()  # type: ignore[attr-defined]
+
+    def kill_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    log_dir = tmp_path / "proc-logs"
+    log_dir.mkdir()
+    p = Procs(log_dir)
+    yield p
+    p.kill_all()
+
+
+def marker_job(out: Path, body: str = "") -> str:
+    """A shell command that records each execution as its own file (a per-actor history),
+    so real executions are counted even if the framework lies."""
+    record = f'touch "{out}/$SHOAL_JOB_ID.$SHOAL_ATTEMPT.$SHOAL_WORKER"'
+    return f"{body} {record}" if body else record
+
+
+def executions(out: Path) -> list[tuple[str, int, str]]:
+    found = []
+    for path in out.iterdir():
+        job_id, attempt, worker = path.name.split(".", 2)
+        found.append((job_id, int(attempt), worker))
+    return found
