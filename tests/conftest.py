@@ -1,4 +1,4 @@
-"""Shared fixtures: queues of every backend, a condition waiter, and a no-leftover-children check."""
+"""Shared fixtures: queues of every backend, a condition waiter, no leftover children."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.queue.memory import MemoryQueue
+
+pytest_plugins = ["tests.procs"]
 
 TEST_LEASE_S = 0.6
 BACKENDS = ["memory", "folder"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,15 +38,9 @@ class Procs:
     def kill_all(self) -> None:
         for proc in self.started:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if proc.poll() is None:
-                try:
                     os.kill(proc.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
             proc.wait(timeout=10)
 
 

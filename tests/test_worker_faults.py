@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from shoal.job import Job, State
 from shoal.queue.folder import FolderQueue
 from tests.conftest import wait_for
-from tests.procs import executions, marker_job, procs  # noqa: F401 - fixture
+from tests.procs import executions, marker_job
 
 pytestmark = pytest.mark.timeout(180)
 
