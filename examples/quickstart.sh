@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# shoal's main example, end to end on one machine: folder queues and local workers.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+cd "$work"
+echo "== working in $work"
+
+echo "== 1. like GNU parallel: one job per argument, a folder queue under ./.shoal-run"
+shoal run --no-progress python3 -c 'import sys; print(sys.argv[1], "squared is", int(sys.argv[1]) ** 2)' ::: 1 2 3 4 5 6 7 8
+shoal results .shoal-run --format csv | cut -d, -f2,4,5,7
+echo "== running it again skips what is done"
+shoal run --no-progress python3 -c 'import sys; print(sys.argv[1], "squared is", int(sys.argv[1]) ** 2)' ::: 1 2 3 4 5 6 7 8
+
+echo "== 2. a drop-in folder: job files (fjd-style .ini) run by 'shoal work' on any machine"
+mkdir sweep
+for seed in 1 2 3 4; do
+  printf '[control]\nexecutable = python3 %s/simulate.py\n\n[params]\nseed = %s\nsteps = 1000\n' \
+    "$here" "$seed" > "sweep/seed-$seed.ini"
+done
+shoal work sweep --drain --slots 2
+cat sweep/*.log
+shoal status sweep
