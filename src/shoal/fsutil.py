@@ -8,11 +8,13 @@ way deletes the temporary file and the whole write is redone by the caller.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
 import socket
 from pathlib import Path
+from typing import Any
 
 HOST = socket.gethostname()
 
@@ -90,6 +92,31 @@ def _create_exclusive_open(path: Path, data: bytes, *, fsync: bool) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def sync_filesystem(folder: Path) -> None:
+    """Make everything written under `folder` durable with one syncfs(2) (a group commit).
+
+    Writing N files and syncing once costs one journal commit instead of N fsyncs.
+    Falls back to sync(2) where syncfs is unavailable.
+    """
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if _syncfs is None or _syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
 
 
 def touch_exclusive(path: Path) -> bool:

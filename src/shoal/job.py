@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
@@ -37,6 +37,11 @@ class Kind(str, Enum):
     COMMAND = "command"
     FILE = "file"
     CALL = "call"
+
+
+def _shallow_dict(obj: Any) -> dict[str, Any]:
+    """Like dataclasses.asdict without its deep copies (records are flat)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
 
 
 def content_id(*parts: Any) -> str:
@@ -92,7 +97,7 @@ class Job:
                    **options)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _shallow_dict(self)
         data["kind"] = self.kind.value
         if isinstance(self.command, tuple):
             data["command"] = list(self.command)
@@ -163,7 +168,7 @@ class Result:
         return self.state is State.DONE
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _shallow_dict(self)
         data["state"] = self.state.value
         data["params"] = dict(self.params)
         return data
@@ -204,7 +209,7 @@ class WorkerInfo:
     lost: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _shallow_dict(self)
         data["running"] = list(self.running)
         return data
 

@@ -51,6 +51,7 @@ class _Slot:
     ticket: int | None = None
     lost: bool = False
     releasing: bool = False
+    settling: bool = False  # finish/requeue/release under way: the fence decides now
     timed_out: bool = False
     retries: int = 0  # failed runs are tried again while attempt <= retries
     started: float = field(default_factory=time.time)
@@ -191,7 +192,7 @@ class Worker:
 
     def _lose(self, lease: Lease) -> None:
         slot = self._running.get(lease.job_id)
-        if slot is None or slot.lost:
+        if slot is None or slot.lost or slot.settling:
             return
         slot.lost = True
         log.warning("worker %s: lost lease on job %s (attempt %d); killing it",
@@ -312,6 +313,7 @@ class Worker:
             self.done += 1
 
     def _settle(self, slot: _Slot, action: Callable[[], None]) -> bool:
+        slot.settling = True
         try:
             action()
             return True

@@ -40,6 +40,7 @@ from ..fsutil import (
     create_exclusive,
     list_names,
     read_bytes,
+    sync_filesystem,
     touch_exclusive,
     unlink_quiet,
 )
@@ -131,16 +132,19 @@ class FolderQueue(Queue):
     # -- submit ---------------------------------------------------------------
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
+        """Write every spec and marker, then make them durable with one group commit."""
         new = []
         for job in jobs:
             spec = self.path("jobs", f"{job.id}.json")
-            if create_exclusive(spec, dumps(job.to_dict()), self.tmp, fsync=self.fsync):
+            if create_exclusive(spec, dumps(job.to_dict()), self.tmp, fsync=False):
                 touch_exclusive(self.path("pending", f"{job.id}.1"))
                 new.append(job.id)
             elif self._state_of(job.id, job) is None:
                 # A submitter died between writing the spec and the marker: repair.
                 touch_exclusive(self.path("pending", f"{job.id}.1"))
                 new.append(job.id)
+        if new and self.fsync:
+            sync_filesystem(self.base)
         return new
 
     def _read_job(self, job_id: str) -> Job:
