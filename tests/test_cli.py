@@ -118,14 +118,14 @@ def test_submit_copies_job_files_under_unique_names(tmp_path):
 
 
 def test_run_like_gnu_parallel_resumes_and_reports(tmp_path):
-    out = shoal("run", "--no-progress", "-j", "2", "sh", "-c", 'echo "$0" > "out-$0"', ":::",
-                "a", "b", "c", cwd=tmp_path)
+    out = shoal("run", "--no-progress", "-j", "2", "echo {} > out-{}", ":::", "a", "b", "c",
+                cwd=tmp_path)
     assert "3 jobs: 3 done" in out.stderr
     assert sorted(p.read_text() for p in tmp_path.glob("out-*")) == ["a\n", "b\n", "c\n"]
     for path in tmp_path.glob("out-*"):
         path.unlink()
-    again = shoal("run", "--no-progress", "sh", "-c", 'echo "$0" > "out-$0"', ":::", "a", "b",
-                  "c", cwd=tmp_path)
+    again = shoal("run", "--no-progress", "echo {} > out-{}", ":::", "a", "b", "c",
+                  cwd=tmp_path)
     assert "3 done (3 already before)" in again.stderr
     assert list(tmp_path.glob("out-*")) == []
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 from . import defaults
 from .errors import MalformedJob
@@ -44,8 +45,23 @@ class Launch:
 
 
 @lru_cache(maxsize=256)
+def _which(program: str) -> str | None:
+    return shutil.which(program)
+
+
 def _on_path(program: str) -> bool:
-    return shutil.which(program) is not None
+    return _which(program) is not None
+
+
+@lru_cache(maxsize=1)
+def _base_environment() -> dict[str, str]:
+    """Our environment, decoded once: copying os.environ per job costs ~100 us."""
+    return dict(os.environ)
+
+
+@lru_cache(maxsize=1024)
+def _ensure_dir(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def shell_argv(command: str) -> list[str]:
@@ -59,7 +75,7 @@ def shell_argv(command: str) -> list[str]:
 
 def job_environment(lease: Lease, queue_url: str, extra: Mapping[str, str]) -> dict[str, str]:
     """The job's environment: ours, the job's own, and the SHOAL_* variables."""
-    env = dict(os.environ)
+    env = dict(_base_environment())
     env.update(extra)
     env.update({
         "SHOAL_JOB_ID": lease.job_id,
@@ -103,14 +119,49 @@ def _prepare_file(job: Job, env: dict[str, str], root: Path,
                   named_log=spec.log is not None)
 
 
-def start(launch: Launch) -> subprocess.Popen[bytes]:
-    """Start the job's process in a new session with stdout+stderr going to its log."""
-    launch.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(launch.log, "wb") as log:
+class JobProcess(Protocol):
+    """A started job: its pid (also its process group) and a blocking wait."""
+
+    pid: int
+
+    def wait(self) -> int: ...
+
+
+class _Spawned:
+    """A process started with posix_spawn; `wait` returns what Popen.wait would."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def start(launch: Launch) -> JobProcess:
+    """Start the job's process in a new session with stdout+stderr going to its log.
+
+    posix_spawn (vfork-like, half the Python cost of Popen) when the job runs in our
+    own directory, since it cannot change directory; Popen otherwise.
+    """
+    _ensure_dir(launch.log.parent)
+    fd = os.open(launch.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        program = _which(launch.argv[0]) if "/" not in launch.argv[0] else launch.argv[0]
+        if program and launch.cwd == os.getcwd() and hasattr(os, "posix_spawn"):
+            actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                       (os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)]
+            return _Spawned(os.posix_spawn(program, launch.argv, launch.env,
+                                           file_actions=actions, setsid=True))
         return subprocess.Popen(
             launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=fd, stderr=subprocess.STDOUT, start_new_session=True,
         )
+    finally:
+        os.close(fd)
 
 
 def kill_group(pid: int, sig: int) -> None:

@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import secrets
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +30,15 @@ from .errors import LeaseLost, MalformedJob
 from .fsutil import HOST
 from .job import Lease, Result, State, WorkerInfo
 from .queue import STOP, STOP_NOW, Queue
-from .runner import Deadlines, Launch, describe_exit, kill_orphans, prepare, start
+from .runner import (
+    Deadlines,
+    JobProcess,
+    Launch,
+    describe_exit,
+    kill_orphans,
+    prepare,
+    start,
+)
 
 log = logging.getLogger("shoal.worker")
 
@@ -47,7 +54,7 @@ class _Slot:
     """What one slot is running now."""
 
     lease: Lease
-    process: subprocess.Popen[bytes] | None = None
+    process: JobProcess | None = None
     ticket: int | None = None
     lost: bool = False
     releasing: bool = False

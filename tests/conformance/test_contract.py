@@ -173,27 +173,32 @@ def test_counts_and_drained(queue):
                                               State.FAILED}
 
 
-def test_concurrent_claims_never_hand_a_job_out_twice(queue_factory):
-    jobs = [cmd(i) for i in range(300)]
+@pytest.mark.parametrize("same_worker", [False, True], ids=["workers", "slots"])
+def test_concurrent_claims_never_hand_a_job_out_twice(queue_factory, same_worker):
+    jobs = [cmd(i) for i in range(600)]
     queue_factory().submit(jobs)
     claimed: list[str] = []
     lock = threading.Lock()
 
+    shared = queue_factory()
+
     def drain(name: str) -> None:
-        view = queue_factory()
-        while leases := view.claim(name, 3):
+        view = shared if same_worker else queue_factory()
+        name = "w" if same_worker else name
+        while leases := view.claim(name, 1):
+            time.sleep(0.001)  # hold the lease a moment, as a running job does
             for lease in leases:
                 view.finish(lease, done(lease))
             with lock:
                 claimed.extend(lease.job_id for lease in leases)
 
-    threads = [threading.Thread(target=drain, args=(f"w{i}",)) for i in range(4)]
+    threads = [threading.Thread(target=drain, args=(f"w{i}",)) for i in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     assert sorted(claimed) == sorted(job.id for job in jobs)
-    assert len(list(queue_factory().results())) == 300
+    assert len(list(queue_factory().results())) == 600
 
 
 def test_worker_registry_marks_silent_workers_lost(queue_factory):

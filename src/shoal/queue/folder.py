@@ -26,6 +26,7 @@ import os
 import random
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -105,6 +106,7 @@ class FolderQueue(Queue):
         self._log_dir = self.dirs["logs"]
         self.observer = LivenessObserver(self.lease_s)
         self._batch: list[str] = []
+        self._claim_lock = threading.Lock()
         self._beats: dict[str, int] = {}
         self._infos: dict[str, WorkerInfo] = {}
         self._seen_dropins: set[str] = set()
@@ -169,6 +171,13 @@ class FolderQueue(Queue):
             delay = min(delay * 2, defaults.POLL_MAX_S)
 
     def _claim_some(self, worker: str, n: int) -> list[Lease]:
+        # One claimer at a time per process: slots of one worker share its claimed/ names,
+        # and the NFS retransmit check in claim_rename is only sound for a name that a
+        # single claimer renames into.
+        with self._claim_lock:
+            return self._claim_locked(worker, n)
+
+    def _claim_locked(self, worker: str, n: int) -> list[Lease]:
         leases: list[Lease] = []
         for refill in (False, True):
             if refill:
@@ -296,7 +305,7 @@ class FolderQueue(Queue):
 
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
         cancelled = []
-        who = f"cancel-{HOST}-{os.getpid()}"
+        who = f"cancel-{HOST}-{os.getpid()}-{secrets.token_hex(3)}"
         for job_id in job_ids:
             status = self.get(job_id)
             if status is None or status.state.final:
@@ -410,8 +419,8 @@ class FolderQueue(Queue):
             job = Job.command_job("true", name=job_id)
         if attempt < job.max_attempts:
             return claim_rename(marker, self.path("pending", f"{job_id}.{attempt + 1}"))
-        fence = self.path("committing", marker.name)
-        if marker != fence and not claim_rename(marker, fence):
+        fence = self.path("committing", f"{marker.name}.reaped")  # never the worker's own name
+        if not claim_rename(marker, fence):
             return False
         self._write_final(Result(job_id, State.FAILED, name=job.name, params=job.params,
                                  reason=lost_reason(attempt, worker), attempt=attempt,
