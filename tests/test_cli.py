@@ -20,7 +20,8 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.timeout(120)
 
 
-def shoal(*args: str, cwd: Path | None = None, check: int | None = 0) -> subprocess.CompletedProcess:
+def shoal(*args: str, cwd: Path | None = None,
+          check: int | None = 0) -> subprocess.CompletedProcess:
     """Run the real `shoal` command in a subprocess, as a user would."""
     done = subprocess.run([sys.executable, "-m", "shoal", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=90)
