@@ -7,10 +7,11 @@ cd "$work"
 echo "== working in $work"
 
 echo "== 1. like GNU parallel: one job per argument, a folder queue under ./.shoal-run"
-shoal run --no-progress python3 -c 'import sys; print(sys.argv[1], "squared is", int(sys.argv[1]) ** 2)' ::: 1 2 3 4 5 6 7 8
-shoal results .shoal-run --format csv | cut -d, -f2,4,5,7
+shoal run --no-progress 'echo {} squared is $(( {} * {} ))' ::: 1 2 3 4 5 6 7 8
+shoal results .shoal-run --format csv | cut -d, -f2,4,5,6
+shoal logs .shoal-run '3: echo 3 squared is $(( 3 * 3 ))'
 echo "== running it again skips what is done"
-shoal run --no-progress python3 -c 'import sys; print(sys.argv[1], "squared is", int(sys.argv[1]) ** 2)' ::: 1 2 3 4 5 6 7 8
+shoal run --no-progress 'echo {} squared is $(( {} * {} ))' ::: 1 2 3 4 5 6 7 8
 
 echo "== 2. a drop-in folder: job files (fjd-style .ini) run by 'shoal work' on any machine"
 mkdir sweep
