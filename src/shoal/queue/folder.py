@@ -397,13 +397,16 @@ class FolderQueue(Queue):
 
     def reap(self) -> list[tuple[str, str]]:
         reaped = []
+        beats: dict[str, object] = {}  # one read per worker per reap, however many leases
         for kind in ("claimed", "committing"):
             for name in list_names(self.dirs[kind]):
                 parts = name.split(".", 2)
                 if len(parts) != 3 or not parts[1].isdigit():
                     continue
                 job_id, attempt, worker = parts[0], int(parts[1]), parts[2]
-                if not self.observer.dead(worker, self._beat_of(worker)):
+                if worker not in beats:
+                    beats[worker] = self._beat_of(worker)
+                if not self.observer.dead(worker, beats[worker]):
                     continue
                 if self._reap_entry(self.path(kind, name), job_id, attempt, worker):
                     reaped.append((job_id, worker))
