@@ -190,8 +190,22 @@ class FolderQueue(Queue):
                     leases.append(lease)
         return leases
 
+    def _refresh_listing(self, folder: Path) -> None:
+        """Make our cached listing of `folder` current before trusting it.
+
+        sshfs keeps directory listings for up to 20 s and NFS for up to acdirmax (60 s),
+        so jobs added through another host can stay invisible. Changing the folder
+        through our own mount (a hidden probe, created and removed) invalidates our
+        cached copy, so the next listing is read from the server.
+        """
+        probe = folder / f".probe.{HOST}.{os.getpid()}.{threading.get_ident()}"
+        with contextlib.suppress(OSError):
+            touch_exclusive(probe)
+            os.unlink(probe)
+
     def _refill_batch(self) -> None:
         """Read up to CLAIM_BATCH pending names: cost independent of how many wait."""
+        self._refresh_listing(self.dirs["pending"])
         names = []
         try:
             with os.scandir(self.dirs["pending"]) as entries:
@@ -345,32 +359,37 @@ class FolderQueue(Queue):
                 if status is not None:
                     yield status
 
+    def _fresh_names(self, kind: str) -> list[str]:
+        self._refresh_listing(self.dirs[kind])
+        return list_names(self.dirs[kind])
+
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
-        counts[State.PENDING] = len(list_names(self.dirs["pending"]))
+        counts[State.PENDING] = len(self._fresh_names("pending"))
         counts[State.RUNNING] = len({name.split(".")[0] for kind in ("claimed", "committing")
-                                     for name in list_names(self.dirs[kind])})
+                                     for name in self._fresh_names(kind)})
         for state, folder in FINAL_DIRS.items():
-            counts[state] = len(list_names(self.dirs[folder]))
+            counts[state] = len(self._fresh_names(folder))
         return counts
 
     def states(self, job_ids: Iterable[str]) -> dict[str, State]:
         """Cheap for many ids: a few directory listings instead of a lookup per job."""
         wanted = set(job_ids)
-        found = dict.fromkeys(wanted & {n.split(".")[0] for n in list_names(self.dirs["pending"])},
+        found = dict.fromkeys(wanted & {n.split(".")[0] for n in self._fresh_names("pending")},
                               State.PENDING)
         for kind in ("claimed", "committing"):
-            for name in list_names(self.dirs[kind]):
+            for name in self._fresh_names(kind):
                 if name.split(".")[0] in wanted:
                     found[name.split(".")[0]] = State.RUNNING
         for state, folder in FINAL_DIRS.items():
-            for name in list_names(self.dirs[folder]):
+            for name in self._fresh_names(folder):
                 if name[:-5] in wanted:
                     found[name[:-5]] = state
         return found
 
     def is_drained(self) -> bool:
         for kind in ("pending", "claimed", "committing"):
+            self._refresh_listing(self.dirs[kind])
             with os.scandir(self.dirs[kind]) as entries:
                 if any(not entry.name.startswith(".") for entry in entries):
                     return False
@@ -455,6 +474,7 @@ class FolderQueue(Queue):
         server_now = os.stat(probe).st_mtime  # the file server's clock, not ours
         unlink_quiet(probe)
         found = []
+        self._refresh_listing(self.dirs["workers"])
         for name in list_names(self.dirs["workers"]):
             path = self.path("workers", name)
             try:
@@ -464,7 +484,8 @@ class FolderQueue(Queue):
             except (FileNotFoundError, ValueError):
                 continue
             info = WorkerInfo.from_dict(data)
-            found.append(replace(info, age_s=max(age, 0.0), lost=age > self.lease_s))
+            # +1 s: sshfs and some NFS servers report whole-second mtimes.
+            found.append(replace(info, age_s=max(age, 0.0), lost=age > self.lease_s + 1.0))
         return found
 
     def send_control(self, worker: str, command: str) -> None:
@@ -490,6 +511,7 @@ class FolderQueue(Queue):
         from ..jobfiles import is_job_file
 
         fresh = []
+        self._refresh_listing(self.root)
         for name in list_names(self.root):
             if name in self._seen_dropins or not is_job_file(name, self.interpreters):
                 continue
