@@ -229,6 +229,9 @@ class Worker:
                 self._idle_pause()
                 continue
             self._delay = defaults.POLL_MIN_S
+            if self._stopping.is_set():  # the stop came while we were claiming
+                self._settle(_Slot(leases[0]), lambda lease=leases[0]: self.queue.release(lease))
+                return
             self._run_one(leases[0])
             if self.max_jobs is not None and self.done >= self.max_jobs:
                 self._wake.set()

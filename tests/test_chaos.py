@@ -1,0 +1,77 @@
+"""Workers SIGKILLed at random moments under load, checked like Jepsen's queue checker.
+
+Every execution leaves its own marker file (the jobs' own history), every recorded
+result is read back, and the checker counts lost, duplicated and unexpected jobs.
+The seed is printed so a failing run can be replayed with SHOAL_CHAOS_SEED.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from shoal.job import Job, State
+from shoal.queue.folder import FolderQueue
+from tests.procs import executions, marker_job
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def check_history(queue: FolderQueue, submitted: set[str], out: Path) -> dict[str, object]:
+    """lost / duplicated / unexpected as in RELIABILITY.md 5.1, plus executions per job."""
+    results = list(queue.results())
+    per_job = Counter(r.job_id for r in results)
+    runs = Counter(job_id for job_id, _, _ in executions(out))
+    return {
+        "lost": len(submitted - set(per_job)),
+        "duplicated_results": sum(1 for n in per_job.values() if n > 1),
+        "unexpected": len(set(per_job) - submitted),
+        "failed_without_reason": sum(1 for r in results
+                                     if r.state is not State.DONE and not r.reason),
+        "not_done": sum(1 for r in results if r.state is not State.DONE),
+        "executions_max": max(runs.values(), default=0),
+        "executions_mean": sum(runs.values()) / max(len(runs), 1),
+    }
+
+
+def test_random_worker_kills_lose_nothing_and_record_once(tmp_path, procs):
+    seed = int(os.environ.get("SHOAL_CHAOS_SEED", random.randrange(1 << 30)))
+    print(f"chaos seed {seed} (replay with SHOAL_CHAOS_SEED={seed})")
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    out.mkdir()
+    queue = FolderQueue(tmp_path / "queue")
+    jobs = [Job.command_job(marker_job(out, "sleep 0.05;"), params={"i": i}, max_attempts=10)
+            for i in range(150)]
+    queue.submit(jobs)
+
+    def start():
+        return procs.shoal("work", str(queue.root), "--slots", "2", "--lease", "1")
+
+    workers = [start() for _ in range(3)]
+    kills = 0
+    deadline = time.monotonic() + 150
+    while queue.counts()[State.DONE] < len(jobs) and time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.2, 1.0))
+        if kills < 5:
+            victim = workers.pop(rng.randrange(len(workers)))
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait()
+            kills += 1
+            workers.append(start())
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        # -SIGTERM: stopped while still starting, before it could claim anything.
+        assert worker.wait(timeout=30) in (0, -signal.SIGTERM)
+    report = check_history(queue, {job.id for job in jobs}, out)
+    print(f"chaos report (seed {seed}, {kills} kills): {report}")
+    assert (report["lost"], report["duplicated_results"], report["unexpected"]) == (0, 0, 0)
+    assert report["not_done"] == 0 and report["failed_without_reason"] == 0
+    assert 1 <= report["executions_mean"] and report["executions_max"] <= 1 + kills
