@@ -74,4 +74,4 @@ def test_random_worker_kills_lose_nothing_and_record_once(tmp_path, procs):
     print(f"chaos report (seed {seed}, {kills} kills): {report}")
     assert (report["lost"], report["duplicated_results"], report["unexpected"]) == (0, 0, 0)
     assert report["not_done"] == 0 and report["failed_without_reason"] == 0
-    assert 1 <= report["executions_mean"] and report["executions_max"] <= 1 + kills
+    assert report["executions_mean"] >= 1 and report["executions_max"] <= 1 + kills
