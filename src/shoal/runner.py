@@ -194,6 +194,7 @@ class Deadlines:
         self._heap: list[tuple[float, int, int, int]] = []  # when, ticket, pid, signal
         self._live: set[int] = set()
         self._tickets = 0
+        self._closing = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="shoal-deadlines", daemon=True)
         self._thread.start()
@@ -212,6 +213,12 @@ class Deadlines:
     def kill_now(self, pid: int) -> int:
         return self.kill_at(pid, time.monotonic())
 
+    def close(self) -> None:
+        """Stop the thread once no deadline is left (signals already due still fire)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+
     def forget(self, ticket: int) -> None:
         """The process exited: its pending signals must not fire."""
         with self._cond:
@@ -221,6 +228,8 @@ class Deadlines:
         while True:
             with self._cond:
                 while not self._heap:
+                    if self._closing:
+                        return
                     self._cond.wait()
                 when, ticket, pid, sig = self._heap[0]
                 delay = when - time.monotonic()

@@ -119,7 +119,9 @@ class Worker:
             self._stopping.set()
             for thread in threads:
                 thread.join()
+            self.queue.flush()
             self.queue.unregister(self.id)
+            self.deadlines.close()
         log.info("worker %s: exiting (%s) after %d jobs", self.id, self.exit_reason, self.done)
         return self.exit_reason
 
@@ -223,7 +225,7 @@ class Worker:
 
     def _slot_loop(self) -> None:
         while not self._stopping.is_set():
-            wait_s = 0.5 if self.queue.blocking_claim else 0.0
+            wait_s = 0.1 if self.queue.blocking_claim else 0.0
             leases = self.queue.claim(self.id, 1, wait_s=wait_s)
             if not leases:
                 self._idle_pause()

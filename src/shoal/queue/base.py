@@ -196,6 +196,9 @@ class Queue(ABC):
     def refresh(self) -> None:  # noqa: B027 - optional hook
         """Pick up work that appeared outside `submit` (drop-in files); default: nothing."""
 
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Return once every result recorded so far is durable (backends that defer it)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
 

@@ -47,6 +47,7 @@ from ..fsutil import (
 )
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
 from .base import Queue, lost_reason
+from .groupcommit import GroupCommit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,6 +59,14 @@ SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancel
            "attempts", "workers", "control", "logs", "tmp")
 HIDDEN = ".shoal"
 CONFIG = "queue.toml"
+
+
+def parse_marker(kind: str, name: str) -> list[str]:
+    """[job id, attempt, worker] from claimed/ID.ATT.WORKER or committing/ID.ATT.OWNER.NONCE."""
+    parts = name.split(".", 2)
+    if kind == "committing" and len(parts) == 3:
+        parts[2] = parts[2].rsplit(".", 1)[0]
+    return parts
 
 
 class LivenessObserver:
@@ -107,6 +116,7 @@ class FolderQueue(Queue):
         self.observer = LivenessObserver(self.lease_s)
         self._batch: list[str] = []
         self._claim_lock = threading.Lock()
+        self._commits = GroupCommit(self.base)
         self._beats: dict[str, int] = {}
         self._infos: dict[str, WorkerInfo] = {}
         self._seen_dropins: set[str] = set()
@@ -234,7 +244,7 @@ class FolderQueue(Queue):
 
     def _fail_unreadable(self, job_id: str, attempt: int, worker: str, claimed: Path,
                          reason: str) -> None:
-        fence = self.path("committing", claimed.name)
+        fence = self._fence_path(job_id, attempt, worker)
         if claim_rename(claimed, fence):
             result = Result(job_id, State.FAILED, reason=f"malformed: {reason}",
                             attempt=attempt, worker=worker, host=HOST)
@@ -242,6 +252,11 @@ class FolderQueue(Queue):
             unlink_quiet(fence)
 
     # -- renew, finish, requeue, release --------------------------------------
+
+    def _fence_path(self, job_id: str, attempt: int, owner: str) -> Path:
+        """committing/ID.ATT.OWNER.NONCE: a name nobody else (nor an earlier call) uses, so
+        claim_rename's NFS retransmit check cannot mistake another fence for ours."""
+        return self.path("committing", f"{job_id}.{attempt}.{owner}.{secrets.token_hex(3)}")
 
     def _claimed_path(self, lease: Lease) -> Path:
         return self.path("claimed", f"{lease.job_id}.{lease.attempt}.{lease.worker}")
@@ -252,22 +267,32 @@ class FolderQueue(Queue):
 
     def _fence(self, lease: Lease) -> Path:
         claimed = self._claimed_path(lease)
-        fence = self.path("committing", claimed.name)
+        fence = self._fence_path(lease.job_id, lease.attempt, lease.worker)
         if not claim_rename(claimed, fence):
             raise LeaseLost(f"job {lease.job_id} attempt {lease.attempt}: lease of "
                             f"{lease.worker} expired or the job was cancelled")
         return fence
 
     def finish(self, lease: Lease, result: Result) -> None:
+        """Fence, place the log, write the result; its fence goes once it is durable."""
         fence = self._fence(lease)
         result = self._place_log(lease, result)
-        self._write_final(result)
-        unlink_quiet(fence)
+        self._write_final(result, fsync=False)
+        if self.fsync:
+            self._commits.add(fence)  # see groupcommit.py
+        else:
+            unlink_quiet(fence)
 
-    def _write_final(self, result: Result) -> None:
+    def flush(self) -> None:
+        self._commits.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+    def _write_final(self, result: Result, *, fsync: bool | None = None) -> None:
         folder = self.dirs[FINAL_DIRS[result.state]]
         atomic_write(folder / f"{result.job_id}.json", dumps(result.to_dict()), self.tmp,
-                     fsync=self.fsync)
+                     fsync=self.fsync if fsync is None else fsync)
 
     def requeue(self, lease: Lease, result: Result) -> None:
         record = self.path("attempts", f"{lease.job_id}.{lease.attempt}.json")
@@ -291,19 +316,28 @@ class FolderQueue(Queue):
         return [(kind, name) for kind in ("claimed", "committing")
                 for name in list_names(self.dirs[kind]) if name.startswith(prefix)]
 
-    def _final_result(self, job_id: str) -> Result | None:
+    def _final_result(self, job_id: str, *, quarantine: bool = False) -> Result | None:
+        """The job's final result; an unreadable one (a crash before its group commit)
+        counts as none, and with `quarantine` is moved aside so the job can run again."""
         for folder in FINAL_DIRS.values():
-            blob = read_bytes(self.path(folder, f"{job_id}.json"))
-            if blob is not None:
+            path = self.path(folder, f"{job_id}.json")
+            blob = read_bytes(path)
+            if blob is None:
+                continue
+            try:
                 return Result.from_dict(loads(blob))
+            except (ValueError, KeyError, TypeError):
+                if quarantine:
+                    claim_rename(path, self.path("attempts", f"{job_id}.corrupt."
+                                                 f"{secrets.token_hex(4)}.json"))
         return None
 
     def _state_of(self, job_id: str, job: Job) -> JobStatus | None:
         result = self._final_result(job_id)
         if result is not None:
             return JobStatus(job, result.state, result.attempt, result.worker or None, result)
-        for _kind, name in self._running_entries(job_id):
-            _, attempt, worker = name.split(".", 2)
+        for kind, name in self._running_entries(job_id):
+            _, attempt, worker = parse_marker(kind, name)
             return JobStatus(job, State.RUNNING, int(attempt), worker)
         for attempt in range(1, self._attempt_bound(job) + 1):
             if self.path("pending", f"{job_id}.{attempt}").exists():
@@ -330,7 +364,7 @@ class FolderQueue(Queue):
                         for n in range(1, self._attempt_bound(status.job) + 1)]
             for marker in markers:
                 attempt = marker.name.split(".")[1]
-                fence = self.path("committing", f"{job_id}.{attempt}.{who}")
+                fence = self._fence_path(job_id, int(attempt), who)
                 if claim_rename(marker, fence):
                     self._write_final(Result(job_id, State.CANCELLED, name=status.job.name,
                                              params=status.job.params, attempt=int(attempt),
@@ -366,10 +400,14 @@ class FolderQueue(Queue):
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
         counts[State.PENDING] = len(self._fresh_names("pending"))
-        counts[State.RUNNING] = len({name.split(".")[0] for kind in ("claimed", "committing")
-                                     for name in self._fresh_names(kind)})
+        final: set[str] = set()
         for state, folder in FINAL_DIRS.items():
-            counts[state] = len(self._fresh_names(folder))
+            names = self._fresh_names(folder)
+            counts[state] = len(names)
+            final.update(name[:-5] for name in names)
+        # A fence outlives its result by a group commit; such a job is already final.
+        counts[State.RUNNING] = len({name.split(".")[0] for kind in ("claimed", "committing")
+                                     for name in self._fresh_names(kind)} - final)
         return counts
 
     def states(self, job_ids: Iterable[str]) -> dict[str, State]:
@@ -419,7 +457,7 @@ class FolderQueue(Queue):
         beats: dict[str, object] = {}  # one read per worker per reap, however many leases
         for kind in ("claimed", "committing"):
             for name in list_names(self.dirs[kind]):
-                parts = name.split(".", 2)
+                parts = parse_marker(kind, name)
                 if len(parts) != 3 or not parts[1].isdigit():
                     continue
                 job_id, attempt, worker = parts[0], int(parts[1]), parts[2]
@@ -432,7 +470,7 @@ class FolderQueue(Queue):
         return reaped
 
     def _reap_entry(self, marker: Path, job_id: str, attempt: int, worker: str) -> bool:
-        if self._final_result(job_id) is not None:  # died after recording: just tidy up
+        if self._final_result(job_id, quarantine=True) is not None:  # recorded: tidy up
             unlink_quiet(marker)
             return False
         try:
@@ -441,7 +479,7 @@ class FolderQueue(Queue):
             job = Job.command_job("true", name=job_id)
         if attempt < job.max_attempts:
             return claim_rename(marker, self.path("pending", f"{job_id}.{attempt + 1}"))
-        fence = self.path("committing", f"{marker.name}.reaped")  # never the worker's own name
+        fence = self._fence_path(job_id, attempt, worker)
         if not claim_rename(marker, fence):
             return False
         self._write_final(Result(job_id, State.FAILED, name=job.name, params=job.params,

@@ -1,0 +1,88 @@
+"""Shared-folder specifics: group commit and crash recovery, fresh listings, drop-ins."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shoal.job import Job, Result, State, dumps
+from shoal.queue.folder import FolderQueue
+from tests.conftest import TEST_LEASE_S, wait_for
+
+
+def one_claimed(tmp_path: Path) -> tuple[FolderQueue, object]:
+    queue = FolderQueue(tmp_path / "q", lease_s=TEST_LEASE_S)
+    queue.submit([Job.command_job(["echo", "x"])])
+    (lease,) = queue.claim("w1")
+    return queue, lease
+
+
+def fences(queue: FolderQueue) -> list[str]:
+    return os.listdir(queue.base / "committing")
+
+
+def test_a_result_is_visible_at_once_and_its_fence_goes_after_the_group_commit(tmp_path):
+    queue, lease = one_claimed(tmp_path)
+    queue.finish(lease, Result(lease.job_id, State.DONE))
+    assert queue.get(lease.job_id).state is State.DONE
+    assert queue.counts()[State.RUNNING] == 0
+    queue.flush()
+    assert fences(queue) == []
+
+
+def crash_after_finish(tmp_path: Path, result_bytes: bytes | None) -> tuple[FolderQueue, str]:
+    """A worker fenced its job, wrote (or half-wrote) the result, and died before its
+    group commit removed the fence: the state a power cut leaves behind."""
+    queue, lease = one_claimed(tmp_path)
+    claimed = queue.base / "claimed" / f"{lease.job_id}.1.w1"
+    os.rename(claimed, queue.base / "committing" / f"{lease.job_id}.1.w1.abc123")
+    if result_bytes is not None:
+        (queue.base / "done" / f"{lease.job_id}.json").write_bytes(result_bytes)
+    return FolderQueue(queue.root, lease_s=TEST_LEASE_S), lease.job_id
+
+
+def reap_until(queue: FolderQueue, condition) -> None:
+    wait_for(lambda: (queue.reap(), condition())[1], message="the reaper to settle the fence")
+
+
+def test_reaper_tidies_a_dead_workers_fence_when_its_result_is_readable(tmp_path):
+    job_id = Job.command_job(["echo", "x"]).id
+    good = dumps(Result(job_id, State.DONE, attempt=1, worker="w1").to_dict())
+    queue, _ = crash_after_finish(tmp_path, good)
+    reap_until(queue, lambda: fences(queue) == [])
+    assert queue.get(job_id).state is State.DONE
+    assert queue.claim("w2") == []
+
+
+def test_reaper_runs_the_job_again_when_the_crash_left_its_result_empty(tmp_path):
+    queue, job_id = crash_after_finish(tmp_path, b"")
+    reap_until(queue, lambda: queue.get(job_id).state is State.PENDING)
+    (lease,) = queue.claim("w2")
+    assert (lease.job_id, lease.attempt) == (job_id, 2)
+    assert any(".corrupt." in name for name in os.listdir(queue.base / "attempts"))
+
+
+def test_reaper_runs_the_job_again_when_the_crash_lost_its_result(tmp_path):
+    queue, job_id = crash_after_finish(tmp_path, None)
+    reap_until(queue, lambda: queue.get(job_id).state is State.PENDING)
+
+
+def test_without_fsync_the_fence_goes_at_once(tmp_path):
+    queue = FolderQueue(tmp_path / "q", fsync=False)
+    queue.submit([Job.command_job(["true"])])
+    (lease,) = queue.claim("w1")
+    queue.finish(lease, Result(lease.job_id, State.DONE))
+    assert fences(queue) == []
+
+
+def test_hidden_temporary_and_log_files_in_the_folder_are_not_jobs(tmp_path):
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    for name in ("run.py", ".hidden.py", "run.py.log", "x.py.tmp", "y.sh~", "notes.txt",
+                 ".nfs000123"):
+        (folder / name).write_text("print(1)\n")
+    queue = FolderQueue(folder)
+    queue.refresh()
+    assert [status.job.name for status in queue.jobs()] == ["run.py"]
+    queue.refresh()
+    assert len(list(queue.jobs())) == 1
