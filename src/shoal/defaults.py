@@ -29,6 +29,10 @@ POLL_MAX_S = 0.5
 # A worker looks for new drop-in job files in the queue folder at most this often.
 SCAN_S = 1.0
 
+# The folder queue makes finished results durable in batches, one sync at most this
+# often (see queue/groupcommit.py): a result is visible at once, durable this much later.
+GROUP_COMMIT_S = 0.05
+
 # How many pending names the folder queue reads from the directory at once;
 # claim cost depends on this, not on how many jobs wait.
 CLAIM_BATCH = 256

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import itertools
 import os
 import secrets
 import socket
@@ -23,9 +24,20 @@ HOST = socket.gethostname()
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "lustre", "gpfs", "ceph", "9p")
 
 
+_PROCESS_TOKEN = secrets.token_hex(4)  # told apart from an earlier process with our pid
+_COUNTER = itertools.count()
+
+
+def unique_token() -> str:
+    """A token no other call, process or host produces: pid + per-process random + counter.
+
+    Cheaper than a random token per call (getrandom costs more than a `true` job's rename)."""
+    return f"{os.getpid()}{_PROCESS_TOKEN}{next(_COUNTER):x}"
+
+
 def tmp_name(tmp_dir: Path, hint: str = "") -> Path:
     """A temporary name no other host or process can pick (host + pid + random)."""
-    return tmp_dir / f"{hint}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    return tmp_dir / f"{hint}.{HOST}.{unique_token()}.tmp"
 
 
 def write_tmp(tmp_dir: Path, data: bytes, *, fsync: bool = True, hint: str = "") -> Path:
@@ -78,6 +90,15 @@ def create_exclusive(path: Path, data: bytes, tmp_dir: Path, *, fsync: bool = Tr
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def write_new(path: Path, data: bytes) -> bool:
+    """Create `path` with `data` if it does not exist (O_EXCL); True if we created it.
+
+    Readers may see it half-written, so use it only where nobody reads the file before
+    the writer has closed it and published it another way (a marker created after).
+    """
+    return _create_exclusive_open(path, data, fsync=False)
 
 
 def _create_exclusive_open(path: Path, data: bytes, *, fsync: bool) -> bool:

@@ -87,8 +87,13 @@ class Queue(ABC):
             return result  # no log, or the job file named its own
         final = self.final_log_path(lease.job)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(result.log, final)
+        except FileNotFoundError:  # first log in a new folder
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(result.log, final)
+            except OSError:
+                return result
         except OSError:
             return result
         return replace(result, log=str(final))

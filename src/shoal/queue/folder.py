@@ -38,12 +38,13 @@ from ..fsutil import (
     HOST,
     atomic_write,
     claim_rename,
-    create_exclusive,
     list_names,
     read_bytes,
     sync_filesystem,
     touch_exclusive,
+    unique_token,
     unlink_quiet,
+    write_new,
 )
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
 from .base import Queue, lost_reason
@@ -148,11 +149,14 @@ class FolderQueue(Queue):
         new = []
         for job in jobs:
             spec = self.path("jobs", f"{job.id}.json")
-            if create_exclusive(spec, dumps(job.to_dict()), self.tmp, fsync=False):
+            # The spec is complete and closed before its pending marker exists, and only
+            # a marker leads anyone to read it, so an exclusive create needs no temp name.
+            if write_new(spec, dumps(job.to_dict())):
                 touch_exclusive(self.path("pending", f"{job.id}.1"))
                 new.append(job.id)
             elif self._state_of(job.id, job) is None:
                 # A submitter died between writing the spec and the marker: repair.
+                atomic_write(spec, dumps(job.to_dict()), self.tmp, fsync=False)
                 touch_exclusive(self.path("pending", f"{job.id}.1"))
                 new.append(job.id)
         if new and self.fsync:
@@ -256,7 +260,7 @@ class FolderQueue(Queue):
     def _fence_path(self, job_id: str, attempt: int, owner: str) -> Path:
         """committing/ID.ATT.OWNER.NONCE: a name nobody else (nor an earlier call) uses, so
         claim_rename's NFS retransmit check cannot mistake another fence for ours."""
-        return self.path("committing", f"{job_id}.{attempt}.{owner}.{secrets.token_hex(3)}")
+        return self.path("committing", f"{job_id}.{attempt}.{owner}.{unique_token()}")
 
     def _claimed_path(self, lease: Lease) -> Path:
         return self.path("claimed", f"{lease.job_id}.{lease.attempt}.{lease.worker}")

@@ -16,6 +16,7 @@ import logging
 import threading
 from pathlib import Path
 
+from .. import defaults
 from ..fsutil import sync_filesystem, unlink_quiet
 
 log = logging.getLogger("shoal.queue.folder")
@@ -24,8 +25,10 @@ log = logging.getLogger("shoal.queue.folder")
 class GroupCommit:
     """Unlinks fences only after one syncfs(2) that covers everything written before them."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, interval_s: float = defaults.GROUP_COMMIT_S) -> None:
         self.folder = folder
+        self.interval_s = interval_s
+        self._flushing = 0
         self._cond = threading.Condition()
         self._waiting: list[Path] = []
         self._added = 0
@@ -47,14 +50,22 @@ class GroupCommit:
         """Return once everything added so far is durable and its fence removed."""
         with self._cond:
             target = self._added
-            while self._synced < target and self._thread is not None:
-                self._cond.wait(1.0)
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while self._synced < target and self._thread is not None:
+                    self._cond.wait(1.0)
+            finally:
+                self._flushing -= 1
 
     def _loop(self) -> None:
         while True:
             with self._cond:
                 while not self._waiting:
                     self._cond.wait()
+                # Gather for up to interval_s: each sync is a journal commit that stalls
+                # everyone's file operations for a moment, so fewer is faster.
+                self._cond.wait_for(lambda: self._flushing > 0, self.interval_s)
                 batch, self._waiting = self._waiting, []
             try:
                 sync_filesystem(self.folder)
