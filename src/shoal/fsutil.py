@@ -35,12 +35,15 @@ def unique_token() -> str:
     return f"{os.getpid()}{_PROCESS_TOKEN}{next(_COUNTER):x}"
 
 
-def tmp_name(tmp_dir: Path, hint: str = "") -> Path:
+PathLike = str | Path  # hot paths use str: pathlib costs more than the syscalls here
+
+
+def tmp_name(tmp_dir: PathLike, hint: str = "") -> str:
     """A temporary name no other host or process can pick (host + pid + random)."""
-    return tmp_dir / f"{hint}.{HOST}.{unique_token()}.tmp"
+    return f"{tmp_dir}/{hint}.{HOST}.{unique_token()}.tmp"
 
 
-def write_tmp(tmp_dir: Path, data: bytes, *, fsync: bool = True, hint: str = "") -> Path:
+def write_tmp(tmp_dir: PathLike, data: bytes, *, fsync: bool = True, hint: str = "") -> str:
     """Write `data` to a fresh temporary file and return its path (fsynced, closed)."""
     path = tmp_name(tmp_dir, hint)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -59,9 +62,9 @@ def write_tmp(tmp_dir: Path, data: bytes, *, fsync: bool = True, hint: str = "")
     return path
 
 
-def atomic_write(path: Path, data: bytes, tmp_dir: Path, *, fsync: bool = True) -> None:
+def atomic_write(path: PathLike, data: bytes, tmp_dir: PathLike, *, fsync: bool = True) -> None:
     """Replace `path` with `data` so readers see the old or the new file, never a part."""
-    tmp = write_tmp(tmp_dir, data, fsync=fsync, hint=path.name)
+    tmp = write_tmp(tmp_dir, data, fsync=fsync, hint=os.path.basename(path))
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -70,13 +73,14 @@ def atomic_write(path: Path, data: bytes, tmp_dir: Path, *, fsync: bool = True) 
         raise
 
 
-def create_exclusive(path: Path, data: bytes, tmp_dir: Path, *, fsync: bool = True) -> bool:
+def create_exclusive(path: PathLike, data: bytes, tmp_dir: PathLike, *,
+                     fsync: bool = True) -> bool:
     """Create `path` with `data` only if it does not exist; True if we created it.
 
     Uses link(2) of a fully written temporary file, the portable create-if-absent
     that works on NFS too (open(2) recommends it), and never exposes a partial file.
     """
-    tmp = write_tmp(tmp_dir, data, fsync=fsync, hint=path.name)
+    tmp = write_tmp(tmp_dir, data, fsync=fsync, hint=os.path.basename(path))
     try:
         os.link(tmp, path)
         return True
@@ -92,7 +96,7 @@ def create_exclusive(path: Path, data: bytes, tmp_dir: Path, *, fsync: bool = Tr
             os.unlink(tmp)
 
 
-def write_new(path: Path, data: bytes) -> bool:
+def write_new(path: PathLike, data: bytes) -> bool:
     """Create `path` with `data` if it does not exist (O_EXCL); True if we created it.
 
     Readers may see it half-written, so use it only where nobody reads the file before
@@ -101,7 +105,7 @@ def write_new(path: Path, data: bytes) -> bool:
     return _create_exclusive_open(path, data, fsync=False)
 
 
-def _create_exclusive_open(path: Path, data: bytes, *, fsync: bool) -> bool:
+def _create_exclusive_open(path: PathLike, data: bytes, *, fsync: bool) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -140,7 +144,7 @@ def _load_syncfs() -> Any:
 _syncfs = _load_syncfs()
 
 
-def touch_exclusive(path: Path) -> bool:
+def touch_exclusive(path: PathLike) -> bool:
     """Create an empty marker file if absent; True if we created it."""
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -149,7 +153,7 @@ def touch_exclusive(path: Path) -> bool:
         return False
 
 
-def claim_rename(src: Path, dst: Path) -> bool:
+def claim_rename(src: PathLike, dst: PathLike) -> bool:
     """Move `src` to `dst` if `src` is still there; True if this call moved it.
 
     ENOENT is the normal way to lose a race. On NFS a retransmitted rename can
@@ -163,16 +167,22 @@ def claim_rename(src: Path, dst: Path) -> bool:
         return os.path.lexists(dst) and not os.path.lexists(src)
 
 
-def read_bytes(path: Path) -> bytes | None:
+def read_bytes(path: PathLike) -> bytes | None:
     """The file's bytes, or None if it does not exist (open+read: fresh even on NFS)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
-def unlink_quiet(path: Path) -> None:
+def unlink_quiet(path: PathLike) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 

@@ -30,12 +30,12 @@ class GroupCommit:
         self.interval_s = interval_s
         self._flushing = 0
         self._cond = threading.Condition()
-        self._waiting: list[Path] = []
+        self._waiting: list[str] = []
         self._added = 0
         self._synced = 0
         self._thread: threading.Thread | None = None
 
-    def add(self, fence: Path) -> None:
+    def add(self, fence: str) -> None:
         with self._cond:
             self._waiting.append(fence)
             self._added += 1
