@@ -16,7 +16,8 @@ from .queue.base import Queue
 from .worker import Worker
 
 TICK_S = 0.2  # progress refresh; grows when listing a big queue takes longer
-SUBMIT_CHUNK = 256
+SUBMIT_FIRST = 10_000  # jobs submitted before local work starts (~1 s on a local disk)
+SUBMIT_CHUNK = 2_000
 
 
 def run_and_watch(queue: Queue, jobs: Sequence[Job], *, slots: int | None,
@@ -27,13 +28,16 @@ def run_and_watch(queue: Queue, jobs: Sequence[Job], *, slots: int | None,
     before = queue.states(ids)
     already = sum(1 for s in before.values() if s is State.DONE)
     worker = thread = None
-    if slots != 0:  # start working before the whole list is submitted
+    # Submitting competes with the worker for the queue's directories, so a list that
+    # is quick to submit goes in first; a long one starts working after its first chunk.
+    queue.submit(jobs[:SUBMIT_FIRST])
+    if slots != 0:
         worker = Worker(queue, slots=slots, drain=False)
         thread = threading.Thread(target=worker.run, name="shoal-run-worker", daemon=True)
         thread.start()
     interrupted = _stop_on_signals(worker)
     try:
-        for first in range(0, len(jobs), SUBMIT_CHUNK):
+        for first in range(SUBMIT_FIRST, len(jobs), SUBMIT_CHUNK):
             queue.submit(jobs[first:first + SUBMIT_CHUNK])
         queue.retry([i for i, s in before.items() if s in (State.FAILED, State.CANCELLED)])
         if worker is not None:
