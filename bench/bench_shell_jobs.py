@@ -34,7 +34,7 @@ from shoal.queue import open_queue
 from shoal.queue.folder import FolderQueue
 from shoal.worker import Worker
 
-ALL = ("shoal-cli", "shoal-dir", "shoal-mem", "xargs", "parallel")
+ALL = ("shoal-cli", "shoal-dir", "shoal-dir-nofsync", "shoal-mem", "xargs", "parallel")
 TARGET = 0.8  # shoal >= 0.8 x xargs
 
 
@@ -68,13 +68,16 @@ def run_cli(n: int, slots: int, tmp: Path) -> tuple[float, float | None]:
 def run_api(queue_url: str, n: int, slots: int, tmp: Path) -> tuple[float, float | None]:
     jobs = make_jobs(n)
     t0 = time.perf_counter()
-    queue = FolderQueue(tmp / "queue") if queue_url == "dir" else open_queue("memory://")
+    if queue_url.startswith("dir"):
+        queue = FolderQueue(tmp / "queue", fsync=queue_url != "dir-nofsync")
+    else:
+        queue = open_queue("memory://")
     queue.submit(jobs)
     t1 = time.perf_counter()
     worker = Worker(queue, slots=slots, drain=True)  # jobs run in our cwd, as in real use
     worker.run()
     t2 = time.perf_counter()
-    if queue_url != "dir":
+    if not queue_url.startswith("dir"):
         shutil.rmtree(queue.log_dir, ignore_errors=True)  # memory:// logs go to a mkdtemp
     if worker.done != n:
         raise RuntimeError(f"shoal worker finished {worker.done} of {n} jobs")
@@ -101,6 +104,7 @@ def run_parallel(n: int, slots: int, tmp: Path) -> tuple[float, float | None]:
 RUNNERS: dict[str, Callable[[int, int, Path], tuple[float, float | None]]] = {
     "shoal-cli": run_cli,
     "shoal-dir": lambda n, s, t: run_api("dir", n, s, t),
+    "shoal-dir-nofsync": lambda n, s, t: run_api("dir-nofsync", n, s, t),
     "shoal-mem": lambda n, s, t: run_api("memory://", n, s, t),
     "xargs": run_xargs,
     "parallel": run_parallel,
