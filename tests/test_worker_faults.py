@@ -154,6 +154,17 @@ def test_timeout_kills_the_whole_job_tree(setup, procs):
     wait_for(lambda: shoal_processes(job=job.id) == [], 10, message="the job tree to be gone")
 
 
+def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(setup, procs):
+    queue, out = setup
+    job = Job.command_job(f"trap '' TERM; sleep 30; {marker_job(out)}", timeout_s=0.5)
+    queue.submit([job])
+    worker = procs.shoal("work", str(queue.root), "--drain", "--grace", "0.5")
+    assert worker.wait(timeout=30) == 0
+    result = queue.get(job.id).result
+    assert result.state is State.FAILED and "SIGKILL" in result.reason
+    assert 0.9 <= result.duration_s < 10 and executions(out) == []
+
+
 @pytest.mark.parametrize("on_stop", ["finish", "release"])
 def test_sigterm_stops_gracefully(setup, procs, on_stop):
     queue, out = setup

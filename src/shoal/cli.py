@@ -100,14 +100,17 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, **options: Any
               help="On SIGINT/SIGTERM: let running jobs finish, or release them at once.")
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after this many jobs.")
 @click.option("--lease", "lease_s", type=float, help="Lease seconds (default: the queue's).")
+@click.option("--grace", "grace_s", type=click.FloatRange(min=0), default=defaults.KILL_GRACE_S,
+              show_default=True, help="Seconds between SIGTERM and SIGKILL when a job is "
+              "stopped (timeout, lost lease, fire --now).")
 def work(queue: str, slots: int | None, drain: bool, on_stop: str, max_jobs: int | None,
-         lease_s: float | None) -> None:
+         lease_s: float | None, grace_s: float) -> None:
     """Run jobs from QUEUE (a folder: also every job file dropped into it)."""
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("shoal").setLevel(logging.INFO)
     options = {"lease_s": lease_s} if lease_s else {}
     worker = Worker(open_queue(queue, **options), slots=slots, drain=drain, on_stop=on_stop,
-                    max_jobs=max_jobs)
+                    max_jobs=max_jobs, kill_grace_s=grace_s)
     install_stop_signals(worker)
     worker.run()
 
