@@ -108,6 +108,8 @@ def work(queue: str, slots: int | None, drain: bool, on_stop: str, max_jobs: int
     """Run jobs from QUEUE (a folder: also every job file dropped into it)."""
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("shoal").setLevel(logging.INFO)
+    if "://" not in queue and not Path(queue).is_dir():
+        raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
     options = {"lease_s": lease_s} if lease_s else {}
     worker = Worker(open_queue(queue, **options), slots=slots, drain=drain, on_stop=on_stop,
                     max_jobs=max_jobs, kill_grace_s=grace_s)

@@ -109,8 +109,9 @@ class FolderQueue(Queue):
         config = self._read_config()
         super().__init__(f"dir://{self.root}",
                          lease_s=float(lease_s or config.get("lease_s", defaults.LEASE_S)))
-        # fsync = false in queue.toml trades durability across a power cut (results and
-        # submissions may be lost, and then jobs run again) for ~40% more tiny jobs/s.
+        # fsync = false in queue.toml trades durability across a power cut for speed on
+        # tiny jobs: a submission made just before the cut may be lost, and a result
+        # recorded just before it may be lost (the job then runs again).
         self.fsync = bool(config.get("fsync", True)) if fsync is None else fsync
         self.interpreters = {**defaults.INTERPRETERS, **config.get("interpreters", {})}
         self.dirs = {name: self.base / name for name in SUBDIRS}
