@@ -25,3 +25,11 @@ class LeaseLost(ShoalError):
 
 class JobNotFound(ShoalError):
     """No job with this id (or name) exists in the queue."""
+
+
+class IncompatibleJob(MalformedJob):
+    """A call job pickled by a Python or cloudpickle this worker cannot load."""
+
+
+class JobFailed(ShoalError):
+    """A job ended without a value: its process died, it was cancelled, or it failed."""

@@ -66,7 +66,8 @@ class Job:
     timeout_s: float | None = None
     retries: int = defaults.RETRIES
     max_attempts: int = defaults.MAX_ATTEMPTS
-    payload: bytes | None = None  # serialised callable for CALL jobs
+    payload: bytes | None = None  # cloudpickled (fn, args, kwargs) for CALL jobs
+    meta: Mapping[str, Any] = field(default_factory=dict)  # seed, python/cloudpickle versions
 
     @classmethod
     def command_job(
@@ -103,6 +104,7 @@ class Job:
             data["command"] = list(self.command)
         data["env"] = dict(self.env)
         data["params"] = dict(self.params)
+        data["meta"] = dict(self.meta)
         if self.payload is not None:
             data["payload"] = base64.b64encode(self.payload).decode()
         return data
@@ -155,7 +157,8 @@ class Result:
     started: float | None = None  # epoch seconds on the worker's host clock
     ended: float | None = None
     log: str | None = None
-    value: Any = None  # JSON-able return summary for calls
+    value: Any = None  # JSON-able summary of a call's return value (repr, shortened)
+    payload: bytes | None = None  # cloudpickled return value or exception of a call
 
     @property
     def duration_s(self) -> float | None:
@@ -171,6 +174,8 @@ class Result:
         data = _shallow_dict(self)
         data["state"] = self.state.value
         data["params"] = dict(self.params)
+        if self.payload is not None:
+            data["payload"] = base64.b64encode(self.payload).decode()
         return data
 
     @classmethod
@@ -178,6 +183,8 @@ class Result:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["state"] = State(values["state"])
+        if values.get("payload") is not None:
+            values["payload"] = base64.b64decode(values["payload"])
         return cls(**values)
 
 

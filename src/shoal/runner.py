@@ -88,10 +88,11 @@ def job_environment(lease: Lease, queue_url: str, extra: Mapping[str, str]) -> d
 
 
 def prepare(lease: Lease, *, queue_url: str, root: Path, interpreters: Mapping[str, list[str]],
-            worker_dir: Path, attempt_log: Path) -> Launch:
+            worker_dir: Path, attempt_log: Path,
+            extra_env: Mapping[str, str] | None = None) -> Launch:
     """Turn a leased job into a Launch; MalformedJob (naming the file) if it cannot run."""
     job = lease.job
-    env = job_environment(lease, queue_url, job.env)
+    env = job_environment(lease, queue_url, {**(extra_env or {}), **job.env})
     if job.kind is Kind.COMMAND:
         if not job.command:
             raise MalformedJob(f"job {job.id}: empty command")

@@ -22,19 +22,24 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import defaults
-from .errors import LeaseLost, MalformedJob
+from .callhost import CallHost
+from .calls import check_runtime
+from .context import JobContext, job_seed
+from .errors import IncompatibleJob, LeaseLost, MalformedJob
 from .fsutil import HOST
-from .job import Lease, Result, State, WorkerInfo
+from .job import Kind, Lease, Result, State, WorkerInfo
 from .queue import STOP, STOP_NOW, Queue
 from .runner import (
     Deadlines,
     JobProcess,
     Launch,
     describe_exit,
+    job_environment,
     kill_orphans,
     prepare,
     start,
@@ -98,6 +103,7 @@ class Worker:
         self.done = 0
         self.exit_reason = ""
         self._running: dict[str, _Slot] = {}
+        self._hosts: dict[int, CallHost] = {}  # one long-lived interpreter per slot
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -109,8 +115,8 @@ class Worker:
         """Work until a way out is reached; return it ("drained", "stopped", "max jobs")."""
         self._beat("idle")
         log.info("worker %s: started on %s with %d slots", self.id, self.queue.url, self.slots)
-        threads = [threading.Thread(target=self._slot_loop, name=f"shoal-slot-{i}", daemon=True)
-                   for i in range(self.slots)]
+        threads = [threading.Thread(target=self._slot_loop, args=(i,), name=f"shoal-slot-{i}",
+                                    daemon=True) for i in range(self.slots)]
         for thread in threads:
             thread.start()
         try:
@@ -119,6 +125,8 @@ class Worker:
             self._stopping.set()
             for thread in threads:
                 thread.join()
+            for host in self._hosts.values():
+                host.close()
             self.queue.flush()
             self.queue.unregister(self.id)
             self.deadlines.close()
@@ -223,7 +231,7 @@ class Worker:
 
     # -- slots ----------------------------------------------------------------------
 
-    def _slot_loop(self) -> None:
+    def _slot_loop(self, index: int) -> None:
         while not self._stopping.is_set():
             wait_s = 0.1 if self.queue.blocking_claim else 0.0
             leases = self.queue.claim(self.id, 1, wait_s=wait_s)
@@ -234,7 +242,7 @@ class Worker:
             if self._stopping.is_set():  # the stop came while we were claiming
                 self._settle(_Slot(leases[0]), lambda lease=leases[0]: self.queue.release(lease))
                 return
-            self._run_one(leases[0])
+            self._run_one(leases[0], index)
             if self.max_jobs is not None and self.done >= self.max_jobs:
                 self._wake.set()
                 return
@@ -247,12 +255,15 @@ class Worker:
             self._delay = min(self._delay * 2, defaults.POLL_MAX_S)
         self._wake.set()
 
-    def _run_one(self, lease: Lease) -> None:
+    def _run_one(self, lease: Lease, index: int = 0) -> None:
         slot = _Slot(lease)
         with self._lock:
             self._running[lease.job_id] = slot
         try:
-            result = self._execute(slot)
+            if lease.job.kind is Kind.CALL:
+                result = self._execute_call(slot, index)
+            else:
+                result = self._execute(slot)
             self._record(slot, result)
         except Exception:  # a bug must not kill the slot: release and go on
             log.exception("worker %s: unexpected error on job %s", self.id, lease.job_id)
@@ -261,13 +272,26 @@ class Worker:
             with self._lock:
                 self._running.pop(lease.job_id, None)
 
+    def _context(self, lease: Lease) -> JobContext:
+        """What the job will see through shoal.random(), shoal.config(), shoal.progress()."""
+        job = lease.job
+        seed = job.meta.get("seed")
+        config = self.queue.config_file()
+        return JobContext(
+            job_id=job.id, attempt=lease.attempt, queue=self.queue.url, worker=self.id,
+            seed=int(seed) if seed is not None else job_seed(self.queue.seed, job.id),
+            progress_file=str(self.queue.progress_path(lease)),
+            config_file=str(config) if config else None,
+        )
+
     def _execute(self, slot: _Slot) -> Result:
         lease = slot.lease
         attempt_log = self.queue.attempt_log_path(lease)
         try:
             launch = prepare(lease, queue_url=self.queue.url, root=self.queue.root,
                              interpreters=self.queue.interpreters,
-                             worker_dir=self.worker_dir, attempt_log=attempt_log)
+                             worker_dir=self.worker_dir, attempt_log=attempt_log,
+                             extra_env=self._context(lease).environment())
         except MalformedJob as exc:
             return self._result(slot, State.FAILED, None, f"malformed: {exc}", None)
         slot.started = time.time()
@@ -298,13 +322,50 @@ class Worker:
         slot.retries = launch.retries
         return self._result(slot, state, returncode, reason, str(launch.log))
 
+    def _execute_call(self, slot: _Slot, index: int) -> Result:
+        """Run a Python call in this slot's long-lived interpreter."""
+        lease = slot.lease
+        log_path = str(self.queue.attempt_log_path(lease))
+        try:
+            check_runtime(lease.job)
+        except IncompatibleJob as exc:
+            return self._result(slot, State.FAILED, None, str(exc), None)
+        host = self._hosts.get(index)
+        if host is None:
+            host = self._hosts[index] = CallHost(
+                job_environment(lease, self.queue.url, {}), str(self.worker_dir))
+        context = self._context(lease)
+        request = {"payload": lease.job.payload, "log": log_path, "context": asdict(context),
+                   "env": {**context.environment(), "SHOAL_JOB_ID": lease.job_id,
+                           "SHOAL_ATTEMPT": str(lease.attempt)}}
+        host.ensure_started()
+        slot.process = host.process
+        slot.started = time.time()
+        timeout_s = lease.job.timeout_s
+        if slot.releasing or slot.lost:
+            self.deadlines.kill_now(host.pid)
+        if timeout_s is not None:
+            slot.ticket = self.deadlines.kill_at(host.pid, time.monotonic() + timeout_s)
+        reply = host.call(request)
+        if slot.ticket is not None:
+            self.deadlines.forget(slot.ticket)
+        slot.retries = lease.job.retries
+        if reply is None:
+            timed_out = timeout_s is not None and time.time() - slot.started >= timeout_s
+            reason = f"timed out after {timeout_s:g} s" if timed_out else host.exit_reason()
+            return self._result(slot, State.FAILED, None, reason, log_path)
+        state = State.DONE if reply["ok"] else State.FAILED
+        return self._result(slot, state, None, "" if reply["ok"] else reply["summary"], log_path,
+                            value=reply["summary"] if reply["ok"] else None,
+                            payload=reply["payload"])
+
     def _result(self, slot: _Slot, state: State, exit_code: int | None, reason: str,
-                log_path: str | None) -> Result:
+                log_path: str | None, **extra: Any) -> Result:
         lease = slot.lease
         return Result(
             lease.job_id, state, name=lease.job.name, params=dict(lease.job.params),
             exit_code=exit_code, reason=reason, attempt=lease.attempt, worker=self.id,
-            host=HOST, started=slot.started, ended=time.time(), log=log_path,
+            host=HOST, started=slot.started, ended=time.time(), log=log_path, **extra,
         )
 
     def _record(self, slot: _Slot, result: Result) -> None:

@@ -59,6 +59,7 @@ class Queue(ABC):
         if not hasattr(self, "interpreters"):
             self.interpreters = dict(defaults.INTERPRETERS)
         self._log_dir: Path | None = None
+        self._config_file: Path | None = None
 
     # -- logs ----------------------------------------------------------------
 
@@ -72,6 +73,37 @@ class Queue(ABC):
     def attempt_log_path(self, lease: Lease) -> Path:
         """Where a running attempt writes its output (one file per attempt, never shared)."""
         return self.log_dir / f"{lease.job_id}.{lease.attempt}.{lease.worker}.running"
+
+    def progress_path(self, lease: Lease) -> Path:
+        """Where a running attempt reports its progress (shoal.progress writes it)."""
+        return self.log_dir / f"{lease.job_id}.{lease.attempt}.{lease.worker}.progress"
+
+    #: the run seed jobs' random generators derive from (queue.toml `seed` on a folder).
+    seed: int | str = 0
+
+    def config_file(self) -> Path | None:
+        """The queue's shared configuration (TOML) that shoal.config() reads, if any."""
+        return self._config_file
+
+    def set_config_file(self, source: str | Path) -> Path:
+        """Keep a copy of a TOML file as the queue's shared configuration."""
+        target = self.log_dir / "config.toml"
+        target.write_bytes(Path(source).read_bytes())
+        self._config_file = target
+        return target
+
+    def progress(self) -> dict[str, tuple[float, float | None]]:
+        """The last progress each running job reported: job id -> (done, total)."""
+        from ..context import read_progress
+
+        found = {}
+        for status in self.jobs():
+            if status.state is State.RUNNING and status.worker:
+                lease = Lease(status.job, status.attempt, status.worker, "")
+                report = read_progress(str(self.progress_path(lease)))
+                if report is not None:
+                    found[status.job.id] = report
+        return found
 
     def final_log_path(self, job: Job) -> Path:
         """Where the canonical log of a finished job lives: NAME.log beside a job file."""

@@ -114,6 +114,7 @@ class FolderQueue(Queue):
         # recorded just before it may be lost (the job then runs again).
         self.fsync = bool(config.get("fsync", True)) if fsync is None else fsync
         self.interpreters = {**defaults.INTERPRETERS, **config.get("interpreters", {})}
+        self.seed = config.get("seed", 0)
         self.dirs = {name: self.base / name for name in SUBDIRS}
         self._dir_names = {name: str(path) for name, path in self.dirs.items()}
         self.tmp = self.dirs["tmp"]
@@ -313,6 +314,29 @@ class FolderQueue(Queue):
         target = self.path("pending", f"{lease.job_id}.{lease.attempt}")
         if not claim_rename(self._claimed_path(lease), target):
             raise LeaseLost(f"job {lease.job_id} attempt {lease.attempt}: lease lost")
+
+    # -- shared configuration and progress ---------------------------------------
+
+    def config_file(self) -> Path | None:
+        path = self.base / "config.toml"
+        return path if path.exists() else None
+
+    def set_config_file(self, source: str | Path) -> Path:
+        target = self.base / "config.toml"
+        atomic_write(target, Path(source).read_bytes(), self.tmp)
+        return target
+
+    def progress(self) -> dict[str, tuple[float, float | None]]:
+        from ..context import read_progress
+
+        found = {}
+        for kind in ("claimed",):
+            for name in self._fresh_names(kind):
+                job_id, attempt, worker = parse_marker(kind, name)
+                report = read_progress(self.path("logs", f"{job_id}.{attempt}.{worker}.progress"))
+                if report is not None:
+                    found[job_id] = report
+        return found
 
     # -- cancel, retry, inspect -------------------------------------------------
 
