@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from .errors import LeaseLost, MalformedJob, ShoalError, UsageError
+from .context import config, job_id, progress, random
+from .errors import JobFailed, LeaseLost, MalformedJob, ShoalError, UsageError
+from .executor import Executor
 from .job import Job, Result, State
 from .queue import open_queue
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Executor",
     "Job",
+    "JobFailed",
     "LeaseLost",
     "MalformedJob",
     "Result",
@@ -17,5 +21,9 @@ __all__ = [
     "State",
     "UsageError",
     "__version__",
+    "config",
+    "job_id",
     "open_queue",
+    "progress",
+    "random",
 ]

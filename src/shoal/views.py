@@ -13,11 +13,11 @@ from typing import Any
 import click
 
 from .errors import JobNotFound
-from .job import JobStatus, Lease, State
+from .job import JobStatus, Lease, Result, State
 from .queue.base import Queue
 
 RESULT_COLUMNS = ("id", "name", "params", "state", "exit_code", "attempts", "host", "worker",
-                  "start", "end", "duration_s", "log", "reason")
+                  "start", "end", "duration_s", "log", "reason", "value")
 
 
 def resolve_jobs(queue: Queue, refs: Iterable[str]) -> list[JobStatus]:
@@ -49,23 +49,32 @@ def _time(stamp: float | None) -> str:
     return datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
 
 
+def result_row(result: Result, status: JobStatus | None = None) -> dict[str, Any]:
+    """One row of `shoal results` for a recorded result."""
+    duration = result.duration_s
+    return {
+        "id": result.job_id, "name": result.name, "params": dict(result.params),
+        "state": result.state.value, "exit_code": result.exit_code, "attempts": result.attempt,
+        "host": result.host, "worker": result.worker, "start": _time(result.started),
+        "end": _time(result.ended),
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "log": result.log or "", "reason": result.reason, "value": result.value,
+    }
+
+
 def result_rows(queue: Queue) -> Iterator[dict[str, Any]]:
     """One row per job with the timing columns job-splitter users know."""
     for status in sorted(queue.jobs(), key=lambda s: s.job.name):
-        result = status.result
-        row: dict[str, Any] = {
+        if status.result is not None:
+            yield {**result_row(status.result), "name": status.job.name,
+                   "params": dict(status.job.params)}
+            continue
+        yield {
             "id": status.job.id, "name": status.job.name, "params": dict(status.job.params),
             "state": status.state.value, "exit_code": None, "attempts": status.attempt,
             "host": "", "worker": status.worker or "", "start": "", "end": "",
-            "duration_s": None, "log": "", "reason": "",
+            "duration_s": None, "log": "", "reason": "", "value": None,
         }
-        if result is not None:
-            duration = result.duration_s
-            row.update(exit_code=result.exit_code, host=result.host, worker=result.worker,
-                       start=_time(result.started), end=_time(result.ended),
-                       duration_s=round(duration, 3) if duration is not None else None,
-                       log=result.log or "", reason=result.reason)
-        yield row
 
 
 def show_results(queue: Queue, fmt: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -192,6 +193,32 @@ class Queue(ABC):
             if status is not None:
                 found[job_id] = status.state
         return found
+
+    def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
+        """Final results among `job_ids`, waiting up to `timeout_s` for at least one.
+
+        The default polls `final_ids` with a growing delay (1 ms to 50 ms); backends
+        that can block (memory) or push (network) answer as soon as a result lands.
+        """
+        wanted = list(job_ids)
+        deadline = time.monotonic() + timeout_s
+        delay = 0.001
+        while True:
+            ready = self.final_ids(wanted)
+            if ready or time.monotonic() >= deadline:
+                break
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.05)
+        found = []
+        for job_id in ready:
+            status = self.get(job_id)
+            if status is not None and status.result is not None:
+                found.append(status.result)
+        return found
+
+    def final_ids(self, job_ids: list[str]) -> list[str]:
+        """Which of these jobs have a final result (cheap check, no records read)."""
+        return [i for i, s in self.states(job_ids).items() if s.final]
 
     def is_drained(self) -> bool:
         """True when no job is pending or running (new submissions may still come)."""

@@ -457,6 +457,14 @@ class FolderQueue(Queue):
                     found[name[:-5]] = state
         return found
 
+    def final_ids(self, job_ids: list[str]) -> list[str]:
+        """A stat per id for a few ids; listings of the final folders for many."""
+        if len(job_ids) > 64:
+            return [i for i, s in self.states(job_ids).items() if s.final]
+        return [i for i in job_ids
+                if any(os.path.exists(self.path(folder, f"{i}.json"))
+                       for folder in FINAL_DIRS.values())]
+
     def is_drained(self) -> bool:
         for kind in ("pending", "claimed", "committing"):
             self._refresh_listing(self.dirs[kind])

@@ -155,6 +155,17 @@ class MemoryQueue(Queue):
                     again.append(job_id)
         return again
 
+    def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
+        wanted = list(job_ids)
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while True:
+                found = [self._results[i] for i in wanted if i in self._results]
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0:
+                    return found
+                self._lock.wait(remaining)
+
     def get(self, job_id: str) -> JobStatus | None:
         with self._lock:
             if job_id not in self._jobs:
@@ -201,6 +212,8 @@ class MemoryQueue(Queue):
                 self._state[job_id] = State.FAILED
             else:
                 self._to_pending(job_id, attempt + 1)
+        if expired:
+            self._lock.notify_all()
         return [(job_id, held[0]) for job_id, held in expired]
 
     def heartbeat(self, info: WorkerInfo) -> None:

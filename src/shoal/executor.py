@@ -1,0 +1,300 @@
+"""`shoal.Executor`: a concurrent.futures.Executor over any shoal queue.
+
+    caller thread              queue                 workers (here: N slots; elsewhere:
+    -------------              -----                 `shoal work URL` on other machines)
+    submit(fn, *a) ──► Job(call) ─► pending ─claim─► long-lived interpreter runs fn
+    Future ◄── collector thread ◄── final results ◄─ finish (value or exception)
+
+The collector waits on the queue (`wait_results`: a condition variable in memory, a
+few stats on a folder) and resolves futures the moment a result lands. Futures are
+touched only through set_running_or_notify_cancel / set_result / set_exception.
+Cancelling a future cancels its job if no worker has started it yet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from . import defaults
+from .calls import call_job, outcome
+from .context import job_seed
+from .job import Job, Result, State
+from .queue import open_queue
+from .queue.base import Queue
+from .worker import Worker
+
+log = logging.getLogger("shoal.executor")
+
+COLLECT_WAIT_S = 0.2  # the collector re-checks for shutdown at least this often
+
+
+class ShoalFuture(futures.Future):
+    """A Future whose cancel() also cancels the job, if no worker has started it."""
+
+    def __init__(self, executor: Executor, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self._executor = executor
+
+    def cancel(self) -> bool:
+        if self.done():
+            return super().cancel()
+        if not self._executor._cancel_job(self.job_id):
+            return False
+        return super().cancel()
+
+
+class Executor(futures.Executor):
+    """Run Python calls on a shoal queue: locally with `workers` slots, and anywhere else
+    a `shoal work URL` joins the same queue.
+
+    queue: a queue URL or Queue; None is an in-process queue (fastest, this machine only).
+    workers: local slots for the Executor's life (default: CPU count; 0 = only workers
+        started elsewhere with `shoal work`).
+    timeout_s, retries, max_attempts: defaults for every call (see `with_options`).
+    seed: the run's seed; shoal.random() in the n-th submitted call is seeded from
+        (seed, n), so a rerun of the same script draws the same numbers.
+    config: a TOML file kept with the queue as shared configuration (shoal.config()).
+    progress: show a live progress bar of finished calls on stderr.
+    """
+
+    def __init__(self, queue: str | Path | Queue | None = None, *, workers: int | None = None,
+                 timeout_s: float | None = None, retries: int = defaults.RETRIES,
+                 max_attempts: int = defaults.MAX_ATTEMPTS, seed: int | str = 0,
+                 config: str | Path | None = None, progress: bool = False) -> None:
+        self.queue = open_queue(queue if queue is not None else "memory://")
+        self.options = {"timeout_s": timeout_s, "retries": retries,
+                        "max_attempts": max_attempts}
+        self.seed = seed
+        if config is not None:
+            self.queue.set_config_file(config)
+        self._futures: dict[str, ShoalFuture] = {}
+        self._ids: list[str] = []
+        self._sequence = itertools.count()
+        self._lock = threading.Condition()
+        self._shutdown = False
+        self._bar = _ProgressBar() if progress else None
+        self._outbox: list[Job] = []  # submitted in batches: one durable write per batch
+        slots = (os.cpu_count() or 1) if workers is None else workers
+        self._worker = None
+        if slots > 0:
+            self._worker = Worker(self.queue, slots=slots)
+            self._worker_thread = threading.Thread(target=self._worker.run,
+                                                   name="shoal-executor-worker", daemon=True)
+            self._worker_thread.start()
+        self._collector = threading.Thread(target=self._collect, name="shoal-executor-collector",
+                                           daemon=True)
+        self._collector.start()
+        self._submitter = threading.Thread(target=self._send, name="shoal-executor-submitter",
+                                           daemon=True)
+        self._submitter.start()
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ShoalFuture:
+        return self._submit(fn, args, kwargs, self.options)
+
+    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any],
+                options: dict[str, Any]) -> ShoalFuture:
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            number = next(self._sequence)
+        job = call_job(fn, args, kwargs, meta={"seed": job_seed(self.seed, f"call-{number}")},
+                       **options)
+        future = ShoalFuture(self, job.id)
+        with self._lock:
+            self._futures[job.id] = future
+            self._ids.append(job.id)
+            self._outbox.append(job)
+            self._lock.notify_all()
+        if self._bar is not None:
+            self._bar.add(1)
+        return future
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        """Like Executor.map; chunksize > 1 sends that many calls in one job."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        chunks = _chunks(zip(*iterables, strict=False), chunksize)
+        results = super().map(partial(_run_chunk, fn), chunks, timeout=timeout)
+        return itertools.chain.from_iterable(results)
+
+    def with_options(self, **options: Any) -> _OptionsView:
+        """The same executor with other per-call options: timeout_s, retries, max_attempts."""
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return _OptionsView(self, {**self.options, **options})
+
+    def _send(self) -> None:
+        """Submit what callers queued up, a batch at a time, until shutdown empties it."""
+        while True:
+            with self._lock:
+                while not self._outbox and not self._shutdown:
+                    self._lock.wait()
+                batch, self._outbox = self._outbox, []
+                if not batch and self._shutdown:
+                    return
+            try:
+                self.queue.submit(batch)
+            except Exception as exc:  # the calls cannot run: say so on their futures
+                log.error("executor: submitting %d call(s) failed: %s", len(batch), exc)
+                for job in batch:
+                    self._fail_future(job.id, exc)
+
+    def _fail_future(self, job_id: str, exc: BaseException) -> None:
+        with self._lock:
+            future = self._futures.pop(job_id, None)
+            self._lock.notify_all()
+        if future is not None and future.set_running_or_notify_cancel():
+            future.set_exception(exc)
+
+    # -- results --------------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        """Resolve futures as their results land; exit after shutdown once none is left."""
+        while True:
+            with self._lock:
+                while not self._futures and not self._shutdown:
+                    self._lock.wait()
+                if not self._futures and self._shutdown:
+                    return
+                waiting = list(self._futures)
+            for result in self.queue.wait_results(waiting, COLLECT_WAIT_S):
+                self._resolve(result)
+
+    def _resolve(self, result: Result) -> None:
+        with self._lock:
+            future = self._futures.pop(result.job_id, None)
+            self._lock.notify_all()
+        if self._bar is not None:
+            self._bar.advance(failed=result.state is not State.DONE)
+        if future is None or not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(outcome(result))
+        except BaseException as exc:  # the remote exception, or why the job failed
+            future.set_exception(exc)
+
+    def _cancel_job(self, job_id: str) -> bool:
+        with self._lock:
+            if any(job.id == job_id for job in self._outbox):  # not even submitted yet
+                self._outbox = [job for job in self._outbox if job.id != job_id]
+                self._futures.pop(job_id, None)
+                return True
+        status = self.queue.get(job_id)
+        if status is None or status.state is not State.PENDING:
+            return False
+        return bool(self.queue.cancel([job_id]))
+
+    def results(self) -> list[Result]:
+        """The recorded results of this executor's calls, in submission order."""
+        found = []
+        for job_id in self._ids:
+            status = self.queue.get(job_id)
+            if status is not None and status.result is not None:
+                found.append(status.result)
+        return found
+
+    def results_frame(self) -> Any:
+        """results() as a pandas DataFrame (needs pandas: pip install shoal[pandas])."""
+        try:
+            import pandas
+        except ImportError as exc:
+            raise ImportError("results_frame() needs pandas: pip install 'shoal[pandas]'") from exc
+        from .views import result_row
+
+        return pandas.DataFrame([result_row(r) for r in self.results()])
+
+    # -- shutting down ----------------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            pending = list(self._futures.values())
+            self._lock.notify_all()
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        if wait:
+            self._submitter.join()
+            futures.wait(pending)
+            self._collector.join()
+            self._stop_worker()
+        else:
+            threading.Thread(target=self._stop_when_done, args=(pending,), daemon=True).start()
+        if self._bar is not None and wait:
+            self._bar.close()
+
+    def _stop_when_done(self, pending: list[ShoalFuture]) -> None:
+        futures.wait(pending)
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker_thread.join()
+            self._worker = None
+
+
+class _OptionsView:
+    """An Executor with other per-call options (see Executor.with_options)."""
+
+    def __init__(self, executor: Executor, options: dict[str, Any]) -> None:
+        self._executor = executor
+        self._options = options
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ShoalFuture:
+        return self._executor._submit(fn, args, kwargs, self._options)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+            timeout: float | None = None) -> Iterator[Any]:
+        return futures.Executor.map(self, fn, *iterables, timeout=timeout)  # type: ignore[arg-type]
+
+
+def _chunks(items: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _run_chunk(fn: Callable[..., Any], chunk: list[tuple]) -> list[Any]:
+    return [fn(*args) for args in chunk]
+
+
+class _ProgressBar:
+    """A rich progress bar of finished calls, on stderr."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self._progress = Progress("shoal", BarColumn(), MofNCompleteColumn(),
+                                  TimeRemainingColumn(), console=Console(stderr=True))
+        self._task = self._progress.add_task("calls", total=0)
+        self._progress.start()
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            total = self._progress.tasks[0].total or 0
+            self._progress.update(self._task, total=total + n)
+
+    def advance(self, *, failed: bool) -> None:
+        with self._lock:
+            self._progress.advance(self._task)
+
+    def close(self) -> None:
+        self._progress.stop()
