@@ -120,6 +120,12 @@ def show_status(queue: Queue) -> None:
                + f" ({final}/{total} finished)")
     click.echo(f"workers: {len(alive)} alive ({sum(w.slots for w in alive)} slots), "
                f"{len(workers) - len(alive)} lost")
+    reports = queue.progress()
+    for job_id, (done, total) in sorted(reports.items()):
+        status = queue.get(job_id)
+        name = status.job.name if status is not None else job_id
+        share = f" ({done / total:.0%})" if total else ""
+        click.echo(f"  running {name}: {done:g}{'/' + format(total, 'g') if total else ''}{share}")
 
 
 def show_workers(queue: Queue) -> None:
