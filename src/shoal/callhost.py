@@ -2,9 +2,10 @@
 
     worker slot thread                      python -m shoal.callhost  (own session)
     ------------------                      ---------------------------------------
-    CallHost.call(request) ── frame ──►     read request; stdout+stderr -> job log;
+    CallHost.call(request) ── frame ──►     read request; stdout+stderr -> scratch file;
                                             set context; fn(*args, **kwargs)
-                           ◄── frame ──     value or exception (cloudpickled), traceback
+                           ◄── frame ──     value or exception (cloudpickled), traceback;
+                                            output, if any, copied to the job's log
     EOF instead of a frame: the interpreter died (segfault, os._exit, SIGKILL, OOM,
     or we killed it for a timeout or a lost lease); the next call starts a fresh one.
 
@@ -16,12 +17,14 @@ and replies go out on a pipe whose number is the first argument.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pickle
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 _HEADER = struct.Struct(">Q")
@@ -56,35 +59,63 @@ def write_frame(fd: int, message: Any) -> None:
 # -- the interpreter's side --------------------------------------------------------------
 
 
-def _run_one(request: dict[str, Any]) -> dict[str, Any]:
+_functions: dict[bytes, Any] = {}  # unpickled callables by their pickle: load each once
+
+
+def _load(payload: bytes) -> tuple[Any, tuple, dict[str, Any]]:
     import cloudpickle
 
-    from . import calls, context
+    fn_blob, args, kwargs = cloudpickle.loads(payload)
+    fn = _functions.get(fn_blob)
+    if fn is None:
+        fn = cloudpickle.loads(fn_blob)
+        if len(_functions) > 256:
+            _functions.clear()
+        _functions[fn_blob] = fn
+    return fn, args, kwargs
 
-    log_fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+def _keep_output(scratch: int, log: str) -> str | None:
+    """Copy what the call printed into its log; a silent call gets no log file."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
+    size = os.fstat(scratch).st_size
+    if not size:
+        return None
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.lseek(scratch, 0, os.SEEK_SET)
+        while chunk := os.read(scratch, 1 << 20):
+            os.write(target, chunk)
+    finally:
+        os.close(target)
+    return log
+
+
+def _run_one(request: dict[str, Any], scratch: int) -> dict[str, Any]:
+    from . import calls, context
+
+    os.ftruncate(scratch, 0)  # stdout and stderr point here (O_APPEND), see serve()
     os.environ.update(request["env"])
     context.set_current(context.JobContext(**request["context"]))
     try:
-        fn, args, kwargs = cloudpickle.loads(request["payload"])
+        fn, args, kwargs = _load(request["payload"])
         value = fn(*args, **kwargs)
         try:
             blob, summary = calls.pack_value(value)
         except Exception as exc:
             raise TypeError(f"the return value cannot be pickled: {exc}") from exc
-        return {"ok": True, "payload": blob, "summary": summary}
-    except BaseException as exc:
+        reply = {"ok": True, "payload": blob, "summary": summary}
+    except BaseException as exc:  # every failure, SystemExit included, goes to the caller
         blob, summary = calls.pack_exception(exc)
-        return {"ok": False, "payload": blob, "summary": summary}
+        reply = {"ok": False, "payload": blob, "summary": summary}
     finally:
         context.set_current(None)
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
+    try:
+        reply["log"] = _keep_output(scratch, request["log"])
+    except OSError:
+        reply["log"] = None
+    return reply
 
 
 def serve(reply_fd: int) -> None:
@@ -94,8 +125,13 @@ def serve(reply_fd: int) -> None:
     os.dup2(null, 0)
     os.close(null)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides about stops
-    while (request := read_frame(request_fd)) is not None:
-        write_frame(reply_fd, _run_one(request))
+    with tempfile.TemporaryFile() as scratch_file:  # a call's output lands here first
+        scratch = scratch_file.fileno()
+        fcntl.fcntl(scratch, fcntl.F_SETFL, fcntl.fcntl(scratch, fcntl.F_GETFL) | os.O_APPEND)
+        os.dup2(scratch, 1)
+        os.dup2(scratch, 2)
+        while (request := read_frame(request_fd)) is not None:
+            write_frame(reply_fd, _run_one(request, scratch))
 
 
 # -- the worker's side --------------------------------------------------------------------
@@ -116,7 +152,7 @@ class CallHost:
         return self.process.pid
 
     def ensure_started(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self._replies >= 0:  # alive until a read says EOF
             return
         read_end, write_end = os.pipe()
         try:

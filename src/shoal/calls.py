@@ -9,10 +9,11 @@ way: the return value, or the exception with the remote traceback attached as it
 
 from __future__ import annotations
 
+import itertools
 import platform
 import reprlib
+import secrets
 import traceback
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,13 +48,36 @@ def call_job(fn: Callable[..., Any], args: tuple = (), kwargs: Mapping[str, Any]
     Its id is random (each submit is its own job) unless `job_id` is given.
     """
     kwargs = dict(kwargs or {})
-    payload = cloudpickle.dumps((fn, tuple(args), kwargs))
+    payload = cloudpickle.dumps((pickle_function(fn), tuple(args), kwargs))
     return Job(
-        id=job_id or uuid.uuid4().hex[:16], name=name or describe_call(fn, args, kwargs),
+        id=job_id or new_call_id(), name=name or describe_call(fn, args, kwargs),
         kind=Kind.CALL, payload=payload,
         params={"args": _short.repr(tuple(args)), "kwargs": _short.repr(kwargs)},
         meta={**runtime(), **(meta or {})}, **options,
     )
+
+
+_ID_PREFIX = secrets.token_hex(5)
+_ID_COUNTER = itertools.count()
+_FUNCTIONS: dict[int, tuple[Callable[..., Any], bytes]] = {}
+
+
+def new_call_id() -> str:
+    """A unique call id without a random draw per call: per-process random + counter."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):06x}"
+
+
+def pickle_function(fn: Callable[..., Any]) -> bytes:
+    """cloudpickle `fn` once per function object: a lambda from __main__ is pickled by
+    value, which costs more than a tiny call; the interpreter caches it the same way."""
+    cached = _FUNCTIONS.get(id(fn))
+    if cached is not None and cached[0] is fn:
+        return cached[1]
+    blob = cloudpickle.dumps(fn)
+    if len(_FUNCTIONS) > 256:
+        _FUNCTIONS.clear()
+    _FUNCTIONS[id(fn)] = (fn, blob)
+    return blob
 
 
 def check_runtime(job: Job) -> None:
@@ -72,8 +96,8 @@ def load_call(job: Job) -> tuple[Callable[..., Any], tuple, dict[str, Any]]:
     check_runtime(job)
     if job.payload is None:
         raise IncompatibleJob(f"job {job.id}: call job without a payload")
-    fn, args, kwargs = cloudpickle.loads(job.payload)
-    return fn, args, kwargs
+    fn_blob, args, kwargs = cloudpickle.loads(job.payload)
+    return cloudpickle.loads(fn_blob), args, kwargs
 
 
 class RemoteTraceback(Exception):

@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from functools import partial
@@ -45,11 +46,14 @@ class ShoalFuture(futures.Future):
         self._executor = executor
 
     def cancel(self) -> bool:
-        if self.done():
-            return super().cancel()
-        if not self._executor._cancel_job(self.job_id):
+        if self.done() or self.running():
+            return super().cancel()  # False, or True if it was cancelled already
+        if not self._executor._cancel_job(self.job_id) or not super().cancel():
             return False
-        return super().cancel()
+        # As an executor does when it meets a cancelled item: wait() and as_completed()
+        # count a future as done only once it is CANCELLED_AND_NOTIFIED.
+        self.set_running_or_notify_cancel()
+        return True
 
 
 class Executor(futures.Executor):
@@ -90,6 +94,8 @@ class Executor(futures.Executor):
             self._worker_thread = threading.Thread(target=self._worker.run,
                                                    name="shoal-executor-worker", daemon=True)
             self._worker_thread.start()
+        # Results are pushed to us where the queue can (memory), else collected by polling.
+        self._pushed = self.queue.subscribe(self._on_result)
         self._collector = threading.Thread(target=self._collect, name="shoal-executor-collector",
                                            daemon=True)
         self._collector.start()
@@ -163,6 +169,10 @@ class Executor(futures.Executor):
 
     # -- results --------------------------------------------------------------------------
 
+    def _on_result(self, result: Result) -> None:
+        if result.job_id in self._futures:
+            self._resolve(result)
+
     def _collect(self) -> None:
         """Resolve futures as their results land; exit after shutdown once none is left."""
         while True:
@@ -171,33 +181,65 @@ class Executor(futures.Executor):
                     self._lock.wait()
                 if not self._futures and self._shutdown:
                     return
+                pushed = self._pushed
                 waiting = list(self._futures)
-            for result in self.queue.wait_results(waiting, COLLECT_WAIT_S):
-                self._resolve(result)
+            if pushed:  # results arrive through _on_result
+                time.sleep(COLLECT_WAIT_S)
+            else:
+                for result in self.queue.wait_results(waiting, COLLECT_WAIT_S):
+                    self._resolve(result)
+            self._mark_running()
 
     def _resolve(self, result: Result) -> None:
         with self._lock:
             future = self._futures.pop(result.job_id, None)
             self._lock.notify_all()
+            started = future is not None and self._start(future)
         if self._bar is not None:
             self._bar.advance(failed=result.state is not State.DONE)
-        if future is None or not future.set_running_or_notify_cancel():
+        if not started:
             return
         try:
             future.set_result(outcome(result))
         except BaseException as exc:  # the remote exception, or why the job failed
             future.set_exception(exc)
 
-    def _cancel_job(self, job_id: str) -> bool:
+    def _start(self, future: ShoalFuture) -> bool:
+        """Mark a future running (once; call with the lock held); False if it was cancelled."""
+        return future.running() or future.set_running_or_notify_cancel()
+
+    def _mark_running(self) -> None:
+        """Futures whose call a worker has started report running() (oldest 256 checked)."""
         with self._lock:
+            waiting = [job_id for job_id, f in itertools.islice(self._futures.items(), 256)
+                       if not f.running()]
+        if not waiting:
+            return
+        states = self.queue.states(waiting)
+        with self._lock:
+            for job_id, state in states.items():
+                future = self._futures.get(job_id)
+                if state is State.RUNNING and future is not None and not future.done():
+                    self._start(future)
+
+    def _cancel_job(self, job_id: str) -> bool:
+        """Cancel the job if no worker has started it; True if so."""
+        with self._lock:
+            future = self._futures.pop(job_id, None)  # a pushed CANCELLED result is ours
+            if future is None:
+                return False
             if any(job.id == job_id for job in self._outbox):  # not even submitted yet
                 self._outbox = [job for job in self._outbox if job.id != job_id]
-                self._futures.pop(job_id, None)
                 return True
         status = self.queue.get(job_id)
-        if status is None or status.state is not State.PENDING:
-            return False
-        return bool(self.queue.cancel([job_id]))
+        if status is not None and status.state is State.PENDING and self.queue.cancel([job_id]):
+            return True
+        with self._lock:  # too late: it runs; put it back and catch a result we missed
+            self._futures[job_id] = future
+        status = self.queue.get(job_id)
+        if status is not None and status.result is not None:
+            self._resolve(status.result)
+        return False
 
     def results(self) -> list[Result]:
         """The recorded results of this executor's calls, in submission order."""

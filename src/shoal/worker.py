@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -265,9 +265,11 @@ class Worker:
             else:
                 result = self._execute(slot)
             self._record(slot, result)
-        except Exception:  # a bug must not kill the slot: release and go on
+        except Exception as exc:  # a bug must not kill the slot, nor loop on one job
             log.exception("worker %s: unexpected error on job %s", self.id, lease.job_id)
-            self._settle(slot, lambda: self.queue.release(lease))
+            failed = self._result(slot, State.FAILED, None, f"shoal internal error: {exc!r}",
+                                  None)
+            self._settle(slot, lambda: self.queue.finish(lease, failed))
         finally:
             with self._lock:
                 self._running.pop(lease.job_id, None)
@@ -335,7 +337,7 @@ class Worker:
             host = self._hosts[index] = CallHost(
                 job_environment(lease, self.queue.url, {}), str(self.worker_dir))
         context = self._context(lease)
-        request = {"payload": lease.job.payload, "log": log_path, "context": asdict(context),
+        request = {"payload": lease.job.payload, "log": log_path, "context": vars(context),
                    "env": {**context.environment(), "SHOAL_JOB_ID": lease.job_id,
                            "SHOAL_ATTEMPT": str(lease.attempt)}}
         host.ensure_started()
@@ -353,9 +355,10 @@ class Worker:
         if reply is None:
             timed_out = timeout_s is not None and time.time() - slot.started >= timeout_s
             reason = f"timed out after {timeout_s:g} s" if timed_out else host.exit_reason()
-            return self._result(slot, State.FAILED, None, reason, log_path)
+            return self._result(slot, State.FAILED, None, reason, None)
         state = State.DONE if reply["ok"] else State.FAILED
-        return self._result(slot, state, None, "" if reply["ok"] else reply["summary"], log_path,
+        return self._result(slot, state, None, "" if reply["ok"] else reply["summary"],
+                            reply["log"],
                             value=reply["summary"] if reply["ok"] else None,
                             payload=reply["payload"])
 

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -215,6 +215,11 @@ class Queue(ABC):
             if status is not None and status.result is not None:
                 found.append(status.result)
         return found
+
+    def subscribe(self, callback: Callable[[Result], None]) -> bool:
+        """Have `callback(result)` called for every final result from now on, if this
+        backend can push them (memory can); False means: poll with wait_results."""
+        return False
 
     def final_ids(self, job_ids: list[str]) -> list[str]:
         """Which of these jobs have a final result (cheap check, no records read)."""

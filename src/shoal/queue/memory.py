@@ -10,7 +10,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 from .. import defaults
@@ -37,6 +37,8 @@ class MemoryQueue(Queue):
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._control: dict[str, list[str]] = {}
         self._tokens = itertools.count(1)
+        self._listeners: list[Callable[[Result], None]] = []
+        self._reaped_failed: list[Result] = []  # failed by a reap, to announce unlocked
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         new: list[str] = []
@@ -61,8 +63,11 @@ class MemoryQueue(Queue):
                 leases = self._claim_locked(worker, n)
                 remaining = deadline - time.monotonic()
                 if leases or remaining <= 0:
-                    return leases
+                    break
                 self._lock.wait(min(remaining, self.lease_s / 2))
+        if self._reaped_failed:
+            self._announce_reaped()
+        return leases
 
     def _claim_locked(self, worker: str, n: int) -> list[Lease]:
         leases = []
@@ -88,6 +93,8 @@ class MemoryQueue(Queue):
                     self._leases[lease.job_id] = (owner, token, time.monotonic() + self.lease_s)
                 else:
                     lost.append(lease)
+        if self._reaped_failed:
+            self._announce_reaped()
         return lost
 
     def _current(self, lease: Lease) -> bool:
@@ -106,6 +113,7 @@ class MemoryQueue(Queue):
             self._results[lease.job_id] = result
             self._state[lease.job_id] = result.state
             self._lock.notify_all()
+        self._announce([result])
 
     def requeue(self, lease: Lease, result: Result) -> None:
         with self._lock:
@@ -142,6 +150,7 @@ class MemoryQueue(Queue):
                 self._state[job_id] = State.CANCELLED
                 done.append(job_id)
             self._lock.notify_all()
+        self._announce([self._results[job_id] for job_id in done])
         return done
 
     def retry(self, job_ids: Iterable[str]) -> list[str]:
@@ -154,6 +163,17 @@ class MemoryQueue(Queue):
                     self._to_pending(job_id, 1)
                     again.append(job_id)
         return again
+
+    def subscribe(self, callback: Callable[[Result], None]) -> bool:
+        with self._lock:
+            self._listeners.append(callback)
+        return True
+
+    def _announce(self, results: list[Result]) -> None:
+        """Tell listeners about final results; called without the lock held."""
+        for result in results:
+            for callback in list(self._listeners):
+                callback(result)
 
     def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
         wanted = list(job_ids)
@@ -188,6 +208,8 @@ class MemoryQueue(Queue):
             counts = dict.fromkeys(State, 0)
             for state in self._state.values():
                 counts[state] += 1
+        if self._reaped_failed:
+            self._announce_reaped()
         return counts
 
     def results(self) -> Iterator[Result]:
@@ -196,7 +218,14 @@ class MemoryQueue(Queue):
 
     def reap(self) -> list[tuple[str, str]]:
         with self._lock:
-            return self._reap_locked()
+            reaped = self._reap_locked()
+        self._announce_reaped()
+        return reaped
+
+    def _announce_reaped(self) -> None:
+        with self._lock:
+            failed, self._reaped_failed = self._reaped_failed, []
+        self._announce(failed)
 
     def _reap_locked(self) -> list[tuple[str, str]]:
         now = time.monotonic()
@@ -210,6 +239,7 @@ class MemoryQueue(Queue):
                     reason=lost_reason(attempt, worker), attempt=attempt, worker=worker,
                 )
                 self._state[job_id] = State.FAILED
+                self._reaped_failed.append(self._results[job_id])
             else:
                 self._to_pending(job_id, attempt + 1)
         if expired:
