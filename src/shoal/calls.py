@@ -9,6 +9,7 @@ way: the return value, or the exception with the remote traceback attached as it
 
 from __future__ import annotations
 
+import functools
 import itertools
 import platform
 import reprlib
@@ -27,10 +28,15 @@ _short.maxstring = 80
 _short.maxother = 80
 
 
+@functools.lru_cache(maxsize=1)
+def _runtime() -> tuple[tuple[str, str], ...]:
+    return (("python", ".".join(platform.python_version_tuple()[:2])),
+            ("cloudpickle", cloudpickle.__version__))
+
+
 def runtime() -> dict[str, str]:
     """What a pickled call depends on: Python's major.minor and cloudpickle's version."""
-    return {"python": ".".join(platform.python_version_tuple()[:2]),
-            "cloudpickle": cloudpickle.__version__}
+    return dict(_runtime())
 
 
 def describe_call(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> str:

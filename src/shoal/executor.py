@@ -35,6 +35,7 @@ from .worker import Worker
 log = logging.getLogger("shoal.executor")
 
 COLLECT_WAIT_S = 0.2  # the collector re-checks for shutdown at least this often
+RUNNING_CHECK_S = 0.5  # how often futures of started calls are marked running()
 
 
 class ShoalFuture(futures.Future):
@@ -84,6 +85,7 @@ class Executor(futures.Executor):
         self._ids: list[str] = []
         self._sequence = itertools.count()
         self._lock = threading.Condition()
+        self._outbox_ready = threading.Condition(self._lock)  # wakes only the submitter
         self._shutdown = False
         self._bar = _ProgressBar() if progress else None
         self._outbox: list[Job] = []  # submitted in batches: one durable write per batch
@@ -121,7 +123,10 @@ class Executor(futures.Executor):
             self._futures[job.id] = future
             self._ids.append(job.id)
             self._outbox.append(job)
-            self._lock.notify_all()
+            if len(self._outbox) == 1:
+                self._outbox_ready.notify()
+            if len(self._futures) == 1:
+                self._lock.notify_all()  # the collector waits for a first future
         if self._bar is not None:
             self._bar.add(1)
         return future
@@ -129,13 +134,7 @@ class Executor(futures.Executor):
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
         """Like Executor.map; chunksize > 1 sends that many calls in one job."""
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        if chunksize == 1:
-            return super().map(fn, *iterables, timeout=timeout)
-        chunks = _chunks(zip(*iterables, strict=False), chunksize)
-        results = super().map(partial(_run_chunk, fn), chunks, timeout=timeout)
-        return itertools.chain.from_iterable(results)
+        return _map(self, fn, iterables, timeout, chunksize)
 
     def with_options(self, **options: Any) -> _OptionsView:
         """The same executor with other per-call options: timeout_s, retries, max_attempts."""
@@ -149,7 +148,7 @@ class Executor(futures.Executor):
         while True:
             with self._lock:
                 while not self._outbox and not self._shutdown:
-                    self._lock.wait()
+                    self._outbox_ready.wait()
                 batch, self._outbox = self._outbox, []
                 if not batch and self._shutdown:
                     return
@@ -175,6 +174,7 @@ class Executor(futures.Executor):
 
     def _collect(self) -> None:
         """Resolve futures as their results land; exit after shutdown once none is left."""
+        next_running_check = 0.0
         while True:
             with self._lock:
                 while not self._futures and not self._shutdown:
@@ -188,12 +188,15 @@ class Executor(futures.Executor):
             else:
                 for result in self.queue.wait_results(waiting, COLLECT_WAIT_S):
                     self._resolve(result)
-            self._mark_running()
+            if time.monotonic() >= next_running_check:
+                self._mark_running()
+                next_running_check = time.monotonic() + RUNNING_CHECK_S
 
     def _resolve(self, result: Result) -> None:
         with self._lock:
             future = self._futures.pop(result.job_id, None)
-            self._lock.notify_all()
+            if not self._futures:
+                self._lock.notify_all()
             started = future is not None and self._start(future)
         if self._bar is not None:
             self._bar.advance(failed=result.state is not State.DONE)
@@ -267,6 +270,7 @@ class Executor(futures.Executor):
             self._shutdown = True
             pending = list(self._futures.values())
             self._lock.notify_all()
+            self._outbox_ready.notify_all()
         if cancel_futures:
             for future in pending:
                 future.cancel()
@@ -301,9 +305,33 @@ class _OptionsView:
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ShoalFuture:
         return self._executor._submit(fn, args, kwargs, self._options)
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
-            timeout: float | None = None) -> Iterator[Any]:
-        return futures.Executor.map(self, fn, *iterables, timeout=timeout)  # type: ignore[arg-type]
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        return _map(self, fn, iterables, timeout, chunksize)
+
+
+def _map(executor: Executor | _OptionsView, fn: Callable[..., Any], iterables: tuple,
+         timeout: float | None, chunksize: int) -> Iterator[Any]:
+    """Executor.map semantics (all submitted now, results lazily in order); with
+    chunksize > 1 each job runs a chunk, and closing the iterator cancels the rest."""
+    if chunksize < 1:
+        raise ValueError("chunksize must be >= 1.")
+    if chunksize == 1:
+        return futures.Executor.map(executor, fn, *iterables, timeout=timeout)  # type: ignore[arg-type]
+    chunks = _chunks(zip(*iterables, strict=False), chunksize)
+    results = futures.Executor.map(executor, partial(_run_chunk, fn), chunks,  # type: ignore[arg-type]
+                                   timeout=timeout)
+    return _flatten(results)
+
+
+def _flatten(chunks: Iterator[list[Any]]) -> Iterator[Any]:
+    try:
+        for chunk in chunks:
+            yield from chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _chunks(items: Iterable[tuple], size: int) -> Iterator[list[tuple]]:

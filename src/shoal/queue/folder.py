@@ -460,7 +460,9 @@ class FolderQueue(Queue):
     def final_ids(self, job_ids: list[str]) -> list[str]:
         """A stat per id for a few ids; listings of the final folders for many."""
         if len(job_ids) > 64:
-            return [i for i, s in self.states(job_ids).items() if s.final]
+            wanted = set(job_ids)
+            return [name[:-5] for folder in FINAL_DIRS.values()
+                    for name in self._fresh_names(folder) if name[:-5] in wanted]
         return [i for i in job_ids
                 if any(os.path.exists(self.path(folder, f"{i}.json"))
                        for folder in FINAL_DIRS.values())]
