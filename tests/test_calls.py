@@ -98,10 +98,7 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("warm", [
     False,
-    pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-        "shoal bug: a call interpreter's /proc environ keeps the SHOAL_JOB_ID of the first "
-        "call it ran, so kill_orphans (which matches SHOAL_JOB_ID + SHOAL_WORKER) misses a "
-        "later call left running by a dead worker; it runs on beside the retried attempt"))),
+    True,
 ], ids=["first call of its interpreter", "later call of its interpreter"])
 def test_a_call_left_running_by_a_killed_worker_is_killed_when_its_lease_is_taken_back(
         procs, tmp_path, warm):
@@ -145,9 +142,6 @@ def test_what_a_call_prints_is_in_its_log(executors, tmp_path):
     assert shown.stdout == "hello from a call\nhello from a call (stderr)\n"
 
 
-@pytest.mark.xfail(strict=True, reason="shoal bug (since 4c5056a, scratch output): a call's output "
-                   "is copied to its log only when the call returns; what it printed before "
-                   "its interpreter died is lost (no log at all)")
 def test_what_a_call_printed_before_its_interpreter_died_is_in_its_log(executors, tmp_path):
     queue = tmp_path / "q"
     ex = executor(executors, queue, workers=1)
@@ -158,8 +152,6 @@ def test_what_a_call_printed_before_its_interpreter_died_is_in_its_log(executors
     assert "last words" in shown.stdout, shown.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="shoal bug (since 4c5056a, scratch output): `shoal logs` "
-                   "of a running call says 'has no log yet' although the call has printed")
 def test_shoal_logs_shows_what_a_running_call_printed_so_far(executors, tmp_path):
     queue, started = tmp_path / "q", tmp_path / "started"
     ex = executor(executors, queue, workers=1)
@@ -259,16 +251,12 @@ def test_random_is_the_same_in_process_and_differs_with_the_seed(executors, proc
     assert [numbers for _, _, numbers in outside] == here
 
 
-@pytest.mark.xfail(strict=True, reason="shoal bug: map(chunksize>1) runs a chunk as one call, so "
-                   "every item of a chunk gets the same shoal.random() numbers")
 def test_map_items_in_one_chunk_draw_different_numbers(executors):
     ex = executor(executors, workers=1, seed=1)
     drawn = list(ex.map(fns.draws, [2] * 4, chunksize=2, timeout=T))
     assert len({tuple(numbers) for numbers in drawn}) == 4
 
 
-@pytest.mark.xfail(strict=True, reason="shoal bug: with map(chunksize>1) shoal.random() is seeded "
-                   "per chunk, so a seeded run gives other numbers when only chunksize changes")
 def test_map_draws_the_same_numbers_whatever_the_chunksize(executors):
     one_by_one = executor(executors, workers=1, seed=1)
     chunked = executor(executors, workers=1, seed=1)

@@ -197,10 +197,6 @@ def test_remote_exception_of_a_user_defined_class_comes_back_as_itself(make_exec
     assert "raise_custom" in str(info.value.__cause__)
 
 
-@pytest.mark.xfail(strict=True, reason="shoal bug: an exception that pickles but cannot be "
-                   "rebuilt in the caller (its __init__ takes other arguments) surfaces as "
-                   "pickle's TypeError '__init__() missing 1 required positional argument', "
-                   "without the remote message or traceback")
 def test_exception_that_pickle_cannot_rebuild_still_tells_what_happened(make_executor):
     ex = make_executor(workers=1)
     error = ex.submit(fns.raise_two_arg, 7, "disk full").exception(timeout=T)
@@ -401,9 +397,6 @@ def test_shutdown_cancel_futures_while_calls_wait_to_be_sent(executor_on, gate, 
     assert not any(m.exists() for m in markers)
 
 
-@pytest.mark.xfail(strict=True, reason="shoal bug: cancel() returns False for a call that has "
-                   "not started while the submitter is still writing it to the queue "
-                   "(queue.get finds nothing yet), and the call then runs")
 def test_cancel_while_the_call_is_being_written_to_a_slow_queue(make_executor, gate, tmp_path,
                                                                 monkeypatch):
     ex = make_executor(tmp_path / "q", workers=1)

@@ -2,10 +2,10 @@
 
     worker slot thread                      python -m shoal.callhost  (own session)
     ------------------                      ---------------------------------------
-    CallHost.call(request) ── frame ──►     read request; stdout+stderr -> scratch file;
+    CallHost.call(request) ── frame ──►     read request; stdout+stderr -> the job's log;
                                             set context; fn(*args, **kwargs)
                            ◄── frame ──     value or exception (cloudpickled), traceback;
-                                            output, if any, copied to the job's log
+                                            a log left empty is removed
     EOF instead of a frame: the interpreter died (segfault, os._exit, SIGKILL, OOM,
     or we killed it for a timeout or a lost lease); the next call starts a fresh one.
 
@@ -17,14 +17,12 @@ and replies go out on a pipe whose number is the first argument.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pickle
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
 _HEADER = struct.Struct(">Q")
@@ -75,27 +73,33 @@ def _load(payload: bytes) -> tuple[Any, tuple, dict[str, Any]]:
     return fn, args, kwargs
 
 
-def _keep_output(scratch: int, log: str) -> str | None:
-    """Copy what the call printed into its log; a silent call gets no log file."""
+def _open_log(path: str) -> int:
+    """Point stdout and stderr at the call's log, so `shoal logs` shows it as it runs."""
     sys.stdout.flush()
     sys.stderr.flush()
-    size = os.fstat(scratch).st_size
-    if not size:
-        return None
-    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.lseek(scratch, 0, os.SEEK_SET)
-        while chunk := os.read(scratch, 1 << 20):
-            os.write(target, chunk)
-    finally:
-        os.close(target)
-    return log
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    return fd
 
 
-def _run_one(request: dict[str, Any], scratch: int) -> dict[str, Any]:
+def _close_log(fd: int, path: str) -> str | None:
+    """A call that printed nothing leaves no log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    size = os.fstat(fd).st_size
+    os.close(fd)
+    if size:
+        return path
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return None
+
+
+def _run_one(request: dict[str, Any]) -> dict[str, Any]:
     from . import calls, context
 
-    os.ftruncate(scratch, 0)  # stdout and stderr point here (O_APPEND), see serve()
+    log_fd = _open_log(request["log"])
     os.environ.update(request["env"])
     context.set_current(context.JobContext(**request["context"]))
     try:
@@ -111,10 +115,7 @@ def _run_one(request: dict[str, Any], scratch: int) -> dict[str, Any]:
         reply = {"ok": False, "payload": blob, "summary": summary}
     finally:
         context.set_current(None)
-    try:
-        reply["log"] = _keep_output(scratch, request["log"])
-    except OSError:
-        reply["log"] = None
+    reply["log"] = _close_log(log_fd, request["log"])
     return reply
 
 
@@ -125,13 +126,8 @@ def serve(reply_fd: int) -> None:
     os.dup2(null, 0)
     os.close(null)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides about stops
-    with tempfile.TemporaryFile() as scratch_file:  # a call's output lands here first
-        scratch = scratch_file.fileno()
-        fcntl.fcntl(scratch, fcntl.F_SETFL, fcntl.fcntl(scratch, fcntl.F_GETFL) | os.O_APPEND)
-        os.dup2(scratch, 1)
-        os.dup2(scratch, 2)
-        while (request := read_frame(request_fd)) is not None:
-            write_frame(reply_fd, _run_one(request, scratch))
+    while (request := read_frame(request_fd)) is not None:
+        write_frame(reply_fd, _run_one(request))
 
 
 # -- the worker's side --------------------------------------------------------------------
@@ -159,7 +155,8 @@ class CallHost:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "shoal.callhost", str(write_end)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                pass_fds=(write_end,), start_new_session=True, env=self.env, cwd=self.cwd,
+                pass_fds=(write_end,), start_new_session=True,
+                env={**self.env, "SHOAL_CALLHOST": "1"}, cwd=self.cwd,
             )
         finally:
             os.close(write_end)

@@ -125,11 +125,13 @@ def pack_value(value: Any) -> tuple[bytes, str]:
 def pack_exception(exc: BaseException) -> tuple[bytes, str]:
     """Pickle an exception with its formatted traceback; fall back to a plain one."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    summary = f"{type(exc).__name__}: {exc}"
     try:
-        blob = cloudpickle.dumps((exc, tb))
+        exc_blob = cloudpickle.dumps(exc)
     except Exception:  # an exception that does not pickle still reaches the caller
-        blob = cloudpickle.dumps((JobFailed(f"{type(exc).__name__}: {exc}"), tb))
-    return blob, f"{type(exc).__name__}: {exc}"
+        exc_blob = cloudpickle.dumps(JobFailed(summary))
+    # Nested, so the traceback and summary survive an exception the caller cannot rebuild.
+    return cloudpickle.dumps((exc_blob, tb, summary)), summary
 
 
 def outcome(result: Result) -> Any:
@@ -141,7 +143,11 @@ def outcome(result: Result) -> Any:
     if result.state is State.DONE:
         return cloudpickle.loads(result.payload) if result.payload is not None else None
     if result.payload is not None:
-        exc, tb = cloudpickle.loads(result.payload)
+        exc_blob, tb, summary = cloudpickle.loads(result.payload)
+        try:
+            exc = cloudpickle.loads(exc_blob)
+        except Exception:  # e.g. an __init__ that pickle cannot call again
+            exc = JobFailed(f"job {result.job_id} raised {summary}")
         exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
         raise exc
     if result.reason.startswith("timed out"):

@@ -20,12 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
-from functools import partial
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from . import defaults
-from .calls import call_job, outcome
+from .calls import call_job, describe_call, outcome
 from .context import job_seed
 from .job import Job, Result, State
 from .queue import open_queue
@@ -84,12 +84,18 @@ class Executor(futures.Executor):
         self._futures: dict[str, ShoalFuture] = {}
         self._ids: list[str] = []
         self._sequence = itertools.count()
+        self._maps = itertools.count()
         self._lock = threading.Condition()
         self._outbox_ready = threading.Condition(self._lock)  # wakes only the submitter
         self._shutdown = False
         self._bar = _ProgressBar() if progress else None
         self._outbox: list[Job] = []  # submitted in batches: one durable write per batch
+        self._sending: set[str] = set()  # the batch being written to the queue now
+        self._cancel_after_send: set[str] = set()  # cancelled while being written
         slots = (os.cpu_count() or 1) if workers is None else workers
+        if slots == 0 and not self.queue.cross_host:
+            raise ValueError(f"workers=0 on {self.queue.url}: no other worker can reach this "
+                             "queue; give workers=N or a queue URL that `shoal work` can open")
         self._worker = None
         if slots > 0:
             self._worker = Worker(self.queue, slots=slots)
@@ -111,12 +117,14 @@ class Executor(futures.Executor):
         return self._submit(fn, args, kwargs, self.options)
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any],
-                options: dict[str, Any]) -> ShoalFuture:
+                options: dict[str, Any], *, seed_key: str | None = None,
+                name: str | None = None) -> ShoalFuture:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             number = next(self._sequence)
-        job = call_job(fn, args, kwargs, meta={"seed": job_seed(self.seed, f"call-{number}")},
+        key = seed_key or f"call-{number}"
+        job = call_job(fn, args, kwargs, meta={"seed": job_seed(self.seed, key)}, name=name,
                        **options)
         future = ShoalFuture(self, job.id)
         with self._lock:
@@ -134,7 +142,30 @@ class Executor(futures.Executor):
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
         """Like Executor.map; chunksize > 1 sends that many calls in one job."""
-        return _map(self, fn, iterables, timeout, chunksize)
+        return self._map(fn, iterables, timeout, chunksize, self.options)
+
+    def _map(self, fn: Callable[..., Any], iterables: tuple, timeout: float | None,
+             chunksize: int, options: dict[str, Any]) -> Iterator[Any]:
+        """Executor.map semantics: everything submitted now, results lazily in order,
+        closing the iterator cancels the rest. Item i of the n-th map draws shoal.random()
+        from the key "map{n}-{i}", so its numbers do not depend on chunksize."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        end_time = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            number = next(self._maps)
+        items = list(zip(*iterables, strict=False))
+        keys = [f"map{number}-{i}" for i in range(len(items))]
+        if chunksize == 1:
+            fs = [self._submit(fn, args, {}, options, seed_key=key)
+                  for args, key in zip(items, keys, strict=True)]
+            return _in_order(fs, end_time, flatten=False)
+        fs = [self._submit(_run_chunk, (fn, items[i:i + chunksize], self.seed,
+                                        keys[i:i + chunksize]), {}, options,
+                           name=f"{describe_call(fn, items[i], {})} and "
+                                f"{len(items[i:i + chunksize]) - 1} more")
+              for i in range(0, len(items), chunksize)]
+        return _in_order(fs, end_time, flatten=True)
 
     def with_options(self, **options: Any) -> _OptionsView:
         """The same executor with other per-call options: timeout_s, retries, max_attempts."""
@@ -152,12 +183,19 @@ class Executor(futures.Executor):
                 batch, self._outbox = self._outbox, []
                 if not batch and self._shutdown:
                     return
+                self._sending = {job.id for job in batch}
             try:
                 self.queue.submit(batch)
             except Exception as exc:  # the calls cannot run: say so on their futures
                 log.error("executor: submitting %d call(s) failed: %s", len(batch), exc)
                 for job in batch:
                     self._fail_future(job.id, exc)
+            finally:
+                with self._lock:
+                    self._sending = set()
+                    late, self._cancel_after_send = self._cancel_after_send, set()
+                if late:
+                    self.queue.cancel(late)
 
     def _fail_future(self, job_id: str, exc: BaseException) -> None:
         with self._lock:
@@ -234,6 +272,9 @@ class Executor(futures.Executor):
             if any(job.id == job_id for job in self._outbox):  # not even submitted yet
                 self._outbox = [job for job in self._outbox if job.id != job_id]
                 return True
+            if job_id in self._sending:  # being written: the submitter cancels it after
+                self._cancel_after_send.add(job_id)
+                return True
         status = self.queue.get(job_id)
         if status is not None and status.state is State.PENDING and self.queue.cancel([job_id]):
             return True
@@ -307,41 +348,41 @@ class _OptionsView:
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
-        return _map(self, fn, iterables, timeout, chunksize)
+        return self._executor._map(fn, iterables, timeout, chunksize, self._options)
 
 
-def _map(executor: Executor | _OptionsView, fn: Callable[..., Any], iterables: tuple,
-         timeout: float | None, chunksize: int) -> Iterator[Any]:
-    """Executor.map semantics (all submitted now, results lazily in order); with
-    chunksize > 1 each job runs a chunk, and closing the iterator cancels the rest."""
-    if chunksize < 1:
-        raise ValueError("chunksize must be >= 1.")
-    if chunksize == 1:
-        return futures.Executor.map(executor, fn, *iterables, timeout=timeout)  # type: ignore[arg-type]
-    chunks = _chunks(zip(*iterables, strict=False), chunksize)
-    results = futures.Executor.map(executor, partial(_run_chunk, fn), chunks,  # type: ignore[arg-type]
-                                   timeout=timeout)
-    return _flatten(results)
-
-
-def _flatten(chunks: Iterator[list[Any]]) -> Iterator[Any]:
+def _in_order(fs: list[ShoalFuture], end_time: float | None, *,
+              flatten: bool) -> Iterator[Any]:
+    """Results in submission order, as the stdlib's map yields them."""
     try:
-        for chunk in chunks:
-            yield from chunk
+        fs.reverse()
+        while fs:
+            future = fs.pop()
+            value = (future.result() if end_time is None
+                     else future.result(end_time - time.monotonic()))
+            if flatten:
+                yield from value
+            else:
+                yield value
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+        for future in fs:
+            future.cancel()
 
 
-def _chunks(items: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def _run_chunk(fn: Callable[..., Any], chunk: list[tuple], seed: int | str,
+               keys: list[str]) -> list[Any]:
+    """Run a chunk of map items in one job, each with its own shoal.random() seed."""
+    from . import context
 
-
-def _run_chunk(fn: Callable[..., Any], chunk: list[tuple]) -> list[Any]:
-    return [fn(*args) for args in chunk]
+    outer = context.current()
+    results = []
+    try:
+        for args, key in zip(chunk, keys, strict=True):
+            context.set_current(replace(outer, seed=job_seed(seed, key)))
+            results.append(fn(*args))
+    finally:
+        context.set_current(outer)
+    return results
 
 
 class _ProgressBar:

@@ -260,6 +260,7 @@ def kill_orphans(reaped: list[tuple[str, str]]) -> int:
     alone, so a reused pid is never hit. Linux only (/proc); elsewhere nothing happens.
     """
     wanted = set(reaped)
+    dead_workers = {worker for _, worker in reaped}
     if not wanted or not Path("/proc/self/environ").exists():
         return 0
     groups = set()
@@ -267,7 +268,10 @@ def kill_orphans(reaped: list[tuple[str, str]]) -> int:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         env = _environ_of(entry)
-        if (env.get("SHOAL_JOB_ID"), env.get("SHOAL_WORKER")) in wanted:
+        # A call interpreter's /proc environ keeps the job id of its first call only,
+        # so it is recognised by its dead worker alone.
+        callhost = env.get("SHOAL_CALLHOST") == "1" and env.get("SHOAL_WORKER") in dead_workers
+        if callhost or (env.get("SHOAL_JOB_ID"), env.get("SHOAL_WORKER")) in wanted:
             with contextlib.suppress(ProcessLookupError):
                 groups.add(os.getpgid(int(entry)))
     groups.discard(os.getpgid(0))

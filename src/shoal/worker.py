@@ -355,7 +355,8 @@ class Worker:
         if reply is None:
             timed_out = timeout_s is not None and time.time() - slot.started >= timeout_s
             reason = f"timed out after {timeout_s:g} s" if timed_out else host.exit_reason()
-            return self._result(slot, State.FAILED, None, reason, None)
+            partial = log_path if os.path.exists(log_path) else None  # what it printed first
+            return self._result(slot, State.FAILED, None, reason, partial)
         state = State.DONE if reply["ok"] else State.FAILED
         return self._result(slot, state, None, "" if reply["ok"] else reply["summary"],
                             reply["log"],

@@ -14,8 +14,10 @@ Guarantees (see docs/architecture.md and RELIABILITY.md):
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -69,6 +71,8 @@ class Queue(ABC):
         """Where logs of command jobs and of running attempts go."""
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix="shoal-logs-"))
+            # An in-process queue's logs go with the process (or the queue object).
+            weakref.finalize(self, shutil.rmtree, self._log_dir, ignore_errors=True)
         return self._log_dir
 
     def attempt_log_path(self, lease: Lease) -> Path:
