@@ -36,6 +36,7 @@ log = logging.getLogger("shoal.executor")
 
 COLLECT_WAIT_S = 0.2  # the collector re-checks for shutdown at least this often
 RUNNING_CHECK_S = 0.5  # how often futures of started calls are marked running()
+REMOTE_POLL_S = 0.25  # with local workers, how often results of other workers are looked for
 
 
 class ShoalFuture(futures.Future):
@@ -102,8 +103,10 @@ class Executor(futures.Executor):
             self._worker_thread = threading.Thread(target=self._worker.run,
                                                    name="shoal-executor-worker", daemon=True)
             self._worker_thread.start()
-        # Results are pushed to us where the queue can (memory), else collected by polling.
-        self._pushed = self.queue.subscribe(self._on_result)
+        # Results recorded in this process are pushed to us; where the queue cannot push
+        # the others (a folder other workers share), the collector polls for them too.
+        self.queue.subscribe(self._on_result)
+        self._pushed = self.queue.pushes_all_results
         self._collector = threading.Thread(target=self._collect, name="shoal-executor-collector",
                                            daemon=True)
         self._collector.start()
@@ -221,8 +224,12 @@ class Executor(futures.Executor):
                     return
                 pushed = self._pushed
                 waiting = list(self._futures)
-            if pushed:  # results arrive through _on_result
+            if pushed:  # every result arrives through _on_result
                 time.sleep(COLLECT_WAIT_S)
+            elif self._worker is not None:  # ours are pushed; look for the others' now and then
+                time.sleep(REMOTE_POLL_S)
+                for result in self.queue.wait_results(waiting, 0):
+                    self._resolve(result)
             else:
                 for result in self.queue.wait_results(waiting, COLLECT_WAIT_S):
                     self._resolve(result)

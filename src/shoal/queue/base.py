@@ -63,6 +63,7 @@ class Queue(ABC):
             self.interpreters = dict(defaults.INTERPRETERS)
         self._log_dir: Path | None = None
         self._config_file: Path | None = None
+        self._listeners: list[Callable[[Result], None]] = []
 
     # -- logs ----------------------------------------------------------------
 
@@ -220,10 +221,19 @@ class Queue(ABC):
                 found.append(status.result)
         return found
 
-    def subscribe(self, callback: Callable[[Result], None]) -> bool:
-        """Have `callback(result)` called for every final result from now on, if this
-        backend can push them (memory can); False means: poll with wait_results."""
-        return False
+    #: subscribe() sees every final result (not only those recorded through this object).
+    pushes_all_results: ClassVar[bool] = False
+
+    def subscribe(self, callback: Callable[[Result], None]) -> None:
+        """Have `callback(result)` called for final results recorded through this queue
+        object (all of them where `pushes_all_results`); poll for the others."""
+        self._listeners.append(callback)
+
+    def _announce(self, results: list[Result]) -> None:
+        """Tell subscribers about final results; call without holding locks."""
+        for result in results:
+            for callback in list(self._listeners):
+                callback(result)
 
     def final_ids(self, job_ids: list[str]) -> list[str]:
         """Which of these jobs have a final result (cheap check, no records read)."""

@@ -291,6 +291,7 @@ class FolderQueue(Queue):
             self._commits.add(fence)  # see groupcommit.py
         else:
             unlink_quiet(fence)
+        self._announce([result])
 
     def flush(self) -> None:
         self._commits.flush()

@@ -10,7 +10,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 from .. import defaults
@@ -24,6 +24,7 @@ class MemoryQueue(Queue):
 
     blocking_claim = True
     cross_host = False
+    pushes_all_results = True
 
     def __init__(self, url: str = "memory://", *, lease_s: float = defaults.LEASE_S) -> None:
         super().__init__(url, lease_s=lease_s)
@@ -37,7 +38,6 @@ class MemoryQueue(Queue):
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._control: dict[str, list[str]] = {}
         self._tokens = itertools.count(1)
-        self._listeners: list[Callable[[Result], None]] = []
         self._reaped_failed: list[Result] = []  # failed by a reap, to announce unlocked
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
@@ -163,17 +163,6 @@ class MemoryQueue(Queue):
                     self._to_pending(job_id, 1)
                     again.append(job_id)
         return again
-
-    def subscribe(self, callback: Callable[[Result], None]) -> bool:
-        with self._lock:
-            self._listeners.append(callback)
-        return True
-
-    def _announce(self, results: list[Result]) -> None:
-        """Tell listeners about final results; called without the lock held."""
-        for result in results:
-            for callback in list(self._listeners):
-                callback(result)
 
     def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
         wanted = list(job_ids)
