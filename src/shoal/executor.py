@@ -66,8 +66,9 @@ class Executor(futures.Executor):
     workers: local slots for the Executor's life (default: CPU count; 0 = only workers
         started elsewhere with `shoal work`).
     timeout_s, retries, max_attempts: defaults for every call (see `with_options`).
-    seed: the run's seed; shoal.random() in the n-th submitted call is seeded from
-        (seed, n), so a rerun of the same script draws the same numbers.
+    seed: the run's seed; shoal.random() in the n-th submitted call (or item i of the
+        n-th map) is seeded from (seed, n[, i]), so a rerun of the same script draws the
+        same numbers, whichever worker runs a call and however often it is retried.
     config: a TOML file kept with the queue as shared configuration (shoal.config()).
     progress: show a live progress bar of finished calls on stderr.
     """
@@ -89,7 +90,6 @@ class Executor(futures.Executor):
         self._lock = threading.Condition()
         self._outbox_ready = threading.Condition(self._lock)  # wakes only the submitter
         self._shutdown = False
-        self._bar = _ProgressBar() if progress else None
         self._outbox: list[Job] = []  # submitted in batches: one durable write per batch
         self._sending: set[str] = set()  # the batch being written to the queue now
         self._cancel_after_send: set[str] = set()  # cancelled while being written
@@ -97,6 +97,7 @@ class Executor(futures.Executor):
         if slots == 0 and not self.queue.cross_host:
             raise ValueError(f"workers=0 on {self.queue.url}: no other worker can reach this "
                              "queue; give workers=N or a queue URL that `shoal work` can open")
+        self._bar = _ProgressBar() if progress else None
         self._worker = None
         if slots > 0:
             self._worker = Worker(self.queue, slots=slots)
