@@ -238,6 +238,86 @@ def fire(queue: str, worker_ids: tuple[str, ...], everyone: bool, now: bool) -> 
     click.echo(f"asked {len(targets)} worker(s) to stop{' now' if now else ''}")
 
 
+@main.group()
+def split() -> None:
+    """Split one sweep statically over machines that cannot talk to each other."""
+
+
+def split_options(func: Any) -> Any:
+    for option in reversed([
+        click.option("--machines", "machines_file", required=True,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="JSON: machine name -> [relative speed, cores]."),
+        click.option("--config", type=click.Path(exists=True, dir_okay=False),
+                     help="Shared TOML configuration (part of the plan's checksum)."),
+    ]):
+        func = option(func)
+    return func
+
+
+@split.command("plan", context_settings=PASS_THROUGH)
+@split_options
+@job_options
+@click.argument("words", nargs=-1, type=click.UNPROCESSED)
+def split_plan(machines_file: str, config: str | None, words: tuple[str, ...],
+               table: str | None, **options: Any) -> None:
+    """Show each machine's share of JOBS and the plan's checksum."""
+    from .split import describe
+    from .splitrun import plan_for
+
+    jobs = build_jobs(open_queue("memory://"), words, table, **options)
+    plan, _ = plan_for(jobs, machines_file, config)
+    click.echo(describe(plan))
+
+
+@split.command("run", context_settings=PASS_THROUGH)
+@split_options
+@click.option("--machine", help="This machine's name in the file (default: the host name).")
+@click.option("--slots", type=click.IntRange(min=1), help="Local slots (default: its cores).")
+@click.option("--no-progress", is_flag=True, help="No live progress bar.")
+@job_options
+@click.argument("words", nargs=-1, type=click.UNPROCESSED)
+def split_run(machines_file: str, config: str | None, machine: str | None, slots: int | None,
+              no_progress: bool, words: tuple[str, ...], table: str | None,
+              **options: Any) -> None:
+    """Run only this machine's share of JOBS; write results-MACHINE.csv here."""
+    from .progress import run_and_watch
+    from .split import load_machines
+    from .splitrun import choose_machine, plan_for, run_share, seeded
+
+    name = choose_machine(load_machines(machines_file), machine)
+    queue = open_queue(f".shoal-split-{name}")
+    jobs = seeded(build_jobs(queue, words, table, **options), queue.root)
+    plan, machines = plan_for(jobs, machines_file, config, root=queue.root)
+    cores = next(m.cores for m in machines if m.name == name)
+    click.echo(f"shoal split: machine {name}, plan {plan.checksum}, "
+               f"{len(plan.shares[name])} of {len(jobs)} jobs", err=True)
+    codes = []
+
+    def runner(q: Any, mine: list[Job], n: int) -> None:
+        codes.append(run_and_watch(q, mine, slots=n, show_progress=not no_progress))
+
+    path = run_share(jobs, plan, name, slots=slots or cores, workdir=Path.cwd(),
+                     config=config, runner=runner)
+    click.echo(f"shoal split: results in {path}", err=True)
+    sys.exit(codes[0] if codes else 0)
+
+
+@split.command("merge")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", default="results.csv", show_default=True)
+def split_merge(files: tuple[str, ...], output: str) -> None:
+    """Combine machines' results files; check they share a plan; list missing jobs."""
+    from .splitrun import merge
+
+    written, missing, failed = merge(files, output)
+    click.echo(f"merged {written} job(s) into {output}; {len(failed)} failed")
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        click.echo(f"missing {len(missing)} job(s) (indices in the job list): {shown}")
+        sys.exit(1)
+
+
 def open_existing(url: str) -> Queue:
     """Open a queue that must already exist (a typo must not create a new empty one)."""
     if "://" in url:
