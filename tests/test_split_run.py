@@ -138,3 +138,9 @@ def test_split_map_shares_cover_the_input_once_with_machine_independent_numbers(
     parts = [pair for name in MACHINES for pair in run(three, name)]
     assert sorted(index for index, _ in parts) == list(range(10))
     assert sorted(parts) == sorted(run(alone, "solo"))
+    files = [str(tmp_path / f"results-{name}.csv") for name in MACHINES]
+    out = shoal("split", "merge", *files, "-o", str(tmp_path / "all.csv"), cwd=tmp_path)
+    assert "merged 10 job(s)" in out.stdout
+    with open(tmp_path / "all.csv", newline="") as handle:
+        values = [row["value"] for row in csv.DictReader(handle)]
+    assert values == [repr(result) for _, result in sorted(parts)]

@@ -102,13 +102,8 @@ def run_share(jobs: Sequence[Job], plan: Plan, machine: str, *, slots: int,
     runner(queue, [jobs[i] for i in mine], slots)
     results = {r.job_id: r for r in queue.results()}
     path = workdir / f"results-{machine}.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for index in mine:
-            result = results.get(jobs[index].id)
-            if result is not None:
-                writer.writerow(_row(result, plan, index, machine, started))
+    _write_rows(path, plan, machine, started,
+                [(i, results[jobs[i].id]) for i in mine if jobs[i].id in results])
     return path
 
 
@@ -145,9 +140,11 @@ def merge(files: Iterable[str | Path], output: str | Path) -> tuple[int, list[in
 def split_map(fn: Callable[..., Any], iterable: Iterable[Any], *,
               machines: str | Path | Sequence[Machine], machine: str | None = None,
               config: str | Path | None = None, workers: int | None = None,
-              seed: int | str = 0) -> list[tuple[int, Any]]:
+              seed: int | str = 0,
+              results_dir: str | Path | None = ".") -> list[tuple[int, Any]]:
     """Run this machine's share of `map(fn, iterable)`; return (index, result) pairs in
-    input order.
+    input order, and write results-MACHINE.csv into `results_dir` (None: no file) for
+    `shoal split merge`; its `value` column holds each call's returned value (shortened).
 
     Every machine computes the same plan from the items (by index and repr), the machines
     and the config, so together they cover the list exactly once with no communication.
@@ -165,7 +162,24 @@ def split_map(fn: Callable[..., Any], iterable: Iterable[Any], *,
     name = choose_machine(machine_list, machine)
     cores = next(m.cores for m in machine_list if m.name == name)
     mine = share_for(plan, name)
+    import time
+
+    started = time.time()
     with Executor(workers=workers or cores, seed=seed, config=config) as executor:
         futures = [(i, executor._submit(fn, (items[i],), {}, executor.options,
                                         seed_key=f"split-{keys[i]}")) for i in sorted(mine)]
-        return [(i, future.result()) for i, future in futures]
+        pairs = [(i, future.result()) for i, future in futures]
+        if results_dir is not None:
+            recorded = {r.job_id: r for r in executor.results()}
+            _write_rows(Path(results_dir) / f"results-{name}.csv", plan, name, started,
+                        [(i, recorded[f.job_id]) for i, f in futures if f.job_id in recorded])
+    return pairs
+
+
+def _write_rows(path: Path, plan: Plan, machine: str, started: float,
+                rows: list[tuple[int, Result]]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for index, result in rows:
+            writer.writerow(_row(result, plan, index, machine, started))
