@@ -103,18 +103,35 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, **options: Any
 @click.option("--grace", "grace_s", type=click.FloatRange(min=0), default=defaults.KILL_GRACE_S,
               show_default=True, help="Seconds between SIGTERM and SIGKILL when a job is "
               "stopped (timeout, lost lease, fire --now).")
+@click.option("--log-dir", type=click.Path(file_okay=False),
+              help="Write this worker's own log to DIR/HOST-PID.log (shoal hire sets it).")
 def work(queue: str, slots: int | None, drain: bool, on_stop: str, max_jobs: int | None,
-         lease_s: float | None, grace_s: float) -> None:
+         lease_s: float | None, grace_s: float, log_dir: str | None) -> None:
     """Run jobs from QUEUE (a folder: also every job file dropped into it)."""
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("shoal").setLevel(logging.INFO)
     if "://" not in queue and not Path(queue).is_dir():
         raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
     options = {"lease_s": lease_s} if lease_s else {}
+    log_path = log_to_file(log_dir) if log_dir else None
     worker = Worker(open_queue(queue, **options), slots=slots, drain=drain, on_stop=on_stop,
-                    max_jobs=max_jobs, kill_grace_s=grace_s)
+                    max_jobs=max_jobs, kill_grace_s=grace_s, log_path=log_path)
     install_stop_signals(worker)
     worker.run()
+
+
+def log_to_file(log_dir: str) -> str:
+    """Send shoal's log lines to LOG_DIR/HOST-PID.log; return its path."""
+    from .fsutil import HOST
+
+    folder = Path(log_dir).expanduser().absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{HOST}-{os.getpid()}.log"
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("shoal").setLevel(logging.INFO)
+    return str(path)
 
 
 def install_stop_signals(worker: Worker) -> None:
@@ -212,6 +229,53 @@ def cancel(queue: str, jobs: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("queue")
+@click.argument("count", type=click.IntRange(min=1), default=1)
+@click.option("--host", "hosts", multiple=True, metavar="HOST[:SLOTS]",
+              help="Where to hire (repeat; default: here). user@host works.")
+@click.option("--hosts", "hosts_file", type=click.Path(exists=True, dir_okay=False),
+              help="machines.json (name -> [speed, cores]) or one `HOST [SLOTS]` a line.")
+@click.option("--slots", type=click.IntRange(min=1), help="Slots per worker (default: CPUs).")
+@click.option("--ssh", "ssh_command", default="ssh -o BatchMode=yes", show_default=True,
+              help="How to reach remote hosts (your ssh config, agent and keys apply).")
+@click.option("--remote-python", default="python3", show_default=True,
+              help="The Python on remote hosts that has shoal installed.")
+def hire(queue: str, count: int, hosts: tuple[str, ...], hosts_file: str | None,
+         slots: int | None, ssh_command: str, remote_python: str) -> None:
+    """Start COUNT detached workers on QUEUE, here or on each --host (over SSH)."""
+    import shlex
+
+    from . import hire as hiring
+
+    targets = [hiring.parse_host(h) for h in hosts]
+    if hosts_file:
+        targets += hiring.read_hosts_file(hosts_file)
+    targets = targets or [hiring.Host("localhost")]
+    if "://" not in queue:
+        queue = str(Path(queue).absolute())
+        if not Path(queue).is_dir():
+            raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
+    log_dir = hiring.default_log_dir(queue)
+    ssh, failed = shlex.split(ssh_command), 0
+    for host in targets:
+        per_worker = slots or host.slots
+        if host.local:
+            pids = hiring.hire_local(queue, count, per_worker, log_dir)
+            click.echo(f"hired {count} worker(s) on {host.name} (pids {', '.join(map(str, pids))})")
+            continue
+        problem = hiring.check_remote(host, queue, ssh, remote_python) or hiring.hire_remote(
+            hiring.Host(host.name, per_worker), queue, count, log_dir, ssh, remote_python)
+        if problem is None:
+            click.echo(f"hired {count} worker(s) on {host.name}")
+        else:
+            failed += 1
+            click.echo(f"{host.name}: not hired: {problem}", err=True)
+    click.echo(f"worker logs: {log_dir}; see them with: shoal workers {queue}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("queue")
 def workers(queue: str) -> None:
     """Every worker: host, pid, slots, running jobs, jobs done, heartbeat age, state."""
     from .views import show_workers
@@ -223,16 +287,19 @@ def workers(queue: str) -> None:
 @click.argument("queue")
 @click.argument("worker_ids", nargs=-1)
 @click.option("--all", "everyone", is_flag=True, help="Every live worker.")
+@click.option("--host", "hosts", multiple=True, help="Every live worker on HOST.")
 @click.option("--now", is_flag=True, help="Release running jobs and stop at once.")
-def fire(queue: str, worker_ids: tuple[str, ...], everyone: bool, now: bool) -> None:
+def fire(queue: str, worker_ids: tuple[str, ...], everyone: bool, hosts: tuple[str, ...],
+         now: bool) -> None:
     """Stop workers through the queue: finish current jobs, then exit (or --now)."""
     from .queue import STOP, STOP_NOW
 
     q = open_existing(queue)
-    live = [w.id for w in q.workers() if not w.lost]
-    targets = live if everyone else list(worker_ids)
+    live = [w for w in q.workers() if not w.lost]
+    targets = [w.id for w in live if everyone or w.host in hosts] + list(worker_ids)
     if not targets:
-        raise UsageError("name workers to fire (see `shoal workers`), or give --all")
+        raise UsageError("no worker to fire: name workers (see `shoal workers`), or give "
+                         "--host HOST or --all")
     for worker_id in targets:
         q.send_control(worker_id, STOP_NOW if now else STOP)
     click.echo(f"asked {len(targets)} worker(s) to stop{' now' if now else ''}")

@@ -25,6 +25,7 @@ import contextlib
 import os
 import random
 import secrets
+import shutil
 import sys
 import threading
 import time
@@ -106,6 +107,9 @@ class FolderQueue(Queue):
             if not create:
                 raise UsageError(f"{self.root}: not a shoal queue (no {HIDDEN} folder)")
             self._create_layout()
+        elif not (self.base / "tmp").is_dir():  # .shoal made by someone else (worker logs)
+            for name in SUBDIRS:
+                (self.base / name).mkdir(exist_ok=True)
         config = self._read_config()
         super().__init__(f"dir://{self.root}",
                          lease_s=float(lease_s or config.get("lease_s", defaults.LEASE_S)))
@@ -130,9 +134,16 @@ class FolderQueue(Queue):
     # -- layout and config ----------------------------------------------------
 
     def _create_layout(self) -> None:
+        """Build .shoal under a temporary name and rename it into place, so a process that
+        opens the queue meanwhile sees no queue or a whole one, never half a layout."""
         self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f"{HIDDEN}.{HOST}.{unique_token()}.tmp"
         for name in SUBDIRS:
-            (self.base / name).mkdir(parents=True, exist_ok=True)
+            (staging / name).mkdir(parents=True)
+        try:
+            os.rename(staging, self.base)
+        except OSError:  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _read_config(self) -> dict:
         path = self.base / CONFIG

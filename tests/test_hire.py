@@ -1,0 +1,111 @@
+"""`shoal hire`, `workers` and `fire`: detached workers here and on a loopback SSH host."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shoal.job import Job, State
+from shoal.queue.folder import FolderQueue
+from tests import machines
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.timeout(180)
+ssh_keys, sshd = machines.ssh_keys, machines.sshd
+
+
+def shoal(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True, text=True,
+                          timeout=120)
+    if check is not None:
+        assert done.returncode == check, done.stdout + done.stderr
+    return done
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def queue(tmp_path):
+    """A folder queue; every worker it ever saw is killed by pid at the end."""
+    q = FolderQueue(tmp_path / "q", lease_s=2)
+    (q.base / "queue.toml").write_text("lease_s = 2\n")
+    seen: set[int] = set()
+    q.seen_pids = seen  # type: ignore[attr-defined]
+    yield q
+    seen.update(w.pid for w in q.workers())
+    for pid in seen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def remember(queue: FolderQueue) -> list:
+    workers = queue.workers()
+    queue.seen_pids.update(w.pid for w in workers)  # type: ignore[attr-defined]
+    return workers
+
+
+def ssh_command(server) -> str:
+    return shlex.join(["ssh", "-F", "/dev/null", "-p", str(server.port), "-i",
+                       str(server.keys.client_key), "-o", "BatchMode=yes",
+                       "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                       "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"])
+
+
+def test_hire_here_and_over_ssh_run_a_sweep_then_fire(queue, sshd):
+    remote = f"{sshd.user}@{sshd.host}"
+    out = shoal("hire", str(queue.root), "2", "--host", f"{remote}:1", "--host", "localhost:1",
+                "--ssh", ssh_command(sshd), "--remote-python", sys.executable)
+    assert f"hired 2 worker(s) on {remote}" in out.stdout
+    assert "hired 2 worker(s) on localhost" in out.stdout
+    wait_for(lambda: len(remember(queue)) == 4, 60, message="four workers to register")
+    jobs = [Job.command_job(["sh", "-c", "sleep 0.1"], params={"i": i}) for i in range(20)]
+    queue.submit(jobs)
+    wait_for(lambda: queue.counts()[State.DONE] == 20, 60, message="the sweep to finish")
+    pids = [w.pid for w in remember(queue)]
+    assert all(w.log and Path(w.log).exists() for w in queue.workers())
+    shoal("fire", str(queue.root), "--all")
+    wait_for(lambda: queue.workers() == [], 30, message="the workers to leave")
+    wait_for(lambda: not any(alive(pid) for pid in pids), 30, message="worker processes to exit")
+
+
+def test_a_host_failing_the_check_gets_a_clear_line_and_the_others_start(queue, sshd):
+    refused = f"{sshd.user}@127.0.0.2"  # nothing listens there: like a wrong port
+    out = shoal("hire", str(queue.root), "--host", refused,
+                "--host", f"{sshd.user}@{sshd.host}:1", "--ssh", ssh_command(sshd),
+                "--remote-python", sys.executable, check=1)
+    assert f"{refused}: not hired: ssh failed" in out.stderr
+    assert f"hired 1 worker(s) on {sshd.user}@{sshd.host}" in out.stdout
+    wait_for(lambda: len(remember(queue)) == 1, 60, message="the good host's worker")
+    out = shoal("hire", str(queue.root), "--host", f"{sshd.user}@{sshd.host}",
+                "--ssh", ssh_command(sshd), "--remote-python", "/nonexistent/python", check=1)
+    assert "not hired" in out.stderr
+
+
+def test_a_killed_worker_is_shown_lost_and_its_job_taken_over(queue):
+    shoal("hire", str(queue.root), "2", "--slots", "1")
+    wait_for(lambda: len(remember(queue)) == 2, 60, message="two workers to register")
+    job = Job.command_job('if [ -z "$TAKEN" ]; then export TAKEN=1; sleep 60; fi',
+                          max_attempts=3)
+    queue.submit([job])
+    wait_for(lambda: queue.get(job.id).state is State.RUNNING, 30, message="the job to start")
+    victim = queue.get(job.id).worker
+    (info,) = [w for w in queue.workers() if w.id == victim]
+    os.kill(info.pid, signal.SIGKILL)
+    wait_for(lambda: any(w.lost for w in queue.workers() if w.id == victim), 30,
+             message="the killed worker to be shown lost")
+    table = shoal("workers", str(queue.root)).stdout
+    assert "lost" in table
+    wait_for(lambda: queue.get(job.id).attempt == 2, 60, message="the job to be taken over")
