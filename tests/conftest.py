@@ -12,11 +12,12 @@ import pytest
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.queue.memory import MemoryQueue
+from shoal.queue.sqlite import SqliteQueue
 
 pytest_plugins = ["tests.procs"]
 
 TEST_LEASE_S = 0.6
-BACKENDS = ["memory", "folder"]
+BACKENDS = ["memory", "folder", "sqlite"]
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02,
@@ -47,6 +48,8 @@ class QueueFactory:
             if self._memory is None:
                 self._memory = MemoryQueue(lease_s=self.lease_s)
             return self._memory
+        if self.backend == "sqlite":
+            return SqliteQueue(self.path.with_suffix(".db"), lease_s=self.lease_s)
         return FolderQueue(self.path, lease_s=self.lease_s)
 
 

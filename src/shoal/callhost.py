@@ -77,7 +77,12 @@ def _open_log(path: str) -> int:
     """Point stdout and stderr at the call's log, so `shoal logs` shows it as it runs."""
     sys.stdout.flush()
     sys.stderr.flush()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, flags, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     return fd

@@ -36,9 +36,13 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
         if rest not in _MEMORY:
             _MEMORY[rest] = MemoryQueue(text, **options)
         return _MEMORY[rest]
+    if scheme == "sqlite":
+        from .sqlite import SqliteQueue
+
+        return SqliteQueue(rest, **options)
     if scheme in ("dir", "file"):
         from .folder import FolderQueue
 
         return FolderQueue(rest, **options)
-    known = "memory://, dir://PATH or a folder path"
+    known = "memory://, dir://PATH, sqlite://PATH or a folder path"
     raise UnknownQueue(f"{text}: unknown queue scheme {scheme!r} (use {known})")

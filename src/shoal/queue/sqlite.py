@@ -1,0 +1,292 @@
+"""`sqlite://PATH`: one SQLite file on local disk (WAL), for one machine and very many jobs.
+
+Every operation is one short transaction (BEGIN IMMEDIATE for writes), so several
+processes on this machine can share the file. Lease deadlines are wall-clock times of
+this one machine: the file must stay on a local disk (SQLite's locking is unreliable
+on NFS, sshfs and CIFS), which we check when it is opened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from .. import defaults
+from ..errors import LeaseLost, UsageError
+from ..fsutil import NETWORK_FS, filesystem_type
+from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
+from .base import Queue, lost_reason
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    worker TEXT,
+    token TEXT,
+    deadline REAL,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
+CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, info TEXT NOT NULL, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS control (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, worker TEXT NOT NULL, command TEXT NOT NULL);
+"""
+
+
+class SqliteQueue(Queue):
+    """A queue in one SQLite file; see the module docstring."""
+
+    blocking_claim = False
+    cross_host = False
+
+    def __init__(self, path: str | Path, *, lease_s: float = defaults.LEASE_S,
+                 allow_network_fs: bool = False) -> None:
+        self.path = Path(path).absolute()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fs = filesystem_type(self.path.parent)
+        if fs in NETWORK_FS and not allow_network_fs:
+            raise UsageError(f"{self.path}: on a network filesystem ({fs}); SQLite's locking "
+                             "is not safe there: keep the file on a local disk (or use a "
+                             "folder queue for a shared folder)")
+        super().__init__(f"sqlite://{self.path}", lease_s=lease_s)
+        self._log_dir = self.path.with_name(self.path.name + ".logs")  # logs outlive us
+        self._log_dir.mkdir(exist_ok=True)
+        self._local = threading.local()
+        self._tokens = itertools.count(1)
+        self._token_prefix = f"{os.getpid()}-{id(self):x}"
+        self._db().executescript(SCHEMA)  # its own transaction (executescript commits)
+
+    # -- connections -----------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def submit(self, jobs: Iterable[Job]) -> list[str]:
+        new = []
+        with self._write() as db:
+            for job in jobs:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO jobs(id, spec, state) VALUES (?, ?, 'pending')",
+                    (job.id, dumps(job.to_dict()).decode()))
+                if cursor.rowcount:
+                    new.append(job.id)
+        return new
+
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+        deadline = time.monotonic() + wait_s
+        delay = defaults.POLL_MIN_S
+        while True:
+            leases = self._claim_once(worker, n)
+            if leases or time.monotonic() >= deadline:
+                return leases
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, defaults.POLL_MAX_S)
+
+    def _claim_once(self, worker: str, n: int) -> list[Lease]:
+        leases = []
+        with self._write() as db:
+            rows = db.execute("SELECT id, spec, attempt FROM jobs WHERE state='pending' "
+                              "ORDER BY seq LIMIT ?", (n,)).fetchall()
+            for job_id, spec, attempt in rows:
+                token = f"{attempt}.{self._token_prefix}.{next(self._tokens)}"
+                db.execute("UPDATE jobs SET state='running', worker=?, token=?, deadline=? "
+                           "WHERE id=?", (worker, token, time.time() + self.lease_s, job_id))
+                leases.append(Lease(Job.from_dict(json.loads(spec)), attempt, worker, token))
+        return leases
+
+    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
+        lost = []
+        with self._write() as db:
+            db.execute("UPDATE workers SET seen=? WHERE id=?", (time.time(), worker))
+            for lease in leases:
+                cursor = db.execute("UPDATE jobs SET deadline=? WHERE id=? AND token=? "
+                                    "AND state='running'",
+                                    (time.time() + self.lease_s, lease.job_id, lease.token))
+                if not cursor.rowcount:
+                    lost.append(lease)
+        self.reap()
+        return lost
+
+    def _end(self, db: sqlite3.Connection, lease: Lease, state: str, attempt: int,
+             result: Result | None) -> None:
+        cursor = db.execute(
+            "UPDATE jobs SET state=?, attempt=?, worker=NULL, token=NULL, deadline=NULL, "
+            "result=? WHERE id=? AND token=? AND state='running'",
+            (state, attempt, dumps(result.to_dict()).decode() if result else None,
+             lease.job_id, lease.token))
+        if not cursor.rowcount:
+            raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
+
+    def finish(self, lease: Lease, result: Result) -> None:
+        with self._write() as db:  # the write lock is the fence: check, move the log, record
+            current = db.execute("SELECT 1 FROM jobs WHERE id=? AND token=? AND "
+                                 "state='running'", (lease.job_id, lease.token)).fetchone()
+            if current is None:
+                raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
+            result = self._place_log(lease, result)
+            self._end(db, lease, result.state.value, lease.attempt, result)
+        self._announce([result])
+
+    def requeue(self, lease: Lease, result: Result) -> None:
+        with self._write() as db:
+            self._end(db, lease, "pending", lease.attempt + 1, None)
+
+    def release(self, lease: Lease) -> None:
+        with self._write() as db:
+            self._end(db, lease, "pending", lease.attempt, None)
+
+    def cancel(self, job_ids: Iterable[str]) -> list[str]:
+        done, announced = [], []
+        with self._write() as db:
+            for job_id in job_ids:
+                row = db.execute("SELECT spec, attempt FROM jobs WHERE id=? AND state IN "
+                                 "('pending', 'running')", (job_id,)).fetchone()
+                if row is None:
+                    continue
+                job = Job.from_dict(json.loads(row[0]))
+                result = Result(job_id, State.CANCELLED, name=job.name, params=job.params,
+                                reason="cancelled by user", attempt=row[1])
+                db.execute("UPDATE jobs SET state='cancelled', worker=NULL, token=NULL, "
+                           "result=? WHERE id=?", (dumps(result.to_dict()).decode(), job_id))
+                done.append(job_id)
+                announced.append(result)
+        self._announce(announced)
+        return done
+
+    def retry(self, job_ids: Iterable[str]) -> list[str]:
+        again = []
+        with self._write() as db:
+            for job_id in job_ids:
+                cursor = db.execute("UPDATE jobs SET state='pending', attempt=1, result=NULL "
+                                    "WHERE id=? AND state IN ('failed', 'cancelled')", (job_id,))
+                if cursor.rowcount:
+                    again.append(job_id)
+        return again
+
+    def _status(self, row: tuple) -> JobStatus:
+        spec, state, attempt, worker, result = row
+        return JobStatus(Job.from_dict(json.loads(spec)), State(state), attempt, worker,
+                         Result.from_dict(loads(result.encode())) if result else None)
+
+    def get(self, job_id: str) -> JobStatus | None:
+        row = self._db().execute("SELECT spec, state, attempt, worker, result FROM jobs "
+                                 "WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else self._status(row)
+
+    def jobs(self) -> Iterator[JobStatus]:
+        rows = self._db().execute(
+            "SELECT spec, state, attempt, worker, result FROM jobs ORDER BY seq").fetchall()
+        return iter([self._status(row) for row in rows])
+
+    def counts(self) -> dict[State, int]:
+        self.reap()
+        counts = dict.fromkeys(State, 0)
+        for state, number in self._db().execute(
+                "SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+            counts[State(state)] = number
+        return counts
+
+    def states(self, job_ids: Iterable[str]) -> dict[str, State]:
+        wanted = list(job_ids)
+        found: dict[str, State] = {}
+        for first in range(0, len(wanted), 500):
+            chunk = wanted[first:first + 500]
+            marks = ",".join("?" * len(chunk))
+            for job_id, state in self._db().execute(
+                    f"SELECT id, state FROM jobs WHERE id IN ({marks})", chunk):
+                found[job_id] = State(state)
+        return found
+
+    def results(self) -> Iterator[Result]:
+        rows = self._db().execute("SELECT result FROM jobs WHERE result IS NOT NULL "
+                                  "ORDER BY seq").fetchall()
+        return iter([Result.from_dict(loads(row[0].encode())) for row in rows])
+
+    def reap(self) -> list[tuple[str, str]]:
+        reaped, failed = [], []
+        with self._write() as db:
+            rows = db.execute("SELECT id, spec, attempt, worker FROM jobs WHERE "
+                              "state='running' AND deadline < ?", (time.time(),)).fetchall()
+            for job_id, spec, attempt, worker in rows:
+                job = Job.from_dict(json.loads(spec))
+                reaped.append((job_id, worker))
+                if attempt < job.max_attempts:
+                    db.execute("UPDATE jobs SET state='pending', attempt=?, worker=NULL, "
+                               "token=NULL, deadline=NULL WHERE id=?", (attempt + 1, job_id))
+                    continue
+                result = Result(job_id, State.FAILED, name=job.name, params=job.params,
+                                reason=lost_reason(attempt, worker), attempt=attempt,
+                                worker=worker)
+                db.execute("UPDATE jobs SET state='failed', worker=NULL, token=NULL, "
+                           "result=? WHERE id=?", (dumps(result.to_dict()).decode(), job_id))
+                failed.append(result)
+        self._announce(failed)
+        return reaped
+
+    # -- workers and control -----------------------------------------------------------
+
+    def heartbeat(self, info: WorkerInfo) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO workers(id, info, seen) VALUES (?, ?, ?)",
+                       (info.id, dumps(info.to_dict()).decode(), time.time()))
+
+    def unregister(self, worker: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM workers WHERE id=?", (worker,))
+            db.execute("DELETE FROM control WHERE worker=?", (worker,))
+
+    def workers(self) -> list[WorkerInfo]:
+        now = time.time()
+        found = []
+        for info, seen in self._db().execute("SELECT info, seen FROM workers"):
+            worker = WorkerInfo.from_dict(loads(info.encode()))
+            found.append(replace(worker, age_s=max(0.0, now - seen),
+                                 lost=now - seen > self.lease_s))
+        return found
+
+    def send_control(self, worker: str, command: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO control(worker, command) VALUES (?, ?)", (worker, command))
+
+    def take_control(self, worker: str) -> list[str]:
+        with self._write() as db:
+            rows = db.execute("SELECT seq, command FROM control WHERE worker=? ORDER BY seq",
+                              (worker,)).fetchall()
+            db.execute("DELETE FROM control WHERE worker=?", (worker,))
+        return [command for _, command in rows]
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
