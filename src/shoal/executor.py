@@ -93,6 +93,7 @@ class Executor(futures.Executor):
         self._outbox: list[Job] = []  # submitted in batches: one durable write per batch
         self._sending: set[str] = set()  # the batch being written to the queue now
         self._cancel_after_send: set[str] = set()  # cancelled while being written
+        self._vetoes: set[str] = set()  # ...which our worker must not start if it claims them
         slots = (os.cpu_count() or 1) if workers is None else workers
         if slots == 0 and not self.queue.cross_host:
             raise ValueError(f"workers=0 on {self.queue.url}: no other worker can reach this "
@@ -100,7 +101,7 @@ class Executor(futures.Executor):
         self._bar = _ProgressBar() if progress else None
         self._worker = None
         if slots > 0:
-            self._worker = Worker(self.queue, slots=slots)
+            self._worker = Worker(self.queue, slots=slots, veto=self._vetoed)
             self._worker_thread = threading.Thread(target=self._worker.run,
                                                    name="shoal-executor-worker", daemon=True)
             self._worker_thread.start()
@@ -210,6 +211,9 @@ class Executor(futures.Executor):
 
     # -- results --------------------------------------------------------------------------
 
+    def _vetoed(self, job_id: str) -> bool:
+        return job_id in self._vetoes
+
     def _on_result(self, result: Result) -> None:
         if result.job_id in self._futures:
             self._resolve(result)
@@ -280,8 +284,9 @@ class Executor(futures.Executor):
             if any(job.id == job_id for job in self._outbox):  # not even submitted yet
                 self._outbox = [job for job in self._outbox if job.id != job_id]
                 return True
-            if job_id in self._sending:  # being written: the submitter cancels it after
-                self._cancel_after_send.add(job_id)
+            if job_id in self._sending:  # being written: the submitter cancels it after,
+                self._cancel_after_send.add(job_id)  # and our own worker will not run it
+                self._vetoes.add(job_id)
                 return True
         status = self.queue.get(job_id)
         if status is not None and status.state is State.PENDING and self.queue.cancel([job_id]):

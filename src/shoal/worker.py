@@ -86,6 +86,7 @@ class Worker:
         worker_dir: str | Path | None = None,
         kill_grace_s: float = defaults.KILL_GRACE_S,
         log_path: str | None = None,
+        veto: Callable[[str], bool] | None = None,
     ) -> None:
         if on_stop not in ("finish", "release"):
             raise ValueError("on_stop must be 'finish' or 'release'")
@@ -99,6 +100,7 @@ class Worker:
         self.id = worker_id or new_worker_id()
         self.worker_dir = Path(worker_dir or Path.cwd()).absolute()
         self.log_path = log_path
+        self.veto = veto  # job ids its owner cancelled but could not stop in the queue in time
         self.deadlines = Deadlines(kill_grace_s)
         self.done = 0
         self.exit_reason = ""
@@ -260,7 +262,9 @@ class Worker:
         with self._lock:
             self._running[lease.job_id] = slot
         try:
-            if lease.job.kind is Kind.CALL:
+            if self.veto is not None and self.veto(lease.job_id):
+                result = self._result(slot, State.CANCELLED, None, "cancelled by user", None)
+            elif lease.job.kind is Kind.CALL:
                 result = self._execute_call(slot, index)
             else:
                 result = self._execute(slot)
