@@ -66,3 +66,12 @@ def executions(out: Path) -> list[tuple[str, int, str]]:
         job_id, attempt, worker = path.name.split(".", 2)
         found.append((job_id, int(attempt), worker))
     return found
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` is a running (not zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

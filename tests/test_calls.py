@@ -21,6 +21,7 @@ from shoal.queue.folder import FolderQueue
 from shoal.worker import Worker
 from tests import callfns as fns
 from tests.conftest import wait_for
+from tests.procs import alive
 
 T = 20  # seconds: the longest any single result may take before the test fails
 
@@ -86,14 +87,6 @@ def test_crashes_in_one_slot_leave_calls_in_the_other_slot_alone(executors, tmp_
     assert not waiting.done()
     gate.touch()
     assert waiting.result(timeout=T) == "survived"
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.mark.parametrize("warm", [

@@ -16,6 +16,7 @@ from shoal.job import Job, State
 from shoal.queue.folder import FolderQueue
 from tests import machines
 from tests.conftest import wait_for
+from tests.procs import alive
 
 pytestmark = pytest.mark.timeout(180)
 ssh_keys, sshd = machines.ssh_keys, machines.sshd
@@ -27,14 +28,6 @@ def shoal(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
     if check is not None:
         assert done.returncode == check, done.stdout + done.stderr
     return done
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -119,9 +119,6 @@ class Job:
         if values.get("payload") is not None:
             values["payload"] = base64.b64decode(values["payload"])
         return cls(**values)
-
-    def with_options(self, **changes: Any) -> Job:
-        return replace(self, **changes)
 
 
 @dataclass(frozen=True)

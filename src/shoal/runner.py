@@ -41,7 +41,6 @@ class Launch:
     log: Path
     timeout_s: float | None
     retries: int
-    named_log: bool = False  # the job file chose its log path itself
 
 
 @lru_cache(maxsize=256)
@@ -116,8 +115,7 @@ def _prepare_file(job: Job, env: dict[str, str], root: Path,
     timeout_s = job.timeout_s if job.timeout_s is not None else spec.timeout_s
     retries = spec.retries if spec.retries is not None else job.retries
     log = Path(spec.log) if spec.log else attempt_log
-    return Launch(list(spec.command), spec.cwd, env, log, timeout_s, retries,
-                  named_log=spec.log is not None)
+    return Launch(list(spec.command), spec.cwd, env, log, timeout_s, retries)
 
 
 class JobProcess(Protocol):

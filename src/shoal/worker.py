@@ -234,13 +234,17 @@ class Worker:
     # -- slots ----------------------------------------------------------------------
 
     def _slot_loop(self, index: int) -> None:
+        wait_s = 0.1 if self.queue.blocking_claim else 0.0
+        idle_s = defaults.POLL_MIN_S  # this slot's backoff while a polled queue is empty
         while not self._stopping.is_set():
-            wait_s = 0.1 if self.queue.blocking_claim else 0.0
             leases = self.queue.claim(self.id, 1, wait_s=wait_s)
             if not leases:
-                self._idle_pause()
+                if not self.queue.blocking_claim:
+                    self._stopping.wait(idle_s)
+                    idle_s = min(idle_s * 2, defaults.POLL_MAX_S)
+                self._wake.set()  # the steering loop may decide the queue is drained
                 continue
-            self._delay = defaults.POLL_MIN_S
+            idle_s = defaults.POLL_MIN_S
             if self._stopping.is_set():  # the stop came while we were claiming
                 self._settle(_Slot(leases[0]), lambda lease=leases[0]: self.queue.release(lease))
                 return
@@ -248,14 +252,6 @@ class Worker:
             if self.max_jobs is not None and self.done >= self.max_jobs:
                 self._wake.set()
                 return
-
-    _delay = defaults.POLL_MIN_S
-
-    def _idle_pause(self) -> None:
-        if not self.queue.blocking_claim:
-            self._stopping.wait(self._delay)
-            self._delay = min(self._delay * 2, defaults.POLL_MAX_S)
-        self._wake.set()
 
     def _run_one(self, lease: Lease, index: int = 0) -> None:
         slot = _Slot(lease)

@@ -22,15 +22,31 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from .. import defaults
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
+
+T = TypeVar("T")
 
 # Control commands a worker understands.
 STOP = "stop"  # finish running jobs, claim no more, exit
 STOP_NOW = "stop-now"  # release running jobs back to the queue and exit
 CONTROL_COMMANDS = (STOP, STOP_NOW)
+
+
+def poll(attempt: Callable[[], list[T]], wait_s: float, *, first_s: float = defaults.POLL_MIN_S,
+         most_s: float = defaults.POLL_MAX_S) -> list[T]:
+    """Call `attempt` until it returns something or `wait_s` passed, the delay between
+    tries doubling from `first_s` to `most_s`: how backends that cannot block wait."""
+    deadline = time.monotonic() + wait_s
+    delay = first_s
+    while True:
+        found = attempt()
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, most_s)
 
 
 def lost_reason(attempts: int, worker: str) -> str:
@@ -206,14 +222,7 @@ class Queue(ABC):
         that can block (memory) or push (network) answer as soon as a result lands.
         """
         wanted = list(job_ids)
-        deadline = time.monotonic() + timeout_s
-        delay = 0.001
-        while True:
-            ready = self.final_ids(wanted)
-            if ready or time.monotonic() >= deadline:
-                break
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.05)
+        ready = poll(lambda: self.final_ids(wanted), timeout_s, first_s=0.001, most_s=0.05)
         found = []
         for job_id in ready:
             status = self.get(job_id)

@@ -48,7 +48,7 @@ from ..fsutil import (
     write_new,
 )
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
-from .base import Queue, lost_reason
+from .base import Queue, lost_reason, poll
 from .groupcommit import GroupCommit
 
 if sys.version_info >= (3, 11):
@@ -85,12 +85,6 @@ class LivenessObserver:
             self._seen[worker] = (beat, now)
             return False
         return now - last[1] >= self.lease_s
-
-    def silent_for(self, worker: str, now: float | None = None) -> float | None:
-        last = self._seen.get(worker)
-        if last is None:
-            return None
-        return (time.monotonic() if now is None else now) - last[1]
 
 
 class FolderQueue(Queue):
@@ -191,14 +185,7 @@ class FolderQueue(Queue):
     # -- claim ----------------------------------------------------------------
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
-        deadline = time.monotonic() + wait_s
-        delay = defaults.POLL_MIN_S
-        while True:
-            leases = self._claim_some(worker, n)
-            if leases or time.monotonic() >= deadline:
-                return leases
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, defaults.POLL_MAX_S)
+        return poll(lambda: self._claim_some(worker, n), wait_s)
 
     def _claim_some(self, worker: str, n: int) -> list[Lease]:
         # One claimer at a time per process: slots of one worker share its claimed/ names,

@@ -23,7 +23,7 @@ from .. import defaults
 from ..errors import LeaseLost, UsageError
 from ..fsutil import NETWORK_FS, filesystem_type
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
-from .base import Queue, lost_reason
+from .base import Queue, lost_reason, poll
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -103,14 +103,7 @@ class SqliteQueue(Queue):
         return new
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
-        deadline = time.monotonic() + wait_s
-        delay = defaults.POLL_MIN_S
-        while True:
-            leases = self._claim_once(worker, n)
-            if leases or time.monotonic() >= deadline:
-                return leases
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, defaults.POLL_MAX_S)
+        return poll(lambda: self._claim_once(worker, n), wait_s)
 
     def _claim_once(self, worker: str, n: int) -> list[Lease]:
         leases = []
