@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from shoal.net.server import Coordinator
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.queue.memory import MemoryQueue
 from shoal.queue.sqlite import SqliteQueue
+from shoal.queue.tcp import TcpQueue
 
 pytest_plugins = ["tests.procs"]
 
 TEST_LEASE_S = 0.6
-BACKENDS = ["memory", "folder", "sqlite"]
+BACKENDS = ["memory", "folder", "sqlite", "tcp"]
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02,
@@ -42,8 +44,18 @@ class QueueFactory:
         self.lease_s = lease_s
         self.path = tmp_path / "queue"
         self._memory: MemoryQueue | None = None
+        self._coordinator: Coordinator | None = None
+        self._opened: list[Queue] = []
 
     def __call__(self) -> Queue:
+        if self.backend == "tcp":  # a coordinator over sqlite; each call is another client
+            if self._coordinator is None:
+                served = SqliteQueue(self.path.with_suffix(".db"), lease_s=self.lease_s)
+                self._coordinator = Coordinator(served, status_dir=self.path.with_suffix(
+                    ".status")).start()
+            client = TcpQueue(str(self.path.with_suffix(".status")))
+            self._opened.append(client)
+            return client
         if self.backend == "memory":
             if self._memory is None:
                 self._memory = MemoryQueue(lease_s=self.lease_s)
@@ -52,10 +64,18 @@ class QueueFactory:
             return SqliteQueue(self.path.with_suffix(".db"), lease_s=self.lease_s)
         return FolderQueue(self.path, lease_s=self.lease_s)
 
+    def close(self) -> None:
+        for client in self._opened:
+            client.close()
+        if self._coordinator is not None:
+            self._coordinator.stop()
+
 
 @pytest.fixture(params=BACKENDS)
-def queue_factory(request: pytest.FixtureRequest, tmp_path: Path) -> QueueFactory:
-    return QueueFactory(request.param, tmp_path, TEST_LEASE_S)
+def queue_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueueFactory]:
+    factory = QueueFactory(request.param, tmp_path, TEST_LEASE_S)
+    yield factory
+    factory.close()
 
 
 @pytest.fixture

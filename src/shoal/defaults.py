@@ -49,3 +49,31 @@ INTERPRETERS: dict[str, list[str]] = {
 
 # Job description files (fjd-style INI and TOML).
 JOBFILE_SUFFIXES = (".ini", ".toml")
+
+# -- network queue (tcp://, shoal serve) -------------------------------------------------
+
+# Where `shoal serve` listens unless --bind asks for more: this machine only.
+BIND = "tcp://127.0.0.1:0"
+
+# Largest message the coordinator accepts; a bigger one drops the connection.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# A job's log travels to the coordinator with its result; longer logs keep their end.
+MAX_SHIPPED_LOG_BYTES = 8 * 1024 * 1024
+
+# A connection must finish the CurveZMQ handshake this fast or it is dropped.
+HANDSHAKE_S = 5.0
+
+# ZMTP heartbeats: a peer silent for the timeout is disconnected (then reconnects).
+NET_HEARTBEAT_S = 2.0
+NET_HEARTBEAT_TIMEOUT_S = 6.0
+
+# A request with no reply is sent again after this long (plus any wait it asked for);
+# the coordinator answers a repeat from its reply cache, so retries never act twice.
+RETRY_S = 2.0
+
+# How long a client keeps trying before it reports the coordinator unreachable.
+PATIENCE_S = 120.0
+
+# How many recent replies the coordinator keeps to answer repeated requests.
+REPLY_CACHE = 100_000

@@ -33,3 +33,11 @@ class IncompatibleJob(MalformedJob):
 
 class JobFailed(ShoalError):
     """A job ended without a value: its process died, it was cancelled, or it failed."""
+
+
+class AuthenticationFailed(UsageError):
+    """The coordinator refused our key, or the encrypted handshake could not complete."""
+
+
+class CoordinatorUnreachable(ShoalError):
+    """No coordinator answered at the address (not started, dead, or the network is cut)."""

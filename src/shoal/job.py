@@ -97,7 +97,8 @@ class Job:
         return cls(id=content_id("file", path), name=name or path, kind=Kind.FILE, path=path,
                    **options)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, binary: bool = False) -> dict[str, Any]:
+        """A JSON-able dict; `binary` keeps the payload as bytes (for msgpack)."""
         data = _shallow_dict(self)
         data["kind"] = self.kind.value
         if isinstance(self.command, tuple):
@@ -105,7 +106,7 @@ class Job:
         data["env"] = dict(self.env)
         data["params"] = dict(self.params)
         data["meta"] = dict(self.meta)
-        if self.payload is not None:
+        if self.payload is not None and not binary:
             data["payload"] = base64.b64encode(self.payload).decode()
         return data
 
@@ -116,7 +117,7 @@ class Job:
         values["kind"] = Kind(values["kind"])
         if isinstance(values.get("command"), list):
             values["command"] = tuple(values["command"])
-        if values.get("payload") is not None:
+        if isinstance(values.get("payload"), str):
             values["payload"] = base64.b64decode(values["payload"])
         return cls(**values)
 
@@ -167,11 +168,12 @@ class Result:
     def ok(self) -> bool:
         return self.state is State.DONE
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, binary: bool = False) -> dict[str, Any]:
+        """A JSON-able dict; `binary` keeps the payload as bytes (for msgpack)."""
         data = _shallow_dict(self)
         data["state"] = self.state.value
         data["params"] = dict(self.params)
-        if self.payload is not None:
+        if self.payload is not None and not binary:
             data["payload"] = base64.b64encode(self.payload).decode()
         return data
 
@@ -180,7 +182,7 @@ class Result:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["state"] = State(values["state"])
-        if values.get("payload") is not None:
+        if isinstance(values.get("payload"), str):
             values["payload"] = base64.b64decode(values["payload"])
         return cls(**values)
 

@@ -7,13 +7,12 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import click
 
 from .errors import JobNotFound
-from .job import JobStatus, Lease, Result, State
+from .job import JobStatus, Result, State
 from .queue.base import Queue
 
 RESULT_COLUMNS = ("id", "name", "params", "state", "exit_code", "attempts", "host", "worker",
@@ -144,19 +143,8 @@ def show_workers(queue: Queue) -> None:
 
 def show_log(queue: Queue, ref: str) -> None:
     (status,) = resolve_jobs(queue, [ref])
-    path = _log_path(queue, status)
-    if path is None or not path.exists():
+    text = queue.read_log(status)
+    if text is None:
         raise JobNotFound(f"job {status.job.name!r} ({status.state.value}) has no log yet")
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(65536), b""):
-            sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.write(text)
     sys.stdout.flush()
-
-
-def _log_path(queue: Queue, status: JobStatus) -> Path | None:
-    if status.result is not None and status.result.log:
-        return Path(status.result.log)
-    if status.state is State.RUNNING and status.worker:
-        lease = Lease(status.job, status.attempt, status.worker, "")
-        return queue.attempt_log_path(lease)
-    return None

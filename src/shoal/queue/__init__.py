@@ -14,7 +14,8 @@ _MEMORY: dict[str, Queue] = {}
 
 
 def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
-    """Open the queue a URL names: `memory://[NAME]`, `dir://PATH` or a plain PATH.
+    """Open the queue a URL names: `memory://[NAME]`, `dir://PATH`, `sqlite://PATH`,
+    `tcp://HOST:PORT`, a coordinator's status file (or its directory), or a plain PATH.
 
     `memory://NAME` returns the same in-process queue for the same NAME, so an
     executor and its workers (threads of one process) can meet on it; a bare
@@ -25,6 +26,12 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
     text = str(url)
     scheme, sep, rest = text.partition("://")
     if not sep:
+        from ..net.status import looks_like_status
+
+        if looks_like_status(text):
+            from .tcp import TcpQueue
+
+            return TcpQueue(text, **options)
         from .folder import FolderQueue
 
         return FolderQueue(text, **options)
@@ -40,9 +47,13 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
         from .sqlite import SqliteQueue
 
         return SqliteQueue(rest, **options)
+    if scheme == "tcp":
+        from .tcp import TcpQueue
+
+        return TcpQueue(text, **options)
     if scheme in ("dir", "file"):
         from .folder import FolderQueue
 
         return FolderQueue(rest, **options)
-    known = "memory://, dir://PATH, sqlite://PATH or a folder path"
+    known = "memory://, dir://PATH, sqlite://PATH, tcp://HOST:PORT or a folder path"
     raise UnknownQueue(f"{text}: unknown queue scheme {scheme!r} (use {known})")

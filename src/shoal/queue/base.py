@@ -135,6 +135,18 @@ class Queue(ABC):
             return self.root / f"{job.path}.log"
         return self.log_dir / f"{job.id}.log"
 
+    def read_log(self, status: JobStatus) -> bytes | None:
+        """A job's log: the final one, or a running attempt's so far; None if there is none."""
+        path = None
+        if status.result is not None and status.result.log:
+            path = Path(status.result.log)
+        elif status.state is State.RUNNING and status.worker:
+            path = self.attempt_log_path(Lease(status.job, status.attempt, status.worker, ""))
+        try:
+            return path.read_bytes() if path is not None else None
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
     def _place_log(self, lease: Lease, result: Result) -> Result:
         """Move the attempt's log into the job's log path; call only while holding the fence."""
         if not result.log or result.log != str(self.attempt_log_path(lease)):

@@ -1,0 +1,147 @@
+"""A coordinator's status directory: its address, its keys, and whether it still lives.
+
+The directory is mode 0700 and its files 0600, because `status.json` holds the
+client secret key: whoever can read it may run code on the workers. Copying that
+one file to another machine is all a client there needs (`shoal work FILE`).
+
+Layout::
+
+    DIR/status.json     address, server public key, client key pair, pid, host, boot
+    DIR/server.secret   the coordinator's own secret key (never needed by clients)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import zmq
+
+from ..errors import UsageError
+from ..fsutil import HOST, atomic_write
+
+STATUS_FILE = "status.json"
+SERVER_SECRET = "server.secret"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """CurveZMQ keys (Z85 text): the coordinator's pair and the one pair clients share."""
+
+    server_public: str
+    server_secret: str | None  # only the coordinator has it
+    client_public: str
+    client_secret: str
+
+    @classmethod
+    def new(cls) -> Keys:
+        server_public, server_secret = zmq.curve_keypair()
+        client_public, client_secret = zmq.curve_keypair()
+        return cls(server_public.decode(), server_secret.decode(), client_public.decode(),
+                   client_secret.decode())
+
+
+@dataclass(frozen=True)
+class Status:
+    """What status.json says."""
+
+    address: str
+    server_public: str
+    client_public: str
+    client_secret: str
+    host: str
+    pid: int
+    boot: str
+    started: float
+    queue: str
+    bound: str = ""  # the bind address (the port a restart takes again)
+
+    def keys(self, server_secret: str | None = None) -> Keys:
+        return Keys(self.server_public, server_secret, self.client_public, self.client_secret)
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` as a 0700 directory (or tighten an existing one)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    old = os.umask(0o077)  # the temporary file is 0600 from the start
+    try:
+        atomic_write(path, data, path.parent)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+
+
+def load_keys(folder: Path) -> Keys | None:
+    """The keys a previous coordinator left in `folder` (a restart keeps them), if any."""
+    try:
+        status = read_status(folder)
+        secret = (folder / SERVER_SECRET).read_text().strip()
+    except (FileNotFoundError, UsageError):
+        return None
+    return status.keys(secret)
+
+
+def write_status(folder: Path, status: Status, server_secret: str) -> Path:
+    private_dir(folder)
+    _write_private(folder / SERVER_SECRET, server_secret.encode())
+    target = folder / STATUS_FILE
+    _write_private(target, json.dumps(asdict(status), indent=1).encode())
+    return target
+
+
+def status_path(where: str | Path) -> Path:
+    """The status.json a path names (the file itself, or the directory holding it)."""
+    path = Path(where).expanduser()
+    return path if path.suffix == ".json" else path / STATUS_FILE
+
+
+def read_status(where: str | Path) -> Status:
+    path = status_path(where)
+    try:
+        data = json.loads(path.read_text())
+        return Status(**data)
+    except FileNotFoundError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{path}: not a shoal status file ({exc})") from exc
+
+
+def looks_like_status(where: str | Path) -> bool:
+    return status_path(where).is_file()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def boot_id() -> str:
+    """Names this run of a coordinator: host, pid and start time."""
+    return f"{HOST}-{os.getpid()}-{time.time_ns():x}"
+
+
+def dead_here(status: Status) -> bool:
+    """True if the status names a coordinator on this host whose process is gone."""
+    return status.host == HOST and not process_alive(status.pid)
+
+
+def remove_status(folder: Path, boot: str) -> None:
+    """Remove status.json if it is still ours (a restarted coordinator's is left alone)."""
+    try:
+        if read_status(folder).boot == boot:
+            (folder / STATUS_FILE).unlink()
+    except (FileNotFoundError, UsageError):
+        pass

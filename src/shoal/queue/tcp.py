@@ -1,0 +1,223 @@
+"""`tcp://HOST:PORT` (or a coordinator's status file): a queue served by `shoal serve`.
+
+Every operation is a request to the coordinator, which runs it on its local queue
+(see net/server.py). Claims and result waits block on the coordinator, which
+answers as soon as there is something, so workers and executors never poll.
+Logs of jobs run here travel with their results; progress reports with renewals.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import defaults
+from ..errors import AuthenticationFailed, UsageError
+from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
+from ..net import wire
+from ..net.channel import Channel
+from ..net.status import Status, read_status, status_path
+from .base import Queue
+
+CONNECT_S = 10.0  # how long the first contact may take before we say nobody answers
+STATUS_ENV = "SHOAL_STATUS"
+
+
+def find_status(where: str) -> Status:
+    """The status (address and keys) for `where`: a status file or dir, or a tcp:// URL."""
+    if not where.startswith("tcp://"):
+        try:
+            return read_status(where)
+        except FileNotFoundError:
+            raise UsageError(f"{status_path(where)}: no coordinator status file here") from None
+    candidates = [Path(os.environ[STATUS_ENV])] if os.environ.get(STATUS_ENV) else []
+    home = Path.home() / ".shoal"
+    candidates += sorted(home.glob("servers/*/status.json")) + sorted(
+        home.glob("sessions/*/status.json"))
+    for candidate in candidates:
+        try:
+            status = read_status(candidate)
+        except (FileNotFoundError, UsageError):
+            continue
+        if status.address == where or status.bound == where:
+            return status
+    raise AuthenticationFailed(
+        f"authentication failed with {where}: no key for it here; point shoal at the "
+        f"coordinator's status file (copy its status.json to this machine) or set "
+        f"{STATUS_ENV}=PATH")
+
+
+class TcpQueue(Queue):
+    """A client of a shoal coordinator; see the module docstring."""
+
+    blocking_claim = True
+    cross_host = True
+    pushes_all_results = True  # results of the jobs submitted through this object
+
+    def __init__(self, where: str, *, patience_s: float = defaults.PATIENCE_S,
+                 lease_s: float | None = None) -> None:
+        self.status = find_status(where)
+        super().__init__(self.status.address)
+        self._watching = False
+        self._watched: set[str] = set()
+        self._channel = Channel(self.status.address, self.status.keys(),
+                                on_push=self._on_push, patience_s=patience_s)
+        try:
+            info = self._channel.call("hello", patience_s=min(CONNECT_S, patience_s))
+        except BaseException:
+            self._channel.close()
+            raise
+        self.lease_s = info["lease_s"]
+        self.seed = info["seed"]
+        self.interpreters = {k: list(v) for k, v in info["interpreters"].items()}
+        if info.get("config") is not None:
+            target = self.log_dir / "config.toml"
+            target.write_bytes(info["config"])
+            self._config_file = target
+
+    def _call(self, method: str, **args: Any) -> Any:
+        return self._channel.call(method, args)
+
+    # -- pushed results ------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Result], None]) -> None:
+        super().subscribe(callback)
+        self._watching = True
+
+    def _on_push(self, message: Any) -> None:
+        if message is None:  # the coordinator restarted: register our watches again
+            for record in self._call("watch", ids=sorted(self._watched)):
+                self._deliver(record)
+            return
+        self._deliver(message)
+
+    def _deliver(self, record: dict[str, Any]) -> None:
+        result = wire.result_in(record)
+        self._watched.discard(result.job_id)
+        self._announce([result])
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def submit(self, jobs: Iterable[Job]) -> list[str]:
+        batch = list(jobs)
+        if self._watching:
+            self._watched.update(job.id for job in batch)
+        return self._call("submit", jobs=[job.to_dict(binary=True) for job in batch],
+                          watch=self._watching)
+
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+        records = self._channel.call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
+                                     wait_s=wait_s)
+        return [wire.lease_in(record) for record in records]
+
+    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
+        leases = list(leases)
+        progress = {}
+        for lease in leases:
+            try:
+                progress[lease.job_id] = self.progress_path(lease).read_bytes()
+            except FileNotFoundError:
+                pass
+        lost = set(self._call("renew", worker=worker, leases=[wire.fence_out(x) for x in leases],
+                              progress=progress))
+        return [lease for lease in leases if lease.job_id in lost]
+
+    def finish(self, lease: Lease, result: Result) -> None:
+        shipped = self._read_attempt_log(lease, result)
+        self._call("finish", lease=wire.fence_out(lease), result=wire.result_out(result),
+                   log=shipped)
+        if shipped is not None:
+            self.attempt_log_path(lease).unlink(missing_ok=True)
+
+    def _read_attempt_log(self, lease: Lease, result: Result) -> bytes | None:
+        """The attempt's log, to travel with the result (its end, if it is very long)."""
+        path = self.attempt_log_path(lease)
+        if result.log != str(path):
+            return None
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size > defaults.MAX_SHIPPED_LOG_BYTES:
+                    handle.seek(size - defaults.MAX_SHIPPED_LOG_BYTES)
+                    return (b"[shoal: log cut to its last %d bytes]\n"
+                            % defaults.MAX_SHIPPED_LOG_BYTES) + handle.read()
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    def requeue(self, lease: Lease, result: Result) -> None:
+        self._call("requeue", lease=wire.fence_out(lease), result=wire.result_out(result))
+
+    def release(self, lease: Lease) -> None:
+        self._call("release", lease=wire.fence_out(lease))
+
+    def cancel(self, job_ids: Iterable[str]) -> list[str]:
+        return self._call("cancel", ids=list(job_ids))
+
+    def retry(self, job_ids: Iterable[str]) -> list[str]:
+        ids = list(job_ids)
+        if self._watching:
+            self._watched.update(ids)
+            self._call("watch", ids=ids)
+        return self._call("retry", ids=ids)
+
+    def get(self, job_id: str) -> JobStatus | None:
+        record = self._call("get", id=job_id)
+        return wire.status_in(record) if record is not None else None
+
+    def jobs(self) -> Iterator[JobStatus]:
+        return iter([wire.status_in(record) for record in self._call("jobs")])
+
+    def counts(self) -> dict[State, int]:
+        counts = dict.fromkeys(State, 0)
+        for state, number in self._call("counts").items():
+            counts[State(state)] = number
+        return counts
+
+    def states(self, job_ids: Iterable[str]) -> dict[str, State]:
+        return {i: State(s) for i, s in self._call("states", ids=list(job_ids)).items()}
+
+    def final_ids(self, job_ids: list[str]) -> list[str]:
+        return self._call("final_ids", ids=list(job_ids))
+
+    def results(self) -> Iterator[Result]:
+        return iter([wire.result_in(record) for record in self._call("results")])
+
+    def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
+        records = self._channel.call("wait_results", {"ids": list(job_ids),
+                                                      "timeout_s": timeout_s}, wait_s=timeout_s)
+        return [wire.result_in(record) for record in records]
+
+    def is_drained(self) -> bool:
+        return self._call("is_drained")
+
+    def reap(self) -> list[tuple[str, str]]:
+        return [(job_id, worker) for job_id, worker in self._call("reap")]
+
+    def read_log(self, status: JobStatus) -> bytes | None:
+        return self._call("read_log", id=status.job.id)
+
+    def progress(self) -> dict[str, tuple[float, float | None]]:
+        return {i: (done, total) for i, (done, total) in self._call("progress").items()}
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def heartbeat(self, info: WorkerInfo) -> None:
+        self._call("heartbeat", info=wire.worker_out(info))
+
+    def unregister(self, worker: str) -> None:
+        self._call("unregister", worker=worker)
+
+    def workers(self) -> list[WorkerInfo]:
+        return [wire.worker_in(record) for record in self._call("workers")]
+
+    def send_control(self, worker: str, command: str) -> None:
+        self._call("send_control", worker=worker, command=command)
+
+    def take_control(self, worker: str) -> list[str]:
+        return self._call("take_control", worker=worker)
+
+    def close(self) -> None:
+        self._channel.close()
