@@ -15,11 +15,13 @@ import click
 from . import __version__, defaults
 from .errors import ShoalError, UsageError
 from .job import Job, State
+from .net.status import looks_like_status
 from .queue import open_queue
 from .queue.base import Queue
 from .worker import Worker
 
 DEFAULT_RUN_QUEUE = ".shoal-run"
+DEFAULT_SERVE_STATUS = "~/.shoal/servers/default"
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
@@ -110,7 +112,7 @@ def work(queue: str, slots: int | None, drain: bool, on_stop: str, max_jobs: int
     """Run jobs from QUEUE (a folder: also every job file dropped into it)."""
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("shoal").setLevel(logging.INFO)
-    if "://" not in queue and not Path(queue).is_dir():
+    if "://" not in queue and not Path(queue).is_dir() and not looks_like_status(queue):
         raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
     options = {"lease_s": lease_s} if lease_s else {}
     log_path = log_to_file(log_dir) if log_dir else None
@@ -132,6 +134,45 @@ def log_to_file(log_dir: str) -> str:
     logging.getLogger().addHandler(handler)
     logging.getLogger("shoal").setLevel(logging.INFO)
     return str(path)
+
+
+@main.command()
+@click.argument("queue", required=False)
+@click.option("--bind", help="Where to listen: tcp://HOST:PORT (default: this machine only, "
+              "tcp://127.0.0.1 on a free port, or the last run's address; "
+              "tcp://0.0.0.0:PORT lets other machines in).")
+@click.option("--status", "status_dir", default=DEFAULT_SERVE_STATUS, show_default=True,
+              help="Directory (0700) for status.json: the address and the client key.")
+@click.option("--advertise", help="Host name or address clients should use (default: this "
+              "host's name when listening on all interfaces).")
+@click.option("--lease", "lease_s", type=float, help="Lease seconds (default: 30).")
+def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str | None,
+          lease_s: float | None) -> None:
+    """Serve QUEUE (default: a SQLite file on local disk) to workers and clients over TCP.
+
+    Clients need the status file: `shoal work STATUS_DIR` here, or copy its
+    status.json to another machine and point shoal at the copy there.
+    """
+    from .net import locate
+
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("shoal").setLevel(logging.INFO)
+    folder = Path(status_dir).expanduser()
+    url = queue or f"sqlite://{locate.state_dir() / (folder.name + '.sqlite')}"
+    options = {"lease_s": lease_s} if lease_s else {}
+    coordinator = locate.serve(open_queue(url, **options), folder, bind=bind,
+                               advertise=advertise)
+    click.echo(f"shoal: serving {coordinator.queue.url} at {coordinator.address}\n"
+               f"status: {folder / 'status.json'} (private: it holds the client key)\n"
+               f"workers here: shoal work {folder}; elsewhere copy status.json there first",
+               err=True)
+
+    def stop(_signum: int, _frame: object) -> None:
+        coordinator.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    coordinator.serve_forever()
 
 
 def install_stop_signals(worker: Worker) -> None:
@@ -387,8 +428,9 @@ def split_merge(files: tuple[str, ...], output: str) -> None:
 
 def open_existing(url: str) -> Queue:
     """Open a queue that must already exist (a typo must not create a new empty one)."""
-    if "://" in url:
-        return open_queue(url)
+    if "://" in url or looks_like_status(url):
+        return open_queue(url, patience_s=10.0) if looks_like_status(url) or \
+            url.startswith("tcp://") else open_queue(url)
     return open_queue(url, create=False)
 
 

@@ -18,8 +18,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import zmq
-
 from ..errors import UsageError
 from ..fsutil import HOST, atomic_write
 
@@ -38,6 +36,8 @@ class Keys:
 
     @classmethod
     def new(cls) -> Keys:
+        import zmq  # only a coordinator makes keys
+
         server_public, server_secret = zmq.curve_keypair()
         client_public, client_secret = zmq.curve_keypair()
         return cls(server_public.decode(), server_secret.decode(), client_public.decode(),

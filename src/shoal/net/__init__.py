@@ -1,0 +1,1 @@
+"""The network queue: a coordinator (`shoal serve`) and its clients over ZeroMQ."""

@@ -1,0 +1,133 @@
+"""Finding a live coordinator from its status directory, or becoming it.
+
+A status file can outlive its coordinator (kill -9, a reboot, a lost machine), so
+it is never trusted on sight: on its own host the process must exist, elsewhere
+the coordinator must answer a ping. Becoming the coordinator is guarded by a
+lock file created exclusively, so two first runs started together elect one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+from .. import defaults
+from ..errors import ShoalError, UsageError
+from ..fsutil import HOST, NETWORK_FS, filesystem_type, write_new
+from ..queue import open_queue
+from ..queue.base import Queue
+from .channel import Channel
+from .server import Coordinator
+from .status import (
+    Status,
+    dead_here,
+    load_keys,
+    private_dir,
+    process_alive,
+    read_status,
+)
+
+PING_S = 3.0  # a coordinator on another host that does not answer this fast is stale
+LOCK_FILE = "serving.lock"
+
+
+def alive(status: Status, timeout_s: float = PING_S) -> bool:
+    """True if the coordinator this status names answers (or surely runs, on this host)."""
+    if dead_here(status):
+        return False
+    channel = Channel(status.address, status.keys(), on_push=lambda _m: None,
+                      patience_s=timeout_s)
+    try:
+        return channel.call("ping") == status.boot
+    except ShoalError:
+        return False
+    finally:
+        channel.close()
+
+
+def live_status(folder: Path) -> Status | None:
+    """The status in `folder` if its coordinator is alive, else None."""
+    try:
+        status = read_status(folder)
+    except (FileNotFoundError, UsageError):
+        return None
+    return status if alive(status) else None
+
+
+def state_dir() -> Path:
+    """A directory on a local disk for coordinator state (SQLite refuses network mounts)."""
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "shoal"
+    with contextlib.suppress(OSError):
+        base.mkdir(parents=True, exist_ok=True)
+        if filesystem_type(base) not in NETWORK_FS:
+            return base
+    fallback = Path(f"/var/tmp/shoal-{os.getuid()}")
+    return private_dir(fallback)
+
+
+def serve(queue: Queue | str, status_dir: str | Path, *, bind: str | None = None,
+          advertise: str | None = None) -> Coordinator:
+    """Start a coordinator for `queue` whose status goes to `status_dir`.
+
+    A restart on the same directory keeps the keys and, unless `bind` says
+    otherwise, the address, so clients of the dead coordinator reconnect by
+    themselves. Refuses if a live coordinator already serves from that directory.
+    """
+    folder = private_dir(Path(status_dir).expanduser().absolute())
+    previous = None
+    with contextlib.suppress(FileNotFoundError, UsageError):
+        previous = read_status(folder)
+    if previous is not None and alive(previous):
+        raise UsageError(f"{folder}: a coordinator already serves {previous.queue} at "
+                         f"{previous.address} (pid {previous.pid} on {previous.host})")
+    keys = load_keys(folder)
+    if bind is None:
+        bind = previous.bound if previous is not None and previous.bound else defaults.BIND
+    queue = open_queue(queue)
+    try:
+        return Coordinator(queue, bind=bind, keys=keys, status_dir=folder, advertise=advertise)
+    except Exception:
+        queue.close()
+        raise
+
+
+def take_lead(folder: Path, *, timeout_s: float = 30.0) -> bool:
+    """Try to become the one process that serves from `folder`.
+
+    True: we hold the lock (call `drop_lead` when done). False: a live coordinator
+    is there already. A lock whose holder died is broken and taken.
+    """
+    folder = private_dir(folder)
+    lock = folder / LOCK_FILE
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if live_status(folder) is not None:
+            return False
+        if write_new(lock, f"{HOST} {os.getpid()}\n".encode()):
+            if live_status(folder) is not None:  # it came up just before our lock
+                lock.unlink(missing_ok=True)
+                return False
+            return True
+        if _stale_lock(lock):
+            lock.unlink(missing_ok=True)
+            continue
+        time.sleep(0.2)  # another first run is starting its coordinator
+    raise ShoalError(f"{lock}: another process has been starting a coordinator for "
+                     f"{timeout_s:.0f} s; remove the lock if that process is gone")
+
+
+def _stale_lock(lock: Path) -> bool:
+    try:
+        host, pid = lock.read_text().split()
+        age = time.time() - lock.stat().st_mtime
+    except (FileNotFoundError, ValueError):
+        return False
+    if host == HOST:
+        return not process_alive(int(pid))
+    return age > 60  # another host's first run takes seconds, not a minute
+
+
+def drop_lead(folder: Path) -> None:
+    (folder / LOCK_FILE).unlink(missing_ok=True)
