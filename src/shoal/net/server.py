@@ -111,6 +111,7 @@ class Coordinator:
         self._next_reap = 0.0
         self._repeat = False  # the request being handled is a client's repeat
         queue.subscribe(self._finals.append)
+        queue.extend_leases()  # workers that ran on while no coordinator was up may renew
         self._methods: dict[str, Callable[..., Any]] = {
             name.removeprefix("do_"): getattr(self, name)
             for name in dir(self) if name.startswith("do_")}

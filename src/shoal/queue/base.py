@@ -297,6 +297,10 @@ class Queue(ABC):
 
     # -- lifecycle ------------------------------------------------------------
 
+    def extend_leases(self) -> None:  # noqa: B027 - optional hook
+        """Give every running lease a fresh term: a coordinator that restarts calls this, so
+        workers that kept running while it was down can renew before they are judged dead."""
+
     def refresh(self) -> None:  # noqa: B027 - optional hook
         """Pick up work that appeared outside `submit` (drop-in files); default: nothing."""
 

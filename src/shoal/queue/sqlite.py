@@ -246,6 +246,12 @@ class SqliteQueue(Queue):
         self._announce(failed)
         return reaped
 
+    def extend_leases(self) -> None:
+        with self._write() as db:
+            db.execute("UPDATE jobs SET deadline=MAX(deadline, ?) WHERE state='running'",
+                       (time.time() + self.lease_s,))
+            db.execute("UPDATE workers SET seen=MAX(seen, ?)", (time.time(),))
+
     # -- workers and control -----------------------------------------------------------
 
     def heartbeat(self, info: WorkerInfo) -> None:
