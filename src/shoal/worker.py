@@ -15,6 +15,7 @@ always releases.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -30,7 +31,7 @@ from . import defaults
 from .callhost import CallHost
 from .calls import check_runtime
 from .context import JobContext, job_seed
-from .errors import IncompatibleJob, LeaseLost, MalformedJob
+from .errors import CoordinatorUnreachable, IncompatibleJob, LeaseLost, MalformedJob
 from .fsutil import HOST
 from .job import Kind, Lease, Result, State, WorkerInfo
 from .queue import STOP, STOP_NOW, Queue
@@ -123,14 +124,17 @@ class Worker:
             thread.start()
         try:
             self._steer()
+        except CoordinatorUnreachable as exc:
+            self._gone(exc)
         finally:
             self._stopping.set()
             for thread in threads:
                 thread.join()
             for host in self._hosts.values():
                 host.close()
-            self.queue.flush()
-            self.queue.unregister(self.id)
+            with contextlib.suppress(CoordinatorUnreachable):
+                self.queue.flush()
+                self.queue.unregister(self.id)
             self.deadlines.close()
         log.info("worker %s: exiting (%s) after %d jobs", self.id, self.exit_reason, self.done)
         return self.exit_reason
@@ -151,6 +155,16 @@ class Worker:
             self._wake.wait(min(self.heartbeat_s, self.scan_s, 0.25))
             self._wake.clear()
         self._wait_for_slots()
+
+    def _gone(self, exc: CoordinatorUnreachable) -> None:
+        """The queue's coordinator stopped answering: stop; running jobs' leases lapse."""
+        if not self._stopping.is_set():
+            log.error("worker %s: %s; stopping", self.id, exc)
+        self.exit_reason = "coordinator gone"
+        self.on_stop = "release"
+        self._release_all()
+        self._stopping.set()
+        self._wake.set()
 
     def _should_exit(self) -> bool:
         if self.max_jobs is not None and self.done >= self.max_jobs:
@@ -237,7 +251,11 @@ class Worker:
         wait_s = 0.1 if self.queue.blocking_claim else 0.0
         idle_s = defaults.POLL_MIN_S  # this slot's backoff while a polled queue is empty
         while not self._stopping.is_set():
-            leases = self.queue.claim(self.id, 1, wait_s=wait_s)
+            try:
+                leases = self.queue.claim(self.id, 1, wait_s=wait_s)
+            except CoordinatorUnreachable as exc:
+                self._gone(exc)
+                return
             if not leases:
                 if not self.queue.blocking_claim:
                     self._stopping.wait(idle_s)
@@ -396,4 +414,7 @@ class Worker:
             return True
         except LeaseLost as exc:
             log.warning("worker %s: %s; result not recorded", self.id, exc)
+            return False
+        except CoordinatorUnreachable as exc:  # its lease lapses there; the job runs again
+            self._gone(exc)
             return False

@@ -68,6 +68,7 @@ class Channel:
         self._outbox: collections.deque[_Call] = collections.deque()
         self._pending: dict[int, _Call] = {}
         self._auth_error: AuthenticationFailed | None = None
+        self._silent = False  # a call found nobody for its whole patience; none answered since
         self._closed = False
         self._context = zmq.Context()
         self._socket = self._connect(keys)
@@ -117,9 +118,12 @@ class Channel:
             self._outbox.append(call)
         os.write(self._wake_w, b"!")
         patience = self.patience_s if patience_s is None else patience_s
+        if self._silent:  # do not wait the whole patience again for a coordinator that is gone
+            patience = min(patience, defaults.RETRY_S)
         if not call.done.wait(wait_s + patience):
             with self._lock:
                 self._pending.pop(req_id, None)
+            self._silent = True
             raise CoordinatorUnreachable(
                 f"no coordinator answered at {self.address} for {patience:.0f} s "
                 f"(is it running? is the network up?)")
@@ -190,6 +194,7 @@ class Channel:
             except Exception as exc:  # only an authenticated coordinator can get here
                 log.warning("dropped a malformed reply from %s (%s)", self.address, exc)
                 continue
+            self._silent = False
             if boot != self.boot:
                 if self.boot is not None:
                     log.warning("coordinator at %s restarted; carrying on", self.address)

@@ -36,7 +36,8 @@ from .status import Keys, Status, boot_id, remove_status, write_status
 log = logging.getLogger("shoal.serve")
 
 ZAP_DOMAIN = "shoal"
-CACHE_KEEP_S = 60.0  # a repeated request later than this acts again (idempotent anyway)
+CACHE_KEEP_S = 60.0
+REAPED_KEEP_S = 60.0  # how long reap() keeps reporting a taken-back lease  # a repeated request later than this acts again (idempotent anyway)
 # Requests whose repeat must not act twice; their replies are cached.
 MUTATING = frozenset({"submit", "claim", "finish", "requeue", "release", "cancel", "retry",
                       "send_control", "take_control"})
@@ -196,8 +197,7 @@ class Coordinator:
         now = time.monotonic()
         if now >= self._next_reap:
             self._next_reap = now + min(1.0, self.queue.lease_s / 4)
-            if self.queue.reap():
-                self._pending_may_grow = True
+            self._reap()
         for parked in [p for p in self._claims if p.deadline <= now]:
             self._claims.remove(parked)
             self._answer(parked.route, parked.key, [])
@@ -441,10 +441,15 @@ class Coordinator:
     def do_is_drained(self, route: bytes, key: tuple) -> bool:
         return self.queue.is_drained()
 
+    def _reap(self) -> None:
+        if self.queue.reap():
+            self._pending_may_grow = True
+
     def do_reap(self, route: bytes, key: tuple) -> list[list[str]]:
-        reaped = self.queue.reap()
-        self._pending_may_grow = self._pending_may_grow or bool(reaped)
-        return [list(pair) for pair in reaped]
+        """Leases taken back lately, by whoever reaped them: a worker on the dead worker's
+        host kills the jobs it left behind (killing twice is harmless)."""
+        self._reap()
+        return [list(pair) for pair in self.queue.recently_reaped()]
 
     def do_read_log(self, route: bytes, key: tuple, id: str) -> bytes | None:
         status = self.queue.get(id)

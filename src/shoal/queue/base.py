@@ -297,6 +297,11 @@ class Queue(ABC):
 
     # -- lifecycle ------------------------------------------------------------
 
+    def recently_reaped(self) -> list[tuple[str, str]]:
+        """(job id, worker) of leases taken back in the last minute, by any call that reaped
+        (a coordinator hands them to workers, which kill what dead workers left running)."""
+        return []
+
     def extend_leases(self) -> None:  # noqa: B027 - optional hook
         """Give every running lease a fresh term: a coordinator that restarts calls this, so
         workers that kept running while it was down can renew before they are judged dead."""

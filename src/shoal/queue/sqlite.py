@@ -8,6 +8,7 @@ on NFS, sshfs and CIFS), which we check when it is opened.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import os
@@ -64,6 +65,7 @@ class SqliteQueue(Queue):
         self._log_dir.mkdir(exist_ok=True)
         self._local = threading.local()
         self._tokens = itertools.count(1)
+        self._reaped: collections.deque[tuple[float, str, str]] = collections.deque()
         self._token_prefix = f"{os.getpid()}-{id(self):x}"
         self._db().executescript(SCHEMA)  # its own transaction (executescript commits)
 
@@ -244,7 +246,16 @@ class SqliteQueue(Queue):
                            "result=? WHERE id=?", (dumps(result.to_dict()).decode(), job_id))
                 failed.append(result)
         self._announce(failed)
+        if reaped:
+            now = time.monotonic()
+            self._reaped.extend((now, job_id, worker) for job_id, worker in reaped)
         return reaped
+
+    def recently_reaped(self) -> list[tuple[str, str]]:
+        now = time.monotonic()
+        while self._reaped and now - self._reaped[0][0] > 60:
+            self._reaped.popleft()
+        return [(job_id, worker) for _, job_id, worker in self._reaped]
 
     def extend_leases(self) -> None:
         with self._write() as db:
