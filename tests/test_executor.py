@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 import shoal
+from shoal.net.server import Coordinator
+from shoal.queue.sqlite import SqliteQueue
 from shoal.calls import RemoteTraceback
 from shoal.fsutil import HOST
 from shoal.job import State
@@ -46,12 +48,26 @@ def make_executor(gate: Path) -> Iterator[Callable[..., shoal.Executor]]:
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-@pytest.fixture(params=["memory", "folder"])
-def executor_on(request: pytest.FixtureRequest, make_executor, tmp_path: Path):
-    """An Executor factory on the in-process queue or on a folder queue."""
+@pytest.fixture(params=["memory", "folder", "tcp"])
+def executor_on(request: pytest.FixtureRequest, make_executor, tmp_path: Path, gate: Path):
+    """An Executor factory on the in-process queue, a folder queue, or a coordinator."""
+    made: list[shoal.Executor] = []
+    if request.param == "tcp":
+        coordinator = Coordinator(SqliteQueue(tmp_path / "q.sqlite"),
+                                  status_dir=tmp_path / "status").start()
+
+        def stop() -> None:  # the executors first: they talk to the coordinator
+            gate.touch()
+            for executor in made:
+                executor.shutdown(wait=True, cancel_futures=True)
+            coordinator.stop()
+        request.addfinalizer(stop)
+
     def make(**options: object) -> shoal.Executor:
-        queue = None if request.param == "memory" else tmp_path / "q"
-        return make_executor(queue, **options)
+        queue = {"memory": None, "folder": tmp_path / "q",
+                 "tcp": str(tmp_path / "status")}[request.param]
+        made.append(make_executor(queue, **options))
+        return made[-1]
     return make
 
 

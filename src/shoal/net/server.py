@@ -279,7 +279,8 @@ class Coordinator:
             self._serve_claims()
         self._pending_may_grow = False
         if self._finals:
-            finals, self._finals = self._finals, []
+            finals = list(self._finals)  # the queue appends to this very list object
+            self._finals.clear()
             self._push(finals)
 
     def _serve_claims(self) -> None:

@@ -1,0 +1,118 @@
+"""First run serves, later runs work: one script for every machine of a sweep.
+
+    with shoal.session("sweep") as ex:          # on every machine, the same script
+        results = list(ex.map(simulate, seeds))
+
+The first process to start becomes the coordinator: it serves a SQLite queue over
+TCP, writes the status file (~/.shoal/sessions/NAME/status.json), works with its
+own cores and runs the body. The same script started on another machine (with
+the status file there: a shared home, or a copy) finds the live coordinator,
+works for it, and exits when the coordinator says the session is over; the body
+does not run there. A status file left by a dead coordinator is not trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import ShoalError
+from .executor import Executor
+from .queue.base import STOP, Queue
+from .worker import Worker
+
+log = logging.getLogger("shoal.session")
+
+SESSIONS = Path("~/.shoal/sessions")
+SESSION_DIR_ENV = "SHOAL_SESSION_DIR"
+GOODBYE_S = 15.0  # how long the coordinator waits for remote workers to leave at the end
+
+
+def session_dir(name: str, where: str | Path | None = None) -> Path:
+    """The status directory of session `name` (given, $SHOAL_SESSION_DIR/NAME, or ~)."""
+    if where is not None:
+        return Path(where).expanduser().absolute()
+    base = os.environ.get(SESSION_DIR_ENV)
+    return (Path(base) if base else SESSIONS).expanduser().absolute() / name
+
+
+@contextmanager
+def session(name: str = "default", *, where: str | Path | None = None,
+            bind: str | None = None, advertise: str | None = None,
+            workers: int | None = None, progress: bool | None = None,
+            **executor_options: object) -> Iterator[Executor]:
+    """An Executor on the session's coordinator, which this process becomes if none lives.
+
+    bind: where a new coordinator listens (default: this machine only; give
+        "tcp://0.0.0.0:PORT" or set SHOAL_BIND so other machines can join).
+    workers: local slots (default: CPU count), on the coordinator and on workers.
+    progress: live progress on stderr (default: when stderr is a terminal).
+    In a worker process the body never runs: the process works, then exits(0).
+    """
+    from .net import locate
+
+    folder = session_dir(name, where)
+    if not locate.take_lead(folder):
+        _work_for(folder, workers)
+        raise SystemExit(0)
+    try:
+        url = f"sqlite://{locate.state_dir() / (name + '.sqlite')}"
+        coordinator = locate.serve(url, folder, bind=bind or os.environ.get("SHOAL_BIND"),
+                                   advertise=advertise).start()
+    finally:
+        locate.drop_lead(folder)
+    _announce(name, folder, coordinator.address)
+    show = sys.stderr.isatty() if progress is None else progress
+    executor = Executor(str(folder), workers=workers, progress=show,
+                        **executor_options)  # type: ignore[arg-type]
+    try:
+        yield executor
+        executor.shutdown(wait=True)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        _dismiss_workers(executor.queue, executor)
+        executor.queue.close()
+        coordinator.stop()
+
+
+def _announce(name: str, folder: Path, address: str) -> None:
+    where = "this machine only" if "127.0.0.1" in address else "reachable from the network"
+    print(f"shoal: session {name!r} served at {address} ({where})\n"
+          f"       other machines: put {folder / 'status.json'} at the same path there "
+          f"(it is private: it holds the key) and run this script", file=sys.stderr)
+
+
+def _work_for(folder: Path, slots: int | None) -> None:
+    """Work for the session's coordinator until it ends the session (or disappears)."""
+    from .queue import open_queue
+
+    queue = open_queue(str(folder))
+    try:
+        print(f"shoal: session coordinator found at {queue.url}; working for it",
+              file=sys.stderr)
+        worker = Worker(queue, slots=slots)
+        reason = worker.run()
+        print(f"shoal: session over ({reason}); {worker.done} job(s) done here",
+              file=sys.stderr)
+    finally:
+        queue.close()
+
+
+def _dismiss_workers(queue: Queue, executor: Executor) -> None:
+    """Ask every other worker of the session to stop, and give them time to leave."""
+    own = executor._worker.id if executor._worker is not None else None
+    try:
+        others = [w.id for w in queue.workers() if w.id != own and not w.lost]
+        for worker_id in others:
+            queue.send_control(worker_id, STOP)
+        deadline = time.monotonic() + GOODBYE_S
+        while time.monotonic() < deadline and any(
+                w.id in others and not w.lost for w in queue.workers()):
+            time.sleep(0.1)
+    except ShoalError as exc:
+        log.warning("could not dismiss the session's workers: %s", exc)

@@ -1,0 +1,117 @@
+"""shoal.session: the first run serves, later runs (on other machines) work, then exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from shoal.fsutil import HOST
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    import shoal
+
+    def simulate(seed):
+        time.sleep(0.1)
+        return seed * seed, os.environ["MACHINE"]
+
+    with shoal.session("sweep", where=sys.argv[1], workers=1, progress=False) as ex:
+        results = list(ex.map(simulate, range(int(sys.argv[2]))))
+        machines = sorted({m for _, m in results})
+        print("RESULTS", sum(v for v, _ in results), *machines, flush=True)
+    print("AFTER THE SESSION", flush=True)
+""")
+
+
+def run_script(tmp_path: Path, where: Path, machine: str, n: int) -> subprocess.Popen[str]:
+    script = tmp_path / "sweep.py"
+    script.write_text(SCRIPT)
+    log = open(tmp_path / f"{machine}.log", "w")  # noqa: SIM115
+    env = {**os.environ, "MACHINE": machine, "HOME": str(tmp_path / f"home-{machine}")}
+    proc = subprocess.Popen([sys.executable, str(script), str(where), str(n)], stdout=log,
+                            stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    log.close()
+    return proc
+
+
+def output(tmp_path: Path, machine: str) -> str:
+    return (tmp_path / f"{machine}.log").read_text()
+
+
+@pytest.fixture
+def reap(request):
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_first_run_serves_and_a_second_machine_with_a_copy_of_the_status_works(tmp_path, reap):
+    a, b = tmp_path / "a", tmp_path / "b"  # two machines that share no folder
+    first = run_script(tmp_path, a, "alpha", 60)
+    reap.append(first)
+    wait_for(lambda: (a / "status.json").exists(), message="the coordinator's status file")
+    b.mkdir(mode=0o700)
+    shutil.copy(a / "status.json", b / "status.json")  # what scp would do
+    second = run_script(tmp_path, b, "beta", 60)
+    reap.append(second)
+    assert first.wait(timeout=60) == 0, output(tmp_path, "alpha")
+    assert second.wait(timeout=30) == 0, output(tmp_path, "beta")
+    expected = sum(i * i for i in range(60))
+    assert f"RESULTS {expected} alpha beta" in output(tmp_path, "alpha")
+    assert "AFTER THE SESSION" in output(tmp_path, "alpha")
+    there = output(tmp_path, "beta")
+    assert "working for it" in there and "session over" in there
+    assert "RESULTS" not in there and "AFTER THE SESSION" not in there  # the body ran once
+    assert not (a / "status.json").exists()  # the session ended: nothing stale is left
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("where", ["this host, dead pid", "another host, no answer"])
+def test_a_stale_status_file_is_not_trusted(tmp_path, reap, where):
+    folder = tmp_path / "s"
+    folder.mkdir(mode=0o700)
+    from shoal.net.status import Keys
+
+    keys = Keys.new()
+    stale = {"address": "tcp://127.0.0.1:9", "server_public": keys.server_public,
+             "client_public": keys.client_public, "client_secret": keys.client_secret,
+             "host": HOST if where.startswith("this") else "elsewhere.invalid",
+             "pid": dead_pid(), "boot": "old", "started": 0.0, "queue": "sqlite:///x",
+             "bound": "tcp://127.0.0.1:9"}
+    (folder / "status.json").write_text(json.dumps(stale))
+    (folder / "server.secret").write_text(keys.server_secret)
+    proc = run_script(tmp_path, folder, "alpha", 5)
+    reap.append(proc)
+    assert proc.wait(timeout=60) == 0, output(tmp_path, "alpha")
+    assert "RESULTS 30 alpha" in output(tmp_path, "alpha")
+    assert "served at" in output(tmp_path, "alpha")
+
+
+def test_two_first_runs_started_together_elect_one_coordinator(tmp_path, reap):
+    folder = tmp_path / "s"
+    runs = [run_script(tmp_path, folder, name, 20) for name in ("alpha", "beta")]
+    reap.extend(runs)
+    for proc in runs:
+        assert proc.wait(timeout=60) == 0
+    texts = [output(tmp_path, name) for name in ("alpha", "beta")]
+    assert sorted("served at" in t for t in texts) == [False, True]
+    assert sum("RESULTS" in t for t in texts) == 1
