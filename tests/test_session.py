@@ -115,3 +115,32 @@ def test_two_first_runs_started_together_elect_one_coordinator(tmp_path, reap):
     texts = [output(tmp_path, name) for name in ("alpha", "beta")]
     assert sorted("served at" in t for t in texts) == [False, True]
     assert sum("RESULTS" in t for t in texts) == 1
+
+
+def test_shoal_run_serve_first_run_serves_a_later_run_works_for_it(tmp_path, reap):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    out.mkdir()
+    command = ["run", "--no-progress", "-j", "1", f'sleep 0.2; echo $MACHINE > {out}/{{}}',
+               ":::", *map(str, range(30))]
+
+    def start(where: Path, machine: str) -> subprocess.Popen[str]:
+        log = open(tmp_path / f"{machine}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", "shoal", "run", "--serve", str(where),
+                                 *command[1:]], stdout=log, stderr=subprocess.STDOUT,
+                                text=True, env={**os.environ, "MACHINE": machine},
+                                start_new_session=True)
+        log.close()
+        reap.append(proc)
+        return proc
+
+    first = start(a, "alpha")
+    wait_for(lambda: (a / "status.json").exists(), message="the coordinator's status file")
+    b.mkdir(mode=0o700)
+    shutil.copy(a / "status.json", b / "status.json")
+    second = start(b, "beta")
+    assert first.wait(timeout=60) == 0, output(tmp_path, "alpha")
+    assert second.wait(timeout=30) == 0, output(tmp_path, "beta")
+    assert "30 jobs: 30 done" in output(tmp_path, "alpha")
+    ran_on = sorted({p.read_text().strip() for p in out.iterdir()})
+    assert len(list(out.iterdir())) == 30 and ran_on == ["alpha", "beta"]
+    assert "working for it" in output(tmp_path, "beta")

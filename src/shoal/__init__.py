@@ -7,7 +7,7 @@ from .errors import JobFailed, LeaseLost, MalformedJob, ShoalError, UsageError
 from .executor import Executor
 from .job import Job, Result, State
 from .queue import open_queue
-from .session import session
+from .sessions import session
 from .splitrun import split_map
 
 __version__ = "0.1.0"

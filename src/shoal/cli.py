@@ -193,16 +193,37 @@ def install_stop_signals(worker: Worker) -> None:
 @click.option("--slots", "-j", type=click.IntRange(min=0),
               help="Local parallel jobs (default: CPUs; 0 = only other workers).")
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
+@click.option("--serve", "session", metavar="NAME|DIR",
+              help="First run serves the jobs over TCP (status in ~/.shoal/sessions/NAME or "
+              "DIR); the same command run again elsewhere works for it, then exits.")
+@click.option("--bind", help="With --serve: where to listen (default: this machine only; "
+              "tcp://0.0.0.0:PORT lets other machines in).")
 @job_options
 @click.argument("words", nargs=-1, type=click.UNPROCESSED)
-def run(queue_url: str, slots: int | None, no_progress: bool, words: tuple[str, ...],
-        table: str | None, **options: Any) -> None:
+def run(queue_url: str, slots: int | None, no_progress: bool, session: str | None,
+        bind: str | None, words: tuple[str, ...], table: str | None, **options: Any) -> None:
     """Run COMMAND ::: ARGS (or job files) here, like GNU parallel, and wait for all of it."""
     from .progress import run_and_watch
 
-    queue = open_queue(queue_url)
-    jobs = build_jobs(queue, words, table, **options)
-    code = run_and_watch(queue, jobs, slots=slots, show_progress=not no_progress)
+    if session is None:
+        queue = open_queue(queue_url)
+        jobs = build_jobs(queue, words, table, **options)
+        sys.exit(run_and_watch(queue, jobs, slots=slots, show_progress=not no_progress))
+    from . import sessions
+
+    folder = sessions.session_dir(Path(session).name, session if "/" in session else None)
+    coordinator = sessions.lead(folder, folder.name, bind=bind)
+    if coordinator is None:  # a later run: work for the first one
+        sessions.work_for(folder, slots)
+        sys.exit(0)
+    queue = open_queue(str(folder))
+    try:
+        jobs = build_jobs(queue, words, table, **options)
+        code = run_and_watch(queue, jobs, slots=slots, show_progress=not no_progress)
+        sessions.dismiss_workers(queue)
+    finally:
+        queue.close()
+        coordinator.stop()
     sys.exit(code)
 
 

@@ -20,11 +20,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ShoalError
 from .executor import Executor
 from .queue.base import STOP, Queue
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .net.server import Coordinator
 
 log = logging.getLogger("shoal.session")
 
@@ -54,19 +58,11 @@ def session(name: str = "default", *, where: str | Path | None = None,
     progress: live progress on stderr (default: when stderr is a terminal).
     In a worker process the body never runs: the process works, then exits(0).
     """
-    from .net import locate
-
     folder = session_dir(name, where)
-    if not locate.take_lead(folder):
-        _work_for(folder, workers)
+    coordinator = lead(folder, name, bind=bind, advertise=advertise)
+    if coordinator is None:
+        work_for(folder, workers)
         raise SystemExit(0)
-    try:
-        url = f"sqlite://{locate.state_dir() / (name + '.sqlite')}"
-        coordinator = locate.serve(url, folder, bind=bind or os.environ.get("SHOAL_BIND"),
-                                   advertise=advertise).start()
-    finally:
-        locate.drop_lead(folder)
-    _announce(name, folder, coordinator.address)
     show = sys.stderr.isatty() if progress is None else progress
     executor = Executor(str(folder), workers=workers, progress=show,
                         **executor_options)  # type: ignore[arg-type]
@@ -75,19 +71,36 @@ def session(name: str = "default", *, where: str | Path | None = None,
         executor.shutdown(wait=True)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
-        _dismiss_workers(executor.queue, executor)
+        dismiss_workers(executor.queue)
         executor.queue.close()
         coordinator.stop()
+
+
+def lead(folder: Path, name: str, *, bind: str | None = None,
+         advertise: str | None = None) -> Coordinator | None:
+    """Start serving the session from `folder`, or return None if a live coordinator does."""
+    from .net import locate
+
+    if not locate.take_lead(folder):
+        return None
+    try:
+        url = f"sqlite://{locate.state_dir() / (name + '.sqlite')}"
+        coordinator = locate.serve(url, folder, bind=bind or os.environ.get("SHOAL_BIND"),
+                                   advertise=advertise).start()
+    finally:
+        locate.drop_lead(folder)
+    _announce(name, folder, coordinator.address)
+    return coordinator
 
 
 def _announce(name: str, folder: Path, address: str) -> None:
     where = "this machine only" if "127.0.0.1" in address else "reachable from the network"
     print(f"shoal: session {name!r} served at {address} ({where})\n"
           f"       other machines: put {folder / 'status.json'} at the same path there "
-          f"(it is private: it holds the key) and run this script", file=sys.stderr)
+          f"(it is private: it holds the key) and run the same script or command there", file=sys.stderr)
 
 
-def _work_for(folder: Path, slots: int | None) -> None:
+def work_for(folder: Path, slots: int | None) -> None:
     """Work for the session's coordinator until it ends the session (or disappears)."""
     from .queue import open_queue
 
@@ -103,11 +116,11 @@ def _work_for(folder: Path, slots: int | None) -> None:
         queue.close()
 
 
-def _dismiss_workers(queue: Queue, executor: Executor) -> None:
-    """Ask every other worker of the session to stop, and give them time to leave."""
-    own = executor._worker.id if executor._worker is not None else None
+def dismiss_workers(queue: Queue) -> None:
+    """Ask the session's workers still there to stop (ours stopped already), and give
+    them time to leave."""
     try:
-        others = [w.id for w in queue.workers() if w.id != own and not w.lost]
+        others = [w.id for w in queue.workers() if not w.lost]
         for worker_id in others:
             queue.send_control(worker_id, STOP)
         deadline = time.monotonic() + GOODBYE_S
