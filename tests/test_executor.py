@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 import shoal
-from shoal.net.server import Coordinator
-from shoal.queue.sqlite import SqliteQueue
 from shoal.calls import RemoteTraceback
 from shoal.fsutil import HOST
 from shoal.job import State
+from shoal.net.server import Coordinator
+from shoal.queue.sqlite import SqliteQueue
 from tests import callfns as fns
 from tests.conftest import wait_for
 

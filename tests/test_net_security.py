@@ -29,7 +29,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from shoal import defaults
 from shoal.calls import runtime
-from shoal.errors import AuthenticationFailed, CoordinatorUnreachable
+from shoal.errors import AuthenticationFailed, CoordinatorUnreachable, MessageTooBig
 from shoal.job import Job, Kind, Result, State
 from shoal.net import wire
 from shoal.net.locate import serve
@@ -279,10 +279,25 @@ def test_garbage_slow_handshakes_and_idle_connections_do_not_block_the_coordinat
 # -- 5: an authenticated client sends too much ----------------------------------------------
 
 
+def test_a_request_over_the_limit_is_refused_by_the_client_at_once(coordinator):
+    served = coordinator(max_message_bytes=SMALL_MESSAGE_BYTES)
+    client = served.client()
+    huge = Job.command_job("true", env={"BIG": "x" * (4 * SMALL_MESSAGE_BYTES)})
+    started = time.monotonic()
+    with pytest.raises(MessageTooBig, match="over the coordinator's limit"):
+        client.submit([huge])
+    assert time.monotonic() - started < 1
+    small = [Job.command_job("true", params={"i": i}, env={"PAD": "x" * 20_000})
+             for i in range(10)]  # together over the limit, each far under it
+    assert sorted(client.submit(small)) == sorted(job.id for job in small)
+    assert client.get(huge.id) is None
+
+
 def test_an_oversized_message_drops_only_its_sender_which_gives_up_and_recovers(coordinator):
     served = coordinator(max_message_bytes=SMALL_MESSAGE_BYTES)
     good = served.client()
     big = served.client(patience_s=TOO_BIG_PATIENCE_S)
+    big._channel.max_message_bytes = None  # a client that does not check: the coordinator must
     huge = Job.command_job("true", env={"BIG": "x" * (4 * SMALL_MESSAGE_BYTES)})
 
     with ThreadPoolExecutor(1) as pool:

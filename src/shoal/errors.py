@@ -41,3 +41,7 @@ class AuthenticationFailed(UsageError):
 
 class CoordinatorUnreachable(ShoalError):
     """No coordinator answered at the address (not started, dead, or the network is cut)."""
+
+
+class MessageTooBig(UsageError):
+    """A request is larger than the coordinator accepts (its `max_message_bytes`)."""

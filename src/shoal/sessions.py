@@ -97,7 +97,8 @@ def _announce(name: str, folder: Path, address: str) -> None:
     where = "this machine only" if "127.0.0.1" in address else "reachable from the network"
     print(f"shoal: session {name!r} served at {address} ({where})\n"
           f"       other machines: put {folder / 'status.json'} at the same path there "
-          f"(it is private: it holds the key) and run the same script or command there", file=sys.stderr)
+          f"(it is private: it holds the key) and run the same script or command there",
+          file=sys.stderr)
 
 
 def work_for(folder: Path, slots: int | None) -> None:

@@ -12,6 +12,7 @@ behind endless silent reconnects.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import os
@@ -25,7 +26,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from .. import defaults
-from ..errors import AuthenticationFailed, CoordinatorUnreachable, ShoalError
+from ..errors import AuthenticationFailed, CoordinatorUnreachable, MessageTooBig, ShoalError
 from ..fsutil import unique_token
 from . import wire
 from .status import Keys
@@ -62,6 +63,7 @@ class Channel:
         self.patience_s = patience_s
         self.client_id = unique_token().encode()
         self.boot: str | None = None
+        self.max_message_bytes: int | None = None  # the coordinator's limit, once known
         self._on_push = on_push
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -113,6 +115,10 @@ class Channel:
         req_id = next(self._ids)
         envelope = [req_id, self.client_id, method, args or {}]
         call = _Call(req_id, wire.pack(envelope), wait_s, wire.pack([*envelope, True]))
+        if self.max_message_bytes is not None and len(call.repeat) > self.max_message_bytes:
+            # libzmq would drop the connection without a word: say so here instead.
+            raise MessageTooBig(f"{method} request of {len(call.repeat)} bytes is over the "
+                                f"coordinator's limit of {self.max_message_bytes} bytes")
         with self._lock:
             self._pending[req_id] = call
             self._outbox.append(call)
@@ -154,10 +160,8 @@ class Channel:
             while not self._closed:
                 ready = dict(poller.poll(100))
                 if self._wake_r in ready:
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 65536)
-                    except BlockingIOError:
-                        pass
                 if self._monitor in ready:
                     self._read_monitor()
                 if self._socket in ready:
@@ -177,10 +181,9 @@ class Channel:
             stale = [c for c in self._pending.values()
                      if c.sent_at and now - c.sent_at > c.wait_s + defaults.RETRY_S]
         for call in fresh + stale:
-            try:
+            # Too much queued while disconnected (zmq.Again): the next round sends it again.
+            with contextlib.suppress(zmq.Again):
                 self._socket.send(call.repeat if call.sent_at else call.frame, zmq.NOBLOCK)
-            except zmq.Again:  # too much queued while disconnected: the next round retries
-                pass
             call.sent_at = now
 
     def _read_replies(self) -> None:

@@ -36,8 +36,7 @@ from .status import Keys, Status, boot_id, remove_status, write_status
 log = logging.getLogger("shoal.serve")
 
 ZAP_DOMAIN = "shoal"
-CACHE_KEEP_S = 60.0
-REAPED_KEEP_S = 60.0  # how long reap() keeps reporting a taken-back lease  # a repeated request later than this acts again (idempotent anyway)
+CACHE_KEEP_S = 60.0  # a repeated request later than this acts again (idempotent anyway)
 # Requests whose repeat must not act twice; their replies are cached.
 MUTATING = frozenset({"submit", "claim", "finish", "requeue", "release", "cancel", "retry",
                       "send_control", "take_control"})
@@ -96,6 +95,7 @@ class Coordinator:
         self._auth = ThreadAuthenticator(self._context, log=logging.getLogger("shoal.zap"))
         self._auth.start()
         self._auth.configure_curve_callback(ZAP_DOMAIN, _AllowedKey(self.keys.client_public))
+        self.max_message_bytes = max_message_bytes
         self._socket = self._bind(bind, max_message_bytes)
         self.bound = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = advertised(self.bound, advertise)
@@ -206,7 +206,7 @@ class Coordinator:
             self._answer(parked.route, parked.key, [])
         self._after_changes()
         while self._cache:  # forget old replies
-            key, (stamp, reply) = next(iter(self._cache.items()))
+            stamp, reply = next(iter(self._cache.values()))
             if (now - stamp < CACHE_KEEP_S and len(self._cache) <= defaults.REPLY_CACHE) \
                     or reply is None:
                 break
@@ -226,14 +226,7 @@ class Coordinator:
         self._repeat = bool(repeat)
         self._routes[client] = route
         key = (client, req_id)
-        if method in MUTATING and key in self._cache:
-            reply = self._cache[key][1]
-            if reply is None:  # still parked: answer on the newest route
-                for parked in self._claims:
-                    if parked.key == key:
-                        parked.route = route
-            else:
-                self._send(route, reply)
+        if method in MUTATING and self._answered_before(route, key):
             return
         handler = self._methods.get(method)
         try:
@@ -250,6 +243,19 @@ class Coordinator:
                 self._reply(route, key, method, [wire.OK, req_id, value, self.boot])
             elif method in MUTATING:
                 self._cache[key] = (time.monotonic(), None)
+
+    def _answered_before(self, route: bytes, key: tuple[bytes, int]) -> bool:
+        """A repeated request: send the cached reply (or re-route a parked one)."""
+        if key not in self._cache:
+            return False
+        reply = self._cache[key][1]
+        if reply is None:  # still parked: answer on the newest route
+            for parked in self._claims:
+                if parked.key == key:
+                    parked.route = route
+        else:
+            self._send(route, reply)
+        return True
 
     def _reply(self, route: bytes, key: tuple[bytes, int], method: str, message: list) -> None:
         packed = wire.pack(message)
@@ -316,7 +322,7 @@ class Coordinator:
         return {"protocol": wire.PROTOCOL, "boot": self.boot, "lease_s": self.queue.lease_s,
                 "seed": self.queue.seed, "interpreters": self.queue.interpreters,
                 "config": config.read_bytes() if config is not None else None,
-                "queue": self.queue.url}
+                "queue": self.queue.url, "max_message_bytes": self.max_message_bytes}
 
     def do_ping(self, route: bytes, key: tuple) -> str:
         return self.boot

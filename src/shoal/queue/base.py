@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
@@ -28,6 +29,7 @@ from .. import defaults
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
 
 T = TypeVar("T")
+_LOG_DIR_LOCK = threading.Lock()
 
 # Control commands a worker understands.
 STOP = "stop"  # finish running jobs, claim no more, exit
@@ -87,9 +89,12 @@ class Queue(ABC):
     def log_dir(self) -> Path:
         """Where logs of command jobs and of running attempts go."""
         if self._log_dir is None:
-            self._log_dir = Path(tempfile.mkdtemp(prefix="shoal-logs-"))
-            # An in-process queue's logs go with the process (or the queue object).
-            weakref.finalize(self, shutil.rmtree, self._log_dir, ignore_errors=True)
+            with _LOG_DIR_LOCK:  # slot threads ask at once: exactly one directory
+                if self._log_dir is None:
+                    made = Path(tempfile.mkdtemp(prefix="shoal-logs-"))
+                    # An in-process queue's logs go with the process (or the queue object).
+                    weakref.finalize(self, shutil.rmtree, made, ignore_errors=True)
+                    self._log_dir = made
         return self._log_dir
 
     def attempt_log_path(self, lease: Lease) -> Path:

@@ -8,13 +8,15 @@ Logs of jobs run here travel with their results; progress reports with renewals.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .. import defaults
-from ..errors import AuthenticationFailed, UsageError
+from ..errors import AuthenticationFailed, MessageTooBig, UsageError
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
 from ..net import wire
 from ..net.channel import Channel
@@ -69,6 +71,8 @@ class TcpQueue(Queue):
         except BaseException:
             self._channel.close()
             raise
+        self._channel.max_message_bytes = info.get("max_message_bytes")
+        self._reaped_seen: set[tuple[str, str]] = set()
         self.lease_s = info["lease_s"]
         self.seed = info["seed"]
         self.interpreters = {k: list(v) for k, v in info["interpreters"].items()}
@@ -104,8 +108,14 @@ class TcpQueue(Queue):
         batch = list(jobs)
         if self._watching:
             self._watched.update(job.id for job in batch)
-        return self._call("submit", jobs=[job.to_dict(binary=True) for job in batch],
-                          watch=self._watching)
+        records = [job.to_dict(binary=True) for job in batch]
+        try:
+            return self._call("submit", jobs=records, watch=self._watching)
+        except MessageTooBig:
+            if len(batch) == 1:
+                raise
+        half = len(batch) // 2  # too big together: in two requests (each is idempotent)
+        return self.submit(batch[:half]) + self.submit(batch[half:])
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
         records = self._channel.call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
@@ -116,18 +126,22 @@ class TcpQueue(Queue):
         leases = list(leases)
         progress = {}
         for lease in leases:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 progress[lease.job_id] = self.progress_path(lease).read_bytes()
-            except FileNotFoundError:
-                pass
         lost = set(self._call("renew", worker=worker, leases=[wire.fence_out(x) for x in leases],
                               progress=progress))
         return [lease for lease in leases if lease.job_id in lost]
 
     def finish(self, lease: Lease, result: Result) -> None:
         shipped = self._read_attempt_log(lease, result)
-        self._call("finish", lease=wire.fence_out(lease), result=wire.result_out(result),
-                   log=shipped)
+        try:
+            self._call("finish", lease=wire.fence_out(lease), result=wire.result_out(result),
+                       log=shipped)
+        except MessageTooBig as exc:  # a huge return value: record why, not nothing
+            failed = replace(result, state=State.FAILED, payload=None, value=None,
+                             reason=f"result too big to send to the coordinator: {exc}")
+            self._call("finish", lease=wire.fence_out(lease), result=wire.result_out(failed),
+                       log=shipped[-65536:] if shipped else None)
         if shipped is not None:
             self.attempt_log_path(lease).unlink(missing_ok=True)
 
@@ -194,7 +208,11 @@ class TcpQueue(Queue):
         return self._call("is_drained")
 
     def reap(self) -> list[tuple[str, str]]:
-        return [(job_id, worker) for job_id, worker in self._call("reap")]
+        """Leases the coordinator took back lately; each reported once to this client."""
+        reaped = [(job_id, worker) for job_id, worker in self._call("reap")]
+        new = [pair for pair in reaped if pair not in self._reaped_seen]
+        self._reaped_seen = set(reaped)
+        return new
 
     def read_log(self, status: JobStatus) -> bytes | None:
         return self._call("read_log", id=status.job.id)
