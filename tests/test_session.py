@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from shoal.fsutil import HOST
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,7 +36,8 @@ def run_script(tmp_path: Path, where: Path, machine: str, n: int) -> subprocess.
     script = tmp_path / "sweep.py"
     script.write_text(SCRIPT)
     log = open(tmp_path / f"{machine}.log", "w")  # noqa: SIM115
-    env = {**os.environ, "MACHINE": machine, "HOME": str(tmp_path / f"home-{machine}")}
+    env = {**os.environ, "MACHINE": machine, "HOME": str(tmp_path / f"home-{machine}"),
+           "SHOAL_HOST": f"{machine}.test"}  # two machines: their own names, no shared folder
     proc = subprocess.Popen([sys.executable, str(script), str(where), str(n)], stdout=log,
                             stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
@@ -76,7 +76,19 @@ def test_first_run_serves_and_a_second_machine_with_a_copy_of_the_status_works(t
     there = output(tmp_path, "beta")
     assert "working for it" in there and "session over" in there
     assert "RESULTS" not in there and "AFTER THE SESSION" not in there  # the body ran once
-    assert not (a / "status.json").exists()  # the session ended: nothing stale is left
+    from shoal.net.locate import live_status
+
+    assert live_status(a) is None  # the session ended; its status file is not trusted
+
+    # The next sweep: same keys and address, so the copy on the other machine still works.
+    again = run_script(tmp_path, a, "alpha", 40)
+    reap.append(again)
+    wait_for(lambda: live_status(a) is not None, message="the coordinator to come back")
+    there_again = run_script(tmp_path, b, "beta", 40)
+    reap.append(there_again)
+    assert again.wait(timeout=60) == 0, output(tmp_path, "alpha")
+    assert there_again.wait(timeout=30) == 0, output(tmp_path, "beta")
+    assert f"RESULTS {sum(i * i for i in range(40))} alpha beta" in output(tmp_path, "alpha")
 
 
 def dead_pid() -> int:
@@ -94,7 +106,7 @@ def test_a_stale_status_file_is_not_trusted(tmp_path, reap, where):
     keys = Keys.new()
     stale = {"address": "tcp://127.0.0.1:9", "server_public": keys.server_public,
              "client_public": keys.client_public, "client_secret": keys.client_secret,
-             "host": HOST if where.startswith("this") else "elsewhere.invalid",
+             "host": "alpha.test" if where.startswith("this") else "elsewhere.invalid",
              "pid": dead_pid(), "boot": "old", "started": 0.0, "queue": "sqlite:///x",
              "bound": "tcp://127.0.0.1:9"}
     (folder / "status.json").write_text(json.dumps(stale))
@@ -127,7 +139,8 @@ def test_shoal_run_serve_first_run_serves_a_later_run_works_for_it(tmp_path, rea
         log = open(tmp_path / f"{machine}.log", "w")  # noqa: SIM115
         proc = subprocess.Popen([sys.executable, "-m", "shoal", "run", "--serve", str(where),
                                  *command[1:]], stdout=log, stderr=subprocess.STDOUT,
-                                text=True, env={**os.environ, "MACHINE": machine},
+                                text=True, env={**os.environ, "MACHINE": machine,
+                                                "SHOAL_HOST": f"{machine}.test"},
                                 start_new_session=True)
         log.close()
         reap.append(proc)

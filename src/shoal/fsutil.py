@@ -17,7 +17,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-HOST = socket.gethostname()
+# The name this machine goes by in shoal's records; SHOAL_HOST overrides it (containers
+# that all call themselves "localhost", or tests that play two machines on one).
+HOST = os.environ.get("SHOAL_HOST") or socket.gethostname()
 
 # Filesystem types where a SQLite file or flock must not be trusted, as named in
 # /proc/self/mountinfo.

@@ -86,7 +86,7 @@ def lead(folder: Path, name: str, *, bind: str | None = None,
     try:
         url = f"sqlite://{locate.state_dir() / (name + '.sqlite')}"
         coordinator = locate.serve(url, folder, bind=bind or os.environ.get("SHOAL_BIND"),
-                                   advertise=advertise).start()
+                                   advertise=advertise, checked=True).start()
     finally:
         locate.drop_lead(folder)
     _announce(name, folder, coordinator.address)

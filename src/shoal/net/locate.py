@@ -9,9 +9,12 @@ lock file created exclusively, so two first runs started together elect one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from pathlib import Path
+
+import zmq
 
 from .. import defaults
 from ..errors import ShoalError, UsageError
@@ -29,6 +32,8 @@ from .status import (
     read_status,
 )
 
+log = logging.getLogger("shoal.serve")
+
 PING_S = 3.0  # a coordinator on another host that does not answer this fast is stale
 LOCK_FILE = "serving.lock"
 
@@ -39,8 +44,9 @@ def alive(status: Status, timeout_s: float = PING_S) -> bool:
         return False
     channel = Channel(status.address, status.keys(), on_push=lambda _m: None,
                       patience_s=timeout_s)
-    try:
-        return channel.call("ping") == status.boot
+    try:  # any coordinator holding these keys will do: a restart keeps them
+        channel.call("ping")
+        return True
     except ShoalError:
         return False
     finally:
@@ -68,26 +74,33 @@ def state_dir() -> Path:
 
 
 def serve(queue: Queue | str, status_dir: str | Path, *, bind: str | None = None,
-          advertise: str | None = None) -> Coordinator:
+          advertise: str | None = None, checked: bool = False) -> Coordinator:
     """Start a coordinator for `queue` whose status goes to `status_dir`.
 
     A restart on the same directory keeps the keys and, unless `bind` says
     otherwise, the address, so clients of the dead coordinator reconnect by
-    themselves. Refuses if a live coordinator already serves from that directory.
+    themselves. Refuses if a live coordinator already serves from that directory
+    (`checked`: the caller holds the lead lock and found none).
     """
     folder = private_dir(Path(status_dir).expanduser().absolute())
     previous = None
     with contextlib.suppress(FileNotFoundError, UsageError):
         previous = read_status(folder)
-    if previous is not None and alive(previous):
+    if previous is not None and not checked and alive(previous):
         raise UsageError(f"{folder}: a coordinator already serves {previous.queue} at "
                          f"{previous.address} (pid {previous.pid} on {previous.host})")
     keys = load_keys(folder)
-    if bind is None:
-        bind = previous.bound if previous is not None and previous.bound else defaults.BIND
+    again = previous.bound if bind is None and previous is not None else None
     queue = open_queue(queue)
     try:
-        return Coordinator(queue, bind=bind, keys=keys, status_dir=folder, advertise=advertise)
+        if again:
+            try:  # the last run's address, so clients of the dead coordinator come back
+                return Coordinator(queue, bind=again, keys=keys, status_dir=folder,
+                                   advertise=advertise)
+            except zmq.ZMQError as exc:
+                log.warning("cannot listen at %s again (%s); taking a new port", again, exc)
+        return Coordinator(queue, bind=bind or defaults.BIND, keys=keys, status_dir=folder,
+                           advertise=advertise)
     except Exception:
         queue.close()
         raise
@@ -103,11 +116,12 @@ def take_lead(folder: Path, *, timeout_s: float = 30.0) -> bool:
     lock = folder / LOCK_FILE
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        before = _boot(folder)
         if live_status(folder) is not None:
             return False
         if write_new(lock, f"{HOST} {os.getpid()}\n".encode()):
-            if live_status(folder) is not None:  # it came up just before our lock
-                lock.unlink(missing_ok=True)
+            if _boot(folder) != before and live_status(folder) is not None:
+                lock.unlink(missing_ok=True)  # one came up just before our lock
                 return False
             return True
         if _stale_lock(lock):
@@ -116,6 +130,12 @@ def take_lead(folder: Path, *, timeout_s: float = 30.0) -> bool:
         time.sleep(0.2)  # another first run is starting its coordinator
     raise ShoalError(f"{lock}: another process has been starting a coordinator for "
                      f"{timeout_s:.0f} s; remove the lock if that process is gone")
+
+
+def _boot(folder: Path) -> str | None:
+    with contextlib.suppress(FileNotFoundError, UsageError):
+        return read_status(folder).boot
+    return None
 
 
 def _stale_lock(lock: Path) -> bool:

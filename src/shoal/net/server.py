@@ -31,7 +31,7 @@ from ..fsutil import HOST
 from ..job import Job, Kind, Lease, Result
 from ..queue.base import Queue
 from . import wire
-from .status import Keys, Status, boot_id, remove_status, write_status
+from .status import Keys, Status, boot_id, write_status
 
 log = logging.getLogger("shoal.serve")
 
@@ -174,8 +174,8 @@ class Coordinator:
         self._socket.close(0)
         self._auth.stop()
         self._context.term()
-        if self.status_dir is not None:
-            remove_status(self.status_dir, self.boot)
+        # status.json stays: the next run on this directory takes the same keys and address,
+        # so copies of it on other machines stay good; nobody trusts it while we are gone.
 
     def _poll_ms(self) -> int:
         now = time.monotonic()

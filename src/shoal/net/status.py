@@ -136,12 +136,3 @@ def boot_id() -> str:
 def dead_here(status: Status) -> bool:
     """True if the status names a coordinator on this host whose process is gone."""
     return status.host == HOST and not process_alive(status.pid)
-
-
-def remove_status(folder: Path, boot: str) -> None:
-    """Remove status.json if it is still ours (a restarted coordinator's is left alone)."""
-    try:
-        if read_status(folder).boot == boot:
-            (folder / STATUS_FILE).unlink()
-    except (FileNotFoundError, UsageError):
-        pass

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import defaults
-from ..errors import AuthenticationFailed, MessageTooBig, UsageError
+from ..errors import AuthenticationFailed, CoordinatorUnreachable, MessageTooBig, UsageError
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
 from ..net import wire
 from ..net.channel import Channel
-from ..net.status import Status, read_status, status_path
+from ..net.status import Status, dead_here, read_status, status_path
 from .base import Queue
 
 CONNECT_S = 10.0  # how long the first contact may take before we say nobody answers
@@ -61,6 +61,10 @@ class TcpQueue(Queue):
     def __init__(self, where: str, *, patience_s: float = defaults.PATIENCE_S,
                  lease_s: float | None = None) -> None:
         self.status = find_status(where)
+        if dead_here(self.status):
+            raise CoordinatorUnreachable(
+                f"{self.status.address}: its coordinator (pid {self.status.pid} on this host) "
+                f"is not running; start it again (shoal serve --status DIR) to carry on")
         super().__init__(self.status.address)
         self._watching = False
         self._watched: set[str] = set()
