@@ -22,3 +22,7 @@ done
 shoal work sweep --drain --slots 2
 cat sweep/*.log
 shoal status sweep
+
+echo "== 3. machines that share no folder: the first run of a script serves, later runs work"
+SHOAL_SESSION_DIR="$work/sessions" python3 "$here/session_sweep.py" pi
+echo "== (the status file another machine needs: $work/sessions/pi/status.json, mode 0600)"

@@ -13,6 +13,7 @@ does not run there. A status file left by a dead coordinator is not trusted.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -84,7 +85,9 @@ def lead(folder: Path, name: str, *, bind: str | None = None,
     if not locate.take_lead(folder):
         return None
     try:
-        url = f"sqlite://{locate.state_dir() / (name + '.sqlite')}"
+        # One state file per status directory: sessions of one name elsewhere stay apart.
+        tag = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
+        url = f"sqlite://{locate.state_dir() / f'{name}-{tag}.sqlite'}"
         coordinator = locate.serve(url, folder, bind=bind or os.environ.get("SHOAL_BIND"),
                                    advertise=advertise, checked=True).start()
     finally:
