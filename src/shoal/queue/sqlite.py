@@ -8,8 +8,8 @@ on NFS, sshfs and CIFS), which we check when it is opened.
 
 from __future__ import annotations
 
-import collections
 import base64
+import collections
 import itertools
 import json
 import os
