@@ -19,7 +19,9 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields, replace
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
+from typing import Any
 
 from .. import defaults
 from ..errors import LeaseLost, UsageError
@@ -46,29 +48,52 @@ CREATE TABLE IF NOT EXISTS control (
 """
 
 
-# What Job.to_dict() gives, encoded as job.dumps() does (the same bytes), without the
-# per-call dataclasses.fields() walk and JSON encoder construction: submit's hot path.
-# Used only while Job has exactly these fields; otherwise submit falls back to to_dict().
-_SPEC_FIELDS = frozenset({"id", "name", "kind", "command", "path", "cwd", "env", "params",
-                          "log", "timeout_s", "retries", "max_attempts", "payload", "meta"})
-_SPEC_FAST = {f.name for f in fields(Job)} == _SPEC_FIELDS
+# The `spec` column holds dumps(job.to_dict()).decode(). Building that dict walks
+# dataclasses.fields() and JSON-encodes it generically, which is most of submit's Python
+# time; _spec() writes the same text directly (keys in sorted order, the strings through
+# json's own escaper, anything else through a sorting JSON encoder). It is used only while
+# Job has exactly these fields, and only for Job itself (not a subclass).
+_SPEC_FIELDS = ("command", "cwd", "env", "id", "kind", "log", "max_attempts", "meta", "name",
+                "params", "path", "payload", "retries", "timeout_s")
+_SPEC_FAST = sorted(f.name for f in fields(Job)) == list(_SPEC_FIELDS)
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+_text = encode_basestring_ascii
+
+
+def _json(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return _text(value)
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    return _encode(value)
+
+
+def _mapping(value: Any) -> str:
+    return _encode(dict(value)) if value else "{}"
 
 
 def _spec(job: Job) -> str:
-    """The job's record as stored in the `spec` column: dumps(job.to_dict()).decode()."""
+    """The job's record as the `spec` column stores it: dumps(job.to_dict()).decode()."""
     if not _SPEC_FAST or type(job) is not Job:
         return dumps(job.to_dict()).decode()
-    data = dict(job.__dict__)
-    data["kind"] = job.kind.value
-    if isinstance(job.command, tuple):
-        data["command"] = list(job.command)
-    data["env"] = dict(job.env)
-    data["params"] = dict(job.params)
-    data["meta"] = dict(job.meta)
-    if job.payload is not None:
-        data["payload"] = base64.b64encode(job.payload).decode()
-    return _encode(data)
+    command = job.command
+    if type(command) is tuple:
+        command = list(command)
+        command_text = ("[" + ",".join(map(_text, command)) + "]"
+                        if all(type(part) is str for part in command) else _encode(command))
+    else:
+        command_text = _json(command)
+    payload = ("null" if job.payload is None
+               else _text(base64.b64encode(job.payload).decode()))
+    return (f'{{"command":{command_text},"cwd":{_json(job.cwd)},"env":{_mapping(job.env)},'
+            f'"id":{_json(job.id)},"kind":{_text(job.kind.value)},"log":{_json(job.log)},'
+            f'"max_attempts":{_json(job.max_attempts)},"meta":{_mapping(job.meta)},'
+            f'"name":{_json(job.name)},"params":{_mapping(job.params)},'
+            f'"path":{_json(job.path)},"payload":{payload},"retries":{_json(job.retries)},'
+            f'"timeout_s":{_json(job.timeout_s)}}}')
 
 
 class SqliteQueue(Queue):
