@@ -250,9 +250,10 @@ class Worker:
     def _slot_loop(self, index: int) -> None:
         wait_s = 0.1 if self.queue.blocking_claim else 0.0
         idle_s = defaults.POLL_MIN_S  # this slot's backoff while a polled queue is empty
+        following: list[Lease] = []  # handed out with the last finish (network queues)
         while not self._stopping.is_set():
             try:
-                leases = self.queue.claim(self.id, 1, wait_s=wait_s)
+                leases, following = following or self.queue.claim(self.id, 1, wait_s=wait_s), []
             except CoordinatorUnreachable as exc:
                 self._gone(exc)
                 return
@@ -266,13 +267,15 @@ class Worker:
             if self._stopping.is_set():  # the stop came while we were claiming
                 self._settle(_Slot(leases[0]), lambda lease=leases[0]: self.queue.release(lease))
                 return
-            self._run_one(leases[0], index)
+            following = self._run_one(leases[0], index)
             if self.max_jobs is not None and self.done >= self.max_jobs:
                 self._wake.set()
                 return
 
-    def _run_one(self, lease: Lease, index: int = 0) -> None:
+    def _run_one(self, lease: Lease, index: int = 0) -> list[Lease]:
+        """Run one job and record it; return the next lease if the queue handed one out."""
         slot = _Slot(lease)
+        following: list[Lease] = []
         with self._lock:
             self._running[lease.job_id] = slot
         try:
@@ -282,7 +285,7 @@ class Worker:
                 result = self._execute_call(slot, index)
             else:
                 result = self._execute(slot)
-            self._record(slot, result)
+            following = self._record(slot, result)
         except Exception as exc:  # a bug must not kill the slot, nor loop on one job
             log.exception("worker %s: unexpected error on job %s", self.id, lease.job_id)
             failed = self._result(slot, State.FAILED, None, f"shoal internal error: {exc!r}",
@@ -291,6 +294,7 @@ class Worker:
         finally:
             with self._lock:
                 self._running.pop(lease.job_id, None)
+        return following
 
     def _context(self, lease: Lease) -> JobContext:
         """What the job will see through shoal.random(), shoal.config(), shoal.progress()."""
@@ -390,22 +394,28 @@ class Worker:
             host=HOST, started=slot.started, ended=time.time(), log=log_path, **extra,
         )
 
-    def _record(self, slot: _Slot, result: Result) -> None:
+    def _record(self, slot: _Slot, result: Result) -> list[Lease]:
+        """Record the result; where the queue does it in one round trip, take the next job."""
         lease = slot.lease
         if slot.releasing:
             self._settle(slot, lambda: self.queue.release(lease))
-            return
+            return []
         if slot.lost:
             log.warning("worker %s: result of job %s attempt %d not recorded (lease lost)",
                         self.id, lease.job_id, lease.attempt)
-            return
+            return []
         if result.state is State.FAILED and lease.attempt <= slot.retries:
             log.info("worker %s: job %s failed (%s); retrying", self.id, lease.job_id,
                      result.reason)
             self._settle(slot, lambda: self.queue.requeue(lease, result))
-            return
-        if self._settle(slot, lambda: self.queue.finish(lease, result)):
+            return []
+        following: list[Lease] = []
+        more = self.queue.claims_with_finish and not self._stopping.is_set() and (
+            self.max_jobs is None or self.done + 1 < self.max_jobs)
+        if self._settle(slot, lambda: following.extend(
+                self.queue.finish_and_claim(lease, result, 1 if more else 0))):
             self.done += 1
+        return following
 
     def _settle(self, slot: _Slot, action: Callable[[], None]) -> bool:
         slot.settling = True

@@ -50,6 +50,7 @@ class _Parked:
     key: tuple[bytes, int]
     deadline: float
     args: dict[str, Any] = field(default_factory=dict)
+    answered: bool = False
 
 
 class _AllowedKey:
@@ -105,6 +106,7 @@ class Coordinator:
             collections.OrderedDict())
         self._claims: list[_Parked] = []
         self._waits: list[_Parked] = []
+        self._waits_by_id: dict[str, list[_Parked]] = {}  # job id -> waits that want it
         self._watchers: dict[str, set[bytes]] = {}
         self._routes: dict[bytes, bytes] = {}  # client id -> its latest routing id
         self._finals: list[Result] = []
@@ -201,9 +203,10 @@ class Coordinator:
         for parked in [p for p in self._claims if p.deadline <= now]:
             self._claims.remove(parked)
             self._answer(parked.route, parked.key, [])
-        for parked in [p for p in self._waits if p.deadline <= now]:
-            self._waits.remove(parked)
-            self._answer(parked.route, parked.key, [])
+        if self._waits:
+            for parked in [p for p in self._waits if p.deadline <= now]:
+                self._answer_wait(parked, [])
+            self._waits = [p for p in self._waits if not p.answered]
         self._after_changes()
         while self._cache:  # forget old replies
             stamp, reply = next(iter(self._cache.values()))
@@ -307,13 +310,25 @@ class Coordinator:
                 if route is not None:
                     self._send(route, wire.pack([wire.PUSH, 0, wire.result_out(result),
                                                  self.boot]))
-        if self._waits:
-            by_id = {r.job_id: r for r in finals}
-            for parked in list(self._waits):
-                ready = [wire.result_out(by_id[i]) for i in parked.args["ids"] if i in by_id]
-                if ready:
-                    self._waits.remove(parked)
-                    self._answer(parked.route, parked.key, ready)
+        if self._waits_by_id:
+            ready: dict[int, tuple[_Parked, list[dict]]] = {}
+            for result in finals:
+                for parked in self._waits_by_id.get(result.job_id, ()):
+                    if not parked.answered:
+                        ready.setdefault(id(parked), (parked, []))[1].append(
+                            wire.result_out(result))
+            for parked, records in ready.values():
+                self._answer_wait(parked, records)
+
+    def _answer_wait(self, parked: _Parked, records: list[dict]) -> None:
+        parked.answered = True
+        for job_id in parked.args["ids"]:
+            waiting = self._waits_by_id.get(job_id)
+            if waiting is not None:
+                waiting.remove(parked)
+                if not waiting:
+                    del self._waits_by_id[job_id]
+        self._answer(parked.route, parked.key, records)
 
     # -- requests: jobs ----------------------------------------------------------------
 
@@ -364,8 +379,9 @@ class Coordinator:
                                     {"worker": worker, "n": n}))
         return _PARKED
 
-    def _lease(self, fence: dict[str, Any]) -> Lease:
-        status = self.queue.get(fence["id"])
+    def _lease(self, fence: dict[str, Any], *, with_job: bool = False) -> Lease:
+        """The lease a fence names; its job is read only where a log is placed by it."""
+        status = self.queue.get(fence["id"]) if with_job else None
         job = status.job if status is not None else Job(fence["id"], "", Kind.COMMAND)
         return Lease(job, fence["attempt"], fence["worker"], fence["token"])
 
@@ -382,8 +398,16 @@ class Coordinator:
         return [lease.job_id for lease in lost]
 
     def do_finish(self, route: bytes, key: tuple, lease: dict, result: dict,
-                  log: bytes | None = None) -> None:
-        fenced = self._lease(lease)
+                  log: bytes | None = None, then_claim: int = 0) -> list[dict]:
+        """Record the result; with `then_claim`, also lease the worker its next jobs (one
+        round trip instead of two) unless other workers are already waiting for work."""
+        self._finish(lease, result, log)
+        if then_claim <= 0 or self._claims:
+            return []
+        return [wire.lease_out(x) for x in self.queue.claim(lease["worker"], then_claim)]
+
+    def _finish(self, lease: dict, result: dict, log: bytes | None) -> None:
+        fenced = self._lease(lease, with_job=log is not None)
         record = wire.result_in(result)
         if log is not None:
             path = self.queue.attempt_log_path(fenced)
@@ -442,7 +466,10 @@ class Coordinator:
         ready = [wire.result_out(r) for r in self._final_results(ids).values()]
         if ready or timeout_s <= 0:
             return ready
-        self._waits.append(_Parked(route, key, time.monotonic() + timeout_s, {"ids": ids}))
+        parked = _Parked(route, key, time.monotonic() + timeout_s, {"ids": ids})
+        self._waits.append(parked)
+        for job_id in ids:
+            self._waits_by_id.setdefault(job_id, []).append(parked)
         return _PARKED
 
     def do_is_drained(self, route: bytes, key: tuple) -> bool:

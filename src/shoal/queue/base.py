@@ -187,6 +187,14 @@ class Queue(ABC):
     def finish(self, lease: Lease, result: Result) -> None:
         """Record the final result; raise `LeaseLost` if the lease is no longer current."""
 
+    #: finish_and_claim() costs less than finish() and claim() apart (one round trip).
+    claims_with_finish: ClassVar[bool] = False
+
+    def finish_and_claim(self, lease: Lease, result: Result, n: int) -> list[Lease]:
+        """`finish`, then lease the same worker up to `n` next jobs (without waiting)."""
+        self.finish(lease, result)
+        return self.claim(lease.worker, n) if n > 0 else []
+
     @abstractmethod
     def requeue(self, lease: Lease, result: Result) -> None:
         """Put a failed attempt back to pending with attempt + 1 (a retry); fenced like finish."""

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import defaults
-from ..errors import AuthenticationFailed, CoordinatorUnreachable, MessageTooBig, UsageError
+from ..errors import (
+    AuthenticationFailed,
+    CoordinatorUnreachable,
+    MessageTooBig,
+    UsageError,
+)
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
 from ..net import wire
 from ..net.channel import Channel
@@ -57,6 +62,7 @@ class TcpQueue(Queue):
     blocking_claim = True
     cross_host = True
     pushes_all_results = True  # results of the jobs submitted through this object
+    claims_with_finish = True
 
     def __init__(self, where: str, *, patience_s: float = defaults.PATIENCE_S,
                  lease_s: float | None = None) -> None:
@@ -137,17 +143,23 @@ class TcpQueue(Queue):
         return [lease for lease in leases if lease.job_id in lost]
 
     def finish(self, lease: Lease, result: Result) -> None:
+        self.finish_and_claim(lease, result, 0)
+
+    def finish_and_claim(self, lease: Lease, result: Result, n: int) -> list[Lease]:
+        """Record the result and lease the worker up to `n` next jobs: one round trip."""
         shipped = self._read_attempt_log(lease, result)
         try:
-            self._call("finish", lease=wire.fence_out(lease), result=wire.result_out(result),
-                       log=shipped)
+            following = self._call("finish", lease=wire.fence_out(lease),
+                                   result=wire.result_out(result), log=shipped, then_claim=n)
         except MessageTooBig as exc:  # a huge return value: record why, not nothing
             failed = replace(result, state=State.FAILED, payload=None, value=None,
                              reason=f"result too big to send to the coordinator: {exc}")
-            self._call("finish", lease=wire.fence_out(lease), result=wire.result_out(failed),
-                       log=shipped[-65536:] if shipped else None)
+            following = self._call("finish", lease=wire.fence_out(lease),
+                                   result=wire.result_out(failed),
+                                   log=shipped[-65536:] if shipped else None, then_claim=n)
         if shipped is not None:
             self.attempt_log_path(lease).unlink(missing_ok=True)
+        return [wire.lease_in(record) for record in following]
 
     def _read_attempt_log(self, lease: Lease, result: Result) -> bytes | None:
         """The attempt's log, to travel with the result (its end, if it is very long)."""
