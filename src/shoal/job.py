@@ -7,6 +7,7 @@ submitting the same work twice is a no-op; this is how `shoal run` resumes.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -39,9 +40,15 @@ class Kind(str, Enum):
     CALL = "call"
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, looked up once (fields() is costly on hot paths)."""
+    return tuple(f.name for f in fields(cls))
+
+
 def _shallow_dict(obj: Any) -> dict[str, Any]:
     """Like dataclasses.asdict without its deep copies (records are flat)."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+    return {name: getattr(obj, name) for name in _field_names(type(obj))}
 
 
 def content_id(*parts: Any) -> str:
@@ -112,8 +119,7 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Job:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: data[k] for k in _field_names(cls) if k in data}
         values["kind"] = Kind(values["kind"])
         if isinstance(values.get("command"), list):
             values["command"] = tuple(values["command"])
@@ -179,8 +185,7 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: data[k] for k in _field_names(cls) if k in data}
         values["state"] = State(values["state"])
         if isinstance(values.get("payload"), str):
             values["payload"] = base64.b64decode(values["payload"])
@@ -221,8 +226,7 @@ class WorkerInfo:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WorkerInfo:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: data[k] for k in _field_names(cls) if k in data}
         values["running"] = tuple(values.get("running", ()))
         return cls(**values)
 

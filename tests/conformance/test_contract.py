@@ -37,6 +37,19 @@ def test_submit_is_idempotent_by_job_id(queue):
     assert cmd(1).id == Job.command_job(["echo", "1"]).id  # id comes from content
 
 
+def test_finish_and_claim_records_then_leases_the_same_worker_its_next_job(queue):
+    queue.submit([cmd(1), cmd(2)])
+    (first,) = queue.claim("w1", 1)
+    (following,) = queue.finish_and_claim(first, done(first), 1)
+    assert following.worker == "w1" and following.job_id != first.job_id
+    assert queue.get(first.job_id).state is State.DONE
+    assert queue.get(following.job_id).state is State.RUNNING
+    assert queue.finish_and_claim(following, done(following), 1) == []  # nothing left
+    with pytest.raises(LeaseLost):  # a stale lease records nothing and claims nothing
+        queue.finish_and_claim(first, done(first), 1)
+    assert [r.job_id for r in queue.results()].count(first.job_id) == 1
+
+
 def test_claim_hands_each_job_out_once(queue):
     queue.submit([cmd(1)])
     (lease,) = queue.claim("w1", 5)

@@ -401,12 +401,11 @@ class Coordinator:
                   log: bytes | None = None, then_claim: int = 0) -> list[dict]:
         """Record the result; with `then_claim`, also lease the worker its next jobs (one
         round trip instead of two) unless other workers are already waiting for work."""
-        self._finish(lease, result, log)
-        if then_claim <= 0 or self._claims:
-            return []
-        return [wire.lease_out(x) for x in self.queue.claim(lease["worker"], then_claim)]
+        then_claim = 0 if self._claims else then_claim  # those waiting already go first
+        return [wire.lease_out(x) for x in self._finish(lease, result, log, then_claim)]
 
-    def _finish(self, lease: dict, result: dict, log: bytes | None) -> None:
+    def _finish(self, lease: dict, result: dict, log: bytes | None,
+                then_claim: int) -> list[Lease]:
         fenced = self._lease(lease, with_job=log is not None)
         record = wire.result_in(result)
         if log is not None:
@@ -415,7 +414,7 @@ class Coordinator:
             path.write_bytes(log)
             record = replace(record, log=str(path))
         try:
-            self.queue.finish(fenced, record)
+            return self.queue.finish_and_claim(fenced, record, then_claim)
         except LeaseLost:
             if log is not None:
                 self.queue.attempt_log_path(fenced).unlink(missing_ok=True)
@@ -425,6 +424,7 @@ class Coordinator:
                     or (done.attempt, done.worker) != (fenced.attempt, fenced.worker):
                 raise
             # A repeat of our own finish whose reply a coordinator restart lost.
+            return self.queue.claim(fenced.worker, then_claim) if then_claim > 0 else []
 
     def do_requeue(self, route: bytes, key: tuple, lease: dict, result: dict) -> None:
         self.queue.requeue(self._lease(lease), wire.result_in(result))

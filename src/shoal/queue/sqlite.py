@@ -101,6 +101,7 @@ class SqliteQueue(Queue):
 
     blocking_claim = False
     cross_host = False
+    claims_with_finish = True  # one transaction instead of two
 
     def __init__(self, path: str | Path, *, lease_s: float = defaults.LEASE_S,
                  allow_network_fs: bool = False) -> None:
@@ -164,15 +165,18 @@ class SqliteQueue(Queue):
         return poll(lambda: self._claim_once(worker, n), wait_s)
 
     def _claim_once(self, worker: str, n: int) -> list[Lease]:
-        leases = []
         with self._write() as db:
-            rows = db.execute("SELECT id, spec, attempt FROM jobs WHERE state='pending' "
-                              "ORDER BY seq LIMIT ?", (n,)).fetchall()
-            for job_id, spec, attempt in rows:
-                token = f"{attempt}.{self._token_prefix}.{next(self._tokens)}"
-                db.execute("UPDATE jobs SET state='running', worker=?, token=?, deadline=? "
-                           "WHERE id=?", (worker, token, time.time() + self.lease_s, job_id))
-                leases.append(Lease(Job.from_dict(json.loads(spec)), attempt, worker, token))
+            return self._claim_in(db, worker, n)
+
+    def _claim_in(self, db: sqlite3.Connection, worker: str, n: int) -> list[Lease]:
+        leases = []
+        rows = db.execute("SELECT id, spec, attempt FROM jobs WHERE state='pending' "
+                          "ORDER BY seq LIMIT ?", (n,)).fetchall()
+        for job_id, spec, attempt in rows:
+            token = f"{attempt}.{self._token_prefix}.{next(self._tokens)}"
+            db.execute("UPDATE jobs SET state='running', worker=?, token=?, deadline=? "
+                       "WHERE id=?", (worker, token, time.time() + self.lease_s, job_id))
+            leases.append(Lease(Job.from_dict(json.loads(spec)), attempt, worker, token))
         return leases
 
     def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
@@ -199,14 +203,22 @@ class SqliteQueue(Queue):
             raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
 
     def finish(self, lease: Lease, result: Result) -> None:
+        self.finish_and_claim(lease, result, 0)
+
+    def finish_and_claim(self, lease: Lease, result: Result, n: int) -> list[Lease]:
+        """Finish, then claim for the same worker, in one transaction."""
         with self._write() as db:  # the write lock is the fence: check, move the log, record
-            current = db.execute("SELECT 1 FROM jobs WHERE id=? AND token=? AND "
-                                 "state='running'", (lease.job_id, lease.token)).fetchone()
-            if current is None:
-                raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
-            result = self._place_log(lease, result)
+            if result.log:  # a log moves only while we are sure the lease is current
+                current = db.execute("SELECT 1 FROM jobs WHERE id=? AND token=? AND "
+                                     "state='running'", (lease.job_id, lease.token)).fetchone()
+                if current is None:
+                    raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer "
+                                    "current")
+                result = self._place_log(lease, result)
             self._end(db, lease, result.state.value, lease.attempt, result)
+            following = self._claim_in(db, lease.worker, n) if n > 0 else []
         self._announce([result])
+        return following
 
     def requeue(self, lease: Lease, result: Result) -> None:
         with self._write() as db:
