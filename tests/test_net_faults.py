@@ -80,3 +80,18 @@ def test_a_job_log_travels_to_the_coordinator_with_its_result(served, procs):
     text = queue.read_log(queue.get(job.id))
     assert text is not None and b"out-line" in text and b"err-line" in text
     assert result.log and Path(result.log).read_bytes() == text  # kept where it is served
+
+
+def test_a_stopped_worker_leaves_no_job_leased_behind(served, procs):
+    queue, status, out = served
+    jobs = [Job.command_job(marker_job(out, "sleep 0.3;"), params={"i": i}) for i in range(20)]
+    queue.submit(jobs)
+    worker = procs.shoal("work", str(status), "--slots", "2")
+    wait_for(lambda: len(list(out.iterdir())) >= 2, 20, message="a few jobs to finish")
+    worker.send_signal(signal.SIGTERM)  # finishes its running jobs, claims no more
+    assert worker.wait(timeout=30) == 0, procs.output(worker)
+    statuses = list(queue.jobs())
+    assert [s for s in statuses if s.state is State.RUNNING] == []
+    pending = [s for s in statuses if s.state is State.PENDING]
+    assert pending and {s.attempt for s in pending} == {1}  # handed back untouched
+    assert len(executions(out)) + len(pending) == 20

@@ -22,6 +22,7 @@ from .worker import Worker
 
 DEFAULT_RUN_QUEUE = ".shoal-run"
 DEFAULT_SERVE_STATUS = "~/.shoal/servers/default"
+CLI_PATIENCE_S = 10.0  # how long status/results/logs wait for a coordinator that is silent
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
@@ -449,9 +450,10 @@ def split_merge(files: tuple[str, ...], output: str) -> None:
 
 def open_existing(url: str) -> Queue:
     """Open a queue that must already exist (a typo must not create a new empty one)."""
-    if "://" in url or looks_like_status(url):
-        return open_queue(url, patience_s=10.0) if looks_like_status(url) or \
-            url.startswith("tcp://") else open_queue(url)
+    if url.startswith("tcp://") or looks_like_status(url):  # a CLI call gives up sooner
+        return open_queue(url, patience_s=CLI_PATIENCE_S)
+    if "://" in url:
+        return open_queue(url)
     return open_queue(url, create=False)
 
 

@@ -270,7 +270,9 @@ class Worker:
             following = self._run_one(leases[0], index)
             if self.max_jobs is not None and self.done >= self.max_jobs:
                 self._wake.set()
-                return
+                break
+        for lease in following:  # stopped with its next job in hand: give it back untouched
+            self._settle(_Slot(lease), lambda lease=lease: self.queue.release(lease))
 
     def _run_one(self, lease: Lease, index: int = 0) -> list[Lease]:
         """Run one job and record it; return the next lease if the queue handed one out."""
