@@ -113,8 +113,10 @@ class Channel:
         if self._closed:
             raise ShoalError(f"connection to {self.address} is closed")
         req_id = next(self._ids)
-        envelope = [req_id, self.client_id, method, args or {}]
-        call = _Call(req_id, wire.pack(envelope), wait_s, wire.pack([*envelope, True]))
+        frame = wire.pack([req_id, self.client_id, method, args or {}])
+        # The repeat is the same array with a fifth element, `true`: one header byte apart.
+        assert frame[0] == 0x94, "a request is a msgpack fixarray of 4"
+        call = _Call(req_id, frame, wait_s, b"\x95" + frame[1:] + b"\xc3")
         if self.max_message_bytes is not None and len(call.repeat) > self.max_message_bytes:
             # libzmq would drop the connection without a word: say so here instead.
             raise MessageTooBig(f"{method} request of {len(call.repeat)} bytes is over the "

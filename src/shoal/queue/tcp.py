@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -73,7 +74,8 @@ class TcpQueue(Queue):
                 f"is not running; start it again (shoal serve --status DIR) to carry on")
         super().__init__(self.status.address)
         self._watching = False
-        self._watched: set[str] = set()
+        self._watched: set[str] = set()  # submitted by us, result not yet pushed
+        self._watched_lock = threading.Lock()
         self._channel = Channel(self.status.address, self.status.keys(),
                                 on_push=self._on_push, patience_s=patience_s)
         try:
@@ -102,14 +104,17 @@ class TcpQueue(Queue):
 
     def _on_push(self, message: Any) -> None:
         if message is None:  # the coordinator restarted: register our watches again
-            for record in self._call("watch", ids=sorted(self._watched)):
+            with self._watched_lock:
+                ids = sorted(self._watched)
+            for record in self._call("watch", ids=ids):
                 self._deliver(record)
             return
         self._deliver(message)
 
     def _deliver(self, record: dict[str, Any]) -> None:
         result = wire.result_in(record)
-        self._watched.discard(result.job_id)
+        with self._watched_lock:
+            self._watched.discard(result.job_id)
         self._announce([result])
 
     # -- jobs ------------------------------------------------------------------------
@@ -117,7 +122,8 @@ class TcpQueue(Queue):
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         batch = list(jobs)
         if self._watching:
-            self._watched.update(job.id for job in batch)
+            with self._watched_lock:
+                self._watched.update(job.id for job in batch)
         records = [job.to_dict(binary=True) for job in batch]
         try:
             return self._call("submit", jobs=records, watch=self._watching)
@@ -189,7 +195,8 @@ class TcpQueue(Queue):
     def retry(self, job_ids: Iterable[str]) -> list[str]:
         ids = list(job_ids)
         if self._watching:
-            self._watched.update(ids)
+            with self._watched_lock:
+                self._watched.update(ids)
             self._call("watch", ids=ids)
         return self._call("retry", ids=ids)
 
