@@ -102,3 +102,37 @@ def test_a_killed_worker_is_shown_lost_and_its_job_taken_over(queue):
     table = shoal("workers", str(queue.root)).stdout
     assert "lost" in table
     wait_for(lambda: queue.get(job.id).attempt == 2, 60, message="the job to be taken over")
+
+
+def test_hire_over_ssh_onto_a_coordinator_copies_its_status_file_and_works(tmp_path, sshd):
+    from shoal.net.server import Coordinator
+    from shoal.queue import open_queue
+    from shoal.queue.sqlite import SqliteQueue
+
+    status = tmp_path / "status"
+    coordinator = Coordinator(SqliteQueue(tmp_path / "q.sqlite", lease_s=2),
+                              status_dir=status).start()
+    client = open_queue(str(status))
+    pids: list[int] = []
+    try:
+        remote = f"{sshd.user}@{sshd.host}"
+        out = shoal("hire", str(status), "1", "--host", f"{remote}:2", "--ssh",
+                    ssh_command(sshd), "--remote-python", sys.executable)
+        assert f"hired 1 worker(s) on {remote}" in out.stdout, out.stdout + out.stderr
+        wait_for(lambda: len(client.workers()) == 1, 60, message="the worker to register")
+        pids = [w.pid for w in client.workers()]
+        jobs = [Job.command_job(["sh", "-c", "echo $SHOAL_WORKER"], params={"i": i})
+                for i in range(10)]
+        client.submit(jobs)
+        wait_for(lambda: client.counts()[State.DONE] == 10, 60, message="the jobs to finish")
+        assert oct((status / "status.json").stat().st_mode & 0o777) == "0o600"
+        assert oct(status.stat().st_mode & 0o777) == "0o700"
+        shoal("fire", str(status), "--all")
+        wait_for(lambda: client.workers() == [], 30, message="the worker to leave")
+        wait_for(lambda: not any(alive(pid) for pid in pids), 30, message="it to exit")
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        client.close()
+        coordinator.stop()

@@ -15,7 +15,7 @@ import click
 from . import __version__, defaults
 from .errors import ShoalError, UsageError
 from .job import Job, State
-from .net.status import looks_like_status
+from .net.status import looks_like_status, status_path
 from .queue import open_queue
 from .queue.base import Queue
 from .worker import Worker
@@ -313,7 +313,11 @@ def hire(queue: str, count: int, hosts: tuple[str, ...], hosts_file: str | None,
     if hosts_file:
         targets += hiring.read_hosts_file(hosts_file)
     targets = targets or [hiring.Host("localhost")]
-    if "://" not in queue:
+    status_file = None
+    if looks_like_status(queue):  # a coordinator's: remote hosts get a copy of the file
+        status_file = status_path(queue).expanduser().absolute()
+        queue = str(status_file)
+    elif "://" not in queue:
         queue = str(Path(queue).absolute())
         if not Path(queue).is_dir():
             raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
@@ -325,7 +329,8 @@ def hire(queue: str, count: int, hosts: tuple[str, ...], hosts_file: str | None,
             pids = hiring.hire_local(queue, count, per_worker, log_dir)
             click.echo(f"hired {count} worker(s) on {host.name} (pids {', '.join(map(str, pids))})")
             continue
-        problem = hiring.check_remote(host, queue, ssh, remote_python) or hiring.hire_remote(
+        problem = (status_file is not None and hiring.send_status(host, status_file, ssh)) \
+            or hiring.check_remote(host, queue, ssh, remote_python) or hiring.hire_remote(
             hiring.Host(host.name, per_worker), queue, count, log_dir, ssh, remote_python)
         if problem is None:
             click.echo(f"hired {count} worker(s) on {host.name}")

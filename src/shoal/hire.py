@@ -33,7 +33,7 @@ _CHECK = (
     "except Exception as exc:\n"
     "    version = 'missing: %s' % exc\n"
     "queue = sys.argv[1]\n"
-    "reachable = '://' in queue or os.path.isdir(queue)\n"
+    "reachable = '://' in queue or os.path.exists(queue)\n"
     "print(json.dumps({'version': version, 'queue': reachable,\n"
     "                  'python': '%d.%d' % sys.version_info[:2]}))\n"
 )
@@ -123,6 +123,22 @@ def _judge(facts: dict, queue: str, python: str) -> str | None:
         return f"shoal {version} there, {__version__} here: install the same version"
     if not facts.get("queue"):
         return f"queue {queue} is not reachable there (not the same shared folder?)"
+    return None
+
+
+def send_status(host: Host, status_file: Path, ssh: list[str]) -> str | None:
+    """Copy a coordinator's status file to the same path on `host`, private (0700 dir,
+    0600 file), so machines that share no folder can join; None, or why it failed."""
+    folder = shlex.quote(str(status_file.parent))
+    target = shlex.quote(str(status_file))
+    script = (f"umask 077 && mkdir -p {folder} && chmod 700 {folder} && "
+              f"cat > {target}.tmp && mv {target}.tmp {target}")
+    done = subprocess.run([*ssh, host.name, script], input=status_file.read_bytes(),
+                          capture_output=True, timeout=CHECK_TIMEOUT_S)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
+        return f"copying the status file failed (exit {done.returncode}): " + (
+            lines[-1] if lines else "(no message)")
     return None
 
 
