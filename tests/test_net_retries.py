@@ -106,3 +106,24 @@ def test_a_tcp_url_without_a_status_file_is_refused_with_the_reason(tmp_path, mo
     monkeypatch.delenv("SHOAL_STATUS", raising=False)
     with pytest.raises(AuthenticationFailed, match="no key for it here"):
         open_queue("tcp://127.0.0.1:9")
+
+
+def test_a_result_push_lost_on_the_way_still_resolves_its_future(tmp_path):
+    import shoal
+    from shoal.executor import PUSH_SWEEP_S
+
+    class LosingCoordinator(Coordinator):
+        """Drops every result push, as a network blip during a reconnection would."""
+
+        def _push(self, finals):
+            self._watchers.clear()
+            super()._push(finals)
+
+    coordinator = LosingCoordinator(SqliteQueue(tmp_path / "q.sqlite"),
+                                    status_dir=tmp_path / "status").start()
+    try:
+        with shoal.Executor(str(tmp_path / "status"), workers=1) as ex:
+            future = ex.submit(pow, 2, 10)
+            assert future.result(timeout=PUSH_SWEEP_S + 5) == 1024
+    finally:
+        coordinator.stop()

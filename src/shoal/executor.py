@@ -37,6 +37,10 @@ log = logging.getLogger("shoal.executor")
 COLLECT_WAIT_S = 0.2  # the collector re-checks for shutdown at least this often
 RUNNING_CHECK_S = 0.5  # how often futures of started calls are marked running()
 REMOTE_POLL_S = 0.25  # with local workers, how often results of other workers are looked for
+# Where results are pushed, the oldest waiting futures are still looked up this often, so
+# a push lost in a network blip (the client was reconnecting) costs a delay, not a hang.
+PUSH_SWEEP_S = 2.0
+PUSH_SWEEP_IDS = 2000
 
 
 class ShoalFuture(futures.Future):
@@ -221,6 +225,7 @@ class Executor(futures.Executor):
     def _collect(self) -> None:
         """Resolve futures as their results land; exit after shutdown once none is left."""
         next_running_check = 0.0
+        next_sweep = time.monotonic() + PUSH_SWEEP_S
         while True:
             with self._lock:
                 while not self._futures and not self._shutdown:
@@ -229,8 +234,12 @@ class Executor(futures.Executor):
                     return
                 pushed = self._pushed
                 waiting = list(self._futures)
-            if pushed:  # every result arrives through _on_result
+            if pushed:  # every result arrives through _on_result...
                 time.sleep(COLLECT_WAIT_S)
+                if time.monotonic() >= next_sweep:  # ...unless a push was lost on the way
+                    next_sweep = time.monotonic() + PUSH_SWEEP_S
+                    for result in self.queue.wait_results(waiting[:PUSH_SWEEP_IDS], 0):
+                        self._resolve(result)
             elif self._worker is not None:  # ours are pushed; look for the others' now and then
                 time.sleep(REMOTE_POLL_S)
                 for result in self.queue.wait_results(waiting, 0):

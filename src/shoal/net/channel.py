@@ -87,6 +87,9 @@ class Channel:
 
     def _connect(self, keys: Keys) -> zmq.Socket:
         sock = self._context.socket(zmq.DEALER)
+        # Our own routing id: the coordinator's route to us survives reconnections
+        # (ROUTER_HANDOVER there), so pushes find us again at once.
+        sock.setsockopt(zmq.ROUTING_ID, b"c" + self.client_id)
         sock.curve_serverkey = keys.server_public.encode()
         sock.curve_publickey = keys.client_public.encode()
         sock.curve_secretkey = keys.client_secret.encode()

@@ -130,6 +130,7 @@ class Coordinator:
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         sock.setsockopt(zmq.HANDSHAKE_IVL, int(defaults.HANDSHAKE_S * 1000))
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a client reconnecting keeps its route
         sock.setsockopt(zmq.HEARTBEAT_IVL, int(defaults.NET_HEARTBEAT_S * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(defaults.NET_HEARTBEAT_TIMEOUT_S * 1000))
         sock.setsockopt(zmq.HEARTBEAT_TTL, int(defaults.NET_HEARTBEAT_TIMEOUT_S * 1000))
