@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,12 +260,14 @@ def run_child(name: str, workload: str, args: argparse.Namespace) -> dict[str, A
     return {"skip": f"failed (exit {proc.returncode}): {tail[-400:]}{hint}"}
 
 
-def measure(names: list[str], workload: str, repeat: int,
-            args: argparse.Namespace) -> tuple[dict, dict, dict]:
+def measure(names: list[str], workload: str, repeat: int, args: argparse.Namespace, *,
+            n: int, run_child: Callable[..., dict[str, Any]] = run_child,
+            ) -> tuple[dict, dict, dict]:
+    """Each variant `repeat` times, the order rotated every round (load drifts), each run
+    in a fresh child process; bench_tcp.py passes its own `run_child`."""
     runs: dict[str, list[dict]] = {name: [] for name in names}
     walls: dict[str, list[float]] = {name: [] for name in names}
     skipped: dict[str, str] = {}
-    n = args.calls if workload == "noop" else args.sleep_calls
     for rep in range(repeat):
         order = names[rep % len(names):] + names[:rep % len(names)]
         for name in order:
@@ -393,11 +396,12 @@ def main() -> None:
     started = time.perf_counter()
     if args.part in ("1", "both"):
         names = [name for name in CALLS if name in only] if only else list(DEFAULT_CALLS)
-        runs, walls, skipped = measure(names, "noop", args.repeat, args)
+        runs, walls, skipped = measure(names, "noop", args.repeat, args, n=args.calls)
         report_calls(names, args.calls, runs, walls, skipped)
     if args.part in ("2", "both"):
         names = [name for name in SLEEPS if name in only] if only else list(SLEEPS)
-        runs, walls, skipped = measure(names, "sleep", args.sleep_repeat, args)
+        runs, walls, skipped = measure(names, "sleep", args.sleep_repeat, args,
+                                       n=args.sleep_calls)
         report_sleeps(names, args.sleep_calls, args.sleep_s, args.workers, runs, walls, skipped)
     print(f"load at the end {os.getloadavg()[0]:.2f}; whole run "
           f"{time.perf_counter() - started:.0f} s")

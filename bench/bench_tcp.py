@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_calls import Dask, Ray, Skip, Variant, source_state
+from bench_calls import Dask, Ray, Skip, Variant, measure, med, paired, ratio, source_state
 
 CALLS = ("shoal-tcp", "shoal-tcp-1x2", "shoal-tcp-map", "shoal-mem", "shoal-sqlite",
          "dask-map", "ray")
@@ -309,44 +309,6 @@ def run_child(name: str, workload: str, args: argparse.Namespace) -> dict[str, A
         return json.loads(lines[-1])
     tail = " | ".join(err.strip().splitlines()[-3:]) or f"exit status {proc.returncode}"
     return {"skip": f"failed (exit {proc.returncode}): {tail[-400:]}"}
-
-
-def measure(names: list[str], workload: str, repeat: int,
-            args: argparse.Namespace) -> tuple[dict, dict, dict]:
-    runs: dict[str, list[dict]] = {name: [] for name in names}
-    walls: dict[str, list[float]] = {name: [] for name in names}
-    skipped: dict[str, str] = {}
-    n = args.calls if workload == "inc" else args.sleep_calls
-    for rep in range(repeat):
-        order = names[rep % len(names):] + names[:rep % len(names)]
-        for name in order:
-            if name in skipped:
-                continue
-            run = run_child(name, workload, args)
-            if "skip" in run:
-                skipped[name] = run["skip"]
-                print(f"  {name}: skipped: {run['skip']}", file=sys.stderr, flush=True)
-                continue
-            runs[name].append(run)
-            walls[name].append(run["wall"])
-            print(f"  {workload} rep {rep + 1}/{repeat} {name:<13} {run['wall']:7.3f} s "
-                  f"{n / run['wall']:9.1f} calls/s  start-up {run['startup']:6.3f} s  "
-                  f"workers seen {run['seen']}", file=sys.stderr, flush=True)
-    return runs, walls, skipped
-
-
-def paired(walls: dict, name: str, peer: str) -> str:
-    """Median over repetitions of the per-repetition speed ratio name/peer (load drifts)."""
-    pairs = [b / a for a, b in zip(walls[name], walls.get(peer, []), strict=False)]
-    return f"{statistics.median(pairs):.2f}" if pairs else "-"
-
-
-def ratio(rate: dict, name: str, peer: str) -> str:
-    return f"{rate[name] / rate[peer]:.2f}" if peer in rate else "-"
-
-
-def med(runs: list[dict], key: str) -> float:
-    return statistics.median(run[key] for run in runs)
 
 
 def verdict(got: float, target: float, what: str, *, most: bool = False) -> str:
@@ -724,11 +686,13 @@ def main() -> None:
     started = time.perf_counter()
     if "a" in parts:
         names = [name for name in CALLS if name in only] if only else list(CALLS)
-        runs, walls, skipped = measure(names, "inc", args.repeat, args)
+        runs, walls, skipped = measure(names, "inc", args.repeat, args, n=args.calls,
+                                       run_child=run_child)
         report_calls(names, args.calls, runs, walls, skipped)
     if "b" in parts:
         names = [name for name in SLEEPS if name in only] if only else list(SLEEPS)
-        runs, walls, skipped = measure(names, "sleep", args.sleep_repeat, args)
+        runs, walls, skipped = measure(names, "sleep", args.sleep_repeat, args,
+                                       n=args.sleep_calls, run_child=run_child)
         report_sleeps(names, args.sleep_calls, args.sleep_s, args.workers, runs, walls, skipped)
     if "c" in parts:
         part_clients(args)
