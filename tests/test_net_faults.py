@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
@@ -12,7 +11,10 @@ from shoal.job import Job, State
 from shoal.queue import open_queue
 from tests.conftest import wait_for
 from tests.procs import executions, marker_job
-from tests.test_worker_faults import shoal_processes
+from tests.test_worker_faults import (
+    sigkill_of_a_worker_mid_job_loses_nothing,
+    stopped_worker_has_its_late_result_refused,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,41 +35,12 @@ def served(procs, tmp_path: Path):
 
 def test_a_stopped_worker_loses_its_lease_and_its_late_result_is_refused(served, procs):
     queue, status, out = served
-    job = Job.command_job(marker_job(out, 'if [ "$SHOAL_ATTEMPT" = 1 ]; then sleep 2; fi;'))
-    queue.submit([job])
-    sleeper = procs.shoal("work", str(status), "--slots", "1")
-    wait_for(lambda: queue.counts()[State.RUNNING] == 1, 20, message="the job to start")
-    os.kill(sleeper.pid, signal.SIGSTOP)  # as good as a network cut: it renews nothing
-    rescuer = procs.shoal("work", str(status), "--slots", "1", "--drain")
-    assert rescuer.wait(timeout=60) == 0, procs.output(rescuer)
-    os.kill(sleeper.pid, signal.SIGCONT)
-    wait_for(lambda: "not recorded" in procs.output(sleeper) or "lost lease" in
-             procs.output(sleeper), 20, message="the woken worker to notice its lost lease")
-    (result,) = list(queue.results())
-    assert (result.state, result.attempt) == (State.DONE, 2)
-    assert 2 in [attempt for _, attempt, _ in executions(out)]
-    assert shoal_processes(job=job.id) == []
-    assert sleeper.poll() is None, "the woken worker should keep working"
+    stopped_worker_has_its_late_result_refused(queue, str(status), out, procs)
 
 
 def test_sigkill_of_a_worker_mid_job_hands_its_jobs_to_another(served, procs):
     queue, status, out = served
-    slow_on_victim = 'if [ -n "$VICTIM" ]; then sleep 60; fi;'
-    jobs = [Job.command_job(marker_job(out, slow_on_victim), params={"i": i}) for i in range(6)]
-    queue.submit(jobs)
-    victim = procs.shoal("work", str(status), "--slots", "2", env={"VICTIM": "1"})
-    wait_for(lambda: queue.counts()[State.RUNNING] == 2, 20, message="victim to run 2 jobs")
-    (victim_id,) = [w.id for w in queue.workers()]
-    wait_for(lambda: len(shoal_processes(worker=victim_id)) >= 2, message="jobs to start")
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait(timeout=10)
-    rescuer = procs.shoal("work", str(status), "--slots", "2", "--drain")
-    assert rescuer.wait(timeout=60) == 0, procs.output(rescuer)
-    results = {r.job_id: r for r in queue.results()}
-    assert set(results) == {job.id for job in jobs}
-    assert {r.state for r in results.values()} == {State.DONE}
-    assert sorted(r.attempt for r in results.values()) == [1, 1, 1, 1, 2, 2]
-    assert shoal_processes(worker=victim_id) == [], procs.output(rescuer)
+    sigkill_of_a_worker_mid_job_loses_nothing(queue, str(status), out, procs)
 
 
 def test_a_job_log_travels_to_the_coordinator_with_its_result(served, procs):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from shoal.job import Job, State
+from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from tests.conftest import wait_for
 from tests.procs import executions, marker_job
@@ -45,7 +46,7 @@ def shoal_processes(worker: str | None = None, job: str | None = None) -> list[i
     return found
 
 
-def worker_ids(queue: FolderQueue) -> list[str]:
+def worker_ids(queue: Queue) -> list[str]:
     return [w.id for w in queue.workers()]
 
 
@@ -65,19 +66,20 @@ def test_racing_workers_run_each_job_exactly_once(setup, procs):
     assert len(results) == 400 and {r.state for r in results} == {State.DONE}
 
 
-def test_sigkill_of_a_worker_mid_job_loses_nothing(setup, procs):
-    queue, out = setup
+def sigkill_of_a_worker_mid_job_loses_nothing(queue, target: str, out: Path, procs,
+                                               *lease: str) -> None:
+    """A worker killed with its jobs running: another takes them over, kills the orphans.
+    Shared by the folder queue (here) and the network queue (test_net_faults.py)."""
     slow_on_victim = 'if [ -n "$VICTIM" ]; then sleep 60; fi;'
     jobs = [Job.command_job(marker_job(out, slow_on_victim), params={"i": i}) for i in range(6)]
     queue.submit(jobs)
-    victim = procs.shoal("work", str(queue.root), "--slots", "2", "--lease", "1",
-                         env={"VICTIM": "1"})
+    victim = procs.shoal("work", target, "--slots", "2", *lease, env={"VICTIM": "1"})
     wait_for(lambda: queue.counts()[State.RUNNING] == 2, 20, message="victim to run 2 jobs")
     (victim_id,) = worker_ids(queue)
     wait_for(lambda: len(shoal_processes(worker=victim_id)) >= 2, message="jobs to start")
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(timeout=10)
-    rescuer = procs.shoal("work", str(queue.root), "--slots", "2", "--lease", "1", "--drain")
+    rescuer = procs.shoal("work", target, "--slots", "2", *lease, "--drain")
     assert rescuer.wait(timeout=60) == 0, procs.output(rescuer)
     results = {r.job_id: r for r in queue.results()}
     assert set(results) == {job.id for job in jobs}
@@ -87,23 +89,39 @@ def test_sigkill_of_a_worker_mid_job_loses_nothing(setup, procs):
     assert "took back 2 lease(s)" in procs.output(rescuer)
 
 
-def test_stopped_worker_past_its_lease_has_its_late_result_refused(setup, procs):
-    queue, out = setup
+def stopped_worker_has_its_late_result_refused(queue, target: str, out: Path, procs,
+                                               *lease: str) -> None:
+    """A SIGSTOPped worker (as good as a network cut) loses its lease; after SIGCONT its
+    late result is refused and it keeps working."""
     job = Job.command_job(marker_job(out, 'if [ "$SHOAL_ATTEMPT" = 1 ]; then sleep 2; fi;'))
     queue.submit([job])
-    sleeper = procs.shoal("work", str(queue.root), "--slots", "1", "--lease", "1")
+    sleeper = procs.shoal("work", target, "--slots", "1", *lease)
     wait_for(lambda: queue.counts()[State.RUNNING] == 1, 20, message="the job to start")
+    (sleeper_id,) = worker_ids(queue)
     os.kill(sleeper.pid, signal.SIGSTOP)
-    rescuer = procs.shoal("work", str(queue.root), "--slots", "1", "--lease", "1", "--drain")
+    rescuer = procs.shoal("work", target, "--slots", "1", *lease, "--drain")
     assert rescuer.wait(timeout=60) == 0, procs.output(rescuer)
     os.kill(sleeper.pid, signal.SIGCONT)
     wait_for(lambda: "not recorded" in procs.output(sleeper) or "lost lease" in
              procs.output(sleeper), 20, message="the woken worker to notice its lost lease")
     (result,) = list(queue.results())
     assert (result.state, result.attempt) == (State.DONE, 2)
-    assert result.worker != worker_ids(queue)[0] if worker_ids(queue) else True
+    assert result.worker != sleeper_id
+    assert 2 in [attempt for _, attempt, _ in executions(out)]
     assert shoal_processes(job=job.id) == []
     assert sleeper.poll() is None, "the woken worker should keep working"
+
+
+def test_sigkill_of_a_worker_mid_job_loses_nothing(setup, procs):
+    queue, out = setup
+    sigkill_of_a_worker_mid_job_loses_nothing(queue, str(queue.root), out, procs,
+                                              "--lease", "1")
+
+
+def test_stopped_worker_past_its_lease_has_its_late_result_refused(setup, procs):
+    queue, out = setup
+    stopped_worker_has_its_late_result_refused(queue, str(queue.root), out, procs,
+                                               "--lease", "1")
 
 
 def test_poison_pill_fails_after_max_attempts_and_others_run(setup, procs):
