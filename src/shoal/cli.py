@@ -159,7 +159,7 @@ def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str |
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("shoal").setLevel(logging.INFO)
     folder = Path(status_dir).expanduser()
-    url = queue or f"sqlite://{locate.state_dir() / (folder.name + '.sqlite')}"
+    url = queue or locate.default_queue(folder)
     options = {"lease_s": lease_s} if lease_s else {}
     coordinator = locate.serve(open_queue(url, **options), folder, bind=bind,
                                advertise=advertise)

@@ -13,7 +13,6 @@ does not run there. A status file left by a dead coordinator is not trusted.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -85,10 +84,8 @@ def lead(folder: Path, name: str, *, bind: str | None = None,
     if not locate.take_lead(folder):
         return None
     try:
-        # One state file per status directory: sessions of one name elsewhere stay apart.
-        tag = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
-        url = f"sqlite://{locate.state_dir() / f'{name}-{tag}.sqlite'}"
-        coordinator = locate.serve(url, folder, bind=bind or os.environ.get("SHOAL_BIND"),
+        coordinator = locate.serve(locate.default_queue(folder), folder,
+                                   bind=bind or os.environ.get("SHOAL_BIND"),
                                    advertise=advertise, checked=True).start()
     finally:
         locate.drop_lead(folder)

@@ -253,7 +253,8 @@ class Worker:
         following: list[Lease] = []  # handed out with the last finish (network queues)
         while not self._stopping.is_set():
             try:
-                leases, following = following or self.queue.claim(self.id, 1, wait_s=wait_s), []
+                leases = following or self.queue.claim(self.id, 1, wait_s=wait_s)
+                following = []
             except CoordinatorUnreachable as exc:
                 self._gone(exc)
                 return

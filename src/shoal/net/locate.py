@@ -9,6 +9,7 @@ lock file created exclusively, so two first runs started together elect one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -71,6 +72,14 @@ def state_dir() -> Path:
             return base
     fallback = Path(f"/var/tmp/shoal-{os.getuid()}")
     return private_dir(fallback)
+
+
+def default_queue(folder: Path) -> str:
+    """The SQLite queue served from status directory `folder`: one state file per status
+    directory (two directories of one name elsewhere stay apart), on a local disk."""
+    folder = folder.expanduser().absolute()
+    tag = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
+    return f"sqlite://{state_dir() / f'{folder.name}-{tag}.sqlite'}"
 
 
 def serve(queue: Queue | str, status_dir: str | Path, *, bind: str | None = None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -142,8 +143,6 @@ class Coordinator:
 
     def write_status(self) -> Path:
         assert self.status_dir is not None and self.keys.server_secret is not None
-        import os
-
         status = Status(self.address, self.keys.server_public, self.keys.client_public,
                         self.keys.client_secret, HOST, os.getpid(), self.boot, time.time(),
                         self.queue.url, self.bound)

@@ -105,11 +105,9 @@ def status_path(where: str | Path) -> Path:
 
 def read_status(where: str | Path) -> Status:
     path = status_path(where)
+    text = path.read_text()  # FileNotFoundError: no status here (callers tell why)
     try:
-        data = json.loads(path.read_text())
-        return Status(**data)
-    except FileNotFoundError:
-        raise
+        return Status(**json.loads(text))
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{path}: not a shoal status file ({exc})") from exc
 
