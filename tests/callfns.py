@@ -194,3 +194,14 @@ def read_config() -> dict:
 
 def job_context() -> tuple[str, int]:
     return shoal.job_id(), os.getpid()
+
+
+class Box:
+    """A value that can be weakly referenced: tests check who keeps results alive."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+def box(value: object) -> Box:
+    return Box(value)

@@ -2,22 +2,35 @@
 
     caller thread              queue                 workers (here: N slots; elsewhere:
     -------------              -----                 `shoal work URL` on other machines)
-    submit(fn, *a) ──► Job(call) ─► pending ─claim─► long-lived interpreter runs fn
+    submit(fn, *a) ──► outbox ─► pending ─claim─► long-lived interpreter runs fn
     Future ◄── collector thread ◄── final results ◄─ finish (value or exception)
 
-The collector waits on the queue (`wait_results`: a condition variable in memory, a
-few stats on a folder) and resolves futures the moment a result lands. Futures are
-touched only through set_running_or_notify_cancel / set_result / set_exception.
-Cancelling a future cancels its job if no worker has started it yet.
+The Executor the user holds is a thin front; the threads (submitter, collector, the
+local worker) run over an `_Engine` that never refers back to it, so an Executor
+dropped without `shutdown()` is garbage-collected and its engine shuts down as the
+stdlib's pools do: the calls already submitted still run, then threads and
+interpreters stop.
+
+The submitter writes the outbox to the queue in batches (one durable write per
+batch). Nothing submitted is lost when the program exits: an exit hook, run before
+the interpreter joins its threads (the hook concurrent.futures uses), sends what is
+left in the outbox; with local workers it then waits for the pending futures, as
+the stdlib does; with `workers=0` the calls stay pending in the queue for the
+workers of other machines. Futures are touched only through
+set_running_or_notify_cancel / set_result / set_exception. Cancelling a future
+cancels its job if no worker has started it yet.
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import replace
@@ -41,20 +54,22 @@ REMOTE_POLL_S = 0.25  # with local workers, how often results of other workers a
 # a push lost in a network blip (the client was reconnecting) costs a delay, not a hang.
 PUSH_SWEEP_S = 2.0
 PUSH_SWEEP_IDS = 2000
+# At program exit, a wait for pending calls longer than this is announced on stderr.
+EXIT_NOTICE_S = 2.0
 
 
 class ShoalFuture(futures.Future):
     """A Future whose cancel() also cancels the job, if no worker has started it."""
 
-    def __init__(self, executor: Executor, job_id: str) -> None:
+    def __init__(self, engine: _Engine, job_id: str) -> None:
         super().__init__()
         self.job_id = job_id
-        self._executor = executor
+        self._engine = engine
 
     def cancel(self) -> bool:
         if self.done() or self.running():
             return super().cancel()  # False, or True if it was cancelled already
-        if not self._executor._cancel_job(self.job_id) or not super().cancel():
+        if not self._engine.cancel_job(self.job_id) or not super().cancel():
             return False
         # As an executor does when it meets a cancelled item: wait() and as_completed()
         # count a future as done only once it is CANCELLED_AND_NOTIFIED.
@@ -67,8 +82,9 @@ class Executor(futures.Executor):
     a `shoal work URL` joins the same queue.
 
     queue: a queue URL or Queue; None is an in-process queue (fastest, this machine only).
+        A queue opened from a URL is closed by shutdown(); a Queue passed in stays open.
     workers: local slots for the Executor's life (default: CPU count; 0 = only workers
-        started elsewhere with `shoal work`).
+        started elsewhere with `shoal work`; the calls then outlive this program).
     timeout_s, retries, max_attempts: defaults for every call (see `with_options`).
     seed: the run's seed; shoal.random() in the n-th submitted call (or item i of the
         n-th map) is seeded from (seed, n[, i]), so a rerun of the same script draws the
@@ -81,44 +97,28 @@ class Executor(futures.Executor):
                  timeout_s: float | None = None, retries: int = defaults.RETRIES,
                  max_attempts: int = defaults.MAX_ATTEMPTS, seed: int | str = 0,
                  config: str | Path | None = None, progress: bool = False) -> None:
-        self.queue = open_queue(queue if queue is not None else "memory://")
+        if workers is not None and workers < 0:
+            raise ValueError(f"workers must be 0 or more, not {workers}")
+        opened = open_queue(queue if queue is not None else "memory://")
+        owns_queue = opened is not queue
+        slots = (os.cpu_count() or 1) if workers is None else workers
+        if slots == 0 and not opened.cross_host:
+            if owns_queue:
+                opened.close()
+            raise ValueError(f"workers=0 on {opened.url}: no other worker can reach this "
+                             "queue; give workers=N or a queue URL that `shoal work` can open")
+        self.queue = opened
         self.options = {"timeout_s": timeout_s, "retries": retries,
                         "max_attempts": max_attempts}
         self.seed = seed
         if config is not None:
             self.queue.set_config_file(config)
-        self._futures: dict[str, ShoalFuture] = {}
-        self._ids: list[str] = []
         self._sequence = itertools.count()
         self._maps = itertools.count()
-        self._lock = threading.Condition()
-        self._outbox_ready = threading.Condition(self._lock)  # wakes only the submitter
-        self._shutdown = False
-        self._outbox: list[Job] = []  # submitted in batches: one durable write per batch
-        self._sending: set[str] = set()  # the batch being written to the queue now
-        self._cancel_after_send: set[str] = set()  # cancelled while being written
-        self._vetoes: set[str] = set()  # ...which our worker must not start if it claims them
-        slots = (os.cpu_count() or 1) if workers is None else workers
-        if slots == 0 and not self.queue.cross_host:
-            raise ValueError(f"workers=0 on {self.queue.url}: no other worker can reach this "
-                             "queue; give workers=N or a queue URL that `shoal work` can open")
-        self._bar = _ProgressBar() if progress else None
-        self._worker = None
-        if slots > 0:
-            self._worker = Worker(self.queue, slots=slots, veto=self._vetoed)
-            self._worker_thread = threading.Thread(target=self._worker.run,
-                                                   name="shoal-executor-worker", daemon=True)
-            self._worker_thread.start()
-        # Results recorded in this process are pushed to us; where the queue cannot push
-        # the others (a folder other workers share), the collector polls for them too.
-        self.queue.subscribe(self._on_result)
-        self._pushed = self.queue.pushes_all_results
-        self._collector = threading.Thread(target=self._collect, name="shoal-executor-collector",
-                                           daemon=True)
-        self._collector.start()
-        self._submitter = threading.Thread(target=self._send, name="shoal-executor-submitter",
-                                           daemon=True)
-        self._submitter.start()
+        self._engine = _Engine(opened, owns_queue=owns_queue, slots=slots, progress=progress)
+        # Dropped without shutdown(): shut down without waiting (the calls still finish).
+        finalizer = weakref.finalize(self, self._engine.shutdown, wait=False)
+        finalizer.atexit = False  # at exit, the engine's own exit hook decides
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -128,25 +128,11 @@ class Executor(futures.Executor):
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any],
                 options: dict[str, Any], *, seed_key: str | None = None,
                 name: str | None = None) -> ShoalFuture:
-        with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            number = next(self._sequence)
-        key = seed_key or f"call-{number}"
+        self._engine.check_open()
+        key = seed_key or f"call-{next(self._sequence)}"
         job = call_job(fn, args, kwargs, meta={"seed": job_seed(self.seed, key)}, name=name,
                        **options)
-        future = ShoalFuture(self, job.id)
-        with self._lock:
-            self._futures[job.id] = future
-            self._ids.append(job.id)
-            self._outbox.append(job)
-            if len(self._outbox) == 1:
-                self._outbox_ready.notify()
-            if len(self._futures) == 1:
-                self._lock.notify_all()  # the collector waits for a first future
-        if self._bar is not None:
-            self._bar.add(1)
-        return future
+        return self._engine.add(job)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
@@ -161,19 +147,21 @@ class Executor(futures.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         end_time = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            number = next(self._maps)
-        items = list(zip(*iterables, strict=False))
-        keys = [f"map{number}-{i}" for i in range(len(items))]
+        number = next(self._maps)
         if chunksize == 1:
-            fs = [self._submit(fn, args, {}, options, seed_key=key)
-                  for args, key in zip(items, keys, strict=True)]
+            fs = [self._submit(fn, args, {}, options, seed_key=f"map{number}-{i}")
+                  for i, args in enumerate(zip(*iterables, strict=False))]
             return _in_order(fs, end_time, flatten=False)
-        fs = [self._submit(_run_chunk, (fn, items[i:i + chunksize], self.seed,
-                                        keys[i:i + chunksize]), {}, options,
-                           name=f"{describe_call(fn, items[i], {})} and "
-                                f"{len(items[i:i + chunksize]) - 1} more")
-              for i in range(0, len(items), chunksize)]
+        fs = []
+        items = zip(*iterables, strict=False)
+        for start in itertools.count(0, chunksize):
+            chunk = list(itertools.islice(items, chunksize))
+            if not chunk:
+                break
+            keys = [f"map{number}-{start + i}" for i in range(len(chunk))]
+            fs.append(self._submit(_run_chunk, (fn, chunk, self.seed, keys), {}, options,
+                                   name=f"{describe_call(fn, chunk[0], {})} and "
+                                        f"{len(chunk) - 1} more"))
         return _in_order(fs, end_time, flatten=True)
 
     def with_options(self, **options: Any) -> _OptionsView:
@@ -182,6 +170,109 @@ class Executor(futures.Executor):
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         return _OptionsView(self, {**self.options, **options})
+
+    # -- results --------------------------------------------------------------------------
+
+    def results(self) -> list[Result]:
+        """The recorded results of this executor's calls, in submission order."""
+        found = []
+        for job_id in self._engine.submitted_ids():
+            status = self.queue.get(job_id)
+            if status is not None and status.result is not None:
+                found.append(status.result)
+        return found
+
+    def results_frame(self) -> Any:
+        """results() as a pandas DataFrame (needs pandas: pip install shoal[pandas])."""
+        try:
+            import pandas
+        except ImportError as exc:
+            raise ImportError("results_frame() needs pandas: pip install 'shoal[pandas]'") from exc
+        from .views import result_row
+
+        return pandas.DataFrame([result_row(r) for r in self.results()])
+
+    # -- shutting down ----------------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._engine.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+class _OptionsView:
+    """An Executor with other per-call options (see Executor.with_options)."""
+
+    def __init__(self, executor: Executor, options: dict[str, Any]) -> None:
+        self._executor = executor
+        self._options = options
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ShoalFuture:
+        return self._executor._submit(fn, args, kwargs, self._options)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        return self._executor._map(fn, iterables, timeout, chunksize, self._options)
+
+
+class _Engine:
+    """The executor's moving parts: the outbox and its submitter thread, the futures and
+    the collector thread, the local worker. Holds no reference to the Executor."""
+
+    def __init__(self, queue: Queue, *, owns_queue: bool, slots: int, progress: bool) -> None:
+        self.queue = queue
+        self._owns_queue = owns_queue
+        self._futures: dict[str, ShoalFuture] = {}
+        self._ids: list[str] = []  # every call submitted, for results()
+        self._lock = threading.Condition()
+        self._outbox_ready = threading.Condition(self._lock)  # wakes only the submitter
+        self._shutdown = False
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._outbox: list[Job] = []  # submitted in batches: one durable write per batch
+        self._sending: set[str] = set()  # the batch being written to the queue now
+        self._cancel_after_send: set[str] = set()  # cancelled while being written
+        self._vetoes: set[str] = set()  # ...which our worker must not start if it claims them
+        self._bar = _ProgressBar() if progress else None
+        self._worker: Worker | None = None
+        if slots > 0:
+            self._worker = Worker(queue, slots=slots, veto=self._vetoed)
+            self._worker_thread = threading.Thread(target=self._worker.run,
+                                                   name="shoal-executor-worker", daemon=True)
+            self._worker_thread.start()
+        # Results recorded in this process are pushed to us; where the queue cannot push
+        # the others (a folder other workers share), the collector polls for them too.
+        queue.subscribe(self._on_result)
+        self._collector = threading.Thread(target=self._collect, name="shoal-executor-collector",
+                                           daemon=True)
+        self._collector.start()
+        self._submitter = threading.Thread(target=self._send, name="shoal-executor-submitter",
+                                           daemon=True)
+        self._submitter.start()
+        _watch_at_exit(self)
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def add(self, job: Job) -> ShoalFuture:
+        future = ShoalFuture(self, job.id)
+        with self._lock:
+            self.check_open()
+            self._futures[job.id] = future
+            self._ids.append(job.id)
+            self._outbox.append(job)
+            if len(self._outbox) == 1:
+                self._outbox_ready.notify()
+            if len(self._futures) == 1:
+                self._lock.notify_all()  # the collector waits for a first future
+        if self._bar is not None:
+            self._bar.add(1)
+        return future
+
+    def submitted_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._ids)
 
     def _send(self) -> None:
         """Submit what callers queued up, a batch at a time, until shutdown empties it."""
@@ -200,6 +291,7 @@ class Executor(futures.Executor):
                 for job in batch:
                     self._fail_future(job.id, exc)
             finally:
+                del batch  # the jobs (and their arguments) now live in the queue only
                 with self._lock:
                     self._sending = set()
                     late, self._cancel_after_send = self._cancel_after_send, set()
@@ -230,26 +322,27 @@ class Executor(futures.Executor):
             with self._lock:
                 while not self._futures and not self._shutdown:
                     self._lock.wait()
-                if not self._futures and self._shutdown:
+                if self._closed or (not self._futures and self._shutdown):
                     return
-                pushed = self._pushed
                 waiting = list(self._futures)
-            if pushed:  # every result arrives through _on_result...
+            if self.queue.pushes_all_results:  # every result arrives through _on_result...
                 time.sleep(COLLECT_WAIT_S)
                 if time.monotonic() >= next_sweep:  # ...unless a push was lost on the way
                     next_sweep = time.monotonic() + PUSH_SWEEP_S
-                    for result in self.queue.wait_results(waiting[:PUSH_SWEEP_IDS], 0):
-                        self._resolve(result)
+                    self._resolve_all(self.queue.wait_results(waiting[:PUSH_SWEEP_IDS], 0))
             elif self._worker is not None:  # ours are pushed; look for the others' now and then
                 time.sleep(REMOTE_POLL_S)
-                for result in self.queue.wait_results(waiting, 0):
-                    self._resolve(result)
+                self._resolve_all(self.queue.wait_results(waiting, 0))
             else:
-                for result in self.queue.wait_results(waiting, COLLECT_WAIT_S):
-                    self._resolve(result)
+                self._resolve_all(self.queue.wait_results(waiting, COLLECT_WAIT_S))
+            del waiting
             if time.monotonic() >= next_running_check:
                 self._mark_running()
                 next_running_check = time.monotonic() + RUNNING_CHECK_S
+
+    def _resolve_all(self, results: list[Result]) -> None:
+        for result in results:
+            self._resolve(result)
 
     def _resolve(self, result: Result) -> None:
         with self._lock:
@@ -284,7 +377,7 @@ class Executor(futures.Executor):
                 if state is State.RUNNING and future is not None and not future.done():
                     self._start(future)
 
-    def _cancel_job(self, job_id: str) -> bool:
+    def cancel_job(self, job_id: str) -> bool:
         """Cancel the job if no worker has started it; True if so."""
         with self._lock:
             future = self._futures.pop(job_id, None)  # a pushed CANCELLED result is ours
@@ -307,88 +400,136 @@ class Executor(futures.Executor):
             self._resolve(status.result)
         return False
 
-    def results(self) -> list[Result]:
-        """The recorded results of this executor's calls, in submission order."""
-        found = []
-        for job_id in self._ids:
-            status = self.queue.get(job_id)
-            if status is not None and status.result is not None:
-                found.append(status.result)
-        return found
-
-    def results_frame(self) -> Any:
-        """results() as a pandas DataFrame (needs pandas: pip install shoal[pandas])."""
-        try:
-            import pandas
-        except ImportError as exc:
-            raise ImportError("results_frame() needs pandas: pip install 'shoal[pandas]'") from exc
-        from .views import result_row
-
-        return pandas.DataFrame([result_row(r) for r in self.results()])
-
     # -- shutting down ----------------------------------------------------------------------
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def _stop_accepting(self) -> list[ShoalFuture]:
+        """No new calls from now on; the futures still waiting."""
         with self._lock:
             self._shutdown = True
-            pending = list(self._futures.values())
             self._lock.notify_all()
             self._outbox_ready.notify_all()
+            return list(self._futures.values())
+
+    def shutdown(self, *, wait: bool, cancel_futures: bool = False) -> None:
+        pending = self._stop_accepting()
         if cancel_futures:
             for future in pending:
                 future.cancel()
-        if wait:
-            self._submitter.join()
-            futures.wait(pending)
-            self._collector.join()
-            self._stop_worker()
-        else:
-            threading.Thread(target=self._stop_when_done, args=(pending,), daemon=True).start()
-        if self._bar is not None and wait:
-            self._bar.close()
-
-    def _stop_when_done(self, pending: list[ShoalFuture]) -> None:
+        if not wait:
+            threading.Thread(target=self._close_when_done, args=(pending,),
+                             name="shoal-executor-closer", daemon=True).start()
+            return
+        self._submitter.join()
         futures.wait(pending)
-        self._stop_worker()
+        self._close()
 
-    def _stop_worker(self) -> None:
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker_thread.join()
-            self._worker = None
+    def _close_when_done(self, pending: list[ShoalFuture]) -> None:
+        self._submitter.join()
+        futures.wait(pending)
+        self._close()
+
+    def at_exit(self) -> None:
+        """The program is ending: send the outbox; with local workers, let pending calls
+        finish (as the stdlib does); with none, leave them pending for other machines."""
+        pending = self._stop_accepting()
+        self._submitter.join()
+        if self._worker is None:
+            left = sum(not future.done() for future in pending)
+            if left:
+                print(f"shoal: {left} call(s) left pending on {self.queue.url} for other "
+                      f"workers (`shoal work {self.queue.url}`)", file=sys.stderr)
+        else:
+            self._wait_at_exit(pending)
+        self._close()
+
+    def _wait_at_exit(self, pending: list[ShoalFuture]) -> None:
+        _, not_done = futures.wait(pending, timeout=EXIT_NOTICE_S)
+        if not not_done:
+            return
+        print(f"shoal: waiting for {len(not_done)} call(s) to finish before exiting "
+              "(Ctrl-C to stop waiting)", file=sys.stderr)
+        try:
+            futures.wait(not_done)
+        except KeyboardInterrupt:  # running calls go back to the queue (if it is durable)
+            print("shoal: not waiting; running calls are given back to the queue",
+                  file=sys.stderr)
+            if self._worker is not None:
+                self._worker.stop(now=True)
+
+    def _close(self) -> None:
+        """Stop the worker and the threads and close the queue we opened (once)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            with self._lock:
+                self._closed = True
+                self._lock.notify_all()
+            if self._worker is not None:
+                self._worker.stop()
+                self._worker_thread.join()
+            if threading.current_thread() is not self._collector:
+                self._collector.join()
+            if self._bar is not None:
+                self._bar.close()
+            if self._owns_queue:
+                self.queue.close()
+            _live_engines.discard(self)
 
 
-class _OptionsView:
-    """An Executor with other per-call options (see Executor.with_options)."""
+# Engines still running; the exit hook visits them (weakly held: a closed engine goes).
+_live_engines: weakref.WeakSet[_Engine] = weakref.WeakSet()
+_exit_hook_lock = threading.Lock()
+_exit_hook = False
 
-    def __init__(self, executor: Executor, options: dict[str, Any]) -> None:
-        self._executor = executor
-        self._options = options
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ShoalFuture:
-        return self._executor._submit(fn, args, kwargs, self._options)
+def _watch_at_exit(engine: _Engine) -> None:
+    """Have `_at_exit` run before the interpreter joins its threads (as concurrent.futures
+    does), while daemon threads still run; plain atexit where that hook is missing."""
+    global _exit_hook
+    with _exit_hook_lock:
+        _live_engines.add(engine)
+        if _exit_hook:
+            return
+        try:
+            threading._register_atexit(_at_exit)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # old Python, or already shutting down
+            atexit.register(_at_exit)
+        _exit_hook = True
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1) -> Iterator[Any]:
-        return self._executor._map(fn, iterables, timeout, chunksize, self._options)
+
+def _at_exit() -> None:
+    for engine in list(_live_engines):
+        try:
+            engine.at_exit()
+        except Exception:  # one broken queue must not keep the others' calls from flushing
+            log.exception("executor: at exit, %s", engine.queue.url)
 
 
 def _in_order(fs: list[ShoalFuture], end_time: float | None, *,
               flatten: bool) -> Iterator[Any]:
-    """Results in submission order, as the stdlib's map yields them."""
+    """Results in submission order, as the stdlib's map yields them: nothing is held
+    across a yield, and an item whose wait times out is cancelled (as since 3.11)."""
     try:
         fs.reverse()
         while fs:
-            future = fs.pop()
-            value = (future.result() if end_time is None
-                     else future.result(end_time - time.monotonic()))
             if flatten:
-                yield from value
+                yield from _result_or_cancel(fs.pop(), end_time)
             else:
-                yield value
+                yield _result_or_cancel(fs.pop(), end_time)
     finally:
         for future in fs:
             future.cancel()
+
+
+def _result_or_cancel(future: ShoalFuture, end_time: float | None) -> Any:
+    try:
+        try:
+            return (future.result() if end_time is None
+                    else future.result(end_time - time.monotonic()))
+        finally:
+            future.cancel()
+    finally:
+        del future  # breaks the cycle future -> exception -> traceback -> this frame
 
 
 def _run_chunk(fn: Callable[..., Any], chunk: list[tuple], seed: int | str,

@@ -142,6 +142,10 @@ class Channel:
             raise call.error
         return call.value
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return

@@ -33,6 +33,7 @@ class GroupCommit:
         self._waiting: list[str] = []
         self._added = 0
         self._synced = 0
+        self._closed = False
         self._thread: threading.Thread | None = None
 
     def add(self, fence: str) -> None:
@@ -40,6 +41,7 @@ class GroupCommit:
             self._waiting.append(fence)
             self._added += 1
             if self._thread is None:
+                self._closed = False
                 self._thread = threading.Thread(target=self._loop, name="shoal-group-commit",
                                                 daemon=True)
                 self._thread.start()
@@ -58,11 +60,25 @@ class GroupCommit:
             finally:
                 self._flushing -= 1
 
+    def close(self) -> None:
+        """Make everything durable, then stop the thread and drop the exit hook (a closed
+        queue leaves nothing running; a later `add` starts them again)."""
+        self.flush()
+        with self._cond:
+            thread, self._thread = self._thread, None
+            self._closed = True
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join()
+            atexit.unregister(self.flush)
+
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting:
+                while not self._waiting and not self._closed:
                     self._cond.wait()
+                if self._closed and not self._waiting:
+                    return
                 # Gather for up to interval_s: each sync is a journal commit that stalls
                 # everyone's file operations for a moment, so fewer is faster.
                 self._cond.wait_for(lambda: self._flushing > 0, self.interval_s)
