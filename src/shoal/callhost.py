@@ -2,10 +2,13 @@
 
     worker slot thread                      python -m shoal.callhost  (own session)
     ------------------                      ---------------------------------------
+    CallHost.ensure_started()  ◄── frame ── "ready" once its imports are done (a call's
+                                            timeout starts only after this)
     CallHost.call(request) ── frame ──►     read request; stdout+stderr -> the job's log;
-                                            set context; fn(*args, **kwargs)
-                           ◄── frame ──     value or exception (cloudpickled), traceback;
-                                            a log left empty is removed
+      (with the function blobs              set context; load fn by digest (cached);
+       it does not keep yet)                run the initializer once; fn(*args, **kwargs)
+                           ◄── frame ──     value or exception (cloudpickled), traceback,
+                                            digests it keeps; a log left empty is removed
     EOF instead of a frame: the interpreter died (segfault, os._exit, SIGKILL, OOM,
     or we killed it for a timeout or a lost lease); the next call starts a fresh one.
 
@@ -16,6 +19,7 @@ and replies go out on a pipe whose number is the first argument.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import pickle
@@ -25,18 +29,21 @@ import subprocess
 import sys
 from typing import Any
 
+from . import defaults
+
 _HEADER = struct.Struct(">Q")
 
 
-def _read_exact(fd: int, size: int) -> bytes | None:
-    chunks, left = [], size
-    while left:
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
+def _read_exact(fd: int, size: int) -> bytearray | None:
+    """Read `size` bytes into one buffer (a big call is not held twice while it arrives)."""
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        got = os.readv(fd, [view[done:done + (1 << 24)]])
+        if not got:
             return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+        done += got
+    return buffer
 
 
 def read_frame(fd: int) -> Any | None:
@@ -49,28 +56,75 @@ def read_frame(fd: int) -> Any | None:
 
 def write_frame(fd: int, message: Any) -> None:
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_HEADER.pack(len(body)) + body)
-    while view:
-        view = view[os.write(fd, view):]
+    for part in (_HEADER.pack(len(body)), body):
+        view = memoryview(part)
+        while view:
+            view = view[os.write(fd, view):]
 
 
 # -- the interpreter's side --------------------------------------------------------------
 
 
-_functions: dict[bytes, Any] = {}  # unpickled callables by their pickle: load each once
+class FunctionCache:
+    """Unpickled functions by digest, least recently used first out, within `budget`
+    pickled bytes; the latest is kept whatever its size (a big function loads once)."""
+
+    def __init__(self, budget: int = defaults.CALLHOST_FUNCTION_BYTES) -> None:
+        self.budget = budget
+        self._kept: collections.OrderedDict[str, tuple[Any, int]] = collections.OrderedDict()
+        self._size = 0
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self._kept
+
+    def digests(self) -> list[str]:
+        return list(self._kept)
+
+    def get(self, digest: str, blobs: dict[str, bytes]) -> Any:
+        kept = self._kept.get(digest)
+        if kept is not None:
+            self._kept.move_to_end(digest)
+            return kept[0]
+        import cloudpickle
+
+        fn = cloudpickle.loads(_blob(digest, blobs))
+        self._kept[digest] = (fn, len(blobs[digest]))
+        self._size += len(blobs[digest])
+        while len(self._kept) > 1 and self._size > self.budget:
+            _, (_, size) = self._kept.popitem(last=False)
+            self._size -= size
+        return fn
 
 
-def _load(payload: bytes) -> tuple[Any, tuple, dict[str, Any]]:
+def _blob(digest: str, blobs: dict[str, bytes]) -> bytes:
+    blob = blobs.get(digest)
+    if blob is None:  # the worker believed we kept it: a bug, said plainly
+        raise LookupError(f"shoal: function blob {digest[:12]} was neither sent nor kept")
+    return blob
+
+
+_functions = FunctionCache()
+_initialized: set[str] = set()  # digests of (initializer, initargs) run here
+
+
+def _load(request: dict[str, Any]) -> tuple[Any, tuple, dict[str, Any]]:
+    """The call's function (cached by digest), arguments, and its initializer run once."""
     import cloudpickle
 
-    fn_blob, args, kwargs = cloudpickle.loads(payload)
-    fn = _functions.get(fn_blob)
-    if fn is None:
-        fn = cloudpickle.loads(fn_blob)
-        if len(_functions) > 256:
-            _functions.clear()
-        _functions[fn_blob] = fn
-    return fn, args, kwargs
+    blobs = request.get("blobs") or {}
+    init = request.get("init")
+    if init and init not in _initialized:
+        # As ProcessPoolExecutor's initializer, once per interpreter; but if it raises,
+        # only this call fails (with its exception) and the next call tries it again,
+        # where the stdlib would break the whole pool for one bad start.
+        initializer, initargs = cloudpickle.loads(_blob(init, blobs))
+        initializer(*initargs)
+        _initialized.add(init)
+    if request.get("fn") is None:  # a job from before functions were stored apart
+        fn_blob, args, kwargs = cloudpickle.loads(request["payload"])
+        return cloudpickle.loads(fn_blob), args, kwargs
+    args, kwargs = cloudpickle.loads(request["payload"])
+    return _functions.get(request["fn"], blobs), args, kwargs
 
 
 def _open_log(path: str) -> int:
@@ -108,12 +162,15 @@ def _run_one(request: dict[str, Any]) -> dict[str, Any]:
     os.environ.update(request["env"])
     context.set_current(context.JobContext(**request["context"]))
     try:
-        fn, args, kwargs = _load(request["payload"])
+        fn, args, kwargs = _load(request)
         value = fn(*args, **kwargs)
+        del fn, args, kwargs
         try:
             blob, summary = calls.pack_value(value)
-        except Exception as exc:
-            raise TypeError(f"the return value cannot be pickled: {exc}") from exc
+        except Exception as exc:  # its own type, so the caller can tell what went wrong
+            exc.add_note(f"shoal: the call's return value cannot be pickled (a "
+                         f"{type(value).__qualname__}), so it cannot be sent back")
+            raise
         reply = {"ok": True, "payload": blob, "summary": summary}
     except BaseException as exc:  # every failure, SystemExit included, goes to the caller
         blob, summary = calls.pack_exception(exc)
@@ -121,6 +178,7 @@ def _run_one(request: dict[str, Any]) -> dict[str, Any]:
     finally:
         context.set_current(None)
     reply["log"] = _close_log(log_fd, request["log"])
+    reply["known"] = [*_functions.digests(), *_initialized]
     return reply
 
 
@@ -131,8 +189,19 @@ def serve(reply_fd: int) -> None:
     os.dup2(null, 0)
     os.close(null)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides about stops
-    while (request := read_frame(request_fd)) is not None:
-        write_frame(reply_fd, _run_one(request))
+    import cloudpickle  # noqa: F401 - imported before "ready": start-up is not a call's time
+
+    from . import calls, context  # noqa: F401
+
+    write_frame(reply_fd, {"ready": os.getpid()})
+    while True:
+        request = read_frame(request_fd)
+        if request is None:
+            return
+        reply = _run_one(request)
+        del request  # not kept while we wait for the next one
+        write_frame(reply_fd, reply)
+        del reply
 
 
 # -- the worker's side --------------------------------------------------------------------
@@ -146,15 +215,18 @@ class CallHost:
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
         self._replies = -1
+        self.known: set[str] = set()  # blob digests the interpreter keeps (loaded, run)
+        self.tasks = 0  # calls run that carry max_tasks_per_child
 
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
 
-    def ensure_started(self) -> None:
+    def ensure_started(self) -> bool:
+        """Start the interpreter if needed and wait until it is ready; False if it died."""
         if self.process is not None and self._replies >= 0:  # alive until a read says EOF
-            return
+            return True
         read_end, write_end = os.pipe()
         try:
             self.process = subprocess.Popen(
@@ -166,18 +238,27 @@ class CallHost:
         finally:
             os.close(write_end)
         self._replies = read_end
+        self.known, self.tasks = set(), 0
+        if read_frame(self._replies) is None:
+            self._reap()
+            return False
+        return True
 
     def call(self, request: dict[str, Any]) -> dict[str, Any] | None:
         """Run one call; None if the interpreter died (see `exit_reason`)."""
-        self.ensure_started()
+        if not self.ensure_started():
+            return None
         assert self.process is not None and self.process.stdin is not None
         try:
             write_frame(self.process.stdin.fileno(), request)
-        except (BrokenPipeError, OSError):
+        except OSError:  # it died before reading the request (BrokenPipeError)
+            self._reap()
             return None
         reply = read_frame(self._replies)
         if reply is None:
             self._reap()
+        else:
+            self.known = set(reply.get("known", ()))
         return reply
 
     def exit_reason(self) -> str:

@@ -1,27 +1,43 @@
 """Python calls as jobs: packing a callable with cloudpickle, and its outcome on the way back.
 
-A call job carries `cloudpickle.dumps((fn, args, kwargs))` and the Python and
-cloudpickle versions that made it; a worker that cannot load those bytes says so
-plainly instead of failing inside the unpickler. The outcome travels back the same
-way: the return value, or the exception with the remote traceback attached as its
-`__cause__` (as concurrent.futures.process does).
+A call job carries `cloudpickle.dumps((args, kwargs))` as its payload and names its
+function by the sha256 of `cloudpickle.dumps(fn)` (meta "fn"; an initializer with
+its arguments, meta "init"). The function blobs ride along in `job.blobs` to
+`Queue.submit`, which stores each once per queue; workers fetch a blob only for an
+interpreter that has not loaded it yet. So a function and what it captures travel
+once, however many calls name it.
+
+The job also records the Python and cloudpickle versions that made it; a worker
+that cannot load those bytes says so plainly instead of failing inside the
+unpickler. The outcome travels back the same way: the return value, or the
+exception with the remote traceback attached as its `__cause__` (as
+concurrent.futures.process does).
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import logging
+import os
 import platform
 import reprlib
 import secrets
+import sys
 import traceback
+import types
+import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import cloudpickle
 
-from .errors import IncompatibleJob, JobFailed
-from .job import Job, Kind, Result, State
+from . import defaults
+from .errors import IncompatibleJob, JobFailed, LargeCallWarning
+from .job import Job, Kind, Result, State, blob_digest
+
+log = logging.getLogger("shoal.calls")
 
 _short = reprlib.Repr()
 _short.maxstring = 80
@@ -48,24 +64,53 @@ def describe_call(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]
 
 def call_job(fn: Callable[..., Any], args: tuple = (), kwargs: Mapping[str, Any] | None = None,
              *, job_id: str | None = None, name: str | None = None,
-             meta: Mapping[str, Any] | None = None, **options: Any) -> Job:
+             meta: Mapping[str, Any] | None = None,
+             initializer: Callable[..., Any] | None = None, initargs: tuple = (),
+             max_tasks_per_child: int | None = None, **options: Any) -> Job:
     """A job that calls `fn(*args, **kwargs)` in a worker's long-lived interpreter.
 
     Its id is random (each submit is its own job) unless `job_id` is given.
+    `initializer(*initargs)` runs once in each interpreter before the first call that
+    names it; `max_tasks_per_child` has the worker start a fresh interpreter after that
+    many such calls (both as in ProcessPoolExecutor). A pickling error keeps its type,
+    with a note naming the call.
     """
-    kwargs = dict(kwargs or {})
-    payload = cloudpickle.dumps((pickle_function(fn), tuple(args), kwargs))
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be a callable")
+    if max_tasks_per_child is not None and (
+            not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1):
+        raise ValueError("max_tasks_per_child must be >= 1")
+    args, kwargs = tuple(args), dict(kwargs or {})
+    name = name or describe_call(fn, args, kwargs)
+    try:
+        fn_blob, fn_digest = pickle_function(fn)
+        payload = cloudpickle.dumps((args, kwargs))
+        blobs = {fn_digest: fn_blob}
+        refs: dict[str, Any] = {"fn": fn_digest}
+        if initializer is not None:
+            init_blob = cloudpickle.dumps((initializer, tuple(initargs)))
+            refs["init"] = blob_digest(init_blob)
+            blobs[refs["init"]] = init_blob
+    except Exception as exc:
+        exc.add_note(f"shoal: while pickling the call {name}")
+        raise
+    if max_tasks_per_child is not None:
+        refs["max_tasks_per_child"] = max_tasks_per_child
+    _warn_if_large(fn_digest, name, len(fn_blob), len(payload))
     return Job(
-        id=job_id or new_call_id(), name=name or describe_call(fn, args, kwargs),
-        kind=Kind.CALL, payload=payload,
-        params={"args": _short.repr(tuple(args)), "kwargs": _short.repr(kwargs)},
-        meta={**runtime(), **(meta or {})}, **options,
+        id=job_id or new_call_id(), name=name, kind=Kind.CALL, payload=payload,
+        params={"args": _short.repr(args), "kwargs": _short.repr(kwargs)},
+        meta={**runtime(), **refs, **(meta or {})}, blobs=blobs, **options,
     )
 
 
 _ID_PREFIX = secrets.token_hex(5)
 _ID_COUNTER = itertools.count()
-_FUNCTIONS: dict[int, tuple[Callable[..., Any], bytes]] = {}
+# id(fn) -> (weak reference to fn, its pickle, the pickle's digest): gone with fn.
+_FUNCTIONS: dict[int, tuple[weakref.ref, bytes, str]] = {}
+_WARNED: set[tuple[str, str]] = set()  # (function digest, "function"/"arguments")
+_WARNED_KEPT = 1000
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def new_call_id() -> str:
@@ -73,17 +118,61 @@ def new_call_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):06x}"
 
 
-def pickle_function(fn: Callable[..., Any]) -> bytes:
-    """cloudpickle `fn` once per function object: a lambda from __main__ is pickled by
-    value, which costs more than a tiny call; the interpreter caches it the same way."""
-    cached = _FUNCTIONS.get(id(fn))
-    if cached is not None and cached[0] is fn:
-        return cached[1]
+def pickle_function(fn: Callable[..., Any]) -> tuple[bytes, str]:
+    """`cloudpickle.dumps(fn)` and its digest, made once per live function object.
+
+    A lambda from __main__ is pickled by value, which costs more than a tiny call, so
+    the pickle is kept while `fn` lives, through a weak reference: the cache never
+    keeps a function (nor a partial's arguments) alive. A bound method is a new object
+    at each attribute access, and a few callables take no weak reference: those are
+    pickled every time.
+    """
+    key = id(fn)
+    cached = _FUNCTIONS.get(key)
+    if cached is not None and cached[0]() is fn:
+        return cached[1], cached[2]
     blob = cloudpickle.dumps(fn)
-    if len(_FUNCTIONS) > 256:
-        _FUNCTIONS.clear()
-    _FUNCTIONS[id(fn)] = (fn, blob)
-    return blob
+    digest = blob_digest(blob)
+    if not isinstance(fn, types.MethodType):
+        try:
+            ref = weakref.ref(fn, functools.partial(_forget, key))
+        except TypeError:
+            return blob, digest
+        _FUNCTIONS[key] = (ref, blob, digest)
+    return blob, digest
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    cached = _FUNCTIONS.get(key)
+    if cached is not None and cached[0] is ref:
+        _FUNCTIONS.pop(key, None)
+
+
+def _warn_if_large(digest: str, name: str, fn_bytes: int, args_bytes: int) -> None:
+    """Warn once per function (like dask's "large object in task graph")."""
+    for what, size, advice in (
+            ("function", fn_bytes, "it is stored once per queue, but is it meant to capture "
+             "that much? Load the data inside the function (from a file path) instead"),
+            ("arguments", args_bytes, "they travel with every call: pass a file path and "
+             "load the data inside the function instead")):
+        if size < defaults.LARGE_CALL_BYTES or (digest, what) in _WARNED:
+            continue
+        if len(_WARNED) >= _WARNED_KEPT:
+            _WARNED.clear()
+        _WARNED.add((digest, what))
+        message = (f"shoal: the call {name} has a {what} pickled to {size / 2**20:.1f} MiB; "
+                   f"{advice}")
+        log.warning("%s", message)
+        warnings.warn(message, LargeCallWarning, stacklevel=_user_stacklevel())
+
+
+def _user_stacklevel() -> int:
+    """The stacklevel of the first caller outside shoal, so the warning points there."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _PACKAGE_DIR + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_runtime(job: Job) -> None:
@@ -96,14 +185,6 @@ def check_runtime(job: Job) -> None:
             f"{made.get('cloudpickle', '?')}; this worker has Python {here['python']} and "
             f"cloudpickle {here['cloudpickle']}, so it cannot load it: run a worker with "
             f"the same versions")
-
-
-def load_call(job: Job) -> tuple[Callable[..., Any], tuple, dict[str, Any]]:
-    check_runtime(job)
-    if job.payload is None:
-        raise IncompatibleJob(f"job {job.id}: call job without a payload")
-    fn_blob, args, kwargs = cloudpickle.loads(job.payload)
-    return cloudpickle.loads(fn_blob), args, kwargs
 
 
 class RemoteTraceback(Exception):

@@ -77,3 +77,16 @@ PATIENCE_S = 120.0
 
 # How many recent replies the coordinator keeps to answer repeated requests.
 REPLY_CACHE = 100_000
+
+# -- Python calls -----------------------------------------------------------------------
+
+# A call whose pickled function (with what it captures) or arguments pass this size gets
+# a warning, once per function: a function travels once per queue, but arguments travel
+# with every call, and either is cheaper as a file path the call reads itself. 4 MiB
+# pickles and ships in a few ms; past it the cost starts to show next to a call's own.
+LARGE_CALL_BYTES = 4 * 1024 * 1024
+
+# Each call interpreter keeps unpickled functions by digest, least recently used first
+# out, within this many pickled bytes; the latest function is kept whatever its size,
+# so calls of one big function load it once.
+CALLHOST_FUNCTION_BYTES = 32 * 1024 * 1024

@@ -45,3 +45,7 @@ class CoordinatorUnreachable(ShoalError):
 
 class MessageTooBig(UsageError):
     """A request is larger than the coordinator accepts (its `max_message_bytes`)."""
+
+
+class LargeCallWarning(UserWarning):
+    """A call's pickled function or arguments are large (see defaults.LARGE_CALL_BYTES)."""

@@ -40,10 +40,20 @@ class Kind(str, Enum):
     CALL = "call"
 
 
+# Meta keys of a call job that name a pickled function blob by its sha256 digest.
+BLOB_REFS = ("fn", "init")
+
+
+def blob_digest(blob: bytes) -> str:
+    """The name a function blob is stored under: its sha256, in hex."""
+    return hashlib.sha256(blob).hexdigest()
+
+
 @functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
-    """A dataclass's field names, looked up once (fields() is costly on hot paths)."""
-    return tuple(f.name for f in fields(cls))
+    """A dataclass's stored field names, looked up once (fields() is costly on hot paths);
+    fields marked `local` live only in this process and are never serialised."""
+    return tuple(f.name for f in fields(cls) if not f.metadata.get("local"))
 
 
 def _shallow_dict(obj: Any) -> dict[str, Any]:
@@ -73,8 +83,18 @@ class Job:
     timeout_s: float | None = None
     retries: int = defaults.RETRIES
     max_attempts: int = defaults.MAX_ATTEMPTS
-    payload: bytes | None = None  # cloudpickled (fn, args, kwargs) for CALL jobs
-    meta: Mapping[str, Any] = field(default_factory=dict)  # seed, python/cloudpickle versions
+    payload: bytes | None = None  # cloudpickled (args, kwargs) for CALL jobs
+    meta: Mapping[str, Any] = field(default_factory=dict)  # seed, versions, blob digests
+    # Pickled functions this job names by digest (meta "fn", "init"), carried from
+    # call_job to Queue.submit, which stores each once per queue: never serialised with
+    # the job, nor compared.
+    blobs: Mapping[str, bytes] = field(default_factory=dict, compare=False, repr=False,
+                                       metadata={"local": True})
+
+    @property
+    def blob_refs(self) -> tuple[str, ...]:
+        """Digests of the function blobs this job needs (a call's function, initializer)."""
+        return tuple(self.meta[key] for key in BLOB_REFS if self.meta.get(key))
 
     @classmethod
     def command_job(

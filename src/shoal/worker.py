@@ -33,7 +33,7 @@ from .calls import check_runtime
 from .context import JobContext, job_seed
 from .errors import CoordinatorUnreachable, IncompatibleJob, LeaseLost, MalformedJob
 from .fsutil import HOST
-from .job import Kind, Lease, Result, State, WorkerInfo
+from .job import Job, Kind, Lease, Result, State, WorkerInfo
 from .queue import STOP, STOP_NOW, Queue
 from .runner import (
     Deadlines,
@@ -361,23 +361,24 @@ class Worker:
         if host is None:
             host = self._hosts[index] = CallHost(
                 job_environment(lease, self.queue.url, {}), str(self.worker_dir))
+        if not host.ensure_started():  # its start-up (imports) is no part of the call's time
+            return self._result(slot, State.FAILED, None, host.exit_reason(), None)
         context = self._context(lease)
-        request = {"payload": lease.job.payload, "log": log_path, "context": vars(context),
+        request = {"payload": lease.job.payload, "fn": lease.job.meta.get("fn"),
+                   "init": lease.job.meta.get("init"), "log": log_path,
+                   "context": vars(context),
                    "env": {**context.environment(), "SHOAL_JOB_ID": lease.job_id,
                            "SHOAL_ATTEMPT": str(lease.attempt)}}
-        host.ensure_started()
-        slot.process = host.process
-        slot.started = time.time()
-        timeout_s = lease.job.timeout_s
-        if slot.releasing or slot.lost:
-            self.deadlines.kill_now(host.pid)
-        if timeout_s is not None:
-            slot.ticket = self.deadlines.kill_at(host.pid, time.monotonic() + timeout_s)
-        reply = host.call(request)
-        if slot.ticket is not None:
-            self.deadlines.forget(slot.ticket)
+        try:
+            request["blobs"] = self._blobs(lease.job, host.known)
+        except MalformedJob as exc:
+            return self._result(slot, State.FAILED, None, f"malformed: {exc}", None)
+        reply = self._call(slot, host, request)
+        del request
         slot.retries = lease.job.retries
+        self._retire_if_spent(host, lease.job.meta.get("max_tasks_per_child"))
         if reply is None:
+            timeout_s = lease.job.timeout_s
             timed_out = timeout_s is not None and time.time() - slot.started >= timeout_s
             reason = f"timed out after {timeout_s:g} s" if timed_out else host.exit_reason()
             partial = log_path if os.path.exists(log_path) else None  # what it printed first
@@ -387,6 +388,41 @@ class Worker:
                             reply["log"],
                             value=reply["summary"] if reply["ok"] else None,
                             payload=reply["payload"])
+
+    def _blobs(self, job: Job, known: set[str]) -> dict[str, bytes]:
+        """The function blobs of `job` that its interpreter does not keep yet."""
+        found = {}
+        for digest in job.blob_refs:
+            if digest in known:
+                continue
+            blob = job.blobs.get(digest) or self.queue.get_blob(digest)
+            if blob is None:
+                raise MalformedJob(f"job {job.id}: function blob {digest} is not in the queue")
+            found[digest] = blob
+        return found
+
+    def _call(self, slot: _Slot, host: CallHost, request: dict[str, Any]) -> dict | None:
+        """Send the call to the ready interpreter under the job's deadline."""
+        slot.process = host.process
+        slot.started = time.time()
+        timeout_s = slot.lease.job.timeout_s
+        if slot.releasing or slot.lost:
+            self.deadlines.kill_now(host.pid)
+        if timeout_s is not None:
+            slot.ticket = self.deadlines.kill_at(host.pid, time.monotonic() + timeout_s)
+        reply = host.call(request)
+        if slot.ticket is not None:
+            self.deadlines.forget(slot.ticket)
+        return reply
+
+    def _retire_if_spent(self, host: CallHost, max_tasks: int | None) -> None:
+        """Like ProcessPoolExecutor's max_tasks_per_child: a fresh interpreter after that
+        many calls which carry the limit (the next call starts it)."""
+        if not max_tasks or host.process is None:
+            return
+        host.tasks += 1
+        if host.tasks >= max_tasks:
+            host.close()
 
     def _result(self, slot: _Slot, state: State, exit_code: int | None, reason: str,
                 log_path: str | None, **extra: Any) -> Result:

@@ -93,7 +93,8 @@ def test_a_call_job_knows_its_own_id(queue_factory):
 
 def test_a_call_job_pickled_by_another_python_fails_naming_both_versions(queue_factory):
     job = call_job(fns.square, (3,))
-    foreign = dataclasses.replace(job, meta={"python": "2.7", "cloudpickle": "0.1"})
+    foreign = dataclasses.replace(job, meta={**job.meta, "python": "2.7",
+                                                       "cloudpickle": "0.1"})
     result = run_all(queue_factory, [foreign])[foreign.id]
     assert result.state is State.FAILED
     here = runtime()
@@ -107,7 +108,8 @@ def test_a_call_job_pickled_by_another_python_fails_naming_both_versions(queue_f
 def test_a_call_job_from_another_cloudpickle_major_version_fails(queue_factory):
     job = call_job(fns.square, (3,))
     python = ".".join(platform.python_version_tuple()[:2])
-    foreign = dataclasses.replace(job, meta={"python": python, "cloudpickle": "0.1"})
+    foreign = dataclasses.replace(job, meta={**job.meta, "python": python,
+                                                       "cloudpickle": "0.1"})
     result = run_all(queue_factory, [foreign])[foreign.id]
     assert result.state is State.FAILED and "cloudpickle 0.1" in result.reason
 
@@ -116,5 +118,6 @@ def test_a_call_job_from_the_same_cloudpickle_major_version_runs(queue_factory):
     major = cloudpickle.__version__.split(".")[0]
     job = call_job(fns.square, (3,))
     python = ".".join(platform.python_version_tuple()[:2])
-    same = dataclasses.replace(job, meta={"python": python, "cloudpickle": f"{major}.999"})
+    same = dataclasses.replace(job, meta={**job.meta, "python": python,
+                                          "cloudpickle": f"{major}.999"})
     assert outcome(run_all(queue_factory, [same])[same.id]) == 9

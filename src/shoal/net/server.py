@@ -39,8 +39,8 @@ log = logging.getLogger("shoal.serve")
 ZAP_DOMAIN = "shoal"
 CACHE_KEEP_S = 60.0  # a repeated request later than this acts again (idempotent anyway)
 # Requests whose repeat must not act twice; their replies are cached.
-MUTATING = frozenset({"submit", "claim", "finish", "requeue", "release", "cancel", "retry",
-                      "send_control", "take_control"})
+MUTATING = frozenset({"submit", "put_blobs", "claim", "finish", "requeue", "release",
+                      "cancel", "retry", "send_control", "take_control"})
 
 
 @dataclass
@@ -350,6 +350,15 @@ class Coordinator:
             for record in self._watch(key[0], [job.id for job in parsed], set(new)):
                 self._send(route, wire.pack([wire.PUSH, 0, record, self.boot]))
         return new
+
+    def do_put_blobs(self, route: bytes, key: tuple, blobs: dict[str, bytes]) -> None:
+        self.queue.put_blobs(blobs)
+
+    def do_get_blob(self, route: bytes, key: tuple, digest: str) -> bytes | None:
+        return self.queue.get_blob(digest)
+
+    def do_missing_blobs(self, route: bytes, key: tuple, digests: list[str]) -> list[str]:
+        return self.queue.missing_blobs(digests)
 
     def _final_results(self, ids: list[str]) -> dict[str, Result]:
         ready = {}

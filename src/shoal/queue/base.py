@@ -9,6 +9,9 @@ Guarantees (see docs/architecture.md and RELIABILITY.md):
 * `finish` records exactly one final result per job: a stale lease is refused
   with `LeaseLost`, never silently recorded.
 * Execution is therefore at-least-once, the recorded outcome exactly-once.
+* Function blobs (pickled callables a call job names by sha256 in `job.blob_refs`)
+  come with the jobs in `job.blobs`; `submit` stores each once per queue, before the
+  jobs that name it, and `get_blob` gives it back to workers.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -49,6 +52,15 @@ def poll(attempt: Callable[[], list[T]], wait_s: float, *, first_s: float = defa
             return found
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, most_s)
+
+
+def blobs_of(jobs: Iterable[Job]) -> dict[str, bytes]:
+    """The function blobs these jobs carry, each once."""
+    found: dict[str, bytes] = {}
+    for job in jobs:
+        if job.blobs:
+            found.update(job.blobs)
+    return found
 
 
 def lost_reason(attempts: int, worker: str) -> str:
@@ -84,6 +96,7 @@ class Queue(ABC):
         self._listeners: list[Callable[[Result], None]] = []
 
     # -- logs ----------------------------------------------------------------
+        self._blobs: dict[str, bytes] = {}
 
     @property
     def log_dir(self) -> Path:
@@ -287,6 +300,26 @@ class Queue(ABC):
         """
 
     # -- workers ------------------------------------------------------------
+
+    # -- function blobs ---------------------------------------------------------
+
+    def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        """Store function blobs under their sha256 digests; those already here are skipped.
+
+        `submit` calls this with the blobs its jobs carry, before it writes the jobs, so
+        no worker ever sees a job whose blob is missing. The default keeps them in this
+        object (enough for an in-process queue); shared backends store them with the queue.
+        """
+        for digest, blob in blobs.items():
+            self._blobs.setdefault(digest, blob)
+
+    def get_blob(self, digest: str) -> bytes | None:
+        """The function blob stored under `digest`, or None if this queue has none."""
+        return self._blobs.get(digest)
+
+    def missing_blobs(self, digests: Iterable[str]) -> list[str]:
+        """Which of these digests the queue has no blob for (so a client sends only those)."""
+        return [digest for digest in digests if self.get_blob(digest) is None]
 
     @abstractmethod
     def heartbeat(self, info: WorkerInfo) -> None:

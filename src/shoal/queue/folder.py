@@ -4,6 +4,7 @@ Every state change is one atomic rename or exclusive create (see docs/architectu
 
     ROOT/                       drop-in job files (scripts, .ini, .toml) and their NAME.log
     ROOT/.shoal/jobs/ID.json    job spec, created once by link(2): submit is idempotent
+    .../blobs/SHA256            a pickled function that call jobs name by digest (raw bytes)
     .../pending/ID.ATT          marker: waiting for attempt ATT
     .../claimed/ID.ATT.WORKER   lease: pending marker renamed by the worker that won it
     .../committing/ID.ATT.WHO   fence held while a final result is written
@@ -29,7 +30,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,7 +49,7 @@ from ..fsutil import (
     write_new,
 )
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
-from .base import Queue, lost_reason, poll
+from .base import Queue, blobs_of, lost_reason, poll
 from .groupcommit import GroupCommit
 
 if sys.version_info >= (3, 11):
@@ -58,7 +59,7 @@ else:  # pragma: no cover
 
 FINAL_DIRS = {State.DONE: "done", State.FAILED: "failed", State.CANCELLED: "cancelled"}
 SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancelled",
-           "attempts", "workers", "control", "logs", "tmp")
+           "attempts", "workers", "control", "logs", "tmp", "blobs")
 HIDDEN = ".shoal"
 CONFIG = "queue.toml"
 
@@ -155,7 +156,9 @@ class FolderQueue(Queue):
     # -- submit ---------------------------------------------------------------
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
-        """Write every spec and marker, then make them durable with one group commit."""
+        """Write every blob, spec and marker, then make them durable with one sync."""
+        jobs = list(jobs)
+        self._write_blobs(blobs_of(jobs))
         new = []
         for job in jobs:
             spec = self.path("jobs", f"{job.id}.json")
@@ -172,6 +175,40 @@ class FolderQueue(Queue):
         if new and self.fsync:
             sync_filesystem(self.base)
         return new
+
+    # -- function blobs ----------------------------------------------------------
+
+    def _blob_path(self, digest: str) -> Path:
+        if not digest.isalnum():  # a digest is hex; never a path of its own
+            raise MalformedJob(f"bad function blob name {digest!r}")
+        return self.base / "blobs" / digest
+
+    def _write_blobs(self, blobs: Mapping[str, bytes]) -> bool:
+        """Write the blobs not stored yet (temp name, then rename); True if any was."""
+        wrote = False
+        for digest, blob in blobs.items():
+            path = self._blob_path(digest)
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_size == len(blob):
+                    continue  # a torn copy (a crash before its sync) is written again
+            path.parent.mkdir(exist_ok=True)  # a queue made before blobs existed
+            atomic_write(path, blob, self.tmp, fsync=False)  # the caller's sync covers it
+            wrote = True
+        return wrote
+
+    def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        if self._write_blobs(blobs) and self.fsync:
+            sync_filesystem(self.base)
+
+    def get_blob(self, digest: str) -> bytes | None:
+        try:
+            with open(self._blob_path(digest), "rb") as handle:  # one read of its whole size
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    def missing_blobs(self, digests: Iterable[str]) -> list[str]:
+        return [digest for digest in digests if not self._blob_path(digest).exists()]
 
     def _read_job(self, job_id: str) -> Job:
         blob = read_bytes(self.path("jobs", f"{job_id}.json"))

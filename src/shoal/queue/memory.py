@@ -2,6 +2,10 @@
 
 The reference implementation of the contract: fast default for tests and for
 embedding, and the model the other backends are checked against.
+
+Memory is bounded by what is in flight: a job that reaches a final state drops its
+pickled arguments, and a function blob goes once no unfinished job names it. A
+finished call therefore cannot be retried here (`retry` leaves it alone).
 """
 
 from __future__ import annotations
@@ -10,13 +14,13 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 
 from .. import defaults
 from ..errors import LeaseLost
-from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
-from .base import Queue, lost_reason
+from ..job import Job, JobStatus, Kind, Lease, Result, State, WorkerInfo
+from .base import Queue, blobs_of, lost_reason
 
 
 class MemoryQueue(Queue):
@@ -40,6 +44,7 @@ class MemoryQueue(Queue):
         self._tokens = itertools.count(1)
         self._reaped_failed: list[Result] = []  # failed by a reap, to announce unlocked
 
+        self._blob_users: dict[str, int] = {}  # digest -> unfinished jobs that name it
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         new: list[str] = []
         with self._lock:
@@ -52,10 +57,41 @@ class MemoryQueue(Queue):
                 self._pending.append(job.id)
                 new.append(job.id)
             if new:
+                for digest in job.blob_refs:
+                    self._blob_users[digest] = self._blob_users.get(digest, 0) + 1
+            self._put_blobs_locked(blobs_of(self._jobs[job_id] for job_id in new))
                 self._lock.notify_all()
         return new
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+    def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        with self._lock:
+            self._put_blobs_locked(blobs)
+
+    def _put_blobs_locked(self, blobs: Mapping[str, bytes]) -> None:
+        for digest, blob in blobs.items():
+            self._blobs.setdefault(digest, blob)
+
+    def get_blob(self, digest: str) -> bytes | None:
+        with self._lock:
+            return self._blobs.get(digest)
+
+    def _set_final_locked(self, job_id: str, result: Result) -> None:
+        """Record a final result and let go of what only running the job needed."""
+        self._results[job_id] = result
+        self._state[job_id] = result.state
+        job = self._jobs[job_id]
+        if job.payload is None and not job.blobs:
+            return
+        self._jobs[job_id] = replace(job, payload=None, blobs={})
+        for digest in job.blob_refs:
+            users = self._blob_users.get(digest, 0) - 1
+            if users > 0:
+                self._blob_users[digest] = users
+            else:
+                self._blob_users.pop(digest, None)
+                self._blobs.pop(digest, None)
+
         deadline = time.monotonic() + wait_s
         with self._lock:
             while True:
@@ -110,8 +146,7 @@ class MemoryQueue(Queue):
         with self._lock:
             self._end_lease(lease)
             result = self._place_log(lease, result)
-            self._results[lease.job_id] = result
-            self._state[lease.job_id] = result.state
+            self._set_final_locked(lease.job_id, result)
             self._lock.notify_all()
         self._announce([result])
 
@@ -143,11 +178,10 @@ class MemoryQueue(Queue):
                     continue
                 self._leases.pop(job_id, None)
                 job = self._jobs[job_id]
-                self._results[job_id] = Result(
+                self._set_final_locked(job_id, Result(
                     job_id, State.CANCELLED, name=job.name, params=job.params,
                     reason="cancelled by user", attempt=self._attempt[job_id],
-                )
-                self._state[job_id] = State.CANCELLED
+                ))
                 done.append(job_id)
             self._lock.notify_all()
         self._announce([self._results[job_id] for job_id in done])
@@ -158,6 +192,9 @@ class MemoryQueue(Queue):
         with self._lock:
             for job_id in job_ids:
                 if job_id in self._state and self._state[job_id] in (State.FAILED,
+                job = self._jobs.get(job_id)
+                if job is not None and job.kind is Kind.CALL and job.payload is None:
+                    continue  # its arguments were dropped when it ended
                                                                      State.CANCELLED):
                     del self._results[job_id]
                     self._to_pending(job_id, 1)
@@ -223,11 +260,10 @@ class MemoryQueue(Queue):
             del self._leases[job_id]
             job, attempt = self._jobs[job_id], self._attempt[job_id]
             if attempt >= job.max_attempts:
-                self._results[job_id] = Result(
+                self._set_final_locked(job_id, Result(
                     job_id, State.FAILED, name=job.name, params=job.params,
                     reason=lost_reason(attempt, worker), attempt=attempt, worker=worker,
-                )
-                self._state[job_id] = State.FAILED
+                ))
                 self._reaped_failed.append(self._results[job_id])
             else:
                 self._to_pending(job_id, attempt + 1)

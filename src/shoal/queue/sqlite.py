@@ -16,9 +16,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import replace
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,8 @@ from typing import Any
 from .. import defaults
 from ..errors import LeaseLost, UsageError
 from ..fsutil import NETWORK_FS, filesystem_type
-from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
-from .base import Queue, lost_reason, poll
+from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, _field_names, dumps, loads
+from .base import Queue, blobs_of, lost_reason, poll
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, info TEXT NOT NULL, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS control (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, worker TEXT NOT NULL, command TEXT NOT NULL);
 """
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS control (
 # Job has exactly these fields, and only for Job itself (not a subclass).
 _SPEC_FIELDS = ("command", "cwd", "env", "id", "kind", "log", "max_attempts", "meta", "name",
                 "params", "path", "payload", "retries", "timeout_s")
-_SPEC_FAST = sorted(f.name for f in fields(Job)) == list(_SPEC_FIELDS)
+_SPEC_FAST = sorted(_field_names(Job)) == list(_SPEC_FIELDS)
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _text = encode_basestring_ascii
 
@@ -150,8 +151,12 @@ class SqliteQueue(Queue):
         # executemany. Rows get increasing seq numbers (AUTOINCREMENT) and we hold the
         # lock, so the new ones are those above the largest seq before the insert; when
         # every row went in (the usual case) they are simply all of them.
+        jobs = list(jobs)
         rows = [(job.id, _spec(job)) for job in jobs]
+        blobs = blobs_of(jobs)
         with self._write() as db:
+            if blobs:
+                self._put_blobs_in(db, blobs)
             (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
             before = db.total_changes
             db.executemany(
@@ -160,6 +165,27 @@ class SqliteQueue(Queue):
                 return [job_id for job_id, _ in rows]
             return [job_id for (job_id,) in db.execute(
                 "SELECT id FROM jobs WHERE seq > ? ORDER BY seq", (last,))]
+
+    # -- function blobs -----------------------------------------------------------------
+
+    @staticmethod
+    def _put_blobs_in(db: sqlite3.Connection, blobs: Mapping[str, bytes]) -> None:
+        for digest, blob in blobs.items():  # look first: binding a big blob copies it
+            if db.execute("SELECT 1 FROM blobs WHERE digest=?", (digest,)).fetchone() is None:
+                db.execute("INSERT INTO blobs(digest, data) VALUES (?, ?)", (digest, blob))
+
+    def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        with self._write() as db:
+            self._put_blobs_in(db, blobs)
+
+    def get_blob(self, digest: str) -> bytes | None:
+        row = self._db().execute("SELECT data FROM blobs WHERE digest=?", (digest,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def missing_blobs(self, digests: Iterable[str]) -> list[str]:
+        db = self._db()
+        return [digest for digest in digests
+                if db.execute("SELECT 1 FROM blobs WHERE digest=?", (digest,)).fetchone() is None]
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
         return poll(lambda: self._claim_once(worker, n), wait_s)

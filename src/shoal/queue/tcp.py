@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,11 @@ from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
 from ..net import wire
 from ..net.channel import Channel
 from ..net.status import Status, dead_here, read_status, status_path
-from .base import Queue
+from .base import Queue, blobs_of
 
 CONNECT_S = 10.0  # how long the first contact may take before we say nobody answers
 STATUS_ENV = "SHOAL_STATUS"
+SENT_BLOBS_KEPT = 10_000  # digests remembered as stored at the coordinator (then forgotten)
 
 
 def find_status(where: str) -> Status:
@@ -73,6 +74,7 @@ class TcpQueue(Queue):
                 f"{self.status.address}: its coordinator (pid {self.status.pid} on this host) "
                 f"is not running; start it again (shoal serve --status DIR) to carry on")
         super().__init__(self.status.address)
+        self._sent_blobs: set[str] = set()  # function blobs the coordinator has for sure
         self._watching = False
         self._watched: set[str] = set()  # submitted by us, result not yet pushed
         self._watched_lock = threading.Lock()
@@ -134,6 +136,7 @@ class TcpQueue(Queue):
         return self.submit(batch[:half]) + self.submit(batch[half:])
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+        self._send_blobs(blobs_of(batch))
         records = self._channel.call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
                                      wait_s=wait_s)
         return [wire.lease_in(record) for record in records]
@@ -146,6 +149,27 @@ class TcpQueue(Queue):
                 progress[lease.job_id] = self.progress_path(lease).read_bytes()
         lost = set(self._call("renew", worker=worker, leases=[wire.fence_out(x) for x in leases],
                               progress=progress))
+    def _send_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        """Send the coordinator the blobs it lacks, one per request, before the jobs."""
+        fresh = [digest for digest in blobs if digest not in self._sent_blobs]
+        if not fresh:
+            return
+        for digest in self._call("missing_blobs", digests=fresh):
+            self._call("put_blobs", blobs={digest: blobs[digest]})
+        if len(self._sent_blobs) > SENT_BLOBS_KEPT:
+            self._sent_blobs.clear()
+        self._sent_blobs.update(fresh)
+
+    def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        for digest, blob in blobs.items():
+            self._call("put_blobs", blobs={digest: blob})
+
+    def get_blob(self, digest: str) -> bytes | None:
+        return self._call("get_blob", digest=digest)
+
+    def missing_blobs(self, digests: Iterable[str]) -> list[str]:
+        return self._call("missing_blobs", digests=list(digests))
+
         return [lease for lease in leases if lease.job_id in lost]
 
     def finish(self, lease: Lease, result: Result) -> None:
