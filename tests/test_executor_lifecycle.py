@@ -8,7 +8,6 @@ through a fresh view of the queue, as a user on another machine would see it.
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures as cf
 import gc
 import os
@@ -144,16 +143,18 @@ def new_threads(before: set[threading.Thread]) -> list[str]:
     return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
 
 
-def test_shutdown_stops_every_thread_and_exit_hook(backend, tmp_path):
+def test_shutdown_stops_every_thread_and_lets_go_of_the_queue(backend, tmp_path):
     _, queue = backend
     before = set(threading.enumerate())
-    hooks = atexit._ncallbacks()
     ex = shoal.Executor(queue, workers=2)
     assert list(ex.map(fns.square, range(20))) == [x * x for x in range(20)]
     ex.shutdown(wait=True)
     assert new_threads(before) == []
-    assert atexit._ncallbacks() == hooks
     assert _children(os.getpid()) == []
+    opened = weakref.ref(ex.queue)
+    del ex
+    gc.collect()
+    assert opened() is None, "an exit hook or a thread still holds the queue"
 
 
 def test_an_executor_dropped_without_shutdown_releases_threads_and_interpreters(backend,
