@@ -94,9 +94,9 @@ class Queue(ABC):
         self._log_dir: Path | None = None
         self._config_file: Path | None = None
         self._listeners: list[Callable[[Result], None]] = []
+        self._blobs: dict[str, bytes] = {}
 
     # -- logs ----------------------------------------------------------------
-        self._blobs: dict[str, bytes] = {}
 
     @property
     def log_dir(self) -> Path:
@@ -299,8 +299,6 @@ class Queue(ABC):
         worker's host can kill the job processes it left behind.
         """
 
-    # -- workers ------------------------------------------------------------
-
     # -- function blobs ---------------------------------------------------------
 
     def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
@@ -320,6 +318,8 @@ class Queue(ABC):
     def missing_blobs(self, digests: Iterable[str]) -> list[str]:
         """Which of these digests the queue has no blob for (so a client sends only those)."""
         return [digest for digest in digests if self.get_blob(digest) is None]
+
+    # -- workers ------------------------------------------------------------
 
     @abstractmethod
     def heartbeat(self, info: WorkerInfo) -> None:

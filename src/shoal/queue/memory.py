@@ -43,8 +43,8 @@ class MemoryQueue(Queue):
         self._control: dict[str, list[str]] = {}
         self._tokens = itertools.count(1)
         self._reaped_failed: list[Result] = []  # failed by a reap, to announce unlocked
-
         self._blob_users: dict[str, int] = {}  # digest -> unfinished jobs that name it
+
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         new: list[str] = []
         with self._lock:
@@ -56,14 +56,13 @@ class MemoryQueue(Queue):
                 self._attempt[job.id] = 1
                 self._pending.append(job.id)
                 new.append(job.id)
-            if new:
                 for digest in job.blob_refs:
                     self._blob_users[digest] = self._blob_users.get(digest, 0) + 1
             self._put_blobs_locked(blobs_of(self._jobs[job_id] for job_id in new))
+            if new:
                 self._lock.notify_all()
         return new
 
-    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
     def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
         with self._lock:
             self._put_blobs_locked(blobs)
@@ -92,6 +91,7 @@ class MemoryQueue(Queue):
                 self._blob_users.pop(digest, None)
                 self._blobs.pop(digest, None)
 
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
         deadline = time.monotonic() + wait_s
         with self._lock:
             while True:
@@ -191,10 +191,10 @@ class MemoryQueue(Queue):
         again = []
         with self._lock:
             for job_id in job_ids:
-                if job_id in self._state and self._state[job_id] in (State.FAILED,
                 job = self._jobs.get(job_id)
                 if job is not None and job.kind is Kind.CALL and job.payload is None:
                     continue  # its arguments were dropped when it ended
+                if job_id in self._state and self._state[job_id] in (State.FAILED,
                                                                      State.CANCELLED):
                     del self._results[job_id]
                     self._to_pending(job_id, 1)

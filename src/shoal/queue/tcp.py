@@ -123,6 +123,7 @@ class TcpQueue(Queue):
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         batch = list(jobs)
+        self._send_blobs(blobs_of(batch))
         if self._watching:
             with self._watched_lock:
                 self._watched.update(job.id for job in batch)
@@ -135,20 +136,6 @@ class TcpQueue(Queue):
         half = len(batch) // 2  # too big together: in two requests (each is idempotent)
         return self.submit(batch[:half]) + self.submit(batch[half:])
 
-    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
-        self._send_blobs(blobs_of(batch))
-        records = self._channel.call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
-                                     wait_s=wait_s)
-        return [wire.lease_in(record) for record in records]
-
-    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
-        leases = list(leases)
-        progress = {}
-        for lease in leases:
-            with contextlib.suppress(FileNotFoundError):
-                progress[lease.job_id] = self.progress_path(lease).read_bytes()
-        lost = set(self._call("renew", worker=worker, leases=[wire.fence_out(x) for x in leases],
-                              progress=progress))
     def _send_blobs(self, blobs: Mapping[str, bytes]) -> None:
         """Send the coordinator the blobs it lacks, one per request, before the jobs."""
         fresh = [digest for digest in blobs if digest not in self._sent_blobs]
@@ -170,6 +157,19 @@ class TcpQueue(Queue):
     def missing_blobs(self, digests: Iterable[str]) -> list[str]:
         return self._call("missing_blobs", digests=list(digests))
 
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+        records = self._channel.call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
+                                     wait_s=wait_s)
+        return [wire.lease_in(record) for record in records]
+
+    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
+        leases = list(leases)
+        progress = {}
+        for lease in leases:
+            with contextlib.suppress(FileNotFoundError):
+                progress[lease.job_id] = self.progress_path(lease).read_bytes()
+        lost = set(self._call("renew", worker=worker, leases=[wire.fence_out(x) for x in leases],
+                              progress=progress))
         return [lease for lease in leases if lease.job_id in lost]
 
     def finish(self, lease: Lease, result: Result) -> None:
