@@ -102,7 +102,7 @@ class Executor(futures.Executor):
         opened = open_queue(queue if queue is not None else "memory://")
         owns_queue = opened is not queue
         slots = (os.cpu_count() or 1) if workers is None else workers
-        if slots == 0 and not opened.cross_host:
+        if slots == 0 and opened.in_process:
             if owns_queue:
                 opened.close()
             raise ValueError(f"workers=0 on {opened.url}: no other worker can reach this "

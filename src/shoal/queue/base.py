@@ -78,6 +78,8 @@ class Queue(ABC):
     blocking_claim: ClassVar[bool] = False
     #: workers on other hosts can share this queue.
     cross_host: ClassVar[bool] = False
+    #: only this process can reach it (no `shoal work` elsewhere can join).
+    in_process: ClassVar[bool] = False
 
     #: where relative job file paths and their logs live (drop-in folder).
     root: Path

@@ -332,7 +332,7 @@ class FolderQueue(Queue):
         self._commits.flush()
 
     def close(self) -> None:
-        self.flush()
+        self._commits.close()
 
     def _write_final(self, result: Result, *, fsync: bool | None = None) -> None:
         folder = self.dirs[FINAL_DIRS[result.state]]

@@ -28,6 +28,7 @@ class MemoryQueue(Queue):
 
     blocking_claim = True
     cross_host = False
+    in_process = True
     pushes_all_results = True
 
     def __init__(self, url: str = "memory://", *, lease_s: float = defaults.LEASE_S) -> None:

@@ -78,8 +78,8 @@ class TcpQueue(Queue):
         self._watching = False
         self._watched: set[str] = set()  # submitted by us, result not yet pushed
         self._watched_lock = threading.Lock()
-        self._channel = Channel(self.status.address, self.status.keys(),
-                                on_push=self._on_push, patience_s=patience_s)
+        self._patience_s = patience_s
+        self._channel = self._connect()
         try:
             info = self._channel.call("hello", patience_s=min(CONNECT_S, patience_s))
         except BaseException:
@@ -95,8 +95,21 @@ class TcpQueue(Queue):
             target.write_bytes(info["config"])
             self._config_file = target
 
+    def _connect(self) -> Channel:
+        return Channel(self.status.address, self.status.keys(), on_push=self._on_push,
+                       patience_s=self._patience_s)
+
+    def _link(self) -> Channel:
+        """The connection; a queue used again after close() connects again (as sqlite
+        reopens its file), so results stay readable after an Executor shut down."""
+        if self._channel.closed:
+            max_bytes = self._channel.max_message_bytes
+            self._channel = self._connect()
+            self._channel.max_message_bytes = max_bytes
+        return self._channel
+
     def _call(self, method: str, **args: Any) -> Any:
-        return self._channel.call(method, args)
+        return self._link().call(method, args)
 
     # -- pushed results ------------------------------------------------------------------
 
@@ -158,7 +171,7 @@ class TcpQueue(Queue):
         return self._call("missing_blobs", digests=list(digests))
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
-        records = self._channel.call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
+        records = self._link().call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
                                      wait_s=wait_s)
         return [wire.lease_in(record) for record in records]
 
@@ -247,8 +260,8 @@ class TcpQueue(Queue):
         return iter([wire.result_in(record) for record in self._call("results")])
 
     def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
-        records = self._channel.call("wait_results", {"ids": list(job_ids),
-                                                      "timeout_s": timeout_s}, wait_s=timeout_s)
+        records = self._link().call("wait_results", {"ids": list(job_ids),
+                                                     "timeout_s": timeout_s}, wait_s=timeout_s)
         return [wire.result_in(record) for record in records]
 
     def is_drained(self) -> bool:
