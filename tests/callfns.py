@@ -205,3 +205,63 @@ class Box:
 
 def box(value: object) -> Box:
     return Box(value)
+
+
+# -- initializers, interpreter restarts, pickling, memory ------------------------------
+
+_INITIALIZED: object = None
+
+
+def initialize(marker: str | Path, value: object) -> None:
+    """An initializer: note our pid in `marker` (one line per run) and keep `value`."""
+    global _INITIALIZED
+    with open(marker, "a") as handle:
+        handle.write(f"{os.getpid()}\n")
+    _INITIALIZED = value
+
+
+def initialized_value() -> tuple[object, int]:
+    return _INITIALIZED, os.getpid()
+
+
+def failing_initializer(message: str) -> None:
+    raise CustomError(message)
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def rss_bytes() -> int:
+    """This interpreter's resident set size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+class RefusesPickling:
+    """A value whose pickling fails with pickle.PicklingError."""
+
+    def __reduce__(self) -> tuple:
+        import pickle
+
+        raise pickle.PicklingError("RefusesPickling will not be pickled")
+
+
+def refuses_pickling() -> RefusesPickling:
+    return RefusesPickling()
+
+
+_INIT_STATE: str | None = None
+
+
+def record_init(folder: str, state: str) -> None:
+    """An initializer: leaves one file per interpreter and a state its calls can read."""
+    global _INIT_STATE
+    _INIT_STATE = state
+    Path(folder, str(os.getpid())).touch(exist_ok=False)
+
+
+def init_state(_: object = None) -> tuple[int, str | None]:
+    return os.getpid(), _INIT_STATE

@@ -228,3 +228,31 @@ def test_map_timeout_cancels_the_item_that_timed_out(tmp_path):
         gate.touch()
         assert blocker.result(timeout=T) == "first"
     assert not marker.exists(), "the timed-out item ran anyway"
+
+
+# -- initializer, max_tasks_per_child ----------------------------------------------------------
+
+
+def test_initializer_runs_once_in_each_interpreter_before_its_calls(backend, tmp_path):
+    _, queue = backend
+    seen = tmp_path / "inits"
+    seen.mkdir()
+    with shoal.Executor(queue, workers=2, initializer=fns.record_init,
+                        initargs=(str(seen), "ready")) as ex:
+        answers = list(ex.map(fns.init_state, range(20)))
+    pids = {pid for pid, _ in answers}
+    assert {state for _, state in answers} == {"ready"}
+    assert sorted(int(p.name) for p in seen.iterdir()) == sorted(pids)
+
+
+def test_max_tasks_per_child_replaces_the_interpreter(tmp_path):
+    with shoal.Executor(workers=1, max_tasks_per_child=2) as ex:
+        pids = [ex.submit(fns.job_context).result(timeout=T)[1] for _ in range(6)]
+    assert len(set(pids)) == 3, pids
+
+
+def test_bad_initializer_or_task_limit_is_refused_at_once():
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        shoal.Executor(workers=1, initializer=42)
+    with pytest.raises(ValueError, match="max_tasks_per_child must be >= 1"):
+        shoal.Executor(workers=1, max_tasks_per_child=0)

@@ -91,14 +91,25 @@ class Executor(futures.Executor):
         same numbers, whichever worker runs a call and however often it is retried.
     config: a TOML file kept with the queue as shared configuration (shoal.config()).
     progress: show a live progress bar of finished calls on stderr.
+    initializer, initargs: `initializer(*initargs)` runs once in each interpreter that
+        runs this executor's calls, before the first of them (as in ProcessPoolExecutor).
+    max_tasks_per_child: a worker replaces an interpreter after it ran this many calls.
     """
 
     def __init__(self, queue: str | Path | Queue | None = None, *, workers: int | None = None,
                  timeout_s: float | None = None, retries: int = defaults.RETRIES,
                  max_attempts: int = defaults.MAX_ATTEMPTS, seed: int | str = 0,
-                 config: str | Path | None = None, progress: bool = False) -> None:
+                 config: str | Path | None = None, progress: bool = False,
+                 initializer: Callable[..., Any] | None = None, initargs: tuple = (),
+                 max_tasks_per_child: int | None = None) -> None:
         if workers is not None and workers < 0:
             raise ValueError(f"workers must be 0 or more, not {workers}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None and max_tasks_per_child < 1:
+            raise ValueError("max_tasks_per_child must be >= 1")
+        self._setup = {"initializer": initializer, "initargs": tuple(initargs),
+                       "max_tasks_per_child": max_tasks_per_child}
         opened = open_queue(queue if queue is not None else "memory://")
         owns_queue = opened is not queue
         slots = (os.cpu_count() or 1) if workers is None else workers
@@ -131,7 +142,7 @@ class Executor(futures.Executor):
         self._engine.check_open()
         key = seed_key or f"call-{next(self._sequence)}"
         job = call_job(fn, args, kwargs, meta={"seed": job_seed(self.seed, key)}, name=name,
-                       **options)
+                       **self._setup, **options)
         return self._engine.add(job)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
