@@ -8,7 +8,6 @@ on NFS, sshfs and CIFS), which we check when it is opened.
 
 from __future__ import annotations
 
-import base64
 import collections
 import itertools
 import json
@@ -39,7 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker TEXT,
     token TEXT,
     deadline REAL,
-    result TEXT
+    result TEXT,
+    payload BLOB
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, info TEXT NOT NULL, seen REAL NOT NULL);
@@ -49,11 +49,13 @@ CREATE TABLE IF NOT EXISTS control (
 """
 
 
-# The `spec` column holds dumps(job.to_dict()).decode(). Building that dict walks
-# dataclasses.fields() and JSON-encodes it generically, which is most of submit's Python
-# time; _spec() writes the same text directly (keys in sorted order, the strings through
-# json's own escaper, anything else through a sorting JSON encoder). It is used only while
-# Job has exactly these fields, and only for Job itself (not a subclass).
+# The `spec` column holds dumps(job.to_dict()).decode() without the payload, which has
+# its own BLOB column (raw bytes, not base64 in JSON; older files keep it in the spec).
+# Building that dict walks dataclasses.fields() and JSON-encodes it generically, which is
+# most of submit's Python time; _spec() writes the same text directly (keys in sorted
+# order, the strings through json's own escaper, anything else through a sorting JSON
+# encoder). It is used only while Job has exactly these fields, and only for Job itself
+# (not a subclass).
 _SPEC_FIELDS = ("command", "cwd", "env", "id", "kind", "log", "max_attempts", "meta", "name",
                 "params", "path", "payload", "retries", "timeout_s")
 _SPEC_FAST = sorted(_field_names(Job)) == list(_SPEC_FIELDS)
@@ -77,9 +79,10 @@ def _mapping(value: Any) -> str:
 
 
 def _spec(job: Job) -> str:
-    """The job's record as the `spec` column stores it: dumps(job.to_dict()).decode()."""
+    """The job's record as the `spec` column stores it: dumps(job.to_dict()).decode(), with
+    a null payload (see the `payload` column)."""
     if not _SPEC_FAST or type(job) is not Job:
-        return dumps(job.to_dict()).decode()
+        return dumps({**job.to_dict(), "payload": None}).decode()
     command = job.command
     if type(command) is tuple:
         command = list(command)
@@ -87,14 +90,19 @@ def _spec(job: Job) -> str:
                         if all(type(part) is str for part in command) else _encode(command))
     else:
         command_text = _json(command)
-    payload = ("null" if job.payload is None
-               else _text(base64.b64encode(job.payload).decode()))
     return (f'{{"command":{command_text},"cwd":{_json(job.cwd)},"env":{_mapping(job.env)},'
             f'"id":{_json(job.id)},"kind":{_text(job.kind.value)},"log":{_json(job.log)},'
             f'"max_attempts":{_json(job.max_attempts)},"meta":{_mapping(job.meta)},'
             f'"name":{_json(job.name)},"params":{_mapping(job.params)},'
-            f'"path":{_json(job.path)},"payload":{payload},"retries":{_json(job.retries)},'
+            f'"path":{_json(job.path)},"payload":null,"retries":{_json(job.retries)},'
             f'"timeout_s":{_json(job.timeout_s)}}}')
+
+
+def _job(spec: str, payload: bytes | None) -> Job:
+    data = json.loads(spec)
+    if payload is not None:
+        data["payload"] = payload
+    return Job.from_dict(data)
 
 
 class SqliteQueue(Queue):
@@ -121,6 +129,14 @@ class SqliteQueue(Queue):
         self._reaped: collections.deque[tuple[float, str, str]] = collections.deque()
         self._token_prefix = f"{os.getpid()}-{id(self):x}"
         self._db().executescript(SCHEMA)  # its own transaction (executescript commits)
+        self._add_payload_column()
+
+    def _add_payload_column(self) -> None:
+        """A file made before payloads had their own column gets it (they stay NULL)."""
+        with self._write() as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "payload" not in columns:
+                db.execute("ALTER TABLE jobs ADD COLUMN payload BLOB")
 
     # -- connections -----------------------------------------------------------------
 
@@ -152,7 +168,7 @@ class SqliteQueue(Queue):
         # lock, so the new ones are those above the largest seq before the insert; when
         # every row went in (the usual case) they are simply all of them.
         jobs = list(jobs)
-        rows = [(job.id, _spec(job)) for job in jobs]
+        rows = [(job.id, _spec(job), job.payload) for job in jobs]
         blobs = blobs_of(jobs)
         with self._write() as db:
             if blobs:
@@ -160,9 +176,10 @@ class SqliteQueue(Queue):
             (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
             before = db.total_changes
             db.executemany(
-                "INSERT OR IGNORE INTO jobs(id, spec, state) VALUES (?, ?, 'pending')", rows)
+                "INSERT OR IGNORE INTO jobs(id, spec, payload, state) VALUES (?, ?, ?, 'pending')",
+                rows)
             if db.total_changes - before == len(rows):
-                return [job_id for job_id, _ in rows]
+                return [job_id for job_id, _, _ in rows]
             return [job_id for (job_id,) in db.execute(
                 "SELECT id FROM jobs WHERE seq > ? ORDER BY seq", (last,))]
 
@@ -196,13 +213,13 @@ class SqliteQueue(Queue):
 
     def _claim_in(self, db: sqlite3.Connection, worker: str, n: int) -> list[Lease]:
         leases = []
-        rows = db.execute("SELECT id, spec, attempt FROM jobs WHERE state='pending' "
+        rows = db.execute("SELECT id, spec, payload, attempt FROM jobs WHERE state='pending' "
                           "ORDER BY seq LIMIT ?", (n,)).fetchall()
-        for job_id, spec, attempt in rows:
+        for job_id, spec, payload, attempt in rows:
             token = f"{attempt}.{self._token_prefix}.{next(self._tokens)}"
             db.execute("UPDATE jobs SET state='running', worker=?, token=?, deadline=? "
                        "WHERE id=?", (worker, token, time.time() + self.lease_s, job_id))
-            leases.append(Lease(Job.from_dict(json.loads(spec)), attempt, worker, token))
+            leases.append(Lease(_job(spec, payload), attempt, worker, token))
         return leases
 
     def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
@@ -283,18 +300,18 @@ class SqliteQueue(Queue):
         return again
 
     def _status(self, row: tuple) -> JobStatus:
-        spec, state, attempt, worker, result = row
-        return JobStatus(Job.from_dict(json.loads(spec)), State(state), attempt, worker,
+        spec, payload, state, attempt, worker, result = row
+        return JobStatus(_job(spec, payload), State(state), attempt, worker,
                          Result.from_dict(loads(result.encode())) if result else None)
 
     def get(self, job_id: str) -> JobStatus | None:
-        row = self._db().execute("SELECT spec, state, attempt, worker, result FROM jobs "
+        row = self._db().execute("SELECT spec, payload, state, attempt, worker, result FROM jobs "
                                  "WHERE id=?", (job_id,)).fetchone()
         return None if row is None else self._status(row)
 
     def jobs(self) -> Iterator[JobStatus]:
-        rows = self._db().execute(
-            "SELECT spec, state, attempt, worker, result FROM jobs ORDER BY seq").fetchall()
+        rows = self._db().execute("SELECT spec, payload, state, attempt, worker, result FROM jobs "
+                                  "ORDER BY seq").fetchall()
         return iter([self._status(row) for row in rows])
 
     def counts(self) -> dict[State, int]:
