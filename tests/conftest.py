@@ -109,3 +109,25 @@ def no_leftover_children() -> Iterator[None]:
         time.sleep(0.05)
     left = _children(os.getpid())
     assert not left, f"test left child processes behind: {left}"
+
+
+def shoal_processes(worker: str | None = None, job: str | None = None) -> list[int]:
+    """Live processes carrying a shoal job's environment (by worker and/or job id)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue
+        if worker and f"SHOAL_WORKER={worker}".encode() not in env:
+            continue
+        if job and f"SHOAL_JOB_ID={job}".encode() not in env:
+            continue
+        if worker or job:
+            found.append(int(entry.name))
+    return found

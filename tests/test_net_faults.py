@@ -1,4 +1,7 @@
-"""Leases over the network behave as they do locally: real worker processes on tcp://."""
+"""Leases over the network behave as they do locally: real worker processes on tcp://.
+
+SIGKILL and SIGSTOP of a worker mid-job: tests/conformance/test_worker_faults.py.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,6 @@ from shoal.job import Job, State
 from shoal.queue import open_queue
 from tests.conftest import wait_for
 from tests.procs import executions, marker_job
-from tests.test_worker_faults import (
-    sigkill_of_a_worker_mid_job_loses_nothing,
-    stopped_worker_has_its_late_result_refused,
-)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,16 +30,6 @@ def served(procs, tmp_path: Path):
     out.mkdir()
     yield queue, status, out
     queue.close()
-
-
-def test_a_stopped_worker_loses_its_lease_and_its_late_result_is_refused(served, procs):
-    queue, status, out = served
-    stopped_worker_has_its_late_result_refused(queue, str(status), out, procs)
-
-
-def test_sigkill_of_a_worker_mid_job_hands_its_jobs_to_another(served, procs):
-    queue, status, out = served
-    sigkill_of_a_worker_mid_job_loses_nothing(queue, str(status), out, procs)
 
 
 def test_a_job_log_travels_to_the_coordinator_with_its_result(served, procs):

@@ -1,8 +1,10 @@
-"""Real worker processes on one folder: races, SIGKILL, SIGSTOP, poison pills, stops, timeouts."""
+"""Real worker processes on one folder: races, poison pills, stops, timeouts.
+
+SIGKILL and SIGSTOP of a worker mid-job, on every backend: tests/conformance/test_worker_faults.py.
+"""
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from shoal.job import Job, State
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
-from tests.conftest import wait_for
+from tests.conftest import shoal_processes, wait_for
 from tests.procs import executions, marker_job
 
 pytestmark = pytest.mark.timeout(180)
@@ -22,28 +24,6 @@ def setup(tmp_path: Path) -> tuple[FolderQueue, Path]:
     out = tmp_path / "out"
     out.mkdir()
     return FolderQueue(tmp_path / "queue"), out
-
-
-def shoal_processes(worker: str | None = None, job: str | None = None) -> list[int]:
-    """Live processes carrying a shoal job's environment (by worker and/or job id)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = (entry / "environ").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state == "Z":
-            continue
-        if worker and f"SHOAL_WORKER={worker}".encode() not in env:
-            continue
-        if job and f"SHOAL_JOB_ID={job}".encode() not in env:
-            continue
-        if worker or job:
-            found.append(int(entry.name))
-    return found
 
 
 def worker_ids(queue: Queue) -> list[str]:
@@ -64,64 +44,6 @@ def test_racing_workers_run_each_job_exactly_once(setup, procs):
     assert len({worker for _, _, worker in runs}) >= 2, "only one worker did any work"
     results = list(queue.results())
     assert len(results) == 400 and {r.state for r in results} == {State.DONE}
-
-
-def sigkill_of_a_worker_mid_job_loses_nothing(queue, target: str, out: Path, procs,
-                                               *lease: str) -> None:
-    """A worker killed with its jobs running: another takes them over, kills the orphans.
-    Shared by the folder queue (here) and the network queue (test_net_faults.py)."""
-    slow_on_victim = 'if [ -n "$VICTIM" ]; then sleep 60; fi;'
-    jobs = [Job.command_job(marker_job(out, slow_on_victim), params={"i": i}) for i in range(6)]
-    queue.submit(jobs)
-    victim = procs.shoal("work", target, "--slots", "2", *lease, env={"VICTIM": "1"})
-    wait_for(lambda: queue.counts()[State.RUNNING] == 2, 20, message="victim to run 2 jobs")
-    (victim_id,) = worker_ids(queue)
-    wait_for(lambda: len(shoal_processes(worker=victim_id)) >= 2, message="jobs to start")
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait(timeout=10)
-    rescuer = procs.shoal("work", target, "--slots", "2", *lease, "--drain")
-    assert rescuer.wait(timeout=60) == 0, procs.output(rescuer)
-    results = {r.job_id: r for r in queue.results()}
-    assert set(results) == {job.id for job in jobs}
-    assert {r.state for r in results.values()} == {State.DONE}
-    assert sorted(r.attempt for r in results.values()) == [1, 1, 1, 1, 2, 2]
-    assert shoal_processes(worker=victim_id) == [], "the dead worker's jobs were left running"
-    assert "took back 2 lease(s)" in procs.output(rescuer)
-
-
-def stopped_worker_has_its_late_result_refused(queue, target: str, out: Path, procs,
-                                               *lease: str) -> None:
-    """A SIGSTOPped worker (as good as a network cut) loses its lease; after SIGCONT its
-    late result is refused and it keeps working."""
-    job = Job.command_job(marker_job(out, 'if [ "$SHOAL_ATTEMPT" = 1 ]; then sleep 2; fi;'))
-    queue.submit([job])
-    sleeper = procs.shoal("work", target, "--slots", "1", *lease)
-    wait_for(lambda: queue.counts()[State.RUNNING] == 1, 20, message="the job to start")
-    (sleeper_id,) = worker_ids(queue)
-    os.kill(sleeper.pid, signal.SIGSTOP)
-    rescuer = procs.shoal("work", target, "--slots", "1", *lease, "--drain")
-    assert rescuer.wait(timeout=60) == 0, procs.output(rescuer)
-    os.kill(sleeper.pid, signal.SIGCONT)
-    wait_for(lambda: "not recorded" in procs.output(sleeper) or "lost lease" in
-             procs.output(sleeper), 20, message="the woken worker to notice its lost lease")
-    (result,) = list(queue.results())
-    assert (result.state, result.attempt) == (State.DONE, 2)
-    assert result.worker != sleeper_id
-    assert 2 in [attempt for _, attempt, _ in executions(out)]
-    assert shoal_processes(job=job.id) == []
-    assert sleeper.poll() is None, "the woken worker should keep working"
-
-
-def test_sigkill_of_a_worker_mid_job_loses_nothing(setup, procs):
-    queue, out = setup
-    sigkill_of_a_worker_mid_job_loses_nothing(queue, str(queue.root), out, procs,
-                                              "--lease", "1")
-
-
-def test_stopped_worker_past_its_lease_has_its_late_result_refused(setup, procs):
-    queue, out = setup
-    stopped_worker_has_its_late_result_refused(queue, str(queue.root), out, procs,
-                                               "--lease", "1")
 
 
 def test_poison_pill_fails_after_max_attempts_and_others_run(setup, procs):
