@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import tracemalloc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,19 @@ def run_call(queue: Queue, job: Job) -> object:
     result = wait_for(lambda: queue.wait_results([job.id], 0.5), timeout_s=60,
                       message=f"the result of {job.name}")
     return outcome(result[0])  # type: ignore[index]
+
+
+def test_a_function_is_pickled_once_while_it_lives_and_not_kept_alive_for_it():
+    fn = functools.partial(len, b"x" * 1000)
+    first, again = call_job(fn), call_job(fn)
+    assert first.blobs[first.meta["fn"]] is again.blobs[again.meta["fn"]]
+    setup = functools.partial(fns.initialize, "marker", 1)  # what an Executor passes
+    first, again = call_job(len, initializer=setup), call_job(len, initializer=setup)
+    assert first.blobs[first.meta["init"]] is again.blobs[again.meta["init"]]
+    gone = weakref.ref(fn), weakref.ref(setup)
+    del fn, setup, first, again
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None]
 
 
 def test_a_function_capturing_an_array_is_written_once_to_a_folder_queue(tmp_path: Path):

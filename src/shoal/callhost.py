@@ -104,7 +104,7 @@ def _blob(digest: str, blobs: dict[str, bytes]) -> bytes:
 
 
 _functions = FunctionCache()
-_initialized: set[str] = set()  # digests of (initializer, initargs) run here
+_initialized: set[str] = set()  # digests of initializers (with their arguments) run here
 
 
 def _load(request: dict[str, Any]) -> tuple[Any, tuple, dict[str, Any]]:
@@ -117,8 +117,7 @@ def _load(request: dict[str, Any]) -> tuple[Any, tuple, dict[str, Any]]:
         # As ProcessPoolExecutor's initializer, once per interpreter; but if it raises,
         # only this call fails (with its exception) and the next call tries it again,
         # where the stdlib would break the whole pool for one bad start.
-        initializer, initargs = cloudpickle.loads(_blob(init, blobs))
-        initializer(*initargs)
+        cloudpickle.loads(_blob(init, blobs))()  # initializer(*initargs), pickled as one
         _initialized.add(init)
     if request.get("fn") is None:  # a job from before functions were stored apart
         fn_blob, args, kwargs = cloudpickle.loads(request["payload"])

@@ -73,7 +73,8 @@ def call_job(fn: Callable[..., Any], args: tuple = (), kwargs: Mapping[str, Any]
     `initializer(*initargs)` runs once in each interpreter before the first call that
     names it; `max_tasks_per_child` has the worker start a fresh interpreter after that
     many such calls (both as in ProcessPoolExecutor). A pickling error keeps its type,
-    with a note naming the call.
+    with a note naming the call. Functions are pickled once per live object, so a caller
+    that submits many calls passes the same `fn` and `initializer` objects each time.
     """
     if initializer is not None and not callable(initializer):
         raise TypeError("initializer must be a callable")
@@ -88,8 +89,10 @@ def call_job(fn: Callable[..., Any], args: tuple = (), kwargs: Mapping[str, Any]
         blobs = {fn_digest: fn_blob}
         refs: dict[str, Any] = {"fn": fn_digest}
         if initializer is not None:
-            init_blob = cloudpickle.dumps((initializer, tuple(initargs)))
-            refs["init"] = blob_digest(init_blob)
+            # Pickled once while the same object is passed again: a caller with initargs
+            # passes functools.partial(initializer, *initargs), made once, and initargs=().
+            setup = functools.partial(initializer, *initargs) if initargs else initializer
+            init_blob, refs["init"] = pickle_function(setup)
             blobs[refs["init"]] = init_blob
     except Exception as exc:
         exc.add_note(f"shoal: while pickling the call {name}")
