@@ -24,6 +24,7 @@ cancels its job if no worker has started it yet.
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import logging
 import os
@@ -60,6 +61,8 @@ EXIT_NOTICE_S = 2.0
 
 class ShoalFuture(futures.Future):
     """A Future whose cancel() also cancels the job, if no worker has started it."""
+
+    __slots__ = ("_engine", "job_id")  # no bigger instance dict: a map holds 10^5 of these
 
     def __init__(self, engine: _Engine, job_id: str) -> None:
         super().__init__()
@@ -108,8 +111,10 @@ class Executor(futures.Executor):
             raise TypeError("initializer must be a callable")
         if max_tasks_per_child is not None and max_tasks_per_child < 1:
             raise ValueError("max_tasks_per_child must be >= 1")
-        self._setup = {"initializer": initializer, "initargs": tuple(initargs),
-                       "max_tasks_per_child": max_tasks_per_child}
+        # One object for every call, so its pickle is made once (see calls.call_job).
+        setup = (functools.partial(initializer, *initargs)
+                 if initializer is not None and initargs else initializer)
+        self._setup = {"initializer": setup, "max_tasks_per_child": max_tasks_per_child}
         opened = open_queue(queue if queue is not None else "memory://")
         owns_queue = opened is not queue
         slots = (os.cpu_count() or 1) if workers is None else workers

@@ -67,7 +67,7 @@ def content_id(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One unit of work. Build with `Job.command`, `Job.file` (or `Job.call`, later)."""
 
@@ -148,7 +148,7 @@ class Job:
         return cls(**values)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lease:
     """A claim on a job: valid until its deadline passes without renewal.
 
@@ -165,7 +165,7 @@ class Lease:
         return self.job.id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Result:
     """The recorded outcome of a job: exactly one per job id."""
 
@@ -212,7 +212,7 @@ class Result:
         return cls(**values)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobStatus:
     """What `Queue.get` tells about one job."""
 
@@ -223,7 +223,7 @@ class JobStatus:
     result: Result | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerInfo:
     """A worker as the registry sees it; `age_s` and `lost` are judged by the observer."""
 

@@ -428,7 +428,7 @@ class Worker:
                 log_path: str | None, **extra: Any) -> Result:
         lease = slot.lease
         return Result(
-            lease.job_id, state, name=lease.job.name, params=dict(lease.job.params),
+            lease.job_id, state, name=lease.job.name, params=lease.job.params,
             exit_code=exit_code, reason=reason, attempt=lease.attempt, worker=self.id,
             host=HOST, started=slot.started, ended=time.time(), log=log_path, **extra,
         )
