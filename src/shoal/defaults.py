@@ -10,6 +10,13 @@ LEASE_S = 30.0
 # fit in one lease so one slow write does not cost a takeover.
 HEARTBEAT_S = 5.0
 
+# `reap()` reports every reap of at least this long ago (or of the last lease, if longer),
+# whoever did it: live workers hear within one lease (they beat every lease_s/4), and a
+# worker (re)started on a dead worker's host shortly after still kills its orphans.
+REAPED_KEEP_S = 60.0
+# Reap records kept at most (memory); a mass death beyond this reports the newest ones.
+REAPED_KEEP = 10_000
+
 # Total attempts a job gets when its worker keeps dying under it (poison pill cap,
 # like HyperQueue's crash limit and Dask's allowed-failures).
 MAX_ATTEMPTS = 3

@@ -221,6 +221,8 @@ class JobStatus:
     attempt: int = 0
     worker: str | None = None
     result: Result | None = None
+    #: records of earlier attempts that failed and were tried again, oldest first
+    attempts: tuple[Result, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +251,34 @@ class WorkerInfo:
         values = {k: data[k] for k in _field_names(cls) if k in data}
         values["running"] = tuple(values.get("running", ()))
         return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What one heartbeat (`Queue.beat`) brings back: the leases that are no longer
+    the worker's (expired and taken over, or cancelled), and the control commands that
+    were waiting for it (each handed over once)."""
+
+    lost: tuple[Lease, ...] = ()
+    commands: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """A lease taken back from a worker judged dead: what its host needs to kill the
+    attempt it left running (the attempt, so a newer one of the same job is spared)."""
+
+    job_id: str
+    worker: str
+    attempt: int
+    host: str = ""  # the worker's host as it registered; "" if it never did
+
+    def to_dict(self) -> dict[str, Any]:
+        return _shallow_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Reaped:
+        return cls(**{k: data[k] for k in _field_names(cls) if k in data})
 
 
 def dumps(data: Mapping[str, Any]) -> bytes:

@@ -4,7 +4,7 @@ Guarantees (see docs/architecture.md and RELIABILITY.md):
 
 * `submit` is idempotent by job id.
 * `claim` hands out a job under a lease; the lease's `token` fences stale owners.
-* A lease that is not renewed expires: the job goes back to pending with
+* A lease that no `beat` extends expires: the job goes back to pending with
   attempt + 1, until `job.max_attempts`; then it is failed with a reason that says so.
 * `finish` records exactly one final result per job: a stale lease is refused
   with `LeaseLost`, never silently recorded.
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from .. import defaults
-from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
+from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo
 
 T = TypeVar("T")
 _LOG_DIR_LOCK = threading.Lock()
@@ -69,6 +69,11 @@ def lost_reason(attempts: int, worker: str) -> str:
         f"worker died or lost its lease {attempts} time(s) while running this job "
         f"(last: {worker}); giving up after max_attempts={attempts}"
     )
+
+
+def reaped_keep_s(lease_s: float) -> float:
+    """How long `reap` keeps reporting a reap (see defaults.REAPED_KEEP_S)."""
+    return max(defaults.REAPED_KEEP_S, lease_s)
 
 
 class Queue(ABC):
@@ -195,35 +200,42 @@ class Queue(ABC):
         """Lease up to `n` pending jobs to `worker`; wait up to `wait_s` for the first one."""
 
     @abstractmethod
-    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
-        """Extend `worker`'s leases; return those that are lost (expired and taken over)."""
+    def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
+        """One heartbeat, one atomic step: register or refresh the worker `info` describes,
+        extend those of its `leases` whose token is still current (the others come back in
+        `Beat.lost`), and hand over the control commands waiting for it (removed as read).
+        It does not reap: a worker's heartbeat is `beat` then `reap`."""
 
     @abstractmethod
-    def finish(self, lease: Lease, result: Result) -> None:
-        """Record the final result; raise `LeaseLost` if the lease is no longer current."""
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+        """Record the final result; raise `LeaseLost` if the lease is no longer current.
 
-    #: finish_and_claim() costs less than finish() and claim() apart (one round trip).
-    claims_with_finish: ClassVar[bool] = False
+        With `then_claim` > 0, also lease the same worker up to that many next jobs without
+        waiting (`_claim_next`), and return them: in the same step where the backend can
+        (one transaction, one round trip), else right after the finish.
+        """
 
-    def finish_and_claim(self, lease: Lease, result: Result, n: int) -> list[Lease]:
-        """`finish`, then lease the same worker up to `n` next jobs (without waiting)."""
-        self.finish(lease, result)
-        return self.claim(lease.worker, n) if n > 0 else []
-
-    @abstractmethod
-    def requeue(self, lease: Lease, result: Result) -> None:
-        """Put a failed attempt back to pending with attempt + 1 (a retry); fenced like finish."""
+    def _claim_next(self, lease: Lease, then_claim: int) -> list[Lease]:
+        """What `finish(..., then_claim=n)` hands out where the backend cannot do better:
+        a claim of up to n jobs for the lease's worker, without waiting."""
+        return self.claim(lease.worker, then_claim) if then_claim > 0 else []
 
     @abstractmethod
-    def release(self, lease: Lease) -> None:
-        """Give a job back untouched (graceful stop); the attempt number does not grow."""
+    def release(self, lease: Lease, *, failed: Result | None = None) -> None:
+        """Put the job back to pending; fenced like finish (`LeaseLost` if stale).
+
+        Without `failed` (a worker stopping) the job goes back untouched. With it (a run
+        that failed and is tried again) the attempt number grows and `failed` is kept as
+        the attempt's record, which `get(...).attempts` shows: the user sees why it ran
+        twice.
+        """
 
     @abstractmethod
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
         """Cancel jobs not yet final; return the ids that were cancelled.
 
         A running job's lease becomes stale, so its worker's finish is refused and
-        the worker kills the job when it next renews.
+        the worker kills the job at its next beat.
         """
 
     @abstractmethod
@@ -294,11 +306,14 @@ class Queue(ABC):
         return counts[State.PENDING] == 0 and counts[State.RUNNING] == 0
 
     @abstractmethod
-    def reap(self) -> list[tuple[str, str]]:
-        """Return expired leases to pending (or fail them at the cap).
+    def reap(self) -> list[Reaped]:
+        """Take expired leases back (to pending with attempt + 1, or failed at the cap),
+        then report every reap of the last `reaped_keep_s(lease_s)`, by any caller.
 
-        Returns (job id, worker) for each lease taken away, so a caller on the dead
-        worker's host can kill the job processes it left behind.
+        Whoever reaps, a worker on the dead worker's host hears it at its next heartbeat
+        and kills what was left running there; callers act on each record once. Only
+        `reap` takes leases back (never `claim`, `beat` or a read), so no reap goes
+        unreported.
         """
 
     # -- function blobs ---------------------------------------------------------
@@ -324,10 +339,6 @@ class Queue(ABC):
     # -- workers ------------------------------------------------------------
 
     @abstractmethod
-    def heartbeat(self, info: WorkerInfo) -> None:
-        """Register or refresh a worker in the registry."""
-
-    @abstractmethod
     def unregister(self, worker: str) -> None:
         """Remove a worker that stopped cleanly."""
 
@@ -337,22 +348,9 @@ class Queue(ABC):
 
     @abstractmethod
     def send_control(self, worker: str, command: str) -> None:
-        """Leave a control command (STOP, STOP_NOW) for a worker."""
-
-    @abstractmethod
-    def take_control(self, worker: str) -> list[str]:
-        """Commands waiting for `worker`, removed as they are read."""
+        """Leave a control command (STOP, STOP_NOW) for a worker; its next `beat` takes it."""
 
     # -- lifecycle ------------------------------------------------------------
-
-    def recently_reaped(self) -> list[tuple[str, str]]:
-        """(job id, worker) of leases taken back in the last minute, by any call that reaped
-        (a coordinator hands them to workers, which kill what dead workers left running)."""
-        return []
-
-    def extend_leases(self) -> None:  # noqa: B027 - optional hook
-        """Give every running lease a fresh term: a coordinator that restarts calls this, so
-        workers that kept running while it was down can renew before they are judged dead."""
 
     def refresh(self) -> None:  # noqa: B027 - optional hook
         """Pick up work that appeared outside `submit` (drop-in files); default: nothing."""

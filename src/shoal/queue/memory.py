@@ -19,8 +19,8 @@ from dataclasses import replace
 
 from .. import defaults
 from ..errors import LeaseLost
-from ..job import Job, JobStatus, Kind, Lease, Result, State, WorkerInfo
-from .base import Queue, blobs_of, lost_reason
+from ..job import Beat, Job, JobStatus, Kind, Lease, Reaped, Result, State, WorkerInfo
+from .base import Queue, blobs_of, lost_reason, reaped_keep_s
 
 
 class MemoryQueue(Queue):
@@ -43,7 +43,9 @@ class MemoryQueue(Queue):
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._control: dict[str, list[str]] = {}
         self._tokens = itertools.count(1)
-        self._reaped_failed: list[Result] = []  # failed by a reap, to announce unlocked
+        self._failed_attempts: dict[str, dict[int, Result]] = {}  # id -> attempt -> record
+        # Reaps by anyone, newest last, with when (monotonic): what reap() reports.
+        self._reaped: deque[tuple[float, Reaped]] = deque(maxlen=defaults.REAPED_KEEP)
         self._blob_users: dict[str, int] = {}  # digest -> unfinished jobs that name it
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
@@ -96,14 +98,11 @@ class MemoryQueue(Queue):
         deadline = time.monotonic() + wait_s
         with self._lock:
             while True:
-                self._reap_locked()
                 leases = self._claim_locked(worker, n)
                 remaining = deadline - time.monotonic()
                 if leases or remaining <= 0:
                     break
                 self._lock.wait(min(remaining, self.lease_s / 2))
-        if self._reaped_failed:
-            self._announce_reaped()
         return leases
 
     def _claim_locked(self, worker: str, n: int) -> list[Lease]:
@@ -119,20 +118,19 @@ class MemoryQueue(Queue):
             leases.append(Lease(self._jobs[job_id], attempt, worker, token))
         return leases
 
-    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
+    def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
         lost = []
         with self._lock:
-            self._touch_worker(worker)
-            self._reap_locked()
+            now = time.monotonic()
+            self._workers[info.id] = (info, now)
             for lease in leases:
                 if self._current(lease):
                     owner, token, _ = self._leases[lease.job_id]
-                    self._leases[lease.job_id] = (owner, token, time.monotonic() + self.lease_s)
+                    self._leases[lease.job_id] = (owner, token, now + self.lease_s)
                 else:
                     lost.append(lease)
-        if self._reaped_failed:
-            self._announce_reaped()
-        return lost
+            commands = self._control.pop(info.id, [])
+        return Beat(tuple(lost), tuple(commands))
 
     def _current(self, lease: Lease) -> bool:
         held = self._leases.get(lease.job_id)
@@ -143,23 +141,25 @@ class MemoryQueue(Queue):
             raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
         del self._leases[lease.job_id]
 
-    def finish(self, lease: Lease, result: Result) -> None:
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
         with self._lock:
             self._end_lease(lease)
             result = self._place_log(lease, result)
             self._set_final_locked(lease.job_id, result)
+            next_leases = self._claim_locked(lease.worker, then_claim) if then_claim > 0 else []
             self._lock.notify_all()
         self._announce([result])
+        return next_leases
 
-    def requeue(self, lease: Lease, result: Result) -> None:
+    def release(self, lease: Lease, *, failed: Result | None = None) -> None:
         with self._lock:
             self._end_lease(lease)
-            self._to_pending(lease.job_id, self._attempt[lease.job_id] + 1)
-
-    def release(self, lease: Lease) -> None:
-        with self._lock:
-            self._end_lease(lease)
-            self._to_pending(lease.job_id, self._attempt[lease.job_id], front=True)
+            attempt = self._attempt[lease.job_id]
+            if failed is None:
+                self._to_pending(lease.job_id, attempt, front=True)
+                return
+            self._failed_attempts.setdefault(lease.job_id, {})[attempt] = failed
+            self._to_pending(lease.job_id, attempt + 1)
 
     def _to_pending(self, job_id: str, attempt: int, *, front: bool = False) -> None:
         self._attempt[job_id] = attempt
@@ -221,8 +221,11 @@ class MemoryQueue(Queue):
 
     def _status(self, job_id: str) -> JobStatus:
         held = self._leases.get(job_id)
-        return JobStatus(self._jobs[job_id], self._state[job_id], self._attempt[job_id],
-                         held[0] if held else None, self._results.get(job_id))
+        attempt = self._attempt[job_id]
+        records = self._failed_attempts.get(job_id, {})  # those before a retry() do not count
+        return JobStatus(self._jobs[job_id], self._state[job_id], attempt,
+                         held[0] if held else None, self._results.get(job_id),
+                         tuple(records[n] for n in sorted(records) if n < attempt))
 
     def jobs(self) -> Iterator[JobStatus]:
         with self._lock:
@@ -231,54 +234,46 @@ class MemoryQueue(Queue):
 
     def counts(self) -> dict[State, int]:
         with self._lock:
-            self._reap_locked()
             counts = dict.fromkeys(State, 0)
             for state in self._state.values():
                 counts[state] += 1
-        if self._reaped_failed:
-            self._announce_reaped()
         return counts
 
     def results(self) -> Iterator[Result]:
         with self._lock:
             return iter(list(self._results.values()))
 
-    def reap(self) -> list[tuple[str, str]]:
+    def reap(self) -> list[Reaped]:
         with self._lock:
-            reaped = self._reap_locked()
-        self._announce_reaped()
-        return reaped
-
-    def _announce_reaped(self) -> None:
-        with self._lock:
-            failed, self._reaped_failed = self._reaped_failed, []
+            failed = self._reap_locked()
+            oldest = time.monotonic() - reaped_keep_s(self.lease_s)
+            while self._reaped and self._reaped[0][0] < oldest:
+                self._reaped.popleft()
+            recent = [record for _, record in self._reaped]
         self._announce(failed)
+        return recent
 
-    def _reap_locked(self) -> list[tuple[str, str]]:
+    def _reap_locked(self) -> list[Result]:
+        """Take expired leases back and log each reap; return the jobs it failed."""
         now = time.monotonic()
         expired = [(job_id, held) for job_id, held in self._leases.items() if held[2] < now]
+        failed = []
         for job_id, (worker, _token, _deadline) in expired:
             del self._leases[job_id]
             job, attempt = self._jobs[job_id], self._attempt[job_id]
+            host = self._workers[worker][0].host if worker in self._workers else ""
+            self._reaped.append((now, Reaped(job_id, worker, attempt, host)))
             if attempt >= job.max_attempts:
                 self._set_final_locked(job_id, Result(
                     job_id, State.FAILED, name=job.name, params=job.params,
                     reason=lost_reason(attempt, worker), attempt=attempt, worker=worker,
                 ))
-                self._reaped_failed.append(self._results[job_id])
+                failed.append(self._results[job_id])
             else:
                 self._to_pending(job_id, attempt + 1)
         if expired:
             self._lock.notify_all()
-        return [(job_id, held[0]) for job_id, held in expired]
-
-    def heartbeat(self, info: WorkerInfo) -> None:
-        with self._lock:
-            self._workers[info.id] = (info, time.monotonic())
-
-    def _touch_worker(self, worker: str) -> None:
-        if worker in self._workers:
-            self._workers[worker] = (self._workers[worker][0], time.monotonic())
+        return failed
 
     def unregister(self, worker: str) -> None:
         with self._lock:
@@ -297,7 +292,3 @@ class MemoryQueue(Queue):
         with self._lock:
             self._control.setdefault(worker, []).append(command)
             self._lock.notify_all()
-
-    def take_control(self, worker: str) -> list[str]:
-        with self._lock:
-            return self._control.pop(worker, [])

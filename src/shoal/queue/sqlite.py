@@ -8,7 +8,6 @@ on NFS, sshfs and CIFS), which we check when it is opened.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import os
@@ -25,8 +24,20 @@ from typing import Any
 from .. import defaults
 from ..errors import LeaseLost, UsageError
 from ..fsutil import NETWORK_FS, filesystem_type
-from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, _field_names, dumps, loads
-from .base import Queue, blobs_of, lost_reason, poll
+from ..job import (
+    Beat,
+    Job,
+    JobStatus,
+    Lease,
+    Reaped,
+    Result,
+    State,
+    WorkerInfo,
+    _field_names,
+    dumps,
+    loads,
+)
+from .base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,6 +55,12 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, info TEXT NOT NULL, seen REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id TEXT NOT NULL, attempt INTEGER NOT NULL, result TEXT NOT NULL,
+    PRIMARY KEY (job_id, attempt));
+CREATE TABLE IF NOT EXISTS reaped (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, job_id TEXT NOT NULL,
+    worker TEXT NOT NULL, attempt INTEGER NOT NULL, host TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS control (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, worker TEXT NOT NULL, command TEXT NOT NULL);
 """
@@ -110,7 +127,6 @@ class SqliteQueue(Queue):
 
     blocking_claim = False
     cross_host = False
-    claims_with_finish = True  # one transaction instead of two
 
     def __init__(self, path: str | Path, *, lease_s: float = defaults.LEASE_S,
                  allow_network_fs: bool = False) -> None:
@@ -126,7 +142,6 @@ class SqliteQueue(Queue):
         self._log_dir.mkdir(exist_ok=True)
         self._local = threading.local()
         self._tokens = itertools.count(1)
-        self._reaped: collections.deque[tuple[float, str, str]] = collections.deque()
         self._token_prefix = f"{os.getpid()}-{id(self):x}"
         self._db().executescript(SCHEMA)  # its own transaction (executescript commits)
         self._add_payload_column()
@@ -222,18 +237,26 @@ class SqliteQueue(Queue):
             leases.append(Lease(_job(spec, payload), attempt, worker, token))
         return leases
 
-    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
+    def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
+        """Register the worker, extend its current leases, take its commands: one
+        transaction."""
         lost = []
         with self._write() as db:
-            db.execute("UPDATE workers SET seen=? WHERE id=?", (time.time(), worker))
+            now = time.time()
+            db.execute("INSERT OR REPLACE INTO workers(id, info, seen) VALUES (?, ?, ?)",
+                       (info.id, dumps(info.to_dict()).decode(), now))
             for lease in leases:
                 cursor = db.execute("UPDATE jobs SET deadline=? WHERE id=? AND token=? "
                                     "AND state='running'",
-                                    (time.time() + self.lease_s, lease.job_id, lease.token))
+                                    (now + self.lease_s, lease.job_id, lease.token))
                 if not cursor.rowcount:
                     lost.append(lease)
-        self.reap()
-        return lost
+            rows = db.execute("SELECT seq, command FROM control WHERE worker=? ORDER BY seq",
+                              (info.id,)).fetchall()
+            if rows:
+                db.execute("DELETE FROM control WHERE worker=? AND seq<=?",
+                           (info.id, rows[-1][0]))
+        return Beat(tuple(lost), tuple(command for _, command in rows))
 
     def _end(self, db: sqlite3.Connection, lease: Lease, state: str, attempt: int,
              result: Result | None) -> None:
@@ -245,11 +268,8 @@ class SqliteQueue(Queue):
         if not cursor.rowcount:
             raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
 
-    def finish(self, lease: Lease, result: Result) -> None:
-        self.finish_and_claim(lease, result, 0)
-
-    def finish_and_claim(self, lease: Lease, result: Result, n: int) -> list[Lease]:
-        """Finish, then claim for the same worker, in one transaction."""
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+        """Finish, then claim up to `then_claim` jobs for the same worker: one transaction."""
         with self._write() as db:  # the write lock is the fence: check, move the log, record
             if result.log:  # a log moves only while we are sure the lease is current
                 current = db.execute("SELECT 1 FROM jobs WHERE id=? AND token=? AND "
@@ -259,17 +279,19 @@ class SqliteQueue(Queue):
                                     "current")
                 result = self._place_log(lease, result)
             self._end(db, lease, result.state.value, lease.attempt, result)
-            following = self._claim_in(db, lease.worker, n) if n > 0 else []
+            next_leases = self._claim_in(db, lease.worker, then_claim) if then_claim > 0 else []
         self._announce([result])
-        return following
+        return next_leases
 
-    def requeue(self, lease: Lease, result: Result) -> None:
+    def release(self, lease: Lease, *, failed: Result | None = None) -> None:
         with self._write() as db:
+            if failed is None:
+                self._end(db, lease, "pending", lease.attempt, None)
+                return
             self._end(db, lease, "pending", lease.attempt + 1, None)
-
-    def release(self, lease: Lease) -> None:
-        with self._write() as db:
-            self._end(db, lease, "pending", lease.attempt, None)
+            db.execute("INSERT OR REPLACE INTO attempts(job_id, attempt, result) VALUES "
+                       "(?, ?, ?)", (lease.job_id, lease.attempt,
+                                     dumps(failed.to_dict()).decode()))
 
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
         done, announced = [], []
@@ -301,8 +323,14 @@ class SqliteQueue(Queue):
 
     def _status(self, row: tuple) -> JobStatus:
         spec, payload, state, attempt, worker, result = row
-        return JobStatus(_job(spec, payload), State(state), attempt, worker,
-                         Result.from_dict(loads(result.encode())) if result else None)
+        job = _job(spec, payload)
+        records: tuple[Result, ...] = ()
+        if attempt > 1:  # only a job tried again has records of failed attempts
+            records = tuple(Result.from_dict(loads(text.encode())) for (text,) in self._db(
+                ).execute("SELECT result FROM attempts WHERE job_id=? AND attempt<? "
+                          "ORDER BY attempt", (job.id, attempt)))
+        return JobStatus(job, State(state), attempt, worker,
+                         Result.from_dict(loads(result.encode())) if result else None, records)
 
     def get(self, job_id: str) -> JobStatus | None:
         row = self._db().execute("SELECT spec, payload, state, attempt, worker, result FROM jobs "
@@ -315,7 +343,6 @@ class SqliteQueue(Queue):
         return iter([self._status(row) for row in rows])
 
     def counts(self) -> dict[State, int]:
-        self.reap()
         counts = dict.fromkeys(State, 0)
         for state, number in self._db().execute(
                 "SELECT state, COUNT(*) FROM jobs GROUP BY state"):
@@ -338,48 +365,43 @@ class SqliteQueue(Queue):
                                   "ORDER BY seq").fetchall()
         return iter([Result.from_dict(loads(row[0].encode())) for row in rows])
 
-    def reap(self) -> list[tuple[str, str]]:
-        reaped, failed = [], []
+    def reap(self) -> list[Reaped]:
+        """One transaction: take expired leases back, log them in `reaped` (shared by every
+        process on the file), forget records older than reaped_keep_s, read the rest."""
+        failed = []
         with self._write() as db:
+            now = time.time()
             rows = db.execute("SELECT id, spec, attempt, worker FROM jobs WHERE "
-                              "state='running' AND deadline < ?", (time.time(),)).fetchall()
+                              "state='running' AND deadline < ?", (now,)).fetchall()
             for job_id, spec, attempt, worker in rows:
-                job = Job.from_dict(json.loads(spec))
-                reaped.append((job_id, worker))
-                if attempt < job.max_attempts:
-                    db.execute("UPDATE jobs SET state='pending', attempt=?, worker=NULL, "
-                               "token=NULL, deadline=NULL WHERE id=?", (attempt + 1, job_id))
-                    continue
-                result = Result(job_id, State.FAILED, name=job.name, params=job.params,
-                                reason=lost_reason(attempt, worker), attempt=attempt,
-                                worker=worker)
-                db.execute("UPDATE jobs SET state='failed', worker=NULL, token=NULL, "
-                           "result=? WHERE id=?", (dumps(result.to_dict()).decode(), job_id))
-                failed.append(result)
+                result = self._take_back(db, job_id, Job.from_dict(json.loads(spec)), attempt,
+                                         worker, now)
+                if result is not None:
+                    failed.append(result)
+            db.execute("DELETE FROM reaped WHERE at < ?", (now - reaped_keep_s(self.lease_s),))
+            recent = [Reaped(*row) for row in db.execute(
+                "SELECT job_id, worker, attempt, host FROM reaped ORDER BY seq")]
         self._announce(failed)
-        if reaped:
-            now = time.monotonic()
-            self._reaped.extend((now, job_id, worker) for job_id, worker in reaped)
-        return reaped
+        return recent
 
-    def recently_reaped(self) -> list[tuple[str, str]]:
-        now = time.monotonic()
-        while self._reaped and now - self._reaped[0][0] > 60:
-            self._reaped.popleft()
-        return [(job_id, worker) for _, job_id, worker in self._reaped]
-
-    def extend_leases(self) -> None:
-        with self._write() as db:
-            db.execute("UPDATE jobs SET deadline=MAX(deadline, ?) WHERE state='running'",
-                       (time.time() + self.lease_s,))
-            db.execute("UPDATE workers SET seen=MAX(seen, ?)", (time.time(),))
+    def _take_back(self, db: sqlite3.Connection, job_id: str, job: Job, attempt: int,
+                   worker: str, now: float) -> Result | None:
+        """Reap one expired lease; return the failed result if it was the last attempt."""
+        info = db.execute("SELECT info FROM workers WHERE id=?", (worker,)).fetchone()
+        host = str(loads(info[0].encode()).get("host", "")) if info else ""
+        db.execute("INSERT INTO reaped(at, job_id, worker, attempt, host) VALUES (?, ?, ?, ?, ?)",
+                   (now, job_id, worker, attempt, host))
+        if attempt < job.max_attempts:
+            db.execute("UPDATE jobs SET state='pending', attempt=?, worker=NULL, "
+                       "token=NULL, deadline=NULL WHERE id=?", (attempt + 1, job_id))
+            return None
+        result = Result(job_id, State.FAILED, name=job.name, params=job.params,
+                        reason=lost_reason(attempt, worker), attempt=attempt, worker=worker)
+        db.execute("UPDATE jobs SET state='failed', worker=NULL, token=NULL, "
+                   "result=? WHERE id=?", (dumps(result.to_dict()).decode(), job_id))
+        return result
 
     # -- workers and control -----------------------------------------------------------
-
-    def heartbeat(self, info: WorkerInfo) -> None:
-        with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO workers(id, info, seen) VALUES (?, ?, ?)",
-                       (info.id, dumps(info.to_dict()).decode(), time.time()))
 
     def unregister(self, worker: str) -> None:
         with self._write() as db:
@@ -398,13 +420,6 @@ class SqliteQueue(Queue):
     def send_control(self, worker: str, command: str) -> None:
         with self._write() as db:
             db.execute("INSERT INTO control(worker, command) VALUES (?, ?)", (worker, command))
-
-    def take_control(self, worker: str) -> list[str]:
-        with self._write() as db:
-            rows = db.execute("SELECT seq, command FROM control WHERE worker=? ORDER BY seq",
-                              (worker,)).fetchall()
-            db.execute("DELETE FROM control WHERE worker=?", (worker,))
-        return [command for _, command in rows]
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
