@@ -2,9 +2,10 @@
 
     steering loop (caller's thread)          slot threads (N)
     ------------------------------          -------------------------------
-    renew leases, heartbeat, reap            claim 1 job (lease)
-    read control commands (stop...)          prepare + start its process group
-    look for drop-in job files               wait; finish / requeue / release
+    beat: register, renew leases,            claim 1 job (lease)
+      take control commands (stop...)        prepare + start its process group
+    reap (kill orphans of dead workers)      wait; finish (+ claim the next) /
+    look for drop-in job files                 requeue / release
     decide to exit (drained, stopped)        (lease lost -> result refused)
 
 Stopping: a first stop (SIGINT/SIGTERM or `shoal fire`) claims nothing more and
@@ -116,7 +117,7 @@ class Worker:
 
     def run(self) -> str:
         """Work until a way out is reached; return it ("drained", "stopped", "max jobs")."""
-        self._beat("idle")
+        self._beat()
         log.info("worker %s: started on %s with %d slots", self.id, self.queue.url, self.slots)
         threads = [threading.Thread(target=self._slot_loop, args=(i,), name=f"shoal-slot-{i}",
                                     daemon=True) for i in range(self.slots)]
@@ -147,8 +148,7 @@ class Worker:
                 self.queue.refresh()
                 next_scan = now + self.scan_s
             if now >= next_beat:
-                self._renew_and_reap()
-                self._obey_control()
+                self._heartbeat()
                 next_beat = now + self.heartbeat_s
             if self._should_exit():
                 break
@@ -181,8 +181,7 @@ class Worker:
         if self.on_stop == "release":
             self._release_all()
         while self._running:
-            self._renew_and_reap()
-            self._obey_control()
+            self._heartbeat()
             time.sleep(min(self.heartbeat_s, 0.1))
 
     def stop(self, *, now: bool = False) -> None:
@@ -203,20 +202,17 @@ class Worker:
             if slot.process is not None:
                 self.deadlines.kill_now(slot.process.pid)
 
-    def _obey_control(self) -> None:
-        for command in self.queue.take_control(self.id):
+    def _obey_control(self, commands: tuple[str, ...]) -> None:
+        for command in commands:
             log.info("worker %s: control command %r", self.id, command)
             if command == STOP:
                 self.stop()
             elif command == STOP_NOW:
                 self.stop(now=True)
 
-    def _renew_and_reap(self) -> None:
-        with self._lock:
-            leases = [slot.lease for slot in self._running.values()]
-        for lease in self.queue.renew(self.id, leases):
-            self._lose(lease)
-        self._beat(self._state())
+    def _heartbeat(self) -> None:
+        """One heartbeat: a beat, then a reap (two round trips on a network queue)."""
+        self._beat()
         reaped = self.queue.reap()
         if reaped:
             log.warning("worker %s: took back %d lease(s) of dead workers: %s", self.id,
@@ -238,23 +234,31 @@ class Worker:
             return "draining"
         return "working" if self._running else "idle"
 
-    def _beat(self, state: str) -> None:
-        self.queue.heartbeat(WorkerInfo(
-            self.id, HOST, os.getpid(), self.slots, state=state,
-            running=tuple(self._running), done=self.done, started=self._started,
-            log=self.log_path,
-        ))
+    def _beat(self) -> None:
+        """Tell the queue we live and what we run; kill what we lost, obey commands."""
+        with self._lock:
+            leases = [slot.lease for slot in self._running.values()]
+        info = WorkerInfo(
+            self.id, HOST, os.getpid(), self.slots, state=self._state(),
+            running=tuple(lease.job_id for lease in leases), done=self.done,
+            started=self._started, log=self.log_path,
+        )
+        beat = self.queue.beat(info, leases)
+        for lease in beat.lost:
+            self._lose(lease)
+        self._obey_control(beat.commands)
 
     # -- slots ----------------------------------------------------------------------
 
     def _slot_loop(self, index: int) -> None:
         wait_s = 0.1 if self.queue.blocking_claim else 0.0
         idle_s = defaults.POLL_MIN_S  # this slot's backoff while a polled queue is empty
-        following: list[Lease] = []  # handed out with the last finish (network queues)
+        next_lease: Lease | None = None  # handed out with the last finish
         while not self._stopping.is_set():
             try:
-                leases = following or self.queue.claim(self.id, 1, wait_s=wait_s)
-                following = []
+                leases = [next_lease] if next_lease else self.queue.claim(self.id, 1,
+                                                                          wait_s=wait_s)
+                next_lease = None
             except CoordinatorUnreachable as exc:
                 self._gone(exc)
                 return
@@ -268,17 +272,18 @@ class Worker:
             if self._stopping.is_set():  # the stop came while we were claiming
                 self._settle(_Slot(leases[0]), lambda lease=leases[0]: self.queue.release(lease))
                 return
-            following = self._run_one(leases[0], index)
+            next_lease = self._run_one(leases[0], index)
             if self.max_jobs is not None and self.done >= self.max_jobs:
                 self._wake.set()
                 break
-        for lease in following:  # stopped with its next job in hand: give it back untouched
-            self._settle(_Slot(lease), lambda lease=lease: self.queue.release(lease))
+        if next_lease is not None:  # stopped with its next job in hand: give it back untouched
+            unrun = next_lease
+            self._settle(_Slot(unrun), lambda: self.queue.release(unrun))
 
-    def _run_one(self, lease: Lease, index: int = 0) -> list[Lease]:
+    def _run_one(self, lease: Lease, index: int = 0) -> Lease | None:
         """Run one job and record it; return the next lease if the queue handed one out."""
         slot = _Slot(lease)
-        following: list[Lease] = []
+        next_lease: Lease | None = None
         with self._lock:
             self._running[lease.job_id] = slot
         try:
@@ -288,7 +293,7 @@ class Worker:
                 result = self._execute_call(slot, index)
             else:
                 result = self._execute(slot)
-            following = self._record(slot, result)
+            next_lease = self._record(slot, result)
         except Exception as exc:  # a bug must not kill the slot, nor loop on one job
             log.exception("worker %s: unexpected error on job %s", self.id, lease.job_id)
             failed = self._result(slot, State.FAILED, None, f"shoal internal error: {exc!r}",
@@ -297,7 +302,7 @@ class Worker:
         finally:
             with self._lock:
                 self._running.pop(lease.job_id, None)
-        return following
+        return next_lease
 
     def _context(self, lease: Lease) -> JobContext:
         """What the job will see through shoal.random(), shoal.config(), shoal.progress()."""
@@ -433,28 +438,29 @@ class Worker:
             host=HOST, started=slot.started, ended=time.time(), log=log_path, **extra,
         )
 
-    def _record(self, slot: _Slot, result: Result) -> list[Lease]:
-        """Record the result; where the queue does it in one round trip, take the next job."""
+    def _record(self, slot: _Slot, result: Result) -> Lease | None:
+        """Record the result and, when this slot will run another job, take the next one
+        in the same step (`finish(..., then_claim=1)`: one round trip on a network queue)."""
         lease = slot.lease
         if slot.releasing:
             self._settle(slot, lambda: self.queue.release(lease))
-            return []
+            return None
         if slot.lost:
             log.warning("worker %s: result of job %s attempt %d not recorded (lease lost)",
                         self.id, lease.job_id, lease.attempt)
-            return []
+            return None
         if result.state is State.FAILED and lease.attempt <= slot.retries:
             log.info("worker %s: job %s failed (%s); retrying", self.id, lease.job_id,
                      result.reason)
             self._settle(slot, lambda: self.queue.requeue(lease, result))
-            return []
-        following: list[Lease] = []
-        more = self.queue.claims_with_finish and not self._stopping.is_set() and (
+            return None
+        next_leases: list[Lease] = []
+        more = not self._stopping.is_set() and (
             self.max_jobs is None or self.done + 1 < self.max_jobs)
-        if self._settle(slot, lambda: following.extend(
-                self.queue.finish_and_claim(lease, result, 1 if more else 0))):
+        if self._settle(slot, lambda: next_leases.extend(
+                self.queue.finish(lease, result, then_claim=1 if more else 0))):
             self.done += 1
-        return following
+        return next_leases[0] if next_leases else None
 
     def _settle(self, slot: _Slot, action: Callable[[], None]) -> bool:
         slot.settling = True

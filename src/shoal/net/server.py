@@ -40,7 +40,7 @@ ZAP_DOMAIN = "shoal"
 CACHE_KEEP_S = 60.0  # a repeated request later than this acts again (idempotent anyway)
 # Requests whose repeat must not act twice; their replies are cached.
 MUTATING = frozenset({"submit", "put_blobs", "claim", "finish", "requeue", "release",
-                      "cancel", "retry", "send_control", "take_control"})
+                      "cancel", "retry", "send_control", "beat"})
 
 
 @dataclass
@@ -394,8 +394,10 @@ class Coordinator:
         job = status.job if status is not None else Job(fence["id"], "", Kind.COMMAND)
         return Lease(job, fence["attempt"], fence["worker"], fence["token"])
 
-    def do_renew(self, route: bytes, key: tuple, worker: str, leases: list,
-                 progress: dict | None = None) -> list[str]:
+    def do_beat(self, route: bytes, key: tuple, info: dict, leases: list,
+                progress: dict | None = None) -> dict[str, list[str]]:
+        """A worker's heartbeat in one request: keep the progress its running jobs
+        reported, then one `beat` of the queue (register, extend leases, take commands)."""
         fenced = [self._lease(fence) for fence in leases]
         for lease in fenced:
             text = (progress or {}).get(lease.job_id)
@@ -403,8 +405,8 @@ class Coordinator:
                 path = self.queue.progress_path(lease)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(text)
-        lost = self.queue.renew(worker, fenced)
-        return [lease.job_id for lease in lost]
+        beat = self.queue.beat(wire.worker_in(info), fenced)
+        return {"lost": [lease.job_id for lease in beat.lost], "commands": list(beat.commands)}
 
     def do_finish(self, route: bytes, key: tuple, lease: dict, result: dict,
                   log: bytes | None = None, then_claim: int = 0) -> list[dict]:
@@ -423,7 +425,7 @@ class Coordinator:
             path.write_bytes(log)
             record = replace(record, log=str(path))
         try:
-            return self.queue.finish_and_claim(fenced, record, then_claim)
+            return self.queue.finish(fenced, record, then_claim=then_claim)
         except LeaseLost:
             if log is not None:
                 self.queue.attempt_log_path(fenced).unlink(missing_ok=True)
@@ -505,9 +507,6 @@ class Coordinator:
 
     # -- requests: workers ------------------------------------------------------------
 
-    def do_heartbeat(self, route: bytes, key: tuple, info: dict) -> None:
-        self.queue.heartbeat(wire.worker_in(info))
-
     def do_unregister(self, route: bytes, key: tuple, worker: str) -> None:
         self.queue.unregister(worker)
 
@@ -516,9 +515,6 @@ class Coordinator:
 
     def do_send_control(self, route: bytes, key: tuple, worker: str, command: str) -> None:
         self.queue.send_control(worker, command)
-
-    def do_take_control(self, route: bytes, key: tuple, worker: str) -> list[str]:
-        return self.queue.take_control(worker)
 
 
 _PARKED = object()

@@ -20,7 +20,7 @@ import msgpack
 from .. import errors
 from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: beat replaced renew, heartbeat and take_control
 OK, ERR, PUSH = "ok", "err", "push"
 
 
@@ -47,7 +47,7 @@ def lease_in(record: dict[str, Any]) -> Lease:
 
 
 def fence_out(lease: Lease) -> dict[str, Any]:
-    """What identifies a lease without its job (renew sends only this)."""
+    """What identifies a lease without its job (a beat sends only this)."""
     return {"id": lease.job_id, "attempt": lease.attempt, "worker": lease.worker,
             "token": lease.token}
 

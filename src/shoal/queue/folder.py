@@ -48,7 +48,7 @@ from ..fsutil import (
     unlink_quiet,
     write_new,
 )
-from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
+from ..job import Beat, Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
 from .base import Queue, blobs_of, lost_reason, poll
 from .groupcommit import GroupCommit
 
@@ -123,7 +123,6 @@ class FolderQueue(Queue):
         self._claim_lock = threading.Lock()
         self._commits = GroupCommit(self.base)
         self._beats: dict[str, int] = {}
-        self._infos: dict[str, WorkerInfo] = {}
         self._seen_dropins: set[str] = set()
 
     # -- layout and config ----------------------------------------------------
@@ -295,7 +294,7 @@ class FolderQueue(Queue):
             self._write_final(result)
             unlink_quiet(fence)
 
-    # -- renew, finish, requeue, release --------------------------------------
+    # -- beat, finish, requeue, release ---------------------------------------
 
     def _fence_path(self, job_id: str, attempt: int, owner: str) -> str:
         """committing/ID.ATT.OWNER.NONCE: a name nobody else (nor an earlier call) uses, so
@@ -305,9 +304,13 @@ class FolderQueue(Queue):
     def _claimed_path(self, lease: Lease) -> str:
         return self.path("claimed", f"{lease.job_id}.{lease.attempt}.{lease.worker}")
 
-    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
-        self._beat(worker)
-        return [lease for lease in leases if not os.path.exists(self._claimed_path(lease))]
+    def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
+        """Rewrite the worker's record with a new beat counter (which is what keeps its
+        leases alive here), report the leases whose claimed marker is gone, take its
+        commands."""
+        self._write_beat(info)
+        lost = tuple(lease for lease in leases if not os.path.exists(self._claimed_path(lease)))
+        return Beat(lost, self._take_commands(info.id))
 
     def _fence(self, lease: Lease) -> str:
         claimed = self._claimed_path(lease)
@@ -317,8 +320,9 @@ class FolderQueue(Queue):
                             f"{lease.worker} expired or the job was cancelled")
         return fence
 
-    def finish(self, lease: Lease, result: Result) -> None:
-        """Fence, place the log, write the result; its fence goes once it is durable."""
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+        """Fence, place the log, write the result (its fence goes once it is durable),
+        then claim up to `then_claim` next jobs."""
         fence = self._fence(lease)
         result = self._place_log(lease, result)
         self._write_final(result, fsync=False)
@@ -327,6 +331,7 @@ class FolderQueue(Queue):
         else:
             unlink_quiet(fence)
         self._announce([result])
+        return self._claim_next(lease, then_claim)
 
     def flush(self) -> None:
         self._commits.flush()
@@ -568,21 +573,15 @@ class FolderQueue(Queue):
 
     # -- workers and control ------------------------------------------------------
 
-    def _beat(self, worker: str) -> None:
-        beat = self._beats.get(worker, 0) + 1
-        self._beats[worker] = beat
-        info = self._infos.get(worker) or WorkerInfo(worker, HOST, os.getpid(), 0)
+    def _write_beat(self, info: WorkerInfo) -> None:
+        beat = self._beats.get(info.id, 0) + 1
+        self._beats[info.id] = beat
         record = {**info.to_dict(), "beat": f"{beat}.{secrets.token_hex(3)}"}
-        atomic_write(self.path("workers", f"{worker}.json"), dumps(record), self.tmp,
+        atomic_write(self.path("workers", f"{info.id}.json"), dumps(record), self.tmp,
                      fsync=False)
-
-    def heartbeat(self, info: WorkerInfo) -> None:
-        self._infos[info.id] = info
-        self._beat(info.id)
 
     def unregister(self, worker: str) -> None:
         unlink_quiet(self.path("workers", f"{worker}.json"))
-        self._infos.pop(worker, None)
 
     def workers(self) -> list[WorkerInfo]:
         probe = self.path("tmp", f"clock.{HOST}.{os.getpid()}.probe")
@@ -608,17 +607,21 @@ class FolderQueue(Queue):
         name = f"{worker}.{time.time_ns()}.{secrets.token_hex(2)}.cmd"
         atomic_write(self.path("control", name), command.encode(), self.tmp, fsync=False)
 
-    def take_control(self, worker: str) -> list[str]:
+    def _take_commands(self, worker: str) -> tuple[str, ...]:
+        """The worker's waiting commands, oldest first; each is renamed away before it is
+        read, so two takers never both get one."""
         commands = []
         prefix = worker + "."
         for name in sorted(list_names(self.dirs["control"])):
             if name.startswith(prefix) and name.endswith(".cmd"):
-                path = self.path("control", name)
-                blob = read_bytes(path)
-                unlink_quiet(path)
+                taken = self.path("tmp", f"{name}.{unique_token()}.taken")
+                if not claim_rename(self.path("control", name), taken):
+                    continue
+                blob = read_bytes(taken)
+                unlink_quiet(taken)
                 if blob is not None:
                     commands.append(blob.decode(errors="replace").strip())
-        return commands
+        return tuple(commands)
 
     # -- drop-in job files -----------------------------------------------------------
 

@@ -3,7 +3,7 @@
 Every operation is a request to the coordinator, which runs it on its local queue
 (see net/server.py). Claims and result waits block on the coordinator, which
 answers as soon as there is something, so workers and executors never poll.
-Logs of jobs run here travel with their results; progress reports with renewals.
+Logs of jobs run here travel with their results; progress reports with beats.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..errors import (
     MessageTooBig,
     UsageError,
 )
-from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
+from ..job import Beat, Job, JobStatus, Lease, Result, State, WorkerInfo
 from ..net import wire
 from ..net.channel import Channel
 from ..net.status import Status, dead_here, read_status, status_path
@@ -64,7 +64,6 @@ class TcpQueue(Queue):
     blocking_claim = True
     cross_host = True
     pushes_all_results = True  # results of the jobs submitted through this object
-    claims_with_finish = True
 
     def __init__(self, where: str, *, patience_s: float = defaults.PATIENCE_S,
                  lease_s: float | None = None) -> None:
@@ -175,34 +174,38 @@ class TcpQueue(Queue):
                                      wait_s=wait_s)
         return [wire.lease_in(record) for record in records]
 
-    def renew(self, worker: str, leases: Iterable[Lease]) -> list[Lease]:
+    def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
+        """One request: the worker's record, its leases' fences and each running job's
+        progress report (the coordinator keeps them where its `progress()` reads)."""
         leases = list(leases)
         progress = {}
         for lease in leases:
             with contextlib.suppress(FileNotFoundError):
                 progress[lease.job_id] = self.progress_path(lease).read_bytes()
-        lost = set(self._call("renew", worker=worker, leases=[wire.fence_out(x) for x in leases],
-                              progress=progress))
-        return [lease for lease in leases if lease.job_id in lost]
+        answer = self._call("beat", info=wire.worker_out(info),
+                            leases=[wire.fence_out(x) for x in leases], progress=progress)
+        lost = set(answer["lost"])
+        return Beat(tuple(lease for lease in leases if lease.job_id in lost),
+                    tuple(answer["commands"]))
 
-    def finish(self, lease: Lease, result: Result) -> None:
-        self.finish_and_claim(lease, result, 0)
-
-    def finish_and_claim(self, lease: Lease, result: Result, n: int) -> list[Lease]:
-        """Record the result and lease the worker up to `n` next jobs: one round trip."""
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+        """Record the result (its log travels with it) and lease the worker up to
+        `then_claim` next jobs: one round trip."""
         shipped = self._read_attempt_log(lease, result)
         try:
-            following = self._call("finish", lease=wire.fence_out(lease),
-                                   result=wire.result_out(result), log=shipped, then_claim=n)
+            next_leases = self._call("finish", lease=wire.fence_out(lease),
+                                     result=wire.result_out(result), log=shipped,
+                                     then_claim=then_claim)
         except MessageTooBig as exc:  # a huge return value: record why, not nothing
             failed = replace(result, state=State.FAILED, payload=None, value=None,
                              reason=f"result too big to send to the coordinator: {exc}")
-            following = self._call("finish", lease=wire.fence_out(lease),
-                                   result=wire.result_out(failed),
-                                   log=shipped[-65536:] if shipped else None, then_claim=n)
+            next_leases = self._call("finish", lease=wire.fence_out(lease),
+                                     result=wire.result_out(failed),
+                                     log=shipped[-65536:] if shipped else None,
+                                     then_claim=then_claim)
         if shipped is not None:
             self.attempt_log_path(lease).unlink(missing_ok=True)
-        return [wire.lease_in(record) for record in following]
+        return [wire.lease_in(record) for record in next_leases]
 
     def _read_attempt_log(self, lease: Lease, result: Result) -> bytes | None:
         """The attempt's log, to travel with the result (its end, if it is very long)."""
@@ -282,9 +285,6 @@ class TcpQueue(Queue):
 
     # -- workers ---------------------------------------------------------------------------
 
-    def heartbeat(self, info: WorkerInfo) -> None:
-        self._call("heartbeat", info=wire.worker_out(info))
-
     def unregister(self, worker: str) -> None:
         self._call("unregister", worker=worker)
 
@@ -293,9 +293,6 @@ class TcpQueue(Queue):
 
     def send_control(self, worker: str, command: str) -> None:
         self._call("send_control", worker=worker, command=command)
-
-    def take_control(self, worker: str) -> list[str]:
-        return self._call("take_control", worker=worker)
 
     def close(self) -> None:
         self._channel.close()
