@@ -11,6 +11,8 @@ Every state change is one atomic rename or exclusive create (see docs/architectu
     .../done|failed|cancelled/ID.json   the one final result
     .../workers/WORKER.json     registry entry; its "beat" counter is the heartbeat
     .../control/WORKER.*.cmd    control commands (stop, stop-now)
+    .../attempts/ID.ATT.json    the record of a failed attempt that was tried again
+    .../reaped/ID.ATT.WORKER    a reap, for every host to hear (pruned by the server's clock)
     .../logs/                   logs of command jobs and of running attempts
     .../tmp/                    temporary names; nobody else reads here
 
@@ -48,8 +50,8 @@ from ..fsutil import (
     unlink_quiet,
     write_new,
 )
-from ..job import Beat, Job, JobStatus, Lease, Result, State, WorkerInfo, dumps, loads
-from .base import Queue, blobs_of, lost_reason, poll
+from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
+from .base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
 from .groupcommit import GroupCommit
 
 if sys.version_info >= (3, 11):
@@ -59,7 +61,7 @@ else:  # pragma: no cover
 
 FINAL_DIRS = {State.DONE: "done", State.FAILED: "failed", State.CANCELLED: "cancelled"}
 SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancelled",
-           "attempts", "workers", "control", "logs", "tmp", "blobs")
+           "attempts", "workers", "control", "logs", "tmp", "blobs", "reaped")
 HIDDEN = ".shoal"
 CONFIG = "queue.toml"
 
@@ -344,17 +346,28 @@ class FolderQueue(Queue):
         atomic_write(folder / f"{result.job_id}.json", dumps(result.to_dict()), self.tmp,
                      fsync=self.fsync if fsync is None else fsync)
 
-    def requeue(self, lease: Lease, result: Result) -> None:
-        record = self.path("attempts", f"{lease.job_id}.{lease.attempt}.json")
-        atomic_write(record, dumps(result.to_dict()), self.tmp, fsync=False)
-        target = self.path("pending", f"{lease.job_id}.{lease.attempt + 1}")
+    def release(self, lease: Lease, *, failed: Result | None = None) -> None:
+        """With `failed`, its record is written first (a stale holder's record is later
+        overwritten by the current holder's), then the marker moves to the next attempt."""
+        attempt = lease.attempt
+        if failed is not None:
+            record = self.path("attempts", f"{lease.job_id}.{attempt}.json")
+            atomic_write(record, dumps(failed.to_dict()), self.tmp, fsync=False)
+            attempt += 1
+        target = self.path("pending", f"{lease.job_id}.{attempt}")
         if not claim_rename(self._claimed_path(lease), target):
             raise LeaseLost(f"job {lease.job_id} attempt {lease.attempt}: lease lost")
 
-    def release(self, lease: Lease) -> None:
-        target = self.path("pending", f"{lease.job_id}.{lease.attempt}")
-        if not claim_rename(self._claimed_path(lease), target):
-            raise LeaseLost(f"job {lease.job_id} attempt {lease.attempt}: lease lost")
+    def _failed_attempts(self, job_id: str, before: int) -> tuple[Result, ...]:
+        """Records of the failed attempts below `before` (a stat per attempt: none for a
+        job on its first)."""
+        records = []
+        for attempt in range(1, before):
+            blob = read_bytes(self.path("attempts", f"{job_id}.{attempt}.json"))
+            if blob is not None:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    records.append(Result.from_dict(loads(blob)))
+        return tuple(records)
 
     # -- shared configuration and progress ---------------------------------------
 
@@ -422,10 +435,13 @@ class FolderQueue(Queue):
             job = self._read_job(job_id)
         except MalformedJob:
             return None
-        return self._state_of(job_id, job)
+        status = self._state_of(job_id, job)
+        if status is None or status.attempt <= 1:
+            return status
+        return replace(status, attempts=self._failed_attempts(job_id, status.attempt))
 
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
-        cancelled = []
+        cancelled, announced = [], []
         who = f"cancel-{HOST}-{os.getpid()}-{secrets.token_hex(3)}"
         for job_id in job_ids:
             status = self.get(job_id)
@@ -439,12 +455,15 @@ class FolderQueue(Queue):
                 attempt = os.path.basename(marker).split(".")[1]
                 fence = self._fence_path(job_id, int(attempt), who)
                 if claim_rename(marker, fence):
-                    self._write_final(Result(job_id, State.CANCELLED, name=status.job.name,
-                                             params=status.job.params, attempt=int(attempt),
-                                             reason="cancelled by user"))
+                    result = Result(job_id, State.CANCELLED, name=status.job.name,
+                                    params=status.job.params, attempt=int(attempt),
+                                    reason="cancelled by user")
+                    self._write_final(result)
                     unlink_quiet(fence)
                     cancelled.append(job_id)
+                    announced.append(result)
                     break
+        self._announce(announced)
         return cancelled
 
     def retry(self, job_ids: Iterable[str]) -> list[str]:
@@ -526,31 +545,31 @@ class FolderQueue(Queue):
 
     # -- reaping ----------------------------------------------------------------
 
-    def _beat_of(self, worker: str) -> object:
+    def _worker_record(self, worker: str) -> dict:
         blob = read_bytes(self.path("workers", f"{worker}.json"))
-        if blob is None:
-            return None
         try:
-            return loads(blob).get("beat")
+            return loads(blob) if blob is not None else {}
         except ValueError:
-            return None
+            return {}
 
-    def reap(self) -> list[tuple[str, str]]:
-        reaped = []
-        beats: dict[str, object] = {}  # one read per worker per reap, however many leases
+    def reap(self) -> list[Reaped]:
+        """Take back leases of workers judged dead, leave a record of each in reaped/,
+        and report the records of the last reaped_keep_s (by any host)."""
+        records: dict[str, dict] = {}  # one read per worker per reap, however many leases
         for kind in ("claimed", "committing"):
             for name in list_names(self.dirs[kind]):
                 parts = parse_marker(kind, name)
                 if len(parts) != 3 or not parts[1].isdigit():
                     continue
                 job_id, attempt, worker = parts[0], int(parts[1]), parts[2]
-                if worker not in beats:
-                    beats[worker] = self._beat_of(worker)
-                if not self.observer.dead(worker, beats[worker]):
+                if worker not in records:
+                    records[worker] = self._worker_record(worker)
+                if not self.observer.dead(worker, records[worker].get("beat")):
                     continue
                 if self._reap_entry(self.path(kind, name), job_id, attempt, worker):
-                    reaped.append((job_id, worker))
-        return reaped
+                    self._log_reap(Reaped(job_id, worker, attempt,
+                                          str(records[worker].get("host", ""))))
+        return self._recent_reaps()
 
     def _reap_entry(self, marker: str, job_id: str, attempt: int, worker: str) -> bool:
         if self._final_result(job_id, quarantine=True) is not None:  # recorded: tidy up
@@ -565,11 +584,51 @@ class FolderQueue(Queue):
         fence = self._fence_path(job_id, attempt, worker)
         if not claim_rename(marker, fence):
             return False
-        self._write_final(Result(job_id, State.FAILED, name=job.name, params=job.params,
-                                 reason=lost_reason(attempt, worker), attempt=attempt,
-                                 worker=worker))
+        failed = Result(job_id, State.FAILED, name=job.name, params=job.params,
+                        reason=lost_reason(attempt, worker), attempt=attempt, worker=worker)
+        self._write_final(failed)
         unlink_quiet(fence)
+        self._announce([failed])
         return True
+
+    def _log_reap(self, record: Reaped) -> None:
+        path = self.path("reaped", f"{record.job_id}.{record.attempt}.{record.worker}")
+        try:
+            atomic_write(path, dumps(record.to_dict()), self.tmp, fsync=False)
+        except FileNotFoundError:  # a queue made before reaped/ existed
+            self.dirs["reaped"].mkdir(exist_ok=True)
+            atomic_write(path, dumps(record.to_dict()), self.tmp, fsync=False)
+
+    def _recent_reaps(self) -> list[Reaped]:
+        """The records in reaped/ younger than reaped_keep_s on the file server's clock;
+        older ones are removed (by whoever sees them first)."""
+        names = self._fresh_names("reaped")
+        if not names:
+            return []
+        oldest = self._server_now() - reaped_keep_s(self.lease_s)
+        found = []
+        for name in sorted(names):
+            path = self.path("reaped", name)
+            try:
+                with open(path, "rb") as handle:  # open: fresh attributes even on NFS
+                    young = os.fstat(handle.fileno()).st_mtime >= oldest
+                    record = Reaped.from_dict(loads(handle.read())) if young else None
+            except (FileNotFoundError, ValueError, TypeError):
+                continue
+            if record is None:
+                unlink_quiet(path)
+            else:
+                found.append(record)
+        return found
+
+    def _server_now(self) -> float:
+        """The file server's clock (the mtime of a file we just wrote), not ours."""
+        probe = self.path("tmp", f"clock.{HOST}.{os.getpid()}.{threading.get_ident()}.probe")
+        atomic_write(probe, b"", self.tmp, fsync=False)
+        try:
+            return os.stat(probe).st_mtime
+        finally:
+            unlink_quiet(probe)
 
     # -- workers and control ------------------------------------------------------
 
