@@ -22,6 +22,10 @@ def done(lease, **fields) -> Result:
                   worker=lease.worker, exit_code=0, **fields)
 
 
+def worker_info(worker: str, **fields: object) -> WorkerInfo:
+    return WorkerInfo(worker, "host-a", 123, slots=2, **fields)
+
+
 def claim_eventually(queue, worker: str, timeout_s: float = 10.0):
     """Claim, reaping as workers do, until a lease comes back."""
     def attempt():
@@ -37,17 +41,25 @@ def test_submit_is_idempotent_by_job_id(queue):
     assert cmd(1).id == Job.command_job(["echo", "1"]).id  # id comes from content
 
 
-def test_finish_and_claim_records_then_leases_the_same_worker_its_next_job(queue):
+def test_finish_then_claim_records_then_leases_the_same_worker_its_next_job(queue):
     queue.submit([cmd(1), cmd(2)])
     (first,) = queue.claim("w1", 1)
-    (following,) = queue.finish_and_claim(first, done(first), 1)
-    assert following.worker == "w1" and following.job_id != first.job_id
+    (next_lease,) = queue.finish(first, done(first), then_claim=1)
+    assert next_lease.worker == "w1" and next_lease.job_id != first.job_id
     assert queue.get(first.job_id).state is State.DONE
-    assert queue.get(following.job_id).state is State.RUNNING
-    assert queue.finish_and_claim(following, done(following), 1) == []  # nothing left
+    assert queue.get(next_lease.job_id).state is State.RUNNING
+    assert queue.finish(next_lease, done(next_lease), then_claim=1) == []  # nothing left
     with pytest.raises(LeaseLost):  # a stale lease records nothing and claims nothing
-        queue.finish_and_claim(first, done(first), 1)
+        queue.finish(first, done(first), then_claim=1)
     assert [r.job_id for r in queue.results()].count(first.job_id) == 1
+    assert queue.counts()[State.RUNNING] == 0
+
+
+def test_finish_claims_nothing_unless_asked(queue):
+    queue.submit([cmd(1), cmd(2)])
+    (first,) = queue.claim("w1", 1)
+    assert queue.finish(first, done(first)) == []
+    assert queue.counts()[State.PENDING] == 1
 
 
 def test_claim_hands_each_job_out_once(queue):
@@ -92,13 +104,13 @@ def test_expired_lease_goes_back_with_next_attempt_and_stale_finish_is_refused(q
     assert result.attempt == 2 and result.worker == "w2"
 
 
-def test_renew_keeps_a_lease_alive_past_the_lease_time(queue_factory):
+def test_beat_keeps_a_lease_alive_past_the_lease_time(queue_factory):
     queue, other = queue_factory(), queue_factory()
     queue.submit([cmd(1)])
     (lease,) = queue.claim("w1")
     end = time.monotonic() + 3 * TEST_LEASE_S
     while time.monotonic() < end:
-        assert queue.renew("w1", [lease]) == []
+        assert queue.beat(worker_info("w1", state="working"), [lease]).lost == ()
         other.reap()
         assert other.claim("w2") == []
         time.sleep(TEST_LEASE_S / 6)
@@ -106,12 +118,12 @@ def test_renew_keeps_a_lease_alive_past_the_lease_time(queue_factory):
     assert queue.get(cmd(1).id).state is State.DONE
 
 
-def test_renew_reports_leases_that_were_taken_over(queue_factory):
+def test_beat_reports_leases_that_were_taken_over(queue_factory):
     queue, other = queue_factory(), queue_factory()
     queue.submit([cmd(1)])
     (lease,) = queue.claim("w1")
     claim_eventually(other, "w2")
-    assert queue.renew("w1", [lease]) == [lease]
+    assert queue.beat(worker_info("w1"), [lease]).lost == (lease,)
 
 
 def test_lease_expiring_at_the_cap_fails_the_job_with_a_reason(queue_factory):
@@ -151,7 +163,7 @@ def test_cancel_pending_and_running_jobs(queue):
     assert sorted(queue.cancel([pending_id, running.job_id])) == sorted(
         [pending_id, running.job_id])
     assert queue.claim("w2") == []
-    assert queue.renew("w1", [running]) == [running]
+    assert queue.beat(worker_info("w1"), [running]).lost == (running,)
     with pytest.raises(LeaseLost):
         queue.finish(running, done(running))
     states = {r.job_id: r.state for r in queue.results()}
@@ -216,7 +228,7 @@ def test_concurrent_claims_never_hand_a_job_out_twice(queue_factory, same_worker
 
 def test_worker_registry_marks_silent_workers_lost(queue_factory):
     queue, other = queue_factory(), queue_factory()
-    queue.heartbeat(WorkerInfo("w1", "host-a", 123, slots=2, state="working"))
+    queue.beat(worker_info("w1", state="working"), [])
     (info,) = other.workers()
     assert (info.id, info.host, info.slots, info.lost) == ("w1", "host-a", 2, False)
     wait_for(lambda: other.workers()[0].lost, message="w1 to be reported lost")
@@ -228,6 +240,6 @@ def test_control_channel_reaches_one_worker(queue_factory):
     queue, other = queue_factory(), queue_factory()
     other.send_control("w1", STOP)
     other.send_control("w1", STOP_NOW)
-    assert queue.take_control("w2") == []
-    assert queue.take_control("w1") == [STOP, STOP_NOW]
-    assert queue.take_control("w1") == []
+    assert queue.beat(worker_info("w2"), []).commands == ()
+    assert queue.beat(worker_info("w1"), []).commands == (STOP, STOP_NOW)
+    assert queue.beat(worker_info("w1"), []).commands == ()
