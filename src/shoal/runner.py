@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Protocol
 
 from . import defaults
 from .errors import MalformedJob
-from .job import Job, Kind, Lease
+from .job import Job, Kind, Lease, Reaped
 
 # A command string made only of these characters, whose first word is a program on
 # PATH, runs without a shell: same result, half the start-up cost.
@@ -251,14 +251,15 @@ def _environ_of(pid: str) -> dict[str, str]:
             if k.startswith(b"SHOAL_")}
 
 
-def kill_orphans(reaped: list[tuple[str, str]]) -> int:
+def kill_orphans(reaped: Iterable[Reaped]) -> int:
     """Kill job processes on this host left running by dead workers; return how many groups.
 
-    A job is recognised by its SHOAL_JOB_ID and SHOAL_WORKER environment, never by pid
-    alone, so a reused pid is never hit. Linux only (/proc); elsewhere nothing happens.
+    A job is recognised by its SHOAL_JOB_ID, SHOAL_WORKER and SHOAL_ATTEMPT environment,
+    never by pid alone, so a reused pid, or a newer attempt of the same job, is never hit.
+    Linux only (/proc); elsewhere nothing happens.
     """
-    wanted = set(reaped)
-    dead_workers = {worker for _, worker in reaped}
+    wanted = {(r.job_id, r.worker, str(r.attempt)) for r in reaped}
+    dead_workers = {worker for _, worker, _ in wanted}
     if not wanted or not Path("/proc/self/environ").exists():
         return 0
     groups = set()
@@ -269,7 +270,8 @@ def kill_orphans(reaped: list[tuple[str, str]]) -> int:
         # A call interpreter's /proc environ keeps the job id of its first call only,
         # so it is recognised by its dead worker alone.
         callhost = env.get("SHOAL_CALLHOST") == "1" and env.get("SHOAL_WORKER") in dead_workers
-        if callhost or (env.get("SHOAL_JOB_ID"), env.get("SHOAL_WORKER")) in wanted:
+        job = (env.get("SHOAL_JOB_ID"), env.get("SHOAL_WORKER"), env.get("SHOAL_ATTEMPT"))
+        if callhost or job in wanted:
             with contextlib.suppress(ProcessLookupError):
                 groups.add(os.getpgid(int(entry)))
     groups.discard(os.getpgid(0))

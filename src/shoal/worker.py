@@ -5,7 +5,7 @@
     beat: register, renew leases,            claim 1 job (lease)
       take control commands (stop...)        prepare + start its process group
     reap (kill orphans of dead workers)      wait; finish (+ claim the next) /
-    look for drop-in job files                 requeue / release
+    look for drop-in job files                 release (failed: to try again)
     decide to exit (drained, stopped)        (lease lost -> result refused)
 
 Stopping: a first stop (SIGINT/SIGTERM or `shoal fire`) claims nothing more and
@@ -34,7 +34,7 @@ from .calls import check_runtime
 from .context import JobContext, job_seed
 from .errors import CoordinatorUnreachable, IncompatibleJob, LeaseLost, MalformedJob
 from .fsutil import HOST
-from .job import Job, Kind, Lease, Result, State, WorkerInfo
+from .job import Job, Kind, Lease, Reaped, Result, State, WorkerInfo
 from .queue import STOP, STOP_NOW, Queue
 from .runner import (
     Deadlines,
@@ -65,7 +65,7 @@ class _Slot:
     ticket: int | None = None
     lost: bool = False
     releasing: bool = False
-    settling: bool = False  # finish/requeue/release under way: the fence decides now
+    settling: bool = False  # finish/release under way: the fence decides now
     timed_out: bool = False
     retries: int = 0  # failed runs are tried again while attempt <= retries
     started: float = field(default_factory=time.time)
@@ -107,6 +107,7 @@ class Worker:
         self.done = 0
         self.exit_reason = ""
         self._running: dict[str, _Slot] = {}
+        self._reaps_heard: set[Reaped] = set()  # what the last reap() reported
         self._hosts: dict[int, CallHost] = {}  # one long-lived interpreter per slot
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -213,11 +214,26 @@ class Worker:
     def _heartbeat(self) -> None:
         """One heartbeat: a beat, then a reap (two round trips on a network queue)."""
         self._beat()
-        reaped = self.queue.reap()
-        if reaped:
-            log.warning("worker %s: took back %d lease(s) of dead workers: %s", self.id,
-                        len(reaped), ", ".join(f"{job} from {w}" for job, w in reaped))
-            kill_orphans(reaped)
+        self._kill_orphans(self.queue.reap())
+
+    def _kill_orphans(self, reaped: list[Reaped]) -> None:
+        """Kill the attempts dead workers left running on this host.
+
+        `reap` reports every recent reap each time: each is acted on once. A reap of one
+        of our own leases (we were paused past it) is left to `_lose`, which kills that
+        attempt when the beat reports it lost; the record names the attempt, so a newer
+        attempt of the same job is never hit.
+        """
+        fresh = [record for record in reaped if record not in self._reaps_heard]
+        self._reaps_heard = set(reaped)
+        if not fresh:
+            return
+        log.warning("worker %s: %d lease(s) of dead workers were taken back: %s", self.id,
+                    len(fresh), ", ".join(f"{r.job_id} (attempt {r.attempt}) from {r.worker}"
+                                          for r in fresh))
+        here = [r for r in fresh if r.host in (HOST, "") and r.worker != self.id]
+        if here:
+            kill_orphans(here)
 
     def _lose(self, lease: Lease) -> None:
         slot = self._running.get(lease.job_id)
@@ -452,7 +468,7 @@ class Worker:
         if result.state is State.FAILED and lease.attempt <= slot.retries:
             log.info("worker %s: job %s failed (%s); retrying", self.id, lease.job_id,
                      result.reason)
-            self._settle(slot, lambda: self.queue.requeue(lease, result))
+            self._settle(slot, lambda: self.queue.release(lease, failed=result))
             return None
         next_leases: list[Lease] = []
         more = not self._stopping.is_set() and (

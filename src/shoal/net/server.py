@@ -29,7 +29,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from .. import defaults
 from ..errors import JobNotFound, LeaseLost, ShoalError
 from ..fsutil import HOST
-from ..job import Job, Kind, Lease, Result
+from ..job import Job, Kind, Lease, Reaped, Result
 from ..queue.base import Queue
 from . import wire
 from .status import Keys, Status, boot_id, write_status
@@ -39,7 +39,7 @@ log = logging.getLogger("shoal.serve")
 ZAP_DOMAIN = "shoal"
 CACHE_KEEP_S = 60.0  # a repeated request later than this acts again (idempotent anyway)
 # Requests whose repeat must not act twice; their replies are cached.
-MUTATING = frozenset({"submit", "put_blobs", "claim", "finish", "requeue", "release",
+MUTATING = frozenset({"submit", "put_blobs", "claim", "finish", "release",
                       "cancel", "retry", "send_control", "beat"})
 
 
@@ -112,10 +112,12 @@ class Coordinator:
         self._routes: dict[bytes, bytes] = {}  # client id -> its latest routing id
         self._finals: list[Result] = []
         self._pending_may_grow = False
-        self._next_reap = 0.0
+        # No reaping during our first lease: workers that ran on while no coordinator was
+        # up beat in that time, so no live worker's lease is taken back on a restart.
+        self._reap_from = self._next_reap = time.monotonic() + queue.lease_s
+        self._reaps_seen: set[Reaped] = set()
         self._repeat = False  # the request being handled is a client's repeat
         queue.subscribe(self._finals.append)
-        queue.extend_leases()  # workers that ran on while no coordinator was up may renew
         self._methods: dict[str, Callable[..., Any]] = {
             name.removeprefix("do_"): getattr(self, name)
             for name in dir(self) if name.startswith("do_")}
@@ -437,12 +439,10 @@ class Coordinator:
             # A repeat of our own finish whose reply a coordinator restart lost.
             return self.queue.claim(fenced.worker, then_claim) if then_claim > 0 else []
 
-    def do_requeue(self, route: bytes, key: tuple, lease: dict, result: dict) -> None:
-        self.queue.requeue(self._lease(lease), wire.result_in(result))
-        self._pending_may_grow = True
-
-    def do_release(self, route: bytes, key: tuple, lease: dict) -> None:
-        self.queue.release(self._lease(lease))
+    def do_release(self, route: bytes, key: tuple, lease: dict,
+                   failed: dict | None = None) -> None:
+        self.queue.release(self._lease(lease),
+                           failed=wire.result_in(failed) if failed is not None else None)
         self._pending_may_grow = True
 
     def do_cancel(self, route: bytes, key: tuple, ids: list[str]) -> list[str]:
@@ -486,15 +486,20 @@ class Coordinator:
     def do_is_drained(self, route: bytes, key: tuple) -> bool:
         return self.queue.is_drained()
 
-    def _reap(self) -> None:
-        if self.queue.reap():
+    def _reap(self) -> list[Reaped]:
+        """The served queue's reap (none during our first lease, see __init__)."""
+        if time.monotonic() < self._reap_from:
+            return []
+        reaped = self.queue.reap()
+        if not self._reaps_seen.issuperset(reaped):  # some job went back to pending
             self._pending_may_grow = True
+        self._reaps_seen = set(reaped)
+        return reaped
 
-    def do_reap(self, route: bytes, key: tuple) -> list[list[str]]:
-        """Leases taken back lately, by whoever reaped them: a worker on the dead worker's
-        host kills the jobs it left behind (killing twice is harmless)."""
-        self._reap()
-        return [list(pair) for pair in self.queue.recently_reaped()]
+    def do_reap(self, route: bytes, key: tuple) -> list[dict]:
+        """The served queue's reap: recent reaps by anyone, so a worker on a dead worker's
+        host kills the attempts it left behind."""
+        return [record.to_dict() for record in self._reap()]
 
     def do_read_log(self, route: bytes, key: tuple, id: str) -> bytes | None:
         status = self.queue.get(id)

@@ -63,13 +63,15 @@ def result_in(record: dict[str, Any]) -> Result:
 def status_out(status: JobStatus) -> dict[str, Any]:
     return {"job": status.job.to_dict(binary=True), "state": status.state.value,
             "attempt": status.attempt, "worker": status.worker,
-            "result": result_out(status.result) if status.result is not None else None}
+            "result": result_out(status.result) if status.result is not None else None,
+            "attempts": [result_out(record) for record in status.attempts]}
 
 
 def status_in(record: dict[str, Any]) -> JobStatus:
     result = record.get("result")
     return JobStatus(Job.from_dict(record["job"]), State(record["state"]), record["attempt"],
-                     record["worker"], result_in(result) if result is not None else None)
+                     record["worker"], result_in(result) if result is not None else None,
+                     tuple(result_in(r) for r in record.get("attempts", ())))
 
 
 def worker_out(info: WorkerInfo) -> dict[str, Any]:

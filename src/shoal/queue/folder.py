@@ -296,7 +296,7 @@ class FolderQueue(Queue):
             self._write_final(result)
             unlink_quiet(fence)
 
-    # -- beat, finish, requeue, release ---------------------------------------
+    # -- beat, finish, release -----------------------------------------------
 
     def _fence_path(self, job_id: str, attempt: int, owner: str) -> str:
         """committing/ID.ATT.OWNER.NONCE: a name nobody else (nor an earlier call) uses, so

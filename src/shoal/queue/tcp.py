@@ -23,7 +23,7 @@ from ..errors import (
     MessageTooBig,
     UsageError,
 )
-from ..job import Beat, Job, JobStatus, Lease, Result, State, WorkerInfo
+from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo
 from ..net import wire
 from ..net.channel import Channel
 from ..net.status import Status, dead_here, read_status, status_path
@@ -85,7 +85,6 @@ class TcpQueue(Queue):
             self._channel.close()
             raise
         self._channel.max_message_bytes = info.get("max_message_bytes")
-        self._reaped_seen: set[tuple[str, str]] = set()
         self.lease_s = info["lease_s"]
         self.seed = info["seed"]
         self.interpreters = {k: list(v) for k, v in info["interpreters"].items()}
@@ -223,11 +222,9 @@ class TcpQueue(Queue):
         except FileNotFoundError:
             return None
 
-    def requeue(self, lease: Lease, result: Result) -> None:
-        self._call("requeue", lease=wire.fence_out(lease), result=wire.result_out(result))
-
-    def release(self, lease: Lease) -> None:
-        self._call("release", lease=wire.fence_out(lease))
+    def release(self, lease: Lease, *, failed: Result | None = None) -> None:
+        self._call("release", lease=wire.fence_out(lease),
+                   failed=wire.result_out(failed) if failed is not None else None)
 
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
         return self._call("cancel", ids=list(job_ids))
@@ -270,12 +267,8 @@ class TcpQueue(Queue):
     def is_drained(self) -> bool:
         return self._call("is_drained")
 
-    def reap(self) -> list[tuple[str, str]]:
-        """Leases the coordinator took back lately; each reported once to this client."""
-        reaped = [(job_id, worker) for job_id, worker in self._call("reap")]
-        new = [pair for pair in reaped if pair not in self._reaped_seen]
-        self._reaped_seen = set(reaped)
-        return new
+    def reap(self) -> list[Reaped]:
+        return [Reaped.from_dict(record) for record in self._call("reap")]
 
     def read_log(self, status: JobStatus) -> bytes | None:
         return self._call("read_log", id=status.job.id)
