@@ -1,40 +1,23 @@
-"""Giving a job back, on every backend: `requeue` after a failed attempt, `release` on a stop.
+"""Giving a job back, on every backend: `release(lease, failed=result)` after a failed
+attempt, `release(lease)` on a stop.
 
 A failed attempt that is tried again must leave its record (exit status, reason, log)
-for the user to see why the job needed a second run; a release (a worker stopping) is
-no failure and must not cost the job an attempt.
+for the user to see why the job needed a second run (`JobStatus.attempts`); a release
+(a worker stopping) is no failure and must not cost the job an attempt.
 """
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
-
 import pytest
 
 from shoal.errors import LeaseLost
-from shoal.job import Job, Result, State, loads
+from shoal.job import Job, Result, State
 from shoal.queue.base import Queue
-from shoal.queue.folder import FolderQueue
-
-DROPS_RECORD = "issue 12: {backend}.requeue drops the failed attempt's record"
 
 
 def failed_attempts(queue: Queue, job_id: str) -> list[Result]:
-    """The records kept of a job's failed attempts, oldest first.
-
-    No member of today's contract reads them: only the folder keeps them, as
-    .shoal/attempts/ID.ATT.json. When the contract gains a reader (release(failed=)
-    with the records in JobStatus or results), read them through it here.
-    """
-    if not isinstance(queue, FolderQueue):
-        return []
-    records = []
-    for path in sorted(Path(queue.base, "attempts").glob(f"{job_id}.*.json")):
-        if path.name.split(".")[1].isdigit():
-            with contextlib.suppress(ValueError, KeyError):
-                records.append(Result.from_dict(loads(path.read_bytes())))
-    return sorted(records, key=lambda r: r.attempt)
+    """The records kept of a job's failed attempts, oldest first."""
+    return list(queue.get(job_id).attempts)
 
 
 def failure(lease, code: int) -> Result:
@@ -47,15 +30,12 @@ def done(lease) -> Result:
                   worker=lease.worker, exit_code=0)
 
 
-@pytest.mark.disagrees(memory=DROPS_RECORD.format(backend="MemoryQueue"),
-                       sqlite=DROPS_RECORD.format(backend="SqliteQueue"),
-                       tcp=DROPS_RECORD.format(backend="SqliteQueue behind the coordinator"))
-def test_requeue_keeps_the_failed_attempts_record(queue_factory):
+def test_release_failed_keeps_the_failed_attempts_record(queue_factory):
     worker, reader = queue_factory(), queue_factory()
     job = Job.command_job("exit 3", retries=1)
     worker.submit([job])
     (first,) = worker.claim("w1", 1)
-    worker.requeue(first, failure(first, 3))
+    worker.release(first, failed=failure(first, 3))
     status = reader.get(job.id)
     assert (status.state, status.attempt) == (State.PENDING, 2)
     (second,) = worker.claim("w2", 1)
@@ -68,16 +48,16 @@ def test_requeue_keeps_the_failed_attempts_record(queue_factory):
     assert (final.state, final.attempt, final.exit_code) == (State.FAILED, 2, 4)
 
 
-def test_requeue_moves_to_the_next_attempt_and_is_fenced(queue_factory):
+def test_release_failed_moves_to_the_next_attempt_and_is_fenced(queue_factory):
     worker, reader = queue_factory(), queue_factory()
     job = Job.command_job("exit 3", retries=2)
     worker.submit([job])
     (first,) = worker.claim("w1", 1)
-    worker.requeue(first, failure(first, 3))
+    worker.release(first, failed=failure(first, 3))
     (second,) = reader.claim("w2", 1)
     assert (second.attempt, second.worker) == (2, "w2")
     with pytest.raises(LeaseLost):  # a stale lease gives nothing back
-        worker.requeue(first, failure(first, 3))
+        worker.release(first, failed=failure(first, 3))
     reader.finish(second, done(second))
     assert [(r.state, r.attempt) for r in reader.results()] == [(State.DONE, 2)]
 
@@ -87,7 +67,7 @@ def test_release_keeps_the_attempt_number_and_records_no_failure(queue_factory):
     job = Job.command_job("sleep 1", retries=2)
     worker.submit([job])
     (first,) = worker.claim("w1", 1)
-    worker.requeue(first, failure(first, 1))
+    worker.release(first, failed=failure(first, 1))
     kept = failed_attempts(reader, job.id)
     (second,) = worker.claim("w1", 1)
     worker.release(second)  # a worker stopping: no failure, no attempt spent

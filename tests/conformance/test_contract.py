@@ -137,14 +137,14 @@ def test_lease_expiring_at_the_cap_fails_the_job_with_a_reason(queue_factory):
     assert "max_attempts=2" in result.reason and result.attempt == 2
 
 
-def test_requeue_retries_with_next_attempt(queue):
+def test_release_failed_retries_with_next_attempt(queue):
     queue.submit([cmd(1)])
     (lease,) = queue.claim("w1")
-    queue.requeue(lease, Result(lease.job_id, State.FAILED, exit_code=3, reason="exit 3"))
+    queue.release(lease, failed=Result(lease.job_id, State.FAILED, exit_code=3, reason="exit 3"))
     (again,) = queue.claim("w1")
     assert again.attempt == 2
     with pytest.raises(LeaseLost):
-        queue.requeue(lease, Result(lease.job_id, State.FAILED, reason="late"))
+        queue.release(lease, failed=Result(lease.job_id, State.FAILED, reason="late"))
 
 
 def test_release_gives_the_job_back_untouched(queue):
