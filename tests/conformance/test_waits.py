@@ -10,8 +10,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from shoal.job import Job, Result, State
 from tests.conftest import wait_for
 
@@ -112,7 +110,6 @@ def test_subscribers_hear_of_finished_jobs(queue_factory):
     assert result.state is State.DONE and result.value == f"value of {lease.job_id}"
 
 
-@pytest.mark.disagrees(folder="issue 12: FolderQueue.cancel announces nothing to subscribers")
 def test_subscribers_hear_of_cancelled_jobs(queue_factory):
     listener = queue_factory()
     heard = Heard()
@@ -127,8 +124,6 @@ def test_subscribers_hear_of_cancelled_jobs(queue_factory):
         assert result.state is State.CANCELLED and result.reason
 
 
-@pytest.mark.disagrees(folder="issue 12: FolderQueue.reap fails a job at max_attempts "
-                              "without announcing it to subscribers")
 def test_subscribers_hear_of_jobs_failed_by_a_reap(queue_factory):
     listener, worker_view = queue_factory(), queue_factory()
     heard = Heard()
