@@ -172,8 +172,12 @@ class Worker:
             self.exit_reason = "max jobs"
             return True
         if self.drain and not self._running and self.queue.is_drained():
-            self.exit_reason = "drained"
-            return True
+            # One more reap before leaving: it may bring news of the reap that freed our
+            # last jobs (orphans to kill here), or take leases back (then not drained).
+            self._kill_orphans(self.queue.reap())
+            if self.queue.is_drained():
+                self.exit_reason = "drained"
+                return True
         return False
 
     def _wait_for_slots(self) -> None:

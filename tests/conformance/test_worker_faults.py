@@ -28,11 +28,6 @@ from tests.procs import Procs, executions, marker_job
 pytestmark = pytest.mark.timeout(180)
 
 LEASE_S = 1.0
-ORPHANS_LEFT = ("issue 12: {who}, so a worker on the dead worker's host never hears of "
-                "the reap and its jobs run on as orphans")
-SERVED_DIR = ORPHANS_LEFT.format(who="behind `shoal serve dir://X` the coordinator's reaps "
-                                     "are never reported (FolderQueue.recently_reaped() is "
-                                     "empty)")
 
 
 @dataclass
@@ -110,11 +105,6 @@ def assert_all_done(shared: SharedQueue, attempts: list[int]) -> None:
     assert sorted(r.attempt for r in results.values()) == attempts
 
 
-@pytest.mark.disagrees(
-    sqlite=("issue 12: SqliteQueue reaps inside renew and counts and drops what it took "
-            "back, so the rescuer's reap() reports nothing and the dead worker's jobs run on "
-            "as orphans"),
-    tcp_dir=SERVED_DIR)
 def test_sigkill_of_a_worker_mid_job_loses_nothing(shared_queue, procs):
     """Another worker on the same host takes its jobs over and kills its orphans."""
     victim_id = kill_a_worker_mid_job(shared_queue, procs, jobs=6)
@@ -122,15 +112,9 @@ def test_sigkill_of_a_worker_mid_job_loses_nothing(shared_queue, procs):
     assert rescuer.wait(timeout=60) == 0, procs.output(rescuer)
     assert_all_done(shared_queue, [1, 1, 1, 1, 2, 2])
     assert shoal_processes(worker=victim_id) == [], "the dead worker's jobs were left running"
-    assert "took back 2 lease(s)" in procs.output(rescuer)
+    assert "2 lease(s) of dead workers were taken back" in procs.output(rescuer)
 
 
-@pytest.mark.disagrees(
-    folder=ORPHANS_LEFT.format(who="FolderQueue.reap reports only the leases its own call "
-                                   "took back"),
-    sqlite=ORPHANS_LEFT.format(who="SqliteQueue.reap reports only the leases its own call "
-                                   "took back (recently_reaped is per queue object)"),
-    tcp_dir=SERVED_DIR)
 def test_orphans_of_a_killed_worker_die_when_another_host_took_its_leases_back(shared_queue,
                                                                                procs):
     """The test plays another host's worker that reaps first; then a worker starts on the
@@ -170,5 +154,9 @@ def test_stopped_worker_past_its_lease_has_its_late_result_refused(shared_queue,
     assert (result.state, result.attempt) == (State.DONE, 2)
     assert result.worker != sleeper_id
     assert 2 in [attempt for _, attempt, _ in executions(out)]
-    assert shoal_processes(job=job.id) == []
+    # "lost lease ... killing it" is logged before the kill, and under load the stale
+    # attempt may even start only after SIGCONT (the stop can land between claim and
+    # start): wait for it to be gone rather than expect it gone at once.
+    wait_for(lambda: shoal_processes(job=job.id) == [], 20,
+             message="the stale attempt to be killed")
     assert sleeper.poll() is None, "the woken worker should keep working"
