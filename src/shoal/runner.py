@@ -213,10 +213,13 @@ class Deadlines:
         return self.kill_at(pid, time.monotonic())
 
     def close(self) -> None:
-        """Stop the thread once no deadline is left (signals already due still fire)."""
+        """Stop the thread: signals already due still fire, later ones are dropped (a
+        worker closes this once its jobs' processes have ended), so nothing lingers."""
         with self._cond:
             self._closing = True
             self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
 
     def forget(self, ticket: int) -> None:
         """The process exited: its pending signals must not fire."""
@@ -226,6 +229,10 @@ class Deadlines:
     def _loop(self) -> None:
         while True:
             with self._cond:
+                if self._closing:
+                    now = time.monotonic()
+                    self._heap = [entry for entry in self._heap if entry[0] <= now]
+                    heapq.heapify(self._heap)
                 while not self._heap:
                     if self._closing:
                         return
