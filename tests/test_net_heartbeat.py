@@ -1,0 +1,87 @@
+"""A worker's heartbeat over TCP: `beat` + `reap`, two requests; a finish brings the next lease."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shoal.job import Job, Result, State, WorkerInfo
+from shoal.net import wire
+from shoal.net.channel import Channel
+from shoal.net.locate import serve
+from shoal.queue import STOP
+from shoal.queue.sqlite import SqliteQueue
+from shoal.queue.tcp import TcpQueue
+from shoal.worker import Worker, _Slot
+from tests.test_net_retries import RawClient, job_record
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path):
+    running = serve(SqliteQueue(tmp_path / "q.sqlite", lease_s=30), tmp_path / "status").start()
+    yield tmp_path / "status"
+    running.stop()
+
+
+@pytest.fixture
+def requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the requests every TcpQueue sends from now on."""
+    sent: list[str] = []
+    call = Channel.call
+
+    def counted(self, method, *args, **kwargs):
+        sent.append(method)
+        return call(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(Channel, "call", counted)
+    return sent
+
+
+def test_a_heartbeat_is_two_requests_and_carries_progress(coordinator, requests):
+    queue = TcpQueue(str(coordinator))
+    try:
+        queue.submit([Job.command_job(["echo", "1"])])
+        worker = Worker(queue, slots=1)
+        (lease,) = queue.claim(worker.id, 1)
+        queue.progress_path(lease).write_bytes(b"3 10")
+        worker._running[lease.job_id] = _Slot(lease)  # as if a slot ran it
+        queue.send_control(worker.id, STOP)
+        del requests[:]
+        worker._heartbeat()
+        assert requests == ["beat", "reap"]
+        assert worker._stopping.is_set()  # the command came with the beat
+        (seen,) = queue.workers()
+        assert (seen.id, seen.state, seen.running) == (worker.id, "working", (lease.job_id,))
+        assert queue.progress() == {lease.job_id: (3, 10)}
+    finally:
+        queue.close()
+
+
+def test_a_finish_that_asks_for_the_next_job_is_one_request(coordinator, requests):
+    queue = TcpQueue(str(coordinator))
+    try:
+        queue.submit([Job.command_job(["echo", str(i)]) for i in range(2)])
+        (first,) = queue.claim("w", 1)
+        del requests[:]
+        (next_lease,) = queue.finish(first, Result(first.job_id, State.DONE), then_claim=1)
+        assert requests == ["finish"] and next_lease.worker == "w"
+    finally:
+        queue.close()
+
+
+def test_a_repeated_beat_hands_its_commands_over_once(coordinator):
+    queue = TcpQueue(str(coordinator))
+    raw = RawClient(coordinator)
+    try:
+        raw.send(1, "submit", {"jobs": [job_record(1)]})
+        queue.send_control("w", STOP)
+        info = wire.worker_out(WorkerInfo("w", "host-a", 1, 1))
+        first = raw.send(2, "beat", {"info": info, "leases": []})
+        again = raw.send(2, "beat", {"info": info, "leases": []}, repeat=True)
+        assert first[0] == wire.OK and first[2] == {"lost": [], "commands": [STOP]}
+        assert again[:3] == first[:3]  # the cached answer: the command is not lost
+        assert raw.send(3, "beat", {"info": info, "leases": []})[2]["commands"] == []
+    finally:
+        raw.close()
+        queue.close()
