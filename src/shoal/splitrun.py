@@ -22,7 +22,7 @@ from typing import Any
 from .context import job_seed
 from .errors import UsageError
 from .job import Job, Result, State, content_id
-from .queue.folder import FolderQueue
+from .queue import Queue, open_queue
 from .split import Machine, Plan, load_machines, make_plan, share_for
 
 SPLITTER_COLUMNS = ("Run Start Time", "Job Running Time", "Job Start Time")
@@ -90,11 +90,11 @@ def _row(result: Result, plan: Plan, index: int, machine: str, run_started: floa
 
 def run_share(jobs: Sequence[Job], plan: Plan, machine: str, *, slots: int,
               workdir: Path, config: str | Path | None = None,
-              runner: Callable[[FolderQueue, list[Job], int], None]) -> Path:
+              runner: Callable[[Queue, list[Job], int], None]) -> Path:
     """Run this machine's share on a local queue and write results-MACHINE.csv."""
     import time
 
-    queue = FolderQueue(workdir / f".shoal-split-{machine}")
+    queue = open_queue(f"dir://{workdir / f'.shoal-split-{machine}'}")
     if config:
         queue.set_config_file(config)
     mine = share_for(plan, machine)

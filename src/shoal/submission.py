@@ -13,7 +13,7 @@ from .errors import UsageError
 from .fsutil import create_exclusive
 from .jobfiles import is_job_file
 from .queue.base import Queue
-from .queue.folder import HIDDEN, FolderQueue
+from .queue.folder import HIDDEN
 
 TEMPLATE_MARKERS = (":::", "::::", ":::+", "::::+")
 
@@ -56,7 +56,7 @@ def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:
             raise UsageError(f"{raw}: no such job file")
         if not is_job_file(source.name, queue.interpreters):
             raise UsageError(f"{raw}: not a job file (known: {known_suffixes(queue)})")
-        if isinstance(queue, FolderQueue):
+        if queue.keeps_job_files:
             name = copy_into(queue.root, source)
             jobs.append(Job.file_job(name, **options))
         else:

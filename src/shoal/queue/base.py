@@ -85,6 +85,8 @@ class Queue(ABC):
     cross_host: ClassVar[bool] = False
     #: only this process can reach it (no `shoal work` elsewhere can join).
     in_process: ClassVar[bool] = False
+    #: job files live in the queue's own folder (`root`), so a submit copies them there.
+    keeps_job_files: ClassVar[bool] = False
 
     #: where relative job file paths and their logs live (drop-in folder).
     root: Path

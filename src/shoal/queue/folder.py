@@ -95,6 +95,7 @@ class FolderQueue(Queue):
 
     blocking_claim = False
     cross_host = True
+    keeps_job_files = True
 
     def __init__(self, root: str | Path, *, lease_s: float | None = None,
                  fsync: bool | None = None, create: bool = True) -> None:
