@@ -30,6 +30,28 @@ def test_a_result_is_visible_at_once_and_its_fence_goes_after_the_group_commit(t
     assert fences(queue) == []
 
 
+def test_get_finds_a_job_claimed_while_it_looks(tmp_path, monkeypatch):
+    """get() looks in one folder after another; a claim landing between two looks (a
+    loaded machine widens that gap) must not make the job vanish: it used to return None."""
+    queue = FolderQueue(tmp_path / "q", lease_s=TEST_LEASE_S)
+    other = FolderQueue(tmp_path / "q", lease_s=TEST_LEASE_S)  # another worker
+    queue.submit([Job.command_job(["echo", "x"])])
+    (job_id,) = [status.job.id for status in queue.jobs()]
+    look_in_running = queue._running_entries
+    leases: list = []
+
+    def claimed_just_after_the_look(wanted: str) -> list[tuple[str, str]]:
+        entries = look_in_running(wanted)
+        if not leases:
+            leases.extend(other.claim("w2"))  # no longer pending by the time get() looks
+        return entries
+
+    monkeypatch.setattr(queue, "_running_entries", claimed_just_after_the_look)
+    status = queue.get(job_id)
+    assert len(leases) == 1
+    assert status is not None and status.state is State.RUNNING and status.worker == "w2"
+
+
 def crash_after_finish(tmp_path: Path, result_bytes: bytes | None) -> tuple[FolderQueue, str]:
     """A worker fenced its job, wrote (or half-wrote) the result, and died before its
     group commit removed the fence: the state a power cut leaves behind."""

@@ -30,11 +30,16 @@ def shoal(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
     return done
 
 
+# Short enough for a quick takeover, long enough that a loaded machine's slow beat is not
+# taken for a death (a false reap would move the job to another attempt before the kill).
+LEASE_S = 5
+
+
 @pytest.fixture
 def queue(tmp_path):
     """A folder queue; every worker it ever saw is killed by pid at the end."""
-    q = FolderQueue(tmp_path / "q", lease_s=2)
-    (q.base / "queue.toml").write_text("lease_s = 2\n")
+    q = FolderQueue(tmp_path / "q", lease_s=LEASE_S)
+    (q.base / "queue.toml").write_text(f"lease_s = {LEASE_S}\n")
     seen: set[int] = set()
     q.seen_pids = seen  # type: ignore[attr-defined]
     yield q
@@ -93,15 +98,15 @@ def test_a_killed_worker_is_shown_lost_and_its_job_taken_over(queue):
     job = Job.command_job('if [ -z "$TAKEN" ]; then export TAKEN=1; sleep 60; fi',
                           max_attempts=3)
     queue.submit([job])
-    wait_for(lambda: queue.get(job.id).state is State.RUNNING, 30, message="the job to start")
+    wait_for(lambda: queue.get(job.id).state is State.RUNNING, 60, message="the job to start")
     victim = queue.get(job.id).worker
     (info,) = [w for w in queue.workers() if w.id == victim]
     os.kill(info.pid, signal.SIGKILL)
-    wait_for(lambda: any(w.lost for w in queue.workers() if w.id == victim), 30,
+    wait_for(lambda: any(w.lost for w in queue.workers() if w.id == victim), 60,
              message="the killed worker to be shown lost")
     table = shoal("workers", str(queue.root)).stdout
     assert "lost" in table
-    wait_for(lambda: queue.get(job.id).attempt == 2, 60, message="the job to be taken over")
+    wait_for(lambda: queue.get(job.id).attempt == 2, 90, message="the job to be taken over")
 
 
 def test_hire_over_ssh_onto_a_coordinator_copies_its_status_file_and_works(tmp_path, sshd):

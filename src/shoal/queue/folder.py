@@ -64,6 +64,7 @@ SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancel
            "attempts", "workers", "control", "logs", "tmp", "blobs", "reaped")
 HIDDEN = ".shoal"
 CONFIG = "queue.toml"
+STATE_READS = 5  # looks at a job that moved while get() read its state (see _state_of)
 
 
 def parse_marker(kind: str, name: str) -> list[str]:
@@ -420,6 +421,16 @@ class FolderQueue(Queue):
         return None
 
     def _state_of(self, job_id: str, job: Job) -> JobStatus | None:
+        # A job is always in one place, but a rename can move it while we look in one
+        # folder after another (claimed before we look there, back to pending after):
+        # found nowhere means it moved, so look again.
+        for _ in range(STATE_READS):
+            status = self._state_once(job_id, job)
+            if status is not None:
+                return status
+        return None
+
+    def _state_once(self, job_id: str, job: Job) -> JobStatus | None:
         result = self._final_result(job_id)
         if result is not None:
             return JobStatus(job, result.state, result.attempt, result.worker or None, result)
