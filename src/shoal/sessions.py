@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ShoalError
 from .executor import Executor
+from .queue import open_queue
 from .queue.base import STOP, Queue
 from .worker import Worker
 
@@ -64,15 +65,20 @@ def session(name: str = "default", *, where: str | Path | None = None,
         work_for(folder, workers)
         raise SystemExit(0)
     show = sys.stderr.isatty() if progress is None else progress
-    executor = Executor(str(folder), workers=workers, progress=show,
-                        **executor_options)  # type: ignore[arg-type]
+    # Our own client, so it is still open to dismiss the workers after the Executor
+    # shut down (an Executor closes the queues it opened itself).
+    queue = open_queue(str(folder))
     try:
-        yield executor
-        executor.shutdown(wait=True)
+        executor = Executor(queue, workers=workers, progress=show,
+                            **executor_options)  # type: ignore[arg-type]
+        try:
+            yield executor
+            executor.shutdown(wait=True)
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            dismiss_workers(queue)
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
-        dismiss_workers(executor.queue)
-        executor.queue.close()
+        queue.close()
         coordinator.stop()
 
 
@@ -103,8 +109,6 @@ def _announce(name: str, folder: Path, address: str) -> None:
 
 def work_for(folder: Path, slots: int | None) -> None:
     """Work for the session's coordinator until it ends the session (or disappears)."""
-    from .queue import open_queue
-
     queue = open_queue(str(folder))
     try:
         print(f"shoal: session coordinator found at {queue.url}; working for it",

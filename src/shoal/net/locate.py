@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -35,14 +36,28 @@ from .status import (
 
 log = logging.getLogger("shoal.serve")
 
-PING_S = 3.0  # a coordinator on another host that does not answer this fast is stale
+PING_S = 3.0  # a coordinator that answers a ping this fast is alive
+# ...but on a loaded machine a live one can take longer: while something still listens
+# at its address, it gets this long before we call it dead (two coordinators for one
+# session would run its body twice, so a wrong "dead" costs far more than a wait).
+SLOW_PING_S = 30.0
 LOCK_FILE = "serving.lock"
 
 
-def alive(status: Status, timeout_s: float = PING_S) -> bool:
-    """True if the coordinator this status names answers (or surely runs, on this host)."""
+def alive(status: Status, timeout_s: float = PING_S,
+          slow_timeout_s: float = SLOW_PING_S) -> bool:
+    """True if the coordinator this status names answers (or surely runs, on this host).
+
+    No answer within `timeout_s` is final only if nothing listens at its address any
+    more; a listener that is merely slow is given `slow_timeout_s` to answer."""
     if dead_here(status):
         return False
+    if _ping(status, timeout_s):
+        return True
+    return _listening(status.address) and _ping(status, slow_timeout_s)
+
+
+def _ping(status: Status, timeout_s: float) -> bool:
     channel = Channel(status.address, status.keys(), on_push=lambda _m: None,
                       patience_s=timeout_s)
     try:  # any coordinator holding these keys will do: a restart keeps them
@@ -52,6 +67,16 @@ def alive(status: Status, timeout_s: float = PING_S) -> bool:
         return False
     finally:
         channel.close()
+
+
+def _listening(address: str, timeout_s: float = PING_S) -> bool:
+    """True if a TCP connection to `address` (tcp://HOST:PORT) is accepted."""
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def live_status(folder: Path) -> Status | None:
