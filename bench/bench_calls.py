@@ -53,6 +53,15 @@ TARGET_VS_RAY = 2.0  # shoal-mem >= 2 x Ray
 TARGET_DIR_RATE = 1360.0  # shoal-dir >= 2 x jug's file store (~680 calls/s)
 TARGET_EFFICIENCY = 0.97  # on the sleep workload
 MARK = "BENCH-RESULT "
+
+
+def marked_outcome(out: str, err: str, returncode: int | None) -> dict:
+    """The last MARK line a measuring child printed, or why there is none."""
+    lines = [line[len(MARK):] for line in out.splitlines() if line.startswith(MARK)]
+    if lines:
+        return json.loads(lines[-1])
+    tail = " | ".join(err.strip().splitlines()[-3:]) or f"exit status {returncode}"
+    return {"skip": f"failed (exit {returncode}): {tail[-400:]}"}
 SKIP_EXIT = 3
 PIP = {"loky": "loky", "dask-map": "'dask[distributed]'", "dask-submit": "'dask[distributed]'",
        "ray": "ray"}

@@ -55,7 +55,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_calls import ProcessPool, Shoal, Skip, Variant, measure, paired, ratio, source_state
+from bench_calls import (
+    ProcessPool,
+    Shoal,
+    Skip,
+    Variant,
+    marked_outcome,
+    measure,
+    paired,
+    ratio,
+    source_state,
+)
 from bench_calls import warm_up as warm_up_workers
 
 PARTS = {"1": ("shoal-mem", "ppe"), "2": ("shoal-mem", "shoal-dir", "ppe"),
@@ -324,11 +334,7 @@ def run_child(name: str, part: str, args: argparse.Namespace) -> dict[str, Any]:
                         + (f"; stderr: {tail}" if tail else "")}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    lines = [line[len(MARK):] for line in out.splitlines() if line.startswith(MARK)]
-    if lines:
-        return json.loads(lines[-1])
-    tail = " | ".join(err.strip().splitlines()[-3:]) or f"exit status {proc.returncode}"
-    return {"skip": f"failed (exit {proc.returncode}): {tail[-400:]}"}
+    return marked_outcome(out, err, proc.returncode)
 
 
 def medians(runs: dict[str, list[dict]], key: str) -> dict[str, float]:

@@ -48,7 +48,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_calls import Dask, Ray, Skip, Variant, measure, med, paired, ratio, source_state
+from bench_calls import (
+    Dask,
+    Ray,
+    Skip,
+    Variant,
+    marked_outcome,
+    measure,
+    med,
+    paired,
+    ratio,
+    source_state,
+)
 
 CALLS = ("shoal-tcp", "shoal-tcp-1x2", "shoal-tcp-map", "shoal-mem", "shoal-sqlite",
          "dask-map", "ray")
@@ -304,11 +315,7 @@ def run_child(name: str, workload: str, args: argparse.Namespace) -> dict[str, A
         return {"skip": f"did not finish within {args.timeout:g} s; stderr: {tail}"}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    lines = [line[len(MARK):] for line in out.splitlines() if line.startswith(MARK)]
-    if lines:
-        return json.loads(lines[-1])
-    tail = " | ".join(err.strip().splitlines()[-3:]) or f"exit status {proc.returncode}"
-    return {"skip": f"failed (exit {proc.returncode}): {tail[-400:]}"}
+    return marked_outcome(out, err, proc.returncode)
 
 
 def verdict(got: float, target: float, what: str, *, most: bool = False) -> str:
