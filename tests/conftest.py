@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from shoal.net.server import Coordinator
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.queue.memory import MemoryQueue
 from shoal.queue.sqlite import SqliteQueue
 from shoal.queue.tcp import TcpQueue
+from shoal.serve.coordinator import Coordinator
 
 pytest_plugins = ["tests.procs"]
 

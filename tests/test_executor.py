@@ -20,8 +20,8 @@ import shoal
 from shoal.calls import RemoteTraceback
 from shoal.fsutil import HOST
 from shoal.job import State
-from shoal.net.server import Coordinator
 from shoal.queue.sqlite import SqliteQueue
+from shoal.serve.coordinator import Coordinator
 from tests import callfns as fns
 from tests.conftest import wait_for
 

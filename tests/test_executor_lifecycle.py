@@ -24,9 +24,9 @@ import pytest
 
 import shoal
 from shoal.job import State
-from shoal.net.server import Coordinator
 from shoal.queue import open_queue
 from shoal.queue.sqlite import SqliteQueue
+from shoal.serve.coordinator import Coordinator
 from tests import callfns as fns
 from tests.conftest import _children, wait_for
 

@@ -110,9 +110,9 @@ def test_a_killed_worker_is_shown_lost_and_its_job_taken_over(queue):
 
 
 def test_hire_over_ssh_onto_a_coordinator_copies_its_status_file_and_works(tmp_path, sshd):
-    from shoal.net.server import Coordinator
     from shoal.queue import open_queue
     from shoal.queue.sqlite import SqliteQueue
+    from shoal.serve.coordinator import Coordinator
 
     status = tmp_path / "status"
     coordinator = Coordinator(SqliteQueue(tmp_path / "q.sqlite", lease_s=2),

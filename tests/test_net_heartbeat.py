@@ -9,10 +9,10 @@ import pytest
 from shoal.job import Job, Result, State, WorkerInfo
 from shoal.net import wire
 from shoal.net.channel import Channel
-from shoal.net.locate import serve
 from shoal.queue import STOP
 from shoal.queue.sqlite import SqliteQueue
 from shoal.queue.tcp import TcpQueue
+from shoal.serve.locate import serve
 from shoal.worker import Worker, _Slot
 from tests.test_net_retries import RawClient, job_record
 

@@ -10,11 +10,11 @@ import zmq
 from shoal.errors import AuthenticationFailed
 from shoal.job import Job, Result, State
 from shoal.net import wire
-from shoal.net.locate import serve
-from shoal.net.server import Coordinator
 from shoal.net.status import read_status
 from shoal.queue import open_queue
 from shoal.queue.sqlite import SqliteQueue
+from shoal.serve.coordinator import Coordinator
+from shoal.serve.locate import serve
 
 
 class RawClient:
@@ -115,9 +115,8 @@ def test_a_result_push_lost_on_the_way_still_resolves_its_future(tmp_path):
     class LosingCoordinator(Coordinator):
         """Drops every result push, as a network blip during a reconnection would."""
 
-        def _push(self, finals):
-            self._watchers.clear()
-            super()._push(finals)
+        def _push(self, route, record):
+            return False
 
     coordinator = LosingCoordinator(SqliteQueue(tmp_path / "q.sqlite"),
                                     status_dir=tmp_path / "status").start()

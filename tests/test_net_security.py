@@ -32,12 +32,12 @@ from shoal.calls import runtime
 from shoal.errors import AuthenticationFailed, CoordinatorUnreachable, MessageTooBig
 from shoal.job import Job, Kind, Result, State
 from shoal.net import wire
-from shoal.net.locate import serve
-from shoal.net.server import Coordinator
 from shoal.net.status import SERVER_SECRET, STATUS_FILE, read_status
 from shoal.queue import open_queue
 from shoal.queue.sqlite import SqliteQueue
 from shoal.queue.tcp import TcpQueue
+from shoal.serve.coordinator import Coordinator
+from shoal.serve.locate import serve
 from tests.conftest import wait_for
 from tests.procs import Procs
 

@@ -90,7 +90,7 @@ def test_first_run_serves_and_a_second_machine_with_a_copy_of_the_status_works(t
     there = output(tmp_path, "beta")
     assert "working for it" in there and "session over" in there
     assert "RESULTS" not in there and "AFTER THE SESSION" not in there  # the body ran once
-    from shoal.net.locate import live_status
+    from shoal.serve.locate import live_status
 
     assert live_status(a) is None  # the session ended; its status file is not trusted
 
@@ -135,7 +135,7 @@ def test_a_stale_status_file_is_not_trusted(tmp_path, reap, where):
 def test_a_coordinator_too_slow_for_one_ping_is_still_alive(tmp_path, reap):
     """A loaded machine can leave a live coordinator silent past the first ping (here: it
     is stopped for longer); it must not be taken for dead, or a second one would serve."""
-    from shoal.net import locate
+    from shoal.serve import locate
 
     folder = tmp_path / "s"
     server = subprocess.Popen([sys.executable, "-m", "shoal", "serve", "sqlite://" + str(

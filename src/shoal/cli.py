@@ -154,7 +154,7 @@ def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str |
     Clients need the status file: `shoal work STATUS_DIR` here, or copy its
     status.json to another machine and point shoal at the copy there.
     """
-    from .net import locate
+    from .serve import locate
 
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("shoal").setLevel(logging.INFO)

@@ -29,7 +29,7 @@ from .queue.base import STOP, Queue
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from .net.server import Coordinator
+    from .serve.coordinator import Coordinator
 
 log = logging.getLogger("shoal.session")
 
@@ -85,7 +85,7 @@ def session(name: str = "default", *, where: str | Path | None = None,
 def lead(folder: Path, name: str, *, bind: str | None = None,
          advertise: str | None = None) -> Coordinator | None:
     """Start serving the session from `folder`, or return None if a live coordinator does."""
-    from .net import locate
+    from .serve import locate
 
     if not locate.take_lead(folder):
         return None

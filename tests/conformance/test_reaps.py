@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from shoal.job import Job, Reaped, State, WorkerInfo
-from shoal.net.server import Coordinator
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.queue.memory import MemoryQueue
+from shoal.serve.coordinator import Coordinator
 from tests.conftest import BACKENDS, TEST_LEASE_S, QueueFactory, wait_for
 
 

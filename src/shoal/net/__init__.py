@@ -1,1 +1,2 @@
-"""The network queue: a coordinator (`shoal serve`) and its clients over ZeroMQ."""
+"""The transport between a coordinator (`serve/`) and its clients: ZeroMQ, msgpack,
+status files. It imports nothing from `queue/` or `serve/`."""

@@ -1,7 +1,7 @@
 """`tcp://HOST:PORT` (or a coordinator's status file): a queue served by `shoal serve`.
 
 Every operation is a request to the coordinator, which runs it on its local queue
-(see net/server.py). Claims and result waits block on the coordinator, which
+(see serve/). Claims and result waits block on the coordinator, which
 answers as soon as there is something, so workers and executors never poll.
 Logs of jobs run here travel with their results; progress reports with beats.
 """

@@ -21,11 +21,8 @@ import zmq
 from .. import defaults
 from ..errors import ShoalError, UsageError
 from ..fsutil import HOST, NETWORK_FS, filesystem_type, write_new
-from ..queue import open_queue
-from ..queue.base import Queue
-from .channel import Channel
-from .server import Coordinator
-from .status import (
+from ..net.channel import Channel
+from ..net.status import (
     Status,
     dead_here,
     load_keys,
@@ -33,6 +30,9 @@ from .status import (
     process_alive,
     read_status,
 )
+from ..queue import open_queue
+from ..queue.base import Queue
+from .coordinator import Coordinator
 
 log = logging.getLogger("shoal.serve")
 

@@ -1,0 +1,294 @@
+"""What the coordinator does for each request: one explicit table over the served queue.
+
+`HANDLERS` maps each request a client may send (see `queue/tcp.py`) to the method
+that serves it; `MUTATING` names those whose repeat must not act twice (the
+coordinator caches their replies). A handler returns the reply's value, or
+`PARKED` when the request waits in `Parking` for a job or a result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import JobNotFound, LeaseLost
+from ..job import Job, Kind, Lease, Reaped, Result
+from ..net import wire
+from ..queue.base import Queue
+from .parking import Key, Parking, Push
+
+PARKED = object()  # a handler's value: no reply now, the request waits in Parking
+
+
+@dataclass(frozen=True)
+class Request:
+    """Where a request came from."""
+
+    route: bytes  # the ROUTER's id of the connection it came on
+    key: Key  # (client id, request id)
+    repeat: bool = False  # the client sent it before and got no answer
+
+    @property
+    def client(self) -> bytes:
+        return self.key[0]
+
+
+class Service:
+    """Serves requests against `queue`; `push` sends a client a result it did not ask
+    for in this request (watched jobs already final at submission)."""
+
+    def __init__(self, queue: Queue, parking: Parking, *, boot: str, max_message_bytes: int,
+                 push: Push) -> None:
+        self.queue = queue
+        self.parking = parking
+        self.boot = boot
+        self.max_message_bytes = max_message_bytes
+        self._push = push
+        self._finals: list[Result] = []
+        self._pending_may_grow = False
+        # No reaping during our first lease: workers that ran on while no coordinator was
+        # up beat in that time, so no live worker's lease is taken back on a restart.
+        self._reap_from = self.next_reap = time.monotonic() + queue.lease_s
+        self._reaps_seen: set[Reaped] = set()
+        queue.subscribe(self._finals.append)
+
+    # -- between requests --------------------------------------------------------------
+
+    def timers(self, now: float) -> None:
+        """Reap when due, answer expired parked requests, then what changed."""
+        if now >= self.next_reap:
+            self.next_reap = now + min(1.0, self.queue.lease_s / 4)
+            self._reap()
+        self.parking.expire(now)
+        self.after_changes()
+
+    def after_changes(self) -> None:
+        """Wake parked claims if jobs may have become pending; deliver new results."""
+        if self._pending_may_grow and self.parking.claims:
+            self.parking.serve_claims()
+        self._pending_may_grow = False
+        if self._finals:
+            finals = list(self._finals)  # the queue appends to this very list object
+            self._finals.clear()
+            self.parking.deliver(finals)
+
+    def _reap(self) -> list[Reaped]:
+        """The served queue's reap (none during our first lease, see __init__)."""
+        if time.monotonic() < self._reap_from:
+            return []
+        reaped = self.queue.reap()
+        if not self._reaps_seen.issuperset(reaped):  # some job went back to pending
+            self._pending_may_grow = True
+        self._reaps_seen = set(reaped)
+        return reaped
+
+    def _final_results(self, ids: list[str]) -> dict[str, Result]:
+        ready = {}
+        for job_id in self.queue.final_ids(ids):
+            status = self.queue.get(job_id)
+            if status is not None and status.result is not None:
+                ready[job_id] = status.result
+        return ready
+
+    def _watch(self, client: bytes, ids: list[str], new: set[str] | None = None) -> list[dict]:
+        """Push these jobs' results to `client` when they land; return those already final."""
+        ready = self._final_results(ids if new is None else [i for i in ids if i not in new])
+        self.parking.watch(client, [job_id for job_id in ids if job_id not in ready])
+        return [wire.result_out(r) for r in ready.values()]
+
+    def _lease(self, fence: dict[str, Any], *, with_job: bool = False) -> Lease:
+        """The lease a fence names; its job is read only where a log is placed by it."""
+        status = self.queue.get(fence["id"]) if with_job else None
+        job = status.job if status is not None else Job(fence["id"], "", Kind.COMMAND)
+        return Lease(job, fence["attempt"], fence["worker"], fence["token"])
+
+    # -- requests: jobs ----------------------------------------------------------------
+
+    def hello(self, req: Request) -> dict[str, Any]:
+        config = self.queue.config_file()
+        return {"protocol": wire.PROTOCOL, "boot": self.boot, "lease_s": self.queue.lease_s,
+                "seed": self.queue.seed, "interpreters": self.queue.interpreters,
+                "config": config.read_bytes() if config is not None else None,
+                "queue": self.queue.url, "max_message_bytes": self.max_message_bytes}
+
+    def ping(self, req: Request) -> str:
+        return self.boot
+
+    def submit(self, req: Request, jobs: list, watch: bool = False) -> list[str]:
+        parsed = [wire.job(record) for record in jobs]
+        new = self.queue.submit(parsed)
+        self._pending_may_grow = bool(new)
+        if watch:
+            for record in self._watch(req.client, [job.id for job in parsed], set(new)):
+                self._push(req.route, record)
+        return new
+
+    def put_blobs(self, req: Request, blobs: dict[str, bytes]) -> None:
+        self.queue.put_blobs(blobs)
+
+    def get_blob(self, req: Request, digest: str) -> bytes | None:
+        return self.queue.get_blob(digest)
+
+    def missing_blobs(self, req: Request, digests: list[str]) -> list[str]:
+        return self.queue.missing_blobs(digests)
+
+    def watch(self, req: Request, ids: list[str]) -> list[dict]:
+        return self._watch(req.client, ids)
+
+    def claim(self, req: Request, worker: str, n: int = 1, wait_s: float = 0.0) -> Any:
+        leases = self.queue.claim(worker, n) if not self.parking.claims else []
+        if leases or wait_s <= 0:
+            return [wire.lease_out(x) for x in leases]
+        self.parking.park_claim(req.route, req.key, time.monotonic() + wait_s, worker, n)
+        return PARKED
+
+    def beat(self, req: Request, info: dict, leases: list,
+             progress: dict | None = None) -> dict[str, list[str]]:
+        """A worker's heartbeat in one request: keep the progress its running jobs
+        reported, then one `beat` of the queue (register, extend leases, take commands)."""
+        fenced = [self._lease(fence) for fence in leases]
+        for lease in fenced:
+            text = (progress or {}).get(lease.job_id)
+            if text is not None:
+                path = self.queue.progress_path(lease)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(text)
+        beat = self.queue.beat(wire.worker_in(info), fenced)
+        return {"lost": [lease.job_id for lease in beat.lost], "commands": list(beat.commands)}
+
+    def finish(self, req: Request, lease: dict, result: dict, log: bytes | None = None,
+               then_claim: int = 0) -> list[dict]:
+        """Record the result; with `then_claim`, also lease the worker its next jobs (one
+        round trip instead of two) unless other workers are already waiting for work."""
+        then_claim = 0 if self.parking.claims else then_claim  # those waiting go first
+        leases = self._finish(lease, result, log, then_claim, repeat=req.repeat)
+        return [wire.lease_out(x) for x in leases]
+
+    def _finish(self, lease: dict, result: dict, log: bytes | None, then_claim: int, *,
+                repeat: bool) -> list[Lease]:
+        fenced = self._lease(lease, with_job=log is not None)
+        record = wire.result_in(result)
+        if log is not None:
+            path = self.queue.attempt_log_path(fenced)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(log)
+            record = replace(record, log=str(path))
+        try:
+            return self.queue.finish(fenced, record, then_claim=then_claim)
+        except LeaseLost:
+            if log is not None:
+                self.queue.attempt_log_path(fenced).unlink(missing_ok=True)
+            status = self.queue.get(fenced.job_id)
+            done = status.result if status is not None else None
+            if not repeat or done is None or done.reason.startswith("worker died") \
+                    or (done.attempt, done.worker) != (fenced.attempt, fenced.worker):
+                raise
+            # A repeat of our own finish whose reply a coordinator restart lost.
+            return self.queue.claim(fenced.worker, then_claim) if then_claim > 0 else []
+
+    def release(self, req: Request, lease: dict, failed: dict | None = None) -> None:
+        self.queue.release(self._lease(lease),
+                           failed=wire.result_in(failed) if failed is not None else None)
+        self._pending_may_grow = True
+
+    def cancel(self, req: Request, ids: list[str]) -> list[str]:
+        return self.queue.cancel(ids)
+
+    def retry(self, req: Request, ids: list[str]) -> list[str]:
+        again = self.queue.retry(ids)
+        self._pending_may_grow = bool(again)
+        return again
+
+    def get(self, req: Request, id: str) -> dict | None:
+        status = self.queue.get(id)
+        return wire.status_out(status) if status is not None else None
+
+    def jobs(self, req: Request) -> list[dict]:
+        return [wire.status_out(s) for s in self.queue.jobs()]
+
+    def counts(self, req: Request) -> dict[str, int]:
+        return {state.value: n for state, n in self.queue.counts().items()}
+
+    def states(self, req: Request, ids: list[str]) -> dict[str, str]:
+        return {i: s.value for i, s in self.queue.states(ids).items()}
+
+    def final_ids(self, req: Request, ids: list[str]) -> list[str]:
+        return self.queue.final_ids(ids)
+
+    def results(self, req: Request) -> list[dict]:
+        return [wire.result_out(r) for r in self.queue.results()]
+
+    def wait_results(self, req: Request, ids: list[str], timeout_s: float) -> Any:
+        ready = [wire.result_out(r) for r in self._final_results(ids).values()]
+        if ready or timeout_s <= 0:
+            return ready
+        self.parking.park_wait(req.route, req.key, time.monotonic() + timeout_s, ids)
+        return PARKED
+
+    def is_drained(self, req: Request) -> bool:
+        return self.queue.is_drained()
+
+    def reap(self, req: Request) -> list[dict]:
+        """The served queue's reap: recent reaps by anyone, so a worker on a dead worker's
+        host kills the attempts it left behind."""
+        return [record.to_dict() for record in self._reap()]
+
+    def read_log(self, req: Request, id: str) -> bytes | None:
+        status = self.queue.get(id)
+        if status is None:
+            raise JobNotFound(f"no job {id}")
+        return self.queue.read_log(status)
+
+    def progress(self, req: Request) -> dict[str, list]:
+        return {i: list(report) for i, report in self.queue.progress().items()}
+
+    # -- requests: workers ------------------------------------------------------------
+
+    def unregister(self, req: Request, worker: str) -> None:
+        self.queue.unregister(worker)
+
+    def workers(self, req: Request) -> list[dict]:
+        return [wire.worker_out(w) for w in self.queue.workers()]
+
+    def send_control(self, req: Request, worker: str, command: str) -> None:
+        self.queue.send_control(worker, command)
+
+
+Handler = Callable[..., Any]  # (service, request, **the request's arguments) -> reply value
+
+# Every request a client may send, by the name on the wire.
+HANDLERS: dict[str, Handler] = {
+    "hello": Service.hello,
+    "ping": Service.ping,
+    "submit": Service.submit,
+    "put_blobs": Service.put_blobs,
+    "get_blob": Service.get_blob,
+    "missing_blobs": Service.missing_blobs,
+    "watch": Service.watch,
+    "claim": Service.claim,
+    "beat": Service.beat,
+    "finish": Service.finish,
+    "release": Service.release,
+    "cancel": Service.cancel,
+    "retry": Service.retry,
+    "get": Service.get,
+    "jobs": Service.jobs,
+    "counts": Service.counts,
+    "states": Service.states,
+    "final_ids": Service.final_ids,
+    "results": Service.results,
+    "wait_results": Service.wait_results,
+    "is_drained": Service.is_drained,
+    "reap": Service.reap,
+    "read_log": Service.read_log,
+    "progress": Service.progress,
+    "unregister": Service.unregister,
+    "workers": Service.workers,
+    "send_control": Service.send_control,
+}
+# Requests whose repeat must not act twice; their replies are cached.
+MUTATING = frozenset({"submit", "put_blobs", "claim", "finish", "release",
+                      "cancel", "retry", "send_control", "beat"})
+assert MUTATING.issubset(HANDLERS)  # a cached reply needs a handler that makes it
