@@ -76,11 +76,7 @@ def call_job(fn: Callable[..., Any], args: tuple = (), kwargs: Mapping[str, Any]
     with a note naming the call. Functions are pickled once per live object, so a caller
     that submits many calls passes the same `fn` and `initializer` objects each time.
     """
-    if initializer is not None and not callable(initializer):
-        raise TypeError("initializer must be a callable")
-    if max_tasks_per_child is not None and (
-            not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1):
-        raise ValueError("max_tasks_per_child must be >= 1")
+    check_call_setup(initializer, max_tasks_per_child)
     args, kwargs = tuple(args), dict(kwargs or {})
     name = name or describe_call(fn, args, kwargs)
     try:
@@ -105,6 +101,16 @@ def call_job(fn: Callable[..., Any], args: tuple = (), kwargs: Mapping[str, Any]
         params={"args": _short.repr(args), "kwargs": _short.repr(kwargs)},
         meta={**runtime(), **refs, **(meta or {})}, blobs=blobs, **options,
     )
+
+
+def check_call_setup(initializer: Callable[..., Any] | None,
+                     max_tasks_per_child: int | None) -> None:
+    """Refuse what ProcessPoolExecutor refuses: a non-callable initializer, a limit < 1."""
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be a callable")
+    if max_tasks_per_child is not None and (
+            not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1):
+        raise ValueError("max_tasks_per_child must be >= 1")
 
 
 _ID_PREFIX = secrets.token_hex(5)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from . import defaults
-from .calls import call_job, describe_call, outcome
+from .calls import call_job, check_call_setup, describe_call, outcome
 from .context import job_seed
 from .job import Job, Result, State
 from .queue import open_queue
@@ -107,10 +107,7 @@ class Executor(futures.Executor):
                  max_tasks_per_child: int | None = None) -> None:
         if workers is not None and workers < 0:
             raise ValueError(f"workers must be 0 or more, not {workers}")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        if max_tasks_per_child is not None and max_tasks_per_child < 1:
-            raise ValueError("max_tasks_per_child must be >= 1")
+        check_call_setup(initializer, max_tasks_per_child)  # at once, as the stdlib does
         # One object for every call, so its pickle is made once (see calls.call_job).
         setup = (functools.partial(initializer, *initargs)
                  if initializer is not None and initargs else initializer)
@@ -431,13 +428,11 @@ class _Engine:
         if cancel_futures:
             for future in pending:
                 future.cancel()
-        if not wait:
+        if wait:
+            self._close_when_done(pending)
+        else:
             threading.Thread(target=self._close_when_done, args=(pending,),
                              name="shoal-executor-closer", daemon=True).start()
-            return
-        self._submitter.join()
-        futures.wait(pending)
-        self._close()
 
     def _close_when_done(self, pending: list[ShoalFuture]) -> None:
         self._submitter.join()

@@ -655,10 +655,7 @@ class FolderQueue(Queue):
         unlink_quiet(self.path("workers", f"{worker}.json"))
 
     def workers(self) -> list[WorkerInfo]:
-        probe = self.path("tmp", f"clock.{HOST}.{os.getpid()}.probe")
-        atomic_write(probe, b"", self.tmp, fsync=False)
-        server_now = os.stat(probe).st_mtime  # the file server's clock, not ours
-        unlink_quiet(probe)
+        server_now = self._server_now()
         found = []
         self._refresh_listing(self.dirs["workers"])
         for name in list_names(self.dirs["workers"]):

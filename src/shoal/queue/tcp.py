@@ -152,14 +152,13 @@ class TcpQueue(Queue):
         fresh = [digest for digest in blobs if digest not in self._sent_blobs]
         if not fresh:
             return
-        for digest in self._call("missing_blobs", digests=fresh):
-            self._call("put_blobs", blobs={digest: blobs[digest]})
+        self.put_blobs({digest: blobs[digest] for digest in self.missing_blobs(fresh)})
         if len(self._sent_blobs) > SENT_BLOBS_KEPT:
             self._sent_blobs.clear()
         self._sent_blobs.update(fresh)
 
     def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
-        for digest, blob in blobs.items():
+        for digest, blob in blobs.items():  # one per request: each may be near the size limit
             self._call("put_blobs", blobs={digest: blob})
 
     def get_blob(self, digest: str) -> bytes | None:
