@@ -205,6 +205,16 @@ KINDS: dict[str, type[Variant]] = {
 }
 
 
+def start_or_skip(variant: Variant) -> None:
+    """Start a measured variant in its child process; one it cannot run here (a missing
+    peer) is reported through the result line and the child exits with SKIP_EXIT."""
+    try:
+        variant.start()
+    except Skip as exc:
+        print(f"{MARK}{json.dumps({'skip': str(exc)})}", flush=True)
+        sys.exit(SKIP_EXIT)
+
+
 def warm_up(variant: Variant, workers: int, limit_s: float = 10.0) -> int:
     """Run pid() calls until every worker has answered one (or limit_s): how many did."""
     seen: set[int] = set()
@@ -222,11 +232,7 @@ def child(name: str, workload: str, n: int, workers: int, sleep_s: float, tmp: P
         fn, items, expected = nap, [(i, sleep_s) for i in range(n)], list(range(n))
     variant = KINDS[name](name, workers, tmp)
     t0 = time.perf_counter()
-    try:
-        variant.start()
-    except Skip as exc:
-        print(f"{MARK}{json.dumps({'skip': str(exc)})}", flush=True)
-        sys.exit(SKIP_EXIT)
+    start_or_skip(variant)
     seen = warm_up(variant, workers)
     t1 = time.perf_counter()
     results = variant.call_all(fn, items)

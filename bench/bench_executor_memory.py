@@ -56,15 +56,16 @@ from pathlib import Path
 from typing import Any
 
 from bench_calls import (
+    MARK,
     ProcessPool,
     Shoal,
-    Skip,
     Variant,
     marked_outcome,
     measure,
     paired,
     ratio,
     source_state,
+    start_or_skip,
 )
 from bench_calls import warm_up as warm_up_workers
 
@@ -81,8 +82,6 @@ SAMPLE_S = 0.02  # the RSS sampler's period
 FOLDER_SAMPLE_S = 0.25  # how often it adds up the queue folder
 SETTLE_S = 1.0  # (2) after gc.collect(), before memory is read: background threads let go
 MIB = 1 << 20
-MARK = "BENCH-RESULT "
-SKIP_EXIT = 3
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -280,11 +279,7 @@ def child(name: str, part: str, args: argparse.Namespace) -> None:
     tmp = Path(args.tmp)
     variant: Variant = (ProcessPool if name == "ppe" else Shoal)(name, args.workers, tmp)
     t0 = time.perf_counter()
-    try:
-        variant.start()
-    except Skip as exc:
-        print(f"{MARK}{json.dumps({'skip': str(exc)})}", flush=True)
-        sys.exit(SKIP_EXIT)
+    start_or_skip(variant)
     seen = warm_up_workers(variant, args.workers)
     startup = time.perf_counter() - t0
     if part == "1":

@@ -49,9 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from bench_calls import (
+    MARK,
     Dask,
     Ray,
-    Skip,
     Variant,
     marked_outcome,
     measure,
@@ -59,6 +59,7 @@ from bench_calls import (
     paired,
     ratio,
     source_state,
+    start_or_skip,
 )
 
 CALLS = ("shoal-tcp", "shoal-tcp-1x2", "shoal-tcp-map", "shoal-mem", "shoal-sqlite",
@@ -70,8 +71,6 @@ TARGET_VS_RAY = 1.5  # shoal-tcp >= 1.5 x Ray
 TARGET_VS_DASK = 5.0  # shoal-tcp >= 5 x dask.distributed
 TARGET_MILLION_S = 15.0  # 10^6 jobs submitted in < 15 s
 TARGET_BYTES = 1024  # < 1 KiB per job on disk
-MARK = "BENCH-RESULT "
-SKIP_EXIT = 3
 START_S = 30.0  # a coordinator or worker that is not up by then: give up
 STOP_S = 10.0  # SIGTERM, then this long, then SIGKILL
 
@@ -269,11 +268,7 @@ def child(name: str, workload: str, n: int, workers: int, sleep_s: float, tmp: P
         fn, items, expected = nap, [(i, sleep_s) for i in range(n)], list(range(n))
     variant = KINDS[name](name, workers, tmp)
     t0 = time.perf_counter()
-    try:
-        variant.start()
-    except Skip as exc:
-        print(f"{MARK}{json.dumps({'skip': str(exc)})}", flush=True)
-        sys.exit(SKIP_EXIT)
+    start_or_skip(variant)
     try:
         seen = warm_up(variant, workers)
         cpu = getattr(variant, "cpu", dict)
