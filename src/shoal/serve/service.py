@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ..errors import JobNotFound, LeaseLost
@@ -178,6 +179,8 @@ class Service:
         try:
             return self.queue.finish(fenced, record, then_claim=then_claim)
         except LeaseLost:
+            if log is not None:  # not this attempt's to keep
+                Path(record.log).unlink(missing_ok=True)
             status = self.queue.get(fenced.job_id)
             done = status.result if status is not None else None
             if not repeat or done is None or done.reason.startswith("worker died") \
