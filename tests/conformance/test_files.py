@@ -211,4 +211,5 @@ def test_the_shared_config_set_on_one_view_reaches_jobs_run_from_another(
     if kind == "call":
         assert outcome(result) == {"greeting": "hello", "model": {"layers": 3}}
     else:
-        assert owner.files.read_log(owner.get(job.id)) == b'greeting = "hello"\n[model]\nlayers = 3\n'
+        text = owner.files.read_log(owner.get(job.id))
+        assert text == b'greeting = "hello"\n[model]\nlayers = 3\n'
