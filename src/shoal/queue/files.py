@@ -30,7 +30,7 @@ The store interface (`FileStore`) a network backend's client implements for
     finish(lease, result), release(lease, failed=)
                                 send files.shipped_log(lease, result) with the result; the
                                 store keeps it as the job's (or that attempt's) log; after
-                                a reply, files.forget(lease)
+                                a reply, files.forget(lease, that log)
     claim / finish(then_claim)  pass the store's config stamp (anything that changes
                                 when the config does) to files.note_config(stamp), so a
                                 worker fetches the new config before its next job starts
@@ -94,6 +94,12 @@ def read_tail(path: str | Path, cap: int | None) -> bytes | None:
             return b"[shoal: log cut to its last %d bytes]\n" % cap + handle.read()
     except (FileNotFoundError, IsADirectoryError):
         return None
+
+
+def unlink_if_there(path: str | Path) -> None:
+    """Remove a file that may not exist (os.unlink: Path.unlink costs more per call)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -202,6 +208,7 @@ class LocalFiles(JobFiles):
                  config_path: Path | None = None, running: RunningAttempts) -> None:
         super().__init__(settings, log_dir)
         self._config_path = config_path
+        self._config_name: str | None = None
         self._running = running
 
     def _config(self) -> Path:
@@ -280,8 +287,11 @@ class LocalFiles(JobFiles):
         write_atomic(self._config(), data)
 
     def config_stamp(self) -> str | None:
+        # One stat, by a str path: a coordinator asks this for every lease it hands out.
+        if self._config_name is None:
+            self._config_name = str(self._config())
         try:
-            stat = self._config().stat()
+            stat = os.stat(self._config_name)
         except FileNotFoundError:
             return None
         return f"{stat.st_mtime_ns}.{stat.st_size}.{stat.st_ino}"
@@ -355,7 +365,7 @@ class ShippedFiles(JobFiles):
             key = (lease.job_id, lease.attempt)
             if size and self._shipped.get(key) != size:
                 tail = read_tail(path, defaults.RUNNING_LOG_TAIL_BYTES)
-                self._shipped[key] = size
+            self._shipped[key] = size  # also: this attempt beat, forget() tidies it
             if progress is not None or tail is not None:
                 reports[lease.job_id] = (progress, tail)
         return reports
@@ -367,11 +377,13 @@ class ShippedFiles(JobFiles):
             return None
         return read_tail(path, self.settings.log_cap_bytes)
 
-    def forget(self, lease: Lease) -> None:
-        """Drop an attempt's local files once the store has its log."""
-        self._shipped.pop((lease.job_id, lease.attempt), None)
-        self.attempt_log(lease).unlink(missing_ok=True)
-        self.progress_file(lease).unlink(missing_ok=True)
+    def forget(self, lease: Lease, shipped: bytes | None) -> None:
+        """Drop an attempt's local files once the store has its log (`shipped`: what
+        `shipped_log` gave; None, no log to drop). A tiny call costs no syscall here."""
+        if shipped is not None:
+            unlink_if_there(self.attempt_log(lease))
+        if self._shipped.pop((lease.job_id, lease.attempt), None) is not None:
+            unlink_if_there(self.progress_file(lease))
 
     # -- readers: ask the store ---------------------------------------------------------------
 

@@ -60,6 +60,25 @@ def find_status(where: str) -> Status:
         f"{STATUS_ENV}=PATH")
 
 
+class CoordinatorStore:
+    """The `FileStore` (files.py) of a coordinator: what `ShippedFiles` asks it for."""
+
+    def __init__(self, call: Callable[..., Any]) -> None:
+        self._call = call
+
+    def fetch_log(self, job_id: str, attempt: int | None) -> bytes | None:
+        return self._call("read_log", id=job_id, attempt=attempt)
+
+    def fetch_progress(self) -> dict[str, tuple[float, float | None]]:
+        return {i: (done, total) for i, (done, total) in self._call("progress").items()}
+
+    def fetch_config(self) -> bytes | None:
+        return self._call("get_config")
+
+    def put_config(self, data: bytes) -> str | None:
+        return self._call("put_config", data=data)
+
+
 class TcpQueue(Queue):
     """A client of a shoal coordinator; see the module docstring."""
 
@@ -91,8 +110,9 @@ class TcpQueue(Queue):
             lease_s=info["lease_s"], seed=info["seed"],
             interpreters={k: list(v) for k, v in info["interpreters"].items()},
             log_cap_bytes=info.get("log_cap_bytes") or defaults.MAX_SHIPPED_LOG_BYTES)
-        self.files: ShippedFiles = ShippedFiles(settings, self, config=info.get("config"),
-                                                config_stamp=info.get("config_stamp"))
+        self.files: ShippedFiles = ShippedFiles(
+            settings, CoordinatorStore(self._call), config=info.get("config"),
+            config_stamp=info.get("config_stamp"))
         super().__init__(self.status.address, settings, self.files)
 
     def _connect(self) -> Channel:
@@ -208,17 +228,15 @@ class TcpQueue(Queue):
                                      result=wire.result_out(failed),
                                      log=shipped[-65536:] if shipped else None,
                                      then_claim=then_claim)
-        self.files.forget(lease)
+        self.files.forget(lease, shipped)
         return self._leases_in(next_leases)
 
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
         """Back to pending; a failed attempt's log travels with its record."""
-        if failed is None:
-            self._call("release", lease=wire.fence_out(lease), failed=None)
-        else:
-            self._call("release", lease=wire.fence_out(lease), failed=wire.result_out(failed),
-                       log=self.files.shipped_log(lease, failed))
-        self.files.forget(lease)
+        shipped = None if failed is None else self.files.shipped_log(lease, failed)
+        self._call("release", lease=wire.fence_out(lease),
+                   failed=None if failed is None else wire.result_out(failed), log=shipped)
+        self.files.forget(lease, shipped)
 
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
         return self._call("cancel", ids=list(job_ids))
@@ -263,20 +281,6 @@ class TcpQueue(Queue):
 
     def reap(self) -> list[Reaped]:
         return [Reaped.from_dict(record) for record in self._call("reap")]
-
-    # -- the store ShippedFiles reads (see files.py) -----------------------------------
-
-    def fetch_log(self, job_id: str, attempt: int | None) -> bytes | None:
-        return self._call("read_log", id=job_id, attempt=attempt)
-
-    def fetch_progress(self) -> dict[str, tuple[float, float | None]]:
-        return {i: (done, total) for i, (done, total) in self._call("progress").items()}
-
-    def fetch_config(self) -> bytes | None:
-        return self._call("get_config")
-
-    def put_config(self, data: bytes) -> str | None:
-        return self._call("put_config", data=data)
 
     # -- workers ---------------------------------------------------------------------------
 
