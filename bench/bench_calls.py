@@ -128,7 +128,8 @@ class Shoal(Variant):
 
     def stop(self) -> None:
         self.ex.shutdown(wait=True)
-        shutil.rmtree(self.ex.queue.log_dir, ignore_errors=True)  # memory:// logs: a mkdtemp
+        # memory:// logs go to a mkdtemp
+        shutil.rmtree(self.ex.queue.files.local_dir(), ignore_errors=True)
 
 
 class ProcessPool(Variant):

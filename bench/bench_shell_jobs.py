@@ -78,7 +78,7 @@ def run_api(queue_url: str, n: int, slots: int, tmp: Path) -> tuple[float, float
     worker.run()
     t2 = time.perf_counter()
     if not queue_url.startswith("dir"):
-        shutil.rmtree(queue.log_dir, ignore_errors=True)  # memory:// logs go to a mkdtemp
+        shutil.rmtree(queue.files.local_dir(), ignore_errors=True)  # memory:// logs go to a mkdtemp
     if worker.done != n:
         raise RuntimeError(f"shoal worker finished {worker.done} of {n} jobs")
     return t2 - t0, t2 - t1

@@ -242,7 +242,7 @@ class ShoalLocal(Variant):
     def stop(self) -> None:
         self.ex.shutdown(wait=True)
         if self.name == "shoal-mem":
-            shutil.rmtree(self.ex.queue.log_dir, ignore_errors=True)  # a mkdtemp
+            shutil.rmtree(self.ex.queue.files.local_dir(), ignore_errors=True)  # a mkdtemp
 
 
 KINDS: dict[str, type[Variant]] = {

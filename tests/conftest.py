@@ -42,6 +42,7 @@ class QueueFactory:
     def __init__(self, backend: str, tmp_path: Path, lease_s: float) -> None:
         self.backend = backend
         self.lease_s = lease_s
+        self.log_cap_bytes: int | None = None  # set before the first view is opened
         self.path = tmp_path / "queue"
         self._memory: MemoryQueue | None = None
         self._coordinator: Coordinator | None = None
@@ -50,7 +51,8 @@ class QueueFactory:
     def __call__(self) -> Queue:
         if self.backend == "tcp":  # a coordinator over sqlite; each call is another client
             if self._coordinator is None:
-                served = SqliteQueue(self.path.with_suffix(".db"), lease_s=self.lease_s)
+                served = SqliteQueue(self.path.with_suffix(".db"), lease_s=self.lease_s,
+                                     log_cap_bytes=self.log_cap_bytes)
                 self._coordinator = Coordinator(served, status_dir=self.path.with_suffix(
                     ".status")).start()
             client = TcpQueue(str(self.path.with_suffix(".status")))
@@ -58,11 +60,13 @@ class QueueFactory:
             return client
         if self.backend == "memory":
             if self._memory is None:
-                self._memory = MemoryQueue(lease_s=self.lease_s)
+                self._memory = MemoryQueue(lease_s=self.lease_s,
+                                           log_cap_bytes=self.log_cap_bytes)
             return self._memory
         if self.backend == "sqlite":
-            return SqliteQueue(self.path.with_suffix(".db"), lease_s=self.lease_s)
-        return FolderQueue(self.path, lease_s=self.lease_s)
+            return SqliteQueue(self.path.with_suffix(".db"), lease_s=self.lease_s,
+                               log_cap_bytes=self.log_cap_bytes)
+        return FolderQueue(self.path, lease_s=self.lease_s, log_cap_bytes=self.log_cap_bytes)
 
     def close(self) -> None:
         for client in self._opened:

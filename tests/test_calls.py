@@ -281,16 +281,16 @@ def reporting_call(executors, tmp_path: Path):
 def test_progress_of_a_running_call_is_visible_from_another_process(reporting_call, tmp_path):
     queue, future = reporting_call
     other = FolderQueue(queue)  # a second view, as another process or host has
-    wait_for(lambda: other.progress().get(future.job_id) == (3.0, 10.0), T,
+    wait_for(lambda: other.files.progress().get(future.job_id) == (3.0, 10.0), T,
              message="progress 3/10 through another view")
     (tmp_path / "gate").touch()
     assert future.result(timeout=T) == "finished"
-    assert future.job_id not in other.progress()  # a finished call reports no progress
+    assert future.job_id not in other.files.progress()  # a finished call reports no progress
 
 
 def test_shoal_status_shows_the_progress_of_a_running_call(reporting_call):
     queue, future = reporting_call
-    wait_for(lambda: FolderQueue(queue).progress().get(future.job_id), T,
+    wait_for(lambda: FolderQueue(queue).files.progress().get(future.job_id), T,
              message="progress reported")
     status = subprocess.run([sys.executable, "-m", "shoal", "status", str(queue)],
                             capture_output=True, text=True, timeout=T)

@@ -80,7 +80,8 @@ def test_coordinator_killed_twice_under_load_loses_nothing_and_records_each_resu
     coordinator = start_coordinator(procs, db, status)
     workers = [procs.shoal("work", str(status), "--slots", "2") for _ in range(2)]
     submitted, futures = tmp_path / "submitted.log", tmp_path / "futures.log"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    root = Path(__file__).parent.parent  # src first: this checkout, not an installed copy
+    env = {**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"}
     submitter = subprocess.Popen([sys.executable, "-c", SUBMITTER, str(status), str(out),
                                   str(submitted), str(JOBS)], env=env)
     executor = subprocess.Popen([sys.executable, "-c", EXECUTOR, str(status), str(futures),

@@ -39,7 +39,7 @@ def test_a_job_log_travels_to_the_coordinator_with_its_result(served, procs):
     worker = procs.shoal("work", str(status), "--drain")
     assert worker.wait(timeout=60) == 0, procs.output(worker)
     (result,) = list(queue.results())
-    text = queue.read_log(queue.get(job.id))
+    text = queue.files.read_log(queue.get(job.id))
     assert text is not None and b"out-line" in text and b"err-line" in text
     assert result.log and Path(result.log).read_bytes() == text  # kept where it is served
 

@@ -44,7 +44,7 @@ def test_a_heartbeat_is_two_requests_and_carries_progress(coordinator, requests)
         queue.submit([Job.command_job(["echo", "1"])])
         worker = Worker(queue, slots=1)
         (lease,) = queue.claim(worker.id, 1)
-        queue.progress_path(lease).write_bytes(b"3 10")
+        queue.files.progress_file(lease).write_bytes(b"3 10")
         worker._running[lease.job_id] = _Slot(lease)  # as if a slot ran it
         queue.send_control(worker.id, STOP)
         del requests[:]
@@ -53,7 +53,7 @@ def test_a_heartbeat_is_two_requests_and_carries_progress(coordinator, requests)
         assert worker._stopping.is_set()  # the command came with the beat
         (seen,) = queue.workers()
         assert (seen.id, seen.state, seen.running) == (worker.id, "working", (lease.job_id,))
-        assert queue.progress() == {lease.job_id: (3, 10)}
+        assert queue.files.progress() == {lease.job_id: (3, 10)}
     finally:
         queue.close()
 

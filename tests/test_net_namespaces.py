@@ -198,7 +198,7 @@ def test_workers_in_another_network_namespace_run_every_job(netns: Netns, spawn,
             status = client.get(job.id)
             assert status.state is State.DONE, (status, [output(w) for w in workers])
             assert status.result.worker.split("-")[-2] in worker_pids, status.result.worker
-            log = client.read_log(status)
+            log = client.files.read_log(status)
             assert log is not None, (
                 f"job {job.id} has no log: its result names {status.result.log}, a path on "
                 f"the worker, so the worker did not ship it to the coordinator")

@@ -422,8 +422,8 @@ def split_run(machines_file: str, config: str | None, machine: str | None, slots
 
     name = choose_machine(load_machines(machines_file), machine)
     queue = open_queue(f".shoal-split-{name}")
-    jobs = seeded(build_jobs(queue, words, table, **options), queue.root)
-    plan, machines = plan_for(jobs, machines_file, config, root=queue.root)
+    jobs = seeded(build_jobs(queue, words, table, **options), queue.settings.root)
+    plan, machines = plan_for(jobs, machines_file, config, root=queue.settings.root)
     cores = next(m.cores for m in machines if m.name == name)
     click.echo(f"shoal split: machine {name}, plan {plan.checksum}, "
                f"{len(plan.shares[name])} of {len(jobs)} jobs", err=True)

@@ -119,15 +119,3 @@ def progress(done: float, total: float | None = None) -> None:
         handle.write(f"{done} {'' if total is None else total}\n")
     os.replace(tmp, path)
 
-
-def read_progress(path: str) -> tuple[float, float | None] | None:
-    """What a job last reported, or None."""
-    try:
-        with open(path) as handle:
-            fields = handle.read().split()
-    except OSError:
-        return None
-    try:
-        return float(fields[0]), float(fields[1]) if len(fields) > 1 else None
-    except (ValueError, IndexError):
-        return None

@@ -65,8 +65,14 @@ BIND = "tcp://127.0.0.1:0"
 # Largest message the coordinator accepts; a bigger one drops the connection.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-# A job's log travels to the coordinator with its result; longer logs keep their end.
+# A job's log travels to the coordinator with its result; longer logs keep their end
+# (a queue's `log_cap_bytes` setting; logs on a local or shared disk are not cut unless
+# it is set).
 MAX_SHIPPED_LOG_BYTES = 8 * 1024 * 1024
+
+# A running job's log so far travels with each beat (when it grew), at most its last
+# this many bytes, so `shoal logs` shows a running job over a network queue too.
+RUNNING_LOG_TAIL_BYTES = 64 * 1024
 
 # A connection must finish the CurveZMQ handshake this fast or it is dropped.
 HANDSHAKE_S = 5.0

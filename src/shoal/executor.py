@@ -125,7 +125,7 @@ class Executor(futures.Executor):
                         "max_attempts": max_attempts}
         self.seed = seed
         if config is not None:
-            self.queue.set_config_file(config)
+            self.queue.files.set_config_file(config)
         self._sequence = itertools.count()
         self._maps = itertools.count()
         self._engine = _Engine(opened, owns_queue=owns_queue, slots=slots, progress=progress)

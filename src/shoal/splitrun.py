@@ -96,7 +96,7 @@ def run_share(jobs: Sequence[Job], plan: Plan, machine: str, *, slots: int,
 
     queue = open_queue(f"dir://{workdir / f'.shoal-split-{machine}'}")
     if config:
-        queue.set_config_file(config)
+        queue.files.set_config_file(config)
     mine = share_for(plan, machine)
     started = time.time()
     runner(queue, [jobs[i] for i in mine], slots)

@@ -54,10 +54,10 @@ def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:
         source = Path(raw)
         if not source.is_file():
             raise UsageError(f"{raw}: no such job file")
-        if not is_job_file(source.name, queue.interpreters):
+        if not is_job_file(source.name, queue.settings.interpreters):
             raise UsageError(f"{raw}: not a job file (known: {known_suffixes(queue)})")
         if queue.keeps_job_files:
-            name = copy_into(queue.root, source)
+            name = copy_into(queue.settings.root, source)
             jobs.append(Job.file_job(name, **options))
         else:
             jobs.append(Job.file_job(str(source.absolute()), **options))
@@ -65,7 +65,7 @@ def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:
 
 
 def known_suffixes(queue: Queue) -> str:
-    return " ".join(sorted({*queue.interpreters, ".ini", ".toml"}))
+    return " ".join(sorted({*queue.settings.interpreters, ".ini", ".toml"}))
 
 
 def copy_into(folder: Path, source: Path) -> str:

@@ -119,7 +119,7 @@ def show_status(queue: Queue) -> None:
                + f" ({final}/{total} finished)")
     click.echo(f"workers: {len(alive)} alive ({sum(w.slots for w in alive)} slots), "
                f"{len(workers) - len(alive)} lost")
-    reports = queue.progress()
+    reports = queue.files.progress()
     for job_id, (done, total) in sorted(reports.items()):
         status = queue.get(job_id)
         name = status.job.name if status is not None else job_id
@@ -143,7 +143,7 @@ def show_workers(queue: Queue) -> None:
 
 def show_log(queue: Queue, ref: str) -> None:
     (status,) = resolve_jobs(queue, [ref])
-    text = queue.read_log(status)
+    text = queue.files.read_log(status)
     if text is None:
         raise JobNotFound(f"job {status.job.name!r} ({status.state.value}) has no log yet")
     sys.stdout.buffer.write(text)

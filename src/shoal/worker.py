@@ -96,7 +96,7 @@ class Worker:
         self.slots = slots or os.cpu_count() or 1
         self.drain = drain
         self.on_stop = on_stop
-        self.heartbeat_s = heartbeat_s or min(defaults.HEARTBEAT_S, queue.lease_s / 4)
+        self.heartbeat_s = heartbeat_s or min(defaults.HEARTBEAT_S, queue.settings.lease_s / 4)
         self.scan_s = scan_s
         self.max_jobs = max_jobs
         self.id = worker_id or new_worker_id()
@@ -328,20 +328,20 @@ class Worker:
         """What the job will see through shoal.random(), shoal.config(), shoal.progress()."""
         job = lease.job
         seed = job.meta.get("seed")
-        config = self.queue.config_file()
+        config = self.queue.files.config_file()
         return JobContext(
             job_id=job.id, attempt=lease.attempt, queue=self.queue.url, worker=self.id,
-            seed=int(seed) if seed is not None else job_seed(self.queue.seed, job.id),
-            progress_file=str(self.queue.progress_path(lease)),
+            seed=int(seed) if seed is not None else job_seed(self.queue.settings.seed, job.id),
+            progress_file=str(self.queue.files.progress_file(lease)),
             config_file=str(config) if config else None,
         )
 
     def _execute(self, slot: _Slot) -> Result:
         lease = slot.lease
-        attempt_log = self.queue.attempt_log_path(lease)
+        attempt_log = self.queue.files.attempt_log(lease)
         try:
-            launch = prepare(lease, queue_url=self.queue.url, root=self.queue.root,
-                             interpreters=self.queue.interpreters,
+            launch = prepare(lease, queue_url=self.queue.url, root=self.queue.settings.root,
+                             interpreters=self.queue.settings.interpreters,
                              worker_dir=self.worker_dir, attempt_log=attempt_log,
                              extra_env=self._context(lease).environment())
         except MalformedJob as exc:
@@ -377,7 +377,7 @@ class Worker:
     def _execute_call(self, slot: _Slot, index: int) -> Result:
         """Run a Python call in this slot's long-lived interpreter."""
         lease = slot.lease
-        log_path = str(self.queue.attempt_log_path(lease))
+        log_path = str(self.queue.files.attempt_log(lease))
         try:
             check_runtime(lease.job)
         except IncompatibleJob as exc:

@@ -24,12 +24,6 @@ from tests.conftest import TEST_LEASE_S, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
-TCP_RUNNING_LOG = ("issue 12: over tcp a running attempt's log stays on the worker's host "
-                   "(read_log on the coordinator finds none until the result ships it)")
-CONFIG_PER_OBJECT = ("issue 12: {backend} keeps set_config_file in the one queue object "
-                     "that set it; a worker's other view never sees it")
-
-
 @contextlib.contextmanager
 def worker_in_thread(view: Queue, gate: Path) -> Iterator[Worker]:
     """A draining one-slot worker on `view`; on the way out the gate opens and it drains."""
@@ -68,7 +62,6 @@ def running(queue: Queue, job_id: str) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["command", "call"])
-@pytest.mark.disagrees(tcp=TCP_RUNNING_LOG)
 def test_a_running_jobs_log_so_far_is_readable_from_another_view(queue_factory, tmp_path,
                                                                    kind):
     reader, gate = queue_factory(), tmp_path / "gate"
@@ -78,7 +71,7 @@ def test_a_running_jobs_log_so_far_is_readable_from_another_view(queue_factory, 
         wait_for(lambda: running(reader, job.id), message="the job to start")
 
         def log_so_far() -> bytes | None:
-            return reader.read_log(reader.get(job.id))
+            return reader.files.read_log(reader.get(job.id))
 
         text = wait_for(lambda: b"first-line on stderr" in (log_so_far() or b"")
                         and log_so_far(), 5, message="the running job's log to show its "
@@ -97,7 +90,7 @@ def test_a_finished_jobs_log_is_readable_from_another_view(queue_factory, tmp_pa
         pass
     status = reader.get(job.id)
     assert status.state is State.DONE and status.result.log
-    text = reader.read_log(status)
+    text = reader.files.read_log(status)
     assert text is not None
     assert text.splitlines() == [b"first-line", b"first-line on stderr", b"last-line"]
 
@@ -110,7 +103,7 @@ def test_a_job_that_printed_nothing_has_no_log_and_read_log_says_so(queue_factor
         pass
     status = reader.get(job.id)
     assert status.state is State.DONE
-    assert reader.read_log(status) in (None, b"")
+    assert reader.files.read_log(status) in (None, b"")
 
 
 def test_a_job_files_log_is_NAME_log_beside_it_in_the_folder(tmp_path):
@@ -121,8 +114,8 @@ def test_a_job_files_log_is_NAME_log_beside_it_in_the_folder(tmp_path):
     (root / "sub" / "hello.sh").write_text("echo hello from a job file\n")
     job = Job.file_job("sub/hello.sh")
     named = Job.command_job("echo named log", log="logs/named.txt")
-    assert submitter.final_log_path(job) == root / "sub" / "hello.sh.log"
-    assert submitter.final_log_path(named) == root / "logs" / "named.txt"
+    assert submitter.files.final_log_path(job) == root / "sub" / "hello.sh.log"
+    assert submitter.files.final_log_path(named) == root / "logs" / "named.txt"
     submitter.submit([job, named])
     with worker_in_thread(FolderQueue(root, lease_s=TEST_LEASE_S), tmp_path / "gate"):
         pass
@@ -132,7 +125,37 @@ def test_a_job_files_log_is_NAME_log_beside_it_in_the_folder(tmp_path):
         status = reader.get(each.id)
         assert status.state is State.DONE
         assert status.result.log == str(path) and path.read_bytes() == text
-        assert reader.read_log(status) == text
+        assert reader.files.read_log(status) == text
+
+
+def test_a_long_log_keeps_its_tail_within_the_cap(queue_factory, tmp_path):
+    queue_factory.log_cap_bytes = 200
+    reader = queue_factory()
+    job = Job.command_job("for i in $(seq 1 500); do echo line $i; done")
+    reader.submit([job])
+    with worker_in_thread(queue_factory(), tmp_path / "gate"):
+        pass
+    status = reader.get(job.id)
+    assert status.state is State.DONE
+    text = reader.files.read_log(status)
+    assert text is not None and text.endswith(b"line 499\nline 500\n")
+    assert b"line 1\n" not in text
+    first, kept = text.split(b"\n", 1)
+    assert b"cut" in first and len(kept) <= 200
+
+
+def test_a_failed_attempts_log_is_kept_beside_the_final_one(queue_factory, tmp_path):
+    reader = queue_factory()
+    job = Job.command_job('if [ "$SHOAL_ATTEMPT" = 1 ]; then echo first try went wrong; '
+                          'exit 3; fi; echo second try', retries=1)
+    reader.submit([job])
+    with worker_in_thread(queue_factory(), tmp_path / "gate"):
+        pass
+    status = reader.get(job.id)
+    assert status.state is State.DONE and status.attempt == 2
+    assert [r.attempt for r in status.attempts] == [1]
+    assert reader.files.read_log(status, attempt=1) == b"first try went wrong\n"
+    assert reader.files.read_log(status) == b"second try\n"
 
 
 # -- progress -------------------------------------------------------------------------------
@@ -151,11 +174,11 @@ def test_a_running_jobs_progress_is_seen_from_another_view(queue_factory, tmp_pa
     job = progress_job(kind, gate)
     reader.submit([job])
     with worker_in_thread(queue_factory(), gate):
-        report = wait_for(lambda: reader.progress().get(job.id), 10,
+        report = wait_for(lambda: reader.files.progress().get(job.id), 10,
                           message="the job's progress to be seen")
         assert report == (3.0, 10.0)
         assert running(reader, job.id)
-    assert job.id not in reader.progress()  # only running jobs report
+    assert job.id not in reader.files.progress()  # only running jobs report
 
 
 # -- shared configuration ---------------------------------------------------------------------
@@ -169,18 +192,16 @@ def config_job(kind: str) -> Job:
 
 @pytest.mark.parametrize("worker_opened", ["before", "after"])
 @pytest.mark.parametrize("kind", ["command", "call"])
-@pytest.mark.disagrees(sqlite=CONFIG_PER_OBJECT.format(backend="SqliteQueue"),
-                       tcp=CONFIG_PER_OBJECT.format(backend="TcpQueue (the coordinator never "
-                                                            "gets it)"))
 def test_the_shared_config_set_on_one_view_reaches_jobs_run_from_another(
         queue_factory, tmp_path, kind, worker_opened):
     owner = queue_factory()
     worker_view = queue_factory() if worker_opened == "before" else None
     source = tmp_path / "settings.toml"
     source.write_text('greeting = "hello"\n[model]\nlayers = 3\n')
-    owner.set_config_file(source)
+    owner.files.set_config_file(source)
     source.unlink()  # the queue keeps its own copy
-    assert owner.config_file() is not None
+    assert owner.files.config_file() is not None
+    assert queue_factory().files.config() == b'greeting = "hello"\n[model]\nlayers = 3\n'
     job = config_job(kind)
     owner.submit([job])
     with worker_in_thread(worker_view or queue_factory(), tmp_path / "gate"):
@@ -190,4 +211,5 @@ def test_the_shared_config_set_on_one_view_reaches_jobs_run_from_another(
     if kind == "call":
         assert outcome(result) == {"greeting": "hello", "model": {"layers": 3}}
     else:
-        assert owner.read_log(owner.get(job.id)) == b'greeting = "hello"\n[model]\nlayers = 3\n'
+        text = owner.files.read_log(owner.get(job.id))
+        assert text == b'greeting = "hello"\n[model]\nlayers = 3\n'

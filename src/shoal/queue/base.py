@@ -12,27 +12,24 @@ Guarantees (see docs/architecture.md and RELIABILITY.md):
 * Function blobs (pickled callables a call job names by sha256 in `job.blob_refs`)
   come with the jobs in `job.blobs`; `submit` stores each once per queue, before the
   jobs that name it, and `get_blob` gives it back to workers.
+
+Beside the state machine, a queue has `settings` (settings.py: read once at open) and
+`files` (files.py: where logs, progress and the shared config live).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import threading
 import time
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import replace
-from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from .. import defaults
 from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo
+from .files import JobFiles
+from .settings import QueueSettings
 
 T = TypeVar("T")
-_LOG_DIR_LOCK = threading.Lock()
 
 # Control commands a worker understands.
 STOP = "stop"  # finish running jobs, claim no more, exit
@@ -71,6 +68,14 @@ def lost_reason(attempts: int, worker: str) -> str:
     )
 
 
+def running_attempts(queue: Queue) -> Iterator[tuple[str, int, str]]:
+    """(job id, attempt, worker) of each running job, from `jobs()`: what `LocalFiles`
+    reads progress of where the backend has no cheaper listing."""
+    for status in queue.jobs():
+        if status.state is State.RUNNING and status.worker:
+            yield status.job.id, status.attempt, status.worker
+
+
 def reaped_keep_s(lease_s: float) -> float:
     """How long `reap` keeps reporting a reap (see defaults.REAPED_KEEP_S)."""
     return max(defaults.REAPED_KEEP_S, lease_s)
@@ -85,111 +90,20 @@ class Queue(ABC):
     cross_host: ClassVar[bool] = False
     #: only this process can reach it (no `shoal work` elsewhere can join).
     in_process: ClassVar[bool] = False
-    #: job files live in the queue's own folder (`root`), so a submit copies them there.
+    #: job files live in the queue's own folder (`settings.root`), so a submit copies them there.
     keeps_job_files: ClassVar[bool] = False
 
-    #: where relative job file paths and their logs live (drop-in folder).
-    root: Path
-    #: interpreters for script jobs, by file extension.
-    interpreters: dict[str, list[str]]
+    #: how this queue is tuned (lease_s, seed, interpreters, root, log cap): read once.
+    settings: QueueSettings
+    #: where running attempts write their logs and progress, and the shared config.
+    files: JobFiles
 
-    def __init__(self, url: str, *, lease_s: float = defaults.LEASE_S) -> None:
+    def __init__(self, url: str, settings: QueueSettings, files: JobFiles) -> None:
         self.url = url
-        self.lease_s = lease_s
-        if not hasattr(self, "root"):
-            self.root = Path.cwd()
-        if not hasattr(self, "interpreters"):
-            self.interpreters = dict(defaults.INTERPRETERS)
-        self._log_dir: Path | None = None
-        self._config_file: Path | None = None
+        self.settings = settings
+        self.files = files
         self._listeners: list[Callable[[Result], None]] = []
         self._blobs: dict[str, bytes] = {}
-
-    # -- logs ----------------------------------------------------------------
-
-    @property
-    def log_dir(self) -> Path:
-        """Where logs of command jobs and of running attempts go."""
-        if self._log_dir is None:
-            with _LOG_DIR_LOCK:  # slot threads ask at once: exactly one directory
-                if self._log_dir is None:
-                    made = Path(tempfile.mkdtemp(prefix="shoal-logs-"))
-                    # An in-process queue's logs go with the process (or the queue object).
-                    weakref.finalize(self, shutil.rmtree, made, ignore_errors=True)
-                    self._log_dir = made
-        return self._log_dir
-
-    def attempt_log_path(self, lease: Lease) -> Path:
-        """Where a running attempt writes its output (one file per attempt, never shared)."""
-        return self.log_dir / f"{lease.job_id}.{lease.attempt}.{lease.worker}.running"
-
-    def progress_path(self, lease: Lease) -> Path:
-        """Where a running attempt reports its progress (shoal.progress writes it)."""
-        return self.log_dir / f"{lease.job_id}.{lease.attempt}.{lease.worker}.progress"
-
-    #: the run seed jobs' random generators derive from (queue.toml `seed` on a folder).
-    seed: int | str = 0
-
-    def config_file(self) -> Path | None:
-        """The queue's shared configuration (TOML) that shoal.config() reads, if any."""
-        return self._config_file
-
-    def set_config_file(self, source: str | Path) -> Path:
-        """Keep a copy of a TOML file as the queue's shared configuration."""
-        target = self.log_dir / "config.toml"
-        target.write_bytes(Path(source).read_bytes())
-        self._config_file = target
-        return target
-
-    def progress(self) -> dict[str, tuple[float, float | None]]:
-        """The last progress each running job reported: job id -> (done, total)."""
-        from ..context import read_progress
-
-        found = {}
-        for status in self.jobs():
-            if status.state is State.RUNNING and status.worker:
-                lease = Lease(status.job, status.attempt, status.worker, "")
-                report = read_progress(str(self.progress_path(lease)))
-                if report is not None:
-                    found[status.job.id] = report
-        return found
-
-    def final_log_path(self, job: Job) -> Path:
-        """Where the canonical log of a finished job lives: NAME.log beside a job file."""
-        if job.log:
-            return self.root / job.log
-        if job.path:
-            return self.root / f"{job.path}.log"
-        return self.log_dir / f"{job.id}.log"
-
-    def read_log(self, status: JobStatus) -> bytes | None:
-        """A job's log: the final one, or a running attempt's so far; None if there is none."""
-        path = None
-        if status.result is not None and status.result.log:
-            path = Path(status.result.log)
-        elif status.state is State.RUNNING and status.worker:
-            path = self.attempt_log_path(Lease(status.job, status.attempt, status.worker, ""))
-        try:
-            return path.read_bytes() if path is not None else None
-        except (FileNotFoundError, IsADirectoryError):
-            return None
-
-    def _place_log(self, lease: Lease, result: Result) -> Result:
-        """Move the attempt's log into the job's log path; call only while holding the fence."""
-        if not result.log or result.log != str(self.attempt_log_path(lease)):
-            return result  # no log, or the job file named its own
-        final = self.final_log_path(lease.job)
-        try:
-            os.replace(result.log, final)
-        except FileNotFoundError:  # first log in a new folder
-            try:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(result.log, final)
-            except OSError:
-                return result
-        except OSError:
-            return result
-        return replace(result, log=str(final))
 
     # -- jobs ---------------------------------------------------------------
 

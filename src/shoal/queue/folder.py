@@ -52,7 +52,9 @@ from ..fsutil import (
 )
 from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
 from .base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
+from .files import LocalFiles
 from .groupcommit import GroupCommit
+from .settings import QueueSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,7 +101,8 @@ class FolderQueue(Queue):
     keeps_job_files = True
 
     def __init__(self, root: str | Path, *, lease_s: float | None = None,
-                 fsync: bool | None = None, create: bool = True) -> None:
+                 log_cap_bytes: int | None = None, fsync: bool | None = None,
+                 create: bool = True) -> None:
         self.root = Path(root).absolute()
         self.base = self.root / HIDDEN
         if not self.base.is_dir():
@@ -110,19 +113,24 @@ class FolderQueue(Queue):
             for name in SUBDIRS:
                 (self.base / name).mkdir(exist_ok=True)
         config = self._read_config()
-        super().__init__(f"dir://{self.root}",
-                         lease_s=float(lease_s or config.get("lease_s", defaults.LEASE_S)))
+        settings = QueueSettings(
+            lease_s=float(lease_s or config.get("lease_s", defaults.LEASE_S)),
+            seed=config.get("seed", 0),
+            interpreters={**defaults.INTERPRETERS, **config.get("interpreters", {})},
+            root=self.root,
+            log_cap_bytes=log_cap_bytes or config.get("log_cap_bytes"))
+        # Logs beside job files (NAME.log) or in .shoal/logs; the config in .shoal.
+        files = LocalFiles(settings, log_dir=self.base / "logs",
+                           config_path=self.base / "config.toml", running=self._running)
+        super().__init__(f"dir://{self.root}", settings, files)
         # fsync = false in queue.toml trades durability across a power cut for speed on
         # tiny jobs: a submission made just before the cut may be lost, and a result
         # recorded just before it may be lost (the job then runs again).
         self.fsync = bool(config.get("fsync", True)) if fsync is None else fsync
-        self.interpreters = {**defaults.INTERPRETERS, **config.get("interpreters", {})}
-        self.seed = config.get("seed", 0)
         self.dirs = {name: self.base / name for name in SUBDIRS}
         self._dir_names = {name: str(path) for name, path in self.dirs.items()}
         self.tmp = self.dirs["tmp"]
-        self._log_dir = self.dirs["logs"]
-        self.observer = LivenessObserver(self.lease_s)
+        self.observer = LivenessObserver(self.settings.lease_s)
         self._batch: list[str] = []
         self._claim_lock = threading.Lock()
         self._commits = GroupCommit(self.base)
@@ -328,7 +336,7 @@ class FolderQueue(Queue):
         """Fence, place the log, write the result (its fence goes once it is durable),
         then claim up to `then_claim` next jobs."""
         fence = self._fence(lease)
-        result = self._place_log(lease, result)
+        result = self.files.place_log(lease, result)
         self._write_final(result, fsync=False)
         if self.fsync:
             self._commits.add(fence)  # see groupcommit.py
@@ -371,28 +379,13 @@ class FolderQueue(Queue):
                     records.append(Result.from_dict(loads(blob)))
         return tuple(records)
 
-    # -- shared configuration and progress ---------------------------------------
+    # -- progress -----------------------------------------------------------------
 
-    def config_file(self) -> Path | None:
-        path = self.base / "config.toml"
-        return path if path.exists() else None
-
-    def set_config_file(self, source: str | Path) -> Path:
-        target = self.base / "config.toml"
-        atomic_write(target, Path(source).read_bytes(), self.tmp)
-        return target
-
-    def progress(self) -> dict[str, tuple[float, float | None]]:
-        from ..context import read_progress
-
-        found = {}
-        for kind in ("claimed",):
-            for name in self._fresh_names(kind):
-                job_id, attempt, worker = parse_marker(kind, name)
-                report = read_progress(self.path("logs", f"{job_id}.{attempt}.{worker}.progress"))
-                if report is not None:
-                    found[job_id] = report
-        return found
+    def _running(self) -> Iterator[tuple[str, int, str]]:
+        """(job id, attempt, worker) of each claimed marker: whose progress to read."""
+        for name in self._fresh_names("claimed"):
+            job_id, attempt, worker = parse_marker("claimed", name)
+            yield job_id, int(attempt), worker
 
     # -- cancel, retry, inspect -------------------------------------------------
 
@@ -617,7 +610,7 @@ class FolderQueue(Queue):
         names = self._fresh_names("reaped")
         if not names:
             return []
-        oldest = self._server_now() - reaped_keep_s(self.lease_s)
+        oldest = self._server_now() - reaped_keep_s(self.settings.lease_s)
         found = []
         for name in sorted(names):
             path = self.path("reaped", name)
@@ -668,7 +661,8 @@ class FolderQueue(Queue):
                 continue
             info = WorkerInfo.from_dict(data)
             # +1 s: sshfs and some NFS servers report whole-second mtimes.
-            found.append(replace(info, age_s=max(age, 0.0), lost=age > self.lease_s + 1.0))
+            found.append(replace(info, age_s=max(age, 0.0),
+                                 lost=age > self.settings.lease_s + 1.0))
         return found
 
     def send_control(self, worker: str, command: str) -> None:
@@ -700,7 +694,8 @@ class FolderQueue(Queue):
         fresh = []
         self._refresh_listing(self.root)
         for name in list_names(self.root):
-            if name in self._seen_dropins or not is_job_file(name, self.interpreters):
+            if name in self._seen_dropins or \
+                    not is_job_file(name, self.settings.interpreters):
                 continue
             if (self.root / name).is_file():
                 self._seen_dropins.add(name)

@@ -20,7 +20,9 @@ from dataclasses import replace
 from .. import defaults
 from ..errors import LeaseLost
 from ..job import Beat, Job, JobStatus, Kind, Lease, Reaped, Result, State, WorkerInfo
-from .base import Queue, blobs_of, lost_reason, reaped_keep_s
+from .base import Queue, blobs_of, lost_reason, reaped_keep_s, running_attempts
+from .files import LocalFiles
+from .settings import QueueSettings
 
 
 class MemoryQueue(Queue):
@@ -31,8 +33,12 @@ class MemoryQueue(Queue):
     in_process = True
     pushes_all_results = True
 
-    def __init__(self, url: str = "memory://", *, lease_s: float = defaults.LEASE_S) -> None:
-        super().__init__(url, lease_s=lease_s)
+    def __init__(self, url: str = "memory://", *, lease_s: float = defaults.LEASE_S,
+                 log_cap_bytes: int | None = None) -> None:
+        settings = QueueSettings(lease_s=lease_s, log_cap_bytes=log_cap_bytes)
+        # Logs go to a temporary folder that goes with this object.
+        super().__init__(url, settings,
+                         LocalFiles(settings, running=lambda: running_attempts(self)))
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._state: dict[str, State] = {}
@@ -102,7 +108,7 @@ class MemoryQueue(Queue):
                 remaining = deadline - time.monotonic()
                 if leases or remaining <= 0:
                     break
-                self._lock.wait(min(remaining, self.lease_s / 2))
+                self._lock.wait(min(remaining, self.settings.lease_s / 2))
         return leases
 
     def _claim_locked(self, worker: str, n: int) -> list[Lease]:
@@ -113,7 +119,7 @@ class MemoryQueue(Queue):
                 continue  # cancelled while queued
             attempt = self._attempt[job_id]
             token = f"{attempt}.{next(self._tokens)}"
-            self._leases[job_id] = (worker, token, time.monotonic() + self.lease_s)
+            self._leases[job_id] = (worker, token, time.monotonic() + self.settings.lease_s)
             self._state[job_id] = State.RUNNING
             leases.append(Lease(self._jobs[job_id], attempt, worker, token))
         return leases
@@ -126,7 +132,7 @@ class MemoryQueue(Queue):
             for lease in leases:
                 if self._current(lease):
                     owner, token, _ = self._leases[lease.job_id]
-                    self._leases[lease.job_id] = (owner, token, now + self.lease_s)
+                    self._leases[lease.job_id] = (owner, token, now + self.settings.lease_s)
                 else:
                     lost.append(lease)
             commands = self._control.pop(info.id, [])
@@ -144,7 +150,7 @@ class MemoryQueue(Queue):
     def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
         with self._lock:
             self._end_lease(lease)
-            result = self._place_log(lease, result)
+            result = self.files.place_log(lease, result)
             self._set_final_locked(lease.job_id, result)
             next_leases = self._claim_locked(lease.worker, then_claim) if then_claim > 0 else []
             self._lock.notify_all()
@@ -246,7 +252,7 @@ class MemoryQueue(Queue):
     def reap(self) -> list[Reaped]:
         with self._lock:
             failed = self._reap_locked()
-            oldest = time.monotonic() - reaped_keep_s(self.lease_s)
+            oldest = time.monotonic() - reaped_keep_s(self.settings.lease_s)
             while self._reaped and self._reaped[0][0] < oldest:
                 self._reaped.popleft()
             recent = [record for _, record in self._reaped]
@@ -284,7 +290,7 @@ class MemoryQueue(Queue):
         now = time.monotonic()
         with self._lock:
             return [
-                replace(info, age_s=now - seen, lost=now - seen > self.lease_s)
+                replace(info, age_s=now - seen, lost=now - seen > self.settings.lease_s)
                 for info, seen in self._workers.values()
             ]
 

@@ -38,6 +38,8 @@ from ..job import (
     loads,
 )
 from .base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
+from .files import LocalFiles
+from .settings import QueueSettings
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -129,7 +131,7 @@ class SqliteQueue(Queue):
     cross_host = False
 
     def __init__(self, path: str | Path, *, lease_s: float = defaults.LEASE_S,
-                 allow_network_fs: bool = False) -> None:
+                 log_cap_bytes: int | None = None, allow_network_fs: bool = False) -> None:
         self.path = Path(path).absolute()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fs = filesystem_type(self.path.parent)
@@ -137,14 +139,23 @@ class SqliteQueue(Queue):
             raise UsageError(f"{self.path}: on a network filesystem ({fs}); SQLite's locking "
                              "is not safe there: keep the file on a local disk (or use a "
                              "folder queue for a shared folder)")
-        super().__init__(f"sqlite://{self.path}", lease_s=lease_s)
-        self._log_dir = self.path.with_name(self.path.name + ".logs")  # logs outlive us
-        self._log_dir.mkdir(exist_ok=True)
+        settings = QueueSettings(lease_s=lease_s, log_cap_bytes=log_cap_bytes)
+        # Logs and the shared config beside the file, where every process of this host
+        # finds them, and they outlive us.
+        log_dir = self.path.with_name(self.path.name + ".logs")
+        log_dir.mkdir(exist_ok=True)
+        super().__init__(f"sqlite://{self.path}", settings,
+                         LocalFiles(settings, log_dir=log_dir, running=self._running))
         self._local = threading.local()
         self._tokens = itertools.count(1)
         self._token_prefix = f"{os.getpid()}-{id(self):x}"
         self._db().executescript(SCHEMA)  # its own transaction (executescript commits)
         self._add_payload_column()
+
+    def _running(self) -> list[tuple[str, int, str]]:
+        """(job id, attempt, worker) of the running jobs: whose progress files to read."""
+        return self._db().execute(
+            "SELECT id, attempt, worker FROM jobs WHERE state='running'").fetchall()
 
     def _add_payload_column(self) -> None:
         """A file made before payloads had their own column gets it (they stay NULL)."""
@@ -233,7 +244,7 @@ class SqliteQueue(Queue):
         for job_id, spec, payload, attempt in rows:
             token = f"{attempt}.{self._token_prefix}.{next(self._tokens)}"
             db.execute("UPDATE jobs SET state='running', worker=?, token=?, deadline=? "
-                       "WHERE id=?", (worker, token, time.time() + self.lease_s, job_id))
+                       "WHERE id=?", (worker, token, time.time() + self.settings.lease_s, job_id))
             leases.append(Lease(_job(spec, payload), attempt, worker, token))
         return leases
 
@@ -248,7 +259,7 @@ class SqliteQueue(Queue):
             for lease in leases:
                 cursor = db.execute("UPDATE jobs SET deadline=? WHERE id=? AND token=? "
                                     "AND state='running'",
-                                    (now + self.lease_s, lease.job_id, lease.token))
+                                    (now + self.settings.lease_s, lease.job_id, lease.token))
                 if not cursor.rowcount:
                     lost.append(lease)
             rows = db.execute("SELECT seq, command FROM control WHERE worker=? ORDER BY seq",
@@ -277,7 +288,7 @@ class SqliteQueue(Queue):
                 if current is None:
                     raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer "
                                     "current")
-                result = self._place_log(lease, result)
+                result = self.files.place_log(lease, result)
             self._end(db, lease, result.state.value, lease.attempt, result)
             next_leases = self._claim_in(db, lease.worker, then_claim) if then_claim > 0 else []
         self._announce([result])
@@ -378,7 +389,8 @@ class SqliteQueue(Queue):
                                          worker, now)
                 if result is not None:
                     failed.append(result)
-            db.execute("DELETE FROM reaped WHERE at < ?", (now - reaped_keep_s(self.lease_s),))
+            db.execute("DELETE FROM reaped WHERE at < ?",
+                       (now - reaped_keep_s(self.settings.lease_s),))
             recent = [Reaped(*row) for row in db.execute(
                 "SELECT job_id, worker, attempt, host FROM reaped ORDER BY seq")]
         self._announce(failed)
@@ -414,7 +426,7 @@ class SqliteQueue(Queue):
         for info, seen in self._db().execute("SELECT info, seen FROM workers"):
             worker = WorkerInfo.from_dict(loads(info.encode()))
             found.append(replace(worker, age_s=max(0.0, now - seen),
-                                 lost=now - seen > self.lease_s))
+                                 lost=now - seen > self.settings.lease_s))
         return found
 
     def send_control(self, worker: str, command: str) -> None:

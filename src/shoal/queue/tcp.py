@@ -3,12 +3,12 @@
 Every operation is a request to the coordinator, which runs it on its local queue
 (see serve/). Claims and result waits block on the coordinator, which
 answers as soon as there is something, so workers and executors never poll.
-Logs of jobs run here travel with their results; progress reports with beats.
+Logs of jobs run here travel with their results, progress reports and the tails of
+running logs with beats; `queue.files` (ShippedFiles) reads them back from the coordinator.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -28,6 +28,8 @@ from ..net import wire
 from ..net.channel import Channel
 from ..net.status import Status, dead_here, read_status, status_path
 from .base import Queue, blobs_of
+from .files import ShippedFiles
+from .settings import QueueSettings
 
 CONNECT_S = 10.0  # how long the first contact may take before we say nobody answers
 STATUS_ENV = "SHOAL_STATUS"
@@ -58,6 +60,25 @@ def find_status(where: str) -> Status:
         f"{STATUS_ENV}=PATH")
 
 
+class CoordinatorStore:
+    """The `FileStore` (files.py) of a coordinator: what `ShippedFiles` asks it for."""
+
+    def __init__(self, call: Callable[..., Any]) -> None:
+        self._call = call
+
+    def fetch_log(self, job_id: str, attempt: int | None) -> bytes | None:
+        return self._call("read_log", id=job_id, attempt=attempt)
+
+    def fetch_progress(self) -> dict[str, tuple[float, float | None]]:
+        return {i: (done, total) for i, (done, total) in self._call("progress").items()}
+
+    def fetch_config(self) -> bytes | None:
+        return self._call("get_config")
+
+    def put_config(self, data: bytes) -> str | None:
+        return self._call("put_config", data=data)
+
+
 class TcpQueue(Queue):
     """A client of a shoal coordinator; see the module docstring."""
 
@@ -72,7 +93,6 @@ class TcpQueue(Queue):
             raise CoordinatorUnreachable(
                 f"{self.status.address}: its coordinator (pid {self.status.pid} on this host) "
                 f"is not running; start it again (shoal serve --status DIR) to carry on")
-        super().__init__(self.status.address)
         self._sent_blobs: set[str] = set()  # function blobs the coordinator has for sure
         self._watching = False
         self._watched: set[str] = set()  # submitted by us, result not yet pushed
@@ -85,13 +105,15 @@ class TcpQueue(Queue):
             self._channel.close()
             raise
         self._channel.max_message_bytes = info.get("max_message_bytes")
-        self.lease_s = info["lease_s"]
-        self.seed = info["seed"]
-        self.interpreters = {k: list(v) for k, v in info["interpreters"].items()}
-        if info.get("config") is not None:
-            target = self.log_dir / "config.toml"
-            target.write_bytes(info["config"])
-            self._config_file = target
+        # The coordinator's settings, read once; logs travel with beats and results.
+        settings = QueueSettings(
+            lease_s=info["lease_s"], seed=info["seed"],
+            interpreters={k: list(v) for k, v in info["interpreters"].items()},
+            log_cap_bytes=info.get("log_cap_bytes") or defaults.MAX_SHIPPED_LOG_BYTES)
+        self.files: ShippedFiles = ShippedFiles(
+            settings, CoordinatorStore(self._call), config=info.get("config"),
+            config_stamp=info.get("config_stamp"))
+        super().__init__(self.status.address, settings, self.files)
 
     def _connect(self) -> Channel:
         return Channel(self.status.address, self.status.keys(), on_push=self._on_push,
@@ -170,26 +192,31 @@ class TcpQueue(Queue):
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
         records = self._link().call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
                                      wait_s=wait_s)
-        return [wire.lease_in(record) for record in records]
+        return self._leases_in(records)
 
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
-        """One request: the worker's record, its leases' fences and each running job's
-        progress report (the coordinator keeps them where its `progress()` reads)."""
+        """One request: the worker's record, its leases' fences and what each running
+        job wrote since the last beat (progress, its log's tail so far)."""
         leases = list(leases)
-        progress = {}
-        for lease in leases:
-            with contextlib.suppress(FileNotFoundError):
-                progress[lease.job_id] = self.progress_path(lease).read_bytes()
+        reports = self.files.beat_reports(leases)
         answer = self._call("beat", info=wire.worker_out(info),
-                            leases=[wire.fence_out(x) for x in leases], progress=progress)
+                            leases=[wire.fence_out(x) for x in leases],
+                            progress={i: p for i, (p, _) in reports.items() if p is not None},
+                            logs={i: t for i, (_, t) in reports.items() if t is not None})
         lost = set(answer["lost"])
         return Beat(tuple(lease for lease in leases if lease.job_id in lost),
                     tuple(answer["commands"]))
 
+    def _leases_in(self, records: list[dict[str, Any]]) -> list[Lease]:
+        """Leases from a reply; each carries the shared config's stamp (see files.py)."""
+        if records:
+            self.files.note_config(records[-1].get("config"))
+        return [wire.lease_in(record) for record in records]
+
     def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
         """Record the result (its log travels with it) and lease the worker up to
         `then_claim` next jobs: one round trip."""
-        shipped = self._read_attempt_log(lease, result)
+        shipped = self.files.shipped_log(lease, result)
         try:
             next_leases = self._call("finish", lease=wire.fence_out(lease),
                                      result=wire.result_out(result), log=shipped,
@@ -201,29 +228,15 @@ class TcpQueue(Queue):
                                      result=wire.result_out(failed),
                                      log=shipped[-65536:] if shipped else None,
                                      then_claim=then_claim)
-        if shipped is not None:
-            self.attempt_log_path(lease).unlink(missing_ok=True)
-        return [wire.lease_in(record) for record in next_leases]
-
-    def _read_attempt_log(self, lease: Lease, result: Result) -> bytes | None:
-        """The attempt's log, to travel with the result (its end, if it is very long)."""
-        path = self.attempt_log_path(lease)
-        if result.log != str(path):
-            return None
-        try:
-            with open(path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size > defaults.MAX_SHIPPED_LOG_BYTES:
-                    handle.seek(size - defaults.MAX_SHIPPED_LOG_BYTES)
-                    return (b"[shoal: log cut to its last %d bytes]\n"
-                            % defaults.MAX_SHIPPED_LOG_BYTES) + handle.read()
-                return handle.read()
-        except FileNotFoundError:
-            return None
+        self.files.forget(lease, shipped)
+        return self._leases_in(next_leases)
 
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
+        """Back to pending; a failed attempt's log travels with its record."""
+        shipped = None if failed is None else self.files.shipped_log(lease, failed)
         self._call("release", lease=wire.fence_out(lease),
-                   failed=wire.result_out(failed) if failed is not None else None)
+                   failed=None if failed is None else wire.result_out(failed), log=shipped)
+        self.files.forget(lease, shipped)
 
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
         return self._call("cancel", ids=list(job_ids))
@@ -268,12 +281,6 @@ class TcpQueue(Queue):
 
     def reap(self) -> list[Reaped]:
         return [Reaped.from_dict(record) for record in self._call("reap")]
-
-    def read_log(self, status: JobStatus) -> bytes | None:
-        return self._call("read_log", id=status.job.id)
-
-    def progress(self) -> dict[str, tuple[float, float | None]]:
-        return {i: (done, total) for i, (done, total) in self._call("progress").items()}
 
     # -- workers ---------------------------------------------------------------------------
 

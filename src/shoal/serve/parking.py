@@ -12,13 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..job import Result
+from ..job import Lease, Result
 from ..net import wire
 from ..queue.base import Queue
 
 Key = tuple[bytes, int]  # (client id, request id): one request, and its repeats
 Answer = Callable[[bytes, Key, Any], bool]  # (route, key, value) -> reached the client?
 Push = Callable[[bytes, dict], bool]  # (route, result record) -> reached the client?
+
+
+def leases_out(queue: Queue, leases: list[Lease]) -> list[dict[str, Any]]:
+    """Lease records for a reply, each with the shared config's stamp, so the worker
+    fetches a changed config before it starts the job (see queue/files.py)."""
+    if not leases:
+        return []
+    stamp = queue.files.config_stamp()
+    return [{**wire.lease_out(lease), "config": stamp} for lease in leases]
 
 
 @dataclass
@@ -95,7 +104,7 @@ class Parking:
             if not leases:
                 return
             self.claims.pop(0)
-            if not self._answer(parked.route, parked.key, [wire.lease_out(x) for x in leases]):
+            if not self._answer(parked.route, parked.key, leases_out(self.queue, leases)):
                 for lease in leases:  # the worker went away while waiting
                     self.queue.release(lease)
 

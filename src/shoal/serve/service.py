@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ..errors import JobNotFound, LeaseLost
 from ..job import Job, Kind, Lease, Reaped, Result
 from ..net import wire
 from ..queue.base import Queue
-from .parking import Key, Parking, Push
+from .parking import Key, Parking, Push, leases_out
 
 PARKED = object()  # a handler's value: no reply now, the request waits in Parking
 
@@ -50,7 +51,7 @@ class Service:
         self._pending_may_grow = False
         # No reaping during our first lease: workers that ran on while no coordinator was
         # up beat in that time, so no live worker's lease is taken back on a restart.
-        self._reap_from = self.next_reap = time.monotonic() + queue.lease_s
+        self._reap_from = self.next_reap = time.monotonic() + queue.settings.lease_s
         self._reaps_seen: set[Reaped] = set()
         queue.subscribe(self._finals.append)
 
@@ -59,7 +60,7 @@ class Service:
     def timers(self, now: float) -> None:
         """Reap when due, answer expired parked requests, then what changed."""
         if now >= self.next_reap:
-            self.next_reap = now + min(1.0, self.queue.lease_s / 4)
+            self.next_reap = now + min(1.0, self.queue.settings.lease_s / 4)
             self._reap()
         self.parking.expire(now)
         self.after_changes()
@@ -107,10 +108,11 @@ class Service:
     # -- requests: jobs ----------------------------------------------------------------
 
     def hello(self, req: Request) -> dict[str, Any]:
-        config = self.queue.config_file()
-        return {"protocol": wire.PROTOCOL, "boot": self.boot, "lease_s": self.queue.lease_s,
-                "seed": self.queue.seed, "interpreters": self.queue.interpreters,
-                "config": config.read_bytes() if config is not None else None,
+        settings, files = self.queue.settings, self.queue.files
+        return {"protocol": wire.PROTOCOL, "boot": self.boot, "lease_s": settings.lease_s,
+                "seed": settings.seed, "interpreters": settings.interpreters,
+                "log_cap_bytes": settings.log_cap_bytes, "config": files.config(),
+                "config_stamp": files.config_stamp(),
                 "queue": self.queue.url, "max_message_bytes": self.max_message_bytes}
 
     def ping(self, req: Request) -> str:
@@ -140,21 +142,23 @@ class Service:
     def claim(self, req: Request, worker: str, n: int = 1, wait_s: float = 0.0) -> Any:
         leases = self.queue.claim(worker, n) if not self.parking.claims else []
         if leases or wait_s <= 0:
-            return [wire.lease_out(x) for x in leases]
+            return leases_out(self.queue, leases)
         self.parking.park_claim(req.route, req.key, time.monotonic() + wait_s, worker, n)
         return PARKED
 
-    def beat(self, req: Request, info: dict, leases: list,
-             progress: dict | None = None) -> dict[str, list[str]]:
-        """A worker's heartbeat in one request: keep the progress its running jobs
-        reported, then one `beat` of the queue (register, extend leases, take commands)."""
+    def beat(self, req: Request, info: dict, leases: list, progress: dict | None = None,
+             logs: dict | None = None) -> dict[str, list[str]]:
+        """A worker's heartbeat in one request: keep the progress and the log tails its
+        running jobs sent, then one `beat` of the queue (register, extend leases, take
+        commands)."""
         fenced = [self._lease(fence) for fence in leases]
         for lease in fenced:
             text = (progress or {}).get(lease.job_id)
             if text is not None:
-                path = self.queue.progress_path(lease)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(text)
+                self.queue.files.receive_progress(lease, text)
+            tail = (logs or {}).get(lease.job_id)
+            if tail is not None:
+                self.queue.files.receive_log(lease, tail)
         beat = self.queue.beat(wire.worker_in(info), fenced)
         return {"lost": [lease.job_id for lease in beat.lost], "commands": list(beat.commands)}
 
@@ -164,22 +168,19 @@ class Service:
         round trip instead of two) unless other workers are already waiting for work."""
         then_claim = 0 if self.parking.claims else then_claim  # those waiting go first
         leases = self._finish(lease, result, log, then_claim, repeat=req.repeat)
-        return [wire.lease_out(x) for x in leases]
+        return leases_out(self.queue, leases)
 
     def _finish(self, lease: dict, result: dict, log: bytes | None, then_claim: int, *,
                 repeat: bool) -> list[Lease]:
         fenced = self._lease(lease, with_job=log is not None)
         record = wire.result_in(result)
         if log is not None:
-            path = self.queue.attempt_log_path(fenced)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(log)
-            record = replace(record, log=str(path))
+            record = replace(record, log=self.queue.files.receive_log(fenced, log))
         try:
             return self.queue.finish(fenced, record, then_claim=then_claim)
         except LeaseLost:
-            if log is not None:
-                self.queue.attempt_log_path(fenced).unlink(missing_ok=True)
+            if log is not None:  # not this attempt's to keep
+                Path(record.log).unlink(missing_ok=True)
             status = self.queue.get(fenced.job_id)
             done = status.result if status is not None else None
             if not repeat or done is None or done.reason.startswith("worker died") \
@@ -188,9 +189,14 @@ class Service:
             # A repeat of our own finish whose reply a coordinator restart lost.
             return self.queue.claim(fenced.worker, then_claim) if then_claim > 0 else []
 
-    def release(self, req: Request, lease: dict, failed: dict | None = None) -> None:
-        self.queue.release(self._lease(lease),
-                           failed=wire.result_in(failed) if failed is not None else None)
+    def release(self, req: Request, lease: dict, failed: dict | None = None,
+                log: bytes | None = None) -> None:
+        """Back to pending; a failed attempt's record keeps the log it shipped."""
+        fenced = self._lease(lease)
+        record = wire.result_in(failed) if failed is not None else None
+        if record is not None and log is not None:
+            record = replace(record, log=self.queue.files.receive_log(fenced, log))
+        self.queue.release(fenced, failed=record)
         self._pending_may_grow = True
 
     def cancel(self, req: Request, ids: list[str]) -> list[str]:
@@ -235,14 +241,22 @@ class Service:
         host kills the attempts it left behind."""
         return [record.to_dict() for record in self._reap()]
 
-    def read_log(self, req: Request, id: str) -> bytes | None:
+    def read_log(self, req: Request, id: str, attempt: int | None = None) -> bytes | None:
         status = self.queue.get(id)
         if status is None:
             raise JobNotFound(f"no job {id}")
-        return self.queue.read_log(status)
+        return self.queue.files.read_log(status, attempt)
 
     def progress(self, req: Request) -> dict[str, list]:
-        return {i: list(report) for i, report in self.queue.progress().items()}
+        return {i: list(report) for i, report in self.queue.files.progress().items()}
+
+    def get_config(self, req: Request) -> bytes | None:
+        return self.queue.files.config()
+
+    def put_config(self, req: Request, data: bytes) -> str | None:
+        """Replace the shared config; the reply is its new stamp (see queue/files.py)."""
+        self.queue.files.set_config(data)
+        return self.queue.files.config_stamp()
 
     # -- requests: workers ------------------------------------------------------------
 
@@ -284,11 +298,13 @@ HANDLERS: dict[str, Handler] = {
     "reap": Service.reap,
     "read_log": Service.read_log,
     "progress": Service.progress,
+    "get_config": Service.get_config,
+    "put_config": Service.put_config,
     "unregister": Service.unregister,
     "workers": Service.workers,
     "send_control": Service.send_control,
 }
 # Requests whose repeat must not act twice; their replies are cached.
 MUTATING = frozenset({"submit", "put_blobs", "claim", "finish", "release",
-                      "cancel", "retry", "send_control", "beat"})
+                      "cancel", "retry", "send_control", "beat", "put_config"})
 assert MUTATING.issubset(HANDLERS)  # a cached reply needs a handler that makes it

@@ -1,0 +1,406 @@
+"""Where a job's log, its progress report and the queue's shared config live.
+
+The state machine (base.Queue) records *that* a job ran; `queue.files` (a `JobFiles`)
+keeps *what it wrote*. A running attempt always writes to local paths on its worker's
+machine (`attempt_log`, `progress_file`); where those end up differs by backend:
+
+* `LocalFiles`: a disk every worker of the queue sees (a folder queue's `.shoal/logs`
+  and NAME.log beside a job file; sqlite's `DB.logs/` beside its file; a temporary
+  folder for memory://). `place_log` moves the attempt's log into the job's log path
+  at finish, under the lease's fence; readers open the files.
+* `ShippedFiles`: a network store (tcp:// now, Redis next). The worker writes locally;
+  each `beat` carries the running jobs' progress and the tail of their logs so far
+  (`beat_reports`), `finish` and `release(failed=)` carry the attempt's whole log, cut
+  to its last `settings.log_cap_bytes` (`shipped_log`). Readers ask the store.
+
+The store interface (`FileStore`) a network backend's client implements for
+`ShippedFiles`, and the backend's side of the bargain:
+
+    fetch_log(job_id, attempt)  -> bytes | None   the final log (attempt None), a running
+                                                  attempt's tail so far, or the log of a
+                                                  failed attempt (attempt N)
+    fetch_progress()            -> {job_id: (done, total)}  of running jobs
+    fetch_config()              -> bytes | None   the shared config's content
+    put_config(data)            -> str | None     replace the shared config; its new stamp
+
+    and, in the backend itself:
+    beat(info, leases)          sends files.beat_reports(leases): job id -> (progress
+                                bytes or None, log tail or None); the store keeps them
+                                (the tail replaces the previous one)
+    finish(lease, result), release(lease, failed=)
+                                send files.shipped_log(lease, result) with the result; the
+                                store keeps it as the job's (or that attempt's) log; after
+                                a reply, files.forget(lease, that log)
+    claim / finish(then_claim)  pass the store's config stamp (anything that changes
+                                when the config does) to files.note_config(stamp), so a
+                                worker fetches the new config before its next job starts
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+from .. import defaults
+from ..job import Job, JobStatus, Lease, Result, State
+from .settings import QueueSettings
+
+Progress = tuple[float, float | None]
+#: (job id, attempt, worker) of each running attempt: what a `LocalFiles` reads progress of.
+RunningAttempts = Callable[[], Iterable[tuple[str, int, str]]]
+CONFIG_NAME = "config.toml"
+
+
+def attempt_name(job_id: str, attempt: int, worker: str) -> str:
+    """The stem of a running attempt's files (one per attempt, never shared)."""
+    return f"{job_id}.{attempt}.{worker}"
+
+
+def parse_progress(text: bytes | str) -> Progress | None:
+    """`done [total]` as shoal.progress() writes it, or None if it is not that."""
+    fields = text.split()
+    try:
+        return float(fields[0]), float(fields[1]) if len(fields) > 1 else None
+    except (ValueError, IndexError):
+        return None
+
+
+def read_progress(path: str | Path) -> Progress | None:
+    """What a job last reported in its progress file, or None."""
+    try:
+        with open(path, "rb") as handle:
+            return parse_progress(handle.read())
+    except OSError:
+        return None
+
+
+def read_tail(path: str | Path, cap: int | None) -> bytes | None:
+    """A file's content, or its last `cap` bytes after a line that says it was cut."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if cap is None or size <= cap:
+                return handle.read()
+            handle.seek(size - cap)
+            return b"[shoal: log cut to its last %d bytes]\n" % cap + handle.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def unlink_if_there(path: str | Path) -> None:
+    """Remove a file that may not exist (os.unlink: Path.unlink costs more per call)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` so a reader (a running job, `shoal logs`) sees old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class _LocalDir:
+    """A folder for a view's local files: a given one, or a temporary one made on first
+    use (slot threads ask at once: exactly one) and removed with its owner."""
+
+    def __init__(self, owner: object, path: Path | None) -> None:
+        self._owner = weakref.ref(owner)
+        self._path = path
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Path:
+        if self._path is None:
+            with self._lock:
+                if self._path is None:
+                    made = Path(tempfile.mkdtemp(prefix="shoal-logs-"))
+                    owner = self._owner()
+                    if owner is not None:
+                        weakref.finalize(owner, shutil.rmtree, made, ignore_errors=True)
+                    self._path = made
+        return self._path
+
+
+class JobFiles(ABC):
+    """A queue view's logs, progress reports and shared config; see the module docstring."""
+
+    def __init__(self, settings: QueueSettings, local_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.local_dir = _LocalDir(self, local_dir)
+
+    # -- the worker's side: local paths on its machine --------------------------------
+
+    def attempt_log(self, lease: Lease) -> Path:
+        """Where a running attempt writes its output."""
+        return self.local_dir() / f"{attempt_name(lease.job_id, lease.attempt, lease.worker)}" \
+                                  ".running"
+
+    def progress_file(self, lease: Lease) -> Path:
+        """Where a running attempt reports its progress (shoal.progress writes it)."""
+        return self.local_dir() / f"{attempt_name(lease.job_id, lease.attempt, lease.worker)}" \
+                                  ".progress"
+
+    @abstractmethod
+    def config_file(self) -> Path | None:
+        """A local file with the shared config that jobs read (SHOAL_CONFIG), if any."""
+
+    # -- the store's side ---------------------------------------------------------------
+
+    def place_log(self, lease: Lease, result: Result) -> Result:
+        """Make the attempt's log the job's log; the backend calls it holding the fence."""
+        return result
+
+    def receive_log(self, lease: Lease, data: bytes) -> str:
+        """Keep a log shipped from a worker as this attempt's log (a running attempt's
+        tail so far, or its whole log at finish/release); return where it is."""
+        path = self.attempt_log(lease)
+        write_atomic(path, data)
+        return str(path)
+
+    def receive_progress(self, lease: Lease, data: bytes) -> None:
+        """Keep a progress report shipped from a worker."""
+        write_atomic(self.progress_file(lease), data)
+
+    # -- readers ------------------------------------------------------------------------
+
+    @abstractmethod
+    def read_log(self, status: JobStatus, attempt: int | None = None) -> bytes | None:
+        """A job's log: the final one, or a running attempt's so far; with `attempt`,
+        that failed attempt's. None if there is none."""
+
+    @abstractmethod
+    def progress(self) -> dict[str, Progress]:
+        """The last progress each running job reported: job id -> (done, total)."""
+
+    # -- the shared config ----------------------------------------------------------------
+
+    @abstractmethod
+    def config(self) -> bytes | None:
+        """The shared config (TOML) that shoal.config() reads, if any."""
+
+    @abstractmethod
+    def set_config(self, data: bytes) -> None:
+        """Replace the shared config; every view of the queue sees it."""
+
+    def set_config_file(self, source: str | Path) -> None:
+        """Keep a copy of a TOML file as the queue's shared config."""
+        self.set_config(Path(source).read_bytes())
+
+    @abstractmethod
+    def config_stamp(self) -> str | None:
+        """Something that changes whenever the shared config does (None: no config)."""
+
+
+class LocalFiles(JobFiles):
+    """Files on a disk every worker of the queue sees; see the module docstring."""
+
+    def __init__(self, settings: QueueSettings, *, log_dir: Path | None = None,
+                 config_path: Path | None = None, running: RunningAttempts) -> None:
+        super().__init__(settings, log_dir)
+        self._config_path = config_path
+        self._config_name: str | None = None
+        self._running = running
+
+    def _config(self) -> Path:
+        return self._config_path or self.local_dir() / CONFIG_NAME
+
+    def final_log_path(self, job: Job) -> Path:
+        """Where a finished job's log lives: NAME.log beside a job file, else the log dir."""
+        if job.log:
+            return self.settings.root / job.log
+        if job.path:
+            return self.settings.root / f"{job.path}.log"
+        return self.local_dir() / f"{job.id}.log"
+
+    def place_log(self, lease: Lease, result: Result) -> Result:
+        if not result.log or result.log != str(self.attempt_log(lease)):
+            return result  # no log, or the job file named its own
+        final = self.final_log_path(lease.job)
+        try:
+            os.replace(result.log, final)
+        except FileNotFoundError:  # first log in a new folder
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(result.log, final)
+            except OSError:
+                return result
+        except OSError:
+            return result
+        self._cap(final)
+        return replace(result, log=str(final))
+
+    def _cap(self, path: Path) -> None:
+        """Keep the last `log_cap_bytes` of a log that grew past them."""
+        cap = self.settings.log_cap_bytes
+        if cap is None:
+            return
+        try:
+            if path.stat().st_size <= cap:
+                return
+        except OSError:
+            return
+        tail = read_tail(path, cap)
+        if tail is not None:
+            write_atomic(path, tail)
+
+    def read_log(self, status: JobStatus, attempt: int | None = None) -> bytes | None:
+        path = None
+        if attempt is not None:
+            path = next((Path(r.log) for r in status.attempts
+                         if r.attempt == attempt and r.log), None)
+        elif status.result is not None and status.result.log:
+            path = Path(status.result.log)
+        elif status.state is State.RUNNING and status.worker:
+            path = self.attempt_log(Lease(status.job, status.attempt, status.worker, ""))
+        return read_tail(path, None) if path is not None else None
+
+    def progress(self) -> dict[str, Progress]:
+        found = {}
+        for job_id, attempt, worker in self._running():
+            report = read_progress(self.local_dir() / f"{attempt_name(job_id, attempt, worker)}"
+                                                      ".progress")
+            if report is not None:
+                found[job_id] = report
+        return found
+
+    def config_file(self) -> Path | None:
+        path = self._config()
+        return path if path.exists() else None
+
+    def config(self) -> bytes | None:
+        try:
+            return self._config().read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def set_config(self, data: bytes) -> None:
+        write_atomic(self._config(), data)
+
+    def config_stamp(self) -> str | None:
+        # One stat, by a str path: a coordinator asks this for every lease it hands out.
+        if self._config_name is None:
+            self._config_name = str(self._config())
+        try:
+            stat = os.stat(self._config_name)
+        except FileNotFoundError:
+            return None
+        return f"{stat.st_mtime_ns}.{stat.st_size}.{stat.st_ino}"
+
+
+class FileStore(Protocol):
+    """What a network backend's client provides to `ShippedFiles` (module docstring)."""
+
+    def fetch_log(self, job_id: str, attempt: int | None) -> bytes | None: ...
+
+    def fetch_progress(self) -> dict[str, Progress]: ...
+
+    def fetch_config(self) -> bytes | None: ...
+
+    def put_config(self, data: bytes) -> str | None: ...
+
+
+class ShippedFiles(JobFiles):
+    """Files that travel to a network store; see the module docstring."""
+
+    def __init__(self, settings: QueueSettings, store: FileStore, *,
+                 config: bytes | None = None, config_stamp: str | None = None) -> None:
+        super().__init__(settings)
+        self._store = store
+        self._lock = threading.Lock()
+        self._stamp = config_stamp  # the store's, as last heard
+        self._copied: str | None = None  # the stamp of our local copy
+        self._config_copy: Path | None = None
+        self._shipped: dict[tuple[str, int], int] = {}  # attempt -> log size last shipped
+        if config is not None:
+            self._copy_config(config, config_stamp)
+
+    def _copy_config(self, data: bytes | None, stamp: str | None) -> None:
+        path = self.local_dir() / CONFIG_NAME
+        if data is None:
+            path.unlink(missing_ok=True)
+            self._config_copy = None
+        else:
+            write_atomic(path, data)
+            self._config_copy = path
+        self._copied = stamp
+
+    # -- the worker's side ------------------------------------------------------------------
+
+    def note_config(self, stamp: str | None) -> None:
+        """The store's config stamp, as a reply just told it (see the module docstring)."""
+        self._stamp = stamp
+
+    def config_file(self) -> Path | None:
+        with self._lock:
+            if self._stamp != self._copied:
+                stamp = self._stamp
+                self._copy_config(self._store.fetch_config(), stamp)
+            return self._config_copy
+
+    def beat_reports(self, leases: Iterable[Lease]) -> dict[str, tuple[bytes | None,
+                                                                      bytes | None]]:
+        """What a beat carries for each running job: its progress report and its log's
+        tail so far, the tail only when the log grew since the last beat."""
+        reports = {}
+        for lease in leases:
+            progress = None
+            with contextlib.suppress(FileNotFoundError):
+                progress = self.progress_file(lease).read_bytes()
+            tail = None
+            path = self.attempt_log(lease)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            key = (lease.job_id, lease.attempt)
+            if size and self._shipped.get(key) != size:
+                tail = read_tail(path, defaults.RUNNING_LOG_TAIL_BYTES)
+            self._shipped[key] = size  # also: this attempt beat, forget() tidies it
+            if progress is not None or tail is not None:
+                reports[lease.job_id] = (progress, tail)
+        return reports
+
+    def shipped_log(self, lease: Lease, result: Result) -> bytes | None:
+        """The attempt's log to send with its result, cut to the cap (None: none to send)."""
+        path = self.attempt_log(lease)
+        if result.log != str(path):
+            return None
+        return read_tail(path, self.settings.log_cap_bytes)
+
+    def forget(self, lease: Lease, shipped: bytes | None) -> None:
+        """Drop an attempt's local files once the store has its log (`shipped`: what
+        `shipped_log` gave; None, no log to drop). A tiny call costs no syscall here."""
+        if shipped is not None:
+            unlink_if_there(self.attempt_log(lease))
+        if self._shipped.pop((lease.job_id, lease.attempt), None) is not None:
+            unlink_if_there(self.progress_file(lease))
+
+    # -- readers: ask the store ---------------------------------------------------------------
+
+    def read_log(self, status: JobStatus, attempt: int | None = None) -> bytes | None:
+        return self._store.fetch_log(status.job.id, attempt)
+
+    def progress(self) -> dict[str, Progress]:
+        return self._store.fetch_progress()
+
+    def config(self) -> bytes | None:
+        return self._store.fetch_config()
+
+    def set_config(self, data: bytes) -> None:
+        stamp = self._store.put_config(data)
+        with self._lock:
+            self._stamp = stamp
+            self._copy_config(data, stamp)
+
+    def config_stamp(self) -> str | None:
+        return self._stamp
