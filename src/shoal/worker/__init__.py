@@ -2,6 +2,7 @@
 
     loop.py       Worker: slots, claim, heartbeat (beat + reap), orphans, control, stop
     slot.py       Slot (one lease in flight) and the Runner protocol both runners keep
+    handout.py    Handout: idle slots share one claim(worker, n)
     processes.py  ProcessRunner: command and job-file jobs as process groups
     calls.py      CallRunner: Python calls in one long-lived interpreter per slot
     callhost.py   that interpreter (`python -m shoal.worker.callhost`) and its client

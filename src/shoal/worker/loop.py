@@ -2,10 +2,11 @@
 
     steering loop (caller's thread)          slot threads (N)
     ------------------------------          -------------------------------
-    beat: register, renew leases,            claim 1 job (lease)
-      take control commands (stop...)        the runner of its kind runs it
-    reap (kill orphans of dead workers)        (processes.py, calls.py)
-    look for drop-in job files               finish (+ claim the next) /
+    beat: register, renew leases,            take a lease (idle slots share one
+      take control commands (stop...)          claim: handout.py)
+    reap (kill orphans of dead workers)      the runner of its kind runs it
+    look for drop-in job files                 (processes.py, calls.py)
+                                             finish (+ claim the next) /
     decide to exit (drained, stopped)          release (failed: to try again)
                                              (lease lost -> result refused)
 
@@ -33,6 +34,7 @@ from ..fsutil import HOST
 from ..job import Kind, Lease, Reaped, Result, State, WorkerInfo
 from ..queue import STOP, STOP_NOW, Queue
 from .calls import CallRunner
+from .handout import Handout
 from .kill import Deadlines, kill_orphans
 from .processes import ProcessRunner
 from .slot import Runner, Slot
@@ -93,6 +95,7 @@ class Worker:
         self.exit_reason = ""
         self._running: dict[str, Slot] = {}
         self._reaps_heard: set[Reaped] = set()  # what the last reap() reported
+        self._handout = Handout()  # leases claimed for idle slots in one claim
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -116,6 +119,8 @@ class Worker:
             self._stopping.set()
             for thread in threads:
                 thread.join()
+            for unrun in self._handout.take_all():  # claimed for a slot that stopped first
+                self._settle(Slot(unrun), lambda lease=unrun: self.queue.release(lease))
             for runner in set(self._runners.values()):
                 runner.close()
             with contextlib.suppress(CoordinatorUnreachable):
@@ -224,6 +229,7 @@ class Worker:
             kill_orphans(here)
 
     def _lose(self, lease: Lease) -> None:
+        self._handout.forget(lease)
         slot = self._running.get(lease.job_id)
         if slot is None or slot.lost or slot.settling:
             return
@@ -240,10 +246,11 @@ class Worker:
     def _beat(self) -> None:
         """Tell the queue we live and what we run; kill what we lost, obey commands."""
         with self._lock:
-            leases = [slot.lease for slot in self._running.values()]
+            running = [slot.lease for slot in self._running.values()]
+        leases = running + self._handout.spare()
         info = WorkerInfo(
             self.id, HOST, os.getpid(), self.slots, state=self._state(),
-            running=tuple(lease.job_id for lease in leases), done=self.done,
+            running=tuple(lease.job_id for lease in running), done=self.done,
             started=self._started, log=self.log_path,
         )
         beat = self.queue.beat(info, leases)
@@ -259,13 +266,14 @@ class Worker:
         next_lease: Lease | None = None  # handed out with the last finish
         while not self._stopping.is_set():
             try:
-                leases = [next_lease] if next_lease else self.queue.claim(self.id, 1,
-                                                                          wait_s=wait_s)
+                lease = next_lease or self._handout.next(
+                    lambda n: self.queue.claim(self.id, n, wait_s=wait_s), self._unclaimed(),
+                    self._stopping)
                 next_lease = None
             except CoordinatorUnreachable as exc:
                 self._stop_unreachable(exc)
                 return
-            if not leases:
+            if lease is None:
                 if not self.queue.blocking_claim:
                     self._stopping.wait(idle_s)
                     idle_s = min(idle_s * 2, defaults.POLL_MAX_S)
@@ -273,15 +281,23 @@ class Worker:
                 continue
             idle_s = defaults.POLL_MIN_S
             if self._stopping.is_set():  # the stop came while we were claiming
-                self._settle(Slot(leases[0]), lambda lease=leases[0]: self.queue.release(lease))
+                self._settle(Slot(lease), lambda claimed=lease: self.queue.release(claimed))
                 return
-            next_lease = self._run_one(leases[0], index)
+            next_lease = self._run_one(lease, index)
             if self.max_jobs is not None and self.done >= self.max_jobs:
                 self._wake.set()
                 break
         if next_lease is not None:  # stopped with its next job in hand: give it back untouched
             unrun = next_lease
             self._settle(Slot(unrun), lambda: self.queue.release(unrun))
+
+    def _unclaimed(self) -> int:
+        """How many more jobs this worker may claim: its idle slots, within max_jobs."""
+        with self._lock:
+            busy = len(self._running)
+        if self.max_jobs is None:
+            return self.slots - busy
+        return min(self.slots - busy, self.max_jobs - self.done - busy)
 
     def _run_one(self, lease: Lease, index: int = 0) -> Lease | None:
         """Run one job and record it; return the next lease if the queue handed one out."""
