@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from shoal.job import Job, State
 from shoal.queue import open_queue
 from shoal.worker import Worker
@@ -37,3 +39,37 @@ def test_jobs_arriving_at_idle_slots_are_claimed_together_and_each_run_once():
         worker.stop()
         thread.join(timeout=30)
         assert not thread.is_alive()
+
+
+def test_a_stop_that_comes_during_a_shared_claim_gives_every_claimed_job_back():
+    queue = open_queue("memory://")
+    claim = queue.claim
+    worker = Worker(queue, slots=3)
+    shared: list[int] = []
+    handed_out: list[int] = []
+
+    def claim_then_stop(worker_id: str, n: int = 1, *, wait_s: float = 0.0):
+        leases = claim(worker_id, n, wait_s=wait_s)
+        handed_out.append(len(leases))
+        if len(leases) >= 2:  # leases for waiting slots in hand: stop before they take them
+            shared.append(len(leases))
+            worker.stop(now=True)
+        return leases
+
+    queue.claim = claim_then_stop  # type: ignore[method-assign]
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(handed_out) >= 10, message="the idle slots to claim a few times")
+        ids = queue.submit([Job.command_job(["sleep", "30"], params={"i": i}) for i in range(3)])
+        wait_for(lambda: sum(handed_out) >= 3, message="the jobs to be claimed")
+        if not shared:
+            pytest.skip(f"the slots never waited together for one claim under this load "
+                        f"(claims handed out {handed_out[-3:]})")
+        thread.join(timeout=60)
+        assert not thread.is_alive()  # stopped with no job started
+        statuses = [queue.get(i) for i in ids]
+        assert [(s.state, s.attempt) for s in statuses] == [(State.PENDING, 1)] * 3
+    finally:
+        worker.stop(now=True)
+        thread.join(timeout=30)
