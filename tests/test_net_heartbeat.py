@@ -13,7 +13,7 @@ from shoal.queue import STOP
 from shoal.queue.sqlite import SqliteQueue
 from shoal.queue.tcp import TcpQueue
 from shoal.serve.locate import serve
-from shoal.worker import Worker, _Slot
+from shoal.worker import Slot, Worker
 from tests.test_net_retries import RawClient, job_record
 
 
@@ -45,7 +45,7 @@ def test_a_heartbeat_is_two_requests_and_carries_progress(coordinator, requests)
         worker = Worker(queue, slots=1)
         (lease,) = queue.claim(worker.id, 1)
         queue.files.progress_file(lease).write_bytes(b"3 10")
-        worker._running[lease.job_id] = _Slot(lease)  # as if a slot ran it
+        worker._running[lease.job_id] = Slot(lease)  # as if a slot ran it
         queue.send_control(worker.id, STOP)
         del requests[:]
         worker._heartbeat()

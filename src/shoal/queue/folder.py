@@ -37,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import defaults
+from ..dropins import DropIns
 from ..errors import LeaseLost, MalformedJob, UsageError
 from ..fsutil import (
     HOST,
@@ -135,7 +136,7 @@ class FolderQueue(Queue):
         self._claim_lock = threading.Lock()
         self._commits = GroupCommit(self.base)
         self._beats: dict[str, int] = {}
-        self._seen_dropins: set[str] = set()
+        self._dropins = DropIns(self.root, self.settings.interpreters)
 
     # -- layout and config ----------------------------------------------------
 
@@ -689,16 +690,7 @@ class FolderQueue(Queue):
 
     def refresh(self) -> None:
         """Submit job files dropped into the folder since the last look."""
-        from ..jobfiles import is_job_file
-
-        fresh = []
         self._refresh_listing(self.root)
-        for name in list_names(self.root):
-            if name in self._seen_dropins or \
-                    not is_job_file(name, self.settings.interpreters):
-                continue
-            if (self.root / name).is_file():
-                self._seen_dropins.add(name)
-                fresh.append(Job.file_job(name))
+        fresh = self._dropins.scan()
         if fresh:
             self.submit(fresh)

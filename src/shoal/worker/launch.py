@@ -1,4 +1,5 @@
-"""Running one job: a subprocess in its own process group, output to a log, a deadline.
+"""What a job starts with: its argv, directory, environment, log and context; and its
+process, started in a session of its own.
 
 A job runs in a new session, so Ctrl-C in the worker's terminal does not reach it
 and the whole tree it starts can be killed at once (timeout, lease loss, stop).
@@ -6,25 +7,24 @@ and the whole tree it starts can be killed at once (timeout, lease loss, stop).
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import threading
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from . import defaults
-from .errors import MalformedJob
-from .job import Job, Kind, Lease, Reaped
+from ..context import JobContext, job_seed
+from ..errors import MalformedJob
+from ..job import Job, Kind, Lease
+
+if TYPE_CHECKING:
+    from ..queue import Queue
 
 # A command string made only of these characters, whose first word is a program on
 # PATH, runs without a shell: same result, half the start-up cost.
@@ -86,6 +86,19 @@ def job_environment(lease: Lease, queue_url: str, extra: Mapping[str, str]) -> d
     return env
 
 
+def job_context(queue: Queue, lease: Lease) -> JobContext:
+    """What the job will see through shoal.random(), shoal.config(), shoal.progress()."""
+    job = lease.job
+    seed = job.meta.get("seed")
+    config = queue.files.config_file()
+    return JobContext(
+        job_id=job.id, attempt=lease.attempt, queue=queue.url, worker=lease.worker,
+        seed=int(seed) if seed is not None else job_seed(queue.settings.seed, job.id),
+        progress_file=str(queue.files.progress_file(lease)),
+        config_file=str(config) if config else None,
+    )
+
+
 def prepare(lease: Lease, *, queue_url: str, root: Path, interpreters: Mapping[str, list[str]],
             worker_dir: Path, attempt_log: Path,
             extra_env: Mapping[str, str] | None = None) -> Launch:
@@ -106,7 +119,7 @@ def prepare(lease: Lease, *, queue_url: str, root: Path, interpreters: Mapping[s
 def _prepare_file(job: Job, env: dict[str, str], root: Path,
                   interpreters: Mapping[str, list[str]], worker_dir: Path,
                   attempt_log: Path) -> Launch:
-    from .jobfiles import load_job_file
+    from ..jobfiles import load_job_file
 
     assert job.path is not None
     spec = load_job_file(root / job.path, interpreters=interpreters, worker_dir=worker_dir)
@@ -163,12 +176,6 @@ def start(launch: Launch) -> JobProcess:
         os.close(fd)
 
 
-def kill_group(pid: int, sig: int) -> None:
-    """Signal a job's whole process group (the job leads its own session)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
 def describe_exit(returncode: int) -> str:
     """A person's words for a process's exit status."""
     if returncode == 0:
@@ -179,109 +186,3 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit status {returncode}"
-
-
-class Deadlines:
-    """Kills process groups whose deadline passed: SIGTERM, then SIGKILL after a grace.
-
-    One thread serves every slot of a worker, so a job without a deadline pays nothing.
-    Entries are keyed by ticket, not pid, so a reused pid is never signalled.
-    """
-
-    def __init__(self, grace_s: float = defaults.KILL_GRACE_S) -> None:
-        self.grace_s = grace_s
-        self._heap: list[tuple[float, int, int, int]] = []  # when, ticket, pid, signal
-        self._live: set[int] = set()
-        self._tickets = 0
-        self._closing = False
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._loop, name="shoal-deadlines", daemon=True)
-        self._thread.start()
-
-    def kill_at(self, pid: int, when: float) -> int:
-        """SIGTERM the group at monotonic time `when`, SIGKILL it `grace_s` later."""
-        with self._cond:
-            self._tickets += 1
-            ticket = self._tickets
-            self._live.add(ticket)
-            heapq.heappush(self._heap, (when, ticket, pid, signal.SIGTERM))
-            heapq.heappush(self._heap, (when + self.grace_s, ticket, pid, signal.SIGKILL))
-            self._cond.notify()
-            return ticket
-
-    def kill_now(self, pid: int) -> int:
-        return self.kill_at(pid, time.monotonic())
-
-    def close(self) -> None:
-        """Stop the thread: signals already due still fire, later ones are dropped (a
-        worker closes this once its jobs' processes have ended), so nothing lingers."""
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-
-    def forget(self, ticket: int) -> None:
-        """The process exited: its pending signals must not fire."""
-        with self._cond:
-            self._live.discard(ticket)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                if self._closing:
-                    now = time.monotonic()
-                    self._heap = [entry for entry in self._heap if entry[0] <= now]
-                    heapq.heapify(self._heap)
-                while not self._heap:
-                    if self._closing:
-                        return
-                    self._cond.wait()
-                when, ticket, pid, sig = self._heap[0]
-                delay = when - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                heapq.heappop(self._heap)
-                if ticket not in self._live:
-                    continue
-            kill_group(pid, sig)
-
-
-def _environ_of(pid: str) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    pairs = (item.partition(b"=") for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs
-            if k.startswith(b"SHOAL_")}
-
-
-def kill_orphans(reaped: Iterable[Reaped]) -> int:
-    """Kill job processes on this host left running by dead workers; return how many groups.
-
-    A job is recognised by its SHOAL_JOB_ID, SHOAL_WORKER and SHOAL_ATTEMPT environment,
-    never by pid alone, so a reused pid, or a newer attempt of the same job, is never hit.
-    Linux only (/proc); elsewhere nothing happens.
-    """
-    wanted = {(r.job_id, r.worker, str(r.attempt)) for r in reaped}
-    dead_workers = {worker for _, worker, _ in wanted}
-    if not wanted or not Path("/proc/self/environ").exists():
-        return 0
-    groups = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        env = _environ_of(entry)
-        # A call interpreter's /proc environ keeps the job id of its first call only,
-        # so it is recognised by its dead worker alone.
-        callhost = env.get("SHOAL_CALLHOST") == "1" and env.get("SHOAL_WORKER") in dead_workers
-        job = (env.get("SHOAL_JOB_ID"), env.get("SHOAL_WORKER"), env.get("SHOAL_ATTEMPT"))
-        if callhost or job in wanted:
-            with contextlib.suppress(ProcessLookupError):
-                groups.add(os.getpgid(int(entry)))
-    groups.discard(os.getpgid(0))
-    for group in groups:
-        kill_group(group, signal.SIGKILL)
-    return len(groups)

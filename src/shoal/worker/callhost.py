@@ -1,6 +1,6 @@
 """Long-lived interpreters that run Python call jobs, one per worker slot.
 
-    worker slot thread                      python -m shoal.callhost  (own session)
+    worker slot thread                      python -m shoal.worker.callhost (own session)
     ------------------                      ---------------------------------------
     CallHost.ensure_started()  ◄── frame ── "ready" once its imports are done (a call's
                                             timeout starts only after this)
@@ -29,7 +29,7 @@ import subprocess
 import sys
 from typing import Any
 
-from . import defaults
+from .. import defaults
 
 _HEADER = struct.Struct(">Q")
 
@@ -155,7 +155,7 @@ def _close_log(fd: int, path: str) -> str | None:
 
 
 def _run_one(request: dict[str, Any]) -> dict[str, Any]:
-    from . import calls, context
+    from .. import calls, context
 
     log_fd = _open_log(request["log"])
     os.environ.update(request["env"])
@@ -190,7 +190,7 @@ def serve(reply_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides about stops
     import cloudpickle  # noqa: F401 - imported before "ready": start-up is not a call's time
 
-    from . import calls, context  # noqa: F401
+    from .. import calls, context  # noqa: F401
 
     write_frame(reply_fd, {"ready": os.getpid()})
     while True:
@@ -229,7 +229,7 @@ class CallHost:
         read_end, write_end = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "shoal.callhost", str(write_end)],
+                [sys.executable, "-m", "shoal.worker.callhost", str(write_end)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 pass_fds=(write_end,), start_new_session=True,
                 env={**self.env, "SHOAL_CALLHOST": "1"}, cwd=self.cwd,
@@ -262,7 +262,7 @@ class CallHost:
 
     def exit_reason(self) -> str:
         """Why the interpreter died, in a person's words."""
-        from .runner import describe_exit
+        from .launch import describe_exit
 
         code = self.process.returncode if self.process is not None else None
         if code is None:

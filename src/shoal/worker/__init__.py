@@ -1,0 +1,18 @@
+"""The worker: a loop of slots that claim jobs and hand each to the runner of its kind.
+
+    loop.py       Worker: slots, claim, heartbeat (beat + reap), orphans, control, stop
+    slot.py       Slot (one lease in flight) and the Runner protocol both runners keep
+    handout.py    Handout: idle slots share one claim(worker, n)
+    processes.py  ProcessRunner: command and job-file jobs as process groups
+    calls.py      CallRunner: Python calls in one long-lived interpreter per slot
+    callhost.py   that interpreter (`python -m shoal.worker.callhost`) and its client
+    launch.py     what a job starts with (argv, environment, context) and its start
+    kill.py       deadlines, kills, and the orphans of dead workers
+"""
+
+from __future__ import annotations
+
+from .loop import Worker, new_worker_id
+from .slot import Runner, Slot
+
+__all__ = ["Runner", "Slot", "Worker", "new_worker_id"]

@@ -1,0 +1,80 @@
+"""What one slot is running now, and the protocol of the runners that run it.
+
+The loop owns a `Slot` for each lease in flight and marks it (`lost`, `releasing`,
+`settling`) from the steering thread; a `Runner` runs the lease in the slot's thread
+and publishes the process it started in `slot.process`, so a stop or a lost lease
+can kill it whichever runner started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..fsutil import HOST
+from ..job import Lease, Result, State
+from .kill import Deadlines
+from .launch import JobProcess
+
+
+@dataclass
+class Slot:
+    """One lease in flight in slot `index` of a worker."""
+
+    lease: Lease
+    index: int = 0
+    process: JobProcess | None = None  # what a stop or a lost lease kills
+    lost: bool = False  # the queue took the lease back: the result will be refused
+    releasing: bool = False  # a stop gives the job back to the queue untouched
+    settling: bool = False  # finish/release under way: the fence decides now
+    retries: int = 0  # failed runs are tried again while attempt <= retries
+    started: float = field(default_factory=time.time)
+
+    def result(self, state: State, reason: str = "", *, exit_code: int | None = None,
+               log: str | None = None, **extra: Any) -> Result:
+        """The attempt's result, stamped with who ran it, where, and when."""
+        lease = self.lease
+        return Result(
+            lease.job_id, state, name=lease.job.name, params=lease.job.params,
+            exit_code=exit_code, reason=reason, attempt=lease.attempt, worker=lease.worker,
+            host=HOST, started=self.started, ended=time.time(), log=log, **extra,
+        )
+
+    @contextlib.contextmanager
+    def guarded(self, deadlines: Deadlines, timeout_s: float | None) -> Iterator[None]:
+        """While `self.process` runs: killed at once if a stop or a loss came while it
+        started, and at its deadline; the deadline is forgotten once it returns."""
+        assert self.process is not None
+        pid = self.process.pid
+        if self.releasing or self.lost:
+            deadlines.kill_now(pid)
+        ticket = None
+        if timeout_s is not None:
+            ticket = deadlines.kill_at(pid, time.monotonic() + timeout_s)
+        try:
+            yield
+        finally:
+            if ticket is not None:
+                deadlines.forget(ticket)
+
+    def timed_out(self, timeout_s: float | None) -> bool:
+        """Whether the run lasted its whole deadline (so a kill was the deadline's)."""
+        return timeout_s is not None and time.time() - self.started >= timeout_s
+
+
+class Runner(Protocol):
+    """Runs one kind of job (processes, or calls): one lease in one slot at a time,
+    from that slot's thread."""
+
+    def run(self, slot: Slot) -> Result:
+        """Run the slot's lease to its end and say how it went (never raises for the
+        job's own failures: they are a FAILED result with a reason)."""
+
+    def kill(self, slot: Slot) -> None:
+        """Kill what the slot runs now, at once (a stop that releases, a lost lease)."""
+
+    def close(self) -> None:
+        """Stop what the runner keeps between jobs (interpreters); jobs have ended."""
