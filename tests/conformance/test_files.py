@@ -26,6 +26,7 @@ pytestmark = pytest.mark.timeout(90)
 
 TCP_RUNNING_LOG = ("issue 12: over tcp a running attempt's log stays on the worker's host "
                    "(read_log on the coordinator finds none until the result ships it)")
+REDIS_FILES = "files land with issue 12 part files"
 CONFIG_PER_OBJECT = ("issue 12: {backend} keeps set_config_file in the one queue object "
                      "that set it; a worker's other view never sees it")
 
@@ -68,7 +69,7 @@ def running(queue: Queue, job_id: str) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["command", "call"])
-@pytest.mark.disagrees(tcp=TCP_RUNNING_LOG)
+@pytest.mark.disagrees(tcp=TCP_RUNNING_LOG, redis=REDIS_FILES, redis_cluster=REDIS_FILES)
 def test_a_running_jobs_log_so_far_is_readable_from_another_view(queue_factory, tmp_path,
                                                                    kind):
     reader, gate = queue_factory(), tmp_path / "gate"
@@ -146,6 +147,7 @@ def progress_job(kind: str, gate: Path) -> Job:
 
 
 @pytest.mark.parametrize("kind", ["command", "call"])
+@pytest.mark.disagrees(redis=REDIS_FILES, redis_cluster=REDIS_FILES)
 def test_a_running_jobs_progress_is_seen_from_another_view(queue_factory, tmp_path, kind):
     reader, gate = queue_factory(), tmp_path / "gate"
     job = progress_job(kind, gate)
@@ -171,7 +173,8 @@ def config_job(kind: str) -> Job:
 @pytest.mark.parametrize("kind", ["command", "call"])
 @pytest.mark.disagrees(sqlite=CONFIG_PER_OBJECT.format(backend="SqliteQueue"),
                        tcp=CONFIG_PER_OBJECT.format(backend="TcpQueue (the coordinator never "
-                                                            "gets it)"))
+                                                            "gets it)"),
+                       redis=REDIS_FILES, redis_cluster=REDIS_FILES)
 def test_the_shared_config_set_on_one_view_reaches_jobs_run_from_another(
         queue_factory, tmp_path, kind, worker_opened):
     owner = queue_factory()

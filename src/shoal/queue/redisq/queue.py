@@ -1,0 +1,331 @@
+"""`redis://HOST:PORT/DB?queue=NAME` (and rediss://, redis+sentinel://, Cluster): a queue
+kept in a Redis server that many hosts share.
+
+Every state change is one Lua script (see *.lua here) fenced by the lease token, so
+Redis runs it whole and alone; leases are judged by the server's clock (`TIME` inside
+the scripts) only. Claimers block on a wake-up list (BLPOP) instead of polling; waiters
+for results block on the `finals` stream (XREAD BLOCK) after a catch-up read of the
+states, so nothing recorded between two reads is missed. Counts are kept by the scripts
+(HINCRBY), never by scanning.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ... import defaults
+from ...errors import CoordinatorUnreachable, LeaseLost, UsageError
+from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
+from ..base import Queue, blobs_of, reaped_keep_s
+from .keys import QueueKeys
+from .records import job_of, needs_job, record_of, result_of, spec_of
+from .scripts import Scripts
+
+DEFAULT_QUEUE = "shoal"
+SUBMIT_BATCH = 2000  # jobs per submit script call (one round trip each)
+READ_BATCH = 500  # ids per read (HMGET, HSCAN COUNT)
+CANCELLED = "cancelled by user"
+# Query options that are shoal's, not redis-py's.
+_OWN_OPTIONS = ("queue", "cluster", "durable")
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """(URL for the client without shoal's own options, queue name)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    name = dict(query).get("queue", DEFAULT_QUEUE)
+    rest = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), name
+
+
+def _connect(url: str) -> Any:
+    """A redis-py client for the URL (until redis_link.connect covers TLS, Sentinel,
+    Cluster and passwords from files)."""
+    try:
+        import redis
+    except ImportError:
+        raise UsageError(f"{_safe(url)}: the redis package is missing "
+                         "(pip install 'shoal[redis]')") from None
+    plain, _ = _split_url(url)
+    try:
+        if "cluster=1" in url:
+            return redis.RedisCluster.from_url(plain)
+        return redis.Redis.from_url(plain)
+    except ValueError as exc:
+        raise UsageError(f"{_safe(url)}: {exc}") from None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisQueue(Queue):
+    """A queue in Redis; see the module docstring."""
+
+    blocking_claim = True
+    cross_host = True
+
+    def __init__(self, url: str, *, lease_s: float = defaults.LEASE_S) -> None:
+        super().__init__(url, lease_s=lease_s)
+        _, name = _split_url(url)
+        self.keys = QueueKeys(name)
+        self.client = _connect(url)
+        import redis
+
+        self._errors = redis.exceptions
+        try:
+            self.client.ping()
+        except redis.exceptions.AuthenticationError as exc:
+            raise UsageError(f"{_safe(url)}: authentication failed ({exc})") from None
+        except redis.exceptions.ConnectionError as exc:
+            raise CoordinatorUnreachable(f"{_safe(url)}: cannot reach Redis ({exc})") from None
+        self.scripts = Scripts(self.client)
+
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, round(self.lease_s * 1000))
+
+    def _run(self, script: Any, args: list[Any], *extra_keys: str, client: Any = None) -> Any:
+        return script(keys=[*self.keys.shared, *extra_keys], args=args, client=client)
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def submit(self, jobs: Iterable[Job]) -> list[str]:
+        jobs = list(jobs)
+        blobs = blobs_of(jobs)
+        if blobs:
+            self.put_blobs(blobs)  # before the jobs that name them
+        new: list[str] = []
+        for first in range(0, len(jobs), SUBMIT_BATCH):
+            args: list[Any] = []
+            for job in jobs[first:first + SUBMIT_BATCH]:
+                args += [job.id, spec_of(job), job.payload or b""]
+            new += [_text(i) for i in self._run(self.scripts.submit, args)]
+        return new
+
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            leases = self._leases(worker, self._run(self.scripts.claim,
+                                                    [worker, n, self._lease_ms]))
+            remaining = deadline - time.monotonic()
+            if leases or remaining <= 0:
+                return leases
+            # Sleep until a submit, release or reap pushes a wake-up token (or time is up).
+            self.client.blpop([self.keys.wake], timeout=max(remaining, 0.001))
+
+    def _leases(self, worker: str, rows: list[Any]) -> list[Lease]:
+        return [Lease(job_of(spec, payload), int(attempt), worker, _text(token))
+                for _id, attempt, token, spec, payload in rows]
+
+    def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
+        leases = list(leases)
+        args: list[Any] = [info.id, dumps(info.to_dict()), info.host, self._lease_ms]
+        for lease in leases:
+            args += [lease.job_id, lease.token]
+        lost, commands = self._run(self.scripts.beat, args, self.keys.control(info.id))
+        return Beat(tuple(leases[int(i)] for i in lost), tuple(_text(c) for c in commands))
+
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+        if result.log and self._token(lease.job_id) == lease.token:
+            result = self._place_log(lease, result)  # files move to queue.files later
+        rows = self._run(self.scripts.finish, [
+            lease.job_id, lease.token, record_of(result), result.state.value, lease.worker,
+            then_claim, self._lease_ms])
+        if rows is None:
+            raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
+        self._announce([result])
+        return self._leases(lease.worker, rows)
+
+    def _token(self, job_id: str) -> str | None:
+        token = self.client.hget(self.keys.token, job_id)
+        return None if token is None else _text(token)
+
+    def release(self, lease: Lease, *, failed: Result | None = None) -> None:
+        record = record_of(failed) if failed is not None else b""
+        if not self._run(self.scripts.release, [lease.job_id, lease.token, record]):
+            raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
+
+    def cancel(self, job_ids: Iterable[str]) -> list[str]:
+        ids = list(job_ids)
+        if not ids:
+            return []
+        done = [_text(i) for i in self._run(self.scripts.cancel, [CANCELLED, *ids])]
+        self._announce(self._results_of(done))
+        return done
+
+    def retry(self, job_ids: Iterable[str]) -> list[str]:
+        ids = list(job_ids)
+        return [_text(i) for i in self._run(self.scripts.retry, ids)] if ids else []
+
+    def reap(self) -> list[Reaped]:
+        keep_ms = round(reaped_keep_s(self.lease_s) * 1000)
+        failed, recent = self._run(self.scripts.reap, [keep_ms, defaults.REAPED_KEEP,
+                                                       defaults.MAX_ATTEMPTS])
+        if failed:
+            self._announce(self._results_of([_text(i) for i in failed]))
+        found = []
+        for _entry_id, fields in recent:
+            record = {_text(k): _text(v) for k, v in zip(fields[::2], fields[1::2],
+                                                          strict=True)}
+            found.append(Reaped(record["job"], record["worker"], int(record["attempt"]),
+                                record["host"]))
+        return found
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobStatus | None:
+        row = self._run(self.scripts.status, [job_id])
+        return None if row is None else self._status(row)
+
+    def _status(self, row: list[Any]) -> JobStatus:
+        spec, payload, state, attempt, worker, record, earlier = row
+        job = job_of(spec, payload)
+        return JobStatus(job, State(_text(state)), int(attempt),
+                         _text(worker) if worker else None,
+                         result_of(record, job) if record else None,
+                         tuple(result_of(r, job) for r in earlier if r))
+
+    def jobs(self) -> Iterator[JobStatus]:
+        for ids in self._scan(self.keys.state):
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                self._run(self.scripts.status, [job_id], client=pipe)
+            yield from (self._status(row) for row in pipe.execute() if row is not None)
+
+    def _scan(self, key: str) -> Iterator[list[str]]:
+        """The fields of a hash, a batch at a time (listing everything is O(jobs) anyway)."""
+        cursor = 0
+        while True:
+            cursor, found = self.client.hscan(key, cursor, count=READ_BATCH)
+            if found:
+                yield [_text(k) for k in found]
+            if int(cursor) == 0:
+                return
+
+    def states(self, job_ids: Iterable[str]) -> dict[str, State]:
+        wanted = list(job_ids)
+        found: dict[str, State] = {}
+        for first in range(0, len(wanted), READ_BATCH):
+            chunk = wanted[first:first + READ_BATCH]
+            for job_id, state in zip(chunk, self.client.hmget(self.keys.state, chunk),
+                                     strict=True):
+                if state is not None:
+                    found[job_id] = State(_text(state))
+        return found
+
+    def counts(self) -> dict[State, int]:
+        counts = dict.fromkeys(State, 0)
+        for state, number in self.client.hgetall(self.keys.counts).items():
+            counts[State(_text(state))] = int(number)
+        return counts
+
+    def results(self) -> Iterator[Result]:
+        for ids in self._scan(self.keys.result):
+            yield from self._results_of(ids)
+
+    def _results_of(self, job_ids: list[str]) -> list[Result]:
+        """The recorded results of these jobs (those without one are left out)."""
+        found = []
+        for first in range(0, len(job_ids), READ_BATCH):
+            chunk = job_ids[first:first + READ_BATCH]
+            records = self.client.hmget(self.keys.result, chunk)
+            short = [i for i, r in zip(chunk, records, strict=True) if r and needs_job(r)]
+            specs = dict(zip(short, self.client.hmget(self.keys.spec, short), strict=True)
+                         ) if short else {}
+            for job_id, record in zip(chunk, records, strict=True):
+                if record:
+                    spec = specs.get(job_id)
+                    found.append(result_of(record, job_of(spec, None) if spec else None))
+        return found
+
+    def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
+        """Results among `job_ids`, blocking on the finals stream for up to `timeout_s`.
+
+        The stream's newest entry is noted before the states are read, so a result
+        recorded in between is in the stream after it: nothing falls between the two.
+        (This becomes the contract's `watch(ids, timeout_s)`.)
+        """
+        wanted = list(job_ids)
+        if not wanted:
+            return []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._wait_once(wanted, deadline)
+            except self._errors.ConnectionError:
+                if time.monotonic() >= deadline:
+                    return []
+                time.sleep(0.05)  # a reconnect: catch up again from the states
+
+    def _wait_once(self, wanted: list[str], deadline: float) -> list[Result]:
+        newest = self.client.xrevrange(self.keys.finals, count=1)
+        last = newest[0][0] if newest else b"0-0"
+        ready = [i for i, s in self.states(wanted).items() if s.final]
+        if ready:
+            return self._results_of(ready)
+        waiting = set(wanted)
+        while (remaining := deadline - time.monotonic()) > 0:
+            reply = self.client.xread({self.keys.finals: last}, count=1000,
+                                      block=max(1, round(remaining * 1000)))
+            landed = []
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    job_id = _text(fields.get(b"id", fields.get("id", b"")))
+                    if job_id in waiting:
+                        landed.append(job_id)
+            if landed:
+                return self._results_of(landed)
+        return []
+
+    # -- function blobs --------------------------------------------------------------------
+
+    def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
+        for digest in self.missing_blobs(blobs):
+            self.client.set(self.keys.blob(digest), blobs[digest], nx=True)
+
+    def get_blob(self, digest: str) -> bytes | None:
+        return self.client.get(self.keys.blob(digest))
+
+    def missing_blobs(self, digests: Iterable[str]) -> list[str]:
+        wanted = list(digests)
+        pipe = self.client.pipeline(transaction=False)
+        for digest in wanted:
+            pipe.exists(self.keys.blob(digest))
+        return [d for d, there in zip(wanted, pipe.execute(), strict=True) if not there]
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def unregister(self, worker: str) -> None:
+        self._run(self.scripts.unregister, [worker], self.keys.control(worker))
+
+    def workers(self) -> list[WorkerInfo]:
+        now_ms, infos, seen = self._run(self.scripts.workers, [])
+        last = {_text(k): float(v) for k, v in zip(seen[::2], seen[1::2], strict=True)}
+        found = []
+        for worker, info in zip(infos[::2], infos[1::2], strict=True):
+            age_s = max(0.0, (float(now_ms) - last.get(_text(worker), 0.0)) / 1000)
+            found.append(replace(WorkerInfo.from_dict(loads(info)), age_s=age_s,
+                                 lost=age_s > self.lease_s))
+        return found
+
+    def send_control(self, worker: str, command: str) -> None:
+        self.client.rpush(self.keys.control(worker), command)
+
+    def close(self) -> None:
+        self.client.close()
