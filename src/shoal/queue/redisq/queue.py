@@ -99,8 +99,8 @@ class RedisQueue(Queue):
     def _lease_ms(self) -> int:
         return max(1, round(self.lease_s * 1000))
 
-    def _run(self, script: Any, args: list[Any], *extra_keys: str, client: Any = None) -> Any:
-        return script(keys=[*self.keys.shared, *extra_keys], args=args, client=client)
+    def _run(self, script: Any, args: list[Any], *extra_keys: str) -> Any:
+        return script(keys=[*self.keys.shared, *extra_keys], args=args)
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -189,7 +189,7 @@ class RedisQueue(Queue):
     # -- reads --------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobStatus | None:
-        row = self._run(self.scripts.status, [job_id])
+        (row,) = self._run(self.scripts.status, [job_id])
         return None if row is None else self._status(row)
 
     def _status(self, row: list[Any]) -> JobStatus:
@@ -202,10 +202,8 @@ class RedisQueue(Queue):
 
     def jobs(self) -> Iterator[JobStatus]:
         for ids in self._scan(self.keys.state):
-            pipe = self.client.pipeline(transaction=False)
-            for job_id in ids:
-                self._run(self.scripts.status, [job_id], client=pipe)
-            yield from (self._status(row) for row in pipe.execute() if row is not None)
+            rows = self._run(self.scripts.status, ids)
+            yield from (self._status(row) for row in rows if row is not None)
 
     def _scan(self, key: str) -> Iterator[list[str]]:
         """The fields of a hash, a batch at a time (listing everything is O(jobs) anyway)."""
@@ -303,11 +301,7 @@ class RedisQueue(Queue):
         return self.client.get(self.keys.blob(digest))
 
     def missing_blobs(self, digests: Iterable[str]) -> list[str]:
-        wanted = list(digests)
-        pipe = self.client.pipeline(transaction=False)
-        for digest in wanted:
-            pipe.exists(self.keys.blob(digest))
-        return [d for d, there in zip(wanted, pipe.execute(), strict=True) if not there]
+        return [d for d in digests if not self.client.exists(self.keys.blob(d))]
 
     # -- workers ---------------------------------------------------------------------------
 
