@@ -1,0 +1,673 @@
+"""Reaching a Redis server safely: the URL, the client, one-line errors, durability.
+
+The queue's state machine lives in `redis.py`; this module only turns a queue URL into
+a connected redis-py client (plain, Cluster or Sentinel), with retries and backoff on
+connection errors, secrets that are never printed, and the server's persistence
+settings checked once, so a user learns before losing jobs, not after.
+
+    redis://[user:pass@]host:port/db?queue=NAME
+    rediss://...?ca=/path/ca.crt                     TLS, CA file optional
+    redis+sentinel://[user:pass@]host:port[,host:port]/MASTER[/db]?queue=NAME
+    ...&cluster=1 (or auto-detected), &durable=strict, &password_file=/path
+
+The password comes from the URL, else `?password_file=`, else `REDIS_PASSWORD`
+(`REDIS_USERNAME` likewise for an ACL user).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import stat
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote
+
+from ..errors import (
+    AuthenticationFailed,
+    DurabilityWarning,
+    NotDurable,
+    QueueFull,
+    QueueUnavailable,
+    ShoalError,
+    UsageError,
+)
+
+log = logging.getLogger(__name__)
+
+# -- settings (seconds; why each has its value) --------------------------------------------
+# A dead host should fail a connect in seconds, not the kernel's minutes.
+CONNECT_TIMEOUT_S = 5.0
+# The first PING retries this often: a typo in the URL fails fast instead of backing off.
+PROBE_RETRIES = 1
+# Later operations retry this often, the delay doubling from BACKOFF_BASE_S to BACKOFF_CAP_S:
+# about half a minute, enough for a restart or a Sentinel failover (2-3 s measured here).
+RETRIES = 20
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 2.0
+# A reply slower than this means a dead or frozen server: the connection is dropped and
+# retried. Blocking reads (BLPOP, XREAD BLOCK) must block for less, or pass socket_timeout.
+SOCKET_TIMEOUT_S = 30.0
+# A pooled connection idle this long is PINGed before use, so a dead one is replaced
+# before it costs a command.
+HEALTH_CHECK_S = 15
+# How long durable=strict waits for the disk or a replica to confirm a write.
+STRICT_WAIT_S = 5.0
+DEFAULT_PORT = 6379
+DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_QUEUE = "default"
+
+SCHEMES = {  # scheme -> (tls, sentinel)
+    "redis": (False, False),
+    "rediss": (True, False),
+    "redis+sentinel": (False, True),
+    "rediss+sentinel": (True, True),
+}
+OPTIONS = ("queue", "cluster", "durable", "ca", "password_file")
+DURABLE = ("normal", "strict")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+_USERINFO = re.compile(r"(://[^/@?#]*?:)[^/@?#]*@")
+
+
+def mask_url(text: str) -> str:
+    """`text` with any password in a URL's user part replaced by ***."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+@dataclass(frozen=True, repr=False)
+class RedisAddress:
+    """Where a Redis queue lives and how to reach it; its repr and str never show the password."""
+
+    hosts: tuple[tuple[str, int], ...]
+    queue: str = DEFAULT_QUEUE
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca: str | None = None
+    #: the Sentinel master name; None when not reached through Sentinel.
+    service: str | None = None
+    #: True or False when the URL says; None means: ask the server (INFO cluster).
+    cluster: bool | None = None
+    durable: str = "normal"
+    #: query options the caller allowed beyond OPTIONS (see parse_url's `allow`).
+    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def sentinel(self) -> bool:
+        return self.service is not None
+
+    @property
+    def key_prefix(self) -> str:
+        """`shoal:{NAME}:` - every key of the queue shares the hash tag, so one Cluster slot."""
+        return f"shoal:{{{self.queue}}}:"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with the password shown as *** (for messages and logs)."""
+        scheme = ("rediss" if self.tls else "redis") + ("+sentinel" if self.sentinel else "")
+        auth = ""
+        if self.username or self.password:
+            auth = quote(self.username or "", safe="") + (":***" if self.password else "") + "@"
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.hosts)
+        path = f"/{self.service}" + (f"/{self.db}" if self.db else "") if self.sentinel \
+            else f"/{self.db}"
+        query = [f"queue={self.queue}"]
+        if self.cluster is not None:
+            query.append(f"cluster={int(self.cluster)}")
+        if self.durable != "normal":
+            query.append(f"durable={self.durable}")
+        if self.ca:
+            query.append(f"ca={self.ca}")
+        query += [f"{k}={v}" for k, v in sorted(self.options.items())]
+        return f"{scheme}://{auth}{hosts}{path}?{'&'.join(query)}"
+
+    def mask(self, text: str) -> str:
+        """`text` with this address's password (and any URL password) replaced by ***."""
+        if self.password:
+            text = text.replace(self.password, "***")
+        return mask_url(text)
+
+    def __repr__(self) -> str:
+        return f"RedisAddress({self.safe_url!r})"
+
+    def __str__(self) -> str:
+        return self.safe_url
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def parse_url(url: str, *, allow: Iterable[str] = ()) -> RedisAddress:
+    """Read a `redis://`, `rediss://` or `redis+sentinel://` URL; UsageError names the problem.
+
+    `allow` names query options the caller understands beyond OPTIONS; they come back
+    in `RedisAddress.options`. Any other option is refused, so a typo is not ignored.
+    """
+    shown = mask_url(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in SCHEMES:
+        raise UsageError(f"{shown}: not a Redis URL (use {', '.join(s + '://' for s in SCHEMES)})")
+    tls, sentinel = SCHEMES[scheme.lower()]
+    rest, _, query_text = rest.partition("?")
+    rest = rest.partition("#")[0]
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    username, password = _userinfo(userinfo) if at else (None, None)
+    hosts = _hosts(hostlist, DEFAULT_SENTINEL_PORT if sentinel else DEFAULT_PORT, shown)
+    query = _query(query_text, (*OPTIONS, *allow), shown)
+    service, db = _path(path, sentinel, shown)
+    cluster = _flag(query.get("cluster"), "cluster", shown)
+    if sentinel and cluster:
+        raise UsageError(f"{shown}: cluster=1 cannot be combined with Sentinel")
+    if cluster and db:
+        raise UsageError(f"{shown}: Redis Cluster has only database 0 (drop /{db})")
+    queue = query.get("queue", DEFAULT_QUEUE)
+    if not _QUEUE_NAME.fullmatch(queue):
+        raise UsageError(f"{shown}: queue={queue!r}: use 1-200 letters, digits, '_', '-', '.', ':'")
+    durable = query.get("durable", "normal")
+    if durable not in DURABLE:
+        raise UsageError(f"{shown}: durable={durable!r}: use durable=strict (or normal)")
+    ca = query.get("ca")
+    if ca is not None:
+        if not tls:
+            raise UsageError(f"{shown}: ca= needs TLS: use rediss:// (or drop ca=)")
+        if not Path(ca).is_file():
+            raise UsageError(f"{shown}: ca={ca}: no such file")
+    if password is None:
+        password = _password_from(query.get("password_file"), shown)
+    if username is None:
+        username = os.environ.get("REDIS_USERNAME") or None
+    extra = {k: v for k, v in query.items() if k not in OPTIONS}
+    return RedisAddress(hosts=hosts, queue=queue, db=db, username=username, password=password,
+                        tls=tls, ca=ca, service=service, cluster=cluster, durable=durable,
+                        options=MappingProxyType(extra))
+
+
+def _userinfo(text: str) -> tuple[str | None, str | None]:
+    user, colon, password = text.partition(":")
+    return (unquote(user) or None, unquote(password) if colon else None)
+
+
+def _hosts(text: str, default_port: int, shown: str) -> tuple[tuple[str, int], ...]:
+    found = []
+    for part in text.split(","):
+        if not part:
+            raise UsageError(f"{shown}: a host is missing (use host:port[,host:port])")
+        if part.startswith("["):  # [::1]:6379
+            host, _, tail = part[1:].partition("]")
+            port_text = tail[1:] if tail.startswith(":") else ""
+        else:
+            host, _, port_text = part.partition(":")
+        if not host:
+            raise UsageError(f"{shown}: a host is missing before :{port_text}")
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError:
+            raise UsageError(f"{shown}: port {port_text!r} is not a number") from None
+        if not 0 < port < 65536:
+            raise UsageError(f"{shown}: port {port} is out of range")
+        found.append((host, port))
+    return tuple(found)
+
+
+def _query(text: str, known: Iterable[str], shown: str) -> dict[str, str]:
+    names = tuple(known)
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True):
+        if name not in names:
+            raise UsageError(f"{shown}: unknown option {name!r} (known: {', '.join(names)})")
+        query[name] = value
+    return query
+
+
+def _path(path: str, sentinel: bool, shown: str) -> tuple[str | None, int]:
+    parts = [p for p in path.split("/") if p]
+    if sentinel:
+        if not parts or len(parts) > 2:
+            raise UsageError(f"{shown}: name the Sentinel master: redis+sentinel://HOST:PORT/MASTER")
+        return parts[0], _db(parts[1] if len(parts) == 2 else "0", shown)
+    if len(parts) > 1:
+        raise UsageError(f"{shown}: the path is the database number only (/0)")
+    return None, _db(parts[0] if parts else "0", shown)
+
+
+def _db(text: str, shown: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"{shown}: database {text!r} is not a number (/0, /1, ...)")
+    return int(text)
+
+
+def _flag(value: str | None, name: str, shown: str) -> bool | None:
+    if value is None:
+        return None
+    if value.lower() in ("1", "yes", "true", "on"):
+        return True
+    if value.lower() in ("0", "no", "false", "off"):
+        return False
+    raise UsageError(f"{shown}: {name}={value!r}: use {name}=1 or {name}=0")
+
+
+def _password_from(password_file: str | None, shown: str) -> str | None:
+    if password_file is None:
+        return os.environ.get("REDIS_PASSWORD") or None
+    path = Path(password_file).expanduser()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"{shown}: password_file={password_file}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UsageError(f"{shown}: password_file={password_file} can be read by others "
+                         f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")
+    secret = text.strip("\r\n")
+    if not secret:
+        raise UsageError(f"{shown}: password_file={password_file} is empty")
+    return secret
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException, address: RedisAddress) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return address.mask(text)
+
+
+def translate(exc: BaseException, address: RedisAddress, *, connecting: bool = False
+              ) -> ShoalError:
+    """The shoal error for a redis-py error: one line, the URL without its password."""
+    import redis.exceptions as rex
+    from redis.sentinel import MasterNotFoundError
+
+    where, text = address.safe_url, _one_line(exc, address)
+    upper = text.upper()
+    if isinstance(exc, rex.OutOfMemoryError) or "OOM COMMAND NOT ALLOWED" in upper:
+        return QueueFull(f"{where}: queue full: the Redis server is at its maxmemory, so new jobs "
+                         f"are refused (running jobs can still finish); free memory or raise "
+                         f"maxmemory ({text})")
+    if isinstance(exc, rex.AuthenticationError) or any(
+            word in upper for word in ("WRONGPASS", "NOAUTH", "INVALID PASSWORD")):
+        hint = ("the server needs a password: put it in the URL, in REDIS_PASSWORD, or in a "
+                "file named by ?password_file=" if not address.password
+                else "wrong user or password")
+        return AuthenticationFailed(f"{where}: the server refused us: {hint} ({text})")
+    if isinstance(exc, rex.NoPermissionError):
+        return AuthenticationFailed(f"{where}: the Redis user may not do this; grant it the "
+                                    f"queue's keys and commands ({text})")
+    if isinstance(exc, MasterNotFoundError):
+        return QueueUnavailable(f"{where}: no sentinel named a reachable master "
+                                f"{address.service!r} ({text})")
+    if isinstance(exc, rex.RedisClusterException) and "not enabled" in text.lower():
+        return UsageError(f"{where}: cluster=1, but this server is not a Cluster node "
+                          f"(drop cluster=1)")
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError,
+                        rex.BusyLoadingError, rex.ReadOnlyError)):
+        tls_problem = _tls_problem(text, address, connecting)
+        if tls_problem:
+            return UsageError(f"{where}: {tls_problem}")
+        return QueueUnavailable(f"{where}: no Redis server answered ({text})")
+    return ShoalError(f"{where}: {text}")
+
+
+def _tls_problem(text: str, address: RedisAddress, connecting: bool) -> str | None:
+    lower = text.lower()
+    if address.tls:
+        if "certificate verify failed" in lower or "certificate_verify_failed" in lower:
+            return (f"the server's TLS certificate is not trusted; give its CA with "
+                    f"?ca=/path/ca.crt ({text})")
+        if "wrong version number" in lower or "record layer" in lower or "ssl" in lower:
+            return f"TLS handshake failed; if the server does not use TLS, use redis:// ({text})"
+        if connecting and "timeout" in lower:
+            return (f"no answer to the TLS handshake; if the server does not use TLS, "
+                    f"use redis:// ({text})")
+        return None
+    if connecting and ("reset by peer" in lower or "closed by server" in lower):
+        return ("the server closed the connection at once; if it requires TLS, "
+                f"use rediss:// ({text})")
+    return None
+
+
+@contextlib.contextmanager
+def translated_errors(address: RedisAddress, *, connecting: bool = False) -> Iterator[None]:
+    """Inside, every redis-py error becomes a one-line shoal error (QueueFull for OOM, ...)."""
+    import redis.exceptions as rex
+
+    try:
+        yield
+    except rex.RedisError as exc:
+        raise translate(exc, address, connecting=connecting) from None
+
+
+# -- connecting -------------------------------------------------------------------------------
+
+
+def _redis_py() -> Any:
+    try:
+        import redis
+    except ImportError:
+        raise UsageError("a redis:// queue needs the redis package: pip install 'shoal[redis]'"
+                         ) from None
+    return redis
+
+
+def _retry(address: RedisAddress, retries: int, *, saying: bool = True) -> Any:
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    backoff = ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S)
+    if not saying:
+        return Retry(backoff, retries)
+    return _SayingRetry(address.safe_url, backoff, retries)
+
+
+def _make_saying_retry() -> type:
+    from redis.exceptions import AuthenticationError
+    from redis.retry import Retry
+
+    class SayingRetry(Retry):  # type: ignore[misc]
+        """A redis-py Retry that logs once when the server goes away and once when it is back,
+        not once per retry; shared by every connection of a client (deepcopy keeps it).
+        A refused password is not retried: it will not get better."""
+
+        def __init__(self, who: str, backoff: Any, retries: int) -> None:
+            super().__init__(backoff, retries)
+            self._who = who
+            self._lock = threading.Lock()
+            self._down_since: float | None = None
+
+        def __deepcopy__(self, memo: dict[int, Any]) -> SayingRetry:
+            return self
+
+        def call_with_retry(self, do: Callable[[], Any], fail: Callable[..., Any],
+                            *args: Any, **kwargs: Any) -> Any:
+            def noting(error: Exception, *count: Any) -> Any:
+                if isinstance(error, AuthenticationError):
+                    fail(error, *count)
+                    raise error
+                self._lost(error)
+                return fail(error, *count)
+
+            result = super().call_with_retry(do, noting, *args, **kwargs)
+            if self._down_since is not None:
+                self._back()
+            return result
+
+        def _lost(self, error: Exception) -> None:
+            with self._lock:
+                if self._down_since is not None:
+                    return
+                self._down_since = time.monotonic()
+            log.warning("redis %s: connection lost (%s); reconnecting with backoff",
+                        self._who, " ".join(str(error).split()))
+
+        def _back(self) -> None:
+            with self._lock:
+                since, self._down_since = self._down_since, None
+            if since is not None:
+                log.warning("redis %s: reconnected after %.1f s", self._who,
+                            time.monotonic() - since)
+
+    return SayingRetry
+
+
+class _LazySayingRetry:
+    """Builds the Retry subclass on first use, so importing this module needs no redis-py."""
+
+    cls: type | None = None
+
+    def __call__(self, who: str, backoff: Any, retries: int) -> Any:
+        if self.cls is None:
+            self.cls = _make_saying_retry()
+        return self.cls(who, backoff, retries)
+
+
+_SayingRetry = _LazySayingRetry()
+
+
+def _client_options(address: RedisAddress, retry: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "username": address.username, "password": address.password,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_keepalive": True,
+        "socket_timeout": SOCKET_TIMEOUT_S, "health_check_interval": HEALTH_CHECK_S,
+        "retry": retry,
+    }
+    if address.tls:
+        options.update(ssl=True, ssl_ca_certs=address.ca)
+    return options
+
+
+def connect(address: RedisAddress, **options: Any) -> Any:
+    """A redis-py client for the address: Redis, RedisCluster, or a Sentinel's master_for.
+
+    A throwaway probe (short timeouts, one retry) first checks that the server answers,
+    so a wrong password, no server or a TLS mismatch is a one-line shoal error at once;
+    the client returned retries connection errors with exponential backoff for about
+    half a minute, logged once per outage. `options` override redis-py client arguments
+    (e.g. socket_timeout for long blocking reads).
+    """
+    redis = _redis_py()
+    with translated_errors(address, connecting=True):
+        probing = {**_client_options(address, _retry(address, PROBE_RETRIES, saying=False)),
+                   "socket_timeout": CONNECT_TIMEOUT_S}
+        cluster = address.cluster
+        if cluster is None and not address.sentinel:
+            cluster = _cluster_enabled(redis, address, probing)
+        with contextlib.closing(_client(redis, address, bool(cluster), probing)) as probe:
+            probe.ping()
+        chosen = {**_client_options(address, _retry(address, RETRIES)), **options}
+        return _client(redis, address, bool(cluster), chosen)
+
+
+def _client(redis: Any, address: RedisAddress, cluster: bool, kwargs: dict[str, Any]) -> Any:
+    if address.sentinel:
+        return _sentinel_client(address, kwargs)
+    if cluster:
+        return _cluster_client(redis, address, kwargs)
+    host, port = address.hosts[0]
+    return redis.Redis(host=host, port=port, db=address.db, **kwargs)
+
+
+def _cluster_enabled(redis: Any, address: RedisAddress, kwargs: dict[str, Any]) -> bool:
+    host, port = address.hosts[0]
+    with contextlib.closing(redis.Redis(host=host, port=port, **kwargs)) as probe:
+        info = probe.info("cluster")
+    return bool(int(info.get("cluster_enabled", 0)))
+
+
+def _cluster_client(redis: Any, address: RedisAddress, kwargs: dict[str, Any]) -> Any:
+    from redis.cluster import ClusterNode
+
+    nodes = [ClusterNode(host, port) for host, port in address.hosts]
+    kwargs = {k: v for k, v in kwargs.items() if k != "health_check_interval"}
+    return redis.RedisCluster(startup_nodes=nodes, **kwargs)
+
+
+def _sentinel_client(address: RedisAddress, kwargs: dict[str, Any]) -> Any:
+    from redis.sentinel import Sentinel
+
+    to_sentinels = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout":
+                    CONNECT_TIMEOUT_S}
+    if address.tls:
+        to_sentinels.update(ssl=True, ssl_ca_certs=address.ca)
+    watchers = Sentinel(list(address.hosts), sentinel_kwargs=to_sentinels, **kwargs)
+    return watchers.master_for(address.service, db=address.db, **kwargs)
+
+
+# -- durability -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Durability:
+    """What the server(s) behind an address do with an acknowledged write.
+
+    A setting is None where the server refused CONFIG GET (managed services often do).
+    """
+
+    appendonly: str | None
+    appendfsync: str | None
+    maxmemory_policy: str | None
+    version: tuple[int, ...]
+    replicas: int
+    cluster: bool
+
+    @property
+    def aof_always(self) -> bool:
+        """Redis fsyncs the AOF before it replies: an acknowledged write is on disk."""
+        return self.appendonly == "yes" and self.appendfsync == "always"
+
+    @property
+    def has_waitaof(self) -> bool:
+        return self.version >= (7, 2)
+
+    def risk(self) -> str | None:
+        """Why an acknowledged submit could be lost on a restart, naming the setting to change."""
+        if self.appendonly is None:
+            return ("the server does not let us read its persistence settings (CONFIG GET); "
+                    "make sure it runs with appendonly yes and appendfsync always")
+        if self.appendonly != "yes":
+            return ("appendonly is no: jobs acknowledged by submit are lost if redis-server "
+                    "restarts; set appendonly yes and appendfsync always")
+        if self.appendfsync != "always":
+            return (f"appendfsync is {self.appendfsync}: about the last second of acknowledged "
+                    f"submits can be lost if the server crashes; set appendfsync always "
+                    f"(or use durable=strict with a replica)")
+        return None
+
+
+_WARNED: set[str] = set()
+_KNOWN: dict[str, Durability] = {}
+_STATE_LOCK = threading.Lock()
+
+
+def _servers(client: Any) -> list[Any]:
+    """The plain clients of every master behind `client` (one unless it is a Cluster)."""
+    get_primaries = getattr(client, "get_primaries", None)
+    if get_primaries is None:
+        return [client]
+    return [client.get_redis_connection(node) for node in get_primaries()]
+
+
+def _config(server: Any, name: str) -> str | None:
+    import redis.exceptions as rex
+
+    try:
+        reply = server.config_get(name)
+    except rex.ResponseError:  # CONFIG renamed away or not permitted (NOPERM)
+        return None
+    value = reply.get(name, reply.get(name.encode())) if isinstance(reply, dict) else None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_durability(client: Any, address: RedisAddress) -> Durability:
+    """Read the persistence settings of every master behind `client` (the weakest counts)."""
+    cluster = hasattr(client, "get_primaries")
+    with translated_errors(address):
+        readings = []
+        for server in _servers(client):
+            info = server.info("server")
+            replication = server.info("replication")
+            version = tuple(int(x) for x in re.findall(r"\d+", str(info.get("redis_version")))[:3])
+            readings.append(Durability(
+                appendonly=_config(server, "appendonly"),
+                appendfsync=_config(server, "appendfsync"),
+                maxmemory_policy=_config(server, "maxmemory-policy"),
+                version=version, replicas=int(replication.get("connected_slaves", 0)),
+                cluster=cluster))
+    return min(readings, key=lambda d: (d.aof_always, d.appendonly == "yes", d.replicas))
+
+
+def check_durability(client: Any, address: RedisAddress) -> Durability:
+    """At connect: refuse a server that may evict queue keys; warn once (warnings.warn with
+    DurabilityWarning, once per server per process) when an acknowledged submit could be
+    lost on a restart."""
+    found = read_durability(client, address)
+    policy = found.maxmemory_policy
+    if policy is not None and policy != "noeviction":
+        raise UsageError(f"{address.safe_url}: maxmemory-policy is {policy}: Redis may evict "
+                         f"queue keys and lose jobs silently; set maxmemory-policy noeviction")
+    key = _server_key(address)
+    with _STATE_LOCK:
+        _KNOWN[key] = found
+        first = key not in _WARNED
+        _WARNED.add(key)
+    risk = found.risk()
+    if risk and first:
+        warnings.warn(f"{address.safe_url}: {risk}", DurabilityWarning, stacklevel=2)
+    return found
+
+
+def _server_key(address: RedisAddress) -> str:
+    return f"{address.service or ''}@{','.join(f'{h}:{p}' for h, p in address.hosts)}"
+
+
+def confirm_durable(client: Any, address: RedisAddress, n_writes: int) -> list[Any]:
+    """For durable=strict: make sure the last writes reached disk or a replica.
+
+    `client` is best a pipeline holding the `n_writes` writes, not yet executed: the
+    wait is appended and runs on the same connection in the same round trip (Redis
+    counts WAIT/WAITAOF per connection), and the writes' results are returned. A plain
+    client runs only the wait, which is right when its last writes used the same
+    connection (one thread). Without durable=strict a pipeline is simply executed.
+
+    How: on an AOF-always server the reply already means "on disk"; else WAITAOF
+    (Redis 7.2+) for the local fsync or a replica; else WAIT for a replica; else
+    NotDurable says why and what to change.
+    """
+    pipeline = hasattr(client, "command_stack")
+    how = _strict_command(client, address) if address.durable == "strict" else None
+    with translated_errors(address):
+        if how is None:
+            return client.execute()[:n_writes] if pipeline else []
+        if pipeline:
+            client.execute_command(*how)
+            results = client.execute()
+            reply = results[-1]
+            results = results[:n_writes]
+        else:
+            reply, results = client.execute_command(*how), []
+    _check_reply(how, reply, address)
+    return results
+
+
+def _strict_command(client: Any, address: RedisAddress) -> tuple[Any, ...] | None:
+    with _STATE_LOCK:
+        known = _KNOWN.get(_server_key(address))
+    if known is None:
+        known = read_durability(client, address)
+        with _STATE_LOCK:
+            _KNOWN[_server_key(address)] = known
+    wait_ms = int(STRICT_WAIT_S * 1000)
+    if known.aof_always:
+        return None  # Redis fsyncs before it replies
+    if known.cluster:
+        raise NotDurable(f"{address.safe_url}: durable=strict on a Redis Cluster needs "
+                         f"appendonly yes and appendfsync always on every master")
+    if known.has_waitaof and known.appendonly == "yes":
+        return ("WAITAOF", 1, 0, wait_ms)
+    if known.replicas > 0:
+        return ("WAITAOF", 0, 1, wait_ms) if known.has_waitaof else ("WAIT", 1, wait_ms)
+    raise NotDurable(f"{address.safe_url}: durable=strict cannot be confirmed: appendfsync is "
+                     f"{known.appendfsync}, appendonly is {known.appendonly}, and no replica "
+                     f"is connected; set appendonly yes and appendfsync always, or add a replica")
+
+
+def _check_reply(how: tuple[Any, ...], reply: Any, address: RedisAddress) -> None:
+    if how[0] == "WAITAOF":
+        local, replicas = (int(x) for x in reply)
+        ok = local >= how[1] and replicas >= how[2]
+    else:
+        ok = int(reply) >= how[1]
+    if not ok:
+        raise NotDurable(f"{address.safe_url}: durable=strict: {' '.join(map(str, how[:3]))} "
+                         f"was not confirmed within {STRICT_WAIT_S:g} s (got {reply!r}); the "
+                         f"write was made but may not survive a crash; submit again once the "
+                         f"replica or disk is back (submit is idempotent)")
