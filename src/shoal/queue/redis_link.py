@@ -343,7 +343,7 @@ def translated_errors(address: RedisAddress, *, connecting: bool = False) -> Ite
 
     try:
         yield
-    except rex.RedisError as exc:
+    except (rex.RedisError, rex.RedisClusterException) as exc:  # the latter is no RedisError
         raise translate(exc, address, connecting=connecting) from None
 
 
@@ -642,7 +642,7 @@ def _strict_command(client: Any, address: RedisAddress) -> tuple[Any, ...] | Non
     with _STATE_LOCK:
         known = _KNOWN.get(_server_key(address))
     if known is None:
-        known = read_durability(client, address)
+        known = read_durability(_plain_client(client, address), address)
         with _STATE_LOCK:
             _KNOWN[_server_key(address)] = known
     wait_ms = int(STRICT_WAIT_S * 1000)
@@ -658,6 +658,19 @@ def _strict_command(client: Any, address: RedisAddress) -> tuple[Any, ...] | Non
     raise NotDurable(f"{address.safe_url}: durable=strict cannot be confirmed: appendfsync is "
                      f"{known.appendfsync}, appendonly is {known.appendonly}, and no replica "
                      f"is connected; set appendonly yes and appendfsync always, or add a replica")
+
+
+def _plain_client(client: Any, address: RedisAddress) -> Any:
+    """A client that runs commands at once, on the same pool as `client` (maybe a pipeline)."""
+    if not hasattr(client, "command_stack"):
+        return client
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        raise NotDurable(f"{address.safe_url}: durable=strict: call check_durability once "
+                         f"before confirm_durable on this kind of pipeline")
+    import redis
+
+    return redis.Redis(connection_pool=pool)
 
 
 def _check_reply(how: tuple[Any, ...], reply: Any, address: RedisAddress) -> None:
