@@ -17,6 +17,8 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import msgpack
+
 from ... import defaults
 from ...errors import CoordinatorUnreachable, LeaseLost, UsageError
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
@@ -111,10 +113,16 @@ class RedisQueue(Queue):
             self.put_blobs(blobs)  # before the jobs that name them
         new: list[str] = []
         for first in range(0, len(jobs), SUBMIT_BATCH):
-            args: list[Any] = []
-            for job in jobs[first:first + SUBMIT_BATCH]:
-                args += [job.id, spec_of(job), job.payload or b""]
-            new += [_text(i) for i in self._run(self.scripts.submit, args)]
+            batch = jobs[first:first + SUBMIT_BATCH]
+            items: list[Any] = []
+            for job in batch:
+                items += (job.id, spec_of(job), job.payload or b"")
+            # Redis's Lua msgpack knows no bin type: bytes travel as raw strings.
+            added = self._run(self.scripts.submit, [msgpack.packb(items, use_bin_type=False)])
+            if isinstance(added, int):  # all of them
+                new += [job.id for job in batch]
+            else:
+                new += [_text(i) for i in added]
         return new
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
