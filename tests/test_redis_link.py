@@ -73,7 +73,7 @@ def shown(exc: BaseException) -> str:
 
 
 @pytest.mark.parametrize(("url", "expect"), [
-    ("redis://localhost", dict(hosts=(("localhost", 6379),), db=0, queue="default",
+    ("redis://localhost", dict(hosts=(("localhost", 6379),), db=0, queue="shoal",
                                tls=False, service=None, cluster=None, durable="normal")),
     ("redis://h:7000/3?queue=sweep-1", dict(hosts=(("h", 7000),), db=3, queue="sweep-1")),
     ("redis://alice:pw@h:1/0", dict(username="alice", password="pw")),
@@ -358,6 +358,15 @@ def test_restart_under_a_client_is_survived_and_said_once(
 
 
 # -- Cluster and Sentinel -----------------------------------------------------------------
+
+
+def test_no_sentinel_is_queue_unavailable(clean_env: None) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(QueueUnavailable) as caught:
+        connect(parse_url(f"redis+sentinel://127.0.0.1:{port}/shoal"))
+    assert "'shoal'" in shown(caught.value)
 
 
 def test_cluster_is_detected_and_checked(tmp_path: Path) -> None:

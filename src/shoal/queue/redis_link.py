@@ -20,12 +20,13 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import stat
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -53,9 +54,14 @@ PROBE_RETRIES = 1
 RETRIES = 20
 BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 2.0
-# A reply slower than this means a dead or frozen server: the connection is dropped and
-# retried. Blocking reads (BLPOP, XREAD BLOCK) must block for less, or pass socket_timeout.
-SOCKET_TIMEOUT_S = 30.0
+# No read timeout: claims and result waits block server-side for as long as they ask.
+# A dead host or a cut network is found by TCP keepalive instead: first probe after
+# KEEPALIVE_IDLE_S of silence, then every KEEPALIVE_INTERVAL_S, dropped after
+# KEEPALIVE_COUNT unanswered (about 11 s); a killed server resets the connection at once.
+SOCKET_TIMEOUT_S: float | None = None
+KEEPALIVE_IDLE_S = 5
+KEEPALIVE_INTERVAL_S = 2
+KEEPALIVE_COUNT = 3
 # A pooled connection idle this long is PINGed before use, so a dead one is replaced
 # before it costs a command.
 HEALTH_CHECK_S = 15
@@ -63,7 +69,7 @@ HEALTH_CHECK_S = 15
 STRICT_WAIT_S = 5.0
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
-DEFAULT_QUEUE = "default"
+DEFAULT_QUEUE = "shoal"
 
 SCHEMES = {  # scheme -> (tls, sentinel)
     "redis": (False, False),
@@ -436,13 +442,20 @@ _SayingRetry = _LazySayingRetry()
 def _client_options(address: RedisAddress, retry: Any) -> dict[str, Any]:
     options: dict[str, Any] = {
         "username": address.username, "password": address.password,
-        "socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_keepalive": True,
-        "socket_timeout": SOCKET_TIMEOUT_S, "health_check_interval": HEALTH_CHECK_S,
-        "retry": retry,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_keepalive": True, "socket_keepalive_options": _keepalive_options(),
+        "health_check_interval": HEALTH_CHECK_S, "retry": retry,
     }
     if address.tls:
         options.update(ssl=True, ssl_ca_certs=address.ca)
     return options
+
+
+def _keepalive_options() -> dict[int, int]:
+    wanted = {"TCP_KEEPIDLE": KEEPALIVE_IDLE_S, "TCP_KEEPINTVL": KEEPALIVE_INTERVAL_S,
+              "TCP_KEEPCNT": KEEPALIVE_COUNT}
+    return {getattr(socket, name): value for name, value in wanted.items()
+            if hasattr(socket, name)}  # Linux has all three; others keep the OS's
 
 
 def connect(address: RedisAddress, **options: Any) -> Any:
@@ -518,6 +531,8 @@ class Durability:
     version: tuple[int, ...]
     replicas: int
     cluster: bool
+    #: the run_id of every server read: a restarted server is another server.
+    servers: tuple[str, ...] = ()
 
     @property
     def aof_always(self) -> bool:
@@ -581,8 +596,9 @@ def read_durability(client: Any, address: RedisAddress) -> Durability:
                 appendfsync=_config(server, "appendfsync"),
                 maxmemory_policy=_config(server, "maxmemory-policy"),
                 version=version, replicas=int(replication.get("connected_slaves", 0)),
-                cluster=cluster))
-    return min(readings, key=lambda d: (d.aof_always, d.appendonly == "yes", d.replicas))
+                cluster=cluster, servers=(str(info.get("run_id", "")),)))
+    weakest = min(readings, key=lambda d: (d.aof_always, d.appendonly == "yes", d.replicas))
+    return replace(weakest, servers=tuple(sorted(r.servers[0] for r in readings)))
 
 
 def check_durability(client: Any, address: RedisAddress) -> Durability:
@@ -594,11 +610,11 @@ def check_durability(client: Any, address: RedisAddress) -> Durability:
     if policy is not None and policy != "noeviction":
         raise UsageError(f"{address.safe_url}: maxmemory-policy is {policy}: Redis may evict "
                          f"queue keys and lose jobs silently; set maxmemory-policy noeviction")
-    key = _server_key(address)
+    seen = f"{_server_key(address)}/{','.join(found.servers)}"
     with _STATE_LOCK:
-        _KNOWN[key] = found
-        first = key not in _WARNED
-        _WARNED.add(key)
+        _KNOWN[_server_key(address)] = found
+        first = seen not in _WARNED
+        _WARNED.add(seen)
     risk = found.risk()
     if risk and first:
         warnings.warn(f"{address.safe_url}: {risk}", DurabilityWarning, stacklevel=2)
