@@ -6,25 +6,16 @@ queue's keys at once, while different queues spread over the Cluster's nodes.
 
 from __future__ import annotations
 
-import re
-
-from ...errors import UsageError
-
 #: the keys every script gets, in the order prelude.lua unpacks them
 SHARED = ("spec", "payload", "state", "attempt", "pending", "wake", "running", "token",
           "owner", "result", "failed", "counts", "finals", "reaped", "workers", "seen", "hosts",
           "seq")
 
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
-
-
 class QueueKeys:
     """The key names of one queue; `shared` is what every script is given as KEYS."""
 
     def __init__(self, name: str) -> None:
-        if not _NAME.fullmatch(name):
-            raise UsageError(f"queue={name!r}: a Redis queue name is 1 to 100 letters, digits, "
-                             "'.', '_' or '-'")
+        """`name` as redis_link.parse_url checked it (no braces: the tag stays whole)."""
         self.name = name
         self.prefix = f"shoal:{{{name}}}:"
         self.shared = [self.prefix + part for part in SHARED]

@@ -11,68 +11,43 @@ states, so nothing recorded between two reads is missed. Counts are kept by the 
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, TypeVar
 
 import msgpack
 
 from ... import defaults
-from ...errors import CoordinatorUnreachable, LeaseLost, UsageError
+from ...errors import LeaseLost
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
 from ..base import Queue, blobs_of, reaped_keep_s
+from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
 from .keys import QueueKeys
 from .records import job_of, needs_job, record_of, result_of, spec_of
 from .scripts import Scripts
 
-DEFAULT_QUEUE = "shoal"
 SUBMIT_BATCH = 2000  # jobs per submit script call (one round trip each)
 READ_BATCH = 500  # ids per read (HMGET, HSCAN COUNT)
 CANCELLED = "cancelled by user"
-# Query options that are shoal's, not redis-py's.
-_OWN_OPTIONS = ("queue", "cluster", "durable")
-
-
-def _split_url(url: str) -> tuple[str, str]:
-    """(URL for the client without shoal's own options, queue name)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    name = dict(query).get("queue", DEFAULT_QUEUE)
-    rest = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS])
-    return urlunsplit(parts._replace(query=rest)), name
-
-
-def _connect(url: str) -> Any:
-    """A redis-py client for the URL (until redis_link.connect covers TLS, Sentinel,
-    Cluster and passwords from files)."""
-    try:
-        import redis
-    except ImportError:
-        raise UsageError(f"{_safe(url)}: the redis package is missing "
-                         "(pip install 'shoal[redis]')") from None
-    plain, _ = _split_url(url)
-    try:
-        if "cluster=1" in url:
-            return redis.RedisCluster.from_url(plain)
-        return redis.Redis.from_url(plain)
-    except ValueError as exc:
-        raise UsageError(f"{_safe(url)}: {exc}") from None
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _translated(method: F) -> F:
+    """Errors of redis-py inside `method` become one-line shoal errors (QueueFull,
+    QueueUnavailable, ...) naming the URL without its password."""
+
+    @functools.wraps(method)
+    def run(self: RedisQueue, *args: Any, **kwargs: Any) -> Any:
+        with translated_errors(self.address):
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 class RedisQueue(Queue):
@@ -83,29 +58,31 @@ class RedisQueue(Queue):
 
     def __init__(self, url: str, *, lease_s: float = defaults.LEASE_S) -> None:
         super().__init__(url, lease_s=lease_s)
-        _, name = _split_url(url)
-        self.keys = QueueKeys(name)
-        self.client = _connect(url)
+        self.address = parse_url(url)
+        self.url = self.address.safe_url  # never the password
+        self.keys = QueueKeys(self.address.queue)
+        self.client = connect(self.address)
+        self.cluster = hasattr(self.client, "get_primaries")
+        try:
+            check_durability(self.client, self.address)
+        except BaseException:
+            self.client.close()
+            raise
+        self.scripts = Scripts(self.client)
         import redis
 
-        self._errors = redis.exceptions
-        try:
-            self.client.ping()
-        except redis.exceptions.AuthenticationError as exc:
-            raise UsageError(f"{_safe(url)}: authentication failed ({exc})") from None
-        except redis.exceptions.ConnectionError as exc:
-            raise CoordinatorUnreachable(f"{_safe(url)}: cannot reach Redis ({exc})") from None
-        self.scripts = Scripts(self.client)
+        self._cut_off = redis.exceptions.ConnectionError
 
     @property
     def _lease_ms(self) -> int:
         return max(1, round(self.lease_s * 1000))
 
-    def _run(self, script: Any, args: list[Any], *extra_keys: str) -> Any:
-        return script(keys=[*self.keys.shared, *extra_keys], args=args)
+    def _run(self, script: Any, args: list[Any], *extra_keys: str, client: Any = None) -> Any:
+        return script(keys=[*self.keys.shared, *extra_keys], args=args, client=client)
 
     # -- jobs -------------------------------------------------------------------------
 
+    @_translated
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         jobs = list(jobs)
         blobs = blobs_of(jobs)
@@ -118,13 +95,28 @@ class RedisQueue(Queue):
             for job in batch:
                 items += (job.id, spec_of(job), job.payload or b"")
             # Redis's Lua msgpack knows no bin type: bytes travel as raw strings.
-            added = self._run(self.scripts.submit, [msgpack.packb(items, use_bin_type=False)])
+            added = self._submit_batch(msgpack.packb(items, use_bin_type=False))
             if isinstance(added, int):  # all of them
                 new += [job.id for job in batch]
             else:
                 new += [_text(i) for i in added]
         return new
 
+    def _submit_batch(self, items: bytes) -> Any:
+        """One submit script call; with durable=strict, confirmed on disk or a replica
+        before it returns (on the same connection, in the same round trip)."""
+        if self.address.durable != "strict":
+            return self._run(self.scripts.submit, [items])
+        if self.cluster:  # Cluster pipelines refuse scripts: the wait comes right after
+            added = self._run(self.scripts.submit, [items])
+            confirm_durable(self.client, self.address, 0)
+            return added
+        pipe = self.client.pipeline(transaction=False)
+        self._run(self.scripts.submit, [items], client=pipe)
+        (added,) = confirm_durable(pipe, self.address, 1)
+        return added
+
+    @_translated
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
         deadline = time.monotonic() + wait_s
         while True:
@@ -140,6 +132,7 @@ class RedisQueue(Queue):
         return [Lease(job_of(spec, payload), int(attempt), worker, _text(token))
                 for _id, attempt, token, spec, payload in rows]
 
+    @_translated
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
         leases = list(leases)
         args: list[Any] = [info.id, dumps(info.to_dict()), info.host, self._lease_ms]
@@ -148,6 +141,7 @@ class RedisQueue(Queue):
         lost, commands = self._run(self.scripts.beat, args, self.keys.control(info.id))
         return Beat(tuple(leases[int(i)] for i in lost), tuple(_text(c) for c in commands))
 
+    @_translated
     def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
         if result.log and self._token(lease.job_id) == lease.token:
             result = self._place_log(lease, result)  # files move to queue.files later
@@ -163,11 +157,13 @@ class RedisQueue(Queue):
         token = self.client.hget(self.keys.token, job_id)
         return None if token is None else _text(token)
 
+    @_translated
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
         record = record_of(failed) if failed is not None else b""
         if not self._run(self.scripts.release, [lease.job_id, lease.token, record]):
             raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
 
+    @_translated
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
         ids = list(job_ids)
         if not ids:
@@ -176,10 +172,12 @@ class RedisQueue(Queue):
         self._announce(self._results_of(done))
         return done
 
+    @_translated
     def retry(self, job_ids: Iterable[str]) -> list[str]:
         ids = list(job_ids)
         return [_text(i) for i in self._run(self.scripts.retry, ids)] if ids else []
 
+    @_translated
     def reap(self) -> list[Reaped]:
         keep_ms = round(reaped_keep_s(self.lease_s) * 1000)
         failed, recent = self._run(self.scripts.reap, [keep_ms, defaults.REAPED_KEEP,
@@ -196,6 +194,7 @@ class RedisQueue(Queue):
 
     # -- reads --------------------------------------------------------------------------
 
+    @_translated
     def get(self, job_id: str) -> JobStatus | None:
         (row,) = self._run(self.scripts.status, [job_id])
         return None if row is None else self._status(row)
@@ -210,19 +209,22 @@ class RedisQueue(Queue):
 
     def jobs(self) -> Iterator[JobStatus]:
         for ids in self._scan(self.keys.state):
-            rows = self._run(self.scripts.status, ids)
+            with translated_errors(self.address):
+                rows = self._run(self.scripts.status, ids)
             yield from (self._status(row) for row in rows if row is not None)
 
     def _scan(self, key: str) -> Iterator[list[str]]:
         """The fields of a hash, a batch at a time (listing everything is O(jobs) anyway)."""
         cursor = 0
         while True:
-            cursor, found = self.client.hscan(key, cursor, count=READ_BATCH)
+            with translated_errors(self.address):
+                cursor, found = self.client.hscan(key, cursor, count=READ_BATCH)
             if found:
                 yield [_text(k) for k in found]
             if int(cursor) == 0:
                 return
 
+    @_translated
     def states(self, job_ids: Iterable[str]) -> dict[str, State]:
         wanted = list(job_ids)
         found: dict[str, State] = {}
@@ -234,6 +236,7 @@ class RedisQueue(Queue):
                     found[job_id] = State(_text(state))
         return found
 
+    @_translated
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
         for state, number in self.client.hgetall(self.keys.counts).items():
@@ -242,7 +245,9 @@ class RedisQueue(Queue):
 
     def results(self) -> Iterator[Result]:
         for ids in self._scan(self.keys.result):
-            yield from self._results_of(ids)
+            with translated_errors(self.address):
+                found = self._results_of(ids)
+            yield from found
 
     def _results_of(self, job_ids: list[str]) -> list[Result]:
         """The recorded results of these jobs (those without one are left out)."""
@@ -259,6 +264,7 @@ class RedisQueue(Queue):
                     found.append(result_of(record, job_of(spec, None) if spec else None))
         return found
 
+    @_translated
     def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
         """Results among `job_ids`, blocking on the finals stream for up to `timeout_s`.
 
@@ -273,7 +279,7 @@ class RedisQueue(Queue):
         while True:
             try:
                 return self._wait_once(wanted, deadline)
-            except self._errors.ConnectionError:
+            except self._cut_off:
                 if time.monotonic() >= deadline:
                     return []
                 time.sleep(0.05)  # a reconnect: catch up again from the states
@@ -301,21 +307,26 @@ class RedisQueue(Queue):
 
     # -- function blobs --------------------------------------------------------------------
 
+    @_translated
     def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
         for digest in self.missing_blobs(blobs):
             self.client.set(self.keys.blob(digest), blobs[digest], nx=True)
 
+    @_translated
     def get_blob(self, digest: str) -> bytes | None:
         return self.client.get(self.keys.blob(digest))
 
+    @_translated
     def missing_blobs(self, digests: Iterable[str]) -> list[str]:
         return [d for d in digests if not self.client.exists(self.keys.blob(d))]
 
     # -- workers ---------------------------------------------------------------------------
 
+    @_translated
     def unregister(self, worker: str) -> None:
         self._run(self.scripts.unregister, [worker], self.keys.control(worker))
 
+    @_translated
     def workers(self) -> list[WorkerInfo]:
         now_ms, infos, seen = self._run(self.scripts.workers, [])
         last = {_text(k): float(v) for k, v in zip(seen[::2], seen[1::2], strict=True)}
@@ -326,6 +337,7 @@ class RedisQueue(Queue):
                                  lost=age_s > self.lease_s))
         return found
 
+    @_translated
     def send_control(self, worker: str, command: str) -> None:
         self.client.rpush(self.keys.control(worker), command)
 
