@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from shoal.errors import LeaseLost, QueueUnavailable, UsageError
+from shoal.errors import (
+    DurabilityWarning,
+    LeaseLost,
+    NotDurable,
+    QueueUnavailable,
+    UsageError,
+)
 from shoal.job import Job, Result, State, WorkerInfo
 from shoal.queue import open_queue
 from shoal.queue.base import Queue
@@ -296,3 +302,26 @@ def test_the_url_must_reach_a_server(tmp_path: Path):
     with pytest.raises(QueueUnavailable, match=f"127.0.0.1:{port}.*no Redis server") as info:
         open_queue(f"redis://127.0.0.1:{port}/0?queue=x")
     assert "\n" not in str(info.value)
+
+
+# -- durable=strict ---------------------------------------------------------------------------
+
+
+def test_strict_durability_confirms_a_submit_or_says_why_not(server, tmp_path, views):
+    """On an AOF-always server a strict submit returns as usual; on one that fsyncs every
+    second with no replica, it is refused before anything is written, saying why."""
+    strict = view(views, f"{server.url}?queue=s{uuid.uuid4().hex[:8]}&durable=strict")
+    assert strict.submit([cmd(1)]) == [cmd(1).id]
+    lax = redisd.start_redis(tmp_path, appendfsync="everysec")
+    try:
+        with pytest.warns(DurabilityWarning, match="appendfsync is everysec"):
+            queue = view(views, f"{lax.url}?queue=s1&durable=strict")
+        with pytest.raises(NotDurable, match="durable=strict cannot be confirmed") as info:
+            queue.submit([cmd(2)])
+        assert "\n" not in str(info.value)
+        assert queue.get(cmd(2).id) is None and queue.counts()[State.PENDING] == 0
+    finally:
+        for opened in views:
+            opened.close()
+        views.clear()
+        lax.stop()
