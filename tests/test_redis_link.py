@@ -244,6 +244,29 @@ def test_durability_warned_once_naming_the_setting(tmp_path: Path, appendfsync: 
         server.stop()
 
 
+def test_an_acl_user_without_config_is_warned_not_refused(tmp_path: Path,
+                                                          clean_env: None) -> None:
+    """Managed servers often refuse CONFIG: shoal still connects, says what it could not
+    check, and the ACL user comes from the URL."""
+    server = start_redis(tmp_path, extra=("--user", "default", "off",
+                                          "--user", "alice", "on", f">{SECRET}", "~*", "&*",
+                                          "+@all", "-config"))
+    try:
+        address = parse_url(f"redis://alice:{SECRET}@127.0.0.1:{server.port}/0")
+        client = connect(address)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            found = check_durability(client, address)
+        assert found.appendonly is None and found.version >= (6,)
+        [warning] = [w for w in caught if issubclass(w.category, DurabilityWarning)]
+        assert "CONFIG GET" in str(warning.message) and SECRET not in str(warning.message)
+        with pytest.raises(AuthenticationFailed) as denied, translated_errors(address):
+            client.config_set("appendfsync", "no")
+        assert "may not" in shown(denied.value)
+    finally:
+        server.stop()
+
+
 def test_a_server_that_may_evict_keys_is_refused(tmp_path: Path) -> None:
     server = start_redis(tmp_path, extra=("--maxmemory", "64mb",
                                           "--maxmemory-policy", "allkeys-lru"))
@@ -273,6 +296,8 @@ def test_out_of_memory_is_queue_full_and_reads_still_work(tmp_path: Path) -> Non
         assert client.get(f"{address.key_prefix}job:0") == blob  # reads still work
 
         # A flagged script is refused whole before it writes: no half-made job is seen.
+        # (maxmemory pinned far below use, so freed buffers cannot let it through.)
+        client.config_set("maxmemory", "100kb")
         script = ("#!lua\nredis.call('SET', KEYS[1], ARGV[1])\n"
                   "redis.call('SET', KEYS[2], ARGV[1])\nreturn 1")
         keys = [f"{address.key_prefix}half:a", f"{address.key_prefix}half:b"]
@@ -280,6 +305,7 @@ def test_out_of_memory_is_queue_full_and_reads_still_work(tmp_path: Path) -> Non
             client.eval(script, 2, *keys, "v")
         assert client.exists(*keys) == 0
 
+        client.config_set("maxmemory", "4mb")
         client.delete(*[f"{address.key_prefix}job:{i}" for i in range(200)])
         with translated_errors(address):  # memory freed: submits work again
             assert client.set(f"{address.key_prefix}again", b"ok")
