@@ -42,10 +42,11 @@ CONNECT_TIMEOUT_S = 5.0
 # The first PING retries this often: a typo in the URL fails fast instead of backing off.
 PROBE_RETRIES = 1
 # Later operations retry this often, the delay doubling from BACKOFF_BASE_S to BACKOFF_CAP_S:
-# about half a minute, enough for a restart or a Sentinel failover (2-3 s measured here).
-RETRIES = 20
+# about half a minute in all, enough for a restart or a Sentinel failover (about 3 s
+# here); the small cap means work resumes within a second of the server's return.
+RETRIES = 36
 BACKOFF_BASE_S = 0.05
-BACKOFF_CAP_S = 2.0
+BACKOFF_CAP_S = 1.0
 # No read timeout: claims and result waits block server-side for as long as they ask.
 # A dead host or a cut network is found by TCP keepalive instead: first probe after
 # KEEPALIVE_IDLE_S of silence, then every KEEPALIVE_INTERVAL_S, dropped after
