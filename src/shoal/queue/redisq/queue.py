@@ -226,7 +226,9 @@ class RedisQueue(Queue):
 
     @_translated
     def states(self, job_ids: Iterable[str]) -> dict[str, State]:
-        wanted = list(job_ids)
+        return self._states(list(job_ids))
+
+    def _states(self, wanted: list[str]) -> dict[str, State]:
         found: dict[str, State] = {}
         for first in range(0, len(wanted), READ_BATCH):
             chunk = wanted[first:first + READ_BATCH]
@@ -287,7 +289,7 @@ class RedisQueue(Queue):
     def _wait_once(self, wanted: list[str], deadline: float) -> list[Result]:
         newest = self.client.xrevrange(self.keys.finals, count=1)
         last = newest[0][0] if newest else b"0-0"
-        ready = [i for i, s in self.states(wanted).items() if s.final]
+        ready = [i for i, s in self._states(wanted).items() if s.final]
         if ready:
             return self._results_of(ready)
         waiting = set(wanted)
