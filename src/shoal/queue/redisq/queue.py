@@ -27,6 +27,7 @@ from ..redis_link import check_durability, confirm_durable, connect, parse_url, 
 from .keys import QueueKeys
 from .records import job_of, needs_job, record_of, result_of, spec_of
 from .scripts import Scripts
+from .watch import FinalsWatch
 
 SUBMIT_BATCH = 2000  # jobs per submit script call (one round trip each)
 READ_BATCH = 500  # ids per read (HMGET, HSCAN COUNT)
@@ -72,6 +73,7 @@ class RedisQueue(Queue):
         import redis
 
         self._cut_off = redis.exceptions.ConnectionError
+        self._watch = FinalsWatch(self._catchup, self._read_finals)
 
     @property
     def _lease_ms(self) -> int:
@@ -226,9 +228,7 @@ class RedisQueue(Queue):
 
     @_translated
     def states(self, job_ids: Iterable[str]) -> dict[str, State]:
-        return self._states(list(job_ids))
-
-    def _states(self, wanted: list[str]) -> dict[str, State]:
+        wanted = list(job_ids)
         found: dict[str, State] = {}
         for first in range(0, len(wanted), READ_BATCH):
             chunk = wanted[first:first + READ_BATCH]
@@ -268,44 +268,26 @@ class RedisQueue(Queue):
 
     @_translated
     def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
-        """Results among `job_ids`, blocking on the finals stream for up to `timeout_s`.
-
-        The stream's newest entry is noted before the states are read, so a result
-        recorded in between is in the stream after it: nothing falls between the two.
-        (This becomes the contract's `watch(ids, timeout_s)`.)
-        """
+        """Results among `job_ids`, blocking on the finals stream for up to `timeout_s`
+        (see watch.py; this becomes the contract's `watch(ids, timeout_s)`)."""
         wanted = list(job_ids)
         if not wanted:
             return []
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                return self._wait_once(wanted, deadline)
+                return self._results_of(self._watch.wait(wanted, deadline))
             except self._cut_off:
+                self._watch.reset()  # a reconnect: catch up again from the states
                 if time.monotonic() >= deadline:
                     return []
-                time.sleep(0.05)  # a reconnect: catch up again from the states
+                time.sleep(0.05)
 
-    def _wait_once(self, wanted: list[str], deadline: float) -> list[Result]:
-        newest = self.client.xrevrange(self.keys.finals, count=1)
-        last = newest[0][0] if newest else b"0-0"
-        ready = [i for i, s in self._states(wanted).items() if s.final]
-        if ready:
-            return self._results_of(ready)
-        waiting = set(wanted)
-        while (remaining := deadline - time.monotonic()) > 0:
-            reply = self.client.xread({self.keys.finals: last}, count=1000,
-                                      block=max(1, round(remaining * 1000)))
-            landed = []
-            for _stream, entries in reply or []:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    job_id = _text(fields.get(b"id", fields.get("id", b"")))
-                    if job_id in waiting:
-                        landed.append(job_id)
-            if landed:
-                return self._results_of(landed)
-        return []
+    def _catchup(self, ids: list[str]) -> list[Any]:
+        return self._run(self.scripts.catchup, ids)
+
+    def _read_finals(self, cursor: bytes, block_ms: int) -> list[Any]:
+        return self.client.xread({self.keys.finals: cursor}, count=1000, block=block_ms)
 
     # -- function blobs --------------------------------------------------------------------
 
