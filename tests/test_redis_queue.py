@@ -325,3 +325,38 @@ def test_strict_durability_confirms_a_submit_or_says_why_not(server, tmp_path, v
             opened.close()
         views.clear()
         lax.stop()
+
+
+# -- waiting for results again and again ---------------------------------------------------
+
+
+def test_a_waiter_asking_again_reads_the_stream_not_every_state(server, url, views):
+    """The Executor's collector waits for thousands of futures over and over: after the
+    first look, only the finals stream is read."""
+    writer, waiter = view(views, url), view(views, url)
+    jobs = [cmd(i) for i in range(2000)]
+    writer.submit(jobs)
+    ids = [job.id for job in jobs]
+    before = calls(server)
+    assert waiter.wait_results(ids, 0) == []
+    first = ran_since(before, server)
+    (lease,) = writer.claim("w1", 1)
+    writer.finish(lease, done(lease))
+    before = calls(server)
+    assert [r.job_id for r in waiter.wait_results(ids, 5)] == [lease.job_id]
+    again = ran_since(before, server)
+    assert first.get("hget", 0) >= 2000
+    assert again.get("hget", 0) < 10, f"the second wait read the states again: {again}"
+
+
+def test_a_result_passed_over_while_waiting_for_others_is_found_later(url, views):
+    writer, waiter = view(views, url), view(views, url)
+    writer.submit([cmd(1), cmd(2)])
+    assert waiter.wait_results([cmd(1).id, cmd(2).id], 0) == []  # both seen pending
+    first, second = writer.claim("w1", 2)
+    writer.finish(second, done(second))
+    writer.finish(first, done(first))
+    # Waiting for the first only reads past the second's entry...
+    assert [r.job_id for r in waiter.wait_results([first.job_id], 5)] == [first.job_id]
+    # ...which a later wait for the second must still find.
+    assert [r.job_id for r in waiter.wait_results([second.job_id], 5)] == [second.job_id]
