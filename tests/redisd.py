@@ -43,6 +43,13 @@ def _require(program: str) -> str:
     return path
 
 
+def server_binary() -> str:
+    """redis-server, or the server named by SHOAL_REDIS_SERVER (e.g. a Valkey 8 binary, to
+    run the tests that need a newer server than Debian's 7.0)."""
+    chosen = os.environ.get("SHOAL_REDIS_SERVER")
+    return chosen if chosen else _require("redis-server")
+
+
 def _redis_py() -> Any:
     try:
         import redis
@@ -154,7 +161,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         """Start the process and wait until it answers PING (skip if TLS is not built in)."""
-        binary = _require("redis-server")
+        binary = server_binary()
         log = open(self.dir / "stdout.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [binary, *self.args], cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log,
@@ -172,8 +179,9 @@ class RedisServer:
         assert self.proc is not None
         if self.proc.poll() is not None:
             text = self._logs()
-            if self.tls is not None and "tls" in text.lower():
-                pytest.skip(f"this redis-server was built without TLS: {text.strip()[-200:]}")
+            said = [line.split(" # ")[-1] for line in text.splitlines() if "tls" in line.lower()]
+            if self.tls is not None and said:
+                pytest.skip(f"this redis-server was built without TLS: {'; '.join(said[-2:])}")
             raise RuntimeError(f"redis-server on port {self.port} exited "
                                f"({self.proc.returncode}): {text.strip()[-500:]}")
         redis = _redis_py()
@@ -223,6 +231,12 @@ class RedisServer:
         """Start again on the same port and directory (the AOF brings the data back)."""
         self.stop()
         return self.start()
+
+    def version(self) -> tuple[int, ...]:
+        """The Redis version the server reports (Valkey reports the Redis one it matches)."""
+        with contextlib.closing(self.client()) as c:
+            text = str(c.info("server").get("redis_version", "0"))
+        return tuple(int(part) for part in text.split(".") if part.isdigit())
 
     @property
     def alive(self) -> bool:

@@ -314,12 +314,12 @@ def test_out_of_memory_is_queue_full_and_reads_still_work(tmp_path: Path) -> Non
 
 
 def test_strict_durability(tmp_path: Path) -> None:
-    """durable=strict: AOF always needs no wait; everysec with no replica is refused, with
-    the reason; everysec with a replica waits for it (WAIT: Redis 7.0 has no WAITAOF)."""
+    """durable=strict: AOF always needs no wait; everysec with no replica is refused before
+    anything is written, with the reason, where the server has no WAITAOF (Redis 7.0)."""
     always = start_redis(tmp_path)
     lazy = start_redis(tmp_path, appendfsync="everysec")
     try:
-        for server, ok in ((always, True), (lazy, False)):
+        for server, ok in ((always, True), (lazy, lazy.version() >= (7, 2))):
             address = parse_url(server.url + "?durable=strict")
             client = connect(address)
             with warnings.catch_warnings():
@@ -334,10 +334,31 @@ def test_strict_durability(tmp_path: Path) -> None:
                 with pytest.raises(NotDurable) as caught:
                     confirm_durable(pipe, address, 2)
                 assert "appendfsync always" in shown(caught.value)
+                assert client.exists("a", "n") == 0  # refused before the writes were sent
             client.close()
     finally:
         always.stop()
         lazy.stop()
+
+
+def test_strict_durability_uses_waitaof_where_the_server_has_it(tmp_path: Path) -> None:
+    server = start_redis(tmp_path, appendfsync="everysec")
+    try:
+        version = server.version()
+        if version < (7, 2):
+            pytest.skip(f"this redis-server ({'.'.join(map(str, version))}) has no WAITAOF "
+                        f"(7.2+); point SHOAL_REDIS_SERVER at a newer one to run this")
+        address = parse_url(server.url + "?durable=strict")
+        client = connect(address)
+        assert read_durability(client, address).has_waitaof
+        pipe = client.pipeline(transaction=False)
+        pipe.set("k", "v")
+        assert confirm_durable(pipe, address, 1) == [True]  # fsynced, though everysec
+        stats = client.info("commandstats")
+        assert stats["cmdstat_waitaof"]["calls"] >= 1
+        client.close()
+    finally:
+        server.stop()
 
 
 def test_strict_durability_waits_for_a_replica(tmp_path: Path) -> None:
