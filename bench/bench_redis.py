@@ -6,6 +6,8 @@
         shoal-mem     shoal.Executor(workers=2): the in-process queue
         shoal-redis   shoal.Executor("redis://.../0?queue=Q", workers=2): local slots on a
                       Redis queue (a queue of its own each run)
+        shoal-redis-procs  2 `shoal work URL --slots 1` processes and
+                      shoal.Executor(URL, workers=0): the layout of shoal-tcp, on Redis
         shoal-tcp     a coordinator process and 2 `shoal work` processes (bench_tcp.py's)
 (b) J command jobs (default 100,000) submitted to a Redis queue in batches of 10,000:
     time, jobs/s and Redis memory per pending job (INFO memory used_memory, before/after).
@@ -36,7 +38,7 @@ from typing import Any
 from bench_calls import MARK, Variant, marked_outcome, measure, start_or_skip
 from bench_tcp import ShoalTcp
 
-NAMES = ("shoal-mem", "shoal-redis", "shoal-tcp")
+NAMES = ("shoal-mem", "shoal-redis", "shoal-redis-procs", "shoal-tcp")
 URL_ENV = "SHOAL_BENCH_REDIS"
 TARGET_BYTES = 500  # issue 13: under 500 bytes of Redis memory per pending job
 
@@ -66,8 +68,37 @@ class ShoalExecutor(Variant):
         self.ex.queue.close()
 
 
+class RedisWorkers(Variant):
+    """`shoal work` processes on a fresh Redis queue, and an Executor without slots."""
+
+    def start(self) -> None:
+        import shoal
+
+        url = f"{os.environ[URL_ENV]}?queue=bench-{uuid.uuid4().hex[:8]}"
+        self.logs = [open(self.tmp / f"worker{i}.log", "wb") for i in range(self.workers)]  # noqa: SIM115
+        self.procs = [subprocess.Popen([sys.executable, "-m", "shoal", "work", url, "--slots",
+                                        "1"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                      for log in self.logs]
+        self.ex = shoal.Executor(url, workers=0)
+
+    def stop(self) -> None:
+        try:
+            self.ex.shutdown(wait=True)
+            self.ex.queue.close()
+        finally:
+            for proc in self.procs:
+                proc.terminate()
+            for proc, log in zip(self.procs, self.logs, strict=True):
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                log.close()
+
+
 KINDS: dict[str, type[Variant]] = {"shoal-mem": ShoalExecutor, "shoal-redis": ShoalExecutor,
-                                   "shoal-tcp": ShoalTcp}
+                                   "shoal-redis-procs": RedisWorkers, "shoal-tcp": ShoalTcp}
 
 
 def child(name: str, n: int, workers: int, tmp: Path) -> None:
@@ -189,11 +220,11 @@ def main() -> None:
                   f"{args.repeat} (redis appendfsync {args.fsync})")
             for name in NAMES:
                 if name not in rate:
-                    print(f"{name:<12} skipped: {skipped.get(name)}")
+                    print(f"{name:<17} skipped: {skipped.get(name)}")
                     continue
                 ratios = "  ".join(f"x {peer} {rate[name] / rate[peer]:.2f}"
                                    for peer in NAMES if peer in rate and peer != name)
-                print(f"{name:<12} {rate[name]:9.1f} calls/s  {ratios}")
+                print(f"{name:<17} {rate[name]:9.1f} calls/s  {ratios}")
         if "b" in args.part:
             part_enqueue(url, client, args.jobs, args.batch)
 
