@@ -107,6 +107,7 @@ def test_parse_url_reads_every_part(url: str, expect: dict[str, Any], clean_env:
     ("redis+sentinel://h:26379", "name the Sentinel master"),
     ("redis+sentinel://h/m?cluster=1", "cannot be combined"),
     ("redis://:hunter2@h/0?bad=1", "unknown option"),
+    ("redis://a:1,b:2/0?cluster=0", "several hosts"),
 ])
 def test_bad_urls_are_one_line_usage_errors(url: str, complaint: str) -> None:
     with pytest.raises(UsageError) as caught:
@@ -431,8 +432,29 @@ def test_cluster_is_detected_and_checked(tmp_path: Path) -> None:
             f"{address.key_prefix}b")
         assert check_durability(client, address).aof_always
         client.close()
+
+        cluster.nodes[0].stop()  # the first host named is down: the others are asked
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dead = s.getsockname()[1]
+        hosts = ",".join(f"127.0.0.1:{p}" for p in [dead, *cluster.ports[1:]])
+        client = connect(parse_url(f"redis://{hosts}/0?queue=q"))
+        assert hasattr(client, "get_primaries") and client.ping()
+        client.close()
+
     finally:
         cluster.stop()
+
+
+def test_several_hosts_that_are_no_cluster_are_refused(secured: RedisServer,
+                                                       clean_env: None) -> None:
+    with socket.socket() as s:  # the first host is down, the second is no Cluster node
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    url = f"redis://:{SECRET}@127.0.0.1:{dead},127.0.0.1:{secured.port}/0"
+    with pytest.raises(UsageError) as caught:
+        connect(parse_url(url))
+    assert "not a Cluster node" in shown(caught.value) and SECRET not in str(caught.value)
 
 
 def test_cluster_flag_on_a_plain_server_is_refused(secured: RedisServer,

@@ -97,8 +97,15 @@ def translate(exc: BaseException, address: RedisAddress, *, connecting: bool = F
     if isinstance(exc, rex.RedisClusterException) and "not enabled" in text.lower():
         return UsageError(f"{where}: cluster=1, but this server is not a Cluster node "
                           f"(drop cluster=1)")
-    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError,
-                        rex.BusyLoadingError, rex.ReadOnlyError)):
+    if isinstance(exc, rex.ReadOnlyError):
+        return QueueUnavailable(f"{where}: the server is a read-only replica; name the master, "
+                                f"or reach it through redis+sentinel:// ({text})")
+    if isinstance(exc, rex.BusyLoadingError):
+        return QueueUnavailable(f"{where}: the server is still loading its data; try again "
+                                f"in a moment ({text})")
+    if isinstance(exc, rex.ClusterDownError):
+        return QueueUnavailable(f"{where}: the Cluster is down or a slot has no master ({text})")
+    if isinstance(exc, (rex.ConnectionError, rex.TimeoutError)):
         tls_problem = _tls_problem(text, address, connecting)
         if tls_problem:
             return UsageError(f"{where}: {tls_problem}")
@@ -272,17 +279,30 @@ def _client(redis: Any, address: RedisAddress, cluster: bool, kwargs: dict[str, 
 
 
 def _cluster_enabled(redis: Any, address: RedisAddress, kwargs: dict[str, Any]) -> bool:
-    host, port = address.hosts[0]
-    with contextlib.closing(redis.Redis(host=host, port=port, **kwargs)) as probe:
-        info = probe.info("cluster")
-    return bool(int(info.get("cluster_enabled", 0)))
+    """Whether the first host that answers is a Cluster node (INFO cluster)."""
+    failure: Exception | None = None
+    for host, port in address.hosts:
+        try:
+            with contextlib.closing(redis.Redis(host=host, port=port, **kwargs)) as probe:
+                info = probe.info("cluster")
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if isinstance(exc, redis.exceptions.AuthenticationError):
+                raise
+            failure = exc
+            continue
+        enabled = bool(int(info.get("cluster_enabled", 0)))
+        if not enabled and len(address.hosts) > 1:
+            raise UsageError(f"{address.safe_url}: several hosts, but {host}:{port} is not a "
+                             f"Cluster node; name one server, or use redis+sentinel://")
+        return enabled
+    assert failure is not None
+    raise failure
 
 
 def _cluster_client(redis: Any, address: RedisAddress, kwargs: dict[str, Any]) -> Any:
     from redis.cluster import ClusterNode
 
     nodes = [ClusterNode(host, port) for host, port in address.hosts]
-    kwargs = {k: v for k, v in kwargs.items() if k != "health_check_interval"}
     return redis.RedisCluster(startup_nodes=nodes, **kwargs)
 
 

@@ -130,6 +130,9 @@ def parse_url(url: str, *, allow: Iterable[str] = ()) -> RedisAddress:
     cluster = _flag(query.get("cluster"), "cluster", shown)
     if sentinel and cluster:
         raise UsageError(f"{shown}: cluster=1 cannot be combined with Sentinel")
+    if len(hosts) > 1 and not sentinel and cluster is False:
+        raise UsageError(f"{shown}: several hosts are for a Cluster or for Sentinel; "
+                         f"drop cluster=0, or use redis+sentinel://")
     if cluster and db:
         raise UsageError(f"{shown}: Redis Cluster has only database 0 (drop /{db})")
     queue = query.get("queue", DEFAULT_QUEUE)
