@@ -148,6 +148,18 @@ def test_missing_password_says_where_to_put_it(secured: RedisServer, clean_env: 
     assert "REDIS_PASSWORD" in shown(caught.value)
 
 
+def test_the_cli_says_a_refused_password_in_one_line(secured: RedisServer,
+                                                     clean_env: None) -> None:
+    for url, said in ((f"redis://:wrong-{SECRET}@127.0.0.1:{secured.port}/0?queue=q",
+                       "wrong user or password"),
+                      (f"redis://127.0.0.1:{secured.port}/0?queue=q", "REDIS_PASSWORD")):
+        run = subprocess.run([sys.executable, "-m", "shoal", "status", url],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.count("\n") == 1 and said in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr and SECRET not in run.stderr + run.stdout
+
+
 def test_password_from_environment(secured: RedisServer, clean_env: None,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_PASSWORD", SECRET)
