@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,14 +61,9 @@ def _redis_py() -> Any:
 
 
 def _wait(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
+    from tests.conftest import wait_for  # at call time: conftest imports this module
+
+    return wait_for(condition, timeout_s=timeout_s, message=what)
 
 
 def _bindable(port: int) -> bool:

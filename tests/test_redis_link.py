@@ -62,6 +62,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REDIS_USERNAME", raising=False)
 
 
+def dead_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def shown(exc: BaseException) -> str:
     """What a user sees of an error: its message, which must be one line."""
     text = str(exc)
@@ -185,9 +192,7 @@ def test_password_from_a_private_file(secured: RedisServer, clean_env: None,
 
 
 def test_no_server_is_queue_unavailable_fast(clean_env: None) -> None:
-    with socket.socket() as s:  # a port nothing listens on: bind one, close it
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = dead_port()
     started = time.monotonic()
     with pytest.raises(QueueUnavailable) as caught:
         connect(parse_url(f"redis://:{SECRET}@127.0.0.1:{port}/0"))
@@ -421,9 +426,7 @@ def test_restart_under_a_client_is_survived_and_said_once(
 
 
 def test_no_sentinel_is_queue_unavailable(clean_env: None) -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = dead_port()
     with pytest.raises(QueueUnavailable) as caught:
         connect(parse_url(f"redis+sentinel://127.0.0.1:{port}/shoal"))
     assert "'shoal'" in shown(caught.value)
@@ -446,9 +449,7 @@ def test_cluster_is_detected_and_checked(tmp_path: Path) -> None:
         client.close()
 
         cluster.nodes[0].stop()  # the first host named is down: the others are asked
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            dead = s.getsockname()[1]
+        dead = dead_port()
         hosts = ",".join(f"127.0.0.1:{p}" for p in [dead, *cluster.ports[1:]])
         client = connect(parse_url(f"redis://{hosts}/0?queue=q"))
         assert hasattr(client, "get_primaries") and client.ping()
@@ -460,9 +461,7 @@ def test_cluster_is_detected_and_checked(tmp_path: Path) -> None:
 
 def test_several_hosts_that_are_no_cluster_are_refused(secured: RedisServer,
                                                        clean_env: None) -> None:
-    with socket.socket() as s:  # the first host is down, the second is no Cluster node
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+    dead = dead_port()  # the first host is down, the second is no Cluster node
     url = f"redis://:{SECRET}@127.0.0.1:{dead},127.0.0.1:{secured.port}/0"
     with pytest.raises(UsageError) as caught:
         connect(parse_url(url))
