@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from shoal.queue import open_queue
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.queue.memory import MemoryQueue
@@ -16,10 +20,37 @@ from shoal.queue.sqlite import SqliteQueue
 from shoal.queue.tcp import TcpQueue
 from shoal.serve.coordinator import Coordinator
 
-pytest_plugins = ["tests.procs"]
+pytest.register_assert_rewrite("tests.redisd")
+from tests import redisd  # noqa: E402 - after the rewrite hook, as its plugin
+
+pytest_plugins = ["tests.procs", "tests.redisd"]
 
 TEST_LEASE_S = 0.6
-BACKENDS = ["memory", "folder", "sqlite", "tcp"]
+BACKENDS = ["memory", "folder", "sqlite", "tcp", "redis", "redis_cluster"]
+REDIS_BACKENDS = {"redis", "redis_cluster"}
+
+# One redis-server (and one Cluster) for the whole session, started when a test first
+# needs it; each test gets queues of its own name on it.
+_REDIS: dict[str, redisd.RedisServer | redisd.RedisCluster] = {}
+
+
+def redis_queue_url(backend: str = "redis") -> str:
+    """The URL of a new, empty queue (a name of its own) on the session's server."""
+    if backend not in _REDIS:
+        folder = Path(tempfile.mkdtemp(prefix=f"shoal-{backend}-"))
+        _REDIS[backend] = (redisd.start_cluster(folder) if backend == "redis_cluster"
+                           else redisd.start_redis(folder))
+    base = _REDIS[backend].url
+    return f"{base}{'&' if '?' in base else '?'}queue=t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_redis() -> Iterator[None]:
+    yield
+    for server in _REDIS.values():
+        server.stop()
+        folder = server.dir if isinstance(server, redisd.RedisServer) else server.nodes[0].dir
+        shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02,
@@ -47,6 +78,7 @@ class QueueFactory:
         self._memory: MemoryQueue | None = None
         self._coordinator: Coordinator | None = None
         self._opened: list[Queue] = []
+        self.url = redis_queue_url(backend) if backend in REDIS_BACKENDS else ""
 
     def __call__(self) -> Queue:
         if self.backend == "tcp":  # a coordinator over sqlite; each call is another client
@@ -58,6 +90,10 @@ class QueueFactory:
             client = TcpQueue(str(self.path.with_suffix(".status")))
             self._opened.append(client)
             return client
+        if self.backend in REDIS_BACKENDS:  # each call is another client of one queue
+            view = open_queue(self.url, lease_s=self.lease_s)
+            self._opened.append(view)
+            return view
         if self.backend == "memory":
             if self._memory is None:
                 self._memory = MemoryQueue(lease_s=self.lease_s,
@@ -90,6 +126,9 @@ def queue(queue_factory: QueueFactory) -> Iterator[Queue]:
 
 
 def _children(pid: int) -> list[int]:
+    """Live children of `pid`, but for the session's redis-servers (tests.redisd), which
+    outlive single tests by design."""
+    servers = set(redisd._LIVE)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -99,7 +138,7 @@ def _children(pid: int) -> list[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[1]) == pid:
+        if fields[0] != "Z" and int(fields[1]) == pid and int(entry.name) not in servers:
             found.append(int(entry.name))
     return found
 

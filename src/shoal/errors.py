@@ -49,3 +49,19 @@ class MessageTooBig(UsageError):
 
 class LargeCallWarning(UserWarning):
     """A call's pickled function or arguments are large (see defaults.LARGE_CALL_BYTES)."""
+
+
+class QueueUnavailable(ShoalError):
+    """No queue server answered at the address (not started, dead, or the network is cut)."""
+
+
+class QueueFull(ShoalError):
+    """The queue server is out of memory (Redis at maxmemory): new jobs are refused, none lost."""
+
+
+class NotDurable(ShoalError):
+    """A `durable=strict` write could not be confirmed on disk or on a replica."""
+
+
+class DurabilityWarning(UserWarning):
+    """The queue server may lose acknowledged submissions on a restart (e.g. Redis without AOF)."""

@@ -22,7 +22,7 @@ from shoal.queue import open_queue
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.queue.sqlite import SqliteQueue
-from tests.conftest import BACKENDS, shoal_processes, wait_for
+from tests.conftest import BACKENDS, REDIS_BACKENDS, redis_queue_url, shoal_processes, wait_for
 from tests.procs import Procs, executions, marker_job
 
 pytestmark = pytest.mark.timeout(180)
@@ -53,7 +53,8 @@ def serve(procs: Procs, url: str, status: Path) -> str:
 @pytest.fixture(params=[*BACKENDS, "tcp_dir"])
 def shared_queue(request: pytest.FixtureRequest, tmp_path: Path,
                  procs: Procs) -> Iterator[SharedQueue]:
-    """folder, sqlite, a coordinator over sqlite (tcp) and one over a folder (tcp_dir)."""
+    """folder, sqlite, redis, a coordinator over sqlite (tcp) and one over a folder
+    (tcp_dir)."""
     if request.param == "memory":
         pytest.skip("memory:// lives in one process: no worker process can reach it")
     out = tmp_path / "out"
@@ -62,6 +63,9 @@ def shared_queue(request: pytest.FixtureRequest, tmp_path: Path,
     if request.param == "folder":
         queue: Queue = FolderQueue(tmp_path / "queue", lease_s=LEASE_S)
         shared = SharedQueue(queue, str(tmp_path / "queue"), lease, out)
+    elif request.param in REDIS_BACKENDS:  # a URL any worker process can open
+        url = redis_queue_url(request.param)
+        shared = SharedQueue(open_queue(url, lease_s=LEASE_S), url, lease, out)
     elif request.param == "sqlite":
         queue = SqliteQueue(tmp_path / "q.db", lease_s=LEASE_S)
         shared = SharedQueue(queue, f"sqlite://{tmp_path / 'q.db'}", lease, out)

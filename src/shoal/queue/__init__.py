@@ -15,7 +15,9 @@ _MEMORY: dict[str, Queue] = {}
 
 def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
     """Open the queue a URL names: `memory://[NAME]`, `dir://PATH`, `sqlite://PATH`,
-    `tcp://HOST:PORT`, a coordinator's status file (or its directory), or a plain PATH.
+    `tcp://HOST:PORT`, `redis://HOST:PORT/DB?queue=NAME` (also `rediss://`,
+    `redis+sentinel://`, and a Cluster with `cluster=1`), a coordinator's status file
+    (or its directory), or a plain PATH.
 
     `memory://NAME` returns the same in-process queue for the same NAME, so an
     executor and its workers (threads of one process) can meet on it; a bare
@@ -51,9 +53,14 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
         from .tcp import TcpQueue
 
         return TcpQueue(text, **options)
+    if scheme in ("redis", "rediss", "redis+sentinel"):
+        from .redisq import RedisQueue
+
+        return RedisQueue(text, **options)
     if scheme in ("dir", "file"):
         from .folder import FolderQueue
 
         return FolderQueue(rest, **options)
-    known = "memory://, dir://PATH, sqlite://PATH, tcp://HOST:PORT or a folder path"
+    known = ("memory://, dir://PATH, sqlite://PATH, tcp://HOST:PORT, redis://HOST:PORT"
+             " or a folder path")
     raise UnknownQueue(f"{text}: unknown queue scheme {scheme!r} (use {known})")

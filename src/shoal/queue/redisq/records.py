@@ -1,0 +1,73 @@
+"""Jobs and results as the Redis queue stores them: compact JSON, payloads apart.
+
+A record written inside a script (a cancellation, a failure by reap) holds only what
+the script knows; `result_of` fills in the rest from the job, so no user data is ever
+re-encoded by Lua.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ...job import Job, Result, _field_names, dumps
+from ..base import lost_reason
+
+# spec_of writes these fields itself (to_dict's generic walk is most of submit's time);
+# a Job with other fields, or a subclass, takes the generic way.
+_KNOWN = {"id", "name", "kind", "command", "path", "cwd", "env", "params", "log", "timeout_s",
+          "retries", "max_attempts", "payload", "meta"}
+_FAST = set(_field_names(Job)) == _KNOWN
+_OPTIONAL = ("path", "cwd", "log", "timeout_s")
+_MAPPINGS = ("env", "params", "meta")
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def spec_of(job: Job) -> str:
+    """The job without its payload, None fields and empty mappings left out (Job.from_dict
+    gives them back), so a pending job costs Redis little memory."""
+    if not _FAST or type(job) is not Job:
+        data = job.to_dict(binary=True)
+        data.pop("payload", None)
+        return dumps({k: v for k, v in data.items() if v is not None and v != {}}).decode()
+    command = job.command
+    spec: dict[str, Any] = {"id": job.id, "name": job.name, "kind": job.kind.value,
+                            "retries": job.retries, "max_attempts": job.max_attempts}
+    if command is not None:
+        spec["command"] = list(command) if type(command) is tuple else command
+    for key in _OPTIONAL:
+        value = getattr(job, key)
+        if value is not None:
+            spec[key] = value
+    for key in _MAPPINGS:
+        value = getattr(job, key)
+        if value:
+            spec[key] = dict(value)
+    return _encode(spec)
+
+
+def job_of(spec: bytes, payload: bytes | None) -> Job:
+    data = json.loads(spec)
+    if payload:
+        data["payload"] = payload
+    return Job.from_dict(data)
+
+
+def record_of(result: Result) -> bytes:
+    return dumps(result.to_dict())
+
+
+def result_of(record: bytes, job: Job | None) -> Result:
+    """A stored result; a script's short record gets the job's name and params, and a
+    failure by reap its reason."""
+    data: dict[str, Any] = json.loads(record)
+    if data.pop("lost", False):
+        data["reason"] = lost_reason(int(data.get("attempt", 0)), str(data.get("worker", "")))
+    if job is not None and "name" not in data:
+        data["name"], data["params"] = job.name, dict(job.params)
+    return Result.from_dict(data)
+
+
+def needs_job(record: bytes) -> bool:
+    """Whether `result_of` needs the job (a record a script wrote)."""
+    return b'"name"' not in record

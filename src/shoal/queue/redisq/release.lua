@@ -1,0 +1,16 @@
+-- ARGV: id, token, failed attempt's record ('' when none). Back to pending: untouched
+-- and first in line, or (failed) with attempt + 1 and the record kept.
+local id = ARGV[1]
+if not current(id, ARGV[2]) then return 0 end
+end_lease(id)
+move(id, 'running', 'pending')
+if ARGV[3] == '' then
+  redis.call('LPUSH', PENDING, id)
+else
+  local attempt = attempt_of(id)
+  redis.call('HSET', FAILED, id .. '.' .. attempt, ARGV[3])
+  set_attempt(id, attempt + 1)
+  redis.call('RPUSH', PENDING, id)
+end
+wake(1)
+return 1

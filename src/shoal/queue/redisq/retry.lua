@@ -1,0 +1,14 @@
+-- ARGV: job ids. Failed or cancelled jobs go back to pending with a fresh attempt 1.
+local again = {}
+for _, id in ipairs(ARGV) do
+  local state = redis.call('HGET', STATE, id)
+  if state == 'failed' or state == 'cancelled' then
+    redis.call('HDEL', RESULT, id)
+    set_attempt(id, 1)
+    move(id, state, 'pending')
+    redis.call('RPUSH', PENDING, id)
+    again[#again + 1] = id
+  end
+end
+if #again > 0 then wake(#again) end
+return again

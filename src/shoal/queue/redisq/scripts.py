@@ -1,0 +1,36 @@
+"""The Lua scripts, one per state change, each with prelude.lua's shared steps in front."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+NAMES = ("submit", "claim", "beat", "finish", "release", "reap", "cancel", "retry", "status",
+         "workers", "unregister", "catchup")
+
+
+def _text(name: str) -> str:
+    return (resources.files(__package__) / f"{name}.lua").read_text()
+
+
+class Scripts:
+    """The scripts registered with a client (redis-py runs them by SHA, loading on a miss)."""
+
+    def __init__(self, client: Any) -> None:
+        prelude = _text("prelude")
+        for name in NAMES:
+            setattr(self, name, client.register_script(prelude + "\n" + _text(name)))
+
+    # typed attributes for readers and linters
+    submit: Any
+    claim: Any
+    beat: Any
+    finish: Any
+    release: Any
+    reap: Any
+    cancel: Any
+    retry: Any
+    status: Any
+    workers: Any
+    unregister: Any
+    catchup: Any

@@ -1,0 +1,362 @@
+"""`redis://`: what only the Redis backend promises, checked on a real redis-server.
+
+The conformance suite holds it to the contract; here: where its keys live (one hash
+tag, one Cluster slot), counts that cost the same however many jobs wait, claims that
+block and wake at once, leases judged by the server's clock, a killed worker process
+taken over, and a late result refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shoal.errors import (
+    DurabilityWarning,
+    LeaseLost,
+    NotDurable,
+    QueueUnavailable,
+    UsageError,
+)
+from shoal.job import Job, Result, State, WorkerInfo
+from shoal.queue import open_queue
+from shoal.queue.base import Queue
+from tests import redisd
+from tests.conftest import shoal_processes, wait_for
+from tests.procs import Procs, executions, marker_job
+
+pytestmark = pytest.mark.timeout(120)
+key_slot = pytest.importorskip("redis.crc", reason="pip install redis").key_slot
+
+LEASE_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redisd.RedisServer]:
+    """A server of this module's own, so its command counts are ours alone."""
+    started = redisd.start_redis(tmp_path_factory.mktemp("redis-own"))
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def url(server: redisd.RedisServer) -> str:
+    return f"{server.url}?queue=q{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def views() -> Iterator[list[Queue]]:
+    """Opens views of the test's queue (each another client); closes them at the end."""
+    opened: list[Queue] = []
+
+    yield opened
+    for view in opened:
+        view.close()
+
+
+def view(views: list[Queue], url: str, lease_s: float = LEASE_S) -> Queue:
+    opened = open_queue(url, lease_s=lease_s)
+    views.append(opened)
+    return opened
+
+
+def cmd(i: int, **options: object) -> Job:
+    return Job.command_job(["echo", str(i)], **options)
+
+
+def done(lease) -> Result:
+    return Result(lease.job_id, State.DONE, name=lease.job.name, attempt=lease.attempt,
+                  worker=lease.worker, exit_code=0)
+
+
+def calls(server: redisd.RedisServer) -> dict[str, int]:
+    """Commands the server ran so far, by name (INFO commandstats)."""
+    with contextlib.closing(server.client()) as c:
+        stats = c.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def ran_since(before: dict[str, int], server: redisd.RedisServer) -> dict[str, int]:
+    after = calls(server)
+    return {k: n - before.get(k, 0) for k, n in after.items()  # less our own calls
+            if n - before.get(k, 0) and k not in ("info", "hello") and not k.startswith("client")}
+
+
+# -- where the keys live ---------------------------------------------------------------
+
+
+def exercise(queue: Queue) -> None:
+    """Touch every kind of key: jobs, payload-free and with a blob, leases, results,
+    failures kept, workers, control, reaps, finals."""
+    queue.submit([cmd(i) for i in range(4)])
+    queue.put_blobs({"ab" * 32: b"blob"})
+    first, second, third = queue.claim("w1", 3)
+    queue.beat(WorkerInfo("w1", "h1", 1, 3), [first, second, third])
+    queue.finish(first, done(first))
+    queue.release(second, failed=Result(second.job_id, State.FAILED, reason="exit 1"))
+    queue.cancel([third.job_id])
+    queue.send_control("w1", "stop")
+    queue.wait_results([first.job_id], 0)
+
+
+def test_every_key_of_a_queue_shares_its_hash_tag(server, url, views):
+    queue = view(views, url)
+    exercise(queue)
+    view(views, url, lease_s=0.05).claim("w-dead", 1)
+    wait_for(lambda: queue.reap(), message="a reap to be logged")
+    name = url.rsplit("queue=", 1)[1]
+    with contextlib.closing(server.client()) as c:
+        mentioning = {k.decode() for k in c.scan_iter(match=f"*{name}*")}
+    slots = {key_slot(k.encode()) for k in mentioning}
+    assert mentioning and all(k.startswith(f"shoal:{{{name}}}:") for k in mentioning)
+    kinds = {k.split(":", 2)[2].split(":")[0] for k in mentioning}
+    assert {"spec", "state", "result", "failed", "finals", "reaped", "workers", "control",
+            "blob", "counts"} <= kinds
+    assert len(slots) == 1, "a queue must live in one Cluster slot"
+
+
+def test_queues_spread_over_a_cluster_one_slot_each(tmp_path):
+    cluster = redisd.start_cluster(tmp_path)
+    try:
+        nodes = set()
+        for i in range(6):
+            queue = open_queue(f"{cluster.url}&queue=spread{i}", lease_s=LEASE_S)
+            try:
+                exercise(queue)
+                assert queue.counts()[State.DONE] == 1
+                slot = queue.client.keyslot(queue.keys.state)
+                nodes.add(queue.client.get_node_from_key(queue.keys.state).port)
+                for key in queue.keys.shared:
+                    assert queue.client.keyslot(key) == slot
+            finally:
+                queue.close()
+        assert len(nodes) > 1, "six queues all landed on one node"
+    finally:
+        cluster.stop()
+
+
+def test_a_bad_queue_name_is_a_one_line_usage_error(server):
+    with pytest.raises(UsageError, match=r"queue='a\{b': use 1-200 letters"):
+        open_queue(f"{server.url}?queue=a{{b")
+
+
+# -- counts -----------------------------------------------------------------------------
+
+
+def test_counts_are_kept_by_the_scripts_not_counted_by_scanning(server, url, views):
+    queue = view(views, url, lease_s=0.05)
+    queue.submit([cmd(i) for i in range(3000)])
+    leases = queue.claim("w1", 10)
+    for lease in leases[:4]:
+        queue.finish(lease, done(lease))
+    queue.cancel([leases[4].job_id, cmd(2999).id])
+    queue.release(leases[5], failed=Result(leases[5].job_id, State.FAILED, reason="x"))
+    queue.retry([leases[4].job_id])
+    # The 4 left running expire within 50 ms; reaping takes them back.
+    wait_for(lambda: queue.reap() and queue.counts()[State.RUNNING] == 0,
+             message="the leases to be reaped")
+    expected = dict.fromkeys(State, 0)
+    for status in queue.jobs():
+        expected[status.state] += 1
+    before = calls(server)
+    counts = queue.counts()
+    assert counts == expected
+    assert counts[State.DONE] == 4 and counts[State.CANCELLED] == 1
+    assert ran_since(before, server) == {"hgetall": 1}, "counts() read one small hash"
+
+
+# -- blocking claims --------------------------------------------------------------------
+
+
+def test_a_blocked_claim_wakes_within_milliseconds_of_a_submit(server, url, views):
+    claimer, submitter = view(views, url), view(views, url)
+    got: list[tuple[float, list]] = []
+    thread = threading.Thread(target=lambda: got.append(
+        (time.monotonic(), claimer.claim("w1", 1, wait_s=60))))
+    thread.start()
+    time.sleep(1.0)  # it is blocked now: the point is how little it does meanwhile
+    before = calls(server)
+    time.sleep(1.0)
+    idle = ran_since(before, server)
+    submitted_at = time.monotonic()
+    submitter.submit([cmd(1)])
+    thread.join(60)
+    woke_at, leases = got[0]
+    assert [lease.job_id for lease in leases] == [cmd(1).id]
+    assert woke_at - submitted_at < 0.5, f"woke {woke_at - submitted_at:.3f}s after the submit"
+    assert idle == {}, f"a blocked claimer polled: {idle}"
+
+
+def test_a_claim_with_nothing_to_claim_ends_by_its_wait(url, views):
+    claimer = view(views, url)
+    started = time.monotonic()
+    assert claimer.claim("w1", 1, wait_s=0.3) == []
+    assert 0.25 <= time.monotonic() - started < 5
+
+
+# -- leases -----------------------------------------------------------------------------
+
+
+def test_a_lease_deadline_is_set_by_the_servers_clock(server, url, views, monkeypatch):
+    queue = view(views, url, lease_s=2.0)
+    queue.submit([cmd(1)])
+    with contextlib.closing(server.client()) as c:
+        seconds, micros = c.time()
+        (lease,) = queue.claim("w1", 1)
+        deadline_ms = c.zscore(queue.keys.running, lease.job_id)
+    server_ms = seconds * 1000 + micros / 1000
+    assert server_ms + 2000 - 1 <= deadline_ms < server_ms + 2000 + 5000
+    # A client whose own clocks run an hour ahead takes nothing back: only TIME counts.
+    ahead = 3600.0
+    real_time, real_monotonic = time.time, time.monotonic
+    monkeypatch.setattr(time, "time", lambda: real_time() + ahead)
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + ahead)
+    assert queue.reap() == []
+    assert queue.get(lease.job_id).state is State.RUNNING
+    monkeypatch.undo()
+    wait_for(lambda: queue.reap(), message="the lease to expire on the server's clock")
+    assert queue.get(lease.job_id).attempt == 2
+
+
+def test_a_late_result_is_refused_and_the_new_one_kept(url, views):
+    stale_view, rescuer = view(views, url, lease_s=0.3), view(views, url, lease_s=0.3)
+    stale_view.submit([cmd(1)])
+    (stale,) = stale_view.claim("w-slow", 1)
+    wait_for(lambda: rescuer.reap(), message="the silent lease to be reaped")
+    (fresh,) = rescuer.claim("w-fast", 1)
+    assert fresh.attempt == 2 and fresh.token != stale.token
+    assert stale_view.beat(WorkerInfo("w-slow", "h", 1, 1), [stale]).lost == (stale,)
+    with pytest.raises(LeaseLost):
+        stale_view.finish(stale, done(stale))
+    with pytest.raises(LeaseLost):
+        stale_view.release(stale)
+    rescuer.finish(fresh, done(fresh))
+    result = stale_view.get(cmd(1).id).result
+    assert (result.state, result.worker, result.attempt) == (State.DONE, "w-fast", 2)
+    assert stale_view.counts()[State.DONE] == 1
+
+
+def test_a_worker_process_killed_past_its_lease_is_taken_over(url, views, tmp_path,
+                                                              procs: Procs):
+    queue = view(views, url)
+    out = tmp_path / "out"
+    out.mkdir()
+    job = Job.command_job(marker_job(out, 'if [ "$SHOAL_ATTEMPT" = 1 ]; then sleep 60; fi;'))
+    queue.submit([job])
+    victim = procs.shoal("work", url, "--slots", "1", "--lease", str(LEASE_S))
+    wait_for(lambda: queue.counts()[State.RUNNING] == 1, 30, message="the job to start")
+    (victim_id,) = [w.id for w in queue.workers()]
+    wait_for(lambda: shoal_processes(worker=victim_id), 30, message="the job's process")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    rescuer = procs.shoal("work", url, "--slots", "1", "--drain", "--lease", str(LEASE_S))
+    assert rescuer.wait(timeout=60) == 0, procs.output(rescuer)
+    result = queue.get(job.id).result
+    assert (result.state, result.attempt) == (State.DONE, 2)
+    assert result.worker != victim_id
+    assert sorted(attempt for _, attempt, _ in executions(out)) == [2]
+    wait_for(lambda: shoal_processes(worker=victim_id) == [], 20,
+             message="the dead worker's orphan to be killed")
+
+
+# -- results pushed -------------------------------------------------------------------------
+
+
+def test_a_waiter_cut_off_from_the_server_still_gets_the_result(server, url, views):
+    writer, waiter = view(views, url), view(views, url)
+    writer.submit([cmd(1)])
+    (lease,) = writer.claim("w1", 1)
+    got: list[list[Result]] = []
+    thread = threading.Thread(target=lambda: got.append(waiter.wait_results([cmd(1).id], 60)))
+    thread.start()
+    time.sleep(0.5)  # blocked in XREAD now
+    with contextlib.closing(server.client()) as c:
+        c.client_kill_filter(_type="normal", skipme=True)  # every client's connection cut
+    writer.finish(lease, done(lease))
+    thread.join(60)
+    assert [(r.job_id, r.state) for r in got[0]] == [(cmd(1).id, State.DONE)]
+
+
+def test_enqueue_stays_small_per_pending_job(server, url, views):
+    """Pending jobs cost Redis a few hundred bytes each (issue 13 asks under 500)."""
+    queue = view(views, url)
+    with contextlib.closing(server.client()) as c:
+        before = c.info("memory")["used_memory"]
+        queue.submit([Job.command_job(["python3", "train.py", "--seed", str(i)])
+                      for i in range(20_000)])
+        per_job = (c.info("memory")["used_memory"] - before) / 20_000
+    assert queue.counts()[State.PENDING] == 20_000
+    assert per_job < 500, f"{per_job:.0f} bytes per pending job"
+
+
+def test_the_url_must_reach_a_server(tmp_path: Path):
+    port = redisd.free_port()
+    with pytest.raises(QueueUnavailable, match=f"127.0.0.1:{port}.*no Redis server") as info:
+        open_queue(f"redis://127.0.0.1:{port}/0?queue=x")
+    assert "\n" not in str(info.value)
+
+
+# -- durable=strict ---------------------------------------------------------------------------
+
+
+def test_strict_durability_confirms_a_submit_or_says_why_not(server, tmp_path, views):
+    """On an AOF-always server a strict submit returns as usual; on one that fsyncs every
+    second with no replica, it is refused before anything is written, saying why."""
+    strict = view(views, f"{server.url}?queue=s{uuid.uuid4().hex[:8]}&durable=strict")
+    assert strict.submit([cmd(1)]) == [cmd(1).id]
+    lax = redisd.start_redis(tmp_path, appendfsync="everysec")
+    try:
+        with pytest.warns(DurabilityWarning, match="appendfsync is everysec"):
+            queue = view(views, f"{lax.url}?queue=s1&durable=strict")
+        with pytest.raises(NotDurable, match="durable=strict cannot be confirmed") as info:
+            queue.submit([cmd(2)])
+        assert "\n" not in str(info.value)
+        assert queue.get(cmd(2).id) is None and queue.counts()[State.PENDING] == 0
+    finally:
+        for opened in views:
+            opened.close()
+        views.clear()
+        lax.stop()
+
+
+# -- waiting for results again and again ---------------------------------------------------
+
+
+def test_a_waiter_asking_again_reads_the_stream_not_every_state(server, url, views):
+    """The Executor's collector waits for thousands of futures over and over: after the
+    first look, only the finals stream is read."""
+    writer, waiter = view(views, url), view(views, url)
+    jobs = [cmd(i) for i in range(2000)]
+    writer.submit(jobs)
+    ids = [job.id for job in jobs]
+    before = calls(server)
+    assert waiter.wait_results(ids, 0) == []
+    first = ran_since(before, server)
+    (lease,) = writer.claim("w1", 1)
+    writer.finish(lease, done(lease))
+    before = calls(server)
+    assert [r.job_id for r in waiter.wait_results(ids, 5)] == [lease.job_id]
+    again = ran_since(before, server)
+    assert first.get("hget", 0) >= 2000
+    assert again.get("hget", 0) < 10, f"the second wait read the states again: {again}"
+
+
+def test_a_result_passed_over_while_waiting_for_others_is_found_later(url, views):
+    writer, waiter = view(views, url), view(views, url)
+    writer.submit([cmd(1), cmd(2)])
+    assert waiter.wait_results([cmd(1).id, cmd(2).id], 0) == []  # both seen pending
+    first, second = writer.claim("w1", 2)
+    writer.finish(second, done(second))
+    writer.finish(first, done(first))
+    # Waiting for the first only reads past the second's entry...
+    assert [r.job_id for r in waiter.wait_results([first.job_id], 5)] == [first.job_id]
+    # ...which a later wait for the second must still find.
+    assert [r.job_id for r in waiter.wait_results([second.job_id], 5)] == [second.job_id]
