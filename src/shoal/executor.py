@@ -390,6 +390,7 @@ class _Engine:
             return True
         with self._lock:  # too late: it runs; put it back and catch a result we missed
             self._futures[job_id] = future
+            self._watched.add(job_id)
         status = self.queue.get(job_id)
         if status is not None and status.result is not None:
             self._resolve(status.result)

@@ -211,10 +211,12 @@ class MemoryQueue(Queue):
     def watch(self, ids: Collection[str], timeout_s: float) -> list[Result]:
         """Answers as soon as a result lands: waits on the lock every change notifies."""
         watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
+        if not watched:
+            return []
         deadline = time.monotonic() + timeout_s
         with self._lock:
             while True:
-                found = self._watch_once(watched) if watched else []
+                found = self._watch_once(watched)
                 remaining = deadline - time.monotonic()
                 if found or remaining <= 0:
                     return found

@@ -123,6 +123,8 @@ class TcpQueue(Queue):
         goes to the first watch() that names it. The oldest ids are asked for again now
         and then, so a push lost in a network blip costs a delay, not a hang."""
         watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
+        if not watched:
+            return []
         self._watching = True
         fresh = watched.take_added()
         now = time.monotonic()
