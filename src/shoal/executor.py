@@ -229,7 +229,8 @@ class _Engine:
         self.queue = queue
         self._owns_queue = owns_queue
         self._futures: dict[str, ShoalFuture] = {}
-        # The collector's watch (written under _lock; the queue reads it while it waits).
+        # What the collector watches: ids go in once submitted (so a tcp queue has asked
+        # for their pushes with the submit), and a watch already waiting sees them.
         self._watched = WatchSet()
         self._ids: list[str] = []  # every call submitted, for results()
         self._lock = threading.Condition()
@@ -267,7 +268,6 @@ class _Engine:
         with self._lock:
             self.check_open()
             self._futures[job.id] = future
-            self._watched.add(job.id)  # seen by a watch already waiting
             self._ids.append(job.id)
             self._outbox.append(job)
             if len(self._outbox) == 1:
@@ -294,6 +294,9 @@ class _Engine:
                 self._sending = {job.id for job in batch}
             try:
                 self.queue.submit(batch)
+                self._watched.update(job.id for job in batch)
+                with self._lock:
+                    self._lock.notify_all()  # a collector waiting for something to watch
             except Exception as exc:  # the calls cannot run: say so on their futures
                 log.error("executor: submitting %d call(s) failed: %s", len(batch), exc)
                 for job in batch:
@@ -332,6 +335,9 @@ class _Engine:
                     return
                 if len(watched) > 2 * len(self._futures) + 1000:  # cancelled ones linger
                     watched.intersection_update(self._futures)
+                if not watched:  # futures whose calls are not submitted yet
+                    self._lock.wait(COLLECT_WAIT_S)
+                    continue
             for result in self.queue.watch(watched, COLLECT_WAIT_S):
                 watched.discard(result.job_id)
                 self._resolve(result)

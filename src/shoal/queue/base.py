@@ -24,6 +24,7 @@ import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar, TypeVar
@@ -92,19 +93,26 @@ class WatchSet(set):
         self.added: set[str] = set(self)  # not yet looked at by a backend
         self.mark: tuple[Queue, object] | None = None  # (backend, its journal position)
         self.paced_until = 0.0  # no full scan before this (monotonic)
+        self._guard = threading.Lock()  # one thread adds while another watches
 
     def add(self, job_id: str) -> None:
-        super().add(job_id)
-        self.added.add(job_id)
+        with self._guard:
+            super().add(job_id)
+            self.added.add(job_id)
 
     def update(self, *more: Iterable[str]) -> None:
         for ids in more:
             for job_id in ids:
                 self.add(job_id)
 
+    def __ior__(self, other: AbstractSet[str]) -> WatchSet:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
     def take_added(self) -> set[str]:
         """The ids added since the last call (the backend now looks at them)."""
-        added, self.added = self.added, set()
+        with self._guard:
+            added, self.added = self.added, set()
         return added
 
 

@@ -34,7 +34,9 @@ class MemoryQueue(Queue):
 
     def __init__(self, url: str = "memory://", *, lease_s: float = defaults.LEASE_S) -> None:
         super().__init__(url, lease_s=lease_s)
-        self._lock = threading.Condition()
+        lock = threading.RLock()
+        self._lock = threading.Condition(lock)  # notified when jobs may be claimable
+        self._landed = threading.Condition(lock)  # notified when jobs become final
         self._jobs: dict[str, Job] = {}
         self._state: dict[str, State] = {}
         self._attempt: dict[str, int] = {}
@@ -87,6 +89,7 @@ class MemoryQueue(Queue):
         self._results[job_id] = result
         self._state[job_id] = result.state
         self._finals.append(job_id)
+        self._landed.notify_all()
         if len(self._finals) > FINALS_KEPT:  # a watcher this far behind scans its ids
             del self._finals[:FINALS_KEPT // 2]
             self._finals_start += FINALS_KEPT // 2
@@ -154,9 +157,7 @@ class MemoryQueue(Queue):
             self._end_lease(lease)
             result = self._place_log(lease, result)
             self._set_final_locked(lease.job_id, result)
-            next_leases = self._claim_locked(lease.worker, then_claim) if then_claim > 0 else []
-            self._lock.notify_all()
-        return next_leases
+            return self._claim_locked(lease.worker, then_claim) if then_claim > 0 else []
 
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
         with self._lock:
@@ -191,7 +192,6 @@ class MemoryQueue(Queue):
                     reason="cancelled by user", attempt=self._attempt[job_id],
                 ))
                 done.append(job_id)
-            self._lock.notify_all()
         return done
 
     def retry(self, job_ids: Iterable[str]) -> list[str]:
@@ -209,7 +209,7 @@ class MemoryQueue(Queue):
         return again
 
     def watch(self, ids: Collection[str], timeout_s: float) -> list[Result]:
-        """Answers as soon as a result lands: waits on the lock every change notifies."""
+        """Answers as soon as a result lands: waits on the condition every final notifies."""
         watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
         if not watched:
             return []
@@ -220,7 +220,7 @@ class MemoryQueue(Queue):
                 remaining = deadline - time.monotonic()
                 if found or remaining <= 0:
                     return found
-                self._lock.wait(remaining)
+                self._landed.wait(remaining)
 
     def _final_results(self, job_ids: list[str]) -> list[Result]:
         with self._lock:
