@@ -272,8 +272,6 @@ class _Engine:
             self._outbox.append(job)
             if len(self._outbox) == 1:
                 self._outbox_ready.notify()
-            if len(self._futures) == 1:
-                self._lock.notify_all()  # the collector waits for a first future
         if self._bar is not None:
             self._bar.add(1)
         return future
@@ -295,8 +293,6 @@ class _Engine:
             try:
                 self.queue.submit(batch)
                 self._watched.update(job.id for job in batch)
-                with self._lock:
-                    self._lock.notify_all()  # a collector waiting for something to watch
             except Exception as exc:  # the calls cannot run: say so on their futures
                 log.error("executor: submitting %d call(s) failed: %s", len(batch), exc)
                 for job in batch:
@@ -324,20 +320,18 @@ class _Engine:
     def _collect(self) -> None:
         """Resolve futures as their results land, whoever ran the call: one loop over
         `queue.watch`, with a WatchSet so each look costs what changed, not one read per
-        waiting future. Exits after shutdown once no future is left."""
+        waiting future. Exits after shutdown once no future is left (within
+        COLLECT_WAIT_S)."""
         watched = self._watched
         next_running_check = 0.0
         while True:
             with self._lock:
-                while not self._futures and not self._shutdown:
-                    self._lock.wait()
                 if self._closed or (not self._futures and self._shutdown):
                     return
                 if len(watched) > 2 * len(self._futures) + 1000:  # cancelled ones linger
                     watched.intersection_update(self._futures)
-                if not watched:  # futures whose calls are not submitted yet
-                    self._lock.wait(COLLECT_WAIT_S)
-                    continue
+            # Also while nothing is watched: ids added meanwhile are seen by this very
+            # watch, so a call's result wakes one thread, not two.
             for result in self.queue.watch(watched, COLLECT_WAIT_S):
                 watched.discard(result.job_id)
                 self._resolve(result)

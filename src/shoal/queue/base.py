@@ -315,17 +315,22 @@ class Queue(ABC):
         attempt cap, another process's work. `ids` is best a set (fast `in`); a caller
         that watches many ids across many calls passes a `WatchSet`, so a backend that
         journals its finals answers from what changed since the last call instead of
-        scanning every id. The default polls (`_watch_once`) with a growing delay; memory
-        blocks on its lock and tcp waits for the coordinator's push.
+        scanning every id. A WatchSet may be empty, and grow while a watch waits (an
+        empty plain collection answers at once). The default polls (`_watch_once`) with
+        a growing delay; memory blocks on its lock and tcp waits for the coordinator's
+        push.
         """
-        watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
-        if not watched:
+        if timeout_s <= 0 and not isinstance(ids, WatchSet):  # one look, nothing to keep
+            return self._final_results(list(ids))
+        if not ids and not isinstance(ids, WatchSet):
             return []
+        watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
         deadline = time.monotonic() + timeout_s
 
         def attempt() -> list[Result]:
-            time.sleep(min(max(0.0, watched.paced_until - time.monotonic()),
-                           max(0.0, deadline - time.monotonic())))
+            pause = min(watched.paced_until, deadline) - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
             return self._watch_once(watched)
 
         return poll(attempt, timeout_s, first_s=0.001, most_s=0.05)
@@ -344,10 +349,10 @@ class Queue(ABC):
             took = time.monotonic() - started
             ids.paced_until = time.monotonic() + 4 * took if mark is None else 0.0
         else:
-            landed, mark = journal
-            landed = [r for r in landed if r.job_id in ids]
-            if fresh:
-                landed += self._final_results([i for i in fresh if i in ids])
+            ended, mark = journal
+            wanted = {i for i in ended if i in ids}
+            wanted.update(i for i in fresh if i in ids)
+            landed = self._final_results(list(wanted)) if wanted else []
         ids.mark = (self, mark) if mark is not None else None
         return list({r.job_id: r for r in landed}.values())
 
@@ -364,9 +369,9 @@ class Queue(ABC):
         """Where the journal of finals ends now; None if this backend keeps none."""
         return None
 
-    def _finals_since(self, mark: object) -> tuple[list[Result], object] | None:
-        """The final results journalled after `mark` (still final now) and the new end;
-        None if the journal no longer reaches back to `mark` (the caller scans instead)."""
+    def _finals_since(self, mark: object) -> tuple[list[str], object] | None:
+        """The jobs that became final after `mark`, and the journal's new end; None if
+        the journal no longer reaches back to `mark` (the caller scans instead)."""
         return None
 
     def is_drained(self) -> bool:

@@ -210,9 +210,9 @@ class MemoryQueue(Queue):
 
     def watch(self, ids: Collection[str], timeout_s: float) -> list[Result]:
         """Answers as soon as a result lands: waits on the condition every final notifies."""
-        watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
-        if not watched:
+        if not ids and not isinstance(ids, WatchSet):
             return []
+        watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
         deadline = time.monotonic() + timeout_s
         with self._lock:
             while True:
@@ -230,14 +230,13 @@ class MemoryQueue(Queue):
         with self._lock:
             return self._finals_start + len(self._finals)
 
-    def _finals_since(self, mark: object) -> tuple[list[Result], object] | None:
+    def _finals_since(self, mark: object) -> tuple[list[str], object] | None:
         assert isinstance(mark, int)
         with self._lock:
             if mark < self._finals_start:
                 return None
-            landed = [self._results[i] for i in self._finals[mark - self._finals_start:]
-                      if i in self._results]
-            return landed, self._finals_start + len(self._finals)
+            return (self._finals[mark - self._finals_start:],
+                    self._finals_start + len(self._finals))
 
     def get(self, job_id: str) -> JobStatus | None:
         with self._lock:

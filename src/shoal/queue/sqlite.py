@@ -386,14 +386,11 @@ class SqliteQueue(Queue):
         return self._db().execute("SELECT COALESCE(MAX(final_seq), 0) FROM jobs "
                                  "WHERE final_seq IS NOT NULL").fetchone()[0]
 
-    def _finals_since(self, mark: object) -> tuple[list[Result], object] | None:
-        """Finals numbered after `mark` (the index makes an idle look one cheap read)."""
-        rows = self._db().execute("SELECT final_seq, result FROM jobs WHERE final_seq > ? "
-                                  "AND result IS NOT NULL ORDER BY final_seq",
-                                  (mark,)).fetchall()
-        if not rows:
-            return [], mark
-        return [Result.from_dict(loads(text.encode())) for _, text in rows], rows[-1][0]
+    def _finals_since(self, mark: object) -> tuple[list[str], object] | None:
+        """Jobs numbered final after `mark` (the index makes an idle look one cheap read)."""
+        rows = self._db().execute("SELECT final_seq, id FROM jobs WHERE final_seq > ? "
+                                  "ORDER BY final_seq", (mark,)).fetchall()
+        return ([job_id for _, job_id in rows], rows[-1][0]) if rows else ([], mark)
 
     def reap(self) -> list[Reaped]:
         """One transaction: take expired leases back, log them in `reaped` (shared by every

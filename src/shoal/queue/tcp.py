@@ -122,9 +122,9 @@ class TcpQueue(Queue):
         (those already final come back at once), then we wait for pushes. A pushed result
         goes to the first watch() that names it. The oldest ids are asked for again now
         and then, so a push lost in a network blip costs a delay, not a hang."""
-        watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
-        if not watched:
+        if not ids and not isinstance(ids, WatchSet):
             return []
+        watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
         self._watching = True
         fresh = watched.take_added()
         now = time.monotonic()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import JobNotFound, LeaseLost
-from ..job import Job, Kind, Lease, Reaped
+from ..job import Job, Kind, Lease, Reaped, Result
 from ..net import wire
 from ..queue.base import Queue
 from .parking import Key, Parking, Push
@@ -48,6 +48,7 @@ class Service:
         self.max_message_bytes = max_message_bytes
         self._push = push
         self._ended: set[str] = set()  # jobs that may have become final since the last look
+        self._recorded: dict[str, Result] = {}  # ...and those whose final record we know
         self._pending_may_grow = False
         # No reaping during our first lease: workers that ran on while no coordinator was
         # up beat in that time, so no live worker's lease is taken back on a restart.
@@ -70,11 +71,15 @@ class Service:
         if self._pending_may_grow and self.parking.claims:
             self.parking.serve_claims()
         self._pending_may_grow = False
-        if self._ended:
-            watched = self.parking.watched_among(self._ended)
-            self._ended = set()
-            if watched:
-                self.parking.deliver(self.queue.watch(watched, 0))
+        if self._ended or self._recorded:
+            known, self._recorded = self._recorded, {}
+            ended, self._ended = self._ended, set()
+            finals = [known[i] for i in self.parking.watched_among(set(known))]
+            unknown = self.parking.watched_among(ended - known.keys())
+            if unknown:
+                finals += self.queue.watch(unknown, 0)
+            if finals:
+                self.parking.deliver(finals)
 
     def _reap(self) -> list[Reaped]:
         """The served queue's reap (none during our first lease, see __init__)."""
@@ -159,7 +164,6 @@ class Service:
         """Record the result; with `then_claim`, also lease the worker its next jobs (one
         round trip instead of two) unless other workers are already waiting for work."""
         then_claim = 0 if self.parking.claims else then_claim  # those waiting go first
-        self._ended.add(lease["id"])
         leases = self._finish(lease, result, log, then_claim, repeat=req.repeat)
         return [wire.lease_out(x) for x in leases]
 
@@ -173,7 +177,12 @@ class Service:
             path.write_bytes(log)
             record = replace(record, log=str(path))
         try:
-            return self.queue.finish(fenced, record, then_claim=then_claim)
+            leases = self.queue.finish(fenced, record, then_claim=then_claim)
+            if log is None:  # recorded as sent (a shipped log moves): no need to read it back
+                self._recorded[fenced.job_id] = record
+            else:
+                self._ended.add(fenced.job_id)
+            return leases
         except LeaseLost:
             if log is not None:
                 self.queue.attempt_log_path(fenced).unlink(missing_ok=True)
