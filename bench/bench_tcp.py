@@ -7,7 +7,7 @@ and shoal's local queues.
     processes, and `shoal.Executor(TMP/status, workers=0)` submitting one call at a time.
 (b) M calls sleeping 50 ms (default 200) on 2 workers: efficiency = ideal / wall.
 (c) C concurrent clients (default 10 processes x 100 threads, each its own TcpQueue) each
-    submit one tiny call and wait for its result (`wait_results`); 2 worker processes.
+    submit one tiny call and wait for its result (`watch`); 2 worker processes.
     Reported: submit-to-result latency p50/p99 and the coordinator's RSS before and at peak.
 (d) J jobs (default 1,000,000 `true I` command jobs) submitted in batches of 10,000 to
     sqlite:// directly and through tcp:// (TcpQueue.submit): time and bytes per job.
@@ -392,7 +392,7 @@ def client_process(status: str, threads: int) -> None:
         queue.submit([job])
         results: list = []
         while not results and time.perf_counter() - t0 < 300:
-            results = queue.wait_results([job.id], 60.0)
+            results = queue.watch([job.id], 60.0)
         latency[i] = time.perf_counter() - t0
         if not results or outcome(results[0]) != i + 1:
             errors.append(f"client {i}: {results!r:.200}")

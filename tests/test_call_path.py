@@ -45,7 +45,7 @@ def running_worker() -> Iterator[tuple[MemoryQueue, Worker]]:
 
 def run_call(queue: Queue, job: Job) -> object:
     queue.submit([job])
-    result = wait_for(lambda: queue.wait_results([job.id], 0.5), timeout_s=60,
+    result = wait_for(lambda: queue.watch([job.id], 0.5), timeout_s=60,
                       message=f"the result of {job.name}")
     return outcome(result[0])  # type: ignore[index]
 

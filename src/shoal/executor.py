@@ -43,18 +43,17 @@ from .calls import call_job, check_call_setup, describe_call, outcome
 from .context import job_seed
 from .job import Job, Result, State
 from .queue import open_queue
-from .queue.base import Queue
+from .queue.base import Queue, WatchSet
 from .worker import Worker
 
 log = logging.getLogger("shoal.executor")
 
 COLLECT_WAIT_S = 0.2  # the collector re-checks for shutdown at least this often
 RUNNING_CHECK_S = 0.5  # how often futures of started calls are marked running()
-REMOTE_POLL_S = 0.25  # with local workers, how often results of other workers are looked for
-# Where results are pushed, the oldest waiting futures are still looked up this often, so
-# a push lost in a network blip (the client was reconnecting) costs a delay, not a hang.
-PUSH_SWEEP_S = 2.0
-PUSH_SWEEP_IDS = 2000
+# While more calls are in flight, the collector lets results gather this long between
+# looks: one wake per few results, not per result (a thread hand-off costs the slots
+# GIL time); a lone call's result is never held back.
+GATHER_S = 0.002
 # At program exit, a wait for pending calls longer than this is announced on stderr.
 EXIT_NOTICE_S = 2.0
 
@@ -234,6 +233,9 @@ class _Engine:
         self.queue = queue
         self._owns_queue = owns_queue
         self._futures: dict[str, ShoalFuture] = {}
+        # What the collector watches: ids go in once submitted (so a tcp queue has asked
+        # for their pushes with the submit), and a watch already waiting sees them.
+        self._watched = WatchSet()
         self._ids: list[str] = []  # every call submitted, for results()
         self._lock = threading.Condition()
         self._outbox_ready = threading.Condition(self._lock)  # wakes only the submitter
@@ -251,9 +253,6 @@ class _Engine:
             self._worker_thread = threading.Thread(target=self._worker.run,
                                                    name="shoal-executor-worker", daemon=True)
             self._worker_thread.start()
-        # Results recorded in this process are pushed to us; where the queue cannot push
-        # the others (a folder other workers share), the collector polls for them too.
-        queue.subscribe(self._on_result)
         self._collector = threading.Thread(target=self._collect, name="shoal-executor-collector",
                                            daemon=True)
         self._collector.start()
@@ -277,8 +276,6 @@ class _Engine:
             self._outbox.append(job)
             if len(self._outbox) == 1:
                 self._outbox_ready.notify()
-            if len(self._futures) == 1:
-                self._lock.notify_all()  # the collector waits for a first future
         if self._bar is not None:
             self._bar.add(1)
         return future
@@ -299,6 +296,7 @@ class _Engine:
                 self._sending = {job.id for job in batch}
             try:
                 self.queue.submit(batch)
+                self._watched.update(job.id for job in batch)
             except Exception as exc:  # the calls cannot run: say so on their futures
                 log.error("executor: submitting %d call(s) failed: %s", len(batch), exc)
                 for job in batch:
@@ -323,39 +321,31 @@ class _Engine:
     def _vetoed(self, job_id: str) -> bool:
         return job_id in self._vetoes
 
-    def _on_result(self, result: Result) -> None:
-        if result.job_id in self._futures:
-            self._resolve(result)
-
     def _collect(self) -> None:
-        """Resolve futures as their results land; exit after shutdown once none is left."""
+        """Resolve futures as their results land, whoever ran the call: one loop over
+        `queue.watch`, with a WatchSet so each look costs what changed, not one read per
+        waiting future. Exits after shutdown once no future is left (within
+        COLLECT_WAIT_S)."""
+        watched = self._watched
         next_running_check = 0.0
-        next_sweep = time.monotonic() + PUSH_SWEEP_S
         while True:
             with self._lock:
-                while not self._futures and not self._shutdown:
-                    self._lock.wait()
                 if self._closed or (not self._futures and self._shutdown):
                     return
-                waiting = list(self._futures)
-            if self.queue.pushes_all_results:  # every result arrives through _on_result...
-                time.sleep(COLLECT_WAIT_S)
-                if time.monotonic() >= next_sweep:  # ...unless a push was lost on the way
-                    next_sweep = time.monotonic() + PUSH_SWEEP_S
-                    self._resolve_all(self.queue.wait_results(waiting[:PUSH_SWEEP_IDS], 0))
-            elif self._worker is not None:  # ours are pushed; look for the others' now and then
-                time.sleep(REMOTE_POLL_S)
-                self._resolve_all(self.queue.wait_results(waiting, 0))
-            else:
-                self._resolve_all(self.queue.wait_results(waiting, COLLECT_WAIT_S))
-            del waiting
+                if len(watched) > 2 * len(self._futures) + 1000:  # cancelled ones linger
+                    watched.intersection_update(self._futures)
+            # Also while nothing is watched: ids added meanwhile are seen by this very
+            # watch, so a call's result wakes one thread, not two.
+            results = self.queue.watch(watched, COLLECT_WAIT_S)
+            for result in results:
+                watched.discard(result.job_id)
+                self._resolve(result)
+            if results and self._futures:
+                time.sleep(GATHER_S)
+            del results
             if time.monotonic() >= next_running_check:
                 self._mark_running()
                 next_running_check = time.monotonic() + RUNNING_CHECK_S
-
-    def _resolve_all(self, results: list[Result]) -> None:
-        for result in results:
-            self._resolve(result)
 
     def _resolve(self, result: Result) -> None:
         with self._lock:
@@ -363,7 +353,7 @@ class _Engine:
             if not self._futures:
                 self._lock.notify_all()
             started = future is not None and self._start(future)
-        if self._bar is not None:
+        if self._bar is not None and future is not None:
             self._bar.advance(failed=result.state is not State.DONE)
         if not started:
             return
@@ -393,7 +383,7 @@ class _Engine:
     def cancel_job(self, job_id: str) -> bool:
         """Cancel the job if no worker has started it; True if so."""
         with self._lock:
-            future = self._futures.pop(job_id, None)  # a pushed CANCELLED result is ours
+            future = self._futures.pop(job_id, None)  # a watched CANCELLED result is ours
             if future is None:
                 return False
             if any(job.id == job_id for job in self._outbox):  # not even submitted yet
@@ -408,6 +398,7 @@ class _Engine:
             return True
         with self._lock:  # too late: it runs; put it back and catch a result we missed
             self._futures[job_id] = future
+            self._watched.add(job_id)
         status = self.queue.get(job_id)
         if status is not None and status.result is not None:
             self._resolve(status.result)

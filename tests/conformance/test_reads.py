@@ -1,4 +1,4 @@
-"""Derived reads on every backend: `states`, `final_ids`, `is_drained`, seen from another view.
+"""Derived reads on every backend: `states`, `is_drained`, seen from another view.
 
 Another view is another process or host on the same queue (see QueueFactory), so each
 test writes through one view and reads through a second.
@@ -7,7 +7,7 @@ test writes through one view and reads through a second.
 from __future__ import annotations
 
 from shoal.job import Job, Result, State
-from tests.conftest import QueueFactory, wait_for
+from tests.conftest import wait_for
 
 UNKNOWN = "0123456789abcdef"
 
@@ -61,27 +61,6 @@ def test_states_of_many_jobs_at_once(queue_factory):
     assert sorted(found.values()).count(State.DONE) == 50
     assert list(found.values()).count(State.RUNNING) == 50
     assert list(found.values()).count(State.PENDING) == 50
-
-
-def test_final_ids_names_exactly_the_jobs_with_a_final_result(queue_factory):
-    writer, reader = queue_factory(), queue_factory()
-    expected = one_job_in_each_state(writer)
-    final = {job_id for job_id, state in expected.items() if state.final}
-    assert sorted(reader.final_ids([*expected, UNKNOWN])) == sorted(final)
-    assert reader.final_ids([]) == []
-
-
-def test_final_ids_of_many_jobs_at_once(queue_factory: QueueFactory):
-    writer, reader = queue_factory(), queue_factory()
-    jobs = [cmd(i) for i in range(100)]  # past the folder's few-ids fast path
-    writer.submit(jobs)
-    leases = writer.claim("w1", 30)
-    for lease in leases[:20]:
-        writer.finish(lease, done(lease))
-    writer.cancel([jobs[-1].id])
-    wanted = [job.id for job in jobs] + [UNKNOWN]
-    expected = {lease.job_id for lease in leases[:20]} | {jobs[-1].id}
-    assert sorted(reader.final_ids(wanted)) == sorted(expected)
 
 
 def test_is_drained_only_when_nothing_is_pending_or_running(queue_factory):

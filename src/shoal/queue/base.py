@@ -19,9 +19,11 @@ Beside the state machine, a queue has `settings` (settings.py: read once at open
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import ClassVar, TypeVar
 
 from .. import defaults
@@ -81,6 +83,45 @@ def reaped_keep_s(lease_s: float) -> float:
     return max(defaults.REAPED_KEEP_S, lease_s)
 
 
+class WatchSet(set):
+    """Job ids a caller watches across many `watch` calls (the Executor's pending calls).
+
+    It remembers the ids added since a backend last looked and where that backend had
+    read its journal of finals up to, so a `watch` costs what changed since the last
+    call, not a scan of every id: with 10^5 ids watched, a scan per result landing would
+    make `Executor.map` quadratic. Each result is reported by the call that first sees
+    it (rarely twice, in a race): the caller removes the ids it got, and adds an id again
+    to hear of it again (a job retried since).
+    """
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        super().__init__(ids)
+        self.added: set[str] = set(self)  # not yet looked at by a backend
+        self.mark: tuple[Queue, object] | None = None  # (backend, its journal position)
+        self.paced_until = 0.0  # no full scan before this (monotonic)
+        self._guard = threading.Lock()  # one thread adds while another watches
+
+    def add(self, job_id: str) -> None:
+        with self._guard:
+            super().add(job_id)
+            self.added.add(job_id)
+
+    def update(self, *more: Iterable[str]) -> None:
+        for ids in more:
+            for job_id in ids:
+                self.add(job_id)
+
+    def __ior__(self, other: AbstractSet[str]) -> WatchSet:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def take_added(self) -> set[str]:
+        """The ids added since the last call (the backend now looks at them)."""
+        with self._guard:
+            added, self.added = self.added, set()
+        return added
+
+
 class Queue(ABC):
     """A job queue. Backends implement the abstract methods; capabilities are class flags."""
 
@@ -102,7 +143,6 @@ class Queue(ABC):
         self.url = url
         self.settings = settings
         self.files = files
-        self._listeners: list[Callable[[Result], None]] = []
         self._blobs: dict[str, bytes] = {}
 
     # -- jobs ---------------------------------------------------------------
@@ -183,38 +223,71 @@ class Queue(ABC):
                 found[job_id] = status.state
         return found
 
-    def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
-        """Final results among `job_ids`, waiting up to `timeout_s` for at least one.
+    def watch(self, ids: Collection[str], timeout_s: float) -> list[Result]:
+        """Final results among `ids`, waiting up to `timeout_s` for at least one.
 
-        The default polls `final_ids` with a growing delay (1 ms to 50 ms); backends
-        that can block (memory) or push (network) answer as soon as a result lands.
+        Every final state counts, however it came: a finish, a cancel, a reap at the
+        attempt cap, another process's work. `ids` is best a set (fast `in`); a caller
+        that watches many ids across many calls passes a `WatchSet`, so a backend that
+        journals its finals answers from what changed since the last call instead of
+        scanning every id. A WatchSet may be empty, and grow while a watch waits (an
+        empty plain collection answers at once). The default polls (`_watch_once`) with
+        a growing delay; memory blocks on its lock and tcp waits for the coordinator's
+        push.
         """
-        wanted = list(job_ids)
-        ready = poll(lambda: self.final_ids(wanted), timeout_s, first_s=0.001, most_s=0.05)
+        if timeout_s <= 0 and not isinstance(ids, WatchSet):  # one look, nothing to keep
+            return self._final_results(list(ids))
+        if not ids and not isinstance(ids, WatchSet):
+            return []
+        watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
+        deadline = time.monotonic() + timeout_s
+
+        def attempt() -> list[Result]:
+            pause = min(watched.paced_until, deadline) - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            return self._watch_once(watched)
+
+        return poll(attempt, timeout_s, first_s=0.001, most_s=0.05)
+
+    def _watch_once(self, ids: WatchSet) -> list[Result]:
+        """One look at `ids`: the finals journalled since the caller's last look plus a
+        scan of the ids added since; a scan of every id where there is no journal (then
+        paced, so that scanning takes at most a fifth of the time)."""
+        fresh = ids.take_added()
+        since = ids.mark[1] if ids.mark is not None and ids.mark[0] is self else None
+        journal = self._finals_since(since) if since is not None else None
+        if journal is None:  # first look, or no journal reaching back that far: scan all
+            mark = self._finals_mark()
+            started = time.monotonic()
+            landed = self._final_results(list(ids))
+            took = time.monotonic() - started
+            ids.paced_until = time.monotonic() + 4 * took if mark is None else 0.0
+        else:
+            ended, mark = journal
+            wanted = {i for i in ended if i in ids}
+            wanted.update(i for i in fresh if i in ids)
+            landed = self._final_results(list(wanted)) if wanted else []
+        ids.mark = (self, mark) if mark is not None else None
+        return list({r.job_id: r for r in landed}.values())
+
+    def _final_results(self, job_ids: list[str]) -> list[Result]:
+        """The final results among these jobs (a scan; backends do it in one read)."""
         found = []
-        for job_id in ready:
-            status = self.get(job_id)
+        for job_id, state in self.states(job_ids).items():
+            status = self.get(job_id) if state.final else None
             if status is not None and status.result is not None:
                 found.append(status.result)
         return found
 
-    #: subscribe() sees every final result (not only those recorded through this object).
-    pushes_all_results: ClassVar[bool] = False
+    def _finals_mark(self) -> object | None:
+        """Where the journal of finals ends now; None if this backend keeps none."""
+        return None
 
-    def subscribe(self, callback: Callable[[Result], None]) -> None:
-        """Have `callback(result)` called for final results recorded through this queue
-        object (all of them where `pushes_all_results`); poll for the others."""
-        self._listeners.append(callback)
-
-    def _announce(self, results: list[Result]) -> None:
-        """Tell subscribers about final results; call without holding locks."""
-        for result in results:
-            for callback in list(self._listeners):
-                callback(result)
-
-    def final_ids(self, job_ids: list[str]) -> list[str]:
-        """Which of these jobs have a final result (cheap check, no records read)."""
-        return [i for i, s in self.states(job_ids).items() if s.final]
+    def _finals_since(self, mark: object) -> tuple[list[str], object] | None:
+        """The jobs that became final after `mark`, and the journal's new end; None if
+        the journal no longer reaches back to `mark` (the caller scans instead)."""
+        return None
 
     def is_drained(self) -> bool:
         """True when no job is pending or running (new submissions may still come)."""

@@ -343,7 +343,6 @@ class FolderQueue(Queue):
             self._commits.add(fence)  # see groupcommit.py
         else:
             unlink_quiet(fence)
-        self._announce([result])
         return self._claim_next(lease, then_claim)
 
     def flush(self) -> None:
@@ -447,7 +446,7 @@ class FolderQueue(Queue):
         return replace(status, attempts=self._failed_attempts(job_id, status.attempt))
 
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
-        cancelled, announced = [], []
+        cancelled = []
         who = f"cancel-{HOST}-{os.getpid()}-{secrets.token_hex(3)}"
         for job_id in job_ids:
             status = self.get(job_id)
@@ -467,9 +466,7 @@ class FolderQueue(Queue):
                     self._write_final(result)
                     unlink_quiet(fence)
                     cancelled.append(job_id)
-                    announced.append(result)
                     break
-        self._announce(announced)
         return cancelled
 
     def retry(self, job_ids: Iterable[str]) -> list[str]:
@@ -523,15 +520,17 @@ class FolderQueue(Queue):
                     found[name[:-5]] = state
         return found
 
-    def final_ids(self, job_ids: list[str]) -> list[str]:
+    def _final_results(self, job_ids: list[str]) -> list[Result]:
         """A stat per id for a few ids; listings of the final folders for many."""
         if len(job_ids) > 64:
             wanted = set(job_ids)
-            return [name[:-5] for folder in FINAL_DIRS.values()
-                    for name in self._fresh_names(folder) if name[:-5] in wanted]
-        return [i for i in job_ids
-                if any(os.path.exists(self.path(folder, f"{i}.json"))
-                       for folder in FINAL_DIRS.values())]
+            final = [name[:-5] for folder in FINAL_DIRS.values()
+                     for name in self._fresh_names(folder) if name[:-5] in wanted]
+        else:
+            final = [i for i in job_ids if any(os.path.exists(self.path(folder, f"{i}.json"))
+                                               for folder in FINAL_DIRS.values())]
+        found = [self._final_result(job_id) for job_id in final]
+        return [result for result in found if result is not None]
 
     def is_drained(self) -> bool:
         for kind in ("pending", "claimed", "committing"):
@@ -594,7 +593,6 @@ class FolderQueue(Queue):
                         reason=lost_reason(attempt, worker), attempt=attempt, worker=worker)
         self._write_final(failed)
         unlink_quiet(fence)
-        self._announce([failed])
         return True
 
     def _log_reap(self, record: Reaped) -> None:

@@ -14,15 +14,17 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 
 from .. import defaults
 from ..errors import LeaseLost
 from ..job import Beat, Job, JobStatus, Kind, Lease, Reaped, Result, State, WorkerInfo
-from .base import Queue, blobs_of, lost_reason, reaped_keep_s, running_attempts
+from .base import Queue, WatchSet, blobs_of, lost_reason, reaped_keep_s, running_attempts
 from .files import LocalFiles
 from .settings import QueueSettings
+
+FINALS_KEPT = 200_000  # ids kept in the journal of finals that watch() reads
 
 
 class MemoryQueue(Queue):
@@ -31,7 +33,6 @@ class MemoryQueue(Queue):
     blocking_claim = True
     cross_host = False
     in_process = True
-    pushes_all_results = True
 
     def __init__(self, url: str = "memory://", *, lease_s: float = defaults.LEASE_S,
                  log_cap_bytes: int | None = None) -> None:
@@ -39,7 +40,9 @@ class MemoryQueue(Queue):
         # Logs go to a temporary folder that goes with this object.
         super().__init__(url, settings,
                          LocalFiles(settings, running=lambda: running_attempts(self)))
-        self._lock = threading.Condition()
+        lock = threading.RLock()
+        self._lock = threading.Condition(lock)  # notified when jobs may be claimable
+        self._landed = threading.Condition(lock)  # notified when jobs become final
         self._jobs: dict[str, Job] = {}
         self._state: dict[str, State] = {}
         self._attempt: dict[str, int] = {}
@@ -53,6 +56,9 @@ class MemoryQueue(Queue):
         # Reaps by anyone, newest last, with when (monotonic): what reap() reports.
         self._reaped: deque[tuple[float, Reaped]] = deque(maxlen=defaults.REAPED_KEEP)
         self._blob_users: dict[str, int] = {}  # digest -> unfinished jobs that name it
+        # Ids of jobs as they became final, for watch(); item i has position _finals_start + i.
+        self._finals: list[str] = []
+        self._finals_start = 0
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         new: list[str] = []
@@ -88,6 +94,11 @@ class MemoryQueue(Queue):
         """Record a final result and let go of what only running the job needed."""
         self._results[job_id] = result
         self._state[job_id] = result.state
+        self._finals.append(job_id)
+        self._landed.notify_all()
+        if len(self._finals) > FINALS_KEPT:  # a watcher this far behind scans its ids
+            del self._finals[:FINALS_KEPT // 2]
+            self._finals_start += FINALS_KEPT // 2
         job = self._jobs[job_id]
         if job.payload is None and not job.blobs:
             return
@@ -152,10 +163,7 @@ class MemoryQueue(Queue):
             self._end_lease(lease)
             result = self.files.place_log(lease, result)
             self._set_final_locked(lease.job_id, result)
-            next_leases = self._claim_locked(lease.worker, then_claim) if then_claim > 0 else []
-            self._lock.notify_all()
-        self._announce([result])
-        return next_leases
+            return self._claim_locked(lease.worker, then_claim) if then_claim > 0 else []
 
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
         with self._lock:
@@ -190,8 +198,6 @@ class MemoryQueue(Queue):
                     reason="cancelled by user", attempt=self._attempt[job_id],
                 ))
                 done.append(job_id)
-            self._lock.notify_all()
-        self._announce([self._results[job_id] for job_id in done])
         return done
 
     def retry(self, job_ids: Iterable[str]) -> list[str]:
@@ -208,16 +214,35 @@ class MemoryQueue(Queue):
                     again.append(job_id)
         return again
 
-    def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
-        wanted = list(job_ids)
+    def watch(self, ids: Collection[str], timeout_s: float) -> list[Result]:
+        """Answers as soon as a result lands: waits on the condition every final notifies."""
+        if not ids and not isinstance(ids, WatchSet):
+            return []
+        watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
         deadline = time.monotonic() + timeout_s
         with self._lock:
             while True:
-                found = [self._results[i] for i in wanted if i in self._results]
+                found = self._watch_once(watched)
                 remaining = deadline - time.monotonic()
                 if found or remaining <= 0:
                     return found
-                self._lock.wait(remaining)
+                self._landed.wait(remaining)
+
+    def _final_results(self, job_ids: list[str]) -> list[Result]:
+        with self._lock:
+            return [self._results[i] for i in job_ids if i in self._results]
+
+    def _finals_mark(self) -> object | None:
+        with self._lock:
+            return self._finals_start + len(self._finals)
+
+    def _finals_since(self, mark: object) -> tuple[list[str], object] | None:
+        assert isinstance(mark, int)
+        with self._lock:
+            if mark < self._finals_start:
+                return None
+            return (self._finals[mark - self._finals_start:],
+                    self._finals_start + len(self._finals))
 
     def get(self, job_id: str) -> JobStatus | None:
         with self._lock:
@@ -251,19 +276,16 @@ class MemoryQueue(Queue):
 
     def reap(self) -> list[Reaped]:
         with self._lock:
-            failed = self._reap_locked()
+            self._reap_locked()
             oldest = time.monotonic() - reaped_keep_s(self.settings.lease_s)
             while self._reaped and self._reaped[0][0] < oldest:
                 self._reaped.popleft()
-            recent = [record for _, record in self._reaped]
-        self._announce(failed)
-        return recent
+            return [record for _, record in self._reaped]
 
-    def _reap_locked(self) -> list[Result]:
-        """Take expired leases back and log each reap; return the jobs it failed."""
+    def _reap_locked(self) -> None:
+        """Take expired leases back (to pending, or failed at the cap) and log each reap."""
         now = time.monotonic()
         expired = [(job_id, held) for job_id, held in self._leases.items() if held[2] < now]
-        failed = []
         for job_id, (worker, _token, _deadline) in expired:
             del self._leases[job_id]
             job, attempt = self._jobs[job_id], self._attempt[job_id]
@@ -274,12 +296,10 @@ class MemoryQueue(Queue):
                     job_id, State.FAILED, name=job.name, params=job.params,
                     reason=lost_reason(attempt, worker), attempt=attempt, worker=worker,
                 ))
-                failed.append(self._results[job_id])
             else:
                 self._to_pending(job_id, attempt + 1)
         if expired:
             self._lock.notify_all()
-        return failed
 
     def unregister(self, worker: str) -> None:
         with self._lock:

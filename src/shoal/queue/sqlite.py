@@ -41,6 +41,11 @@ from .base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
 from .files import LocalFiles
 from .settings import QueueSettings
 
+# Each final state numbers its job after every final before it: watch() reads the finals
+# since the number it saw last, not every watched id.
+_FINAL_SEQ = (", final_seq=(SELECT COALESCE(MAX(final_seq), 0) + 1 FROM jobs "
+              "WHERE final_seq IS NOT NULL)")
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -150,19 +155,24 @@ class SqliteQueue(Queue):
         self._tokens = itertools.count(1)
         self._token_prefix = f"{os.getpid()}-{id(self):x}"
         self._db().executescript(SCHEMA)  # its own transaction (executescript commits)
-        self._add_payload_column()
+        self._add_columns()
 
     def _running(self) -> list[tuple[str, int, str]]:
         """(job id, attempt, worker) of the running jobs: whose progress files to read."""
         return self._db().execute(
             "SELECT id, attempt, worker FROM jobs WHERE state='running'").fetchall()
 
-    def _add_payload_column(self) -> None:
-        """A file made before payloads had their own column gets it (they stay NULL)."""
+    def _add_columns(self) -> None:
+        """A file made before payloads had their own column, or before finals were
+        numbered for watch(), gets the column (NULL in the rows already there)."""
         with self._write() as db:
             columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             if "payload" not in columns:
                 db.execute("ALTER TABLE jobs ADD COLUMN payload BLOB")
+            if "final_seq" not in columns:
+                db.execute("ALTER TABLE jobs ADD COLUMN final_seq INTEGER")
+            db.execute("CREATE INDEX IF NOT EXISTS jobs_final ON jobs(final_seq) "
+                       "WHERE final_seq IS NOT NULL")
 
     # -- connections -----------------------------------------------------------------
 
@@ -273,7 +283,8 @@ class SqliteQueue(Queue):
              result: Result | None) -> None:
         cursor = db.execute(
             "UPDATE jobs SET state=?, attempt=?, worker=NULL, token=NULL, deadline=NULL, "
-            "result=? WHERE id=? AND token=? AND state='running'",
+            f"result=?{_FINAL_SEQ if result else ''} WHERE id=? AND token=? AND "
+            "state='running'",
             (state, attempt, dumps(result.to_dict()).decode() if result else None,
              lease.job_id, lease.token))
         if not cursor.rowcount:
@@ -290,9 +301,7 @@ class SqliteQueue(Queue):
                                     "current")
                 result = self.files.place_log(lease, result)
             self._end(db, lease, result.state.value, lease.attempt, result)
-            next_leases = self._claim_in(db, lease.worker, then_claim) if then_claim > 0 else []
-        self._announce([result])
-        return next_leases
+            return self._claim_in(db, lease.worker, then_claim) if then_claim > 0 else []
 
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
         with self._write() as db:
@@ -305,7 +314,7 @@ class SqliteQueue(Queue):
                                      dumps(failed.to_dict()).decode()))
 
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
-        done, announced = [], []
+        done = []
         with self._write() as db:
             for job_id in job_ids:
                 row = db.execute("SELECT spec, attempt FROM jobs WHERE id=? AND state IN "
@@ -316,10 +325,9 @@ class SqliteQueue(Queue):
                 result = Result(job_id, State.CANCELLED, name=job.name, params=job.params,
                                 reason="cancelled by user", attempt=row[1])
                 db.execute("UPDATE jobs SET state='cancelled', worker=NULL, token=NULL, "
-                           "result=? WHERE id=?", (dumps(result.to_dict()).decode(), job_id))
+                           f"result=?{_FINAL_SEQ} WHERE id=?",
+                           (dumps(result.to_dict()).decode(), job_id))
                 done.append(job_id)
-                announced.append(result)
-        self._announce(announced)
         return done
 
     def retry(self, job_ids: Iterable[str]) -> list[str]:
@@ -376,29 +384,43 @@ class SqliteQueue(Queue):
                                   "ORDER BY seq").fetchall()
         return iter([Result.from_dict(loads(row[0].encode())) for row in rows])
 
+    def _final_results(self, job_ids: list[str]) -> list[Result]:
+        found = []
+        for first in range(0, len(job_ids), 500):
+            chunk = job_ids[first:first + 500]
+            marks = ",".join("?" * len(chunk))
+            found += [Result.from_dict(loads(text.encode())) for (text,) in self._db().execute(
+                f"SELECT result FROM jobs WHERE id IN ({marks}) AND result IS NOT NULL", chunk)]
+        return found
+
+    def _finals_mark(self) -> object | None:
+        return self._db().execute("SELECT COALESCE(MAX(final_seq), 0) FROM jobs "
+                                 "WHERE final_seq IS NOT NULL").fetchone()[0]
+
+    def _finals_since(self, mark: object) -> tuple[list[str], object] | None:
+        """Jobs numbered final after `mark` (the index makes an idle look one cheap read)."""
+        rows = self._db().execute("SELECT final_seq, id FROM jobs WHERE final_seq > ? "
+                                  "ORDER BY final_seq", (mark,)).fetchall()
+        return ([job_id for _, job_id in rows], rows[-1][0]) if rows else ([], mark)
+
     def reap(self) -> list[Reaped]:
         """One transaction: take expired leases back, log them in `reaped` (shared by every
         process on the file), forget records older than reaped_keep_s, read the rest."""
-        failed = []
         with self._write() as db:
             now = time.time()
             rows = db.execute("SELECT id, spec, attempt, worker FROM jobs WHERE "
                               "state='running' AND deadline < ?", (now,)).fetchall()
             for job_id, spec, attempt, worker in rows:
-                result = self._take_back(db, job_id, Job.from_dict(json.loads(spec)), attempt,
-                                         worker, now)
-                if result is not None:
-                    failed.append(result)
+                self._take_back(db, job_id, Job.from_dict(json.loads(spec)), attempt, worker,
+                                now)
             db.execute("DELETE FROM reaped WHERE at < ?",
                        (now - reaped_keep_s(self.settings.lease_s),))
-            recent = [Reaped(*row) for row in db.execute(
+            return [Reaped(*row) for row in db.execute(
                 "SELECT job_id, worker, attempt, host FROM reaped ORDER BY seq")]
-        self._announce(failed)
-        return recent
 
     def _take_back(self, db: sqlite3.Connection, job_id: str, job: Job, attempt: int,
-                   worker: str, now: float) -> Result | None:
-        """Reap one expired lease; return the failed result if it was the last attempt."""
+                   worker: str, now: float) -> None:
+        """Reap one expired lease: back to pending, or failed at the last attempt."""
         info = db.execute("SELECT info FROM workers WHERE id=?", (worker,)).fetchone()
         host = str(loads(info[0].encode()).get("host", "")) if info else ""
         db.execute("INSERT INTO reaped(at, job_id, worker, attempt, host) VALUES (?, ?, ?, ?, ?)",
@@ -406,12 +428,11 @@ class SqliteQueue(Queue):
         if attempt < job.max_attempts:
             db.execute("UPDATE jobs SET state='pending', attempt=?, worker=NULL, "
                        "token=NULL, deadline=NULL WHERE id=?", (attempt + 1, job_id))
-            return None
+            return
         result = Result(job_id, State.FAILED, name=job.name, params=job.params,
                         reason=lost_reason(attempt, worker), attempt=attempt, worker=worker)
         db.execute("UPDATE jobs SET state='failed', worker=NULL, token=NULL, "
-                   "result=? WHERE id=?", (dumps(result.to_dict()).decode(), job_id))
-        return result
+                   f"result=?{_FINAL_SEQ} WHERE id=?", (dumps(result.to_dict()).decode(), job_id))
 
     # -- workers and control -----------------------------------------------------------
 

@@ -1,17 +1,19 @@
 """`tcp://HOST:PORT` (or a coordinator's status file): a queue served by `shoal serve`.
 
 Every operation is a request to the coordinator, which runs it on its local queue
-(see serve/). Claims and result waits block on the coordinator, which
-answers as soon as there is something, so workers and executors never poll.
+(see serve/). Claims block on the coordinator, which answers as soon as there is a
+job, and watched results are pushed as they land, so workers and executors never poll.
 Logs of jobs run here travel with their results, progress reports and the tails of
 running logs with beats; `queue.files` (ShippedFiles) reads them back from the coordinator.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,13 +29,16 @@ from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo
 from ..net import wire
 from ..net.channel import Channel
 from ..net.status import Status, dead_here, read_status, status_path
-from .base import Queue, blobs_of
+from .base import Queue, WatchSet, blobs_of
 from .files import ShippedFiles
 from .settings import QueueSettings
 
 CONNECT_S = 10.0  # how long the first contact may take before we say nobody answers
 STATUS_ENV = "SHOAL_STATUS"
 SENT_BLOBS_KEPT = 10_000  # digests remembered as stored at the coordinator (then forgotten)
+# The oldest watched ids are asked for again this often, this many at a time (lost pushes).
+PUSH_SWEEP_S = 2.0
+PUSH_SWEEP_IDS = 2000
 
 
 def find_status(where: str) -> Status:
@@ -84,7 +89,6 @@ class TcpQueue(Queue):
 
     blocking_claim = True
     cross_host = True
-    pushes_all_results = True  # results of the jobs submitted through this object
 
     def __init__(self, where: str, *, patience_s: float = defaults.PATIENCE_S,
                  lease_s: float | None = None) -> None:
@@ -94,9 +98,11 @@ class TcpQueue(Queue):
                 f"{self.status.address}: its coordinator (pid {self.status.pid} on this host) "
                 f"is not running; start it again (shoal serve --status DIR) to carry on")
         self._sent_blobs: set[str] = set()  # function blobs the coordinator has for sure
-        self._watching = False
-        self._watched: set[str] = set()  # submitted by us, result not yet pushed
-        self._watched_lock = threading.Lock()
+        self._watching = False  # set by the first watch(): submit then asks for pushes
+        self._watched: dict[str, None] = {}  # ids whose result is pushed to us, oldest first
+        self._landed: dict[str, Result] = {}  # pushed, not yet handed out by watch()
+        self._watched_lock = threading.Condition()
+        self._next_sweep = 0.0
         self._patience_s = patience_s
         self._channel = self._connect()
         try:
@@ -133,9 +139,35 @@ class TcpQueue(Queue):
 
     # -- pushed results ------------------------------------------------------------------
 
-    def subscribe(self, callback: Callable[[Result], None]) -> None:
-        super().subscribe(callback)
+    def watch(self, ids: Collection[str], timeout_s: float) -> list[Result]:
+        """Results are pushed by the coordinator: the ids not asked for yet are sent once
+        (those already final come back at once), then we wait for pushes. A pushed result
+        goes to the first watch() that names it. The oldest ids are asked for again now
+        and then, so a push lost in a network blip costs a delay, not a hang."""
+        if not ids and not isinstance(ids, WatchSet):
+            return []
+        watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
         self._watching = True
+        fresh = watched.take_added()
+        now = time.monotonic()
+        with self._watched_lock:
+            ask = [i for i in fresh if i not in self._watched and i not in self._landed]
+            self._watched.update(dict.fromkeys(ask))
+            if now >= self._next_sweep and self._watched:
+                self._next_sweep = now + PUSH_SWEEP_S
+                ask += [i for i in itertools.islice(self._watched, PUSH_SWEEP_IDS)
+                        if i in watched and i not in fresh]
+        if ask:
+            for record in self._call("watch", ids=ask):
+                self._deliver(record)
+        deadline = now + timeout_s
+        with self._watched_lock:
+            while True:
+                found = [self._landed.pop(i) for i in [i for i in self._landed if i in watched]]
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0:
+                    return found
+                self._watched_lock.wait(remaining)
 
     def _on_push(self, message: Any) -> None:
         if message is None:  # the coordinator restarted: register our watches again
@@ -149,8 +181,9 @@ class TcpQueue(Queue):
     def _deliver(self, record: dict[str, Any]) -> None:
         result = wire.result_in(record)
         with self._watched_lock:
-            self._watched.discard(result.job_id)
-        self._announce([result])
+            self._watched.pop(result.job_id, None)
+            self._landed[result.job_id] = result
+            self._watched_lock.notify_all()
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -159,7 +192,7 @@ class TcpQueue(Queue):
         self._send_blobs(blobs_of(batch))
         if self._watching:
             with self._watched_lock:
-                self._watched.update(job.id for job in batch)
+                self._watched.update(dict.fromkeys(job.id for job in batch))
         records = [job.to_dict(binary=True) for job in batch]
         try:
             return self._call("submit", jobs=records, watch=self._watching)
@@ -245,7 +278,7 @@ class TcpQueue(Queue):
         ids = list(job_ids)
         if self._watching:
             with self._watched_lock:
-                self._watched.update(ids)
+                self._watched.update(dict.fromkeys(ids))
             self._call("watch", ids=ids)
         return self._call("retry", ids=ids)
 
@@ -265,16 +298,8 @@ class TcpQueue(Queue):
     def states(self, job_ids: Iterable[str]) -> dict[str, State]:
         return {i: State(s) for i, s in self._call("states", ids=list(job_ids)).items()}
 
-    def final_ids(self, job_ids: list[str]) -> list[str]:
-        return self._call("final_ids", ids=list(job_ids))
-
     def results(self) -> Iterator[Result]:
         return iter([wire.result_in(record) for record in self._call("results")])
-
-    def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
-        records = self._link().call("wait_results", {"ids": list(job_ids),
-                                                     "timeout_s": timeout_s}, wait_s=timeout_s)
-        return [wire.result_in(record) for record in records]
 
     def is_drained(self) -> bool:
         return self._call("is_drained")

@@ -4,8 +4,9 @@ One ROUTER socket, CurveZMQ on it, and a ZAP handler that admits only the client
 key of our status file: a peer without it never gets a message through, so
 nothing an outsider sends is ever decoded. Every request runs against the local
 queue (SQLite by default) before it is answered, so an acknowledged request is
-durable. Claims and result waits that find nothing are parked (`parking.py`) and
-answered the moment a job or a result appears: workers and executors never poll.
+durable. Claims that find nothing are parked (`parking.py`) and answered the
+moment a job appears, and watched results are pushed the moment they are recorded:
+workers and executors never poll.
 What each request does is in `service.py`.
 
 A client that got no answer sends the same request again; replies to requests

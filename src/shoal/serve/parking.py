@@ -1,9 +1,8 @@
 """Requests that wait for something to happen, and clients watching jobs.
 
-A claim that finds no job and a result wait that finds no result are parked
-here and answered the moment a job or a result appears (or at their deadline,
-with nothing): workers and executors never poll. A client watching jobs gets
-each one's result pushed to it once, on its latest route.
+A claim that finds no job is parked here and answered the moment a job appears
+(or at its deadline, with nothing): workers never poll. A client watching jobs
+(`TcpQueue.watch`) gets each one's result pushed to it once, on its latest route.
 """
 
 from __future__ import annotations
@@ -32,26 +31,23 @@ def leases_out(queue: Queue, leases: list[Lease]) -> list[dict[str, Any]]:
 
 @dataclass
 class Parked:
-    """A claim or a result wait that found nothing yet."""
+    """A claim that found nothing yet."""
 
     route: bytes
     key: Key
     deadline: float
     args: dict[str, Any] = field(default_factory=dict)
-    answered: bool = False
 
 
 class Parking:
-    """Parked claims, parked result waits and watchers of `queue`, answered through
-    `answer` (a parked request's reply) and `push` (a result nobody asked for now)."""
+    """Parked claims and watchers of `queue`, answered through `answer` (a parked
+    request's reply) and `push` (a result the client watches)."""
 
     def __init__(self, queue: Queue, *, answer: Answer, push: Push) -> None:
         self.queue = queue
         self._answer = answer
         self._push = push
         self.claims: list[Parked] = []
-        self._waits: list[Parked] = []
-        self._waits_by_id: dict[str, list[Parked]] = {}  # job id -> waits that want it
         self._watchers: dict[str, set[bytes]] = {}  # job id -> clients watching it
         self._routes: dict[bytes, bytes] = {}  # client id -> its latest routing id
 
@@ -60,7 +56,7 @@ class Parking:
         self._routes[client] = route
 
     def deadlines(self) -> list[float]:
-        return [p.deadline for p in self.claims + self._waits]
+        return [p.deadline for p in self.claims]
 
     def reroute(self, key: Key, route: bytes) -> None:
         """A parked claim repeated from a new route is answered on that route."""
@@ -73,16 +69,14 @@ class Parking:
     def park_claim(self, route: bytes, key: Key, deadline: float, worker: str, n: int) -> None:
         self.claims.append(Parked(route, key, deadline, {"worker": worker, "n": n}))
 
-    def park_wait(self, route: bytes, key: Key, deadline: float, ids: list[str]) -> None:
-        parked = Parked(route, key, deadline, {"ids": ids})
-        self._waits.append(parked)
-        for job_id in ids:
-            self._waits_by_id.setdefault(job_id, []).append(parked)
-
     def watch(self, client: bytes, ids: list[str]) -> None:
         """Push these jobs' results to `client` when they land."""
         for job_id in ids:
             self._watchers.setdefault(job_id, set()).add(client)
+
+    def watched_among(self, ids: set[str]) -> set[str]:
+        """Those of these jobs some client watches."""
+        return {job_id for job_id in ids if job_id in self._watchers}
 
     # -- answering -------------------------------------------------------------------
 
@@ -91,10 +85,6 @@ class Parking:
         for parked in [p for p in self.claims if p.deadline <= now]:
             self.claims.remove(parked)
             self._answer(parked.route, parked.key, [])
-        if self._waits:
-            for parked in [p for p in self._waits if p.deadline <= now]:
-                self._answer_wait(parked, [])
-            self._waits = [p for p in self._waits if not p.answered]
 
     def serve_claims(self) -> None:
         """Lease pending jobs to parked claims, oldest first, while there are jobs."""
@@ -109,28 +99,9 @@ class Parking:
                     self.queue.release(lease)
 
     def deliver(self, finals: list[Result]) -> None:
-        """Results that just became final: push them to watchers, answer parked waits."""
+        """Results that just became final: push them to their watchers."""
         for result in finals:
             for client in self._watchers.pop(result.job_id, ()):
                 route = self._routes.get(client)
                 if route is not None:
                     self._push(route, wire.result_out(result))
-        if self._waits_by_id:
-            ready: dict[int, tuple[Parked, list[dict]]] = {}
-            for result in finals:
-                for parked in self._waits_by_id.get(result.job_id, ()):
-                    if not parked.answered:
-                        ready.setdefault(id(parked), (parked, []))[1].append(
-                            wire.result_out(result))
-            for parked, records in ready.values():
-                self._answer_wait(parked, records)
-
-    def _answer_wait(self, parked: Parked, records: list[dict]) -> None:
-        parked.answered = True
-        for job_id in parked.args["ids"]:
-            waiting = self._waits_by_id.get(job_id)
-            if waiting is not None:
-                waiting.remove(parked)
-                if not waiting:
-                    del self._waits_by_id[job_id]
-        self._answer(parked.route, parked.key, records)

@@ -3,7 +3,8 @@
 `HANDLERS` maps each request a client may send (see `queue/tcp.py`) to the method
 that serves it; `MUTATING` names those whose repeat must not act twice (the
 coordinator caches their replies). A handler returns the reply's value, or
-`PARKED` when the request waits in `Parking` for a job or a result.
+`PARKED` when the request waits in `Parking` for a job. Handlers that may end jobs
+(finish, cancel, reap) note them; `after_changes` pushes their results to watchers.
 """
 
 from __future__ import annotations
@@ -47,13 +48,13 @@ class Service:
         self.boot = boot
         self.max_message_bytes = max_message_bytes
         self._push = push
-        self._finals: list[Result] = []
+        self._ended: set[str] = set()  # jobs that may have become final since the last look
+        self._recorded: dict[str, Result] = {}  # ...and those whose final record we know
         self._pending_may_grow = False
         # No reaping during our first lease: workers that ran on while no coordinator was
         # up beat in that time, so no live worker's lease is taken back on a restart.
         self._reap_from = self.next_reap = time.monotonic() + queue.settings.lease_s
         self._reaps_seen: set[Reaped] = set()
-        queue.subscribe(self._finals.append)
 
     # -- between requests --------------------------------------------------------------
 
@@ -66,36 +67,36 @@ class Service:
         self.after_changes()
 
     def after_changes(self) -> None:
-        """Wake parked claims if jobs may have become pending; deliver new results."""
+        """Wake parked claims if jobs may have become pending; push the results of jobs
+        that may have ended to the clients watching them."""
         if self._pending_may_grow and self.parking.claims:
             self.parking.serve_claims()
         self._pending_may_grow = False
-        if self._finals:
-            finals = list(self._finals)  # the queue appends to this very list object
-            self._finals.clear()
-            self.parking.deliver(finals)
+        if self._ended or self._recorded:
+            known, self._recorded = self._recorded, {}
+            ended, self._ended = self._ended, set()
+            finals = [known[i] for i in self.parking.watched_among(set(known))]
+            unknown = self.parking.watched_among(ended - known.keys())
+            if unknown:
+                finals += self.queue.watch(unknown, 0)
+            if finals:
+                self.parking.deliver(finals)
 
     def _reap(self) -> list[Reaped]:
         """The served queue's reap (none during our first lease, see __init__)."""
         if time.monotonic() < self._reap_from:
             return []
         reaped = self.queue.reap()
-        if not self._reaps_seen.issuperset(reaped):  # some job went back to pending
+        if not self._reaps_seen.issuperset(reaped):  # some job went back to pending, or failed
             self._pending_may_grow = True
+            self._ended.update(record.job_id for record in reaped)
         self._reaps_seen = set(reaped)
         return reaped
 
-    def _final_results(self, ids: list[str]) -> dict[str, Result]:
-        ready = {}
-        for job_id in self.queue.final_ids(ids):
-            status = self.queue.get(job_id)
-            if status is not None and status.result is not None:
-                ready[job_id] = status.result
-        return ready
-
     def _watch(self, client: bytes, ids: list[str], new: set[str] | None = None) -> list[dict]:
         """Push these jobs' results to `client` when they land; return those already final."""
-        ready = self._final_results(ids if new is None else [i for i in ids if i not in new])
+        old = ids if new is None else [i for i in ids if i not in new]
+        ready = {r.job_id: r for r in self.queue.watch(set(old), 0)} if old else {}
         self.parking.watch(client, [job_id for job_id in ids if job_id not in ready])
         return [wire.result_out(r) for r in ready.values()]
 
@@ -177,7 +178,12 @@ class Service:
         if log is not None:
             record = replace(record, log=self.queue.files.receive_log(fenced, log))
         try:
-            return self.queue.finish(fenced, record, then_claim=then_claim)
+            leases = self.queue.finish(fenced, record, then_claim=then_claim)
+            if log is None:  # recorded as sent (a shipped log moves): no need to read it back
+                self._recorded[fenced.job_id] = record
+            else:
+                self._ended.add(fenced.job_id)
+            return leases
         except LeaseLost:
             if log is not None:  # not this attempt's to keep
                 Path(record.log).unlink(missing_ok=True)
@@ -200,7 +206,9 @@ class Service:
         self._pending_may_grow = True
 
     def cancel(self, req: Request, ids: list[str]) -> list[str]:
-        return self.queue.cancel(ids)
+        cancelled = self.queue.cancel(ids)
+        self._ended.update(cancelled)
+        return cancelled
 
     def retry(self, req: Request, ids: list[str]) -> list[str]:
         again = self.queue.retry(ids)
@@ -220,18 +228,8 @@ class Service:
     def states(self, req: Request, ids: list[str]) -> dict[str, str]:
         return {i: s.value for i, s in self.queue.states(ids).items()}
 
-    def final_ids(self, req: Request, ids: list[str]) -> list[str]:
-        return self.queue.final_ids(ids)
-
     def results(self, req: Request) -> list[dict]:
         return [wire.result_out(r) for r in self.queue.results()]
-
-    def wait_results(self, req: Request, ids: list[str], timeout_s: float) -> Any:
-        ready = [wire.result_out(r) for r in self._final_results(ids).values()]
-        if ready or timeout_s <= 0:
-            return ready
-        self.parking.park_wait(req.route, req.key, time.monotonic() + timeout_s, ids)
-        return PARKED
 
     def is_drained(self, req: Request) -> bool:
         return self.queue.is_drained()
@@ -291,9 +289,7 @@ HANDLERS: dict[str, Handler] = {
     "jobs": Service.jobs,
     "counts": Service.counts,
     "states": Service.states,
-    "final_ids": Service.final_ids,
     "results": Service.results,
-    "wait_results": Service.wait_results,
     "is_drained": Service.is_drained,
     "reap": Service.reap,
     "read_log": Service.read_log,
