@@ -245,11 +245,11 @@ class _Engine:
         self._outbox: list[Job] = []  # submitted in batches: one durable write per batch
         self._sending: set[str] = set()  # the batch being written to the queue now
         self._cancel_after_send: set[str] = set()  # cancelled while being written
-        self._vetoes: set[str] = set()  # ...which our worker must not start if it claims them
+        self._cancelled_here: set[str] = set()  # our worker must not start these
         self._bar = _ProgressBar() if progress else None
         self._worker: Worker | None = None
         if slots > 0:
-            self._worker = Worker(queue, slots=slots, veto=self._vetoed)
+            self._worker = Worker(queue, slots=slots, cancelled_by_owner=self._was_cancelled_here)
             self._worker_thread = threading.Thread(target=self._worker.run,
                                                    name="shoal-executor-worker", daemon=True)
             self._worker_thread.start()
@@ -318,8 +318,8 @@ class _Engine:
 
     # -- results --------------------------------------------------------------------------
 
-    def _vetoed(self, job_id: str) -> bool:
-        return job_id in self._vetoes
+    def _was_cancelled_here(self, job_id: str) -> bool:
+        return job_id in self._cancelled_here
 
     def _collect(self) -> None:
         """Resolve futures as their results land, whoever ran the call: one loop over
@@ -391,7 +391,7 @@ class _Engine:
                 return True
             if job_id in self._sending:  # being written: the submitter cancels it after,
                 self._cancel_after_send.add(job_id)  # and our own worker will not run it
-                self._vetoes.add(job_id)
+                self._cancelled_here.add(job_id)
                 return True
         status = self.queue.get(job_id)
         if status is not None and status.state is State.PENDING and self.queue.cancel([job_id]):

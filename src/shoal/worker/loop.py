@@ -66,11 +66,9 @@ class Worker:
         kill_grace_s: float = defaults.KILL_GRACE_S,
         log_path: str | None = None,
         cancelled_by_owner: Callable[[str], bool] | None = None,
-        veto: Callable[[str], bool] | None = None,
     ) -> None:
         """`cancelled_by_owner(job_id)`: whether the worker's owner (an Executor) cancelled
-        the job but could not stop it in the queue in time, so it is not run if claimed.
-        `veto` is its former name, kept until executor.py passes the new one."""
+        the job but could not stop it in the queue in time, so it is not run if claimed."""
         if on_stop not in ("finish", "release"):
             raise ValueError("on_stop must be 'finish' or 'release'")
         self.queue = queue
@@ -83,7 +81,7 @@ class Worker:
         self.id = worker_id or new_worker_id()
         self.worker_dir = Path(worker_dir or Path.cwd()).absolute()
         self.log_path = log_path
-        self.cancelled_by_owner = cancelled_by_owner or veto
+        self.cancelled_by_owner = cancelled_by_owner
         self.deadlines = Deadlines(kill_grace_s)
         processes = ProcessRunner(queue, self.deadlines, self.worker_dir)
         self._runners: dict[Kind, Runner] = {
