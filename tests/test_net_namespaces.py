@@ -30,7 +30,7 @@ import pytest
 
 from shoal.job import Job, State
 from shoal.net.status import STATUS_FILE, read_status
-from shoal.queue.tcp import TcpQueue
+from shoal.queue.remote import CoordinatorQueue
 from tests.conftest import wait_for
 
 N_JOBS = 20
@@ -175,7 +175,7 @@ def test_workers_in_another_network_namespace_run_every_job(netns: Netns, spawn,
     address = read_status(status_dir).address
     assert address.startswith(f"tcp://{netns.host_addr}:"), address
 
-    client = TcpQueue(str(status_dir), patience_s=30)
+    client = CoordinatorQueue(str(status_dir), patience_s=30)
     try:
         jobs = [Job.command_job(JOB, env={"JOB_I": str(i)}) for i in range(N_JOBS)]
         assert len(client.submit(jobs)) == N_JOBS

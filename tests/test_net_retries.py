@@ -110,7 +110,7 @@ def test_a_tcp_url_without_a_status_file_is_refused_with_the_reason(tmp_path, mo
 
 def test_a_result_push_lost_on_the_way_still_resolves_its_future(tmp_path):
     import shoal
-    from shoal.queue.tcp import PUSH_SWEEP_S
+    from shoal.queue.remote import PUSH_SWEEP_S
 
     class LosingCoordinator(Coordinator):
         """Drops every result push, as a network blip during a reconnection would."""

@@ -31,9 +31,9 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
         from ..net.status import looks_like_status
 
         if looks_like_status(text):
-            from .tcp import TcpQueue
+            from .remote import CoordinatorQueue
 
-            return TcpQueue(text, **options)
+            return CoordinatorQueue(text, **options)
         from .folder import FolderQueue
 
         return FolderQueue(text, **options)
@@ -50,9 +50,9 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
 
         return SqliteQueue(rest, **options)
     if scheme == "tcp":
-        from .tcp import TcpQueue
+        from .remote import CoordinatorQueue
 
-        return TcpQueue(text, **options)
+        return CoordinatorQueue(text, **options)
     if scheme in ("redis", "rediss", "redis+sentinel"):
         from .redisq import RedisQueue
 

@@ -1,4 +1,4 @@
-"""`tcp://HOST:PORT` (or a coordinator's status file): a queue served by `shoal serve`.
+"""`tcp://HOST:PORT` (or a coordinator's status file): `CoordinatorQueue`, a client of `shoal serve`.
 
 Every operation is a request to the coordinator, which runs it on its local queue
 (see serve/). Claims block on the coordinator, which answers as soon as there is a
@@ -84,7 +84,7 @@ class CoordinatorStore:
         return self._call("put_config", data=data)
 
 
-class TcpQueue(Queue):
+class CoordinatorQueue(Queue):
     """A client of a shoal coordinator; see the module docstring."""
 
     blocking_claim = True
