@@ -10,7 +10,7 @@ import zmq
 from shoal.errors import AuthenticationFailed
 from shoal.job import Job, Result, State
 from shoal.net import wire
-from shoal.net.status import read_status
+from shoal.net.contact import read_contact
 from shoal.queue import open_queue
 from shoal.queue.sqlite import SqliteQueue
 from shoal.serve.coordinator import Coordinator
@@ -21,7 +21,7 @@ class RawClient:
     """A DEALER with the right keys that sends exactly the frames we build."""
 
     def __init__(self, status_dir: Path) -> None:
-        status = read_status(status_dir)
+        status = read_contact(status_dir)
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.curve_serverkey = status.server_public.encode()

@@ -32,7 +32,7 @@ from shoal.calls import runtime
 from shoal.errors import AuthenticationFailed, CoordinatorUnreachable, MessageTooBig
 from shoal.job import Job, Kind, Result, State
 from shoal.net import wire
-from shoal.net.status import SERVER_SECRET, STATUS_FILE, read_status
+from shoal.net.contact import CONTACT_FILE, SERVER_SECRET, read_contact
 from shoal.queue import open_queue
 from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.sqlite import SqliteQueue
@@ -127,9 +127,9 @@ def round_trip(queue: CoordinatorQueue, tag: str) -> None:
 def copy_status(served: Served, folder: Path, **changes: str) -> Path:
     """A copy of the coordinator's status file with some fields changed (a stale or forged
     status file, as a user might have)."""
-    data = json.loads((served.status_dir / STATUS_FILE).read_text())
+    data = json.loads((served.status_dir / CONTACT_FILE).read_text())
     folder.mkdir(mode=0o700)
-    path = folder / STATUS_FILE
+    path = folder / CONTACT_FILE
     path.write_text(json.dumps({**data, **changes}))
     return path
 
@@ -355,10 +355,10 @@ def test_status_is_private_and_the_coordinator_listens_on_loopback_only(tmp_path
         os.umask(old_umask)
     try:
         assert mode(status_dir) == 0o700
-        for name in (STATUS_FILE, SERVER_SECRET):
+        for name in (CONTACT_FILE, SERVER_SECRET):
             assert mode(status_dir / name) == 0o600, name
             assert (status_dir / name).stat().st_uid == os.getuid()
-        status = read_status(status_dir)
+        status = read_contact(status_dir)
         assert coordinator.address.startswith("tcp://127.0.0.1:")
         assert status.address == coordinator.address
         port = int(coordinator.address.rpartition(":")[2])
@@ -408,7 +408,7 @@ def test_the_coordinator_stores_and_lists_pickles_without_unpickling_them(
 
     status_dir = tmp_path / "status"
     server = procs.shoal("serve", f"sqlite://{tmp_path / 'q.db'}", "--status", str(status_dir))
-    wait_for(lambda: (status_dir / STATUS_FILE).exists() or server.poll() is not None,
+    wait_for(lambda: (status_dir / CONTACT_FILE).exists() or server.poll() is not None,
              15, message="the coordinator's status file")
     assert server.poll() is None, procs.output(server)
     client = CoordinatorQueue(str(status_dir))

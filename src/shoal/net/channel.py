@@ -29,7 +29,7 @@ from .. import defaults
 from ..errors import AuthenticationFailed, CoordinatorUnreachable, MessageTooBig, ShoalError
 from ..fsutil import unique_token
 from . import wire
-from .status import Keys
+from .contact import Keys
 
 log = logging.getLogger("shoal.net")
 

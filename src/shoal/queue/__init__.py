@@ -28,9 +28,9 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
     text = str(url)
     scheme, sep, rest = text.partition("://")
     if not sep:
-        from ..net.status import looks_like_status
+        from ..net.contact import is_contact_file
 
-        if looks_like_status(text):
+        if is_contact_file(text):
             from .remote import CoordinatorQueue
 
             return CoordinatorQueue(text, **options)
