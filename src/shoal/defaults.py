@@ -37,7 +37,7 @@ POLL_MAX_S = 0.5
 SCAN_S = 1.0
 
 # The folder queue makes finished results durable in batches, one sync at most this
-# often (see queue/groupcommit.py): a result is visible at once, durable this much later.
+# often (see queue/folder/groupcommit.py): a result is visible at once, durable this much later.
 GROUP_COMMIT_S = 0.05
 
 # How many pending names the folder queue reads from the directory at once;
