@@ -120,7 +120,7 @@ class Service:
         return self.boot
 
     def submit(self, req: Request, jobs: list, watch: bool = False) -> list[str]:
-        parsed = [wire.job(record) for record in jobs]
+        parsed = [wire.job_in(record) for record in jobs]
         new = self.queue.submit(parsed)
         self._pending_may_grow = bool(new)
         if watch:
