@@ -6,11 +6,11 @@ and shoal's local queues.
     sqlite://TMP/queue.sqlite --status TMP/status`), 2 `shoal work TMP/status --slots 1`
     processes, and `shoal.Executor(TMP/status, workers=0)` submitting one call at a time.
 (b) M calls sleeping 50 ms (default 200) on 2 workers: efficiency = ideal / wall.
-(c) C concurrent clients (default 10 processes x 100 threads, each its own TcpQueue) each
+(c) C concurrent clients (default 10 processes x 100 threads, each its own CoordinatorQueue) each
     submit one tiny call and wait for its result (`watch`); 2 worker processes.
     Reported: submit-to-result latency p50/p99 and the coordinator's RSS before and at peak.
 (d) J jobs (default 1,000,000 `true I` command jobs) submitted in batches of 10,000 to
-    sqlite:// directly and through tcp:// (TcpQueue.submit): time and bytes per job.
+    sqlite:// directly and through tcp:// (CoordinatorQueue.submit): time and bytes per job.
 
 Every measurement of (a) and (b) runs in a fresh subprocess of this script (`--child`),
 which starts the executor (and, for tcp, the coordinator and workers), warms it up until
@@ -369,10 +369,10 @@ def report_sleeps(names: list[str], n: int, sleep_s: float, workers: int, runs: 
 
 
 def client_process(status: str, threads: int) -> None:
-    """`threads` TcpQueue clients: connect, say READY, wait for GO on stdin, then each
+    """`threads` CoordinatorQueue clients: connect, say READY, wait for GO on stdin, then each
     submits one call and waits for its result; print the latencies as one JSON line."""
     from shoal.calls import call_job, outcome
-    from shoal.queue.tcp import TcpQueue
+    from shoal.queue.remote import CoordinatorQueue
 
     queues: list[Any] = [None] * threads
     connect: list[float] = [0.0] * threads
@@ -381,7 +381,7 @@ def client_process(status: str, threads: int) -> None:
 
     def open_one(i: int) -> None:
         t0 = time.perf_counter()
-        queues[i] = TcpQueue(status)
+        queues[i] = CoordinatorQueue(status)
         connect[i] = time.perf_counter() - t0
 
     def one(i: int, go: threading.Event) -> None:
@@ -498,7 +498,7 @@ def report_clients(args: argparse.Namespace, outputs: list[tuple[str, str]],
         errors += record["errors"]
         clients_cpu += record["cpu"]
     before, after, wall = seen["before"], seen["after"], seen["wall"]
-    print(f"\n(c) {total} concurrent clients ({procs_n} processes x {threads_n} TcpQueue "
+    print(f"\n(c) {total} concurrent clients ({procs_n} processes x {threads_n} CoordinatorQueue "
           f"threads), one tiny call each, {args.workers} worker processes x 1 slot")
     print(f"  connect ({total} clients, CurveZMQ handshake + hello): {seen['connected']:.2f} s "
           f"in all; per client p50 {percentile(connect, 0.5) * 1000:.0f} ms, "
@@ -557,8 +557,8 @@ def db_bytes(folder: Path) -> int:
 
 
 def part_million(args: argparse.Namespace) -> None:
+    from shoal.queue.remote import CoordinatorQueue
     from shoal.queue.sqlite import SqliteQueue
-    from shoal.queue.tcp import TcpQueue
 
     n, batch = args.jobs, args.batch
     print(f"\n(d) {n:,} `true I` command jobs submitted in batches of {batch:,}; create = "
@@ -576,7 +576,7 @@ def part_million(args: argparse.Namespace) -> None:
                 create, submit = fill(queue, n, batch, path)
             else:
                 cluster = Cluster(tmp)
-                queue = TcpQueue(str(cluster.status))
+                queue = CoordinatorQueue(str(cluster.status))
                 cpu0 = cpu_s([cluster.serve.pid])
                 create, submit = fill(queue, n, batch, path)
                 mem = memory_kib(cluster.serve.pid)
@@ -649,7 +649,7 @@ def main() -> None:
     parser.add_argument("--sleep-repeat", type=int, help="repetitions of (b) (default 2)")
     parser.add_argument("--client-procs", type=int, help="client processes in (c) (default 10)")
     parser.add_argument("--client-threads", type=int,
-                        help="TcpQueue clients per process in (c) (default 100)")
+                        help="CoordinatorQueue clients per process in (c) (default 100)")
     parser.add_argument("--jobs", type=int, help="jobs in (d) (default 1,000,000)")
     parser.add_argument("--batch", type=int, default=10_000, help="submit batch in (d)")
     parser.add_argument("--profile", action="store_true",

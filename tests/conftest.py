@@ -16,8 +16,8 @@ from shoal.queue import open_queue
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.queue.memory import MemoryQueue
+from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.sqlite import SqliteQueue
-from shoal.queue.tcp import TcpQueue
 from shoal.serve.coordinator import Coordinator
 
 pytest.register_assert_rewrite("tests.redisd")
@@ -87,7 +87,7 @@ class QueueFactory:
                                      log_cap_bytes=self.log_cap_bytes)
                 self._coordinator = Coordinator(served, status_dir=self.path.with_suffix(
                     ".status")).start()
-            client = TcpQueue(str(self.path.with_suffix(".status")))
+            client = CoordinatorQueue(str(self.path.with_suffix(".status")))
             self._opened.append(client)
             return client
         if self.backend in REDIS_BACKENDS:  # each call is another client of one queue

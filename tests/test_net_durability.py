@@ -128,6 +128,6 @@ def test_coordinator_killed_twice_under_load_loses_nothing_and_records_each_resu
         assert worker.wait(timeout=30) == 0
     coordinator.send_signal(signal.SIGTERM)
     assert coordinator.wait(timeout=10) == 0
-    from shoal.serve.locate import live_status
+    from shoal.serve.locate import live_contact
 
-    assert live_status(status) is None  # the file stays (same keys next time), not trusted
+    assert live_contact(status) is None  # the file stays (same keys next time), not trusted

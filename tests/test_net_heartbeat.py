@@ -10,8 +10,8 @@ from shoal.job import Job, Result, State, WorkerInfo
 from shoal.net import wire
 from shoal.net.channel import Channel
 from shoal.queue import STOP
+from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.sqlite import SqliteQueue
-from shoal.queue.tcp import TcpQueue
 from shoal.serve.locate import serve
 from shoal.worker import Slot, Worker
 from tests.test_net_retries import RawClient, job_record
@@ -26,7 +26,7 @@ def coordinator(tmp_path: Path):
 
 @pytest.fixture
 def requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the requests every TcpQueue sends from now on."""
+    """The names of the requests every CoordinatorQueue sends from now on."""
     sent: list[str] = []
     call = Channel.call
 
@@ -39,7 +39,7 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_a_heartbeat_is_two_requests_and_carries_progress(coordinator, requests):
-    queue = TcpQueue(str(coordinator))
+    queue = CoordinatorQueue(str(coordinator))
     try:
         queue.submit([Job.command_job(["echo", "1"])])
         worker = Worker(queue, slots=1)
@@ -59,7 +59,7 @@ def test_a_heartbeat_is_two_requests_and_carries_progress(coordinator, requests)
 
 
 def test_a_finish_that_asks_for_the_next_job_is_one_request(coordinator, requests):
-    queue = TcpQueue(str(coordinator))
+    queue = CoordinatorQueue(str(coordinator))
     try:
         queue.submit([Job.command_job(["echo", str(i)]) for i in range(2)])
         (first,) = queue.claim("w", 1)
@@ -71,7 +71,7 @@ def test_a_finish_that_asks_for_the_next_job_is_one_request(coordinator, request
 
 
 def test_a_repeated_beat_hands_its_commands_over_once(coordinator):
-    queue = TcpQueue(str(coordinator))
+    queue = CoordinatorQueue(str(coordinator))
     raw = RawClient(coordinator)
     try:
         raw.send(1, "submit", {"jobs": [job_record(1)]})

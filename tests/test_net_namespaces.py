@@ -29,8 +29,8 @@ from typing import NoReturn
 import pytest
 
 from shoal.job import Job, State
-from shoal.net.status import STATUS_FILE, read_status
-from shoal.queue.tcp import TcpQueue
+from shoal.net.contact import CONTACT_FILE, read_contact
+from shoal.queue.remote import CoordinatorQueue
 from tests.conftest import wait_for
 
 N_JOBS = 20
@@ -169,13 +169,13 @@ def test_workers_in_another_network_namespace_run_every_job(netns: Netns, spawn,
     status_dir = tmp_path / "status"
     server = spawn(shoal("-v", "serve", f"sqlite://{tmp_path / 'q.db'}",
                          "--bind", f"tcp://{netns.host_addr}:0", "--status", str(status_dir)))
-    wait_for(lambda: (status_dir / STATUS_FILE).exists() or server.poll() is not None,
+    wait_for(lambda: (status_dir / CONTACT_FILE).exists() or server.poll() is not None,
              START_S, message="the coordinator's status file")
     assert server.poll() is None, output(server)
-    address = read_status(status_dir).address
+    address = read_contact(status_dir).address
     assert address.startswith(f"tcp://{netns.host_addr}:"), address
 
-    client = TcpQueue(str(status_dir), patience_s=30)
+    client = CoordinatorQueue(str(status_dir), patience_s=30)
     try:
         jobs = [Job.command_job(JOB, env={"JOB_I": str(i)}) for i in range(N_JOBS)]
         assert len(client.submit(jobs)) == N_JOBS

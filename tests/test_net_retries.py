@@ -10,7 +10,7 @@ import zmq
 from shoal.errors import AuthenticationFailed
 from shoal.job import Job, Result, State
 from shoal.net import wire
-from shoal.net.status import read_status
+from shoal.net.contact import read_contact
 from shoal.queue import open_queue
 from shoal.queue.sqlite import SqliteQueue
 from shoal.serve.coordinator import Coordinator
@@ -21,7 +21,7 @@ class RawClient:
     """A DEALER with the right keys that sends exactly the frames we build."""
 
     def __init__(self, status_dir: Path) -> None:
-        status = read_status(status_dir)
+        status = read_contact(status_dir)
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
         self.socket.curve_serverkey = status.server_public.encode()
@@ -110,7 +110,7 @@ def test_a_tcp_url_without_a_status_file_is_refused_with_the_reason(tmp_path, mo
 
 def test_a_result_push_lost_on_the_way_still_resolves_its_future(tmp_path):
     import shoal
-    from shoal.queue.tcp import PUSH_SWEEP_S
+    from shoal.queue.remote import PUSH_SWEEP_S
 
     class LosingCoordinator(Coordinator):
         """Drops every result push, as a network blip during a reconnection would."""

@@ -32,10 +32,10 @@ from shoal.calls import runtime
 from shoal.errors import AuthenticationFailed, CoordinatorUnreachable, MessageTooBig
 from shoal.job import Job, Kind, Result, State
 from shoal.net import wire
-from shoal.net.status import SERVER_SECRET, STATUS_FILE, read_status
+from shoal.net.contact import CONTACT_FILE, SERVER_SECRET, read_contact
 from shoal.queue import open_queue
+from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.sqlite import SqliteQueue
-from shoal.queue.tcp import TcpQueue
 from shoal.serve.coordinator import Coordinator
 from shoal.serve.locate import serve
 from tests.conftest import wait_for
@@ -62,15 +62,15 @@ GREETING_START = b"\xff" + b"\x00" * 8 + b"\x7f\x03"
 class Served:
     coordinator: Coordinator
     status_dir: Path
-    clients: list[TcpQueue] = field(default_factory=list)
+    clients: list[CoordinatorQueue] = field(default_factory=list)
 
     @property
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.coordinator.address.removeprefix("tcp://").rpartition(":")
         return host, int(port)
 
-    def client(self, where: str | Path | None = None, **options: float) -> TcpQueue:
-        queue = TcpQueue(str(where or self.status_dir), **options)
+    def client(self, where: str | Path | None = None, **options: float) -> CoordinatorQueue:
+        queue = CoordinatorQueue(str(where or self.status_dir), **options)
         self.clients.append(queue)
         return queue
 
@@ -110,7 +110,7 @@ def timed(action: Callable[[], object]) -> tuple[object, float]:
     return value, time.monotonic() - started
 
 
-def round_trip(queue: TcpQueue, tag: str) -> None:
+def round_trip(queue: CoordinatorQueue, tag: str) -> None:
     """Submit, claim and finish one job, each step within FAST_S."""
     job = Job.command_job(["echo", tag])
     ids, took = timed(lambda: queue.submit([job]))
@@ -127,9 +127,9 @@ def round_trip(queue: TcpQueue, tag: str) -> None:
 def copy_status(served: Served, folder: Path, **changes: str) -> Path:
     """A copy of the coordinator's status file with some fields changed (a stale or forged
     status file, as a user might have)."""
-    data = json.loads((served.status_dir / STATUS_FILE).read_text())
+    data = json.loads((served.status_dir / CONTACT_FILE).read_text())
     folder.mkdir(mode=0o700)
-    path = folder / STATUS_FILE
+    path = folder / CONTACT_FILE
     path.write_text(json.dumps({**data, **changes}))
     return path
 
@@ -172,7 +172,7 @@ def test_a_client_with_another_server_key_is_refused_within_3_s(coordinator, tmp
 
     started = time.monotonic()
     with pytest.raises(AuthenticationFailed, match=r"^authentication failed") as refused:
-        TcpQueue(str(stale))  # the status file itself
+        CoordinatorQueue(str(stale))  # the status file itself
     took = time.monotonic() - started
     assert took < AUTH_FAIL_S, f"the refusal took {took:.2f} s"
     assert "wrong server key" in str(refused.value)
@@ -355,10 +355,10 @@ def test_status_is_private_and_the_coordinator_listens_on_loopback_only(tmp_path
         os.umask(old_umask)
     try:
         assert mode(status_dir) == 0o700
-        for name in (STATUS_FILE, SERVER_SECRET):
+        for name in (CONTACT_FILE, SERVER_SECRET):
             assert mode(status_dir / name) == 0o600, name
             assert (status_dir / name).stat().st_uid == os.getuid()
-        status = read_status(status_dir)
+        status = read_contact(status_dir)
         assert coordinator.address.startswith("tcp://127.0.0.1:")
         assert status.address == coordinator.address
         port = int(coordinator.address.rpartition(":")[2])
@@ -408,10 +408,10 @@ def test_the_coordinator_stores_and_lists_pickles_without_unpickling_them(
 
     status_dir = tmp_path / "status"
     server = procs.shoal("serve", f"sqlite://{tmp_path / 'q.db'}", "--status", str(status_dir))
-    wait_for(lambda: (status_dir / STATUS_FILE).exists() or server.poll() is not None,
+    wait_for(lambda: (status_dir / CONTACT_FILE).exists() or server.poll() is not None,
              15, message="the coordinator's status file")
     assert server.poll() is None, procs.output(server)
-    client = TcpQueue(str(status_dir))
+    client = CoordinatorQueue(str(status_dir))
     try:
         job = Job(id="pickle-bomb-1", name="bomb", kind=Kind.CALL, payload=job_bomb,
                   meta=runtime())

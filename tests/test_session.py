@@ -90,14 +90,14 @@ def test_first_run_serves_and_a_second_machine_with_a_copy_of_the_status_works(t
     there = output(tmp_path, "beta")
     assert "working for it" in there and "session over" in there
     assert "RESULTS" not in there and "AFTER THE SESSION" not in there  # the body ran once
-    from shoal.serve.locate import live_status
+    from shoal.serve.locate import live_contact
 
-    assert live_status(a) is None  # the session ended; its status file is not trusted
+    assert live_contact(a) is None  # the session ended; its status file is not trusted
 
     # The next sweep: same keys and address, so the copy on the other machine still works.
     again = run_script(tmp_path, a, "alpha", 40, meet=tmp_path / "met-2")
     reap.append(again)
-    wait_for(lambda: live_status(a) is not None, 60, message="the coordinator to come back")
+    wait_for(lambda: live_contact(a) is not None, 60, message="the coordinator to come back")
     there_again = run_script(tmp_path, b, "beta", 40, meet=tmp_path / "met-2")
     reap.append(there_again)
     assert again.wait(timeout=90) == 0, output(tmp_path, "alpha")
@@ -115,7 +115,7 @@ def dead_pid() -> int:
 def test_a_stale_status_file_is_not_trusted(tmp_path, reap, where):
     folder = tmp_path / "s"
     folder.mkdir(mode=0o700)
-    from shoal.net.status import Keys
+    from shoal.net.contact import Keys
 
     keys = Keys.new()
     stale = {"address": "tcp://127.0.0.1:9", "server_public": keys.server_public,
@@ -143,18 +143,18 @@ def test_a_coordinator_too_slow_for_one_ping_is_still_alive(tmp_path, reap):
         stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "SHOAL_HOST": "elsewhere.test"})  # not this host: ping only
     reap.append(server)
-    wait_for(lambda: locate.live_status(folder), 60, message="the coordinator to answer")
+    wait_for(lambda: locate.live_contact(folder), 60, message="the coordinator to answer")
     os.kill(server.pid, signal.SIGSTOP)
     waking = threading.Timer(locate.PING_S + 2, os.kill, (server.pid, signal.SIGCONT))
     waking.start()
     try:
-        assert locate.live_status(folder) is not None
+        assert locate.live_contact(folder) is not None
     finally:
         waking.cancel()
         os.kill(server.pid, signal.SIGCONT)
     server.kill()
     server.wait()
-    assert locate.live_status(folder) is None  # gone for good: nothing listens, no long wait
+    assert locate.live_contact(folder) is None  # gone for good: nothing listens, no long wait
 
 
 def test_two_first_runs_started_together_elect_one_coordinator(tmp_path, reap):

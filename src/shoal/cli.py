@@ -15,7 +15,7 @@ import click
 from . import __version__, defaults
 from .errors import ShoalError, UsageError
 from .job import Job, State
-from .net.status import looks_like_status, status_path
+from .net.contact import contact_path, is_contact_file
 from .queue import open_queue
 from .queue.base import Queue
 from .worker import Worker
@@ -113,7 +113,7 @@ def work(queue: str, slots: int | None, drain: bool, on_stop: str, max_jobs: int
     """Run jobs from QUEUE (a folder: also every job file dropped into it)."""
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("shoal").setLevel(logging.INFO)
-    if "://" not in queue and not Path(queue).is_dir() and not looks_like_status(queue):
+    if "://" not in queue and not Path(queue).is_dir() and not is_contact_file(queue):
         raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
     options = {"lease_s": lease_s} if lease_s else {}
     log_path = log_to_file(log_dir) if log_dir else None
@@ -314,8 +314,8 @@ def hire(queue: str, count: int, hosts: tuple[str, ...], hosts_file: str | None,
         targets += hiring.read_hosts_file(hosts_file)
     targets = targets or [hiring.Host("localhost")]
     status_file = None
-    if looks_like_status(queue):  # a coordinator's: remote hosts get a copy of the file
-        status_file = status_path(queue).expanduser().absolute()
+    if is_contact_file(queue):  # a coordinator's: remote hosts get a copy of the file
+        status_file = contact_path(queue).expanduser().absolute()
         queue = str(status_file)
     elif "://" not in queue:
         queue = str(Path(queue).absolute())
@@ -455,7 +455,7 @@ def split_merge(files: tuple[str, ...], output: str) -> None:
 
 def open_existing(url: str) -> Queue:
     """Open a queue that must already exist (a typo must not create a new empty one)."""
-    if url.startswith("tcp://") or looks_like_status(url):  # a CLI call gives up sooner
+    if url.startswith("tcp://") or is_contact_file(url):  # a CLI call gives up sooner
         return open_queue(url, patience_s=CLI_PATIENCE_S)
     if "://" in url:
         return open_queue(url)

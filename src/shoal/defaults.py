@@ -37,7 +37,7 @@ POLL_MAX_S = 0.5
 SCAN_S = 1.0
 
 # The folder queue makes finished results durable in batches, one sync at most this
-# often (see queue/groupcommit.py): a result is visible at once, durable this much later.
+# often (see queue/folder/groupcommit.py): a result is visible at once, durable this much later.
 GROUP_COMMIT_S = 0.05
 
 # How many pending names the folder queue reads from the directory at once;
@@ -82,8 +82,8 @@ NET_HEARTBEAT_S = 2.0
 NET_HEARTBEAT_TIMEOUT_S = 6.0
 
 # A request with no reply is sent again after this long (plus any wait it asked for);
-# the coordinator answers a repeat from its reply cache, so retries never act twice.
-RETRY_S = 2.0
+# the coordinator answers a repeat from its reply cache, so resends never act twice.
+RESEND_S = 2.0
 
 # How long a client keeps trying before it reports the coordinator unreachable.
 PATIENCE_S = 120.0

@@ -246,7 +246,7 @@ class _Engine:
         self._sending: set[str] = set()  # the batch being written to the queue now
         self._cancel_after_send: set[str] = set()  # cancelled while being written
         self._cancelled_here: set[str] = set()  # our worker must not start these
-        self._bar = _ProgressBar() if progress else None
+        self._bar = _CallsBar() if progress else None
         self._worker: Worker | None = None
         if slots > 0:
             self._worker = Worker(queue, slots=slots, cancelled_by_owner=self._was_cancelled_here)
@@ -550,7 +550,7 @@ def _run_chunk(fn: Callable[..., Any], chunk: list[tuple], seed: int | str,
     return results
 
 
-class _ProgressBar:
+class _CallsBar:
     """A rich progress bar of finished calls, on stderr."""
 
     def __init__(self) -> None:

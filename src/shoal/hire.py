@@ -157,9 +157,9 @@ def hire_remote(host: Host, queue: str, count: int, log_dir: str, ssh: list[str]
 
 def default_log_dir(queue: str) -> str:
     """Workers' own logs: beside a folder queue (every host sees them), else ~/.cache."""
-    from .net.status import looks_like_status
+    from .net.contact import is_contact_file
 
-    if ("://" not in queue and not looks_like_status(queue)) or queue.startswith("dir://"):
+    if ("://" not in queue and not is_contact_file(queue)) or queue.startswith("dir://"):
         folder = queue.removeprefix("dir://")
         return str(Path(folder).absolute() / ".shoal" / "worker-logs")
     return str(Path(os.path.expanduser("~/.cache/shoal/worker-logs")))

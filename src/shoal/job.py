@@ -69,7 +69,8 @@ def content_id(*parts: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One unit of work. Build with `Job.command`, `Job.file` (or `Job.call`, later)."""
+    """One unit of work: a command, a job file or a Python call. Build with `Job.command_job`,
+    `Job.file_job` or `shoal.calls.call_job`."""
 
     id: str
     name: str

@@ -1,7 +1,7 @@
 """A client's connection to a coordinator: one DEALER socket owned by one I/O thread.
 
 Callers from any thread hand a request to the I/O thread and wait for its reply.
-A request with no reply is sent again (same id) after `RETRY_S` plus the wait it
+A request with no reply is sent again (same id) after `RESEND_S` plus the wait it
 asked for, so a lost message or a coordinator restart costs a delay, never a
 duplicate: the coordinator answers a repeat from its reply cache, and requests
 are idempotent anyway. ZeroMQ reconnects by itself; the socket monitor tells us
@@ -29,7 +29,7 @@ from .. import defaults
 from ..errors import AuthenticationFailed, CoordinatorUnreachable, MessageTooBig, ShoalError
 from ..fsutil import unique_token
 from . import wire
-from .status import Keys
+from .contact import Keys
 
 log = logging.getLogger("shoal.net")
 
@@ -130,7 +130,7 @@ class Channel:
         os.write(self._wake_w, b"!")
         patience = self.patience_s if patience_s is None else patience_s
         if self._silent:  # do not wait the whole patience again for a coordinator that is gone
-            patience = min(patience, defaults.RETRY_S)
+            patience = min(patience, defaults.RESEND_S)
         if not call.done.wait(wait_s + patience):
             with self._lock:
                 self._pending.pop(req_id, None)
@@ -188,7 +188,7 @@ class Channel:
             fresh = list(self._outbox)
             self._outbox.clear()
             stale = [c for c in self._pending.values()
-                     if c.sent_at and now - c.sent_at > c.wait_s + defaults.RETRY_S]
+                     if c.sent_at and now - c.sent_at > c.wait_s + defaults.RESEND_S]
         for call in fresh + stale:
             # Too much queued while disconnected (zmq.Again): the next round sends it again.
             with contextlib.suppress(zmq.Again):

@@ -32,7 +32,7 @@ def unpack(frame: bytes) -> Any:
     return msgpack.unpackb(frame, raw=False, strict_map_key=False)
 
 
-def job(record: dict[str, Any]) -> Job:
+def job_in(record: dict[str, Any]) -> Job:
     return Job.from_dict(record)
 
 

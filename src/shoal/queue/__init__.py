@@ -28,12 +28,12 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
     text = str(url)
     scheme, sep, rest = text.partition("://")
     if not sep:
-        from ..net.status import looks_like_status
+        from ..net.contact import is_contact_file
 
-        if looks_like_status(text):
-            from .tcp import TcpQueue
+        if is_contact_file(text):
+            from .remote import CoordinatorQueue
 
-            return TcpQueue(text, **options)
+            return CoordinatorQueue(text, **options)
         from .folder import FolderQueue
 
         return FolderQueue(text, **options)
@@ -50,9 +50,9 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
 
         return SqliteQueue(rest, **options)
     if scheme == "tcp":
-        from .tcp import TcpQueue
+        from .remote import CoordinatorQueue
 
-        return TcpQueue(text, **options)
+        return CoordinatorQueue(text, **options)
     if scheme in ("redis", "rediss", "redis+sentinel"):
         from .redisq import RedisQueue
 

@@ -30,7 +30,7 @@ from .. import defaults
 from ..errors import ShoalError
 from ..fsutil import HOST
 from ..net import wire
-from ..net.status import Keys, Status, boot_id, write_status
+from ..net.contact import Contact, Keys, boot_id, write_contact
 from ..queue.base import Queue
 from .parking import Key, Parking
 from .service import HANDLERS, MUTATING, PARKED, Request, Service
@@ -96,7 +96,7 @@ class Coordinator:
         self._service = Service(queue, self._parking, boot=self.boot,
                                 max_message_bytes=max_message_bytes, push=self._push)
         if self.status_dir is not None:
-            self.write_status()
+            self.write_contact()
 
     def _bind(self, bind: str, max_message_bytes: int) -> zmq.Socket:
         sock = self._context.socket(zmq.ROUTER)
@@ -117,12 +117,12 @@ class Coordinator:
         sock.bind(_endpoint_for_bind(bind))
         return sock
 
-    def write_status(self) -> Path:
+    def write_contact(self) -> Path:
         assert self.status_dir is not None and self.keys.server_secret is not None
-        status = Status(self.address, self.keys.server_public, self.keys.client_public,
-                        self.keys.client_secret, HOST, os.getpid(), self.boot, time.time(),
-                        self.queue.url, self.bound)
-        return write_status(self.status_dir, status, self.keys.server_secret)
+        contact = Contact(self.address, self.keys.server_public, self.keys.client_public,
+                          self.keys.client_secret, HOST, os.getpid(), self.boot, time.time(),
+                          self.queue.url, self.bound)
+        return write_contact(self.status_dir, contact, self.keys.server_secret)
 
     # -- running ---------------------------------------------------------------------
 

@@ -22,13 +22,13 @@ from .. import defaults
 from ..errors import ShoalError, UsageError
 from ..fsutil import HOST, NETWORK_FS, filesystem_type, write_new
 from ..net.channel import Channel
-from ..net.status import (
-    Status,
+from ..net.contact import (
+    Contact,
     dead_here,
     load_keys,
     private_dir,
     process_alive,
-    read_status,
+    read_contact,
 )
 from ..queue import open_queue
 from ..queue.base import Queue
@@ -44,21 +44,21 @@ SLOW_PING_S = 30.0
 LOCK_FILE = "serving.lock"
 
 
-def alive(status: Status, timeout_s: float = PING_S,
+def alive(contact: Contact, timeout_s: float = PING_S,
           slow_timeout_s: float = SLOW_PING_S) -> bool:
-    """True if the coordinator this status names answers (or surely runs, on this host).
+    """True if the coordinator this contact names answers (or surely runs, on this host).
 
     No answer within `timeout_s` is final only if nothing listens at its address any
     more; a listener that is merely slow is given `slow_timeout_s` to answer."""
-    if dead_here(status):
+    if dead_here(contact):
         return False
-    if _ping(status, timeout_s):
+    if _ping(contact, timeout_s):
         return True
-    return _listening(status.address) and _ping(status, slow_timeout_s)
+    return _listening(contact.address) and _ping(contact, slow_timeout_s)
 
 
-def _ping(status: Status, timeout_s: float) -> bool:
-    channel = Channel(status.address, status.keys(), on_push=lambda _m: None,
+def _ping(contact: Contact, timeout_s: float) -> bool:
+    channel = Channel(contact.address, contact.keys(), on_push=lambda _m: None,
                       patience_s=timeout_s)
     try:  # any coordinator holding these keys will do: a restart keeps them
         channel.call("ping")
@@ -79,13 +79,13 @@ def _listening(address: str, timeout_s: float = PING_S) -> bool:
         return False
 
 
-def live_status(folder: Path) -> Status | None:
-    """The status in `folder` if its coordinator is alive, else None."""
+def live_contact(folder: Path) -> Contact | None:
+    """The contact in `folder` if its coordinator is alive, else None."""
     try:
-        status = read_status(folder)
+        contact = read_contact(folder)
     except (FileNotFoundError, UsageError):
         return None
-    return status if alive(status) else None
+    return contact if alive(contact) else None
 
 
 def state_dir() -> Path:
@@ -119,7 +119,7 @@ def serve(queue: Queue | str, status_dir: str | Path, *, bind: str | None = None
     folder = private_dir(Path(status_dir).expanduser().absolute())
     previous = None
     with contextlib.suppress(FileNotFoundError, UsageError):
-        previous = read_status(folder)
+        previous = read_contact(folder)
     if previous is not None and not checked and alive(previous):
         raise UsageError(f"{folder}: a coordinator already serves {previous.queue} at "
                          f"{previous.address} (pid {previous.pid} on {previous.host})")
@@ -151,10 +151,10 @@ def take_lead(folder: Path, *, timeout_s: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         before = _boot(folder)
-        if live_status(folder) is not None:
+        if live_contact(folder) is not None:
             return False
         if write_new(lock, f"{HOST} {os.getpid()}\n".encode()):
-            if _boot(folder) != before and live_status(folder) is not None:
+            if _boot(folder) != before and live_contact(folder) is not None:
                 lock.unlink(missing_ok=True)  # one came up just before our lock
                 return False
             return True
@@ -168,7 +168,7 @@ def take_lead(folder: Path, *, timeout_s: float = 30.0) -> bool:
 
 def _boot(folder: Path) -> str | None:
     with contextlib.suppress(FileNotFoundError, UsageError):
-        return read_status(folder).boot
+        return read_contact(folder).boot
     return None
 
 

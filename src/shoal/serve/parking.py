@@ -2,7 +2,7 @@
 
 A claim that finds no job is parked here and answered the moment a job appears
 (or at its deadline, with nothing): workers never poll. A client watching jobs
-(`TcpQueue.watch`) gets each one's result pushed to it once, on its latest route.
+(`CoordinatorQueue.watch`) gets each one's result pushed to it once, on its latest route.
 """
 
 from __future__ import annotations

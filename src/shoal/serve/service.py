@@ -1,6 +1,6 @@
 """What the coordinator does for each request: one explicit table over the served queue.
 
-`HANDLERS` maps each request a client may send (see `queue/tcp.py`) to the method
+`HANDLERS` maps each request a client may send (see `queue/remote.py`) to the method
 that serves it; `MUTATING` names those whose repeat must not act twice (the
 coordinator caches their replies). A handler returns the reply's value, or
 `PARKED` when the request waits in `Parking` for a job. Handlers that may end jobs
@@ -120,7 +120,7 @@ class Service:
         return self.boot
 
     def submit(self, req: Request, jobs: list, watch: bool = False) -> list[str]:
-        parsed = [wire.job(record) for record in jobs]
+        parsed = [wire.job_in(record) for record in jobs]
         new = self.queue.submit(parsed)
         self._pending_may_grow = bool(new)
         if watch:

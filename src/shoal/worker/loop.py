@@ -110,7 +110,7 @@ class Worker:
         for thread in threads:
             thread.start()
         try:
-            self._steer()
+            self._heartbeat_loop()
         except CoordinatorUnreachable as exc:
             self._stop_unreachable(exc)
         finally:
@@ -118,7 +118,7 @@ class Worker:
             for thread in threads:
                 thread.join()
             for unrun in self._handout.take_all():  # claimed for a slot that stopped first
-                self._settle(Slot(unrun), lambda lease=unrun: self.queue.release(lease))
+                self._fenced(Slot(unrun), lambda lease=unrun: self.queue.release(lease))
             for runner in set(self._runners.values()):
                 runner.close()
             with contextlib.suppress(CoordinatorUnreachable):
@@ -128,7 +128,8 @@ class Worker:
         log.info("worker %s: exiting (%s) after %d jobs", self.id, self.exit_reason, self.done)
         return self.exit_reason
 
-    def _steer(self) -> None:
+    def _heartbeat_loop(self) -> None:
+        """Until stopped: beat (and reap) every heartbeat_s, scan for drop-ins every scan_s."""
         next_beat = next_scan = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
@@ -211,7 +212,7 @@ class Worker:
         """Kill the attempts dead workers left running on this host.
 
         `reap` reports every recent reap each time: each is acted on once. A reap of one
-        of our own leases (we were paused past it) is left to `_lose`, which kills that
+        of our own leases (we were paused past it) is left to `_lease_lost`, which kills that
         attempt when the beat reports it lost; the record names the attempt, so a newer
         attempt of the same job is never hit.
         """
@@ -226,7 +227,8 @@ class Worker:
         if here:
             kill_orphans(here)
 
-    def _lose(self, lease: Lease) -> None:
+    def _lease_lost(self, lease: Lease) -> None:
+        """The queue took this lease back: kill its job, whose result would be refused."""
         self._handout.forget(lease)
         slot = self._running.get(lease.job_id)
         if slot is None or slot.lost or slot.settling:
@@ -253,7 +255,7 @@ class Worker:
         )
         beat = self.queue.beat(info, leases)
         for lease in beat.lost:
-            self._lose(lease)
+            self._lease_lost(lease)
         self._obey_control(beat.commands)
 
     # -- slots ----------------------------------------------------------------------
@@ -279,7 +281,7 @@ class Worker:
                 continue
             idle_s = defaults.POLL_MIN_S
             if self._stopping.is_set():  # the stop came while we were claiming
-                self._settle(Slot(lease), lambda claimed=lease: self.queue.release(claimed))
+                self._fenced(Slot(lease), lambda claimed=lease: self.queue.release(claimed))
                 return
             next_lease = self._run_one(lease, index)
             if self.max_jobs is not None and self.done >= self.max_jobs:
@@ -287,7 +289,7 @@ class Worker:
                 break
         if next_lease is not None:  # stopped with its next job in hand: give it back untouched
             unrun = next_lease
-            self._settle(Slot(unrun), lambda: self.queue.release(unrun))
+            self._fenced(Slot(unrun), lambda: self.queue.release(unrun))
 
     def _unclaimed(self) -> int:
         """How many more jobs this worker may claim: its idle slots, within max_jobs."""
@@ -312,7 +314,7 @@ class Worker:
         except Exception as exc:  # a bug must not kill the slot, nor loop on one job
             log.exception("worker %s: unexpected error on job %s", self.id, lease.job_id)
             failed = slot.result(State.FAILED, f"shoal internal error: {exc!r}")
-            self._settle(slot, lambda: self.queue.finish(lease, failed))
+            self._fenced(slot, lambda: self.queue.finish(lease, failed))
         finally:
             with self._lock:
                 self._running.pop(lease.job_id, None)
@@ -323,7 +325,7 @@ class Worker:
         in the same step (`finish(..., then_claim=1)`: one round trip on a network queue)."""
         lease = slot.lease
         if slot.releasing:
-            self._settle(slot, lambda: self.queue.release(lease))
+            self._fenced(slot, lambda: self.queue.release(lease))
             return None
         if slot.lost:
             log.warning("worker %s: result of job %s attempt %d not recorded (lease lost)",
@@ -332,17 +334,19 @@ class Worker:
         if result.state is State.FAILED and lease.attempt <= slot.retries:
             log.info("worker %s: job %s failed (%s); retrying", self.id, lease.job_id,
                      result.reason)
-            self._settle(slot, lambda: self.queue.release(lease, failed=result))
+            self._fenced(slot, lambda: self.queue.release(lease, failed=result))
             return None
         next_leases: list[Lease] = []
         more = not self._stopping.is_set() and (
             self.max_jobs is None or self.done + 1 < self.max_jobs)
-        if self._settle(slot, lambda: next_leases.extend(
+        if self._fenced(slot, lambda: next_leases.extend(
                 self.queue.finish(lease, result, then_claim=1 if more else 0))):
             self.done += 1
         return next_leases[0] if next_leases else None
 
-    def _settle(self, slot: Slot, action: Callable[[], None]) -> bool:
+    def _fenced(self, slot: Slot, action: Callable[[], None]) -> bool:
+        """Run a queue call that needs the slot's lease; False if the lease was refused or
+        the coordinator is gone (the job then runs again elsewhere)."""
         slot.settling = True
         try:
             action()

@@ -16,8 +16,8 @@ import logging
 import threading
 from pathlib import Path
 
-from .. import defaults
-from ..fsutil import sync_filesystem, unlink_quiet
+from ... import defaults
+from ...fsutil import sync_filesystem, unlink_quiet
 
 log = logging.getLogger("shoal.queue.folder")
 

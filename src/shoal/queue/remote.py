@@ -1,4 +1,4 @@
-"""`tcp://HOST:PORT` (or a coordinator's status file): a queue served by `shoal serve`.
+"""`tcp://HOST:PORT` or a coordinator's contact file: `CoordinatorQueue`, a client of `shoal serve`.
 
 Every operation is a request to the coordinator, which runs it on its local queue
 (see serve/). Claims block on the coordinator, which answers as soon as there is a
@@ -28,41 +28,41 @@ from ..errors import (
 from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo
 from ..net import wire
 from ..net.channel import Channel
-from ..net.status import Status, dead_here, read_status, status_path
+from ..net.contact import Contact, contact_path, dead_here, read_contact
 from .base import Queue, WatchSet, blobs_of
 from .files import ShippedFiles
 from .settings import QueueSettings
 
 CONNECT_S = 10.0  # how long the first contact may take before we say nobody answers
-STATUS_ENV = "SHOAL_STATUS"
+CONTACT_ENV = "SHOAL_STATUS"
 SENT_BLOBS_KEPT = 10_000  # digests remembered as stored at the coordinator (then forgotten)
 # The oldest watched ids are asked for again this often, this many at a time (lost pushes).
 PUSH_SWEEP_S = 2.0
 PUSH_SWEEP_IDS = 2000
 
 
-def find_status(where: str) -> Status:
-    """The status (address and keys) for `where`: a status file or dir, or a tcp:// URL."""
+def find_contact(where: str) -> Contact:
+    """The contact (address and keys) for `where`: a contact file or dir, or a tcp:// URL."""
     if not where.startswith("tcp://"):
         try:
-            return read_status(where)
+            return read_contact(where)
         except FileNotFoundError:
-            raise UsageError(f"{status_path(where)}: no coordinator status file here") from None
-    candidates = [Path(os.environ[STATUS_ENV])] if os.environ.get(STATUS_ENV) else []
+            raise UsageError(f"{contact_path(where)}: no coordinator status file here") from None
+    candidates = [Path(os.environ[CONTACT_ENV])] if os.environ.get(CONTACT_ENV) else []
     home = Path.home() / ".shoal"
     candidates += sorted(home.glob("servers/*/status.json")) + sorted(
         home.glob("sessions/*/status.json"))
     for candidate in candidates:
         try:
-            status = read_status(candidate)
+            contact = read_contact(candidate)
         except (FileNotFoundError, UsageError):
             continue
-        if status.address == where or status.bound == where:
-            return status
+        if contact.address == where or contact.bound == where:
+            return contact
     raise AuthenticationFailed(
         f"authentication failed with {where}: no key for it here; point shoal at the "
         f"coordinator's status file (copy its status.json to this machine) or set "
-        f"{STATUS_ENV}=PATH")
+        f"{CONTACT_ENV}=PATH")
 
 
 class CoordinatorStore:
@@ -84,7 +84,7 @@ class CoordinatorStore:
         return self._call("put_config", data=data)
 
 
-class TcpQueue(Queue):
+class CoordinatorQueue(Queue):
     """A client of a shoal coordinator; see the module docstring."""
 
     blocking_claim = True
@@ -92,10 +92,10 @@ class TcpQueue(Queue):
 
     def __init__(self, where: str, *, patience_s: float = defaults.PATIENCE_S,
                  lease_s: float | None = None) -> None:
-        self.status = find_status(where)
-        if dead_here(self.status):
+        self.contact = find_contact(where)
+        if dead_here(self.contact):
             raise CoordinatorUnreachable(
-                f"{self.status.address}: its coordinator (pid {self.status.pid} on this host) "
+                f"{self.contact.address}: its coordinator (pid {self.contact.pid} on this host) "
                 f"is not running; start it again (shoal serve --status DIR) to carry on")
         self._sent_blobs: set[str] = set()  # function blobs the coordinator has for sure
         self._watching = False  # set by the first watch(): submit then asks for pushes
@@ -119,10 +119,10 @@ class TcpQueue(Queue):
         self.files: ShippedFiles = ShippedFiles(
             settings, CoordinatorStore(self._call), config=info.get("config"),
             config_stamp=info.get("config_stamp"))
-        super().__init__(self.status.address, settings, self.files)
+        super().__init__(self.contact.address, settings, self.files)
 
     def _connect(self) -> Channel:
-        return Channel(self.status.address, self.status.keys(), on_push=self._on_push,
+        return Channel(self.contact.address, self.contact.keys(), on_push=self._on_push,
                        patience_s=self._patience_s)
 
     def _link(self) -> Channel:

@@ -1,25 +1,8 @@
-"""`dir://PATH` (or a plain PATH): a queue in a folder, shared over NFS, sshfs or a local disk.
-
-Every state change is one atomic rename or exclusive create (see docs/architecture.md)::
-
-    ROOT/                       drop-in job files (scripts, .ini, .toml) and their NAME.log
-    ROOT/.shoal/jobs/ID.json    job spec, created once by link(2): submit is idempotent
-    .../blobs/SHA256            a pickled function that call jobs name by digest (raw bytes)
-    .../pending/ID.ATT          marker: waiting for attempt ATT
-    .../claimed/ID.ATT.WORKER   lease: pending marker renamed by the worker that won it
-    .../committing/ID.ATT.WHO   fence held while a final result is written
-    .../done|failed|cancelled/ID.json   the one final result
-    .../workers/WORKER.json     registry entry; its "beat" counter is the heartbeat
-    .../control/WORKER.*.cmd    control commands (stop, stop-now)
-    .../attempts/ID.ATT.json    the record of a failed attempt that was tried again
-    .../reaped/ID.ATT.WORKER    a reap, for every host to hear (pruned by the server's clock)
-    .../logs/                   logs of command jobs and of running attempts
-    .../tmp/                    temporary names; nobody else reads here
+"""FolderQueue: the state machine of a queue in a folder (paths in layout.py).
 
 Whoever renames a job's marker away owns its next transition, so a worker whose
 lease was reaped (or cancelled) finds its claimed name gone and its result is
-refused. Liveness is judged by watching a worker's beat counter change, timed on
-the observer's own monotonic clock: no two machines' clocks are ever compared.
+refused. Workers and their liveness are registry.py's.
 """
 
 from __future__ import annotations
@@ -28,18 +11,15 @@ import contextlib
 import os
 import random
 import secrets
-import shutil
-import sys
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from .. import defaults
-from ..dropins import DropIns
-from ..errors import LeaseLost, MalformedJob, UsageError
-from ..fsutil import (
+from ... import defaults
+from ...dropins import DropIns
+from ...errors import LeaseLost, MalformedJob
+from ...fsutil import (
     HOST,
     atomic_write,
     claim_rename,
@@ -51,51 +31,19 @@ from ..fsutil import (
     unlink_quiet,
     write_new,
 )
-from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
-from .base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
-from .files import LocalFiles
+from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
+from ..base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
+from ..files import LocalFiles
+from ..settings import QueueSettings
 from .groupcommit import GroupCommit
-from .settings import QueueSettings
+from .layout import FINAL_DIRS, Layout, parse_marker, refresh_listing
+from .registry import WorkerRegistry
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-FINAL_DIRS = {State.DONE: "done", State.FAILED: "failed", State.CANCELLED: "cancelled"}
-SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancelled",
-           "attempts", "workers", "control", "logs", "tmp", "blobs", "reaped")
-HIDDEN = ".shoal"
-CONFIG = "queue.toml"
 STATE_READS = 5  # looks at a job that moved while get() read its state (see _state_of)
 
 
-def parse_marker(kind: str, name: str) -> list[str]:
-    """[job id, attempt, worker] from claimed/ID.ATT.WORKER or committing/ID.ATT.OWNER.NONCE."""
-    parts = name.split(".", 2)
-    if kind == "committing" and len(parts) == 3:
-        parts[2] = parts[2].rsplit(".", 1)[0]
-    return parts
-
-
-class LivenessObserver:
-    """Judges workers dead by watching their beat counters on this process's clock."""
-
-    def __init__(self, lease_s: float) -> None:
-        self.lease_s = lease_s
-        self._seen: dict[str, tuple[object, float]] = {}
-
-    def dead(self, worker: str, beat: object, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        last = self._seen.get(worker)
-        if last is None or last[0] != beat:
-            self._seen[worker] = (beat, now)
-            return False
-        return now - last[1] >= self.lease_s
-
-
 class FolderQueue(Queue):
-    """A queue kept in `root/.shoal`; see the module docstring for the layout."""
+    """A queue kept in `root/.shoal`; see layout.py for what lives where."""
 
     blocking_claim = False
     cross_host = True
@@ -105,15 +53,10 @@ class FolderQueue(Queue):
                  log_cap_bytes: int | None = None, fsync: bool | None = None,
                  create: bool = True) -> None:
         self.root = Path(root).absolute()
-        self.base = self.root / HIDDEN
-        if not self.base.is_dir():
-            if not create:
-                raise UsageError(f"{self.root}: not a shoal queue (no {HIDDEN} folder)")
-            self._create_layout()
-        elif not (self.base / "tmp").is_dir():  # .shoal made by someone else (worker logs)
-            for name in SUBDIRS:
-                (self.base / name).mkdir(exist_ok=True)
-        config = self._read_config()
+        self.layout = Layout(self.root)
+        self.layout.open(create=create)
+        self.base = self.layout.base
+        config = self.layout.read_config()
         settings = QueueSettings(
             lease_s=float(lease_s or config.get("lease_s", defaults.LEASE_S)),
             seed=config.get("seed", 0),
@@ -128,42 +71,14 @@ class FolderQueue(Queue):
         # tiny jobs: a submission made just before the cut may be lost, and a result
         # recorded just before it may be lost (the job then runs again).
         self.fsync = bool(config.get("fsync", True)) if fsync is None else fsync
-        self.dirs = {name: self.base / name for name in SUBDIRS}
-        self._dir_names = {name: str(path) for name, path in self.dirs.items()}
-        self.tmp = self.dirs["tmp"]
-        self.observer = LivenessObserver(self.settings.lease_s)
+        self.dirs = self.layout.dirs
+        self.tmp = self.layout.tmp
+        self.path = self.layout.path
+        self.registry = WorkerRegistry(self.layout, self.settings.lease_s)
         self._batch: list[str] = []
         self._claim_lock = threading.Lock()
         self._commits = GroupCommit(self.base)
-        self._beats: dict[str, int] = {}
         self._dropins = DropIns(self.root, self.settings.interpreters)
-
-    # -- layout and config ----------------------------------------------------
-
-    def _create_layout(self) -> None:
-        """Build .shoal under a temporary name and rename it into place, so a process that
-        opens the queue meanwhile sees no queue or a whole one, never half a layout."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = self.root / f"{HIDDEN}.{HOST}.{unique_token()}.tmp"
-        for name in SUBDIRS:
-            (staging / name).mkdir(parents=True)
-        try:
-            os.rename(staging, self.base)
-        except OSError:  # another process made it first
-            shutil.rmtree(staging, ignore_errors=True)
-
-    def _read_config(self) -> dict:
-        path = self.base / CONFIG
-        blob = read_bytes(path)
-        if blob is None:
-            return {}
-        try:
-            return tomllib.loads(blob.decode())
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(f"{path}: {exc}") from exc
-
-    def path(self, kind: str, name: str) -> str:
-        return f"{self._dir_names[kind]}/{name}"
 
     # -- submit ---------------------------------------------------------------
 
@@ -256,22 +171,9 @@ class FolderQueue(Queue):
                     leases.append(lease)
         return leases
 
-    def _refresh_listing(self, folder: Path) -> None:
-        """Make our cached listing of `folder` current before trusting it.
-
-        sshfs keeps directory listings for up to 20 s and NFS for up to acdirmax (60 s),
-        so jobs added through another host can stay invisible. Changing the folder
-        through our own mount (a hidden probe, created and removed) invalidates our
-        cached copy, so the next listing is read from the server.
-        """
-        probe = folder / f".probe.{HOST}.{os.getpid()}.{threading.get_ident()}"
-        with contextlib.suppress(OSError):
-            touch_exclusive(probe)
-            os.unlink(probe)
-
     def _refill_batch(self) -> None:
         """Read up to CLAIM_BATCH pending names: cost independent of how many wait."""
-        self._refresh_listing(self.dirs["pending"])
+        refresh_listing(self.dirs["pending"])
         names = []
         try:
             with os.scandir(self.dirs["pending"]) as entries:
@@ -321,9 +223,9 @@ class FolderQueue(Queue):
         """Rewrite the worker's record with a new beat counter (which is what keeps its
         leases alive here), report the leases whose claimed marker is gone, take its
         commands."""
-        self._write_beat(info)
+        self.registry.write_beat(info)
         lost = tuple(lease for lease in leases if not os.path.exists(self._claimed_path(lease)))
-        return Beat(lost, self._take_commands(info.id))
+        return Beat(lost, self.registry.take_commands(info.id))
 
     def _fence(self, lease: Lease) -> str:
         claimed = self._claimed_path(lease)
@@ -489,7 +391,7 @@ class FolderQueue(Queue):
                     yield status
 
     def _fresh_names(self, kind: str) -> list[str]:
-        self._refresh_listing(self.dirs[kind])
+        refresh_listing(self.dirs[kind])
         return list_names(self.dirs[kind])
 
     def counts(self) -> dict[State, int]:
@@ -534,7 +436,7 @@ class FolderQueue(Queue):
 
     def is_drained(self) -> bool:
         for kind in ("pending", "claimed", "committing"):
-            self._refresh_listing(self.dirs[kind])
+            refresh_listing(self.dirs[kind])
             with os.scandir(self.dirs[kind]) as entries:
                 if any(not entry.name.startswith(".") for entry in entries):
                     return False
@@ -550,13 +452,6 @@ class FolderQueue(Queue):
 
     # -- reaping ----------------------------------------------------------------
 
-    def _worker_record(self, worker: str) -> dict:
-        blob = read_bytes(self.path("workers", f"{worker}.json"))
-        try:
-            return loads(blob) if blob is not None else {}
-        except ValueError:
-            return {}
-
     def reap(self) -> list[Reaped]:
         """Take back leases of workers judged dead, leave a record of each in reaped/,
         and report the records of the last reaped_keep_s (by any host)."""
@@ -568,8 +463,8 @@ class FolderQueue(Queue):
                     continue
                 job_id, attempt, worker = parts[0], int(parts[1]), parts[2]
                 if worker not in records:
-                    records[worker] = self._worker_record(worker)
-                if not self.observer.dead(worker, records[worker].get("beat")):
+                    records[worker] = self.registry.record(worker)
+                if not self.registry.observer.dead(worker, records[worker].get("beat")):
                     continue
                 if self._reap_entry(self.path(kind, name), job_id, attempt, worker):
                     self._log_reap(Reaped(job_id, worker, attempt,
@@ -609,7 +504,7 @@ class FolderQueue(Queue):
         names = self._fresh_names("reaped")
         if not names:
             return []
-        oldest = self._server_now() - reaped_keep_s(self.settings.lease_s)
+        oldest = self.layout.server_now() - reaped_keep_s(self.settings.lease_s)
         found = []
         for name in sorted(names):
             path = self.path("reaped", name)
@@ -625,70 +520,22 @@ class FolderQueue(Queue):
                 found.append(record)
         return found
 
-    def _server_now(self) -> float:
-        """The file server's clock (the mtime of a file we just wrote), not ours."""
-        probe = self.path("tmp", f"clock.{HOST}.{os.getpid()}.{threading.get_ident()}.probe")
-        atomic_write(probe, b"", self.tmp, fsync=False)
-        try:
-            return os.stat(probe).st_mtime
-        finally:
-            unlink_quiet(probe)
-
-    # -- workers and control ------------------------------------------------------
-
-    def _write_beat(self, info: WorkerInfo) -> None:
-        beat = self._beats.get(info.id, 0) + 1
-        self._beats[info.id] = beat
-        record = {**info.to_dict(), "beat": f"{beat}.{secrets.token_hex(3)}"}
-        atomic_write(self.path("workers", f"{info.id}.json"), dumps(record), self.tmp,
-                     fsync=False)
+    # -- workers and control (registry.py) -------------------------------------------
 
     def unregister(self, worker: str) -> None:
-        unlink_quiet(self.path("workers", f"{worker}.json"))
+        self.registry.unregister(worker)
 
     def workers(self) -> list[WorkerInfo]:
-        server_now = self._server_now()
-        found = []
-        self._refresh_listing(self.dirs["workers"])
-        for name in list_names(self.dirs["workers"]):
-            path = self.path("workers", name)
-            try:
-                with open(path, "rb") as handle:  # open: fresh attributes even on NFS
-                    data = loads(handle.read())
-                    age = server_now - os.fstat(handle.fileno()).st_mtime
-            except (FileNotFoundError, ValueError):
-                continue
-            info = WorkerInfo.from_dict(data)
-            # +1 s: sshfs and some NFS servers report whole-second mtimes.
-            found.append(replace(info, age_s=max(age, 0.0),
-                                 lost=age > self.settings.lease_s + 1.0))
-        return found
+        return self.registry.workers()
 
     def send_control(self, worker: str, command: str) -> None:
-        name = f"{worker}.{time.time_ns()}.{secrets.token_hex(2)}.cmd"
-        atomic_write(self.path("control", name), command.encode(), self.tmp, fsync=False)
-
-    def _take_commands(self, worker: str) -> tuple[str, ...]:
-        """The worker's waiting commands, oldest first; each is renamed away before it is
-        read, so two takers never both get one."""
-        commands = []
-        prefix = worker + "."
-        for name in sorted(list_names(self.dirs["control"])):
-            if name.startswith(prefix) and name.endswith(".cmd"):
-                taken = self.path("tmp", f"{name}.{unique_token()}.taken")
-                if not claim_rename(self.path("control", name), taken):
-                    continue
-                blob = read_bytes(taken)
-                unlink_quiet(taken)
-                if blob is not None:
-                    commands.append(blob.decode(errors="replace").strip())
-        return tuple(commands)
+        self.registry.send_control(worker, command)
 
     # -- drop-in job files -----------------------------------------------------------
 
     def refresh(self) -> None:
         """Submit job files dropped into the folder since the last look."""
-        self._refresh_listing(self.root)
+        refresh_listing(self.root)
         fresh = self._dropins.scan()
         if fresh:
             self.submit(fresh)

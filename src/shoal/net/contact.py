@@ -1,4 +1,7 @@
-"""A coordinator's status directory: its address, its keys, and whether it still lives.
+"""A coordinator's contact card: its address, its keys, and whether it still lives.
+
+The card is written to `DIR/status.json` (the name kept from when it was called a
+status file, so existing directories and copies still work).
 
 The directory is mode 0700 and its files 0600, because `status.json` holds the
 client secret key: whoever can read it may run code on the workers. Copying that
@@ -21,7 +24,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..fsutil import HOST, atomic_write
 
-STATUS_FILE = "status.json"
+CONTACT_FILE = "status.json"
 SERVER_SECRET = "server.secret"
 
 
@@ -45,8 +48,8 @@ class Keys:
 
 
 @dataclass(frozen=True)
-class Status:
-    """What status.json says."""
+class Contact:
+    """How to reach a coordinator: what status.json says."""
 
     address: str
     server_public: str
@@ -82,38 +85,39 @@ def _write_private(path: Path, data: bytes) -> None:
 def load_keys(folder: Path) -> Keys | None:
     """The keys a previous coordinator left in `folder` (a restart keeps them), if any."""
     try:
-        status = read_status(folder)
+        contact = read_contact(folder)
         secret = (folder / SERVER_SECRET).read_text().strip()
     except (FileNotFoundError, UsageError):
         return None
-    return status.keys(secret)
+    return contact.keys(secret)
 
 
-def write_status(folder: Path, status: Status, server_secret: str) -> Path:
+def write_contact(folder: Path, contact: Contact, server_secret: str) -> Path:
     private_dir(folder)
     _write_private(folder / SERVER_SECRET, server_secret.encode())
-    target = folder / STATUS_FILE
-    _write_private(target, json.dumps(asdict(status), indent=1).encode())
+    target = folder / CONTACT_FILE
+    _write_private(target, json.dumps(asdict(contact), indent=1).encode())
     return target
 
 
-def status_path(where: str | Path) -> Path:
+def contact_path(where: str | Path) -> Path:
     """The status.json a path names (the file itself, or the directory holding it)."""
     path = Path(where).expanduser()
-    return path if path.suffix == ".json" else path / STATUS_FILE
+    return path if path.suffix == ".json" else path / CONTACT_FILE
 
 
-def read_status(where: str | Path) -> Status:
-    path = status_path(where)
-    text = path.read_text()  # FileNotFoundError: no status here (callers tell why)
+def read_contact(where: str | Path) -> Contact:
+    path = contact_path(where)
+    text = path.read_text()  # FileNotFoundError: no contact file here (callers tell why)
     try:
-        return Status(**json.loads(text))
+        return Contact(**json.loads(text))
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{path}: not a shoal status file ({exc})") from exc
 
 
-def looks_like_status(where: str | Path) -> bool:
-    return status_path(where).is_file()
+def is_contact_file(where: str | Path) -> bool:
+    """True if `where` is a contact file or a directory holding one (not a queue URL)."""
+    return contact_path(where).is_file()
 
 
 def process_alive(pid: int) -> bool:
@@ -131,6 +135,6 @@ def boot_id() -> str:
     return f"{HOST}-{os.getpid()}-{time.time_ns():x}"
 
 
-def dead_here(status: Status) -> bool:
-    """True if the status names a coordinator on this host whose process is gone."""
-    return status.host == HOST and not process_alive(status.pid)
+def dead_here(contact: Contact) -> bool:
+    """True if the contact names a coordinator on this host whose process is gone."""
+    return contact.host == HOST and not process_alive(contact.pid)

@@ -1,0 +1,121 @@
+"""Where a folder queue keeps what: the names under ROOT/.shoal, made and read here only.
+
+Every state change is one atomic rename or exclusive create (see docs/architecture.md)::
+
+    ROOT/                       drop-in job files (scripts, .ini, .toml) and their NAME.log
+    ROOT/.shoal/jobs/ID.json    job spec, created once by link(2): submit is idempotent
+    .../blobs/SHA256            a pickled function that call jobs name by digest (raw bytes)
+    .../pending/ID.ATT          marker: waiting for attempt ATT
+    .../claimed/ID.ATT.WORKER   lease: pending marker renamed by the worker that won it
+    .../committing/ID.ATT.WHO   fence held while a final result is written
+    .../done|failed|cancelled/ID.json   the one final result
+    .../workers/WORKER.json     registry entry; its "beat" counter is the heartbeat
+    .../control/WORKER.*.cmd    control commands (stop, stop-now)
+    .../attempts/ID.ATT.json    the record of a failed attempt that was tried again
+    .../reaped/ID.ATT.WORKER    a reap, for every host to hear (pruned by the server's clock)
+    .../logs/                   logs of command jobs and of running attempts
+    .../tmp/                    temporary names; nobody else reads here
+    .../queue.toml              the queue's settings (lease_s, seed, interpreters, fsync)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+from ...errors import UsageError
+from ...fsutil import HOST, atomic_write, read_bytes, touch_exclusive, unique_token, unlink_quiet
+from ...job import State
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FINAL_DIRS = {State.DONE: "done", State.FAILED: "failed", State.CANCELLED: "cancelled"}
+SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancelled",
+           "attempts", "workers", "control", "logs", "tmp", "blobs", "reaped")
+HIDDEN = ".shoal"
+CONFIG = "queue.toml"
+
+
+def parse_marker(kind: str, name: str) -> list[str]:
+    """[job id, attempt, worker] from claimed/ID.ATT.WORKER or committing/ID.ATT.OWNER.NONCE."""
+    parts = name.split(".", 2)
+    if kind == "committing" and len(parts) == 3:
+        parts[2] = parts[2].rsplit(".", 1)[0]
+    return parts
+
+
+def refresh_listing(folder: Path) -> None:
+    """Make our cached listing of `folder` current before trusting it.
+
+    sshfs keeps directory listings for up to 20 s and NFS for up to acdirmax (60 s),
+    so jobs added through another host can stay invisible. Changing the folder
+    through our own mount (a hidden probe, created and removed) invalidates our
+    cached copy, so the next listing is read from the server.
+    """
+    probe = folder / f".probe.{HOST}.{os.getpid()}.{threading.get_ident()}"
+    with contextlib.suppress(OSError):
+        touch_exclusive(probe)
+        os.unlink(probe)
+
+
+class Layout:
+    """The paths of one queue folder: `dirs[kind]`, `path(kind, name)`, `tmp`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.base = root / HIDDEN
+        self.dirs = {name: self.base / name for name in SUBDIRS}
+        self._dir_names = {name: str(path) for name, path in self.dirs.items()}
+        self.tmp = self.dirs["tmp"]
+
+    def path(self, kind: str, name: str) -> str:
+        return f"{self._dir_names[kind]}/{name}"
+
+    def open(self, *, create: bool) -> None:
+        """Make sure the layout exists (creating it if `create`), or say it is no queue."""
+        if not self.base.is_dir():
+            if not create:
+                raise UsageError(f"{self.root}: not a shoal queue (no {HIDDEN} folder)")
+            self._create()
+        elif not self.tmp.is_dir():  # .shoal made by someone else (worker logs)
+            for path in self.dirs.values():
+                path.mkdir(exist_ok=True)
+
+    def _create(self) -> None:
+        """Build .shoal under a temporary name and rename it into place, so a process that
+        opens the queue meanwhile sees no queue or a whole one, never half a layout."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f"{HIDDEN}.{HOST}.{unique_token()}.tmp"
+        for name in SUBDIRS:
+            (staging / name).mkdir(parents=True)
+        try:
+            os.rename(staging, self.base)
+        except OSError:  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def read_config(self) -> dict:
+        """The settings in queue.toml (empty if there is none)."""
+        path = self.base / CONFIG
+        blob = read_bytes(path)
+        if blob is None:
+            return {}
+        try:
+            return tomllib.loads(blob.decode())
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"{path}: {exc}") from exc
+
+    def server_now(self) -> float:
+        """The file server's clock (the mtime of a file we just wrote), not ours."""
+        probe = self.path("tmp", f"clock.{HOST}.{os.getpid()}.{threading.get_ident()}.probe")
+        atomic_write(probe, b"", self.tmp, fsync=False)
+        try:
+            return os.stat(probe).st_mtime
+        finally:
+            unlink_quiet(probe)
