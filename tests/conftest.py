@@ -91,7 +91,7 @@ class QueueFactory:
             self._opened.append(client)
             return client
         if self.backend in REDIS_BACKENDS:  # each call is another client of one queue
-            view = open_queue(self.url, lease_s=self.lease_s)
+            view = open_queue(self.url, lease_s=self.lease_s, log_cap_bytes=self.log_cap_bytes)
             self._opened.append(view)
             return view
         if self.backend == "memory":

@@ -104,7 +104,7 @@ def exercise(queue: Queue) -> None:
     queue.release(second, failed=Result(second.job_id, State.FAILED, reason="exit 1"))
     queue.cancel([third.job_id])
     queue.send_control("w1", "stop")
-    queue.wait_results([first.job_id], 0)
+    queue.watch([first.job_id], 0)
 
 
 def test_every_key_of_a_queue_shares_its_hash_tag(server, url, views):
@@ -275,7 +275,7 @@ def test_a_waiter_cut_off_from_the_server_still_gets_the_result(server, url, vie
     writer.submit([cmd(1)])
     (lease,) = writer.claim("w1", 1)
     got: list[list[Result]] = []
-    thread = threading.Thread(target=lambda: got.append(waiter.wait_results([cmd(1).id], 60)))
+    thread = threading.Thread(target=lambda: got.append(waiter.watch([cmd(1).id], 60)))
     thread.start()
     time.sleep(0.5)  # blocked in XREAD now
     with contextlib.closing(server.client()) as c:
@@ -338,12 +338,12 @@ def test_a_waiter_asking_again_reads_the_stream_not_every_state(server, url, vie
     writer.submit(jobs)
     ids = [job.id for job in jobs]
     before = calls(server)
-    assert waiter.wait_results(ids, 0) == []
+    assert waiter.watch(ids, 0) == []
     first = ran_since(before, server)
     (lease,) = writer.claim("w1", 1)
     writer.finish(lease, done(lease))
     before = calls(server)
-    assert [r.job_id for r in waiter.wait_results(ids, 5)] == [lease.job_id]
+    assert [r.job_id for r in waiter.watch(ids, 5)] == [lease.job_id]
     again = ran_since(before, server)
     assert first.get("hget", 0) >= 2000
     assert again.get("hget", 0) < 10, f"the second wait read the states again: {again}"
@@ -352,11 +352,11 @@ def test_a_waiter_asking_again_reads_the_stream_not_every_state(server, url, vie
 def test_a_result_passed_over_while_waiting_for_others_is_found_later(url, views):
     writer, waiter = view(views, url), view(views, url)
     writer.submit([cmd(1), cmd(2)])
-    assert waiter.wait_results([cmd(1).id, cmd(2).id], 0) == []  # both seen pending
+    assert waiter.watch([cmd(1).id, cmd(2).id], 0) == []  # both seen pending
     first, second = writer.claim("w1", 2)
     writer.finish(second, done(second))
     writer.finish(first, done(first))
     # Waiting for the first only reads past the second's entry...
-    assert [r.job_id for r in waiter.wait_results([first.job_id], 5)] == [first.job_id]
+    assert [r.job_id for r in waiter.watch([first.job_id], 5)] == [first.job_id]
     # ...which a later wait for the second must still find.
-    assert [r.job_id for r in waiter.wait_results([second.job_id], 5)] == [second.job_id]
+    assert [r.job_id for r in waiter.watch([second.job_id], 5)] == [second.job_id]
