@@ -27,7 +27,9 @@ if #ARGV == 0 then return {newest, added} end
 
 local mark, mark_added, most = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 if added < mark_added or after(mark, newest) then return false end  -- a new stream
-if oldest and after(oldest, mark) and added - mark_added > length then return false end
+-- Entries after the mark were trimmed when more were added since than the stream
+-- keeps, all of them after the mark (it is trimmed from its oldest end).
+if (not oldest or after(oldest, mark)) and added - mark_added > length then return false end
 local reply = {mark, mark_added}
 if added == mark_added then return reply end
 local entries = redis.call('XRANGE', FINALS, mark, '+', 'COUNT', most + 1)
