@@ -29,8 +29,8 @@ TEST_LEASE_S = 0.6
 BACKENDS = ["memory", "folder", "sqlite", "tcp", "redis", "redis_cluster", "redis_sentinel"]
 REDIS_BACKENDS = {"redis", "redis_cluster", "redis_sentinel"}
 
-# One redis-server (one Cluster, one Sentinel group) for the whole session, started when a test first
-# needs it; each test gets queues of its own name on it.
+# One redis-server (one Cluster, one Sentinel group) for the whole session, started when
+# a test first needs it; each test gets queues of its own name on it.
 _REDIS: dict[str, redisd.RedisServer | redisd.RedisCluster | redisd.RedisSentinel] = {}
 _STARTS = {"redis": redisd.start_redis, "redis_cluster": redisd.start_cluster,
            "redis_sentinel": redisd.start_sentinel}

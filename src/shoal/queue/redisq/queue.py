@@ -3,9 +3,10 @@ kept in a Redis server that many hosts share.
 
 Every state change is one Lua script (see *.lua here) fenced by the lease token, so
 Redis runs it whole and alone; leases are judged by the server's clock (`TIME` inside
-the scripts) only. Claimers block on a wake-up list (BLPOP) instead of polling; waiters
-for results block on the `finals` stream (XREAD BLOCK) after a catch-up read of the
-states, so nothing recorded between two reads is missed. Counts are kept by the scripts
+the scripts) only. Claimers block on a wake-up list (BLPOP) instead of polling; `watch`
+blocks on the `finals` stream (XREAD BLOCK), which is also its journal of finals
+(`_finals_mark`/`_finals_since`, finals.lua), so a look costs what changed since the
+caller's last one and nothing recorded between two looks is missed. Counts are kept by the scripts
 (HINCRBY), never by scanning.
 
 Logs, progress reports and the shared config travel with the state changes
