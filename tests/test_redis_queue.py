@@ -11,14 +11,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from shoal import defaults
 from shoal.errors import (
     DurabilityWarning,
     LeaseLost,
@@ -365,3 +369,49 @@ def test_a_watcher_whose_place_in_the_stream_was_trimmed_away_reads_the_results(
     watched.discard(first.job_id)
     writer.finish(second, done(second))
     assert [r.job_id for r in waiter.watch(watched, 5)] == [second.job_id]
+
+
+# -- logs, progress and the config kept in Redis -------------------------------------------
+
+
+def finish_with_log(queue: Queue, lease, text: bytes) -> None:
+    """Finish `lease` as a worker does: the attempt wrote `text` to its local log."""
+    path = queue.files.attempt_log(lease)
+    path.write_bytes(text)
+    queue.finish(lease, replace(done(lease), log=str(path)))
+    assert not path.exists()  # shipped: the worker's copy is gone
+
+
+def test_a_finished_jobs_log_is_read_by_shoal_logs_in_another_process(url, views):
+    worker = view(views, url)
+    worker.submit([cmd(1)])
+    (lease,) = worker.claim("w1", 1)
+    finish_with_log(worker, lease, b"hello from another host\n")
+    shown = subprocess.run([sys.executable, "-m", "shoal", "logs", url, lease.job_id],
+                           capture_output=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr.decode()
+    assert shown.stdout == b"hello from another host\n"
+
+
+def test_a_1_kib_log_costs_redis_about_1_5_kib_and_running_reports_go_with_the_lease(
+        server, url, views):
+    """Logs are the user's data: one costs about its size. A running job's tail and
+    progress cost nothing once its lease ended."""
+    worker = view(views, url)
+    assert worker.settings.log_cap_bytes == defaults.MAX_SHIPPED_LOG_BYTES
+    n = 2000
+    worker.submit([cmd(i) for i in range(n)])
+    leases = worker.claim("w1", n)
+    for lease in leases[:10]:  # these report progress and a log so far first
+        worker.files.progress_file(lease).write_bytes(b"1 2\n")
+        worker.files.attempt_log(lease).write_bytes(b"so far\n")
+    worker.beat(WorkerInfo("w1", "h1", 1, n), leases[:10])
+    assert set(view(views, url).files.progress()) == {x.job_id for x in leases[:10]}
+    with contextlib.closing(server.client()) as c:
+        before = c.info("memory")["used_memory"]
+        for lease in leases:
+            finish_with_log(worker, lease, b"x" * 1023 + b"\n")
+        per_job = (c.info("memory")["used_memory"] - before) / n
+        assert c.hlen(worker.keys.tails) == 0 and c.hlen(worker.keys.progress) == 0
+    assert 1024 < per_job < 1700, f"{per_job:.0f} bytes per finished job with a 1 KiB log"
+    assert view(views, url).files.progress() == {}
