@@ -26,20 +26,21 @@ from tests import redisd  # noqa: E402 - after the rewrite hook, as its plugin
 pytest_plugins = ["tests.procs", "tests.redisd"]
 
 TEST_LEASE_S = 0.6
-BACKENDS = ["memory", "folder", "sqlite", "tcp", "redis", "redis_cluster"]
-REDIS_BACKENDS = {"redis", "redis_cluster"}
+BACKENDS = ["memory", "folder", "sqlite", "tcp", "redis", "redis_cluster", "redis_sentinel"]
+REDIS_BACKENDS = {"redis", "redis_cluster", "redis_sentinel"}
 
-# One redis-server (and one Cluster) for the whole session, started when a test first
-# needs it; each test gets queues of its own name on it.
-_REDIS: dict[str, redisd.RedisServer | redisd.RedisCluster] = {}
+# One redis-server (one Cluster, one Sentinel group) for the whole session, started when
+# a test first needs it; each test gets queues of its own name on it.
+_REDIS: dict[str, redisd.RedisServer | redisd.RedisCluster | redisd.RedisSentinel] = {}
+_STARTS = {"redis": redisd.start_redis, "redis_cluster": redisd.start_cluster,
+           "redis_sentinel": redisd.start_sentinel}
 
 
 def redis_queue_url(backend: str = "redis") -> str:
     """The URL of a new, empty queue (a name of its own) on the session's server."""
     if backend not in _REDIS:
         folder = Path(tempfile.mkdtemp(prefix=f"shoal-{backend}-"))
-        _REDIS[backend] = (redisd.start_cluster(folder) if backend == "redis_cluster"
-                           else redisd.start_redis(folder))
+        _REDIS[backend] = _STARTS[backend](folder)
     base = _REDIS[backend].url
     return f"{base}{'&' if '?' in base else '?'}queue=t{uuid.uuid4().hex[:12]}"
 
@@ -49,8 +50,9 @@ def _stop_redis() -> Iterator[None]:
     yield
     for server in _REDIS.values():
         server.stop()
-        folder = server.dir if isinstance(server, redisd.RedisServer) else server.nodes[0].dir
-        shutil.rmtree(folder.parent, ignore_errors=True)
+        first = (server if isinstance(server, redisd.RedisServer) else server.master
+                 if isinstance(server, redisd.RedisSentinel) else server.nodes[0])
+        shutil.rmtree(first.dir.parent, ignore_errors=True)
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02,
@@ -91,7 +93,7 @@ class QueueFactory:
             self._opened.append(client)
             return client
         if self.backend in REDIS_BACKENDS:  # each call is another client of one queue
-            view = open_queue(self.url, lease_s=self.lease_s)
+            view = open_queue(self.url, lease_s=self.lease_s, log_cap_bytes=self.log_cap_bytes)
             self._opened.append(view)
             return view
         if self.backend == "memory":

@@ -11,14 +11,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from shoal import defaults
 from shoal.errors import (
     DurabilityWarning,
     LeaseLost,
@@ -28,7 +32,7 @@ from shoal.errors import (
 )
 from shoal.job import Job, Result, State, WorkerInfo
 from shoal.queue import open_queue
-from shoal.queue.base import Queue
+from shoal.queue.base import Queue, WatchSet
 from tests import redisd
 from tests.conftest import shoal_processes, wait_for
 from tests.procs import Procs, executions, marker_job
@@ -104,7 +108,7 @@ def exercise(queue: Queue) -> None:
     queue.release(second, failed=Result(second.job_id, State.FAILED, reason="exit 1"))
     queue.cancel([third.job_id])
     queue.send_control("w1", "stop")
-    queue.wait_results([first.job_id], 0)
+    queue.watch([first.job_id], 0)
 
 
 def test_every_key_of_a_queue_shares_its_hash_tag(server, url, views):
@@ -275,7 +279,7 @@ def test_a_waiter_cut_off_from_the_server_still_gets_the_result(server, url, vie
     writer.submit([cmd(1)])
     (lease,) = writer.claim("w1", 1)
     got: list[list[Result]] = []
-    thread = threading.Thread(target=lambda: got.append(waiter.wait_results([cmd(1).id], 60)))
+    thread = threading.Thread(target=lambda: got.append(waiter.watch([cmd(1).id], 60)))
     thread.start()
     time.sleep(0.5)  # blocked in XREAD now
     with contextlib.closing(server.client()) as c:
@@ -330,33 +334,84 @@ def test_strict_durability_confirms_a_submit_or_says_why_not(server, tmp_path, v
 # -- waiting for results again and again ---------------------------------------------------
 
 
-def test_a_waiter_asking_again_reads_the_stream_not_every_state(server, url, views):
-    """The Executor's collector waits for thousands of futures over and over: after the
-    first look, only the finals stream is read."""
+def test_a_watch_set_asked_again_reads_the_stream_not_every_result(server, url, views):
+    """The Executor's collector watches thousands of futures over and over: after the
+    first look, a look reads the finals stream and the results of the ids it names."""
     writer, waiter = view(views, url), view(views, url)
     jobs = [cmd(i) for i in range(2000)]
     writer.submit(jobs)
-    ids = [job.id for job in jobs]
+    watched = WatchSet(job.id for job in jobs)
     before = calls(server)
-    assert waiter.wait_results(ids, 0) == []
+    assert waiter.watch(watched, 0) == []
     first = ran_since(before, server)
     (lease,) = writer.claim("w1", 1)
     writer.finish(lease, done(lease))
     before = calls(server)
-    assert [r.job_id for r in waiter.wait_results(ids, 5)] == [lease.job_id]
+    assert [r.job_id for r in waiter.watch(watched, 5)] == [lease.job_id]
     again = ran_since(before, server)
-    assert first.get("hget", 0) >= 2000
-    assert again.get("hget", 0) < 10, f"the second wait read the states again: {again}"
+    assert first.get("hmget", 0) >= 2000 // 500  # every id's result, in batches
+    assert again.get("hmget", 0) <= 1, f"the second look read every result again: {again}"
 
 
-def test_a_result_passed_over_while_waiting_for_others_is_found_later(url, views):
+def test_a_watcher_whose_place_in_the_stream_was_trimmed_away_reads_the_results(server, url,
+                                                                               views):
+    """Entries after a watcher's mark trimmed (the stream keeps its newest ~100,000): the
+    next look reads every watched id's result instead, so no result is missed."""
     writer, waiter = view(views, url), view(views, url)
     writer.submit([cmd(1), cmd(2)])
-    assert waiter.wait_results([cmd(1).id, cmd(2).id], 0) == []  # both seen pending
+    watched = WatchSet([cmd(1).id, cmd(2).id])
+    assert waiter.watch(watched, 0) == []
     first, second = writer.claim("w1", 2)
-    writer.finish(second, done(second))
     writer.finish(first, done(first))
-    # Waiting for the first only reads past the second's entry...
-    assert [r.job_id for r in waiter.wait_results([first.job_id], 5)] == [first.job_id]
-    # ...which a later wait for the second must still find.
-    assert [r.job_id for r in waiter.wait_results([second.job_id], 5)] == [second.job_id]
+    with contextlib.closing(server.client()) as c:
+        assert c.xtrim(writer.keys.finals, maxlen=0, approximate=False) == 1
+    assert [r.job_id for r in waiter.watch(watched, 5)] == [first.job_id]
+    watched.discard(first.job_id)
+    writer.finish(second, done(second))
+    assert [r.job_id for r in waiter.watch(watched, 5)] == [second.job_id]
+
+
+# -- logs, progress and the config kept in Redis -------------------------------------------
+
+
+def finish_with_log(queue: Queue, lease, text: bytes) -> None:
+    """Finish `lease` as a worker does: the attempt wrote `text` to its local log."""
+    path = queue.files.attempt_log(lease)
+    path.write_bytes(text)
+    queue.finish(lease, replace(done(lease), log=str(path)))
+    assert not path.exists()  # shipped: the worker's copy is gone
+
+
+def test_a_finished_jobs_log_is_read_by_shoal_logs_in_another_process(url, views):
+    worker = view(views, url)
+    worker.submit([cmd(1)])
+    (lease,) = worker.claim("w1", 1)
+    finish_with_log(worker, lease, b"hello from another host\n")
+    shown = subprocess.run([sys.executable, "-m", "shoal", "logs", url, lease.job_id],
+                           capture_output=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr.decode()
+    assert shown.stdout == b"hello from another host\n"
+
+
+def test_a_1_kib_log_costs_redis_about_1_5_kib_and_running_reports_go_with_the_lease(
+        server, url, views):
+    """Logs are the user's data: one costs about its size. A running job's tail and
+    progress cost nothing once its lease ended."""
+    worker = view(views, url)
+    assert worker.settings.log_cap_bytes == defaults.MAX_SHIPPED_LOG_BYTES
+    n = 2000
+    worker.submit([cmd(i) for i in range(n)])
+    leases = worker.claim("w1", n)
+    for lease in leases[:10]:  # these report progress and a log so far first
+        worker.files.progress_file(lease).write_bytes(b"1 2\n")
+        worker.files.attempt_log(lease).write_bytes(b"so far\n")
+    worker.beat(WorkerInfo("w1", "h1", 1, n), leases[:10])
+    assert set(view(views, url).files.progress()) == {x.job_id for x in leases[:10]}
+    with contextlib.closing(server.client()) as c:
+        before = c.info("memory")["used_memory"]
+        for lease in leases:
+            finish_with_log(worker, lease, b"x" * 1023 + b"\n")
+        per_job = (c.info("memory")["used_memory"] - before) / n
+        assert c.hlen(worker.keys.tails) == 0 and c.hlen(worker.keys.progress) == 0
+    assert 1024 < per_job < 1700, f"{per_job:.0f} bytes per finished job with a 1 KiB log"
+    assert view(views, url).files.progress() == {}

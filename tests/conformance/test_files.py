@@ -33,7 +33,6 @@ FILES_LEASE_S = 10.0
 def _long_leases(queue_factory):
     queue_factory.lease_s = FILES_LEASE_S
 
-REDIS_FILES = "files land with issue 12 part files"
 
 
 @contextlib.contextmanager
@@ -74,7 +73,6 @@ def running(queue: Queue, job_id: str) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["command", "call"])
-@pytest.mark.disagrees(redis=REDIS_FILES, redis_cluster=REDIS_FILES)
 def test_a_running_jobs_log_so_far_is_readable_from_another_view(queue_factory, tmp_path,
                                                                    kind):
     reader, gate = queue_factory(), tmp_path / "gate"
@@ -141,7 +139,6 @@ def test_a_job_files_log_is_NAME_log_beside_it_in_the_folder(tmp_path):
         assert reader.files.read_log(status) == text
 
 
-@pytest.mark.disagrees(redis=REDIS_FILES, redis_cluster=REDIS_FILES)
 def test_a_long_log_keeps_its_tail_within_the_cap(queue_factory, tmp_path):
     queue_factory.log_cap_bytes = 200
     reader = queue_factory()
@@ -183,7 +180,6 @@ def progress_job(kind: str, gate: Path) -> Job:
 
 
 @pytest.mark.parametrize("kind", ["command", "call"])
-@pytest.mark.disagrees(redis=REDIS_FILES, redis_cluster=REDIS_FILES)
 def test_a_running_jobs_progress_is_seen_from_another_view(queue_factory, tmp_path, kind):
     reader, gate = queue_factory(), tmp_path / "gate"
     job = progress_job(kind, gate)
@@ -207,7 +203,6 @@ def config_job(kind: str) -> Job:
 
 @pytest.mark.parametrize("worker_opened", ["before", "after"])
 @pytest.mark.parametrize("kind", ["command", "call"])
-@pytest.mark.disagrees(redis=REDIS_FILES, redis_cluster=REDIS_FILES)
 def test_the_shared_config_set_on_one_view_reaches_jobs_run_from_another(
         queue_factory, tmp_path, kind, worker_opened):
     owner = queue_factory()

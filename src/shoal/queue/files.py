@@ -8,7 +8,7 @@ machine (`attempt_log`, `progress_file`); where those end up differs by backend:
   and NAME.log beside a job file; sqlite's `DB.logs/` beside its file; a temporary
   folder for memory://). `place_log` moves the attempt's log into the job's log path
   at finish, under the lease's fence; readers open the files.
-* `ShippedFiles`: a network store (tcp:// now, Redis next). The worker writes locally;
+* `ShippedFiles`: a network store (tcp://, redis://). The worker writes locally;
   each `beat` carries the running jobs' progress and the tail of their logs so far
   (`beat_reports`), `finish` and `release(failed=)` carry the attempt's whole log, cut
   to its last `settings.log_cap_bytes` (`shipped_log`). Readers ask the store.

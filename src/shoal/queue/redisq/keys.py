@@ -9,7 +9,7 @@ from __future__ import annotations
 #: the keys every script gets, in the order prelude.lua unpacks them
 SHARED = ("spec", "payload", "state", "attempt", "pending", "wake", "running", "token",
           "owner", "result", "failed", "counts", "finals", "reaped", "workers", "seen", "hosts",
-          "seq")
+          "seq", "logs", "tails", "progress", "config")
 
 class QueueKeys:
     """The key names of one queue; `shared` is what every script is given as KEYS."""

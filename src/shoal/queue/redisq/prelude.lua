@@ -2,7 +2,9 @@
 -- redisq/keys.py passes them, and the small steps every state change is made of.
 -- Every key shares one hash tag, so a queue lives in one Cluster slot.
 local SPEC, PAYLOAD, STATE, ATTEMPT, PENDING, WAKE, RUNNING, TOKEN, OWNER, RESULT,
-      FAILED, COUNTS, FINALS, REAPED, WORKERS, SEEN, HOSTS, SEQ = unpack(KEYS, 1, 18)
+      FAILED, COUNTS, FINALS, REAPED, WORKERS, SEEN, HOSTS, SEQ, LOGS, TAILS, PROGRESS,
+      CONFIG = unpack(KEYS, 1, 22)
+local EXTRA = KEYS[23]     -- a script's own key (a worker's control list), if any
 local WAKE_MAX = 64        -- wake-up tokens kept at most (a woken claimer wakes the next)
 local FINALS_MAX = 100000  -- entries kept (about) in the finals stream
 
@@ -40,10 +42,18 @@ local function current(id, token)
   return redis.call('HGET', TOKEN, id) == token
 end
 
+-- A lease ends: its fence, and what its running attempt reported (log tail, progress).
 local function end_lease(id)
   redis.call('HDEL', TOKEN, id)
   redis.call('HDEL', OWNER, id)
   redis.call('ZREM', RUNNING, id)
+  redis.call('HDEL', TAILS, id)
+  redis.call('HDEL', PROGRESS, id)
+end
+
+-- The shared config's stamp, handed out with leases (false: no config).
+local function config_stamp()
+  return redis.call('HGET', CONFIG, 'stamp')
 end
 
 -- A final result: recorded, counted, and announced on the finals stream.

@@ -3,17 +3,23 @@ kept in a Redis server that many hosts share.
 
 Every state change is one Lua script (see *.lua here) fenced by the lease token, so
 Redis runs it whole and alone; leases are judged by the server's clock (`TIME` inside
-the scripts) only. Claimers block on a wake-up list (BLPOP) instead of polling; waiters
-for results block on the `finals` stream (XREAD BLOCK) after a catch-up read of the
-states, so nothing recorded between two reads is missed. Counts are kept by the scripts
+the scripts) only. Claimers block on a wake-up list (BLPOP) instead of polling; `watch`
+blocks on the `finals` stream (XREAD BLOCK), which is also its journal of finals
+(`_finals_mark`/`_finals_since`, finals.lua), so a look costs what changed since the
+caller's last one and nothing recorded between two looks is missed. Counts are kept by the scripts
 (HINCRBY), never by scanning.
+
+Logs, progress reports and the shared config travel with the state changes
+(`ShippedFiles` over store.py's `RedisStore`): a beat carries its running jobs' progress
+and log tails inside the beat script, finish and release(failed=) carry the attempt's
+log (its last `log_cap_bytes`), and leases carry the config's stamp.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -22,17 +28,22 @@ import msgpack
 from ... import defaults
 from ...errors import LeaseLost
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
-from ..base import Queue, blobs_of, reaped_keep_s, running_attempts
-from ..files import LocalFiles
+from ..base import Queue, WatchSet, blobs_of, reaped_keep_s
+from ..files import ShippedFiles
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
 from ..settings import QueueSettings
 from .keys import QueueKeys
 from .records import job_of, needs_job, record_of, result_of, spec_of
 from .scripts import Scripts
-from .watch import FinalsWatch
+from .store import RedisStore
 
 SUBMIT_BATCH = 2000  # jobs per submit script call (one round trip each)
 READ_BATCH = 500  # ids per read (HMGET, HSCAN COUNT)
+FINALS_BATCH = 10_000  # finals stream entries read per look at most
+# A watch of a WatchSet, which may grow while it waits, blocks on the stream this long at
+# most before it looks at the ids added meanwhile (an id whose job ended before the wait
+# began is in no entry the wait could see).
+WATCH_SLICE_S = 0.25
 CANCELLED = "cancelled by user"
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,25 +70,28 @@ class RedisQueue(Queue):
     blocking_claim = True
     cross_host = True
 
-    def __init__(self, url: str, *, lease_s: float = defaults.LEASE_S) -> None:
-        settings = QueueSettings(lease_s=lease_s)
-        super().__init__(url, settings,
-                         LocalFiles(settings, running=lambda: running_attempts(self)))
+    files: ShippedFiles
+
+    def __init__(self, url: str, *, lease_s: float = defaults.LEASE_S,
+                 log_cap_bytes: int | None = None) -> None:
+        """`log_cap_bytes`: a finished job's log keeps its last this many bytes (default
+        defaults.MAX_SHIPPED_LOG_BYTES, as for tcp://); the workers' setting applies."""
+        settings = QueueSettings(lease_s=lease_s,
+                                 log_cap_bytes=log_cap_bytes or defaults.MAX_SHIPPED_LOG_BYTES)
         self.address = parse_url(url)
-        self.url = self.address.safe_url  # never the password
         self.keys = QueueKeys(self.address.queue)
         self.client = connect(self.address)
         self.cluster = hasattr(self.client, "get_primaries")
         try:
             check_durability(self.client, self.address)
+            self.scripts = Scripts(self.client)
+            store = RedisStore(self.client, self.keys,
+                               lambda data: self._run(self.scripts.config, [data]), self.address)
+            files = ShippedFiles(settings, store, config_stamp=store.stamp())
         except BaseException:
             self.client.close()
             raise
-        self.scripts = Scripts(self.client)
-        import redis
-
-        self._cut_off = redis.exceptions.ConnectionError
-        self._watch = FinalsWatch(self._catchup, self._read_finals)
+        super().__init__(self.address.safe_url, settings, files)  # never the password
 
     @property
     def _lease_ms(self) -> int:
@@ -134,39 +148,58 @@ class RedisQueue(Queue):
             # Sleep until a submit, release or reap pushes a wake-up token (or time is up).
             self.client.blpop([self.keys.wake], timeout=max(remaining, 0.001))
 
-    def _leases(self, worker: str, rows: list[Any]) -> list[Lease]:
+    def _leases(self, worker: str, reply: list[Any]) -> list[Lease]:
+        """Leases from a claim's reply {config stamp, rows}; the stamp tells the worker's
+        files whether the shared config changed before these jobs start."""
+        stamp, rows = reply
+        if not rows:
+            return []
+        self.files.note_config(_text(stamp) if stamp else None)
         return [Lease(job_of(spec, payload), int(attempt), worker, _text(token))
                 for _id, attempt, token, spec, payload in rows]
 
     @_translated
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
         leases = list(leases)
+        reports = self.files.beat_reports(leases)
         args: list[Any] = [info.id, dumps(info.to_dict()), info.host, self._lease_ms]
         for lease in leases:
-            args += [lease.job_id, lease.token]
+            progress, tail = reports.get(lease.job_id, (None, None))
+            args += [lease.job_id, lease.token, progress or b"", tail or b""]
         lost, commands = self._run(self.scripts.beat, args, self.keys.control(info.id))
         return Beat(tuple(leases[int(i)] for i in lost), tuple(_text(c) for c in commands))
 
     @_translated
     def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
-        if result.log and self._token(lease.job_id) == lease.token:
-            result = self.files.place_log(lease, result)
-        rows = self._run(self.scripts.finish, [
-            lease.job_id, lease.token, record_of(result), result.state.value, lease.worker,
-            then_claim, self._lease_ms])
-        if rows is None:
+        shipped = self.files.shipped_log(lease, result)
+        if shipped is not None:
+            result = replace(result, log=self._log_name(lease.job_id))
+        try:
+            reply = self._run(self.scripts.finish, [
+                lease.job_id, lease.token, record_of(result), result.state.value, lease.worker,
+                then_claim, self._lease_ms, shipped or b""])
+        finally:
+            self.files.forget(lease, shipped)  # kept in Redis, or not this attempt's to keep
+        if reply is None:
             raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
-        self._announce([result])
-        return self._leases(lease.worker, rows)
+        return self._leases(lease.worker, reply)
 
-    def _token(self, job_id: str) -> str | None:
-        token = self.client.hget(self.keys.token, job_id)
-        return None if token is None else _text(token)
+    def _log_name(self, log_id: str) -> str:
+        """What a result shows as its log: where `shoal logs` finds it."""
+        return f"{self.url}#log={log_id}"
 
     @_translated
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
+        shipped = None if failed is None else self.files.shipped_log(lease, failed)
+        if failed is not None and shipped is not None:
+            failed = replace(failed, log=self._log_name(f"{lease.job_id}.{lease.attempt}"))
         record = record_of(failed) if failed is not None else b""
-        if not self._run(self.scripts.release, [lease.job_id, lease.token, record]):
+        try:
+            kept = self._run(self.scripts.release, [lease.job_id, lease.token, record,
+                                                    shipped or b""])
+        finally:
+            self.files.forget(lease, shipped)
+        if not kept:
             raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
 
     @_translated
@@ -174,9 +207,7 @@ class RedisQueue(Queue):
         ids = list(job_ids)
         if not ids:
             return []
-        done = [_text(i) for i in self._run(self.scripts.cancel, [CANCELLED, *ids])]
-        self._announce(self._results_of(done))
-        return done
+        return [_text(i) for i in self._run(self.scripts.cancel, [CANCELLED, *ids])]
 
     @_translated
     def retry(self, job_ids: Iterable[str]) -> list[str]:
@@ -186,10 +217,8 @@ class RedisQueue(Queue):
     @_translated
     def reap(self) -> list[Reaped]:
         keep_ms = round(reaped_keep_s(self.settings.lease_s) * 1000)
-        failed, recent = self._run(self.scripts.reap, [keep_ms, defaults.REAPED_KEEP,
-                                                       defaults.MAX_ATTEMPTS])
-        if failed:
-            self._announce(self._results_of([_text(i) for i in failed]))
+        _failed, recent = self._run(self.scripts.reap, [keep_ms, defaults.REAPED_KEEP,
+                                                        defaults.MAX_ATTEMPTS])
         found = []
         for _entry_id, fields in recent:
             record = {_text(k): _text(v) for k, v in zip(fields[::2], fields[1::2],
@@ -270,28 +299,48 @@ class RedisQueue(Queue):
                     found.append(result_of(record, job_of(spec, None) if spec else None))
         return found
 
+    # -- watching for finals: the `finals` stream is the journal (base._watch_once) ---------
+
     @_translated
-    def wait_results(self, job_ids: Iterable[str], timeout_s: float) -> list[Result]:
-        """Results among `job_ids`, blocking on the finals stream for up to `timeout_s`
-        (see watch.py; this becomes the contract's `watch(ids, timeout_s)`)."""
-        wanted = list(job_ids)
-        if not wanted:
+    def watch(self, ids: Collection[str], timeout_s: float) -> list[Result]:
+        """Final results among `ids`: a look (base._watch_once: the stream entries since
+        the caller's mark, the ids added since), then XREAD BLOCK on the stream until an
+        entry lands, and another look. The mark lives in the stream, so a reconnect (the
+        client retries) misses nothing; a trimmed stream makes the look scan every id."""
+        if timeout_s <= 0 and not isinstance(ids, WatchSet):
+            return self._final_results(list(ids))
+        if not ids and not isinstance(ids, WatchSet):
             return []
+        watched = ids if isinstance(ids, WatchSet) else WatchSet(ids)
+        grows = watched is ids
         deadline = time.monotonic() + timeout_s
         while True:
-            try:
-                return self._results_of(self._watch.wait(wanted, deadline))
-            except self._cut_off:
-                self._watch.reset()  # a reconnect: catch up again from the states
-                if time.monotonic() >= deadline:
-                    return []
-                time.sleep(0.05)
+            found = self._watch_once(watched)
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                return found
+            if grows:
+                remaining = min(remaining, WATCH_SLICE_S)
+            mark = watched.mark[1] if watched.mark is not None else None
+            if isinstance(mark, tuple):
+                self.client.xread({self.keys.finals: mark[0]}, count=1,
+                                  block=max(1, round(remaining * 1000)))
+            else:
+                time.sleep(min(remaining, 0.05))
 
-    def _catchup(self, ids: list[str]) -> list[Any]:
-        return self._run(self.scripts.catchup, ids)
+    def _final_results(self, job_ids: list[str]) -> list[Result]:
+        return self._results_of(job_ids)  # only final jobs have a result (retry drops it)
 
-    def _read_finals(self, cursor: bytes, block_ms: int) -> list[Any]:
-        return self.client.xread({self.keys.finals: cursor}, count=1000, block=block_ms)
+    def _finals_mark(self) -> object | None:
+        newest, added = self._run(self.scripts.finals, [])
+        return _text(newest), int(added)
+
+    def _finals_since(self, mark: object) -> tuple[list[str], object] | None:
+        assert isinstance(mark, tuple)
+        reply = self._run(self.scripts.finals, [mark[0], mark[1], FINALS_BATCH])
+        if not reply:
+            return None
+        return [_text(i) for i in reply[2:]], (_text(reply[0]), int(reply[1]))
 
     # -- function blobs --------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
--- ARGV: id, token, failed attempt's record ('' when none). Back to pending: untouched
--- and first in line, or (failed) with attempt + 1 and the record kept.
+-- ARGV: id, token, failed attempt's record ('' when none), its log ('' when none).
+-- Back to pending: untouched and first in line, or (failed) with attempt + 1 and the
+-- record and log kept as that attempt's.
 local id = ARGV[1]
 if not current(id, ARGV[2]) then return 0 end
 end_lease(id)
@@ -9,6 +10,7 @@ if ARGV[3] == '' then
 else
   local attempt = attempt_of(id)
   redis.call('HSET', FAILED, id .. '.' .. attempt, ARGV[3])
+  if ARGV[4] ~= '' then redis.call('HSET', LOGS, id .. '.' .. attempt, ARGV[4]) end
   set_attempt(id, attempt + 1)
   redis.call('RPUSH', PENDING, id)
 end

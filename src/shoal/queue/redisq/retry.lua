@@ -4,6 +4,7 @@ for _, id in ipairs(ARGV) do
   local state = redis.call('HGET', STATE, id)
   if state == 'failed' or state == 'cancelled' then
     redis.call('HDEL', RESULT, id)
+    redis.call('HDEL', LOGS, id)
     set_attempt(id, 1)
     move(id, state, 'pending')
     redis.call('RPUSH', PENDING, id)

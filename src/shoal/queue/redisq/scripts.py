@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Any
 
 NAMES = ("submit", "claim", "beat", "finish", "release", "reap", "cancel", "retry", "status",
-         "workers", "unregister", "catchup")
+         "workers", "unregister", "finals", "config")
 
 
 def _text(name: str) -> str:
@@ -33,4 +33,5 @@ class Scripts:
     status: Any
     workers: Any
     unregister: Any
-    catchup: Any
+    finals: Any
+    config: Any
