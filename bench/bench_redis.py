@@ -1,20 +1,27 @@
-"""The Redis queue beside shoal's memory and tcp queues: tiny calls, and enqueue cost.
+"""Shoal on Redis beside the peers a Redis user would pick (issue 13 item 7), one run.
 
-(a) N tiny calls (default 5000; inc(x) = x + 1) on 2 workers, timed from the first submit
-    to the last result, each measurement in a fresh child process (started, warmed up
-    until every worker answered, timed, stopped), variants interleaved, medians:
-        shoal-mem     shoal.Executor(workers=2): the in-process queue
-        shoal-redis   shoal.Executor("redis://.../0?queue=Q", workers=2): local slots on a
-                      Redis queue (a queue of its own each run)
-        shoal-redis-procs  2 `shoal work URL --slots 1` processes and
-                      shoal.Executor(URL, workers=0): the layout of shoal-tcp, on Redis
-        shoal-tcp     a coordinator process and 2 `shoal work` processes (bench_tcp.py's)
-(b) J command jobs (default 100,000) submitted to a Redis queue in batches of 10,000:
-    time, jobs/s and Redis memory per pending job (INFO memory used_memory, before/after).
-
-redis-server runs in a fresh folder on a free loopback port with `--appendonly yes
---appendfsync everysec` (or --fsync always), started and stopped by its PID.
-Run: python bench/bench_redis.py [--calls 5000] [--repeat 3] [--jobs 100000]
+All on one redis-server this script starts in a fresh folder on a free loopback port
+(`--appendonly yes --appendfsync everysec`, or --fsync always) and stops by its PID.
+(a) N tiny calls (default 2000; inc(x) = x + 1) on 2 workers, timed from the first
+    submit to the last result, each measurement in a fresh child process (started,
+    warmed up until every worker answered, timed, stopped), variants interleaved with
+    the order rotating, medians and per-round ratios against Ray, RQ and Celery:
+        shoal-redis        shoal.Executor("redis://...?queue=Q", workers=2): local slots
+        shoal-redis-procs  2 `shoal work URL --slots 1` processes + Executor(URL, workers=0)
+        ray                ray.init(num_cpus=2), f.remote one by one, ray.get
+        rq / rq-simple     2 `rq worker` processes (default Worker: a fork per job /
+                           SimpleWorker), enqueue one by one, block on each result
+                           (--slow-calls of them: a fork per job is slow)
+        celery             one `celery worker --concurrency 2` (prefork), Redis broker and
+                           result backend, delay one by one, get each
+    (--only also takes shoal-mem and shoal-tcp, the in-process and tcp queues)
+(c) 200 calls sleeping 50 ms on the same variants: efficiency = ideal (5 s) / wall.
+(b) 10^5 and 10^6 command jobs submitted in batches of 10,000: submit time (building the
+    Jobs timed apart), Redis memory per pending job (INFO memory before/after), the
+    server's CPU.
+(d) 200 simulated workers (redis_swarm.py) draining 10^5 no-op jobs: jobs/s, claim
+    latency p50/p99, Redis CPU.
+Run: python bench/bench_redis.py [--part a,b,c,d] [--only shoal-redis,ray] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -207,6 +214,7 @@ def part_enqueue(url: str, client: Any, jobs: int, batch: int) -> None:
     queue = open_queue(f"{url}?queue=enqueue-{uuid.uuid4().hex[:8]}")
     client.execute_command("MEMORY", "PURGE")
     before = client.info("memory")["used_memory"]
+    cpu0 = redis_cpu(client)
     build = send = 0.0
     for first in range(0, jobs, batch):
         t0 = time.perf_counter()
@@ -216,17 +224,25 @@ def part_enqueue(url: str, client: Any, jobs: int, batch: int) -> None:
         send += time.perf_counter() - t1
         build += t1 - t0
     per_job = (client.info("memory")["used_memory"] - before) / jobs
+    server_s = redis_cpu(client) - cpu0
     pending = queue.counts()
     queue.close()
     print(f"(b) {jobs:>8,} jobs, batches of {batch}: submit {send:6.2f} s "
           f"({jobs / send:8,.0f} jobs/s), building the Jobs {build:5.2f} s, together "
           f"{send + build:6.2f} s; {per_job:5.0f} B of Redis memory per pending job "
-          f"(counts: {dict((k.value, v) for k, v in pending.items() if v)})")
+          f"(counts: {dict((k.value, v) for k, v in pending.items() if v)}); redis-server "
+          f"CPU {server_s:.2f} s")
     if jobs >= 1_000_000:
         print(f"    submit of 10^6: {verdict(send < TARGET_ENQUEUE_S)} < {TARGET_ENQUEUE_S:g} s "
               f"({send:.2f} s; with building {send + build:.2f} s)")
     print(f"    memory: {verdict(per_job < TARGET_BYTES)} < {TARGET_BYTES} B per pending job")
     client.flushdb()
+
+
+def redis_cpu(client: Any) -> float:
+    """The server's CPU seconds so far (INFO cpu, user + system)."""
+    info = client.info("cpu")
+    return info["used_cpu_sys"] + info["used_cpu_user"]
 
 
 def verdict(ok: bool) -> str:
