@@ -331,6 +331,8 @@ def main() -> None:
     parser.add_argument("--swarm-workers", type=int, default=200)
     parser.add_argument("--swarm-procs", type=int, default=8)
     parser.add_argument("--swarm-jobs", type=int, default=100_000)
+    parser.add_argument("--swarm-then-claim", action="store_true",
+                        help="part d also with finish(then_claim=1), as a Worker slot does")
     parser.add_argument("--fsync", choices=("everysec", "always"), default="everysec")
     parser.add_argument("--part", default="a,b,c,d")
     parser.add_argument("--only", help="comma-separated variants for parts a and c")
@@ -366,8 +368,9 @@ def main() -> None:
         if "d" in parts:
             from redis_swarm import part_swarm
 
-            part_swarm(url, client, workers=args.swarm_workers, procs=args.swarm_procs,
-                       jobs=args.swarm_jobs, batch=args.batch)
+            for then_claim in (False, True) if args.swarm_then_claim else (False,):
+                part_swarm(url, client, workers=args.swarm_workers, procs=args.swarm_procs,
+                           jobs=args.swarm_jobs, batch=args.batch, then_claim=then_claim)
             print(f"load average: {load()}", flush=True)
 
 

@@ -23,7 +23,10 @@ from typing import Any
 IDLE_WAIT_S = 1.0  # a claim that waits this long with nothing pending ends a worker
 
 
-def _drain(url: str, worker: str, go: threading.Event, out: list) -> None:
+def _drain(url: str, worker: str, then_claim: bool, go: threading.Event, out: list) -> None:
+    """One simulated worker: claim, finish, until a claim waits IDLE_WAIT_S for nothing.
+    With `then_claim` the finish also claims the next job in the same round trip (what a
+    shoal.Worker slot does); the latency is then that of finish + claim together."""
     from shoal.job import Result, State
     from shoal.queue import open_queue
 
@@ -31,27 +34,36 @@ def _drain(url: str, worker: str, go: threading.Event, out: list) -> None:
     latencies: list[float] = []
     last = 0.0
     go.wait()
-    while True:
-        t0 = time.perf_counter()
-        leases = queue.claim(worker, 1, wait_s=IDLE_WAIT_S)
-        took = time.perf_counter() - t0
-        if not leases:
-            break
-        latencies.append(took)
+    t0 = time.perf_counter()
+    leases = queue.claim(worker, 1, wait_s=IDLE_WAIT_S)
+    while leases:
+        latencies.append(time.perf_counter() - t0)
         lease = leases[0]
         now = time.time()
-        queue.finish(lease, Result(lease.job_id, State.DONE, attempt=lease.attempt,
-                                   worker=worker, started=now, ended=now))
-        last = time.time()
+        result = Result(lease.job_id, State.DONE, attempt=lease.attempt, worker=worker,
+                        started=now, ended=now)
+        if then_claim:
+            t0 = time.perf_counter()
+            leases = queue.finish(lease, result, then_claim=1)
+            last = time.time()
+            if not leases:
+                t0 = time.perf_counter()
+                leases = queue.claim(worker, 1, wait_s=IDLE_WAIT_S)
+        else:
+            queue.finish(lease, result)
+            last = time.time()
+            t0 = time.perf_counter()
+            leases = queue.claim(worker, 1, wait_s=IDLE_WAIT_S)
     queue.close()
     out.append((latencies, last))
 
 
-def _process(url: str, index: int, threads: int, barrier: Any, results: Any) -> None:
+def _process(url: str, index: int, threads: int, then_claim: bool, barrier: Any,
+             results: Any) -> None:
     """One client process: `threads` simulated workers, released together."""
     go = threading.Event()
     out: list = []
-    pool = [threading.Thread(target=_drain, args=(url, f"sim-{index}-{t}", go, out))
+    pool = [threading.Thread(target=_drain, args=(url, f"sim-{index}-{t}", then_claim, go, out))
             for t in range(threads)]
     for thread in pool:
         thread.start()
@@ -71,7 +83,7 @@ def _redis_cpu(client: Any) -> float:
 
 
 def part_swarm(url: str, client: Any, *, workers: int, procs: int, jobs: int,
-               batch: int) -> None:
+               batch: int, then_claim: bool = False) -> None:
     from shoal.job import Job, State
     from shoal.queue import open_queue
 
@@ -84,7 +96,7 @@ def part_swarm(url: str, client: Any, *, workers: int, procs: int, jobs: int,
     barrier = ctx.Barrier(procs + 1)
     results = ctx.Queue()
     shares = [workers // procs + (1 if i < workers % procs else 0) for i in range(procs)]
-    children = [ctx.Process(target=_process, args=(queue_url, i, n, barrier, results))
+    children = [ctx.Process(target=_process, args=(queue_url, i, n, then_claim, barrier, results))
                 for i, n in enumerate(shares)]
     for proc in children:
         proc.start()
@@ -101,11 +113,13 @@ def part_swarm(url: str, client: Any, *, workers: int, procs: int, jobs: int,
     client.flushdb()
     wall = end - start
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    how = "finish(then_claim=1)" if then_claim else "claim, then finish"
     print(f"\n(d) {workers} simulated workers ({procs} processes x threads, one connection "
-          f"each: claim + finish) draining {jobs:,} no-op jobs")
+          f"each: {how}) draining {jobs:,} no-op jobs")
     print(f"    {len(latencies):,} claimed, {done:,} DONE in the queue; {wall:.2f} s, "
           f"{len(latencies) / wall:,.0f} jobs/s")
-    print(f"    claim latency p50 {statistics.median(latencies) * 1000:.2f} ms, "
+    what = "finish+claim" if then_claim else "claim"
+    print(f"    {what} latency p50 {statistics.median(latencies) * 1000:.2f} ms, "
           f"p99 {p99 * 1000:.2f} ms, max {latencies[-1] * 1000:.1f} ms")
     print(f"    redis-server CPU {redis_cpu:.2f} s ({redis_cpu / wall:.0%} of one core, "
           f"{redis_cpu / max(1, len(latencies)) * 1e6:.0f} us per job); client processes "
