@@ -297,7 +297,8 @@ def measure(names: list[str], workload: str, repeat: int, args: argparse.Namespa
             runs[name].append(run)
             walls[name].append(run["wall"])
             print(f"  {workload} rep {rep + 1}/{repeat} {name:<13} {run['wall']:7.3f} s "
-                  f"{n / run['wall']:9.1f} calls/s  start-up {run['startup']:6.3f} s  "
+                  f"{run.get('n', n) / run['wall']:9.1f} calls/s  "
+                  f"start-up {run['startup']:6.3f} s  "
                   f"workers seen {run['seen']}", file=sys.stderr, flush=True)
     return runs, walls, skipped
 
