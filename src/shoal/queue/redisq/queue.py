@@ -156,7 +156,6 @@ class RedisQueue(Queue):
             then_claim, self._lease_ms])
         if rows is None:
             raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
-        self._announce([result])
         return self._leases(lease.worker, rows)
 
     def _token(self, job_id: str) -> str | None:
@@ -175,7 +174,6 @@ class RedisQueue(Queue):
         if not ids:
             return []
         done = [_text(i) for i in self._run(self.scripts.cancel, [CANCELLED, *ids])]
-        self._announce(self._results_of(done))
         return done
 
     @_translated
@@ -186,10 +184,8 @@ class RedisQueue(Queue):
     @_translated
     def reap(self) -> list[Reaped]:
         keep_ms = round(reaped_keep_s(self.settings.lease_s) * 1000)
-        failed, recent = self._run(self.scripts.reap, [keep_ms, defaults.REAPED_KEEP,
+        _failed, recent = self._run(self.scripts.reap, [keep_ms, defaults.REAPED_KEEP,
                                                        defaults.MAX_ATTEMPTS])
-        if failed:
-            self._announce(self._results_of([_text(i) for i in failed]))
         found = []
         for _entry_id, fields in recent:
             record = {_text(k): _text(v) for k, v in zip(fields[::2], fields[1::2],
