@@ -184,16 +184,20 @@ def _make_saying_retry() -> type:
 
         def call_with_retry(self, do: Callable[[], Any], fail: Callable[..., Any],
                             *args: Any, **kwargs: Any) -> Any:
+            failed = False
+
             def noting(error: Exception, *count: Any) -> Any:
+                nonlocal failed
                 if isinstance(error, AuthenticationError):
                     fail(error, *count)
                     raise error
+                failed = True
                 self._lost(error)
                 return fail(error, *count)
 
             result = super().call_with_retry(do, noting, *args, **kwargs)
-            if self._down_since is not None:
-                self._back()
+            if failed:  # only a call that met the outage may say it is over (not one that
+                self._back()  # needed no server, e.g. on a connection already closed)
             return result
 
         def _lost(self, error: Exception) -> None:
