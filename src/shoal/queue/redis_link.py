@@ -318,7 +318,30 @@ def _sentinel_client(address: RedisAddress, kwargs: dict[str, Any]) -> Any:
     if address.tls:
         to_sentinels.update(ssl=True, ssl_ca_certs=address.ca)
     watchers = Sentinel(list(address.hosts), sentinel_kwargs=to_sentinels, **kwargs)
+    if not address.tls:  # a TLS set keeps redis-py's own connection class
+        kwargs = {"connection_class": _following_connection(), **kwargs}
     return watchers.master_for(address.service, db=address.db, **kwargs)
+
+
+def _following_connection() -> type:
+    """A Sentinel connection that asks for the master on every reconnect.
+
+    redis-py's command retry reconnects through connect_check_health, which dials the
+    address the connection had: after a failover, a connection cut mid-command would
+    knock on the dead master until its retries ran out (seen as "no Redis server
+    answered" half a minute after the new master was up).
+    """
+    from redis.sentinel import SentinelManagedConnection
+
+    class FollowingConnection(SentinelManagedConnection):  # type: ignore[misc]
+        def connect_check_health(self, check_health: bool = True,
+                                 retry_socket_connect: bool = True) -> None:
+            if not self._sock and self.connection_pool.is_master:
+                self.host, self.port = self.connection_pool.get_master_address()
+            super().connect_check_health(check_health=check_health,
+                                         retry_socket_connect=retry_socket_connect)
+
+    return FollowingConnection
 
 
 # -- durability -------------------------------------------------------------------------------
