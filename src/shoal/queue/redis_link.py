@@ -184,16 +184,20 @@ def _make_saying_retry() -> type:
 
         def call_with_retry(self, do: Callable[[], Any], fail: Callable[..., Any],
                             *args: Any, **kwargs: Any) -> Any:
+            failed = False
+
             def noting(error: Exception, *count: Any) -> Any:
+                nonlocal failed
                 if isinstance(error, AuthenticationError):
                     fail(error, *count)
                     raise error
+                failed = True
                 self._lost(error)
                 return fail(error, *count)
 
             result = super().call_with_retry(do, noting, *args, **kwargs)
-            if self._down_since is not None:
-                self._back()
+            if failed:  # only a call that met the outage may say it is over (not one that
+                self._back()  # needed no server, e.g. on a connection already closed)
             return result
 
         def _lost(self, error: Exception) -> None:
@@ -314,7 +318,30 @@ def _sentinel_client(address: RedisAddress, kwargs: dict[str, Any]) -> Any:
     if address.tls:
         to_sentinels.update(ssl=True, ssl_ca_certs=address.ca)
     watchers = Sentinel(list(address.hosts), sentinel_kwargs=to_sentinels, **kwargs)
+    if not address.tls:  # a TLS set keeps redis-py's own connection class
+        kwargs = {"connection_class": _following_connection(), **kwargs}
     return watchers.master_for(address.service, db=address.db, **kwargs)
+
+
+def _following_connection() -> type:
+    """A Sentinel connection that asks for the master on every reconnect.
+
+    redis-py's command retry reconnects through connect_check_health, which dials the
+    address the connection had: after a failover, a connection cut mid-command would
+    knock on the dead master until its retries ran out (seen as "no Redis server
+    answered" half a minute after the new master was up).
+    """
+    from redis.sentinel import SentinelManagedConnection
+
+    class FollowingConnection(SentinelManagedConnection):  # type: ignore[misc]
+        def connect_check_health(self, check_health: bool = True,
+                                 retry_socket_connect: bool = True) -> None:
+            if not self._sock and self.connection_pool.is_master:
+                self.host, self.port = self.connection_pool.get_master_address()
+            super().connect_check_health(check_health=check_health,
+                                         retry_socket_connect=retry_socket_connect)
+
+    return FollowingConnection
 
 
 # -- durability -------------------------------------------------------------------------------
