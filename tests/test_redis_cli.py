@@ -86,8 +86,6 @@ def test_submit_work_status_results_retry_cancel(url: str, tmp_path: Path) -> No
     assert {row["id"]: row["state"] for row in rows(url, user)}[failed_id] == "cancelled"
 
 
-@pytest.mark.xfail(strict=True, reason="RedisQueue keeps logs in LocalFiles on the worker's "
-                   "disk until shipped files (branch i-redis2) land")
 def test_a_finished_jobs_log_is_read_from_another_place(url: str, tmp_path: Path) -> None:
     user, host = elsewhere(tmp_path, "user"), elsewhere(tmp_path, "worker-host")
     shoal("submit", url, "echo said-{}", ":::", "hello", at=user)
