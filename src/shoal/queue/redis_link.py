@@ -463,9 +463,11 @@ def confirm_durable(client: Any, address: RedisAddress, n_writes: int) -> list[A
     client runs only the wait, which is right when its last writes used the same
     connection (one thread). Without durable=strict a pipeline is simply executed.
 
-    How: on an AOF-always server the reply already means "on disk"; else WAITAOF
-    (Redis 7.2+) for the local fsync or a replica; else WAIT for a replica; else
-    NotDurable says why and what to change.
+    How: a master with a replica waits for one (WAIT, or WAITAOF on Redis 7.2+, which
+    also waits for the local fsync under appendonly): a failover promotes a replica, so
+    the master's disk alone does not keep the write; with no replica, on an AOF-always
+    server the reply already means "on disk"; else WAITAOF (7.2+) for the local fsync;
+    else NotDurable says why and what to change.
     """
     pipeline = hasattr(client, "command_stack")
     how = _strict_command(client, address) if address.durable == "strict" else None
@@ -491,15 +493,23 @@ def _strict_command(client: Any, address: RedisAddress) -> tuple[Any, ...] | Non
         with _STATE_LOCK:
             _KNOWN[_server_key(address)] = known
     wait_ms = int(STRICT_WAIT_S * 1000)
-    if known.aof_always:
-        return None  # Redis fsyncs before it replies
     if known.cluster:
+        if known.aof_always:
+            return None  # Redis fsyncs before it replies
         raise NotDurable(f"{address.safe_url}: durable=strict on a Redis Cluster needs "
                          f"appendonly yes and appendfsync always on every master")
+    if known.replicas > 0:
+        # A replica may be promoted (Sentinel failover) and the master's disk is then
+        # gone with it: the write must have reached a replica, whatever appendfsync says.
+        # (Redis streams nothing to a freshly synced replica until its first ACK, so a
+        # write acknowledged without this can be missing from the promoted replica.)
+        if known.has_waitaof:
+            return ("WAITAOF", 1 if known.appendonly == "yes" else 0, 1, wait_ms)
+        return ("WAIT", 1, wait_ms)
+    if known.aof_always:
+        return None  # Redis fsyncs before it replies
     if known.has_waitaof and known.appendonly == "yes":
         return ("WAITAOF", 1, 0, wait_ms)
-    if known.replicas > 0:
-        return ("WAITAOF", 0, 1, wait_ms) if known.has_waitaof else ("WAIT", 1, wait_ms)
     raise NotDurable(f"{address.safe_url}: durable=strict cannot be confirmed: appendfsync is "
                      f"{known.appendfsync}, appendonly is {known.appendonly}, and no replica "
                      f"is connected; set appendonly yes and appendfsync always, or add a replica")
