@@ -501,8 +501,8 @@ def _strict_command(client: Any, address: RedisAddress) -> tuple[Any, ...] | Non
     if known.replicas > 0:
         # A replica may be promoted (Sentinel failover) and the master's disk is then
         # gone with it: the write must have reached a replica, whatever appendfsync says.
-        # (Redis streams nothing to a freshly synced replica until its first ACK, so a
-        # write acknowledged without this can be missing from the promoted replica.)
+        # (Replication is asynchronous: without this, a failover soon after the submit
+        # was seen to promote a replica that had none of the acknowledged jobs.)
         if known.has_waitaof:
             return ("WAITAOF", 1 if known.appendonly == "yes" else 0, 1, wait_ms)
         return ("WAIT", 1, wait_ms)
