@@ -30,12 +30,18 @@ def done(lease) -> Result:
                   worker=lease.worker, exit_code=0)
 
 
-def test_release_failed_keeps_the_failed_attempts_record(queue_factory):
+def first_attempt_failed(queue_factory, command: str, retries: int, code: int):
+    """Two views of one queue, and a job whose first attempt (by w1) failed with `code`."""
     worker, reader = queue_factory(), queue_factory()
-    job = Job.command_job("exit 3", retries=1)
+    job = Job.command_job(command, retries=retries)
     worker.submit([job])
     (first,) = worker.claim("w1", 1)
-    worker.release(first, failed=failure(first, 3))
+    worker.release(first, failed=failure(first, code))
+    return worker, reader, job, first
+
+
+def test_release_failed_keeps_the_failed_attempts_record(queue_factory):
+    worker, reader, job, _ = first_attempt_failed(queue_factory, "exit 3", 1, 3)
     status = reader.get(job.id)
     assert (status.state, status.attempt) == (State.PENDING, 2)
     (second,) = worker.claim("w2", 1)
@@ -49,11 +55,7 @@ def test_release_failed_keeps_the_failed_attempts_record(queue_factory):
 
 
 def test_release_failed_moves_to_the_next_attempt_and_is_fenced(queue_factory):
-    worker, reader = queue_factory(), queue_factory()
-    job = Job.command_job("exit 3", retries=2)
-    worker.submit([job])
-    (first,) = worker.claim("w1", 1)
-    worker.release(first, failed=failure(first, 3))
+    worker, reader, _, first = first_attempt_failed(queue_factory, "exit 3", 2, 3)
     (second,) = reader.claim("w2", 1)
     assert (second.attempt, second.worker) == (2, "w2")
     with pytest.raises(LeaseLost):  # a stale lease gives nothing back
@@ -63,11 +65,7 @@ def test_release_failed_moves_to_the_next_attempt_and_is_fenced(queue_factory):
 
 
 def test_release_keeps_the_attempt_number_and_records_no_failure(queue_factory):
-    worker, reader = queue_factory(), queue_factory()
-    job = Job.command_job("sleep 1", retries=2)
-    worker.submit([job])
-    (first,) = worker.claim("w1", 1)
-    worker.release(first, failed=failure(first, 1))
+    worker, reader, job, _ = first_attempt_failed(queue_factory, "sleep 1", 2, 1)
     kept = failed_attempts(reader, job.id)
     (second,) = worker.claim("w1", 1)
     worker.release(second)  # a worker stopping: no failure, no attempt spent
