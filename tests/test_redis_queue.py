@@ -180,13 +180,20 @@ def test_counts_are_kept_by_the_scripts_not_counted_by_scanning(server, url, vie
 # -- blocking claims --------------------------------------------------------------------
 
 
+def blocked(server) -> None:
+    """Wait until a client of the server is blocked (in BLPOP or XREAD BLOCK)."""
+    with contextlib.closing(server.client()) as c:
+        wait_for(lambda: c.info("clients")["blocked_clients"] >= 1, 30,
+                 message="a client to block on the server")
+
+
 def test_a_blocked_claim_wakes_within_milliseconds_of_a_submit(server, url, views):
     claimer, submitter = view(views, url), view(views, url)
     got: list[tuple[float, list]] = []
     thread = threading.Thread(target=lambda: got.append(
         (time.monotonic(), claimer.claim("w1", 1, wait_s=60))))
     thread.start()
-    time.sleep(1.0)  # it is blocked now: the point is how little it does meanwhile
+    blocked(server)  # the point is how little it does meanwhile
     before = calls(server)
     time.sleep(1.0)
     idle = ran_since(before, server)
@@ -281,7 +288,7 @@ def test_a_waiter_cut_off_from_the_server_still_gets_the_result(server, url, vie
     got: list[list[Result]] = []
     thread = threading.Thread(target=lambda: got.append(waiter.watch([cmd(1).id], 60)))
     thread.start()
-    time.sleep(0.5)  # blocked in XREAD now
+    blocked(server)  # in XREAD
     with contextlib.closing(server.client()) as c:
         c.client_kill_filter(_type="normal", skipme=True)  # every client's connection cut
     writer.finish(lease, done(lease))

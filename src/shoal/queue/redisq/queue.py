@@ -217,8 +217,8 @@ class RedisQueue(Queue):
     @_translated
     def reap(self) -> list[Reaped]:
         keep_ms = round(reaped_keep_s(self.settings.lease_s) * 1000)
-        _failed, recent = self._run(self.scripts.reap, [keep_ms, defaults.REAPED_KEEP,
-                                                        defaults.MAX_ATTEMPTS])
+        recent = self._run(self.scripts.reap, [keep_ms, defaults.REAPED_KEEP,
+                                               defaults.MAX_ATTEMPTS])
         found = []
         for _entry_id, fields in recent:
             record = {_text(k): _text(v) for k, v in zip(fields[::2], fields[1::2],
@@ -281,11 +281,12 @@ class RedisQueue(Queue):
     def results(self) -> Iterator[Result]:
         for ids in self._scan(self.keys.result):
             with translated_errors(self.address):
-                found = self._results_of(ids)
+                found = self._final_results(ids)
             yield from found
 
-    def _results_of(self, job_ids: list[str]) -> list[Result]:
-        """The recorded results of these jobs (those without one are left out)."""
+    def _final_results(self, job_ids: list[str]) -> list[Result]:
+        """The recorded results of these jobs (those without one are left out): only final
+        jobs have a result (retry drops it)."""
         found = []
         for first in range(0, len(job_ids), READ_BATCH):
             chunk = job_ids[first:first + READ_BATCH]
@@ -321,15 +322,10 @@ class RedisQueue(Queue):
                 return found
             if grows:
                 remaining = min(remaining, WATCH_SLICE_S)
-            mark = watched.mark[1] if watched.mark is not None else None
-            if isinstance(mark, tuple):
-                self.client.xread({self.keys.finals: mark[0]}, count=1,
-                                  block=max(1, round(remaining * 1000)))
-            else:
-                time.sleep(min(remaining, 0.05))
-
-    def _final_results(self, job_ids: list[str]) -> list[Result]:
-        return self._results_of(job_ids)  # only final jobs have a result (retry drops it)
+            assert watched.mark is not None  # _watch_once always leaves our stream mark
+            stream_id = watched.mark[1][0]  # type: ignore[index]
+            self.client.xread({self.keys.finals: stream_id}, count=1,
+                              block=max(1, round(remaining * 1000)))
 
     def _finals_mark(self) -> object | None:
         newest, added = self._run(self.scripts.finals, [])

@@ -1,9 +1,9 @@
 -- ARGV: keep_ms, most records to report, default max_attempts.
 -- Takes back every lease whose deadline passed (pending with attempt + 1, or failed at
--- the cap), logs each in the reaped stream, and returns {ids failed, recent reaps}.
+-- the cap), logs each in the reaped stream, and returns the recent reaps.
 local now, keep_ms = now_ms(), tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', RUNNING, '-inf', '(' .. now, 'LIMIT', 0, 1000)
-local failed, back = {}, 0
+local back = 0
 for _, id in ipairs(expired) do
   local worker = redis.call('HGET', OWNER, id) or ''
   local attempt = attempt_of(id)
@@ -15,7 +15,6 @@ for _, id in ipairs(expired) do
   if attempt >= (tonumber(spec.max_attempts) or tonumber(ARGV[3])) then
     set_final(id, 'running', 'failed', cjson.encode(
       {job_id = id, state = 'failed', attempt = attempt, worker = worker, lost = true}))
-    failed[#failed + 1] = id
   else
     set_attempt(id, attempt + 1)
     move(id, 'running', 'pending')
@@ -26,4 +25,4 @@ end
 if back > 0 then wake(back) end
 local oldest = math.max(0, now - keep_ms)
 redis.call('XTRIM', REAPED, 'MINID', oldest)
-return {failed, redis.call('XRANGE', REAPED, oldest, '+', 'COUNT', tonumber(ARGV[2]))}
+return redis.call('XRANGE', REAPED, oldest, '+', 'COUNT', tonumber(ARGV[2]))
