@@ -242,7 +242,7 @@ class _Engine:
         self._shutdown = False
         self._closed = False
         self._close_lock = threading.Lock()
-        self._outbox: list[Job] = []  # submitted in batches: one durable write per batch
+        self._outbox: dict[str, Job] = {}  # submitted in batches: one durable write per batch
         self._sending: set[str] = set()  # the batch being written to the queue now
         self._cancel_after_send: set[str] = set()  # cancelled while being written
         self._cancelled_here: set[str] = set()  # our worker must not start these
@@ -273,7 +273,7 @@ class _Engine:
             self.check_open()
             self._futures[job.id] = future
             self._ids.append(job.id)
-            self._outbox.append(job)
+            self._outbox[job.id] = job
             if len(self._outbox) == 1:
                 self._outbox_ready.notify()
         if self._bar is not None:
@@ -290,7 +290,7 @@ class _Engine:
             with self._lock:
                 while not self._outbox and not self._shutdown:
                     self._outbox_ready.wait()
-                batch, self._outbox = self._outbox, []
+                batch, self._outbox = list(self._outbox.values()), {}
                 if not batch and self._shutdown:
                     return
                 self._sending = {job.id for job in batch}
@@ -386,8 +386,7 @@ class _Engine:
             future = self._futures.pop(job_id, None)  # a watched CANCELLED result is ours
             if future is None:
                 return False
-            if any(job.id == job_id for job in self._outbox):  # not even submitted yet
-                self._outbox = [job for job in self._outbox if job.id != job_id]
+            if self._outbox.pop(job_id, None) is not None:  # not even submitted yet
                 return True
             if job_id in self._sending:  # being written: the submitter cancels it after,
                 self._cancel_after_send.add(job_id)  # and our own worker will not run it

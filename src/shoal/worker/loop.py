@@ -174,8 +174,11 @@ class Worker:
         self._stopping.set()
         if self.on_stop == "release":
             self._release_all()
-        while self._running:
-            self._heartbeat()
+        next_beat = 0.0
+        while self._running:  # look often, beat (two round trips) once per heartbeat_s
+            if time.monotonic() >= next_beat:
+                self._heartbeat()
+                next_beat = time.monotonic() + self.heartbeat_s
             time.sleep(min(self.heartbeat_s, 0.1))
 
     def stop(self, *, now: bool = False) -> None:
