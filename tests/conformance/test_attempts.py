@@ -13,6 +13,7 @@ import pytest
 from shoal.errors import LeaseLost
 from shoal.job import Job, Result, State
 from shoal.queue.base import Queue
+from tests.conftest import wait_for
 
 
 def failed_attempts(queue: Queue, job_id: str) -> list[Result]:
@@ -77,3 +78,20 @@ def test_release_keeps_the_attempt_number_and_records_no_failure(queue_factory):
     with pytest.raises(LeaseLost):  # the old holder can no longer give it back
         worker.release(second)
     assert reader.get(job.id).state is State.RUNNING
+
+
+def test_a_retried_job_shows_no_failed_attempt_from_before_the_retry(queue_factory):
+    worker, reader, job, _ = first_attempt_failed(queue_factory, "exit 3", 2, 3)
+    (second,) = worker.claim("w1", 1)
+    worker.release(second, failed=failure(second, 4))  # old run: records for attempts 1, 2
+    (third,) = worker.claim("w1", 1)
+    worker.finish(third, failure(third, 3))  # failed for good
+    assert reader.retry([job.id]) == [job.id]
+    (fresh,) = worker.claim("w2", 1)
+    worker.release(fresh, failed=failure(fresh, 5))  # the new run's own first failure
+    (lost,) = worker.claim("w3", 1)  # attempt 2, never beaten: reaped, no record written
+    assert lost.attempt == 2
+    wait_for(lambda: reader.reap() and reader.get(job.id).attempt == 3, 30,
+             message="attempt 2 to be reaped")
+    status = reader.get(job.id)
+    assert [(r.attempt, r.worker, r.exit_code) for r in status.attempts] == [(1, "w2", 5)]

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import defaults
+from ..fsutil import atomic_write
 from ..job import Job, JobStatus, Lease, Result, State
 from .settings import QueueSettings
 
@@ -105,9 +106,7 @@ def unlink_if_there(path: str | Path) -> None:
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` so a reader (a running job, `shoal logs`) sees old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data, path.parent, fsync=False)
 
 
 class _LocalDir:

@@ -210,6 +210,7 @@ class MemoryQueue(Queue):
                 if job_id in self._state and self._state[job_id] in (State.FAILED,
                                                                      State.CANCELLED):
                     del self._results[job_id]
+                    self._failed_attempts.pop(job_id, None)  # a fresh start: no old records
                     self._to_pending(job_id, 1)
                     again.append(job_id)
         return again

@@ -337,6 +337,7 @@ class SqliteQueue(Queue):
                 cursor = db.execute("UPDATE jobs SET state='pending', attempt=1, result=NULL "
                                     "WHERE id=? AND state IN ('failed', 'cancelled')", (job_id,))
                 if cursor.rowcount:
+                    db.execute("DELETE FROM attempts WHERE job_id=?", (job_id,))  # fresh start
                     again.append(job_id)
         return again
 

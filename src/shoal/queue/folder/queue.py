@@ -378,10 +378,24 @@ class FolderQueue(Queue):
                 final = self.path(FINAL_DIRS[state], f"{job_id}.json")
                 parked = self.path("attempts", f"{job_id}.retried.{secrets.token_hex(4)}.json")
                 if claim_rename(final, parked):
+                    self._park_failed_attempts(job_id, parked)
                     touch_exclusive(self.path("pending", f"{job_id}.1"))
                     again.append(job_id)
                     break
         return again
+
+    def _park_failed_attempts(self, job_id: str, parked: str) -> None:
+        """A retried job starts afresh: its old failed attempts' records are kept aside,
+        not shown as the new run's (up to the attempt its final result names)."""
+        try:
+            last = int(loads(read_bytes(parked) or b"{}").get("attempt", 0))
+        except (ValueError, TypeError, AttributeError):  # unreadable: nothing to set aside
+            return
+        tag = parked.rsplit(".", 2)[-2]  # the retry's token
+        for attempt in range(1, last + 1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path("attempts", f"{job_id}.{attempt}.json"),
+                           self.path("attempts", f"{job_id}.{attempt}.retried.{tag}.json"))
 
     def jobs(self) -> Iterator[JobStatus]:
         for name in list_names(self.dirs["jobs"]):
