@@ -193,7 +193,7 @@ class Service:
                     or (done.attempt, done.worker) != (fenced.attempt, fenced.worker):
                 raise
             # A repeat of our own finish whose reply a coordinator restart lost.
-            return self.queue.claim(fenced.worker, then_claim) if then_claim > 0 else []
+            return self.queue._claim_next(fenced, then_claim)
 
     def release(self, req: Request, lease: dict, failed: dict | None = None,
                 log: bytes | None = None) -> None:
