@@ -236,6 +236,10 @@ class Worker:
         slot = self._running.get(lease.job_id)
         if slot is None or slot.lost or slot.settling:
             return
+        if slot.lease.token != lease.token:
+            # A beat sent before a failed attempt was released came back after this worker
+            # claimed the job's next attempt: that lease is ours and alive.
+            return
         slot.lost = True
         log.warning("worker %s: lost lease on job %s (attempt %d); killing it",
                     self.id, lease.job_id, lease.attempt)
