@@ -224,6 +224,9 @@ class JobStatus:
     result: Result | None = None
     #: records of earlier attempts that failed and were tried again, oldest first
     attempts: tuple[Result, ...] = ()
+    #: the job's place in the queue's submission order (1, 2, ...; 0 where not known):
+    #: `results` lists jobs by it and `#N` names a job by it
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)

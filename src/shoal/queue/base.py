@@ -195,8 +195,9 @@ class Queue(ABC):
         """
 
     @abstractmethod
-    def retry(self, job_ids: Iterable[str]) -> list[str]:
-        """Put final (failed or cancelled) jobs back to pending with fresh attempts."""
+    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
+        """Put final (failed or cancelled) jobs back to pending with fresh attempts; with
+        `force`, done jobs too (their result is set aside). Returns the ids moved."""
 
     @abstractmethod
     def get(self, job_id: str) -> JobStatus | None:
