@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from . import __version__, defaults
-from .errors import ShoalError, UsageError
+from .errors import ShoalError, UsageError, os_error_line
 from .job import Job, State
 from .net.contact import contact_path, is_contact_file
 from .queue import open_queue
@@ -24,25 +24,34 @@ DEFAULT_RUN_QUEUE = ".shoal-run"
 DEFAULT_SERVE_STATUS = "~/.shoal/servers/default"
 CLI_PATIENCE_S = 10.0  # how long status/results/logs wait for a coordinator that is silent
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+# --timeout 0 would kill every job at once and --lease 0 would reap every job as it starts:
+# both are refused with the option named (leave --timeout out for no limit).
+SECONDS = click.FloatRange(min=0, min_open=True)
 
 
 class ShoalGroup(click.Group):
-    """Turns every ShoalError into one clear line and exit status 2, never a traceback."""
+    """Turns every ShoalError and OSError into one line `shoal: error: ...` and exit status 2;
+    a traceback only with `shoal --debug`. Click's own usage errors print as click prints
+    them (also exit 2)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ShoalError as exc:
-            click.echo(f"shoal: error: {exc}", err=True)
-            sys.exit(2)
         except (BrokenPipeError, KeyboardInterrupt):
             sys.exit(130)
+        except (ShoalError, OSError) as exc:
+            if ctx.params.get("debug"):
+                raise
+            line = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+            click.echo(f"shoal: error: {line}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=ShoalGroup)
 @click.version_option(__version__, prog_name="shoal")
 @click.option("-v", "--verbose", count=True, help="More log lines (-vv for debug).")
-def main(verbose: int) -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error, not one line.")
+def main(verbose: int, debug: bool) -> None:
     """Run many jobs in parallel over many machines with almost nothing to set up."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s",
@@ -52,7 +61,8 @@ def main(verbose: int) -> None:
 def job_options(func: Any) -> Any:
     """Options shared by `submit` and `run` that shape each job."""
     for option in reversed([
-        click.option("--timeout", "timeout_s", type=float, help="Kill a job after SECONDS."),
+        click.option("--timeout", "timeout_s", type=SECONDS, metavar="SECONDS",
+                     help="Kill a job after SECONDS (> 0; default: no limit)."),
         click.option("--retries", type=click.IntRange(min=0), default=defaults.RETRIES,
                      show_default=True, help="Extra attempts for a job that fails."),
         click.option("--max-attempts", type=click.IntRange(min=1),
@@ -102,7 +112,7 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, **options: Any
               show_default=True,
               help="On SIGINT/SIGTERM: let running jobs finish, or release them at once.")
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after this many jobs.")
-@click.option("--lease", "lease_s", type=float, help="Lease seconds (default: the queue's).")
+@click.option("--lease", "lease_s", type=SECONDS, help="Lease seconds (default: the queue's).")
 @click.option("--grace", "grace_s", type=click.FloatRange(min=0), default=defaults.KILL_GRACE_S,
               show_default=True, help="Seconds between SIGTERM and SIGKILL when a job is "
               "stopped (timeout, lost lease, fire --now).")
@@ -146,7 +156,7 @@ def log_to_file(log_dir: str) -> str:
               help="Directory (0700) for status.json: the address and the client key.")
 @click.option("--advertise", help="Host name or address clients should use (default: this "
               "host's name when listening on all interfaces).")
-@click.option("--lease", "lease_s", type=float, help="Lease seconds (default: 30).")
+@click.option("--lease", "lease_s", type=SECONDS, help="Lease seconds (default: 30).")
 def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str | None,
           lease_s: float | None) -> None:
     """Serve QUEUE (default: a SQLite file on local disk) to workers and clients over TCP.
@@ -454,11 +464,10 @@ def split_merge(files: tuple[str, ...], output: str) -> None:
 
 
 def open_existing(url: str) -> Queue:
-    """Open a queue that must already exist (a typo must not create a new empty one)."""
+    """Open a queue that must already exist: a typo is an error ("no such queue"), never a
+    new empty queue, and opening it writes nothing (a reader may have read access only)."""
     if url.startswith("tcp://") or is_contact_file(url):  # a CLI call gives up sooner
         return open_queue(url, patience_s=CLI_PATIENCE_S)
-    if "://" in url:
-        return open_queue(url)
     return open_queue(url, create=False)
 
 

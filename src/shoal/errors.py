@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class ShoalError(Exception):
     """Base of every error shoal raises on purpose."""
@@ -17,6 +19,10 @@ class MalformedJob(ShoalError):
 
 class UnknownQueue(UsageError):
     """A queue URL names a scheme or a place shoal does not know."""
+
+
+class NoSuchQueue(UnknownQueue):
+    """A command that only reads was pointed at a queue that does not exist (a typo)."""
 
 
 class LeaseLost(ShoalError):
@@ -65,3 +71,10 @@ class NotDurable(ShoalError):
 
 class DurabilityWarning(UserWarning):
     """The queue server may lose acknowledged submissions on a restart (e.g. Redis without AOF)."""
+
+
+def os_error_line(exc: OSError) -> str:
+    """`PATH: problem` for an OSError, so a user sees which file and why on one line."""
+    problem = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    paths = [os.fsdecode(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {problem}" if paths else problem

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnknownQueue
+from ..errors import NoSuchQueue, UnknownQueue
 from .base import CONTROL_COMMANDS, STOP, STOP_NOW, Queue
 
 __all__ = ["CONTROL_COMMANDS", "STOP", "STOP_NOW", "Queue", "open_queue"]
@@ -13,7 +13,7 @@ __all__ = ["CONTROL_COMMANDS", "STOP", "STOP_NOW", "Queue", "open_queue"]
 _MEMORY: dict[str, Queue] = {}
 
 
-def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
+def open_queue(url: str | Path | Queue, *, create: bool = True, **options: Any) -> Queue:
     """Open the queue a URL names: `memory://[NAME]`, `dir://PATH`, `sqlite://PATH`,
     `tcp://HOST:PORT`, `redis://HOST:PORT/DB?queue=NAME` (also `rediss://`,
     `redis+sentinel://`, and a Cluster with `cluster=1`), a coordinator's status file
@@ -22,10 +22,23 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
     `memory://NAME` returns the same in-process queue for the same NAME, so an
     executor and its workers (threads of one process) can meet on it; a bare
     `memory://` is a new queue each time.
+
+    `create=False` opens only a queue that exists (else NoSuchQueue, naming the URL as
+    given) and writes nothing while opening, for commands that only read: a typo must not
+    make an empty queue, and a colleague with read access only must be able to look.
+    Servers (tcp, redis) are opened as usual.
     """
     if isinstance(url, Queue):
         return url
     text = str(url)
+    try:
+        return _open(text, create, options)
+    except NoSuchQueue as exc:
+        raise NoSuchQueue(f"{text}: no such queue ({exc})") from None
+
+
+def _open(text: str, create: bool, options: dict[str, Any]) -> Queue:
+    """The backend for `text`'s scheme (see open_queue)."""
     scheme, sep, rest = text.partition("://")
     if not sep:
         from ..net.contact import is_contact_file
@@ -36,19 +49,21 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
             return CoordinatorQueue(text, **options)
         from .folder import FolderQueue
 
-        return FolderQueue(text, **options)
+        return FolderQueue(text, create=create, **options)
     if scheme == "memory":
         from .memory import MemoryQueue
 
         if not rest:
             return MemoryQueue(text, **options)
         if rest not in _MEMORY:
+            if not create:
+                raise NoSuchQueue("nothing in this process made it")
             _MEMORY[rest] = MemoryQueue(text, **options)
         return _MEMORY[rest]
     if scheme == "sqlite":
         from .sqlite import SqliteQueue
 
-        return SqliteQueue(rest, **options)
+        return SqliteQueue(rest, create=create, **options)
     if scheme == "tcp":
         from .remote import CoordinatorQueue
 
@@ -60,7 +75,7 @@ def open_queue(url: str | Path | Queue, **options: Any) -> Queue:
     if scheme in ("dir", "file"):
         from .folder import FolderQueue
 
-        return FolderQueue(rest, **options)
+        return FolderQueue(rest, create=create, **options)
     known = ("memory://, dir://PATH, sqlite://PATH, tcp://HOST:PORT, redis://HOST:PORT"
              " or a folder path")
     raise UnknownQueue(f"{text}: unknown queue scheme {scheme!r} (use {known})")

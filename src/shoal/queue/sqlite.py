@@ -20,9 +20,10 @@ from dataclasses import replace
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .. import defaults
-from ..errors import LeaseLost, UsageError
+from ..errors import LeaseLost, NoSuchQueue, UsageError
 from ..fsutil import NETWORK_FS, filesystem_type
 from ..job import (
     Beat,
@@ -136,9 +137,15 @@ class SqliteQueue(Queue):
     cross_host = False
 
     def __init__(self, path: str | Path, *, lease_s: float = defaults.LEASE_S,
-                 log_cap_bytes: int | None = None, allow_network_fs: bool = False) -> None:
+                 log_cap_bytes: int | None = None, allow_network_fs: bool = False,
+                 create: bool = True) -> None:
         self.path = Path(path).absolute()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # create=False: the file must exist, and nothing is made or written to open it.
+        self._read_only = not create
+        if self._read_only and not self.path.is_file():
+            raise NoSuchQueue(f"no file {self.path}")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         fs = filesystem_type(self.path.parent)
         if fs in NETWORK_FS and not allow_network_fs:
             raise UsageError(f"{self.path}: on a network filesystem ({fs}); SQLite's locking "
@@ -148,14 +155,21 @@ class SqliteQueue(Queue):
         # Logs and the shared config beside the file, where every process of this host
         # finds them, and they outlive us.
         log_dir = self.path.with_name(self.path.name + ".logs")
-        log_dir.mkdir(exist_ok=True)
+        if create:
+            log_dir.mkdir(exist_ok=True)
         super().__init__(f"sqlite://{self.path}", settings,
                          LocalFiles(settings, log_dir=log_dir, running=self._running))
         self._local = threading.local()
         self._tokens = itertools.count(1)
         self._token_prefix = f"{os.getpid()}-{id(self):x}"
-        self._db().executescript(SCHEMA)  # its own transaction (executescript commits)
-        self._add_columns()
+        try:
+            if create:
+                self._db().executescript(SCHEMA)  # its own transaction (executescript commits)
+                self._add_columns()
+            else:
+                self._db().execute("SELECT count(*) FROM jobs").fetchone()
+        except sqlite3.DatabaseError as exc:  # not a database, read-only file, no table
+            raise UsageError(f"{self.path}: {exc}") from None
 
     def _running(self) -> list[tuple[str, int, str]]:
         """(job id, attempt, worker) of the running jobs: whose progress files to read."""
@@ -179,11 +193,26 @@ class SqliteQueue(Queue):
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            if self._read_only:
+                db = self._connect_read_only()
+            else:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """mode=ro; in a directory we may not write (where mode=ro cannot make the WAL's
+        -shm file), immutable=1: a reader with read access only can still look."""
+        uri = "file:" + quote(str(self.path))
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        try:
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -21,13 +21,15 @@ Every state change is one atomic rename or exclusive create (see docs/architectu
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sys
 import threading
+import time
 from pathlib import Path
 
-from ...errors import UsageError
+from ...errors import NoSuchQueue, UsageError
 from ...fsutil import HOST, atomic_write, read_bytes, touch_exclusive, unique_token, unlink_quiet
 from ...job import State
 
@@ -40,6 +42,8 @@ FINAL_DIRS = {State.DONE: "done", State.FAILED: "failed", State.CANCELLED: "canc
 SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancelled",
            "attempts", "workers", "control", "logs", "tmp", "blobs", "reaped")
 HIDDEN = ".shoal"
+# What writing in a queue folder raises for someone who may only read it.
+READER_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 CONFIG = "queue.toml"
 
 
@@ -79,12 +83,16 @@ class Layout:
         return f"{self._dir_names[kind]}/{name}"
 
     def open(self, *, create: bool) -> None:
-        """Make sure the layout exists (creating it if `create`), or say it is no queue."""
+        """Make sure the layout exists (creating it if `create`), or say it is no queue.
+
+        Without `create` nothing is written: a reader may have read access only."""
         if not self.base.is_dir():
             if not create:
-                raise UsageError(f"{self.root}: not a shoal queue (no {HIDDEN} folder)")
+                what = f"no {HIDDEN} folder in {self.root}" if self.root.is_dir() \
+                    else f"no folder {self.root}"
+                raise NoSuchQueue(what)
             self._create()
-        elif not self.tmp.is_dir():  # .shoal made by someone else (worker logs)
+        elif create and not self.tmp.is_dir():  # .shoal made by someone else (worker logs)
             for path in self.dirs.values():
                 path.mkdir(exist_ok=True)
 
@@ -112,9 +120,15 @@ class Layout:
             raise UsageError(f"{path}: {exc}") from exc
 
     def server_now(self) -> float:
-        """The file server's clock (the mtime of a file we just wrote), not ours."""
+        """The file server's clock (the mtime of a file we just wrote), not ours; ours for
+        a reader that may not write here (read access only, a read-only mount)."""
         probe = self.path("tmp", f"clock.{HOST}.{os.getpid()}.{threading.get_ident()}.probe")
-        atomic_write(probe, b"", self.tmp, fsync=False)
+        try:
+            atomic_write(probe, b"", self.tmp, fsync=False)
+        except OSError as exc:
+            if exc.errno not in READER_ERRNOS:
+                raise
+            return time.time()
         try:
             return os.stat(probe).st_mtime
         finally:
