@@ -154,7 +154,7 @@ def test_logs_cancel_and_retry(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["status", "nowhere"], "not a shoal queue"),
+    (["status", "nowhere"], "nowhere: no such queue"),
     (["work", "nowhere"], "no such folder"),
     (["status", "redis2://x"], "unknown queue scheme"),
     (["run", "no-such-file.py"], "not a job file"),

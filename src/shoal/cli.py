@@ -43,8 +43,26 @@ class ShoalGroup(click.Group):
             if ctx.params.get("debug"):
                 raise
             line = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+            if isinstance(exc, OSError) and exc.filename is None:  # e.g. ENOSPC from write(2)
+                line = f"{self._queue_of(ctx) or 'shoal ' + str(ctx.invoked_subcommand)}: {line}"
             click.echo(f"shoal: error: {line}", err=True)
             sys.exit(2)
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        ctx.meta["shoal.words"] = list(args)  # for _queue_of, should the command fail
+        return super().resolve_command(ctx, args)
+
+    def _queue_of(self, ctx: click.Context) -> str | None:
+        """The queue the failed command was given (its arguments parsed again)."""
+        words = ctx.meta.get("shoal.words", [])
+        try:
+            name, command, rest = super().resolve_command(ctx, words)
+            assert name is not None and command is not None
+            parsed = command.make_context(name, rest, parent=ctx, resilient_parsing=True)
+        except (click.ClickException, AssertionError):
+            return None
+        return parsed.params.get("queue") or parsed.params.get("queue_url")
 
 
 @click.group(cls=ShoalGroup)

@@ -146,6 +146,9 @@ class SqliteQueue(Queue):
             raise NoSuchQueue(f"no file {self.path}")
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():  # one clear OSError (the CLI's one line), not SQLite's
+                os.close(os.open(self.path, os.O_RDWR))  # "attempt to write a readonly
+                # database" at the first write
         fs = filesystem_type(self.path.parent)
         if fs in NETWORK_FS and not allow_network_fs:
             raise UsageError(f"{self.path}: on a network filesystem ({fs}); SQLite's locking "
