@@ -170,6 +170,7 @@ def test_run_in_background_is_not_stopped(terminal: Terminal, tmp_path: Path) ->
     screen = terminal.wait_screen("exit=", "the background run to end")
     assert "exit=0" in screen and "6 done" in screen, screen
     assert "Stopped" not in screen, screen
+    assert "ETA" not in screen, "the live line was drawn over the shell from the background"
 
 
 @pytest.mark.parametrize("terminal", [200], indirect=True)

@@ -25,13 +25,20 @@ Poll = Callable[[Queue, list[str]], tuple[dict[str, State], float]]
 
 def watch_live(queue: Queue, ids: list[str], interrupted: threading.Event, *, poll: Poll,
                all_final: Callable[[dict[str, State], list[str]], bool]) -> dict[str, State]:
-    """Show the bar until every job in `ids` is final or the run is interrupted."""
+    """Show the bar until every job in `ids` is final or the run is interrupted.
+
+    It is drawn only while we are in the terminal's foreground: from the background
+    (`shoal run ... &`, or bg after Ctrl-Z) it would be drawn over the shell's prompt and
+    whatever the user types there; the summary still comes at the end."""
     from rich.console import Console
     from rich.progress import Progress
 
     console = Console(stderr=True)
+    screen = sys.stderr.fileno()
     first = line_columns(console.width, len(ids), "", "")
-    with Progress(*first, console=console) as bar, _keys(bar, queue, interrupted) as hint:
+    with Progress(*first, console=console, auto_refresh=False,
+                  disable=not in_foreground(screen)) as bar, \
+            _keys(bar, queue, interrupted) as hint:
         task = bar.add_task("jobs", total=len(ids))
         workers, next_workers = 0, 0.0
         while True:
@@ -46,6 +53,8 @@ def watch_live(queue: Queue, ids: list[str], interrupted: threading.Event, *, po
                 extra += f" · workers {workers}"
             bar.columns = line_columns(bar.console.width, len(ids), extra, hint)
             bar.update(task, completed=finished)
+            if in_foreground(screen):
+                bar.refresh()
             if interrupted.is_set() or all_final(states, ids):
                 return states
             interrupted.wait(tick_s)
