@@ -152,8 +152,15 @@ def test_bar_at_200_columns_shows_everything(terminal: Terminal, tmp_path: Path)
         assert part in line, f"{part!r} missing from {line!r}"
     terminal.key("Enter")  # the key reader is on: Enter lists the workers
     terminal.wait_screen("slots", "the workers table after Enter")
+    terminal.key("q")  # q: the running jobs finish, no other starts
+    terminal.wait_screen("q pressed", "q acknowledged")
     (tmp_path / "gate").touch()
-    terminal.wait_screen("6 done", "the run's summary")
+    terminal.wait_screen("interrupted", "the run stopping after q")
+    counts = open_queue(tmp_path / "q", create=False).counts()
+    assert (counts[State.DONE], counts[State.PENDING]) == (2, 4)
+    terminal.type('stty -a | grep -o " icanon"; echo "che""cked"')
+    assert " icanon" in terminal.wait_screen("checked", "stty's answer"), \
+        "the terminal was left in cbreak mode"
 
 
 @pytest.mark.parametrize("terminal", [100], indirect=True)
@@ -191,7 +198,7 @@ def test_ctrl_z_then_bg_keeps_running(terminal: Terminal, tmp_path: Path) -> Non
     after_bg = screen.rsplit("$ bg", 1)[-1]
     assert "exit=0" in after_bg and "6 done" in after_bg, screen
     assert "Stopped" not in after_bg, screen
-    terminal.type("stty -a | grep -o ' icanon'; echo checked")
+    terminal.type('stty -a | grep -o " icanon"; echo "che""cked"')
     assert " icanon" in terminal.wait_screen("checked", "stty's answer"), \
         "the shell's terminal was left in cbreak mode"
 
