@@ -244,3 +244,9 @@ def test_a_full_disk(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"shoal: error: {disk}/q"), done.stderr
     assert "No space left on device" in lines[0], lines[0]
+
+
+def test_a_sqlite_file_given_as_a_bare_path_says_how_to_name_it(tmp_path: Path) -> None:
+    shoal("submit", f"sqlite://{tmp_path}/q.sqlite", "echo {}", ":::", "a", check=0)
+    done = shoal("status", str(tmp_path / "q.sqlite"))
+    one_error_line(done, "no such queue", "a SQLite queue is sqlite://PATH")

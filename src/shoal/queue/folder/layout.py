@@ -88,9 +88,11 @@ class Layout:
         Without `create` nothing is written: a reader may have read access only."""
         if not self.base.is_dir():
             if not create:
-                what = f"no {HIDDEN} folder in {self.root}" if self.root.is_dir() \
-                    else f"no folder {self.root}"
-                raise NoSuchQueue(what)
+                if self.root.is_dir():
+                    raise NoSuchQueue(f"no {HIDDEN} folder in {self.root}")
+                if self.root.exists():
+                    raise NoSuchQueue(f"{self.root} is a file; a SQLite queue is sqlite://PATH")
+                raise NoSuchQueue(f"no folder {self.root}")
             self._create()
         elif create and not self.tmp.is_dir():  # .shoal made by someone else (worker logs)
             for path in self.dirs.values():
