@@ -223,3 +223,19 @@ def test_line_never_wider_than_the_terminal(width: int, total: int) -> None:
     assert f"{total // 2}/{total}" in lines[0] and "ETA" in lines[0]
     if width >= 200:
         assert "Enter: workers" in lines[0] and "workers 12" in lines[0]
+
+
+@pytest.mark.parametrize("terminal", [200], indirect=True)
+def test_ctrl_z_then_fg_keys_work_again(terminal: Terminal, tmp_path: Path) -> None:
+    """Back in the foreground, a single key is read at once again (cbreak mode)."""
+    terminal.type(gated_run(tmp_path))
+    terminal.wait_screen("Enter: workers", "the live line with the key hint")
+    terminal.key("C-z")
+    terminal.wait_screen("Stopped", "Ctrl-Z stopping the run")
+    terminal.type("fg")
+    wait_for(lambda: "shoal run" in terminal.screen().rsplit("$ fg", 1)[-1], SCREEN_S, 0.1,
+             "the run back in the foreground")
+    terminal.key("q")  # no Enter: only read if the terminal is in cbreak mode again
+    terminal.wait_screen("q pressed", "q read after fg")
+    (tmp_path / "gate").touch()
+    terminal.wait_screen("interrupted", "the run stopping after q")

@@ -138,21 +138,21 @@ def _read_keys(fd: int, bar: Any, queue: Queue, interrupted: threading.Event) ->
     """The key reader's thread. A read from the background would stop the whole process
     (SIGTTIN), so it reads only in the foreground, with SIGTTIN blocked in this thread
     (a read that races a move to the background then fails with EIO instead). Back in
-    the foreground (fg after Ctrl-Z), cbreak mode is set again."""
+    the foreground (fg after Ctrl-Z: the shell hands the terminal back in its own,
+    line-by-line mode), cbreak mode is set again."""
     import select
+    import termios
     import tty
 
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTIN, signal.SIGTTOU})
-    was_foreground = True
     while not interrupted.is_set():
-        foreground = in_foreground(fd)
-        if foreground and not was_foreground:
-            with contextlib.suppress(OSError):
-                tty.setcbreak(fd)
-        was_foreground = foreground
-        if not foreground or not select.select([fd], [], [], KEY_POLL_S)[0]:
-            if not foreground:
-                interrupted.wait(KEY_POLL_S)
+        if not in_foreground(fd):
+            interrupted.wait(KEY_POLL_S)
+            continue
+        with contextlib.suppress(OSError, termios.error):
+            if termios.tcgetattr(fd)[3] & termios.ICANON:
+                tty.setcbreak(fd, termios.TCSANOW)  # keys typed meanwhile are kept
+        if not select.select([fd], [], [], KEY_POLL_S)[0]:
             continue
         try:
             key = os.read(fd, 1)
