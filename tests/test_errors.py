@@ -85,6 +85,8 @@ def check_reading(url: str, job_id: str, prefix: list[str] | None = None) -> Non
     (["submit", "--timeout", "-1", "Q", "echo", ":::", "a"], "--timeout"),
     (["submit", "--timeout", "0", "Q", "echo", ":::", "a"], "--timeout"),
     (["run", "--queue", "Q", "--timeout", "-1", "echo", ":::", "a"], "--timeout"),
+    (["run", "--queue", "Q", "--timeout", "1e999", "echo", ":::", "a"], "--timeout"),
+    (["run", "--queue", "Q", "--timeout", "nan", "echo", ":::", "a"], "--timeout"),
     (["work", "Q", "--lease", "-1"], "--lease"),
     (["work", "Q", "--lease", "0"], "--lease"),
     (["serve", "sqlite://Q", "--lease", "-1"], "--lease"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -24,9 +25,27 @@ DEFAULT_RUN_QUEUE = ".shoal-run"
 DEFAULT_SERVE_STATUS = "~/.shoal/servers/default"
 CLI_PATIENCE_S = 10.0  # how long status/results/logs wait for a coordinator that is silent
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
-# --timeout 0 would kill every job at once and --lease 0 would reap every job as it starts:
-# both are refused with the option named (leave --timeout out for no limit).
-SECONDS = click.FloatRange(min=0, min_open=True)
+
+
+class Seconds(click.ParamType):
+    """A duration in seconds: finite and > 0. --timeout 0 would kill every job at once,
+    --lease 0 reap every job as it starts, inf and nan overflow clocks; all are refused
+    with the option named (leave --timeout out for no limit)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(seconds) or seconds <= 0:
+            self.fail(f"{value!r}: give a finite number of seconds > 0", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()
 
 
 class ShoalGroup(click.Group):

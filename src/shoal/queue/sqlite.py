@@ -143,7 +143,8 @@ class SqliteQueue(Queue):
         # create=False: the file must exist, and nothing is made or written to open it.
         self._read_only = not create
         if self._read_only and not self.path.is_file():
-            raise NoSuchQueue(f"no file {self.path}")
+            raise NoSuchQueue(f"{self.path} is a folder; a folder queue is dir://PATH"
+                              if self.path.is_dir() else f"no file {self.path}")
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():  # one clear OSError (the CLI's one line), not SQLite's
