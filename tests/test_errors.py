@@ -66,7 +66,8 @@ def finished_queue(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def first_job(url: str) -> str:
-    """The id of one job of `url` (run before any snapshot: this process is root)."""
+    """The id of one job of `url`; call it before any snapshot (opened here, as the
+    owner, an SQLite queue may get its -wal/-shm files)."""
     return min(status.job.id for status in open_queue(url, create=False).jobs())
 
 

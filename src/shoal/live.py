@@ -120,8 +120,9 @@ def _keys(bar: Any, queue: Queue, interrupted: threading.Event) -> Iterator[str]
     import termios
     import tty
 
-    saved = termios.tcgetattr(fd)
-    tty.setcbreak(fd)
+    with _blocked(signal.SIGTTOU):  # moved to the background right after the check
+        saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
     threading.Thread(target=_read_keys, args=(fd, bar, queue, interrupted),
                      name="shoal-keys", daemon=True).start()
     try:
