@@ -5,34 +5,74 @@ identity is its name there (`Job.file_job`), so dropping the same name twice, or
 two workers scanning at once, submits it once. Which names count is
 `jobfiles.is_job_file`: half-written copies, editor backups, hidden files and our
 own logs never do.
+
+A job file with its log beside it is done (`queue.files.log_names`: shoal's
+NAME.EXT.log, the configured name, and the old job-folder tools' NAME.log), so a
+folder that older tools or an earlier queue worked on keeps its meaning: a scan does
+not submit it. A log that disappears (the user deleted it) is reported too, so the
+queue can run that job again (`Scan.unlogged`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import defaults
 from .fsutil import list_names
 from .job import Job
 from .jobfiles import is_job_file
+from .queue.files import log_names
+
+
+@dataclass
+class Scan:
+    """What one look at the folder found."""
+
+    #: job files seen for the first time, without a log: to submit
+    fresh: list[Job] = field(default_factory=list)
+    #: job files whose log was there at the last look and is gone now
+    unlogged: list[Job] = field(default_factory=list)
 
 
 class DropIns:
-    """The job files in `folder` not seen by this scanner before."""
+    """The job files in `folder` not seen by this scanner before, and those whose log
+    went away since the last scan."""
 
-    def __init__(self, folder: Path, interpreters: Mapping[str, Sequence[str]]) -> None:
+    def __init__(self, folder: Path, interpreters: Mapping[str, Sequence[str]],
+                 log_name: str = defaults.LOG_NAME) -> None:
         self.folder = folder
         self.interpreters = interpreters
-        self._seen: set[str] = set()
+        self.log_name = log_name
+        self._seen: dict[str, bool] = {}  # job file name -> its log was there at the last scan
 
-    def scan(self) -> list[Job]:
-        """Jobs for the job files that appeared since the last scan (a listing of the
-        folder as the caller's mount shows it: make that listing fresh first)."""
-        fresh = []
-        for name in list_names(self.folder):
-            if name in self._seen or not is_job_file(name, self.interpreters):
+    def logged(self, name: str, names: set[str] | None = None) -> bool:
+        """True if job file `name` has a log beside it (in `names`, a listing, if given)."""
+        candidates = log_names(self.log_name, name)
+        if names is not None:
+            return any(candidate in names for candidate in candidates)
+        return any((self.folder / candidate).exists() for candidate in candidates)
+
+    def scan(self) -> Scan:
+        """One listing of the folder as the caller's mount shows it (make it fresh
+        first); names that left the folder are forgotten, so a file dropped again under
+        an old name is looked at again."""
+        names = set(list_names(self.folder))
+        found = Scan()
+        for name in [n for n in self._seen if n not in names]:
+            del self._seen[name]
+        for name in names:
+            if not is_job_file(name, self.interpreters):
                 continue
-            if (self.folder / name).is_file():
-                self._seen.add(name)
-                fresh.append(Job.file_job(name))
-        return fresh
+            logged = self.logged(name, names)
+            before = self._seen.get(name)
+            if before is None:
+                if not (self.folder / name).is_file():
+                    continue
+                if not logged:
+                    found.fresh.append(Job.file_job(name))
+            elif before and not logged:
+                found.unlogged.append(Job.file_job(name))
+            self._seen[name] = logged
+        return found

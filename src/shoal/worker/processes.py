@@ -33,8 +33,14 @@ class ProcessRunner:
                              interpreters=self.queue.settings.interpreters,
                              worker_dir=self.worker_dir, attempt_log=attempt_log,
                              extra_env=job_context(self.queue, lease).environment())
-        except MalformedJob as exc:
-            return slot.result(State.FAILED, f"malformed: {exc}")
+        except MalformedJob as exc:  # its log says why, for `shoal logs`
+            reason = f"malformed: {exc}"
+            try:
+                attempt_log.parent.mkdir(parents=True, exist_ok=True)
+                attempt_log.write_text(f"shoal: {reason}\n")
+            except OSError:
+                return slot.result(State.FAILED, reason)
+            return slot.result(State.FAILED, reason, log=str(attempt_log))
         slot.started = time.time()
         try:
             slot.process = start(launch)
