@@ -25,6 +25,11 @@ from .job import Job
 from .jobfiles import is_job_file
 from .queue.files import log_names
 
+#: what a scanner knows of a job file it has seen
+WAITING = "waiting"  # no log beside it: to run, running, failed, or done with its log gone
+LOGGED = "logged"  # its log is beside it: done
+ELSEWHERE = "elsewhere"  # done, with its log elsewhere (a name that was taken, `logfile`)
+
 
 @dataclass
 class Scan:
@@ -32,8 +37,12 @@ class Scan:
 
     #: job files seen for the first time, without a log: to submit
     fresh: list[Job] = field(default_factory=list)
-    #: job files whose log was there at the last look and is gone now
+    #: job files whose log was there at the last look and is gone now: to submit (a
+    #: file skipped for an old-style log) or to run again (a done one)
     unlogged: list[Job] = field(default_factory=list)
+    #: every job file without a log beside it, by job id: the queue looks for done ones
+    #: among them (a log placed and deleted between two looks is seen that way)
+    waiting: dict[str, Job] = field(default_factory=dict)
 
 
 class DropIns:
@@ -45,7 +54,8 @@ class DropIns:
         self.folder = folder
         self.interpreters = interpreters
         self.log_name = log_name
-        self._seen: dict[str, bool] = {}  # job file name -> its log was there at the last scan
+        self._seen: dict[str, str] = {}  # job file name -> WAITING, LOGGED or ELSEWHERE
+        self._jobs: dict[str, Job] = {}  # job file name -> its job (ids cost a hash)
 
     def logged(self, name: str, names: set[str] | None = None) -> bool:
         """True if job file `name` has a log beside it (in `names`, a listing, if given)."""
@@ -53,6 +63,11 @@ class DropIns:
         if names is not None:
             return any(candidate in names for candidate in candidates)
         return any((self.folder / candidate).exists() for candidate in candidates)
+
+    def mark(self, name: str, state: str) -> None:
+        """What the queue learnt of a job file (LOGGED, ELSEWHERE) since the scan."""
+        if name in self._seen:
+            self._seen[name] = state
 
     def scan(self) -> Scan:
         """One listing of the folder as the caller's mount shows it (make it fresh
@@ -62,17 +77,25 @@ class DropIns:
         found = Scan()
         for name in [n for n in self._seen if n not in names]:
             del self._seen[name]
+            self._jobs.pop(name, None)
         for name in names:
             if not is_job_file(name, self.interpreters):
                 continue
             logged = self.logged(name, names)
             before = self._seen.get(name)
-            if before is None:
-                if not (self.folder / name).is_file():
-                    continue
-                if not logged:
-                    found.fresh.append(Job.file_job(name))
-            elif before and not logged:
-                found.unlogged.append(Job.file_job(name))
-            self._seen[name] = logged
+            if before is None and not (self.folder / name).is_file():
+                continue
+            job = self._jobs.get(name) or self._jobs.setdefault(name, Job.file_job(name))
+            if logged:
+                state = LOGGED
+            elif before == ELSEWHERE:
+                state = ELSEWHERE
+            else:
+                state = WAITING
+                if before is None:
+                    found.fresh.append(job)
+                elif before == LOGGED:
+                    found.unlogged.append(job)
+                found.waiting[job.id] = job
+            self._seen[name] = state
         return found

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import MalformedJob
 from ..job import Result, State
+from ..jobfiles import MALFORMED
 from ..queue import Queue
 from .kill import Deadlines
 from .launch import describe_exit, job_context, prepare, start
@@ -34,7 +35,7 @@ class ProcessRunner:
                              worker_dir=self.worker_dir, attempt_log=attempt_log,
                              extra_env=job_context(self.queue, lease).environment())
         except MalformedJob as exc:  # its log says why, for `shoal logs`
-            reason = f"malformed: {exc}"
+            reason = f"{MALFORMED}{exc}"
             try:
                 attempt_log.parent.mkdir(parents=True, exist_ok=True)
                 attempt_log.write_text(f"shoal: {reason}\n")

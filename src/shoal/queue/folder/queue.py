@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ... import defaults
-from ...dropins import DropIns
+from ...dropins import ELSEWHERE, LOGGED, DropIns
 from ...errors import LeaseLost, MalformedJob
 from ...fsutil import (
     HOST,
@@ -557,25 +557,34 @@ class FolderQueue(Queue):
         the done ones whose log is gone (dropins.py)."""
         refresh_listing(self.root)
         found = self._dropins.scan()
-        new = set(self.submit(found.fresh)) if found.fresh else set()
-        known = [job for job in found.fresh if job.id not in new] + found.unlogged
-        done = self.states(job.id for job in known) if known else {}
-        again = [job.id for job in known
-                 if done.get(job.id) is State.DONE and self._lost_its_log(job)]
+        submit = found.fresh + found.unlogged  # unlogged: done, or skipped for an old log
+        new = set(self.submit(submit)) if submit else set()
+        if not found.waiting:
+            return
+        done = {name[:-5] for name in self._fresh_names("done")}
+        again = [job for job_id, job in found.waiting.items()
+                 if job_id in done and job_id not in new and self._lost_its_log(job)]
         if again:
             try:
-                self.retry(again, force=True)
+                self.retry([job.id for job in again], force=True)
             except TypeError:  # a Queue.retry without force= (before issue 14's queue part)
                 log.warning("%s: cannot run done jobs again whose log was deleted "
                             "(this shoal's retry has no force)", self.root)
+                for job in again:
+                    self._dropins.mark(job.path or "", ELSEWHERE)
 
     def _lost_its_log(self, job: Job) -> bool:
-        """Done, yet neither its recorded log nor a log beside it is there. Looked at
+        """Done, yet neither a log beside it nor its recorded log is there. Looked at
         after the state: a finish places the log before it writes the result, so a job
-        that finished while we listed the folder has its log by now."""
+        that finished after the folder was listed has its log by now."""
         status = self.get(job.id)
         if status is None or status.state is not State.DONE or status.result is None:
             return False
-        if not status.result.log or os.path.exists(status.result.log):
+        name = job.path or ""
+        if self._dropins.logged(name):
+            self._dropins.mark(name, LOGGED)
             return False
-        return not self._dropins.logged(os.path.basename(job.path or ""))
+        if not status.result.log or os.path.exists(status.result.log):
+            self._dropins.mark(name, ELSEWHERE)  # not asked again at every scan
+            return False
+        return True
