@@ -600,3 +600,91 @@ def test_cwd_must_exist(jobs: Path, worker: Path) -> None:
 def test_toml_paths_must_be_strings(jobs: Path, worker: Path, key: str) -> None:
     job = write(jobs / "a.toml", f'[control]\nexecutable = "x"\n{key} = 5\n')
     malformed(job, worker, f"a.toml:3: {key}: 5 is an integer, not a path (a string)")
+
+
+# --- inline comments, line numbers, and the checks at submit ----------------------------
+
+
+def test_ini_inline_comments_after_values(jobs: Path, worker: Path) -> None:
+    job = write(jobs / "a.ini", """
+        [control]
+        executable = python3 sim.py    ; relative to the worker's directory
+        timeout = 90                   # seconds
+        retries = 1 ; one more
+        [params]
+        url = http://h/x#frag;tail     ; a comment needs a space before it
+        """)
+    spec = load(job, worker)
+    assert spec.command == ["python3", "sim.py", str(job)]
+    assert (spec.timeout_s, spec.retries) == (90.0, 1)
+    assert spec.params == {"url": "http://h/x#frag;tail"}
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("a.ini", "[control]\nexecutable = x\ntimeout = ten\n",
+         "a.ini:3: timeout: 'ten' is not a number"),
+        ("a.ini", "; head\n[control]\n\ntimout = 5\nexecutable = x\n",
+         "a.ini:4: timout: unknown key in [control]"),
+        ("a.ini", "[DEFAULT]\nretries = many\n[control]\nexecutable = x\n",
+         "a.ini:2: retries: 'many' is not a whole number >= 0"),
+        ("a.ini", "# jobs\n[params]\nx = 1\n[control]\nlogfile = x.log\n",
+         "a.ini:4: [control] has no 'executable'"),
+        ("a.toml", '[control]\nexecutable = "x"\n\nretries = "2"\n',
+         "a.toml:4: retries: '2' is a string, not a whole number >= 0"),
+        ("a.toml", 'control.executable = "x"\ncontrol.timeout = -3\n',
+         "a.toml:2: timeout: -3 is not a positive number of seconds"),
+    ],
+)
+def test_messages_name_the_line(
+    jobs: Path, worker: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str,
+    message: str,
+) -> None:
+    write(jobs / name, text)
+    monkeypatch.chdir(jobs)
+    assert malformed(name, worker).startswith(message)
+
+
+def shoal_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "shoal", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_submit_refuses_a_malformed_job_file_and_submits_nothing(tmp_path: Path) -> None:
+    write(tmp_path / "good.ini", "[control]\nexecutable = true\n")
+    write(tmp_path / "bad.ini", "[control]\nexecutable = true\ntimeout = ten\n")
+    done = shoal_cli("submit", "q", "good.ini", "bad.ini", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "shoal: error: bad.ini:3: timeout: 'ten' is not a number\n"
+    assert not [p for p in (tmp_path / "q").glob("*") if p.name != ".shoal"]
+    listed = shoal_cli("results", "q", "--format", "json", cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout == ""
+
+
+def test_run_refuses_a_malformed_job_file(tmp_path: Path) -> None:
+    write(tmp_path / "bad.toml", '[control]\nexecutable = "touch ran"\nspeed = 3\n')
+    done = shoal_cli("run", "--no-progress", "bad.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("shoal: error: bad.toml:3: speed: unknown key in [control]")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "ran").exists()
+
+
+def test_submit_names_a_missing_job_file(tmp_path: Path) -> None:
+    done = shoal_cli("submit", "q", "./nonexist.py", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (2, "shoal: error: ./nonexist.py: no such file\n")
+
+
+def test_submit_counts_every_bad_file(tmp_path: Path) -> None:
+    for name in ("a.ini", "b.ini", "c.ini"):
+        write(tmp_path / name, "[control]\n")
+    done = shoal_cli("submit", "q", "a.ini", "b.ini", "c.ini", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == ("shoal: error: a.ini:1: [control] has no 'executable' "
+                           "(and 2 more bad job files)\n")
+
+
+def test_template_arguments_are_not_taken_for_job_files(tmp_path: Path) -> None:
+    done = shoal_cli("submit", "q", "echo", ":::", "missing.py", "other.ini", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 new" in done.stdout
