@@ -192,3 +192,18 @@ def test_without_retry_force_a_deleted_log_is_reported_not_fatal(
     drop(folder, "b.sh")  # the worker still works
     wait_for(lambda: (folder / "b.sh.log").exists(), 60, message="b.sh to run")
     assert worker.poll() is None
+
+
+def test_a_named_logfile_is_placed_on_success_and_never_over_a_file(tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+    drop(folder, "n.ini", "[control]\nexecutable = bash -c 'echo named run'\n"
+                          "logfile = out/n-run.log   ; beside, in out/\n")
+    drop(folder, "m.ini", "[control]\nexecutable = bash -c 'echo second run'\n"
+                          "logfile = kept.log\n")
+    (folder / "kept.log").write_text("precious\n")
+    shoal("work", str(folder), "--drain")
+    assert (folder / "out" / "n-run.log").read_text() == "named run\n"
+    assert (folder / "kept.log").read_text() == "precious\n"
+    assert shoal("logs", str(folder), "m.ini").stdout == "second run\n"
+    assert {s.job.name: s.state for s in FolderQueue(folder).jobs()} == {
+        "n.ini": State.DONE, "m.ini": State.DONE}

@@ -46,7 +46,9 @@ What shoal does with INI files
   passed as written, so relative ones are relative to the job's working directory.
   The job file's absolute path is appended as the last argument.
 * ``logfile`` (optional) is relative to the job file's directory; without it
-  ``JobFileSpec.log`` is None and the caller picks ``NAME.log`` beside the file.
+  ``JobFileSpec.log`` is None and the caller picks ``NAME.EXT.log`` beside the file.
+  Like that one, it is written only when the job succeeds and never over an existing
+  file (queue/files.py); a running attempt writes its own log.
 * No interpolation: ``%`` in values survives. Keys keep the case they are written
   in (configparser lowercases them by default); ``[control]`` keys are matched
   case-insensitively. Comments start with ``#`` or ``;``: a whole line, or the
@@ -205,6 +207,17 @@ def check_job_files(
     if problems:
         more = f" (and {len(problems) - 1} more bad job files)" if len(problems) > 1 else ""
         raise MalformedJob(problems[0] + more)
+
+
+def named_log(path: str | Path) -> str | None:
+    """The `logfile` an .ini/.toml job file names (absolute); None for a script, a file
+    that names none, or one that cannot be read now."""
+    if Path(path).suffix.lower() not in JOBFILE_SUFFIXES:
+        return None
+    try:
+        return load_job_file(path, interpreters={}, worker_dir=".").log
+    except MalformedJob:
+        return None
 
 
 MALFORMED = "malformed: "  # how a failed job's reason starts when its job file was bad

@@ -60,6 +60,7 @@ from .. import defaults
 from ..errors import UsageError
 from ..fsutil import atomic_write, create_exclusive
 from ..job import Job, JobStatus, Lease, Result, State
+from ..jobfiles import named_log
 from .settings import QueueSettings
 
 Progress = tuple[float, float | None]
@@ -103,7 +104,9 @@ def _publish(source: str, target: Path) -> bool:
         return True
     except FileExistsError:
         return False
-    except FileNotFoundError:  # first log in a new folder
+    except FileNotFoundError:  # first log in a new folder (or no source: raise)
+        if target.parent.is_dir():
+            raise
         target.parent.mkdir(parents=True, exist_ok=True)
         return _publish(source, target)
     except OSError as exc:
@@ -266,18 +269,20 @@ class LocalFiles(JobFiles):
         return self._config_path or self.local_dir() / CONFIG_NAME
 
     def final_log_path(self, job: Job) -> Path:
-        """Where a finished job's log lives: NAME.EXT.log (settings.log_name) beside a job
-        file, else the log dir."""
+        """Where a finished job's log lives: the `logfile` a job file names, else NAME.EXT.log
+        (settings.log_name) beside a job file, else the log dir."""
         if job.log:
             return self.settings.root / job.log
         if job.path:
             path = self.settings.root / job.path
-            return path.parent / log_name(self.settings.log_name, path.name)
+            named = named_log(path)  # a job file's `logfile`
+            return Path(named) if named else path.parent / log_name(self.settings.log_name,
+                                                                    path.name)
         return self.local_dir() / f"{job.id}.log"
 
     def place_log(self, lease: Lease, result: Result) -> Result:
         if not result.log or result.log != str(self.attempt_log(lease)):
-            return result  # no log, or the job file named its own
+            return result  # no log, or not this attempt's
         if lease.job.path and not lease.job.log:
             return self._place_beside(lease, result)
         final = self.final_log_path(lease.job)
