@@ -207,3 +207,77 @@ def test_a_named_logfile_is_placed_on_success_and_never_over_a_file(tmp_path: Pa
     assert shoal("logs", str(folder), "m.ini").stdout == "second run\n"
     assert {s.job.name: s.state for s in FolderQueue(folder).jobs()} == {
         "n.ini": State.DONE, "m.ini": State.DONE}
+
+
+# --- the scanner and the queue's refresh, in process ------------------------------------
+
+
+def test_the_scanner_reports_each_change_once(tmp_path: Path) -> None:
+    from shoal.defaults import INTERPRETERS
+    from shoal.dropins import DropIns
+
+    folder = tmp_path / "sweep"
+    drop(folder, "a.sh")
+    drop(folder, "b.sh")
+    (folder / "b.log").write_text("old\n")
+    scanner = DropIns(folder, INTERPRETERS)
+    first = scanner.scan()
+    assert [job.name for job in first.fresh] == ["a.sh"] and not first.unlogged
+    assert [job.name for job in first.waiting.values()] == ["a.sh"]
+    (folder / "a.sh.log").write_text("out\n")
+    second = scanner.scan()
+    assert (second.fresh, second.unlogged, second.waiting) == ([], [], {})
+    (folder / "a.sh.log").unlink()
+    (folder / "b.log").unlink()
+    third = scanner.scan()
+    assert sorted(job.name for job in third.unlogged) == ["a.sh", "b.sh"]
+    assert scanner.scan().unlogged == []
+    (folder / "a.sh").unlink()
+    assert sorted(job.name for job in scanner.scan().waiting.values()) == ["b.sh"]
+    drop(folder, "a.sh")  # dropped again: looked at afresh
+    assert [job.name for job in scanner.scan().fresh] == ["a.sh"]
+
+
+def finish_one(queue: FolderQueue) -> None:
+    """What a worker does with a job that succeeds (its log placed beside the file)."""
+    from shoal.job import Result
+
+    (lease,) = queue.claim("w1")
+    log = queue.files.attempt_log(lease)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("out\n")
+    queue.finish(lease, Result(lease.job_id, State.DONE, log=str(log)))
+
+
+def test_a_log_placed_and_deleted_between_two_scans_is_noticed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "sweep"
+    drop(folder, "a.sh")
+    queue = FolderQueue(folder)
+    queue.refresh()
+    finish_one(queue)
+    assert (folder / "a.sh.log").read_text() == "out\n"
+    (folder / "a.sh.log").unlink()  # before the scanner ever saw it
+    queue.refresh()
+    (status,) = queue.jobs()
+    if HAS_FORCE:
+        assert status.state is State.PENDING
+    else:
+        assert status.state is State.DONE and "retry has no force" in caplog.text
+
+
+def test_a_done_job_whose_log_went_elsewhere_is_not_run_again(tmp_path: Path) -> None:
+    """Its name was taken when it finished: the log stays in .shoal/logs, and counts."""
+    folder = tmp_path / "sweep"
+    drop(folder, "a.sh")
+    queue = FolderQueue(folder)
+    queue.refresh()
+    (folder / "a.sh.log").write_text("someone else's\n")
+    finish_one(queue)
+    (folder / "a.sh.log").unlink()
+    for view in (queue, FolderQueue(folder)):  # this scanner, and a new worker's
+        view.refresh()
+        view.refresh()
+    (status,) = queue.jobs()
+    assert status.state is State.DONE and status.result is not None
+    assert Path(status.result.log or "").read_text() == "out\n"

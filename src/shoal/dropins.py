@@ -15,6 +15,7 @@ queue can run that job again (`Scan.unlogged`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,61 +42,105 @@ class Scan:
     #: file skipped for an old-style log) or to run again (a done one)
     unlogged: list[Job] = field(default_factory=list)
     #: every job file without a log beside it, by job id: the queue looks for done ones
-    #: among them (a log placed and deleted between two looks is seen that way)
+    #: among them (a log placed and deleted between two looks is seen that way); the
+    #: scanner's own, read-only
     waiting: dict[str, Job] = field(default_factory=dict)
 
 
 class DropIns:
     """The job files in `folder` not seen by this scanner before, and those whose log
-    went away since the last scan."""
+    went away since the last scan.
+
+    A scan costs a listing and set differences with the last one; only names that came
+    or went are looked at one by one, so a folder of 10^5 finished jobs is cheap to watch.
+    """
 
     def __init__(self, folder: Path, interpreters: Mapping[str, Sequence[str]],
                  log_name: str = defaults.LOG_NAME) -> None:
         self.folder = folder
         self.interpreters = interpreters
         self.log_name = log_name
-        self._seen: dict[str, str] = {}  # job file name -> WAITING, LOGGED or ELSEWHERE
-        self._jobs: dict[str, Job] = {}  # job file name -> its job (ids cost a hash)
+        self._listed: set[str] = set()  # the names of the last listing
+        self._logs: dict[str, tuple[str, ...]] = {}  # job file -> the names of its log
+        self._owners: dict[str, list[str]] = {}  # a log's name -> job files it may be of
+        self._state: dict[str, str] = {}  # job file -> WAITING, LOGGED or ELSEWHERE
+        self._jobs: dict[str, Job] = {}  # job file -> its job, made when first needed
+        self._waiting: dict[str, Job] = {}  # job id -> job, of the WAITING job files
 
-    def logged(self, name: str, names: set[str] | None = None) -> bool:
-        """True if job file `name` has a log beside it (in `names`, a listing, if given)."""
-        candidates = log_names(self.log_name, name)
-        if names is not None:
-            return any(candidate in names for candidate in candidates)
+    def logged(self, name: str) -> bool:
+        """True if job file `name` has a log beside it now (a stat per name)."""
+        candidates = self._logs.get(name) or log_names(self.log_name, name)
         return any((self.folder / candidate).exists() for candidate in candidates)
 
     def mark(self, name: str, state: str) -> None:
         """What the queue learnt of a job file (LOGGED, ELSEWHERE) since the scan."""
-        if name in self._seen:
-            self._seen[name] = state
+        if name in self._state:
+            self._state[name] = state
+            if state != WAITING:
+                self._waiting.pop(self._job(name).id, None)
 
     def scan(self) -> Scan:
         """One listing of the folder as the caller's mount shows it (make it fresh
         first); names that left the folder are forgotten, so a file dropped again under
         an old name is looked at again."""
         names = set(list_names(self.folder))
-        found = Scan()
-        for name in [n for n in self._seen if n not in names]:
-            del self._seen[name]
-            self._jobs.pop(name, None)
-        for name in names:
-            if not is_job_file(name, self.interpreters):
-                continue
-            logged = self.logged(name, names)
-            before = self._seen.get(name)
-            if before is None and not (self.folder / name).is_file():
-                continue
-            job = self._jobs.get(name) or self._jobs.setdefault(name, Job.file_job(name))
-            if logged:
-                state = LOGGED
-            elif before == ELSEWHERE:
-                state = ELSEWHERE
-            else:
-                state = WAITING
-                if before is None:
-                    found.fresh.append(job)
-                elif before == LOGGED:
-                    found.unlogged.append(job)
-                found.waiting[job.id] = job
-            self._seen[name] = state
+        added, removed = names - self._listed, self._listed - names
+        self._listed = names
+        touched = set()  # job files whose log may have come or gone
+        for name in removed:
+            if name in self._logs:
+                self._forget(name)
+            touched.update(self._owners.get(name, ()))
+        for name in added:
+            if is_job_file(name, self.interpreters):
+                self._add(name)
+                touched.add(name)
+            touched.update(self._owners.get(name, ()))
+        found = Scan(waiting=self._waiting)
+        for name in touched:
+            if name in self._logs:
+                self._look_at(name, any(log in names for log in self._logs[name]), found)
         return found
+
+    def _job(self, name: str) -> Job:
+        job = self._jobs.get(name)
+        if job is None:
+            job = self._jobs[name] = Job.file_job(name)
+        return job
+
+    def _add(self, name: str) -> None:
+        self._logs[name] = log_names(self.log_name, name)
+        for log in self._logs[name]:
+            self._owners.setdefault(log, []).append(name)
+
+    def _forget(self, name: str) -> None:
+        for log in self._logs.pop(name, ()):
+            owners = self._owners.get(log, [])
+            if name in owners:
+                owners.remove(name)
+            if not owners:
+                self._owners.pop(log, None)
+        self._state.pop(name, None)
+        job = self._jobs.pop(name, None)
+        if job is not None:
+            self._waiting.pop(job.id, None)
+
+    def _look_at(self, name: str, logged: bool, found: Scan) -> None:
+        """Move a job file on from what the last scan knew, given whether its log is there."""
+        before = self._state.get(name)
+        if logged:
+            self._state[name] = LOGGED
+            if before == WAITING:
+                self._waiting.pop(self._job(name).id, None)
+            return
+        if before in (ELSEWHERE, WAITING):
+            return
+        if before is None:
+            if not os.path.isfile(os.path.join(self.folder, name)):  # e.g. a folder x.py
+                self._forget(name)
+                return
+            found.fresh.append(self._job(name))
+        else:  # LOGGED: its log is gone
+            found.unlogged.append(self._job(name))
+        self._state[name] = WAITING
+        self._waiting[self._job(name).id] = self._job(name)

@@ -77,8 +77,10 @@ def log_name(pattern: str, file_name: str) -> str:
 def log_names(pattern: str, file_name: str) -> tuple[str, ...]:
     """Every name beside job file `file_name` that is its log, so means it is done: the
     configured one, shoal's NAME.EXT.log and the old tools' NAME.log (an old folder)."""
-    names = (pattern, defaults.LOG_NAME, defaults.OLD_LOG_NAME)
-    return tuple(dict.fromkeys(log_name(p, file_name) for p in names))
+    ours, old = f"{file_name}.log", f"{os.path.splitext(file_name)[0]}.log"  # a scan's hot path
+    if pattern in (defaults.LOG_NAME, defaults.OLD_LOG_NAME):
+        return (ours, old) if ours != old else (ours,)
+    return tuple(dict.fromkeys((log_name(pattern, file_name), ours, old)))
 
 
 def check_log_name(pattern: object, where: str) -> str:

@@ -562,8 +562,8 @@ class FolderQueue(Queue):
         if not found.waiting:
             return
         done = {name[:-5] for name in self._fresh_names("done")}
-        again = [job for job_id, job in found.waiting.items()
-                 if job_id in done and job_id not in new and self._lost_its_log(job)]
+        again = [found.waiting[job_id] for job_id in (found.waiting.keys() & done) - new]
+        again = [job for job in again if self._lost_its_log(job)]
         if again:
             try:
                 self.retry([job.id for job in again], force=True)
