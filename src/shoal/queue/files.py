@@ -305,8 +305,8 @@ class LocalFiles(JobFiles):
         """A job file's log: beside it only if it succeeded and no file has that name
         (module docstring); else kept in the log folder under the attempt's own name."""
         attempt = Path(result.log or "")
+        self._cap(attempt)
         if result.state is State.DONE:
-            self._cap(attempt)
             final = self.final_log_path(lease.job)
             with contextlib.suppress(OSError):
                 if _publish(str(attempt), final):
