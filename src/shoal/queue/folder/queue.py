@@ -557,8 +557,8 @@ class FolderQueue(Queue):
         the done ones whose log is gone (dropins.py)."""
         refresh_listing(self.root)
         found = self._dropins.scan()
-        submit = found.fresh + found.unlogged  # unlogged: done, or skipped for an old log
-        new = set(self.submit(submit)) if submit else set()
+        to_submit = found.fresh + found.unlogged  # unlogged: done, or skipped for an old log
+        new = set(self.submit(to_submit)) if to_submit else set()
         if not found.waiting:
             return
         done = {name[:-5] for name in self._fresh_names("done")}
