@@ -100,7 +100,7 @@ def test_without_fsync_the_fence_goes_at_once(tmp_path):
 def test_hidden_temporary_and_log_files_in_the_folder_are_not_jobs(tmp_path):
     folder = tmp_path / "jobs"
     folder.mkdir()
-    for name in ("run.py", ".hidden.py", "run.py.log", "x.py.tmp", "y.sh~", "notes.txt",
+    for name in ("run.py", ".hidden.py", "other.py.log", "x.py.tmp", "y.sh~", "notes.txt",
                  ".nfs000123"):
         (folder / name).write_text("print(1)\n")
     queue = FolderQueue(folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def malformed(path: Path | str, worker_dir: Path | str, *fragments: str) -> str:
     with pytest.raises(MalformedJob) as info:
         load(path, worker_dir)
     message = str(info.value)
-    assert message.startswith(f"{path}: "), message
+    assert re.match(rf"{re.escape(str(path))}(:\d+)?: ", message), message
     for fragment in fragments:
         assert fragment in message, message
     return message
@@ -259,14 +260,14 @@ def test_ini_control_keys_ignore_case_but_params_keep_it(jobs: Path, worker: Pat
         TIMEOUT: 2.5
         [params]
         alphaBeta: 1
-        URL = http://h/x#frag ; not a comment
+        URL = http://h/x#frag;not-a-comment ; a comment
         # a comment
         ; another
         """,
     )
     spec = load(job, worker)
     assert spec.command == ["sim", str(job)] and spec.timeout_s == 2.5
-    assert spec.params == {"alphaBeta": "1", "URL": "http://h/x#frag ; not a comment"}
+    assert spec.params == {"alphaBeta": "1", "URL": "http://h/x#frag;not-a-comment"}
 
 
 def test_ini_fjd_section_alias(jobs: Path, worker: Path) -> None:
@@ -390,7 +391,7 @@ def test_message_names_the_file_as_given(
 ) -> None:
     write(tmp_path / "jobs" / "a.ini", "[control]\nlogfile = x.log\n")
     monkeypatch.chdir(tmp_path)
-    assert malformed("jobs/a.ini", worker) == "jobs/a.ini: [control] has no 'executable'"
+    assert malformed("jobs/a.ini", worker) == "jobs/a.ini:1: [control] has no 'executable'"
 
 
 @pytest.mark.parametrize("name", ["gone.ini", "gone.toml", "gone.py"])
@@ -442,17 +443,20 @@ def test_fifo_is_refused_without_blocking(jobs: Path, worker: Path, name: str) -
 def test_not_utf8(jobs: Path, worker: Path, name: str) -> None:
     path = jobs / name
     path.write_bytes(b"[control]\nexecutable = caf\xe9\n")
-    malformed(path, worker, "is not UTF-8 text (byte 0xe9 on line 2)")
+    malformed(path, worker, ":2: is not UTF-8 text (byte 0xe9 on line 2)")
 
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("executable = x\n", "line 1: text before the first [section] header"),
-        ("[control]\nexecutable = x\nthis line has no equals\n", "line 3: cannot parse"),
-        ("[control]\nexecutable = x\nexecutable = y\n", "line 3: key 'executable'"),
-        ("[control]\nexecutable = x\n[params]\n[params]\n", "line 4: section [params]"),
-        ("[control\nexecutable = x\n", "line 1"),
+        ("executable = x\n", "bad.ini:1: INI syntax error: text before the first [section] header"),
+        ("[control]\nexecutable = x\nthis line has no equals\n",
+         "bad.ini:3: INI syntax error: cannot parse 'this line has no equals'"),
+        ("[control]\nexecutable = x\nexecutable = y\n",
+         "bad.ini:3: INI syntax error: key 'executable'"),
+        ("[control]\nexecutable = x\n[params]\n[params]\n",
+         "bad.ini:4: INI syntax error: section [params]"),
+        ("[control\nexecutable = x\n", "bad.ini:1: "),
     ],
 )
 def test_ini_syntax_error(jobs: Path, worker: Path, text: str, fragment: str) -> None:
@@ -483,12 +487,12 @@ def test_missing_control(jobs: Path, worker: Path, name: str, text: str) -> None
     ("name", "text", "fragment"),
     [
         ("a.ini", "[control]\nlogfile = x.log\n", "[control] has no 'executable'"),
-        ("b.ini", "[control]\nexecutable =\n", "'executable' is empty"),
-        ("c.ini", "[control]\nexecutable = '  '\n", "'executable' is empty"),
+        ("b.ini", "[control]\nexecutable =\n", ":2: executable: is empty"),
+        ("c.ini", "[control]\nexecutable = '  '\n", ":2: executable: is empty"),
         ("d.ini", "[fjd]\nlogfile = x\n", "[fjd] has no 'executable'"),
         ("a.toml", "[control]\nretries = 1\n", "[control] has no 'executable'"),
-        ("b.toml", '[control]\nexecutable = ""\n', "'executable' is empty"),
-        ("c.toml", "[control]\nexecutable = []\n", "'executable' is empty"),
+        ("b.toml", '[control]\nexecutable = ""\n', ":2: executable: is empty"),
+        ("c.toml", "[control]\nexecutable = []\n", ":2: executable: is empty"),
     ],
 )
 def test_missing_or_empty_executable(
@@ -506,12 +510,12 @@ def test_missing_or_empty_executable(
     ],
 )
 def test_bad_executable(jobs: Path, worker: Path, name: str, text: str) -> None:
-    malformed(write(jobs / name, text), worker, "[control] 'executable'")
+    malformed(write(jobs / name, text), worker, ":2: executable: ")
 
 
 def test_toml_syntax_error_names_the_line(jobs: Path, worker: Path) -> None:
     job = write(jobs / "a.toml", '[control]\nexecutable = "x"\nretries = \n')
-    malformed(job, worker, "TOML syntax error", "line 3")
+    malformed(job, worker, "a.toml:3: TOML syntax error: Invalid value (column 11)")
 
 
 @pytest.mark.parametrize(
@@ -534,7 +538,7 @@ def test_toml_syntax_error_names_the_line(jobs: Path, worker: Path) -> None:
 def test_bad_timeout(jobs: Path, worker: Path, name: str, value: str) -> None:
     exe = "x" if name.endswith(".ini") else '"x"'
     job = write(jobs / name, f"[control]\nexecutable = {exe}\ntimeout = {value}\n")
-    malformed(job, worker, "'timeout' must be a")
+    malformed(job, worker, ":3: timeout: ", "not a ")
 
 
 def test_good_timeout_forms(jobs: Path, worker: Path) -> None:
@@ -560,7 +564,7 @@ def test_good_timeout_forms(jobs: Path, worker: Path) -> None:
 def test_bad_retries(jobs: Path, worker: Path, name: str, value: str) -> None:
     exe = "x" if name.endswith(".ini") else '"x"'
     job = write(jobs / name, f"[control]\nexecutable = {exe}\nretries = {value}\n")
-    malformed(job, worker, "'retries' must be a whole number >= 0")
+    malformed(job, worker, ":3: retries: ", "not a whole number >= 0")
 
 
 @pytest.mark.parametrize(
@@ -584,15 +588,103 @@ def test_unknown_extension(jobs: Path, worker: Path, name: str) -> None:
 
 def test_unknown_control_key(jobs: Path, worker: Path) -> None:
     job = write(jobs / "a.ini", "[control]\nexecutable = x\ntimout = 5\n")
-    malformed(job, worker, "unknown keys 'timout'", "known: executable")
+    malformed(job, worker, "a.ini:3: timout: unknown key in [control]", "known: executable")
 
 
 def test_cwd_must_exist(jobs: Path, worker: Path) -> None:
     job = write(jobs / "a.ini", "[control]\nexecutable = x\ncwd = nowhere\n")
-    malformed(job, worker, "'cwd' is not an existing directory", str(jobs / "nowhere"))
+    malformed(job, worker, "a.ini:3: cwd: ", str(jobs / "nowhere"), "is not an existing directory")
 
 
 @pytest.mark.parametrize("key", ["logfile", "cwd"])
 def test_toml_paths_must_be_strings(jobs: Path, worker: Path, key: str) -> None:
     job = write(jobs / "a.toml", f'[control]\nexecutable = "x"\n{key} = 5\n')
-    malformed(job, worker, f"'{key}' must be a path (a string), not an integer")
+    malformed(job, worker, f"a.toml:3: {key}: 5 is an integer, not a path (a string)")
+
+
+# --- inline comments, line numbers, and the checks at submit ----------------------------
+
+
+def test_ini_inline_comments_after_values(jobs: Path, worker: Path) -> None:
+    job = write(jobs / "a.ini", """
+        [control]
+        executable = python3 sim.py    ; relative to the worker's directory
+        timeout = 90                   # seconds
+        retries = 1 ; one more
+        [params]
+        url = http://h/x#frag;tail     ; a comment needs a space before it
+        """)
+    spec = load(job, worker)
+    assert spec.command == ["python3", "sim.py", str(job)]
+    assert (spec.timeout_s, spec.retries) == (90.0, 1)
+    assert spec.params == {"url": "http://h/x#frag;tail"}
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("a.ini", "[control]\nexecutable = x\ntimeout = ten\n",
+         "a.ini:3: timeout: 'ten' is not a number"),
+        ("a.ini", "; head\n[control]\n\ntimout = 5\nexecutable = x\n",
+         "a.ini:4: timout: unknown key in [control]"),
+        ("a.ini", "[DEFAULT]\nretries = many\n[control]\nexecutable = x\n",
+         "a.ini:2: retries: 'many' is not a whole number >= 0"),
+        ("a.ini", "# jobs\n[params]\nx = 1\n[control]\nlogfile = x.log\n",
+         "a.ini:4: [control] has no 'executable'"),
+        ("a.toml", '[control]\nexecutable = "x"\n\nretries = "2"\n',
+         "a.toml:4: retries: '2' is a string, not a whole number >= 0"),
+        ("a.toml", 'control.executable = "x"\ncontrol.timeout = -3\n',
+         "a.toml:2: timeout: -3 is not a positive number of seconds"),
+    ],
+)
+def test_messages_name_the_line(
+    jobs: Path, worker: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str,
+    message: str,
+) -> None:
+    write(jobs / name, text)
+    monkeypatch.chdir(jobs)
+    assert malformed(name, worker).startswith(message)
+
+
+def shoal_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "shoal", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_submit_refuses_a_malformed_job_file_and_submits_nothing(tmp_path: Path) -> None:
+    write(tmp_path / "good.ini", "[control]\nexecutable = true\n")
+    write(tmp_path / "bad.ini", "[control]\nexecutable = true\ntimeout = ten\n")
+    done = shoal_cli("submit", "q", "good.ini", "bad.ini", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "shoal: error: bad.ini:3: timeout: 'ten' is not a number\n"
+    assert not [p for p in (tmp_path / "q").glob("*") if p.name != ".shoal"]
+    listed = shoal_cli("results", "q", "--format", "json", cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout == ""
+
+
+def test_run_refuses_a_malformed_job_file(tmp_path: Path) -> None:
+    write(tmp_path / "bad.toml", '[control]\nexecutable = "touch ran"\nspeed = 3\n')
+    done = shoal_cli("run", "--no-progress", "bad.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("shoal: error: bad.toml:3: speed: unknown key in [control]")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "ran").exists()
+
+
+def test_submit_names_a_missing_job_file(tmp_path: Path) -> None:
+    done = shoal_cli("submit", "q", "./nonexist.py", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (2, "shoal: error: ./nonexist.py: no such file\n")
+
+
+def test_submit_counts_every_bad_file(tmp_path: Path) -> None:
+    for name in ("a.ini", "b.ini", "c.ini"):
+        write(tmp_path / name, "[control]\n")
+    done = shoal_cli("submit", "q", "a.ini", "b.ini", "c.ini", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == ("shoal: error: a.ini:1: [control] has no 'executable' "
+                           "(and 2 more bad job files)\n")
+
+
+def test_template_arguments_are_not_taken_for_job_files(tmp_path: Path) -> None:
+    done = shoal_cli("submit", "q", "echo", ":::", "missing.py", "other.ini", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 new" in done.stdout

@@ -134,7 +134,10 @@ def build_jobs(queue: Queue, words: Sequence[str], table: str | None,
 @click.argument("words", nargs=-1, type=click.UNPROCESSED)
 def submit(queue: str, words: tuple[str, ...], table: str | None, **options: Any) -> None:
     """Add jobs to QUEUE: job files, or COMMAND ::: ARGS (GNU parallel syntax), or a table."""
+    from .jobfiles import check_job_files
+
     q = open_queue(queue)
+    check_job_files(() if table else words, q.settings.interpreters)  # before any copy
     jobs = build_jobs(q, words, table, **options)
     new = q.submit(jobs)
     click.echo(f"submitted {len(new)} new job(s) to {q.url} "

@@ -56,6 +56,10 @@ INTERPRETERS: dict[str, list[str]] = {
 
 # Job description files (fjd-style INI and TOML).
 JOBFILE_SUFFIXES = (".ini", ".toml")
+# A job file's log beside it: shoal's NAME.EXT.log; a folder's queue.toml may say
+# log_name = "{stem}.log" (the old job-folder tools' NAME.log for NAME.py).
+LOG_NAME = "{name}.log"
+OLD_LOG_NAME = "{stem}.log"
 
 # -- network queue (tcp://, shoal serve) -------------------------------------------------
 

@@ -5,34 +5,142 @@ identity is its name there (`Job.file_job`), so dropping the same name twice, or
 two workers scanning at once, submits it once. Which names count is
 `jobfiles.is_job_file`: half-written copies, editor backups, hidden files and our
 own logs never do.
+
+A job file with its log beside it is done (`queue.files.log_names`: shoal's
+NAME.EXT.log, the configured name, and the old job-folder tools' NAME.log), so a
+folder that older tools or an earlier queue worked on keeps its meaning: a scan does
+not submit it. A log that disappears (the user deleted it) is reported too, so the
+queue can run that job again (`Scan.unlogged`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import defaults
 from .fsutil import list_names
 from .job import Job
 from .jobfiles import is_job_file
+from .queue.files import log_names
+
+#: what a scanner knows of a job file it has seen
+WAITING = "waiting"  # no log beside it: to run, running, failed, or done with its log gone
+LOGGED = "logged"  # its log is beside it: done
+ELSEWHERE = "elsewhere"  # done, with its log elsewhere (a name that was taken, `logfile`)
+
+
+@dataclass
+class Scan:
+    """What one look at the folder found."""
+
+    #: job files seen for the first time, without a log: to submit
+    fresh: list[Job] = field(default_factory=list)
+    #: job files whose log was there at the last look and is gone now: to submit (a
+    #: file skipped for an old-style log) or to run again (a done one)
+    unlogged: list[Job] = field(default_factory=list)
+    #: every job file without a log beside it, by job id: the queue looks for done ones
+    #: among them (a log placed and deleted between two looks is seen that way); the
+    #: scanner's own, read-only
+    waiting: dict[str, Job] = field(default_factory=dict)
 
 
 class DropIns:
-    """The job files in `folder` not seen by this scanner before."""
+    """The job files in `folder` not seen by this scanner before, and those whose log
+    went away since the last scan.
 
-    def __init__(self, folder: Path, interpreters: Mapping[str, Sequence[str]]) -> None:
+    A scan costs a listing and set differences with the last one; only names that came
+    or went are looked at one by one, so a folder of 10^5 finished jobs is cheap to watch.
+    """
+
+    def __init__(self, folder: Path, interpreters: Mapping[str, Sequence[str]],
+                 log_name: str = defaults.LOG_NAME) -> None:
         self.folder = folder
         self.interpreters = interpreters
-        self._seen: set[str] = set()
+        self.log_name = log_name
+        self._listed: set[str] = set()  # the names of the last listing
+        self._logs: dict[str, tuple[str, ...]] = {}  # job file -> the names of its log
+        self._owners: dict[str, list[str]] = {}  # a log's name -> job files it may be of
+        self._state: dict[str, str] = {}  # job file -> WAITING, LOGGED or ELSEWHERE
+        self._jobs: dict[str, Job] = {}  # job file -> its job, made when first needed
+        self._waiting: dict[str, Job] = {}  # job id -> job, of the WAITING job files
 
-    def scan(self) -> list[Job]:
-        """Jobs for the job files that appeared since the last scan (a listing of the
-        folder as the caller's mount shows it: make that listing fresh first)."""
-        fresh = []
-        for name in list_names(self.folder):
-            if name in self._seen or not is_job_file(name, self.interpreters):
-                continue
-            if (self.folder / name).is_file():
-                self._seen.add(name)
-                fresh.append(Job.file_job(name))
-        return fresh
+    def logged(self, name: str) -> bool:
+        """True if job file `name` has a log beside it now (a stat per name)."""
+        candidates = self._logs.get(name) or log_names(self.log_name, name)
+        return any((self.folder / candidate).exists() for candidate in candidates)
+
+    def mark(self, name: str, state: str) -> None:
+        """What the queue learnt of a job file (LOGGED, ELSEWHERE) since the scan."""
+        if name in self._state:
+            self._state[name] = state
+            if state != WAITING:
+                self._waiting.pop(self._job(name).id, None)
+
+    def scan(self) -> Scan:
+        """One listing of the folder as the caller's mount shows it (make it fresh
+        first); names that left the folder are forgotten, so a file dropped again under
+        an old name is looked at again."""
+        names = set(list_names(self.folder))
+        added, removed = names - self._listed, self._listed - names
+        self._listed = names
+        touched = set()  # job files whose log may have come or gone
+        for name in removed:
+            if name in self._logs:
+                self._forget(name)
+            touched.update(self._owners.get(name, ()))
+        for name in added:
+            if is_job_file(name, self.interpreters):
+                self._add(name)
+                touched.add(name)
+            touched.update(self._owners.get(name, ()))
+        found = Scan(waiting=self._waiting)
+        for name in touched:
+            if name in self._logs:
+                self._look_at(name, any(log in names for log in self._logs[name]), found)
+        return found
+
+    def _job(self, name: str) -> Job:
+        job = self._jobs.get(name)
+        if job is None:
+            job = self._jobs[name] = Job.file_job(name)
+        return job
+
+    def _add(self, name: str) -> None:
+        self._logs[name] = log_names(self.log_name, name)
+        for log in self._logs[name]:
+            self._owners.setdefault(log, []).append(name)
+
+    def _forget(self, name: str) -> None:
+        for log in self._logs.pop(name, ()):
+            owners = self._owners.get(log, [])
+            if name in owners:
+                owners.remove(name)
+            if not owners:
+                self._owners.pop(log, None)
+        self._state.pop(name, None)
+        job = self._jobs.pop(name, None)
+        if job is not None:
+            self._waiting.pop(job.id, None)
+
+    def _look_at(self, name: str, logged: bool, found: Scan) -> None:
+        """Move a job file on from what the last scan knew, given whether its log is there."""
+        before = self._state.get(name)
+        if logged:
+            self._state[name] = LOGGED
+            if before == WAITING:
+                self._waiting.pop(self._job(name).id, None)
+            return
+        if before in (ELSEWHERE, WAITING):
+            return
+        if before is None:
+            if not os.path.isfile(os.path.join(self.folder, name)):  # e.g. a folder x.py
+                self._forget(name)
+                return
+            found.fresh.append(self._job(name))
+        else:  # LOGGED: its log is gone
+            found.unlogged.append(self._job(name))
+        self._state[name] = WAITING
+        self._waiting[self._job(name).id] = self._job(name)

@@ -46,12 +46,15 @@ What shoal does with INI files
   passed as written, so relative ones are relative to the job's working directory.
   The job file's absolute path is appended as the last argument.
 * ``logfile`` (optional) is relative to the job file's directory; without it
-  ``JobFileSpec.log`` is None and the caller picks ``NAME.log`` beside the file.
+  ``JobFileSpec.log`` is None and the caller picks ``NAME.EXT.log`` beside the file.
+  Like that one, it is written only when the job succeeds and never over an existing
+  file (queue/files.py); a running attempt writes its own log.
 * No interpolation: ``%`` in values survives. Keys keep the case they are written
   in (configparser lowercases them by default); ``[control]`` keys are matched
-  case-insensitively. Only whole-line comments (``#`` or ``;``) are comments, so
-  values may contain ``#`` and ``;``. ``[DEFAULT]`` works as in configparser.
-  Duplicate sections or keys are errors.
+  case-insensitively. Comments start with ``#`` or ``;``: a whole line, or the
+  rest of a line after a value when whitespace comes before them
+  (``timeout = 90   ; seconds``), so ``a;b`` or ``x#1`` inside a value survive.
+  ``[DEFAULT]`` works as in configparser. Duplicate sections or keys are errors.
 
 Fields shoal adds to ``[control]`` (both formats; unknown keys are errors, so a
 typo such as ``timout`` is not silently ignored):
@@ -65,8 +68,10 @@ typo such as ``timout`` is not silently ignored):
   relative ``executable`` such as ``python3 sim.py`` find ``sim.py``.
 
 Job files must be UTF-8 (a byte order mark is dropped). Every problem raises
-``MalformedJob`` with a message that starts with the path as the caller gave it,
-e.g. ``jobs/a.ini: [control] has no 'executable'``.
+``MalformedJob`` with one line that starts with the path as the caller gave it and,
+where one line is to blame, its number, e.g. ``jobs/a.ini:3: timeout: 'ten' is not
+a number``. ``check_job_files`` runs these checks on what a user submits, so a bad
+file is refused at submit, not found failed later on a worker.
 """
 
 from __future__ import annotations
@@ -76,10 +81,11 @@ import configparser
 import errno
 import math
 import os
+import re
 import shlex
 import stat
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,6 +97,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 from .defaults import JOBFILE_SUFFIXES
 from .errors import MalformedJob
+from .job import Result, State
 
 CONTROL_KEYS = ("executable", "logfile", "timeout", "retries", "cwd")
 
@@ -120,12 +127,17 @@ class _Source:
     worker_dir: str  # absolute
     section: str = "control"
     text_values: bool = False  # INI: every value is a string to convert; TOML: values are typed
+    text: str = ""  # the file's text once read: where the line numbers come from
 
-    def error(self, problem: str) -> MalformedJob:
-        return MalformedJob(f"{self.shown}: {problem}")
+    def error(self, problem: str, line: int | None = None) -> MalformedJob:
+        where = f"{self.shown}:{line}" if line else self.shown
+        return MalformedJob(f"{where}: {problem}")
 
     def field_error(self, key: str, problem: str) -> MalformedJob:
-        return self.error(f"[{self.section}] '{key}' {problem}")
+        return self.error(f"{key}: {problem}", key_line(self.text, self.section, key))
+
+    def section_error(self, problem: str) -> MalformedJob:
+        return self.error(problem, key_line(self.text, None, self.section, header=True))
 
 
 def is_job_file(name: str, interpreters: Mapping[str, Sequence[str]]) -> bool:
@@ -169,6 +181,63 @@ def load_job_file(
     return _from_script(src, argv)
 
 
+def check_job_files(
+    words: Sequence[str],
+    interpreters: Mapping[str, Sequence[str]],
+    worker_dir: str | Path = ".",
+) -> None:
+    """Refuse a submission that names a missing or malformed job file, before anything
+    of it is submitted: one MalformedJob naming the first bad file, its line and problem.
+
+    Words of a command template (any ``:::`` marker) are arguments, not files: skipped.
+    """
+    if any(word.startswith(":::") for word in words):
+        return
+    problems = []
+    for word in words:
+        if not is_job_file(word, interpreters):
+            continue
+        if not os.path.lexists(word):
+            problems.append(f"{word}: no such file")
+            continue
+        try:
+            load_job_file(word, interpreters=interpreters, worker_dir=worker_dir)
+        except MalformedJob as exc:
+            problems.append(str(exc))
+    if problems:
+        more = f" (and {len(problems) - 1} more bad job files)" if len(problems) > 1 else ""
+        raise MalformedJob(problems[0] + more)
+
+
+def named_log(path: str | Path) -> str | None:
+    """The `logfile` an .ini/.toml job file names (absolute); None for a script, a file
+    that names none, or one that cannot be read now."""
+    if Path(path).suffix.lower() not in JOBFILE_SUFFIXES:
+        return None
+    try:
+        return load_job_file(path, interpreters={}, worker_dir=".").log
+    except MalformedJob:
+        return None
+
+
+MALFORMED = "malformed: "  # how a failed job's reason starts when its job file was bad
+
+
+def malformed_lines(results: Iterable[Result], shown: int = 3) -> list[str]:
+    """What `shoal status` says about jobs that failed because their job file was bad:
+    how many, and the first few reasons (each names the file, its line and the problem)."""
+    reasons = sorted(r.reason[len(MALFORMED):] for r in results
+                     if r.state is State.FAILED and r.reason.startswith(MALFORMED))
+    if not reasons:
+        return []
+    lines = [f"malformed: {len(reasons)} job file(s) failed before they ran "
+             "(fix them, then `shoal retry`):"]
+    lines += [f"  {reason}" for reason in reasons[:shown]]
+    if len(reasons) > shown:
+        lines.append(f"  ... and {len(reasons) - shown} more (shoal results)")
+    return lines
+
+
 def _interpreter_for(
     suffix: str, interpreters: Mapping[str, Sequence[str]]
 ) -> Sequence[str] | None:
@@ -179,6 +248,37 @@ def _interpreter_for(
         return interpreters[suffix]
     lowered = suffix.lower()
     return next((argv for ext, argv in interpreters.items() if ext.lower() == lowered), None)
+
+
+# --- line numbers ----------------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]")
+_KEY = re.compile(r"""^\s*["']?([^\s=:"'\[][^=:"']*?)["']?\s*[=:]""")
+
+
+def key_line(text: str, section: str | None, key: str, *, header: bool = False) -> int | None:
+    """The line (1-based) where `key` is set in `section` (None: before any header), or
+    with `header`, the line of the header `[key]`; None if not found. INI keys inherited
+    from [DEFAULT] are found there; TOML's dotted `section.key` at the top works too."""
+    wanted = key.strip().lower()
+    sections = {None if section is None else section.lower(), "default"}
+    current: str | None = None
+    for number, line in enumerate(text.splitlines(), 1):
+        head = _HEADER.match(line)
+        if head:
+            current = head.group(1).strip().strip("\"'").lower()
+            if header and current == wanted:
+                return number
+            continue
+        found = _KEY.match(line)
+        if header or not found:
+            continue
+        name = found.group(1).strip().lower()
+        if current in sections and name == wanted:
+            return number
+        if current is None and section and name == f"{section.lower()}.{wanted}":
+            return number
+    return None
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -221,7 +321,7 @@ def _read_text(src: _Source) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         problem = f"byte 0x{data[exc.start]:02x} on line {line}"
-        raise src.error(f"is not UTF-8 text ({problem}); save it as UTF-8") from None
+        raise src.error(f"is not UTF-8 text ({problem}); save it as UTF-8", line) from None
 
 
 def _from_script(src: _Source, argv: Sequence[str]) -> JobFileSpec:
@@ -238,36 +338,41 @@ def _from_script(src: _Source, argv: Sequence[str]) -> JobFileSpec:
 # --- INI -------------------------------------------------------------------------------
 
 
-def _ini_problem(exc: configparser.Error) -> str:
-    """configparser's messages span lines and repeat the file name; make them one short line."""
+def _ini_problem(exc: configparser.Error, text: str) -> tuple[int | None, str]:
+    """configparser's messages span lines and repeat the file name: (line, one short line)."""
     if isinstance(exc, configparser.MissingSectionHeaderError):
-        return f"line {exc.lineno}: text before the first [section] header: {exc.line.strip()!r}"
+        return exc.lineno, f"text before the first [section] header: {exc.line.strip()!r}"
     if isinstance(exc, (configparser.DuplicateSectionError, configparser.DuplicateOptionError)):
         what = (
             f"key '{exc.option}' in [{exc.section}]"
             if isinstance(exc, configparser.DuplicateOptionError)
             else f"section [{exc.section}]"
         )
-        return f"line {exc.lineno}: {what} is given twice"
+        return exc.lineno, f"{what} is given twice"
     if isinstance(exc, configparser.ParsingError) and exc.errors:
-        lineno, line = exc.errors[0]
+        lineno = exc.errors[0][0]  # its text is a repr on some Pythons: take ours
+        lines = text.splitlines()
+        line = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
         more = f" (and {len(exc.errors) - 1} more bad lines)" if len(exc.errors) > 1 else ""
-        return f"line {lineno}: cannot parse {line.strip()!r}{more}"
-    return " ".join(str(exc).split())
+        return lineno, f"cannot parse {line!r}{more}"
+    return None, " ".join(str(exc).split())
 
 
 def _parse_ini(src: _Source) -> configparser.ConfigParser:
-    """Parse without interpolation and keeping key case, the two configparser defaults we drop."""
-    parser = configparser.ConfigParser(interpolation=None)
+    """Parse without interpolation and keeping key case, the two configparser defaults we
+    drop; comments after a value need whitespace before them (module docstring)."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
     parser.optionxform = str  # type: ignore[assignment, method-assign]
     try:
-        parser.read_string(_read_text(src), source=src.shown)
+        parser.read_string(src.text, source=src.shown)
     except configparser.Error as exc:
-        raise src.error(f"INI syntax error: {_ini_problem(exc)}") from None
+        line, problem = _ini_problem(exc, src.text)
+        raise src.error(f"INI syntax error: {problem}", line) from None
     return parser
 
 
 def _from_ini(src: _Source) -> JobFileSpec:
+    src = replace(src, text=_read_text(src))
     parser = _parse_ini(src)
     section = next((s for s in ("control", "fjd") if parser.has_section(s)), None)
     if section is None:
@@ -276,7 +381,7 @@ def _from_ini(src: _Source) -> JobFileSpec:
     control: dict[str, Any] = {}
     for key, value in parser.items(section):
         if key.lower() in control:
-            raise src.field_error(key, "is given twice (keys are case-insensitive here)")
+            raise src.field_error(key, "given twice (keys are case-insensitive here)")
         control[key.lower()] = value
     inherited = {key.lower() for key in parser.defaults()}
     params = dict(parser.items("params")) if parser.has_section("params") else {}
@@ -286,19 +391,30 @@ def _from_ini(src: _Source) -> JobFileSpec:
 # --- TOML ------------------------------------------------------------------------------
 
 
+_TOML_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
+
+
 def _from_toml(src: _Source) -> JobFileSpec:
+    src = replace(src, text=_read_text(src))
     try:
-        data = tomllib.loads(_read_text(src))
+        data = tomllib.loads(src.text)
     except tomllib.TOMLDecodeError as exc:
-        raise src.error(f"TOML syntax error: {exc}") from None
+        message = str(exc)
+        where = _TOML_WHERE.search(message)
+        if where is None:
+            raise src.error(f"TOML syntax error: {message}") from None
+        problem = f"{message[:where.start()]} (column {where.group(2)})"
+        raise src.error(f"TOML syntax error: {problem}", int(where.group(1))) from None
     control = data.get("control")
     if control is None:
         raise src.error("has no [control] table (it needs at least 'executable')")
     if not isinstance(control, dict):
-        raise src.error(f"[control] must be a table, not {_type_name(control)}")
+        raise src.error(f"[control] must be a table, not {_type_name(control)}",
+                        key_line(src.text, None, "control"))
     params = data.get("params", {})
     if not isinstance(params, dict):
-        raise src.error(f"[params] must be a table, not {_type_name(params)}")
+        raise src.error(f"[params] must be a table, not {_type_name(params)}",
+                        key_line(src.text, None, "params"))
     return _build(src, control, params)
 
 
@@ -318,14 +434,14 @@ def _build(
     ignore: frozenset[str] | set[str] = frozenset(),
 ) -> JobFileSpec:
     """Validate [control] (same rules for INI strings and TOML values) and make the spec."""
-    unknown = sorted(set(control) - set(CONTROL_KEYS) - set(ignore))
+    unknown = sorted(set(control) - set(CONTROL_KEYS) - set(ignore),
+                     key=lambda k: key_line(src.text, src.section, k) or 0)
     if unknown:
-        names = ", ".join(repr(k) for k in unknown)
-        raise src.error(
-            f"[{src.section}] has unknown keys {names} (known: {', '.join(CONTROL_KEYS)})"
-        )
+        others = f" (and {', '.join(repr(k) for k in unknown[1:])})" if unknown[1:] else ""
+        raise src.field_error(unknown[0], f"unknown key in [{src.section}]{others} "
+                                          f"(known: {', '.join(CONTROL_KEYS)})")
     if "executable" not in control:
-        raise src.error(f"[{src.section}] has no 'executable'")
+        raise src.section_error(f"[{src.section}] has no 'executable'")
     return JobFileSpec(
         command=_command(src, control["executable"]),
         cwd=_cwd(src, control.get("cwd")),
@@ -342,13 +458,13 @@ def _command(src: _Source, raw: Any) -> list[str]:
         try:
             argv = shlex.split(raw)
         except ValueError as exc:
-            raise src.field_error("executable", f"cannot be split into words: {exc}") from None
+            raise src.field_error("executable", f"cannot be split into words ({exc})") from None
     elif isinstance(raw, list) and all(isinstance(word, str) for word in raw):
         argv = list(raw)
     else:
         raise src.field_error("executable", "must be a command line or a list of strings")
     if not argv or not argv[0].strip():
-        raise src.field_error("executable", "is empty")
+        raise src.field_error("executable", "is empty (it names the program to run)")
     argv[0] = _program(argv[0], src.worker_dir)
     return [*argv, str(src.path)]
 
@@ -364,7 +480,7 @@ def _program(word: str, worker_dir: str) -> str:
 def _relative_path(src: _Source, key: str, raw: Any) -> str | None:
     """A path written in the job file, relative to the job file's directory; None when blank."""
     if not isinstance(raw, str):
-        raise src.field_error(key, f"must be a path (a string), not {_type_name(raw)}")
+        raise src.field_error(key, f"{raw!r} is {_type_name(raw)}, not a path (a string)")
     text = raw.strip()
     if not text:
         return None
@@ -381,8 +497,15 @@ def _cwd(src: _Source, raw: Any) -> str:
     if cwd is None:
         return src.worker_dir
     if not os.path.isdir(cwd):
-        raise src.field_error("cwd", f"is not an existing directory: {cwd}")
+        raise src.field_error("cwd", f"{cwd} is not an existing directory")
     return cwd
+
+
+def _not_a_number(src: _Source, raw: Any, wanted: str) -> str:
+    """Why `raw` is refused; a quoted TOML number gets a hint, as it looks right."""
+    if isinstance(raw, str) and not src.text_values:
+        return f"{raw!r} is a string, not {wanted} (write it without quotes)"
+    return f"{raw!r} is not {wanted}"
 
 
 def _timeout(src: _Source, raw: Any) -> float | None:
@@ -398,9 +521,9 @@ def _timeout(src: _Source, raw: Any) -> float | None:
     elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
         value = float(raw)
     if value is None:
-        raise src.field_error("timeout", f"must be a number of seconds, not {raw!r}")
+        raise src.field_error("timeout", _not_a_number(src, raw, "a number"))
     if not math.isfinite(value) or value <= 0:
-        raise src.field_error("timeout", f"must be a positive number of seconds, not {raw!r}")
+        raise src.field_error("timeout", f"{raw!r} is not a positive number of seconds")
     return value
 
 
@@ -417,5 +540,5 @@ def _retries(src: _Source, raw: Any) -> int | None:
     elif isinstance(raw, int) and not isinstance(raw, bool):
         value = raw
     if value is None or value < 0:
-        raise src.field_error("retries", f"must be a whole number >= 0, not {raw!r}")
+        raise src.field_error("retries", _not_a_number(src, raw, "a whole number >= 0"))
     return value

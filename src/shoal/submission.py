@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import UsageError
 from .fsutil import create_exclusive
-from .jobfiles import is_job_file
+from .jobfiles import check_job_files, is_job_file
 from .queue.base import Queue
 from .queue.folder import HIDDEN
 
@@ -49,6 +49,7 @@ def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:
     """
     from .job import Job
 
+    check_job_files(paths, queue.settings.interpreters)  # all of them, before any copy
     jobs = []
     for raw in paths:
         source = Path(raw)

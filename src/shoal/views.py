@@ -117,6 +117,11 @@ def show_status(queue: Queue) -> None:
     click.echo(f"queue {queue.url}")
     click.echo("jobs: " + ", ".join(f"{counts[s]} {s.value}" for s in State)
                + f" ({final}/{total} finished)")
+    if counts[State.FAILED]:  # why job files failed before they ran (jobfiles.py)
+        from .jobfiles import malformed_lines
+
+        for line in malformed_lines(queue.results()):
+            click.echo(line)
     click.echo(f"workers: {len(alive)} alive ({sum(w.slots for w in alive)} slots), "
                f"{len(workers) - len(alive)} lost")
     reports = queue.files.progress()

@@ -5,9 +5,14 @@ keeps *what it wrote*. A running attempt always writes to local paths on its wor
 machine (`attempt_log`, `progress_file`); where those end up differs by backend:
 
 * `LocalFiles`: a disk every worker of the queue sees (a folder queue's `.shoal/logs`
-  and NAME.log beside a job file; sqlite's `DB.logs/` beside its file; a temporary
+  and NAME.EXT.log beside a job file; sqlite's `DB.logs/` beside its file; a temporary
   folder for memory://). `place_log` moves the attempt's log into the job's log path
   at finish, under the lease's fence; readers open the files.
+
+  A job file's log beside it means "done" (an old job folder's NAME.log too, see
+  `log_names`), so it is placed only when the job succeeds, and never over a file that
+  is there already (a link, which fails if the name exists); otherwise the attempt's
+  log stays in the log folder as ID.ATTEMPT.WORKER.log and the result names it.
 * `ShippedFiles`: a network store (tcp://, redis://). The worker writes locally;
   each `beat` carries the running jobs' progress and the tail of their logs so far
   (`beat_reports`), `finish` and `release(failed=)` carry the attempt's whole log, cut
@@ -39,6 +44,7 @@ The store interface (`FileStore`) a network backend's client implements for
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -51,14 +57,65 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import defaults
-from ..fsutil import atomic_write
+from ..errors import UsageError
+from ..fsutil import atomic_write, create_exclusive
 from ..job import Job, JobStatus, Lease, Result, State
+from ..jobfiles import named_log
 from .settings import QueueSettings
 
 Progress = tuple[float, float | None]
 #: (job id, attempt, worker) of each running attempt: what a `LocalFiles` reads progress of.
 RunningAttempts = Callable[[], Iterable[tuple[str, int, str]]]
 CONFIG_NAME = "config.toml"
+
+
+def log_name(pattern: str, file_name: str) -> str:
+    """The log of job file `file_name` under `pattern` ({name}, {stem}: see settings)."""
+    return pattern.format(name=file_name, stem=os.path.splitext(file_name)[0])
+
+
+def log_names(pattern: str, file_name: str) -> tuple[str, ...]:
+    """Every name beside job file `file_name` that is its log, so means it is done: the
+    configured one, shoal's NAME.EXT.log and the old tools' NAME.log (an old folder)."""
+    ours, old = f"{file_name}.log", f"{os.path.splitext(file_name)[0]}.log"  # a scan's hot path
+    if pattern in (defaults.LOG_NAME, defaults.OLD_LOG_NAME):
+        return (ours, old) if ours != old else (ours,)
+    return tuple(dict.fromkeys((log_name(pattern, file_name), ours, old)))
+
+
+def check_log_name(pattern: object, where: str) -> str:
+    """A `log_name` setting that names a .log file beside the job file; UsageError naming
+    `where` (the config file) otherwise."""
+    try:
+        sample = log_name(pattern, "job.py") if isinstance(pattern, str) else ""
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UsageError(f"{where}: log_name {pattern!r}: only {{name}} and {{stem}} may be "
+                         f"used ({exc})") from None
+    if "{" not in str(pattern) or not sample.endswith(".log") or "/" in sample:
+        raise UsageError(f"{where}: log_name {pattern!r} must name a .log file beside the job "
+                         "file with {name} or {stem}, e.g. \"{stem}.log\"")
+    return str(pattern)
+
+
+def _publish(source: str, target: Path) -> bool:
+    """Give `source` the name `target` unless that name exists (link(2): atomic, never
+    over another file); True if it did. Where links are not supported, a copy made
+    under a temporary name and linked the same way (fsutil.create_exclusive)."""
+    try:
+        os.link(source, target)
+        return True
+    except FileExistsError:
+        return False
+    except FileNotFoundError:  # first log in a new folder (or no source: raise)
+        if target.parent.is_dir():
+            raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _publish(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+    with open(source, "rb") as handle:
+        return create_exclusive(target, handle.read(), Path(source).parent, fsync=False)
 
 
 def attempt_name(job_id: str, attempt: int, worker: str) -> str:
@@ -214,16 +271,22 @@ class LocalFiles(JobFiles):
         return self._config_path or self.local_dir() / CONFIG_NAME
 
     def final_log_path(self, job: Job) -> Path:
-        """Where a finished job's log lives: NAME.log beside a job file, else the log dir."""
+        """Where a finished job's log lives: the `logfile` a job file names, else NAME.EXT.log
+        (settings.log_name) beside a job file, else the log dir."""
         if job.log:
             return self.settings.root / job.log
         if job.path:
-            return self.settings.root / f"{job.path}.log"
+            path = self.settings.root / job.path
+            named = named_log(path)  # a job file's `logfile`
+            return Path(named) if named else path.parent / log_name(self.settings.log_name,
+                                                                    path.name)
         return self.local_dir() / f"{job.id}.log"
 
     def place_log(self, lease: Lease, result: Result) -> Result:
         if not result.log or result.log != str(self.attempt_log(lease)):
-            return result  # no log, or the job file named its own
+            return result  # no log, or not this attempt's
+        if lease.job.path and not lease.job.log:
+            return self._place_beside(lease, result)
         final = self.final_log_path(lease.job)
         try:
             os.replace(result.log, final)
@@ -237,6 +300,24 @@ class LocalFiles(JobFiles):
             return result
         self._cap(final)
         return replace(result, log=str(final))
+
+    def _place_beside(self, lease: Lease, result: Result) -> Result:
+        """A job file's log: beside it only if it succeeded and no file has that name
+        (module docstring); else kept in the log folder under the attempt's own name."""
+        attempt = Path(result.log or "")
+        self._cap(attempt)
+        if result.state is State.DONE:
+            final = self.final_log_path(lease.job)
+            with contextlib.suppress(OSError):
+                if _publish(str(attempt), final):
+                    unlink_if_there(attempt)
+                    return replace(result, log=str(final))
+        kept = attempt.with_suffix(".log")
+        try:
+            os.replace(attempt, kept)
+        except OSError:
+            return result
+        return replace(result, log=str(kept))
 
     def _cap(self, path: Path) -> None:
         """Keep the last `log_cap_bytes` of a log that grew past them."""

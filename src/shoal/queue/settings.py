@@ -31,3 +31,6 @@ class QueueSettings:
     root: Path = field(default_factory=Path.cwd)
     #: a finished job's log keeps at most its last this many bytes (None: no cap).
     log_cap_bytes: int | None = None
+    #: the name of a job file's log beside it ({name}: the file's name, {stem}: without
+    #: its extension); files.log_names says which names mean "done" (old folders' too).
+    log_name: str = defaults.LOG_NAME

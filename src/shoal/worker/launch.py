@@ -127,8 +127,8 @@ def _prepare_file(job: Job, env: dict[str, str], root: Path,
                 for key, value in spec.params.items() if str(key).isidentifier()})
     timeout_s = job.timeout_s if job.timeout_s is not None else spec.timeout_s
     retries = spec.retries if spec.retries is not None else job.retries
-    log = Path(spec.log) if spec.log else attempt_log
-    return Launch(list(spec.command), spec.cwd, env, log, timeout_s, retries)
+    # A `logfile` the job file names is where queue.files places the log on success.
+    return Launch(list(spec.command), spec.cwd, env, attempt_log, timeout_s, retries)
 
 
 class JobProcess(Protocol):

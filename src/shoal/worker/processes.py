@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import MalformedJob
 from ..job import Result, State
+from ..jobfiles import MALFORMED
 from ..queue import Queue
 from .kill import Deadlines
 from .launch import describe_exit, job_context, prepare, start
@@ -33,8 +34,14 @@ class ProcessRunner:
                              interpreters=self.queue.settings.interpreters,
                              worker_dir=self.worker_dir, attempt_log=attempt_log,
                              extra_env=job_context(self.queue, lease).environment())
-        except MalformedJob as exc:
-            return slot.result(State.FAILED, f"malformed: {exc}")
+        except MalformedJob as exc:  # its log says why, for `shoal logs`
+            reason = f"{MALFORMED}{exc}"
+            try:
+                attempt_log.parent.mkdir(parents=True, exist_ok=True)
+                attempt_log.write_text(f"shoal: {reason}\n")
+            except OSError:
+                return slot.result(State.FAILED, reason)
+            return slot.result(State.FAILED, reason, log=str(attempt_log))
         slot.started = time.time()
         try:
             slot.process = start(launch)

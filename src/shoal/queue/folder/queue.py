@@ -8,6 +8,7 @@ refused. Workers and their liveness are registry.py's.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import secrets
@@ -17,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ... import defaults
-from ...dropins import DropIns
+from ...dropins import ELSEWHERE, LOGGED, DropIns
 from ...errors import LeaseLost, MalformedJob
 from ...fsutil import (
     HOST,
@@ -33,11 +34,13 @@ from ...fsutil import (
 )
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
 from ..base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
-from ..files import LocalFiles
+from ..files import LocalFiles, check_log_name
 from ..settings import QueueSettings
 from .groupcommit import GroupCommit
 from .layout import FINAL_DIRS, Layout, parse_marker, refresh_listing
 from .registry import WorkerRegistry
+
+log = logging.getLogger(__name__)
 
 STATE_READS = 5  # looks at a job that moved while get() read its state (see _state_of)
 
@@ -62,7 +65,9 @@ class FolderQueue(Queue):
             seed=config.get("seed", 0),
             interpreters={**defaults.INTERPRETERS, **config.get("interpreters", {})},
             root=self.root,
-            log_cap_bytes=log_cap_bytes or config.get("log_cap_bytes"))
+            log_cap_bytes=log_cap_bytes or config.get("log_cap_bytes"),
+            log_name=check_log_name(config.get("log_name", defaults.LOG_NAME),
+                                    str(self.base / "queue.toml")))
         # Logs beside job files (NAME.log) or in .shoal/logs; the config in .shoal.
         files = LocalFiles(settings, log_dir=self.base / "logs",
                            config_path=self.base / "config.toml", running=self._running)
@@ -78,7 +83,7 @@ class FolderQueue(Queue):
         self._batch: list[str] = []
         self._claim_lock = threading.Lock()
         self._commits = GroupCommit(self.base)
-        self._dropins = DropIns(self.root, self.settings.interpreters)
+        self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name)
 
     # -- submit ---------------------------------------------------------------
 
@@ -548,8 +553,38 @@ class FolderQueue(Queue):
     # -- drop-in job files -----------------------------------------------------------
 
     def refresh(self) -> None:
-        """Submit job files dropped into the folder since the last look."""
+        """Submit job files dropped into the folder since the last look, and run again
+        the done ones whose log is gone (dropins.py)."""
         refresh_listing(self.root)
-        fresh = self._dropins.scan()
-        if fresh:
-            self.submit(fresh)
+        found = self._dropins.scan()
+        to_submit = found.fresh + found.unlogged  # unlogged: done, or skipped for an old log
+        new = set(self.submit(to_submit)) if to_submit else set()
+        if not found.waiting:
+            return
+        done = {name[:-5] for name in self._fresh_names("done")}
+        again = [found.waiting[job_id] for job_id in (found.waiting.keys() & done) - new]
+        again = [job for job in again if self._lost_its_log(job)]
+        if again:
+            try:
+                self.retry([job.id for job in again], force=True)
+            except TypeError:  # a Queue.retry without force= (before issue 14's queue part)
+                log.warning("%s: cannot run done jobs again whose log was deleted "
+                            "(this shoal's retry has no force)", self.root)
+                for job in again:
+                    self._dropins.mark(job.path or "", ELSEWHERE)
+
+    def _lost_its_log(self, job: Job) -> bool:
+        """Done, yet neither a log beside it nor its recorded log is there. Looked at
+        after the state: a finish places the log before it writes the result, so a job
+        that finished after the folder was listed has its log by now."""
+        status = self.get(job.id)
+        if status is None or status.state is not State.DONE or status.result is None:
+            return False
+        name = job.path or ""
+        if self._dropins.logged(name):
+            self._dropins.mark(name, LOGGED)
+            return False
+        if not status.result.log or os.path.exists(status.result.log):
+            self._dropins.mark(name, ELSEWHERE)  # not asked again at every scan
+            return False
+        return True
