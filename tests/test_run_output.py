@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from shoal.queue import open_queue
-from tests.conftest import wait_for
+from tests.conftest import redis_queue_url, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -182,6 +182,32 @@ def test_line_buffer_prints_a_line_before_its_job_ends(tmp_path):
         (tmp_path / "go").touch()
         rest, err = proc.communicate(timeout=60)
         assert rest == b"second\n" and proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_another_workers_jobs_print_from_their_shipped_logs_line_buffer_too(tmp_path, procs):
+    url = redis_queue_url()
+    commands = ["echo first; until [ -e go ]; do sleep 0.02; done; echo second",
+                "echo remote-a", "echo remote-b"]
+    proc = subprocess.Popen(plan_argv(tmp_path, commands, queue=url, slots=0, line_buffer=True),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                            cwd=tmp_path, start_new_session=True)
+    try:
+        procs.shoal("work", url, "--slots", "3", "--lease", "2", cwd=tmp_path)
+        seen = []
+        while "first" not in seen:  # from the beats' log tails: the job is still running
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            assert ready, f"only {seen} within 60 s"
+            seen.append(proc.stdout.readline().decode().strip())  # type: ignore[union-attr]
+        assert not (tmp_path / "go").exists()
+        (tmp_path / "go").touch()
+        rest, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert sorted(seen + rest.decode().split()) == ["first", "remote-a", "remote-b",
+                                                         "second"]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
