@@ -253,6 +253,24 @@ def test_halt_soon_lets_running_jobs_finish_and_starts_no_more(tmp_path):
     assert f"{20 - len(later)} stopped by --halt" in done.stderr
 
 
+def test_halt_on_a_share_of_failures_exits_with_that_percentage(tmp_path):
+    commands = ["exit 1", "exit 2", *[f"echo ok-{n}" for n in range(8)]]
+    done = run(tmp_path, commands, slots=1, queue="memory://",
+               halt={"when": "now", "fail_pct": 20})
+    assert done.returncode == 20, done.stderr  # 2 of 10 failed, as parallel: 20
+    assert "--halt now,fail=20% reached" in done.stderr
+
+
+def test_halt_on_successes_exits_0_and_runs_no_more(tmp_path):
+    commands = ["exit 1", "echo ok-1", "exit 1", "echo ok-2",
+                *[f"sleep 1; echo ok-{n}" for n in range(3, 9)]]
+    done = run(tmp_path, commands, slots=1, queue="memory://",
+               halt={"when": "soon", "success": 2})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["ok-1", "ok-2"]
+    assert len(done.stdout.split()) <= 3, done.stdout  # ok-3 at most: handed out at once
+
+
 def test_exit_status_is_the_number_of_failed_jobs(tmp_path):
     done = shoal(tmp_path, "run", "--no-progress", "exit {}", ":::", "0", "3", "4", "5")
     assert done.returncode == 3, done.stderr

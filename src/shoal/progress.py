@@ -143,8 +143,12 @@ class _Run:
             return
         wait_s = TICK_S if self.plan.line_buffer or self.halt.reached else WAIT_S
         while self.watched and not self.stop.is_set():
+            began = time.monotonic()
             self._take(self.queue.watch(self.watched, wait_s))
             self._look()
+            # at most one look per TICK_S, as the bar: a backend without a journal of
+            # finals scans every watched id per look
+            self.stop.wait(TICK_S - (time.monotonic() - began))
 
     def _poll_live(self, queue: Queue, ids: list[str]) -> tuple[dict[str, State], float]:
         """The bar's poll: first take what ended, then count the states it shows."""
