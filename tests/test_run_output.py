@@ -300,7 +300,7 @@ def test_failed_attempts_are_hinted_with_shoal_logs_attempt(tmp_path):
     done = shoal(tmp_path, "run", "--no-progress", "--retries", "1", "echo try; exit 1",
                  ":::", "x")
     assert done.returncode == 1, done.stderr
-    assert "--attempt N" in done.stderr
+    assert "(its earlier attempts: --attempt 1..1)" in done.stderr
 
 
 def test_fresh_runs_done_jobs_again(tmp_path):

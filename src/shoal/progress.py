@@ -12,8 +12,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
-import click
-
 from . import joblog
 from .ending import INTERRUPTED, HaltWatch
 from .job import Job, JobStatus, Lease, Result, State
@@ -80,13 +78,13 @@ class _Run:
     def go(self) -> int:
         started = time.monotonic()
         jobs = [job for job in self.plan.jobs if job.id not in self.skipped]
-        self._prepare(jobs[:SUBMIT_FIRST])
-        if self.plan.slots != 0:
-            self.worker = Worker(self.queue, slots=self.plan.slots, drain=False)
-            self.thread = threading.Thread(target=self.worker.run, name="shoal-run-worker",
-                                           daemon=True)
-            self.thread.start()
         try:
+            self._prepare(jobs[:SUBMIT_FIRST])
+            if self.plan.slots != 0:
+                self.worker = Worker(self.queue, slots=self.plan.slots, drain=False)
+                self.thread = threading.Thread(target=self.worker.run,
+                                               name="shoal-run-worker", daemon=True)
+                self.thread.start()
             with self._signals_stop():
                 for first in range(SUBMIT_FIRST, len(jobs), SUBMIT_CHUNK):
                     self.queue.submit(jobs[first:first + SUBMIT_CHUNK])
@@ -235,9 +233,9 @@ class _Run:
         """--halt's condition is met: `now` kills running jobs, `soon` lets them finish;
         either way no job starts any more (pending ones are cancelled)."""
         now = self.plan.halt.when == "now"
-        click.echo(f"shoal run: --halt {self.halt.describe()} reached: "
-                   f"{'killing running jobs' if now else 'waiting for running jobs'}, "
-                   "starting no more", err=True)
+        echo(f"shoal run: --halt {self.halt.describe()} reached: "
+             f"{'killing running jobs' if now else 'waiting for running jobs'}, "
+             "starting no more")
         if self.worker is not None and self.thread is not None:
             self.worker.stop(now=now)  # a release puts them back to pending: cancelled below
             if now:
@@ -287,14 +285,16 @@ class _Run:
             echo(f"  ... and {len(failed) - SHOW_FAILED} more: shoal results {self.queue.url}")
         if failed:
             first = failed[0]
-            hint = f"  its whole log: shoal logs {self.queue.url} {first.job_id}"
+            hint = f"  a failed job's log: shoal logs {self.queue.url} {first.job_id}"
             if first.attempt > 1:
-                hint += f" (attempt N of {first.attempt}: --attempt N)"
+                hint += f" (its earlier attempts: --attempt 1..{first.attempt - 1})"
             echo(hint)
 
 
 def echo(line: str) -> None:
-    click.echo(line, err=True)
+    """A line on stderr; while the live bar shows, through its stand-in for sys.stderr,
+    which prints above the bar (click.echo would write over it)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def last_line(log: bytes | None, most: int = 200) -> str:
