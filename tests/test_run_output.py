@@ -313,3 +313,23 @@ def test_fresh_runs_done_jobs_again(tmp_path):
     again = run(tmp_path, [command], fresh=True)
     assert again.returncode == 0 and again.stdout == "ok\n", again.stderr
     assert (tmp_path / "runs.txt").read_text() == "ran\nran\n"
+
+
+def test_ctrl_c_ends_the_run_with_130_and_says_how_to_resume(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "run", "--no-progress",
+                             "echo $$ > job-{}.pid; exec sleep 60", ":::", "x"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, cwd=tmp_path, start_new_session=True)
+    try:
+        wait_for(lambda: (tmp_path / "job-x.pid").exists() and
+                 (tmp_path / "job-x.pid").read_text().strip(), 60, message="the job running")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted; run the same command again to resume" in err
+    pid = int((tmp_path / "job-x.pid").read_text())
+    wait_for(lambda: not alive(pid), 30, message="the job killed")
