@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 Write = Callable[[bytes], None]
+#: a finished job's log: its bytes, a function that reads them, or None (nothing to print)
+Log = bytes | Callable[[], bytes | None] | None
 
 
 def write_stdout(data: bytes) -> None:
@@ -70,7 +72,7 @@ class JobOutput:
         self._tags = tags or {}
         self._write = write
         self._next = 0  # keep_order: index in `order` of the first job not yet out
-        self._held: dict[str, bytes | None] = {}  # ended, waiting for their turn
+        self._held: dict[str, tuple[int, Log]] = {}  # ended, waiting for their turn
         self._streamed: dict[str, tuple[int, int]] = {}  # job -> (attempt, bytes printed)
         self._closed = False  # stdout went away (a pipe's reader exited)
 
@@ -99,28 +101,27 @@ class JobOutput:
 
     # -- endings --------------------------------------------------------------------
 
-    def ended(self, job_id: str, attempt: int, log: bytes | None) -> None:
-        """The job is final: print what of its log is not out yet (now, or at its turn)."""
-        rest = log
-        if log is not None and job_id in self._streamed:
-            rest = log[self.stream_offset(job_id, attempt):]
-        self._streamed.pop(job_id, None)
+    def ended(self, job_id: str, attempt: int, log: Log) -> None:
+        """The job is final: print what of its log is not out yet, now or at its turn (a
+        log given as a function is read then: -k keeps no waiting output in memory)."""
         if not self.keep_order:
-            if rest:
-                self._emit(job_id, rest)
+            self._print_end(job_id, attempt, log)
             return
-        self._held[job_id] = rest
-        self._flush_in_order()
+        self._held[job_id] = (attempt, log)
+        while (head := self._head()) is not None and head in self._held:
+            self._print_end(head, *self._held.pop(head))
+            self._next += 1
 
     def _head(self) -> str | None:
         return self._order[self._next] if self._next < len(self._order) else None
 
-    def _flush_in_order(self) -> None:
-        while (head := self._head()) is not None and head in self._held:
-            rest = self._held.pop(head)
-            if rest:
-                self._emit(head, rest)
-            self._next += 1
+    def _print_end(self, job_id: str, attempt: int, log: Log) -> None:
+        data = log() if callable(log) else log
+        if data is not None and job_id in self._streamed:
+            data = data[self.stream_offset(job_id, attempt):]
+        self._streamed.pop(job_id, None)
+        if data:
+            self._emit(job_id, data)
 
     def _emit(self, job_id: str, data: bytes) -> None:
         if self._closed:

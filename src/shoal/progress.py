@@ -5,6 +5,7 @@ status (ending.py), show the live bar (live.py), sum up on stderr."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import sys
 import threading
@@ -165,14 +166,21 @@ class _Run:
     def _ended(self, result: Result) -> None:
         job_id = result.job_id
         self.results[job_id] = result
-        cancelled = result.state is State.CANCELLED  # nothing to print, nothing to log
-        log = None if cancelled else self._read_log(result)
-        self.output.ended(job_id, result.attempt, log)
-        if cancelled and job_id in self.halt_cancelled:
-            return  # parallel neither counts nor logs the jobs its --halt killed
+        log = None
+        if result.state is State.CANCELLED:  # nothing to print, nothing to log
+            self.output.ended(job_id, result.attempt, None)
+            if job_id in self.halt_cancelled:
+                return  # parallel neither counts nor logs the jobs its --halt killed
+        elif self.plan.keep_order:  # read at its turn: no waiting output kept in memory
+            self.output.ended(job_id, result.attempt, functools.partial(self._read_log, result))
+            if not result.ok or self.joblog is not None:
+                log = self._read_log(result)
+        else:
+            log = self._read_log(result)
+            self.output.ended(job_id, result.attempt, log)
         if not result.ok:
             self.last_lines[job_id] = last_line(log)
-        if self.joblog is not None and not cancelled:
+        if self.joblog is not None and result.state is not State.CANCELLED:
             self.joblog.write(self.seqs[job_id], self.jobs[job_id], result, len(log or b""))
         if self.halt.observe(result):
             self._halt()
