@@ -125,3 +125,13 @@ def test_a_command_with_a_newline_keeps_its_joblog_line_whole(tmp_path):
     run(tmp_path, ["echo a\necho b"], joblog=str(log))
     _, by_seq = rows(log)
     assert by_seq[1][-1] == "echo a\0echo b"
+
+
+def test_a_rerun_lists_the_jobs_done_before_in_its_new_joblog(tmp_path):
+    log = tmp_path / "jobs.log"
+    commands = ["echo a", "echo b"]
+    run(tmp_path, commands, joblog=str(log))
+    first = rows(log)[1]
+    again = run(tmp_path, commands, joblog=str(log))
+    assert "2 done (2 already before)" in again.stderr
+    assert rows(log)[1] == first  # written afresh, with the results they had
