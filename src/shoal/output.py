@@ -52,7 +52,9 @@ def tagged(data: bytes, tag: str | None) -> bytes:
     if not tag or not data:
         return data
     prefix = tag.encode() + b"\t"
-    return b"".join(prefix + line for line in data.splitlines(keepends=True))
+    lines = data.split(b"\n")  # as parallel: a \r (a job's own progress line) splits nothing
+    rest = lines.pop()  # after the last newline: b"" when the log ends with one
+    return b"".join(prefix + line + b"\n" for line in lines) + (prefix + rest if rest else b"")
 
 
 class JobOutput:
