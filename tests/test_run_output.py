@@ -241,9 +241,10 @@ def test_halt_now_fail_1_kills_running_jobs_starts_no_more_and_exits_with_its_st
 
 
 def test_halt_soon_lets_running_jobs_finish_and_starts_no_more(tmp_path):
-    commands = ["touch sleeper.started; sleep 2; echo sleeper-finished",
+    # a later job lasts 3 s: the halt comes long before the freed slot could take a third
+    commands = ["touch sleeper.started; sleep 3; echo sleeper-finished",
                 "until [ -e sleeper.started ]; do sleep 0.02; done; exit 3",
-                *[f"sleep 0.5; echo later-{n}" for n in range(20)]]
+                *[f"sleep 3; echo later-{n}" for n in range(20)]]
     done = run(tmp_path, commands, slots=2, halt={"when": "soon", "fail": 1},
                queue="memory://")
     assert "sleeper-finished" in done.stdout.splitlines()
@@ -263,7 +264,7 @@ def test_halt_on_a_share_of_failures_exits_with_that_percentage(tmp_path):
 
 def test_halt_on_successes_exits_0_and_runs_no_more(tmp_path):
     commands = ["exit 1", "echo ok-1", "exit 1", "echo ok-2",
-                *[f"sleep 1; echo ok-{n}" for n in range(3, 9)]]
+                *[f"sleep 3; echo ok-{n}" for n in range(3, 9)]]
     done = run(tmp_path, commands, slots=1, queue="memory://",
                halt={"when": "soon", "success": 2})
     assert done.returncode == 0, done.stderr
