@@ -230,32 +230,49 @@ def run(queue_url: str, slots: int | None, no_progress: bool, session: str | Non
 
 @main.command()
 @click.argument("queue")
-def status(queue: str) -> None:
-    """Counts of jobs by state, workers alive and lost."""
-    from .views import show_status
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: counts, workers, failure reasons, progress.")
+@click.option("--watch", is_flag=True,
+              help="Show it again every second until Ctrl-C (redrawn in place on a terminal).")
+def status(queue: str, fmt: str, watch: bool) -> None:
+    """Counts of jobs by state, workers alive and lost, why jobs failed."""
+    from .views import show_status, watch_status
 
-    show_status(open_existing(queue))
+    q = open_existing(queue)
+    if watch:
+        watch_status(q, fmt)
+    else:
+        show_status(q, fmt)
 
 
 @main.command()
 @click.argument("queue")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
-def results(queue: str, fmt: str) -> None:
-    """One row per job: state, exit status, attempts, host, timings, log."""
-    from .views import show_results
+              show_default=True, help="csv: one column per parameter; json: one object a line.")
+@click.option("--state", "states", metavar="STATE[,STATE...]",
+              help="Only jobs in these states (pending, running, done, failed, cancelled).")
+@click.option("--limit", type=click.IntRange(min=0), help="At most N rows (the first in order).")
+def results(queue: str, fmt: str, states: str | None, limit: int | None) -> None:
+    """One row per job in submission order: state, exit status, reason, timings, log."""
+    from .views import parse_states, show_results
 
-    show_results(open_existing(queue), fmt)
+    wanted = parse_states(states)
+    show_results(open_existing(queue), fmt, states=wanted, limit=limit)
 
 
 @main.command()
 @click.argument("queue")
 @click.argument("job")
-def logs(queue: str, job: str) -> None:
-    """Print the log of JOB (id, id prefix or name); a running job's log so far."""
+@click.option("--attempt", type=click.IntRange(min=1), help="The log of attempt N (1 = first).")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing the running job's log as it grows, until the job ends.")
+def logs(queue: str, job: str, attempt: int | None, follow: bool) -> None:
+    """Print the log of JOB: #N (its number), its id or its name; a running job's log so far."""
     from .views import show_log
 
-    show_log(open_existing(queue), job)
+    if follow and attempt is not None:
+        raise UsageError("--follow and --attempt: give one or the other")
+    show_log(open_existing(queue), job, attempt=attempt, follow=follow)
 
 
 @main.command()
@@ -344,11 +361,13 @@ def hire(queue: str, count: int, hosts: tuple[str, ...], hosts_file: str | None,
 
 @main.command()
 @click.argument("queue")
-def workers(queue: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def workers(queue: str, fmt: str) -> None:
     """Every worker: host, pid, slots, running jobs, jobs done, heartbeat age, state."""
     from .views import show_workers
 
-    show_workers(open_existing(queue))
+    show_workers(open_existing(queue), "json" if fmt == "json" else "text")
 
 
 @main.command()
