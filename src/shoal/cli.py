@@ -108,19 +108,41 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, **options: Any
               "stopped (timeout, lost lease, fire --now).")
 @click.option("--log-dir", type=click.Path(file_okay=False),
               help="Write this worker's own log to DIR/HOST-PID.log (shoal hire sets it).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No line per finished job, only warnings and errors.")
 def work(queue: str, slots: int | None, drain: bool, on_stop: str, max_jobs: int | None,
-         lease_s: float | None, grace_s: float, log_dir: str | None) -> None:
-    """Run jobs from QUEUE (a folder: also every job file dropped into it)."""
-    if logging.getLogger().level > logging.INFO:
+         lease_s: float | None, grace_s: float, log_dir: str | None, quiet: bool) -> None:
+    """Run jobs from QUEUE (a folder: also every job file dropped into it); a line on
+    stderr for each job that ends (done, failed, retry)."""
+    if logging.getLogger().level > logging.INFO and not quiet:
         logging.getLogger("shoal").setLevel(logging.INFO)
     if "://" not in queue and not Path(queue).is_dir() and not is_contact_file(queue):
         raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
     options = {"lease_s": lease_s} if lease_s else {}
     log_path = log_to_file(log_dir) if log_dir else None
+    show_job_lines(quiet, log_path)
     worker = Worker(open_queue(queue, **options), slots=slots, drain=drain, on_stop=on_stop,
                     max_jobs=max_jobs, kill_grace_s=grace_s, log_path=log_path)
     install_stop_signals(worker)
     worker.run()
+
+
+def show_job_lines(quiet: bool, log_path: str | None) -> None:
+    """The worker's line per ended job (logger shoal.jobs): bare on stderr, timed in the
+    worker's log file; none with --quiet."""
+    lines = logging.getLogger("shoal.jobs")
+    lines.propagate = False
+    if quiet:
+        lines.setLevel(logging.WARNING)
+        return
+    lines.setLevel(logging.INFO)
+    plain = logging.StreamHandler(sys.stderr)
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    lines.addHandler(plain)
+    if log_path:
+        timed = logging.FileHandler(log_path)
+        timed.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        lines.addHandler(timed)
 
 
 def log_to_file(log_dir: str) -> str:
