@@ -7,6 +7,8 @@ import contextlib
 import csv
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -248,6 +250,31 @@ def test_status_watch_prints_changes_until_interrupted(url, bg):
     assert "\x1b[" not in bg.out(watcher)  # not a terminal: plain lines, no redrawing
     watcher.send_signal(signal.SIGINT)
     assert watcher.wait(timeout=T) == 0
+
+
+def test_status_watch_redraws_in_place_on_a_terminal(url):
+    cli("submit", url, "true", ":::", "a")
+    controller, terminal = pty.openpty()
+    watcher = subprocess.Popen([sys.executable, "-m", "shoal", "status", url, "--watch"],
+                               stdin=terminal, stdout=terminal, stderr=terminal,
+                               start_new_session=True, env={**os.environ, "COLUMNS": "100"})
+    os.close(terminal)
+    seen = b""
+    try:
+        def more() -> bool:
+            nonlocal seen
+            if select.select([controller], [], [], 0.2)[0]:
+                seen += os.read(controller, 65536)
+            return seen.count(b"1 pending") >= 2
+        wait_for(more, T, interval_s=0, message="two drawings of the status")
+        assert b"\x1b[" in seen and b"Ctrl-C to stop" in seen
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=T) == 0
+    finally:
+        if watcher.poll() is None:
+            os.killpg(watcher.pid, signal.SIGKILL)
+            watcher.wait(timeout=10)
+        os.close(controller)
 
 
 def test_workers_json_lists_a_running_worker(url, bg):

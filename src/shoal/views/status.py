@@ -118,9 +118,11 @@ def watch_status(queue: Queue, fmt: str = "text", *, every_s: float = WATCH_EVER
         while not stop():
             data = reader.read()
             if on_terminal:
-                lines = status_lines(data, terminal_width())
+                width = terminal_width()
+                lines = status_lines(data, width)
                 lines.append(f"(every {every_s:g} s; Ctrl-C to stop) "
                              f"{datetime.now().strftime('%H:%M:%S')}")
+                lines = [cut(line, width - 1) for line in lines]  # a wrapped line spoils "up N"
                 up = f"\x1b[{drawn}F" if drawn else ""
                 sys.stdout.write(up + "\x1b[J" + "\n".join(lines) + "\n")
                 sys.stdout.flush()
