@@ -21,6 +21,8 @@ from click.testing import CliRunner
 from shoal.cli import main
 from shoal.job import Job, State
 from shoal.queue import open_queue
+from shoal.queue.sqlite import SqliteQueue
+from shoal.serve.coordinator import Coordinator
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -213,6 +215,27 @@ def test_logs_follow_prints_a_running_log_until_the_job_ends(url, tmp_path, bg):
     gate.touch()
     assert follower.wait(timeout=T) == 0, bg.err(follower)
     assert bg.out(follower) == "one\ntwo x\n"
+
+
+def test_logs_follow_a_job_on_a_remote_queue(tmp_path, bg):
+    """Over TCP the log so far comes with the worker's beats: follow prints it, then the
+    rest once the job ends (read through queue.files, as for any queue)."""
+    gate = tmp_path / "gate"
+    coordinator = Coordinator(SqliteQueue(tmp_path / "served.db", lease_s=2.0),
+                              status_dir=tmp_path / "status").start()
+    try:
+        url = str(tmp_path / "status")
+        cli("submit", url, f"echo one; while [ ! -e {gate} ]; do sleep 0.1; done; echo {{}}",
+            ":::", "two")
+        (row,) = json_rows(url)
+        bg.start("work", url, "--drain", "--slots", "1")
+        follower = bg.start("logs", url, row["id"], "--follow")
+        wait_for(lambda: bg.out(follower) == "one\n", T, message="the shipped log so far")
+        gate.touch()
+        assert follower.wait(timeout=T) == 0, bg.err(follower)
+        assert bg.out(follower) == "one\ntwo\n"
+    finally:
+        coordinator.stop()
 
 
 def test_logs_follow_waits_for_a_pending_job(url, bg):
