@@ -132,17 +132,22 @@ def show_job_lines(quiet: bool, log_path: str | None) -> None:
     worker's log file; none with --quiet."""
     lines = logging.getLogger("shoal.jobs")
     lines.propagate = False
+    for old in [h for h in lines.handlers if getattr(h, "shoal_job_lines", False)]:
+        lines.removeHandler(old)  # from an earlier `work` in this process (tests)
     if quiet:
         lines.setLevel(logging.WARNING)
         return
     lines.setLevel(logging.INFO)
     plain = logging.StreamHandler(sys.stderr)
     plain.setFormatter(logging.Formatter("%(message)s"))
-    lines.addHandler(plain)
+    handlers: list[logging.Handler] = [plain]
     if log_path:
         timed = logging.FileHandler(log_path)
         timed.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-        lines.addHandler(timed)
+        handlers.append(timed)
+    for handler in handlers:
+        handler.shoal_job_lines = True  # type: ignore[attr-defined]
+        lines.addHandler(handler)
 
 
 def log_to_file(log_dir: str) -> str:
