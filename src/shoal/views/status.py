@@ -36,20 +36,32 @@ def failure_reasons(queue: Queue) -> list[dict[str, Any]]:
 
 
 class StatusReader:
-    """Reads what `status` shows; the failure reasons are read again only when the number
-    of failed jobs changed (on a folder they cost a read of every result)."""
+    """Reads what `status` shows. The failure reasons cost a read of every result on some
+    backends (a folder: one file each), so a watcher reads them again only when the number
+    of failed jobs changed, and then at most once per REASONS_PACE x what the last read
+    took (at least every REASONS_EVERY_S)."""
+
+    REASONS_PACE = 5.0
+    REASONS_EVERY_S = 2.0
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self._failed_seen = -1
         self._reasons: list[dict[str, Any]] = []
+        self._next_read = 0.0
 
     def read(self) -> dict[str, Any]:
         queue = self.queue
         counts = queue.counts()
-        if counts[State.FAILED] != self._failed_seen:
-            self._reasons = failure_reasons(queue) if counts[State.FAILED] else []
-            self._failed_seen = counts[State.FAILED]
+        failed = counts[State.FAILED]
+        if failed != self._failed_seen and (time.monotonic() >= self._next_read
+                                            or not failed or self._failed_seen <= 0):
+            started = time.monotonic()
+            self._reasons = failure_reasons(queue) if failed else []
+            self._failed_seen = failed
+            took = time.monotonic() - started
+            self._next_read = time.monotonic() + max(self.REASONS_EVERY_S,
+                                                     self.REASONS_PACE * took)
         workers = queue.workers()
         alive = [w for w in workers if not w.lost]
         progress = []
