@@ -336,3 +336,19 @@ def test_a_cancelled_job_is_found_by_number_and_state(url):
     assert [row["id"] for row in json_rows(url, "--state", "cancelled")] == [first["id"]]
     assert "0 failed, 1 cancelled" in cli("status", url).output
     assert State.CANCELLED.value in shoal("logs", url, first["id"], check=2).stderr
+
+
+@pytest.mark.xfail(reason="a CANCELLED result names no worker nor log, so the partial log a "
+                   "running job wrote (still on disk as ID.ATTEMPT.WORKER.running) is not "
+                   "found: cancel() in the backends (queue/) must keep them", strict=False)
+def test_a_cancelled_running_job_keeps_its_partial_log(url, bg):
+    cli("submit", url, "echo partial {}; sleep 60", ":::", "x")
+    (row,) = json_rows(url)
+    worker = bg.start("work", url, "--slots", "1", "--lease", "2")
+    wait_for(lambda: cli("logs", url, row["id"]).output == "partial x\n", T,
+             message="the running job's first line")
+    assert "1 job(s) cancelled" in cli("cancel", url, row["id"]).output
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=T) == 0
+    shown = cli("logs", url, row["id"])
+    assert (shown.exit_code, shown.output) == (0, "partial x\n")
