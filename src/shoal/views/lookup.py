@@ -30,7 +30,7 @@ def resolve_jobs(queue: Queue, refs: Iterable[str]) -> list[JobStatus]:
     found: list[JobStatus] = []
     everything: list[JobStatus] | None = None
     for ref in refs:
-        direct = None if ref.startswith("#") else queue.get(ref)
+        direct = queue.get(ref) if _could_be_id(ref) else None
         if direct is not None:
             found.append(direct)
             continue
@@ -38,6 +38,12 @@ def resolve_jobs(queue: Queue, refs: Iterable[str]) -> list[JobStatus]:
             everything = in_order(queue.jobs())
         found.append(_match(queue, ref, everything))
     return found
+
+
+def _could_be_id(ref: str) -> bool:
+    """Ids are file-name safe; a name with a slash (a job file in a sub-folder) is not
+    looked up as one (a folder queue would read a path built from it)."""
+    return bool(ref) and not ref.startswith("#") and "/" not in ref and "\0" not in ref
 
 
 def _match(queue: Queue, ref: str, everything: list[JobStatus]) -> JobStatus:
