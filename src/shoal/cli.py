@@ -294,7 +294,8 @@ def results(queue: str, fmt: str, states: str | None, limit: int | None) -> None
 @click.option("--follow", "-f", is_flag=True,
               help="Keep printing the running job's log as it grows, until the job ends.")
 def logs(queue: str, job: str, attempt: int | None, follow: bool) -> None:
-    """Print the log of JOB: #N (its number), its id or its name; a running job's log so far."""
+    """Print the log of JOB: '#N' (its number, quoted for the shell), its id or its name;
+    a running job's log so far."""
     from .views import show_log
 
     if follow and attempt is not None:

@@ -67,7 +67,8 @@ def _match(queue: Queue, ref: str, everything: list[JobStatus]) -> JobStatus:
             return prefixed[0]
         if prefixed:
             raise JobNotFound(_ambiguous(ref, prefixed, "job ids start with"))
-    hint = f"; did you mean #{ref} (the job numbered {ref})?" if ref.isdigit() else \
+    hint = f"; did you mean '#{ref}' (the job numbered {ref}; quoted, as a shell takes # " \
+        "for a comment)?" if ref.isdigit() else \
         f" (an id prefix needs at least {MIN_PREFIX} characters)" if len(ref) < MIN_PREFIX \
         else ""
     raise JobNotFound(f"no job matching {ref!r} in {queue.url}: give #N, an id or a name{hint}")
