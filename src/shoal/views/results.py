@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import gc
 import json
 import sys
@@ -50,8 +51,12 @@ def parse_states(text: str | None) -> set[State] | None:
 
 
 def _time(stamp: float | None) -> str:
-    if stamp is None:
-        return ""
+    return "" if stamp is None else _second(int(stamp))
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(stamp: int) -> str:
+    """Local time of an epoch second; cached, as thousands of jobs share each second."""
     return datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
 
 
