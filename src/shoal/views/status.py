@@ -152,7 +152,7 @@ def watch_status(queue: Queue, fmt: str = "text", *, every_s: float = WATCH_EVER
 
 
 WORKER_TABLE = (
-    Column("worker", keep=0, flex=True, least=12), Column("host", keep=1, flex=True, least=8),
+    Column("worker", keep=0), Column("host", keep=1, flex=True, least=8),  # ids whole: fire
     Column("pid", keep=4, right=True), Column("slots", keep=2, right=True),
     Column("state", keep=0), Column("running", keep=1, right=True),
     Column("done", keep=2, right=True), Column("heartbeat", keep=3, right=True),
