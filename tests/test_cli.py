@@ -137,7 +137,7 @@ def test_run_exit_status_says_whether_every_job_succeeded(tmp_path):
     failed = shoal("run", "--no-progress", "exit {}", ":::", "0", "3", cwd=tmp_path, check=1)
     assert "1 done, 1 failed" in failed.stderr and "exit status 3" in failed.stderr
     csv_out = shoal("results", ".shoal-run", "--format", "csv", cwd=tmp_path).stdout
-    assert csv_out.splitlines()[0].startswith("id,name,params,state,exit_code,attempts,host")
+    assert csv_out.splitlines()[0].startswith("seq,id,name,params,state,exit_code,attempts,host")
     assert len(csv_out.splitlines()) == 3
 
 

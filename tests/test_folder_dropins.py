@@ -169,7 +169,7 @@ def test_a_malformed_drop_in_fails_with_its_reason_everywhere(tmp_path: Path) ->
     shoal("work", str(folder), "--drain")
     why = "bad.ini:3: timeout: 'ten' is not a number"
     status = shoal("status", str(folder)).stdout
-    assert "malformed: 1 job file(s)" in status and why in status, status
+    assert "1 x malformed: " in status and why in status, status  # whole, never cut
     assert why in shoal("logs", str(folder), "bad.ini").stdout
     rows = [json.loads(line) for line in
             shoal("results", str(folder), "--format", "json").stdout.splitlines()]

@@ -158,19 +158,46 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, **options: Any
               "stopped (timeout, lost lease, fire --now).")
 @click.option("--log-dir", type=click.Path(file_okay=False),
               help="Write this worker's own log to DIR/HOST-PID.log (shoal hire sets it).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No line per finished job, only warnings and errors.")
 def work(queue: str, slots: int | None, drain: bool, on_stop: str, max_jobs: int | None,
-         lease_s: float | None, grace_s: float, log_dir: str | None) -> None:
-    """Run jobs from QUEUE (a folder: also every job file dropped into it)."""
-    if logging.getLogger().level > logging.INFO:
+         lease_s: float | None, grace_s: float, log_dir: str | None, quiet: bool) -> None:
+    """Run jobs from QUEUE (a folder: also every job file dropped into it); a line on
+    stderr for each job that ends (done, failed, retry)."""
+    if logging.getLogger().level > logging.INFO and not quiet:
         logging.getLogger("shoal").setLevel(logging.INFO)
     if "://" not in queue and not Path(queue).is_dir() and not is_contact_file(queue):
         raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
     options = {"lease_s": lease_s} if lease_s else {}
     log_path = log_to_file(log_dir) if log_dir else None
+    show_job_lines(quiet, log_path)
     worker = Worker(open_queue(queue, **options), slots=slots, drain=drain, on_stop=on_stop,
                     max_jobs=max_jobs, kill_grace_s=grace_s, log_path=log_path)
     install_stop_signals(worker)
     worker.run()
+
+
+def show_job_lines(quiet: bool, log_path: str | None) -> None:
+    """The worker's line per ended job (logger shoal.jobs): bare on stderr, timed in the
+    worker's log file; none with --quiet."""
+    lines = logging.getLogger("shoal.jobs")
+    lines.propagate = False
+    for old in [h for h in lines.handlers if getattr(h, "shoal_job_lines", False)]:
+        lines.removeHandler(old)  # from an earlier `work` in this process (tests)
+    if quiet:
+        lines.setLevel(logging.WARNING)
+        return
+    lines.setLevel(logging.INFO)
+    plain = logging.StreamHandler(sys.stderr)
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    handlers: list[logging.Handler] = [plain]
+    if log_path:
+        timed = logging.FileHandler(log_path)
+        timed.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        handlers.append(timed)
+    for handler in handlers:
+        handler.shoal_job_lines = True  # type: ignore[attr-defined]
+        lines.addHandler(handler)
 
 
 def log_to_file(log_dir: str) -> str:
@@ -280,32 +307,50 @@ def run(queue_url: str, slots: int | None, no_progress: bool, session: str | Non
 
 @main.command()
 @click.argument("queue")
-def status(queue: str) -> None:
-    """Counts of jobs by state, workers alive and lost."""
-    from .views import show_status
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: counts, workers, failure reasons, progress.")
+@click.option("--watch", is_flag=True,
+              help="Show it again every second until Ctrl-C (redrawn in place on a terminal).")
+def status(queue: str, fmt: str, watch: bool) -> None:
+    """Counts of jobs by state, workers alive and lost, why jobs failed."""
+    from .views import show_status, watch_status
 
-    show_status(open_existing(queue))
+    q = open_existing(queue)
+    if watch:
+        watch_status(q, fmt)
+    else:
+        show_status(q, fmt)
 
 
 @main.command()
 @click.argument("queue")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
-def results(queue: str, fmt: str) -> None:
-    """One row per job: state, exit status, attempts, host, timings, log."""
-    from .views import show_results
+              show_default=True, help="csv: one column per parameter; json: one object a line.")
+@click.option("--state", "states", metavar="STATE[,STATE...]",
+              help="Only jobs in these states (pending, running, done, failed, cancelled).")
+@click.option("--limit", type=click.IntRange(min=0), help="At most N rows (the first in order).")
+def results(queue: str, fmt: str, states: str | None, limit: int | None) -> None:
+    """One row per job in submission order: state, exit status, reason, timings, log."""
+    from .views import parse_states, show_results
 
-    show_results(open_existing(queue), fmt)
+    wanted = parse_states(states)
+    show_results(open_existing(queue), fmt, states=wanted, limit=limit)
 
 
 @main.command()
 @click.argument("queue")
 @click.argument("job")
-def logs(queue: str, job: str) -> None:
-    """Print the log of JOB (id, id prefix or name); a running job's log so far."""
+@click.option("--attempt", type=click.IntRange(min=1), help="The log of attempt N (1 = first).")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing the running job's log as it grows, until the job ends.")
+def logs(queue: str, job: str, attempt: int | None, follow: bool) -> None:
+    """Print the log of JOB: '#N' (its number, quoted for the shell), its id or its name;
+    a running job's log so far."""
     from .views import show_log
 
-    show_log(open_existing(queue), job)
+    if follow and attempt is not None:
+        raise UsageError("--follow and --attempt: give one or the other")
+    show_log(open_existing(queue), job, attempt=attempt, follow=follow)
 
 
 @main.command()
@@ -394,11 +439,13 @@ def hire(queue: str, count: int, hosts: tuple[str, ...], hosts_file: str | None,
 
 @main.command()
 @click.argument("queue")
-def workers(queue: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def workers(queue: str, fmt: str) -> None:
     """Every worker: host, pid, slots, running jobs, jobs done, heartbeat age, state."""
     from .views import show_workers
 
-    show_workers(open_existing(queue))
+    show_workers(open_existing(queue), "json" if fmt == "json" else "text")
 
 
 @main.command()

@@ -85,7 +85,7 @@ import re
 import shlex
 import stat
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 from .defaults import JOBFILE_SUFFIXES
 from .errors import MalformedJob
-from .job import Result, State
 
 CONTROL_KEYS = ("executable", "logfile", "timeout", "retries", "cwd")
 
@@ -221,21 +220,6 @@ def named_log(path: str | Path) -> str | None:
 
 
 MALFORMED = "malformed: "  # how a failed job's reason starts when its job file was bad
-
-
-def malformed_lines(results: Iterable[Result], shown: int = 3) -> list[str]:
-    """What `shoal status` says about jobs that failed because their job file was bad:
-    how many, and the first few reasons (each names the file, its line and the problem)."""
-    reasons = sorted(r.reason[len(MALFORMED):] for r in results
-                     if r.state is State.FAILED and r.reason.startswith(MALFORMED))
-    if not reasons:
-        return []
-    lines = [f"malformed: {len(reasons)} job file(s) failed before they ran "
-             "(fix them, then `shoal retry`):"]
-    lines += [f"  {reason}" for reason in reasons[:shown]]
-    if len(reasons) > shown:
-        lines.append(f"  ... and {len(reasons) - shown} more (shoal results)")
-    return lines
 
 
 def _interpreter_for(

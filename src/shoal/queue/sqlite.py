@@ -195,15 +195,27 @@ class SqliteQueue(Queue):
     # -- connections -----------------------------------------------------------------
 
     def _db(self) -> sqlite3.Connection:
+        """This thread's connection: read-only when opened with create=False."""
         db = getattr(self._local, "db", None)
         if db is None:
-            if self._read_only:
-                db = self._connect_read_only()
-            else:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
+            db = self._connect_read_only() if self._read_only else self._connect()
             self._local.db = db
+        return db
+
+    def _writer(self) -> sqlite3.Connection:
+        """This thread's connection for a change: a queue opened without create (a CLI
+        command's) opens a writable one only when it changes something (cancel, retry)."""
+        if not self._read_only:
+            return self._db()
+        db = getattr(self._local, "writer", None)
+        if db is None:
+            db = self._local.writer = self._connect()
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
         return db
 
     def _connect_read_only(self) -> sqlite3.Connection:
@@ -220,7 +232,7 @@ class SqliteQueue(Queue):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
+        db = self._writer()
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db

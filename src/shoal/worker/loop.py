@@ -40,12 +40,25 @@ from .processes import ProcessRunner
 from .slot import Runner, Slot
 
 log = logging.getLogger("shoal.worker")
+# One line per job that ended here (`shoal work` prints them on stderr; -q silences them).
+job_lines = logging.getLogger("shoal.jobs")
 
 
 def new_worker_id() -> str:
     """host-pid-random: unique across hosts and restarts, safe in file names."""
     host = re.sub(r"[^A-Za-z0-9_-]", "_", HOST)[:40] or "host"
     return f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def job_line(lease: Lease, result: Result, *, retrying: bool = False) -> str:
+    """`done   ID  NAME (3.2 s)`, `failed ID  NAME: reason (0.1 s)`; `retry` when the
+    failed attempt runs again. The id is what `shoal logs Q ID` takes."""
+    took = result.duration_s
+    timing = f" ({took:.1f} s)" if took is not None else ""
+    word = "retry" if retrying else result.state.value
+    why = f": {' '.join(result.reason.split())}" if result.reason else ""
+    again = f"; attempt {lease.attempt + 1} next" if retrying else ""
+    return f"{word:<6} {lease.job_id}  {lease.job.name}{why}{timing}{again}"
 
 
 class Worker:
@@ -339,8 +352,7 @@ class Worker:
                         self.id, lease.job_id, lease.attempt)
             return None
         if result.state is State.FAILED and lease.attempt <= slot.retries:
-            log.info("worker %s: job %s failed (%s); retrying", self.id, lease.job_id,
-                     result.reason)
+            job_lines.info("%s", job_line(lease, result, retrying=True))
             self._fenced(slot, lambda: self.queue.release(lease, failed=result))
             return None
         next_leases: list[Lease] = []
@@ -349,6 +361,7 @@ class Worker:
         if self._fenced(slot, lambda: next_leases.extend(
                 self.queue.finish(lease, result, then_claim=1 if more else 0))):
             self.done += 1
+            job_lines.info("%s", job_line(lease, result))
         return next_leases[0] if next_leases else None
 
     def _fenced(self, slot: Slot, action: Callable[[], None]) -> bool:

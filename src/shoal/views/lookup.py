@@ -1,0 +1,83 @@
+"""Which job a user means by what they typed: `#3`, an exact id, an exact name, or an id
+prefix long enough not to be a number or a short word by accident.
+
+Rules, in order: `#N` is the job with seq N; a string that is a job's id is that job; a
+string that is one job's name is that job (several: JobNotFound lists up to ten with seq,
+id and state); else an id prefix of at least MIN_PREFIX characters that only one id has.
+A bare number is never an id prefix (`shoal logs Q 1` used to print job `a`): when no job
+is named `1`, the error suggests `#1`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..errors import JobNotFound
+from ..job import JobStatus
+from ..queue.base import Queue
+
+MIN_PREFIX = 6  # characters of an id prefix: below this, too easily a name or a number
+CANDIDATES_SHOWN = 10
+
+
+def in_order(statuses: Iterable[JobStatus]) -> list[JobStatus]:
+    """Jobs in submission order (seq; name where a backend does not number them)."""
+    return sorted(statuses, key=lambda s: (s.seq, s.job.name))
+
+
+def resolve_jobs(queue: Queue, refs: Iterable[str]) -> list[JobStatus]:
+    """The job each ref names (see the module docstring); JobNotFound says what is wrong."""
+    found: list[JobStatus] = []
+    everything: list[JobStatus] | None = None
+    for ref in refs:
+        direct = queue.get(ref) if _could_be_id(ref) else None
+        if direct is not None:
+            found.append(direct)
+            continue
+        if everything is None:  # one listing for every ref that is not an id
+            everything = in_order(queue.jobs())
+        found.append(_match(queue, ref, everything))
+    return found
+
+
+def _could_be_id(ref: str) -> bool:
+    """Ids are file-name safe; a name with a slash (a job file in a sub-folder) is not
+    looked up as one (a folder queue would read a path built from it)."""
+    return bool(ref) and not ref.startswith("#") and "/" not in ref and "\0" not in ref
+
+
+def _match(queue: Queue, ref: str, everything: list[JobStatus]) -> JobStatus:
+    if ref.startswith("#"):
+        if not ref[1:].isdigit():
+            raise JobNotFound(f"{ref!r}: after # give a job's number (e.g. #3)")
+        seq = int(ref[1:])
+        hits = [s for s in everything if s.seq == seq and seq > 0]
+        if not hits:
+            raise JobNotFound(f"no job #{seq} in {queue.url} (jobs are numbered from 1 in "
+                              "submission order; see `shoal results`)")
+        return hits[0]
+    named = [s for s in everything if s.job.name == ref]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise JobNotFound(_ambiguous(ref, named, "jobs are named"))
+    if len(ref) >= MIN_PREFIX and not ref.isdigit():
+        prefixed = [s for s in everything if s.job.id.startswith(ref)]
+        if len(prefixed) == 1:
+            return prefixed[0]
+        if prefixed:
+            raise JobNotFound(_ambiguous(ref, prefixed, "job ids start with"))
+    hint = f"; did you mean '#{ref}' (the job numbered {ref}; quoted, as a shell takes # " \
+        "for a comment)?" if ref.isdigit() else \
+        f" (an id prefix needs at least {MIN_PREFIX} characters)" if len(ref) < MIN_PREFIX \
+        else ""
+    raise JobNotFound(f"no job matching {ref!r} in {queue.url}: give #N, an id or a name{hint}")
+
+
+def _ambiguous(ref: str, hits: list[JobStatus], how: str) -> str:
+    lines = [f"{len(hits)} {how} {ref!r}; name one by #N or by its id:"]
+    lines += [f"  #{s.seq}  {s.job.id}  {s.state.value}  {s.job.name}"
+              for s in hits[:CANDIDATES_SHOWN]]
+    if len(hits) > CANDIDATES_SHOWN:
+        lines.append(f"  ... and {len(hits) - CANDIDATES_SHOWN} more")
+    return "\n".join(lines)
