@@ -352,3 +352,14 @@ def test_a_cancelled_running_job_keeps_its_partial_log(url, bg):
     assert worker.wait(timeout=T) == 0
     shown = cli("logs", url, row["id"])
     assert (shown.exit_code, shown.output) == (0, "partial x\n")
+
+
+def test_output_prints_every_finished_jobs_output_in_submission_order(url: str):
+    """`shoal output Q`: the sweep's output again, in input order, from the queue alone."""
+    done = shoal("run", "--queue", url, "--no-progress", "-j", "2",
+                 "echo out {}; [ {} != 3 ]", ":::", *map(str, range(1, 7)), check=None)
+    assert done.returncode == 1, done.stderr  # job 3 failed
+    printed = shoal("output", url).stdout
+    assert printed.splitlines() == [f"out {i}" for i in range(1, 7)]
+    only_failed = shoal("output", url, "--state", "failed").stdout
+    assert only_failed == "out 3\n"

@@ -339,6 +339,18 @@ def results(queue: str, fmt: str, states: str | None, limit: int | None) -> None
 
 @main.command()
 @click.argument("queue")
+@click.option("--state", "states", metavar="STATE[,STATE...]",
+              help="Only jobs in these states (default: done, failed, cancelled).")
+def output(queue: str, states: str | None) -> None:
+    """Print every finished job's output (its log) in submission order, as `shoal run -k`
+    prints it: the whole sweep's output again, from any machine that sees QUEUE."""
+    from .views import parse_states, show_outputs
+
+    show_outputs(open_existing(queue), parse_states(states))
+
+
+@main.command()
+@click.argument("queue")
 @click.argument("job")
 @click.option("--attempt", type=click.IntRange(min=1), help="The log of attempt N (1 = first).")
 @click.option("--follow", "-f", is_flag=True,

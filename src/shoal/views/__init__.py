@@ -6,10 +6,10 @@ results.py, status.py (and workers), logs.py: one command each.
 
 from __future__ import annotations
 
-from .logs import show_log
+from .logs import show_log, show_outputs
 from .lookup import resolve_jobs
 from .results import parse_states, result_row, result_rows, show_results
 from .status import show_status, show_workers, watch_status
 
 __all__ = ["parse_states", "resolve_jobs", "result_row", "result_rows", "show_log",
-           "show_results", "show_status", "show_workers", "watch_status"]
+           "show_outputs", "show_results", "show_status", "show_workers", "watch_status"]
