@@ -21,19 +21,31 @@ class Procs:
         self.started: list[subprocess.Popen[bytes]] = []
 
     def shoal(self, *args: str, env: dict[str, str] | None = None,
-              cwd: str | Path | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"proc-{len(self.started)}.log", "wb")  # noqa: SIM115
+              cwd: str | Path | None = None, apart: bool = False) -> subprocess.Popen[bytes]:
+        """`shoal -v ARGS` in its own session; its output in one log file, or with `apart`
+        as the user sees it: stdout and stderr in two files, no -v."""
+        n = len(self.started)
+        out = open(self.log_dir / f"proc-{n}.{'out' if apart else 'log'}", "wb")  # noqa: SIM115
+        err = open(self.log_dir / f"proc-{n}.err", "wb") if apart else None  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal", "-v", *args], stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd,
+            [sys.executable, "-m", "shoal", *([] if apart else ["-v"]), *args], stdout=out,
+            stderr=err or subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})}, cwd=cwd,
         )
-        log.close()
-        proc.log_path = self.log_dir / f"proc-{len(self.started)}.log"  # type: ignore[attr-defined]
+        out.close()
+        if err is not None:
+            err.close()
+        proc.log_path = Path(out.name)  # type: ignore[attr-defined]
         self.started.append(proc)
         return proc
 
     def output(self, proc: subprocess.Popen[bytes]) -> str:
+        """What it printed (on stdout alone if started `apart`)."""
         return proc.log_path.read_text()  # type: ignore[attr-defined]
+
+    def errors(self, proc: subprocess.Popen[bytes]) -> str:
+        """What a process started `apart` printed on stderr."""
+        return proc.log_path.with_suffix(".err").read_text()  # type: ignore[attr-defined]
 
     def kill_all(self) -> None:
         for proc in self.started:

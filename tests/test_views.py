@@ -3,7 +3,6 @@ sqlite queues: order, width, filters, lookup, earlier attempts, following, watch
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -12,7 +11,6 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,47 +46,6 @@ def shoal(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
     if check is not None:
         assert done.returncode == check, done.stdout + done.stderr
     return done
-
-
-class Background:
-    """`shoal` processes started with stdout and stderr in files; killed by PID at the end."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        n = len(self.started)
-        out = open(self.folder / f"bg{n}.out", "wb")  # noqa: SIM115
-        err = open(self.folder / f"bg{n}.err", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "shoal", *args], stdout=out,
-                                stderr=err, start_new_session=True)
-        out.close()
-        err.close()
-        self.started.append(proc)
-        return proc
-
-    def out(self, proc: subprocess.Popen[bytes]) -> str:
-        return (self.folder / f"bg{self.started.index(proc)}.out").read_text()
-
-    def err(self, proc: subprocess.Popen[bytes]) -> str:
-        return (self.folder / f"bg{self.started.index(proc)}.err").read_text()
-
-    def stop_all(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-@pytest.fixture
-def bg(tmp_path: Path) -> Iterator[Background]:
-    folder = tmp_path / "bg"
-    folder.mkdir()
-    runner = Background(folder)
-    yield runner
-    runner.stop_all()
 
 
 def json_rows(url: str, *more: str) -> list[dict]:
@@ -202,22 +159,22 @@ def test_logs_of_earlier_attempts(url, tmp_path):
     assert "no attempt 3 (its attempts: 1, 2)" in missing
 
 
-def test_logs_follow_prints_a_running_log_until_the_job_ends(url, tmp_path, bg):
+def test_logs_follow_prints_a_running_log_until_the_job_ends(url, tmp_path, procs):
     gate = tmp_path / "gate"
     cli("submit", url, f"echo one; while [ ! -e {gate} ]; do sleep 0.1; done; echo two {{}}",
         ":::", "x")
     (row,) = json_rows(url)
-    bg.start("work", url, "--drain", "--slots", "1")
+    procs.shoal("work", url, "--drain", "--slots", "1", apart=True)
     wait_for(lambda: json_rows(url)[0]["state"] == "running", T, message="the job to start")
-    follower = bg.start("logs", url, row["id"], "--follow")
-    wait_for(lambda: bg.out(follower) == "one\n", T, message="the log so far")
+    follower = procs.shoal("logs", url, row["id"], "--follow", apart=True)
+    wait_for(lambda: procs.output(follower) == "one\n", T, message="the log so far")
     assert follower.poll() is None  # still following
     gate.touch()
-    assert follower.wait(timeout=T) == 0, bg.err(follower)
-    assert bg.out(follower) == "one\ntwo x\n"
+    assert follower.wait(timeout=T) == 0, procs.errors(follower)
+    assert procs.output(follower) == "one\ntwo x\n"
 
 
-def test_logs_follow_a_job_on_a_remote_queue(tmp_path, bg):
+def test_logs_follow_a_job_on_a_remote_queue(tmp_path, procs):
     """Over TCP the log so far comes with the worker's beats: follow prints it, then the
     rest once the job ends (read through queue.files, as for any queue)."""
     gate = tmp_path / "gate"
@@ -228,24 +185,24 @@ def test_logs_follow_a_job_on_a_remote_queue(tmp_path, bg):
         cli("submit", url, f"echo one; while [ ! -e {gate} ]; do sleep 0.1; done; echo {{}}",
             ":::", "two")
         (row,) = json_rows(url)
-        bg.start("work", url, "--drain", "--slots", "1")
-        follower = bg.start("logs", url, row["id"], "--follow")
-        wait_for(lambda: bg.out(follower) == "one\n", T, message="the shipped log so far")
+        procs.shoal("work", url, "--drain", "--slots", "1", apart=True)
+        follower = procs.shoal("logs", url, row["id"], "--follow", apart=True)
+        wait_for(lambda: procs.output(follower) == "one\n", T, message="the shipped log so far")
         gate.touch()
-        assert follower.wait(timeout=T) == 0, bg.err(follower)
-        assert bg.out(follower) == "one\ntwo\n"
+        assert follower.wait(timeout=T) == 0, procs.errors(follower)
+        assert procs.output(follower) == "one\ntwo\n"
     finally:
         coordinator.stop()
 
 
-def test_logs_follow_waits_for_a_pending_job(url, bg):
+def test_logs_follow_waits_for_a_pending_job(url, procs):
     cli("submit", url, "echo late {}", ":::", "x")
     (row,) = json_rows(url)
-    follower = bg.start("logs", url, row["id"], "-f")
-    wait_for(lambda: "pending" in bg.err(follower), T, message="a note that it waits")
-    bg.start("work", url, "--drain")
-    assert follower.wait(timeout=T) == 0, bg.err(follower)
-    assert bg.out(follower) == "late x\n"
+    follower = procs.shoal("logs", url, row["id"], "-f", apart=True)
+    wait_for(lambda: "pending" in procs.errors(follower), T, message="a note that it waits")
+    procs.shoal("work", url, "--drain", apart=True)
+    assert follower.wait(timeout=T) == 0, procs.errors(follower)
+    assert procs.output(follower) == "late x\n"
 
 
 # -- status and workers -----------------------------------------------------------------
@@ -264,13 +221,13 @@ def test_status_says_why_jobs_failed_and_speaks_json(url):
     assert data["failures"][0]["count"] == 2
 
 
-def test_status_watch_prints_changes_until_interrupted(url, bg):
+def test_status_watch_prints_changes_until_interrupted(url, procs):
     cli("submit", url, "true", ":::", "a")
-    watcher = bg.start("status", url, "--watch")
-    wait_for(lambda: "1 pending" in bg.out(watcher), T, message="the first status")
+    watcher = procs.shoal("status", url, "--watch", apart=True)
+    wait_for(lambda: "1 pending" in procs.output(watcher), T, message="the first status")
     cli("submit", url, "true", ":::", "b", "c")
-    wait_for(lambda: "3 pending" in bg.out(watcher), T, message="the status after a submit")
-    assert "\x1b[" not in bg.out(watcher)  # not a terminal: plain lines, no redrawing
+    wait_for(lambda: "3 pending" in procs.output(watcher), T, message="the status after a submit")
+    assert "\x1b[" not in procs.output(watcher)  # not a terminal: plain lines, no redrawing
     watcher.send_signal(signal.SIGINT)
     assert watcher.wait(timeout=T) == 0
 
@@ -300,10 +257,10 @@ def test_status_watch_redraws_in_place_on_a_terminal(url):
         os.close(controller)
 
 
-def test_workers_json_lists_a_running_worker(url, bg):
+def test_workers_json_lists_a_running_worker(url, procs):
     cli("submit", url, "sleep 30", ":::", "a")
     assert json.loads(cli("workers", url, "--format", "json").output) == []
-    worker = bg.start("work", url, "--slots", "3")
+    worker = procs.shoal("work", url, "--slots", "3", apart=True)
     rows = wait_for(lambda: json.loads(cli("workers", url, "--format", "json").output), T,
                     message="the worker to register")
     assert [(row["slots"], row["pid"], row["state"]) for row in rows] == [
@@ -341,10 +298,10 @@ def test_a_cancelled_job_is_found_by_number_and_state(url):
 @pytest.mark.xfail(reason="a CANCELLED result names no worker nor log, so the partial log a "
                    "running job wrote (still on disk as ID.ATTEMPT.WORKER.running) is not "
                    "found: cancel() in the backends (queue/) must keep them", strict=False)
-def test_a_cancelled_running_job_keeps_its_partial_log(url, bg):
+def test_a_cancelled_running_job_keeps_its_partial_log(url, procs):
     cli("submit", url, "echo partial {}; sleep 60", ":::", "x")
     (row,) = json_rows(url)
-    worker = bg.start("work", url, "--slots", "1", "--lease", "2")
+    worker = procs.shoal("work", url, "--slots", "1", "--lease", "2", apart=True)
     wait_for(lambda: cli("logs", url, row["id"]).output == "partial x\n", T,
              message="the running job's first line")
     assert "1 job(s) cancelled" in cli("cancel", url, row["id"]).output
