@@ -561,7 +561,11 @@ class FolderQueue(Queue):
 
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
-        counts[State.PENDING] = len(self._pending_names())
+        top = self._fresh_names("pending")
+        counts[State.PENDING] = sum(1 for name in top if "." in name)
+        for block in (name for name in top if name.isdigit()):
+            refresh_listing(self.dirs["pending"] / block)
+            counts[State.PENDING] += len(list_names(self.dirs["pending"] / block))
         final: set[str] = set()
         for state, folder in FINAL_DIRS.items():
             names = self._fresh_names(folder)
