@@ -82,6 +82,7 @@ class FolderQueue(Queue):
         self._batch: list[str] = []  # pending names (BLOCK/NAME), next one last
         self._shuffled = 0  # refills left that shuffle (we collided with another claimer)
         self._seqs: dict[str, int] = {}  # job id -> seq of the jobs we claimed
+        self._seq_end: int | None = None  # the number after our last reserved range
         self._claim_lock = threading.Lock()
         self._commits = GroupCommit(self.base)
         self._dropins = DropIns(self.root, self.settings.interpreters)
@@ -125,23 +126,28 @@ class FolderQueue(Queue):
         starts right after another one, so the ranges tile 1, 2, ... without a gap, and
         two submitters who read the same end race for the same name: link(2) of a
         complete file lets exactly one win (atomic on NFS too); the other moves past
-        the winner's range and tries again. A stale listing only costs such tries."""
-        folder = self.dirs["seq"]
-        folder.mkdir(exist_ok=True)  # a queue made before submissions were numbered
-        refresh_listing(folder)
-        starts = [int(name) for name in list_names(folder) if name.isdigit()]
-        start = self._range_end(max(starts)) if starts else 1
+        the winner's range and tries again. A stale listing only costs such tries, so
+        the folder is listed once per queue object: later submits start where ours
+        ended and step over the ranges others took meanwhile."""
+        start = self._seq_end
+        if start is None:  # the first time: where the ranges end now (later: where ours did)
+            folder = self.dirs["seq"]
+            folder.mkdir(exist_ok=True)  # a queue made before submissions were numbered
+            refresh_listing(folder)
+            starts = [int(name) for name in list_names(folder) if name.isdigit()]
+            start = self._range_end(max(starts)) if starts else 1
         mine = self.path("tmp", f"seq.{unique_token()}")
         atomic_write(mine, str(count).encode(), self.tmp, fsync=False)
         try:
             while True:
                 try:
                     os.link(mine, self.path("seq", str(start)))
-                    return start
                 except FileExistsError:
-                    if os.stat(mine).st_nlink > 1:  # an NFS retransmit of our own link
-                        return start
-                    start = self._range_end(start)
+                    if os.stat(mine).st_nlink == 1:  # not an NFS retransmit of our link
+                        start = self._range_end(start)
+                        continue
+                self._seq_end = start + count
+                return start
         finally:
             unlink_quiet(mine)
 
@@ -513,7 +519,7 @@ class FolderQueue(Queue):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     unlink_quiet(path)
-        self._batch, self._seqs = [], {}
+        self._batch, self._seqs, self._seq_end = [], {}, None
         self._dropins = DropIns(self.root, self.settings.interpreters)
         if self.fsync:
             sync_filesystem(self.base)
