@@ -46,6 +46,17 @@ SHUFFLED_REFILLS = 8  # ...for this many refills after a collision
 MKDIR_TRIES = 10  # a pending block folder removed under us is made again this often
 
 
+def shuffled_windows(names: list[str]) -> list[str]:
+    """`names` shuffled within consecutive windows of SHUFFLE_SPAN: still roughly in
+    order, but claimers that read the same names rarely try the same one."""
+    names = list(names)
+    for first in range(0, len(names), SHUFFLE_SPAN):
+        window = names[first:first + SHUFFLE_SPAN]
+        random.shuffle(window)
+        names[first:first + SHUFFLE_SPAN] = window
+    return names
+
+
 class FolderQueue(Queue):
     """A queue kept in `root/.shoal`; see layout.py for what lives where."""
 
@@ -285,10 +296,7 @@ class FolderQueue(Queue):
         names = names[:defaults.CLAIM_BATCH]
         if self._shuffled > 0:
             self._shuffled -= 1
-            for first in range(0, len(names), SHUFFLE_SPAN):
-                window = names[first:first + SHUFFLE_SPAN]
-                random.shuffle(window)
-                names[first:first + SHUFFLE_SPAN] = window
+            names = shuffled_windows(names)
         self._batch = names[::-1]
 
     def _try_claim(self, name: str, worker: str) -> Lease | None:
@@ -298,7 +306,9 @@ class FolderQueue(Queue):
         job_id, attempt, seq = parsed
         claimed = self.path("claimed", f"{job_id}.{attempt}.{worker}")
         if not claim_rename(self.path("pending", name), claimed):
-            self._shuffled = SHUFFLED_REFILLS  # another claimer read the same names
+            if not self._shuffled:  # another claimer reads the same names: part ways now
+                self._batch = shuffled_windows(self._batch[::-1])[::-1]
+            self._shuffled = SHUFFLED_REFILLS
             return None
         try:
             job = self._read_job(job_id)
