@@ -53,7 +53,7 @@ def drain(queue: FolderQueue, worker: str, limit: int | None = None) -> list[str
     while limit is None or len(done) < limit:
         leases = queue.claim(worker, 1)
         if not leases:
-            if not queue.counts()[State.PENDING]:
+            if queue.is_drained():
                 break
             continue  # a racing process took our whole batch: read the folder again
         lease = leases[0]

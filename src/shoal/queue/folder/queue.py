@@ -41,20 +41,18 @@ from .layout import FINAL_DIRS, Layout, parse_marker, parse_pending, pending_nam
 from .registry import WorkerRegistry
 
 STATE_READS = 5  # looks at a job that moved while get() read its state (see _state_of)
-SHUFFLE_SPAN = 32  # claimers that collided shuffle their batch within windows this long
-SHUFFLED_REFILLS = 8  # ...for this many refills after a collision
+SHUFFLED_REFILLS = 8  # refills that start at a random place after a collision
 MKDIR_TRIES = 10  # a pending block folder removed under us is made again this often
 
 
-def shuffled_windows(names: list[str]) -> list[str]:
-    """`names` shuffled within consecutive windows of SHUFFLE_SPAN: still roughly in
-    order, but claimers that read the same names rarely try the same one."""
-    names = list(names)
-    for first in range(0, len(names), SHUFFLE_SPAN):
-        window = names[first:first + SHUFFLE_SPAN]
-        random.shuffle(window)
-        names[first:first + SHUFFLE_SPAN] = window
-    return names
+def rotated(names: list[str]) -> list[str]:
+    """`names` from a random place on, then the ones before it: a claimer that collided
+    leaves the claimer it was trailing through the same names (each try would fail),
+    and both still take the lowest names first, roughly in order."""
+    if len(names) < 2:
+        return names
+    at = random.randrange(len(names))
+    return names[at:] + names[:at]
 
 
 class FolderQueue(Queue):
@@ -91,7 +89,7 @@ class FolderQueue(Queue):
         self.path = self.layout.path
         self.registry = WorkerRegistry(self.layout, self.settings.lease_s)
         self._batch: list[str] = []  # pending names (BLOCK/NAME), next one last
-        self._shuffled = 0  # refills left that shuffle (we collided with another claimer)
+        self._shuffled = 0  # refills left that start at a random place (we collided)
         self._seqs: dict[str, int] = {}  # job id -> seq of the jobs we claimed
         self._seq_end: int | None = None  # the number after our last reserved range
         self._claim_lock = threading.Lock()
@@ -278,8 +276,8 @@ class FolderQueue(Queue):
         listed (one per SEQ_BLOCK numbers, so few) and read lowest first, each whole,
         until the batch is full; a block found empty is removed. The cost depends on the
         block size, not on how many jobs wait. A claimer that collided with another one
-        shuffles its batch within windows of SHUFFLE_SPAN (roughly in order, rarely
-        colliding); one that did not takes the names exactly in order."""
+        starts its batches at a random place for a while (`rotated`: roughly in order,
+        rarely colliding); one that did not takes the names exactly in order."""
         refresh_listing(self.dirs["pending"])
         top = list_names(self.dirs["pending"])
         names = [name for name in top if "." in name][:defaults.CLAIM_BATCH]  # seq 0
@@ -296,7 +294,7 @@ class FolderQueue(Queue):
         names = names[:defaults.CLAIM_BATCH]
         if self._shuffled > 0:
             self._shuffled -= 1
-            names = shuffled_windows(names)
+            names = rotated(names)
         self._batch = names[::-1]
 
     def _try_claim(self, name: str, worker: str) -> Lease | None:
@@ -306,8 +304,8 @@ class FolderQueue(Queue):
         job_id, attempt, seq = parsed
         claimed = self.path("claimed", f"{job_id}.{attempt}.{worker}")
         if not claim_rename(self.path("pending", name), claimed):
-            if not self._shuffled:  # another claimer reads the same names: part ways now
-                self._batch = shuffled_windows(self._batch[::-1])[::-1]
+            # Another claimer reads the same names, just ahead of us: jump elsewhere.
+            self._batch = rotated(self._batch[::-1])[::-1]
             self._shuffled = SHUFFLED_REFILLS
             return None
         try:
