@@ -53,7 +53,7 @@ def drain(queue: FolderQueue, worker: str, limit: int | None = None) -> list[str
     while limit is None or len(done) < limit:
         leases = queue.claim(worker, 1)
         if not leases:
-            if not os.listdir(queue.dirs["pending"]):
+            if queue.is_drained():
                 break
             continue  # a racing process took our whole batch: read the folder again
         lease = leases[0]
@@ -197,7 +197,7 @@ def part_b(base: Path, deep: int, k: int, rounds: int, fill_fsync: bool,
         print(f"  {'queue, pending':<22} {'claim us':>9} {'1st claim':>9} "
               f"{'claim+finish':>12}")
         ratio = show("fresh", compare(small, big, "fresh", rounds, k, fsync), deep, k)
-        left = len(os.listdir(big / ".shoal" / "pending"))
+        left = FolderQueue(big, fsync=False).counts()[State.PENDING]
         target = max(deep // 10, (rounds + 1) * k)
         t0 = time.perf_counter()
         gone = len(drain(FolderQueue(big, fsync=False), "drainer", left - target))

@@ -3,7 +3,6 @@ real `shoal work` processes, logs checked as files beside the jobs."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import subprocess
 import sys
@@ -19,12 +18,6 @@ pytestmark = pytest.mark.timeout(180)
 
 # A job that says it ran (in ran.txt beside it) and prints one line.
 COUNTING = 'echo "$SHOAL_JOB_NAME" >> ran.txt\necho "out $SHOAL_JOB_NAME"\n'
-HAS_FORCE = "force" in inspect.signature(FolderQueue.retry).parameters
-NEEDS_FORCE = pytest.mark.skipif(
-    not HAS_FORCE, reason="Queue.retry(force=True) is not on this branch yet (the queue "
-    "engineer's part of issue 14): a done job cannot be put back to pending")
-
-
 def shoal(*args: str, check: int | None = 0,
           cwd: Path | None = None) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True,
@@ -137,7 +130,6 @@ def test_deleting_an_old_style_log_runs_the_job(tmp_path: Path, procs: object) -
     assert (folder / "j5.sh.log").read_text() == "out j5.sh\n"
 
 
-@NEEDS_FORCE
 def test_deleting_a_log_runs_the_done_job_again(tmp_path: Path, procs: object) -> None:
     folder = tmp_path / "sweep"
     drop(folder, "a.sh")
@@ -150,7 +142,6 @@ def test_deleting_a_log_runs_the_done_job_again(tmp_path: Path, procs: object) -
     assert status.state is State.DONE
 
 
-@NEEDS_FORCE
 def test_a_log_deleted_while_no_worker_runs_is_seen_by_the_next(tmp_path: Path) -> None:
     folder = tmp_path / "sweep"
     drop(folder, "a.sh")
@@ -177,21 +168,6 @@ def test_a_malformed_drop_in_fails_with_its_reason_everywhere(tmp_path: Path) ->
     assert why in next(row["reason"] for row in rows if row["name"] == "bad.ini")
     assert not (folder / "bad.ini.log").exists()
     assert ran(folder) == ["good.sh"]
-
-
-@pytest.mark.skipif(HAS_FORCE, reason="only while Queue.retry has no force (before the merge)")
-def test_without_retry_force_a_deleted_log_is_reported_not_fatal(
-        tmp_path: Path, procs: object) -> None:
-    folder = tmp_path / "sweep"
-    drop(folder, "a.sh")
-    worker = procs.shoal("work", str(folder), "--slots", "1")  # type: ignore[attr-defined]
-    wait_for(lambda: (folder / "a.sh.log").exists(), 60, message="a.sh to run")
-    (folder / "a.sh.log").unlink()
-    wait_for(lambda: "retry has no force" in worker.log_path.read_text(), 60,
-             message="the worker to say it cannot run a.sh again")
-    drop(folder, "b.sh")  # the worker still works
-    wait_for(lambda: (folder / "b.sh.log").exists(), 60, message="b.sh to run")
-    assert worker.poll() is None
 
 
 def test_a_named_logfile_is_placed_on_success_and_never_over_a_file(tmp_path: Path) -> None:
@@ -249,8 +225,7 @@ def finish_one(queue: FolderQueue) -> None:
     queue.finish(lease, Result(lease.job_id, State.DONE, log=str(log)))
 
 
-def test_a_log_placed_and_deleted_between_two_scans_is_noticed(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_log_placed_and_deleted_between_two_scans_is_noticed(tmp_path: Path) -> None:
     folder = tmp_path / "sweep"
     drop(folder, "a.sh")
     queue = FolderQueue(folder)
@@ -260,10 +235,7 @@ def test_a_log_placed_and_deleted_between_two_scans_is_noticed(
     (folder / "a.sh.log").unlink()  # before the scanner ever saw it
     queue.refresh()
     (status,) = queue.jobs()
-    if HAS_FORCE:
-        assert status.state is State.PENDING
-    else:
-        assert status.state is State.DONE and "retry has no force" in caplog.text
+    assert status.state is State.PENDING
 
 
 def test_a_done_job_whose_log_went_elsewhere_is_not_run_again(tmp_path: Path) -> None:

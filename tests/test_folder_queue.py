@@ -108,3 +108,67 @@ def test_hidden_temporary_and_log_files_in_the_folder_are_not_jobs(tmp_path):
     assert [status.job.name for status in queue.jobs()] == ["run.py"]
     queue.refresh()
     assert len(list(queue.jobs())) == 1
+
+
+SUBMITTER = """
+import sys
+from shoal.job import Job
+from shoal.queue.folder import FolderQueue
+queue = FolderQueue(sys.argv[1], fsync=False)
+for batch in range(30):
+    queue.submit([Job.command_job(["echo", sys.argv[2], str(batch), str(i)])
+                  for i in range(1 + batch % 4)])
+"""
+
+
+def test_submitters_racing_get_numbers_that_tile_without_a_gap(tmp_path):
+    """Four processes submit at once, each reserving ranges in seq/ with link(2): every
+    job gets its own number, and together they are exactly 1..N (no lock anywhere)."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "q"
+    FolderQueue(root)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    racers = [subprocess.Popen([sys.executable, "-c", SUBMITTER, str(root), f"p{n}"], env=env)
+              for n in range(4)]
+    assert [racer.wait(timeout=120) for racer in racers] == [0] * 4
+    seqs = sorted(status.seq for status in FolderQueue(root).jobs())
+    per_process = sum(1 + batch % 4 for batch in range(30))
+    assert seqs == list(range(1, 4 * per_process + 1))
+
+
+def test_a_job_from_before_seq_is_still_claimed(tmp_path):
+    """A queue written before jobs were numbered: spec without seq, marker pending/ID.1."""
+    queue = FolderQueue(tmp_path / "q")
+    old = Job.command_job(["echo", "old"])
+    (queue.base / "jobs" / f"{old.id}.json").write_bytes(dumps(old.to_dict()))
+    (queue.base / "pending" / f"{old.id}.1").touch()
+    queue.submit([Job.command_job(["echo", "new"])])
+    assert queue.get(old.id).seq == 0 and queue.get(old.id).state is State.PENDING
+    (first,) = queue.claim("w1")
+    assert first.job == old  # no number: before every numbered job
+    queue.release(first)  # back to where it was
+    assert queue.counts()[State.PENDING] == 2
+
+
+def test_a_block_folder_removed_empty_is_made_again_by_a_release(tmp_path):
+    queue, lease = one_claimed(tmp_path)
+    assert queue.claim("w1") == []  # this refill finds the block empty and removes it
+    assert [p for p in (queue.base / "pending").iterdir()] == []
+    queue.release(lease, failed=Result(lease.job_id, State.FAILED, reason="exit status 1"))
+    (again,) = queue.claim("w1")
+    assert (again.job_id, again.attempt) == (lease.job_id, 2)
+
+
+def test_retry_force_of_a_job_whose_fence_awaits_its_group_commit(tmp_path):
+    """Right after a finish, its fence still exists until the group commit: a forced
+    retry must leave the job pending, not looking as if it ran."""
+    queue, lease = one_claimed(tmp_path)
+    queue.finish(lease, Result(lease.job_id, State.DONE))
+    assert queue.retry([lease.job_id], force=True) == [lease.job_id]
+    assert queue.get(lease.job_id).state is State.PENDING
+    assert queue.counts()[State.RUNNING] == 0
+    queue.flush()
+    (again,) = queue.claim("w1")
+    assert again.job_id == lease.job_id

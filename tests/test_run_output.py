@@ -5,7 +5,6 @@ exit status and the failure summary. Every run is a real `shoal` process running
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import pty
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from shoal.queue import open_queue
 from tests.conftest import redis_queue_url, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -305,10 +303,6 @@ def test_failed_attempts_are_hinted_with_shoal_logs_attempt(tmp_path):
 
 
 def test_fresh_runs_done_jobs_again(tmp_path):
-    queue = open_queue(str(tmp_path / "q"))
-    if "force" not in inspect.signature(queue.retry).parameters:
-        pytest.skip(f"{type(queue).__name__}.retry has no force= yet (the queue engineer's "
-                    "part of issue 14)")
     command = "echo ran >> runs.txt; echo ok"
     assert run(tmp_path, [command]).returncode == 0
     again = run(tmp_path, [command], fresh=True)

@@ -370,19 +370,64 @@ def logs(queue: str, job: str, attempt: int | None, follow: bool) -> None:
 @click.argument("jobs", nargs=-1)
 @click.option("--failed", is_flag=True, help="Retry every failed job.")
 @click.option("--cancelled", is_flag=True, help="Retry every cancelled job.")
-def retry(queue: str, jobs: tuple[str, ...], failed: bool, cancelled: bool) -> None:
-    """Put failed (or cancelled) jobs back to pending."""
+@click.option("--all", "every", is_flag=True,
+              help="Retry every final job (done ones only with --force).")
+@click.option("--force", is_flag=True,
+              help="Run done jobs again too (their results are set aside).")
+def retry(queue: str, jobs: tuple[str, ...], failed: bool, cancelled: bool, every: bool,
+          force: bool) -> None:
+    """Put final jobs back to pending: failed and cancelled ones, done ones with --force."""
     from .views import resolve_jobs
 
+    if not jobs and not (failed or cancelled or every):
+        raise UsageError("name jobs to retry, or give --failed / --cancelled / --all")
     q = open_existing(queue)
-    ids = [status.job.id for status in resolve_jobs(q, jobs)] if jobs else []
-    wanted = {State.FAILED} if failed else set()
-    if cancelled:
-        wanted.add(State.CANCELLED)
-    if not jobs and not wanted:
-        raise UsageError("name jobs to retry, or give --failed / --cancelled")
-    ids += [r.job_id for r in q.results() if r.state in wanted]
-    click.echo(f"{len(q.retry(ids))} job(s) back to pending")
+    named = resolve_jobs(q, jobs) if jobs else []
+    wanted = {state for state, asked in ((State.FAILED, failed or every),
+                                         (State.CANCELLED, cancelled or every),
+                                         (State.DONE, every and force)) if asked}
+    ids = [status.job.id for status in named if status.state.final]
+    done_left = [status.job.name or status.job.id for status in named
+                 if status.state is State.DONE and not force]
+    unfinished = [status.job.name or status.job.id for status in named
+                  if not status.state.final]
+    done_count = 0
+    for result in q.results() if wanted or every else ():
+        if result.state in wanted:
+            ids.append(result.job_id)
+        elif result.state is State.DONE and every and not force:
+            done_count += 1
+    moved = q.retry(list(dict.fromkeys(ids)), force=force)
+    click.echo(f"{len(moved)} job(s) back to pending")
+    if done_left:
+        click.echo(f"left alone: {len(done_left)} named job(s) are done "
+                   f"({_listed(done_left)}); add --force to run them again", err=True)
+    if done_count:
+        click.echo(f"left alone: {done_count} done job(s); add --force to run them again "
+                   "too", err=True)
+    if unfinished:
+        click.echo(f"left alone: {len(unfinished)} named job(s) not finished yet "
+                   f"({_listed(unfinished)})", err=True)
+
+
+def _listed(names: list[str], most: int = 3) -> str:
+    """A few names, and how many more."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
+@main.command()
+@click.argument("queue")
+@click.option("--force", is_flag=True,
+              help="Even while workers are running (their running jobs are stopped).")
+def clean(queue: str, force: bool) -> None:
+    """Remove every job, result and log from QUEUE to start a sweep afresh.
+
+    Your job files stay: a folder queue's job files are picked up again and run again
+    by the next `shoal work`. Refused while workers are running, unless --force."""
+    q = open_existing(queue)
+    removed = q.purge(force=force)
+    click.echo(f"{removed} job(s) removed from {q.url}")
 
 
 @main.command()

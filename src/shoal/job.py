@@ -1,7 +1,9 @@
 """What a job is, what it produced: small frozen dataclasses, JSON-able, serialised here only.
 
-A job's id comes from its content (kind, command or file, cwd, env, params), so
-submitting the same work twice is a no-op; this is how `shoal run` resumes.
+A job's id comes from its content (kind, command or file, cwd, env, params, and a
+command's run options where they differ from the defaults), so submitting the same
+work twice is a no-op; this is how `shoal run` resumes, and why a rerun with another
+--timeout runs again.
 """
 
 from __future__ import annotations
@@ -61,6 +63,16 @@ def _shallow_dict(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, name) for name in _field_names(type(obj))}
 
 
+def run_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The run options (timeout_s, retries, max_attempts) among `options` that differ
+    from the defaults: part of a command job's id, so that the same command asked to run
+    with another timeout is another job, while a default job's id stays what it was."""
+    defaults_of = {"timeout_s": None, "retries": defaults.RETRIES,
+                   "max_attempts": defaults.MAX_ATTEMPTS}
+    return {key: options[key] for key, default in defaults_of.items()
+            if key in options and options[key] != default}
+
+
 def content_id(*parts: Any) -> str:
     """A short stable id from JSON-able parts (sorted keys, so dict order does not matter)."""
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
@@ -112,7 +124,9 @@ class Job:
         cmd: str | tuple[str, ...] = command if isinstance(command, str) else tuple(command)
         env = dict(env or {})
         params = dict(params or {})
-        job_id = content_id("command", cmd, cwd, env, params)
+        extra = run_options(options)
+        job_id = (content_id("command", cmd, cwd, env, params, extra) if extra
+                  else content_id("command", cmd, cwd, env, params))
         display = cmd if isinstance(cmd, str) else " ".join(cmd)
         return cls(
             id=job_id, name=name or display[:80], kind=Kind.COMMAND, command=cmd,
@@ -121,7 +135,9 @@ class Job:
 
     @classmethod
     def file_job(cls, path: str, *, name: str | None = None, **options: Any) -> Job:
-        """A job file (script or .ini/.toml) whose identity is its path in the queue folder."""
+        """A job file (script or .ini/.toml) whose identity is its path in the queue folder
+        only: the drop-in scan submits the same file without options, which must stay the
+        same job (a file's own options live in the file)."""
         return cls(id=content_id("file", path), name=name or path, kind=Kind.FILE, path=path,
                    **options)
 

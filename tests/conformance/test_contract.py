@@ -39,6 +39,9 @@ def test_submit_is_idempotent_by_job_id(queue):
     assert queue.submit([cmd(1)]) == []
     assert queue.counts()[State.PENDING] == 2
     assert cmd(1).id == Job.command_job(["echo", "1"]).id  # id comes from content
+    # ...and from the run options given, so a rerun with another timeout is another job
+    assert cmd(1, timeout_s=1).id not in (cmd(1).id, cmd(1, timeout_s=10).id)
+    assert cmd(1, max_attempts=3, retries=0, timeout_s=None).id == cmd(1).id  # defaults
 
 
 def test_finish_then_claim_records_then_leases_the_same_worker_its_next_job(queue):
@@ -128,12 +131,13 @@ def test_beat_reports_leases_that_were_taken_over(queue_factory):
 
 def test_lease_expiring_at_the_cap_fails_the_job_with_a_reason(queue_factory):
     queue, other = queue_factory(), queue_factory()
-    queue.submit([cmd(1, max_attempts=2)])
+    job = cmd(1, max_attempts=2)
+    queue.submit([job])
     queue.claim("w1")
     claim_eventually(other, "w2")  # attempt 2, never renewed either
-    wait_for(lambda: (other.reap(), other.get(cmd(1).id).state is State.FAILED)[1],
+    wait_for(lambda: (other.reap(), other.get(job.id).state is State.FAILED)[1],
              message="the job to fail at max_attempts")
-    result = other.get(cmd(1).id).result
+    result = other.get(job.id).result
     assert "max_attempts=2" in result.reason and result.attempt == 2
 
 

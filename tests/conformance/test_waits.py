@@ -112,7 +112,8 @@ def test_watch_sees_a_running_job_cancelled(queue_factory):
 
 def test_watch_sees_a_job_failed_by_another_views_reap(queue_factory):
     waiter, worker_view, reaper = queue_factory(), queue_factory(), queue_factory()
-    waiter.submit([cmd(1, max_attempts=1)])
+    job = cmd(1, max_attempts=1)
+    waiter.submit([job])
     worker_view.claim("w-dead", 1)  # and never beats
     stop = threading.Event()
 
@@ -124,11 +125,11 @@ def test_watch_sees_a_job_failed_by_another_views_reap(queue_factory):
     thread = threading.Thread(target=reap_until_stopped, daemon=True)
     thread.start()
     try:
-        found, _ = timed(lambda: waiter.watch([cmd(1).id], WAIT_S))
+        found, _ = timed(lambda: waiter.watch([job.id], WAIT_S))
     finally:
         stop.set()
         thread.join(WAIT_S)
-    assert [(r.job_id, r.state) for r in found] == [(cmd(1).id, State.FAILED)]
+    assert [(r.job_id, r.state) for r in found] == [(job.id, State.FAILED)]
     assert "max_attempts=1" in found[0].reason
 
 

@@ -64,14 +64,15 @@ def status_out(status: JobStatus) -> dict[str, Any]:
     return {"job": status.job.to_dict(binary=True), "state": status.state.value,
             "attempt": status.attempt, "worker": status.worker,
             "result": result_out(status.result) if status.result is not None else None,
-            "attempts": [result_out(record) for record in status.attempts]}
+            "attempts": [result_out(record) for record in status.attempts], "seq": status.seq}
 
 
 def status_in(record: dict[str, Any]) -> JobStatus:
     result = record.get("result")
     return JobStatus(Job.from_dict(record["job"]), State(record["state"]), record["attempt"],
                      record["worker"], result_in(result) if result is not None else None,
-                     tuple(result_in(r) for r in record.get("attempts", ())))
+                     tuple(result_in(r) for r in record.get("attempts", ())),
+                     record.get("seq", 0))
 
 
 def worker_out(info: WorkerInfo) -> dict[str, Any]:

@@ -9,6 +9,11 @@ Guarantees (see docs/architecture.md and RELIABILITY.md):
 * `finish` records exactly one final result per job: a stale lease is refused
   with `LeaseLost`, never silently recorded.
 * Execution is therefore at-least-once, the recorded outcome exactly-once.
+* Jobs are numbered in submission order (`JobStatus.seq`: 1, 2, ...; a resubmitted
+  job keeps its number) and claimed in that order (a folder queue: roughly, see
+  folder/layout.py).
+* `retry` starts final jobs afresh (done ones only with `force`); `purge` empties the
+  queue of jobs, results and logs, never of the user's job files.
 * Function blobs (pickled callables a call job names by sha256 in `job.blob_refs`)
   come with the jobs in `job.blobs`; `submit` stores each once per queue, before the
   jobs that name it, and `get_blob` gives it back to workers.
@@ -27,6 +32,7 @@ from collections.abc import Set as AbstractSet
 from typing import ClassVar, TypeVar
 
 from .. import defaults
+from ..errors import UsageError
 from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo
 from .files import JobFiles
 from .settings import QueueSettings
@@ -131,6 +137,9 @@ class Queue(ABC):
     cross_host: ClassVar[bool] = False
     #: only this process can reach it (no `shoal work` elsewhere can join).
     in_process: ClassVar[bool] = False
+    #: `purge` can empty this queue (every backend here can; one that could not sets it
+    #: False and `purge` refuses with a message saying so).
+    can_purge: ClassVar[bool] = True
     #: job files live in the queue's own folder (`settings.root`), so a submit copies them there.
     keeps_job_files: ClassVar[bool] = False
 
@@ -197,15 +206,41 @@ class Queue(ABC):
     @abstractmethod
     def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
         """Put final (failed or cancelled) jobs back to pending with fresh attempts; with
-        `force`, done jobs too (their result is set aside). Returns the ids moved."""
+        `force`, done jobs too (their result is set aside). Returns the ids moved.
+
+        A retried job is no longer final: `get`, `states` and `watch` show it pending (a
+        watcher that had its result adds the id to its WatchSet again to hear of the new
+        one). It keeps its `seq`.
+        """
+
+    def purge(self, *, force: bool = False) -> int:
+        """Remove every job, result, failed-attempt record and log (a fresh sweep: the
+        next submit runs everything again); job files stay, and a folder queue's
+        drop-ins are scanned again. Refused while a live worker is registered, unless
+        `force` (its running jobs' leases go, so their results are refused and the
+        worker kills them at its next beat). Returns how many jobs were removed."""
+        if not self.can_purge:
+            raise UsageError(f"{self.url}: this queue cannot be emptied in place; "
+                             "delete it instead")
+        if not force:
+            alive = sorted(info.id for info in self.workers() if not info.lost)
+            if alive:
+                raise UsageError(f"{self.url}: {len(alive)} worker(s) still running "
+                                 f"({', '.join(alive[:3])}{', ...' if len(alive) > 3 else ''})"
+                                 "; stop them first or add --force")
+        return self._purge()
+
+    @abstractmethod
+    def _purge(self) -> int:
+        """`purge` once it is allowed: remove what it says; return the number of jobs."""
 
     @abstractmethod
     def get(self, job_id: str) -> JobStatus | None:
-        """The job's state, or None if unknown."""
+        """The job's state (with its `seq`), or None if unknown."""
 
     @abstractmethod
     def jobs(self) -> Iterator[JobStatus]:
-        """Every job with its state (order unspecified)."""
+        """Every job with its state and `seq` (order unspecified)."""
 
     @abstractmethod
     def counts(self) -> dict[State, int]:

@@ -227,6 +227,10 @@ class JobFiles(ABC):
         """Keep a progress report shipped from a worker."""
         write_atomic(self.progress_file(lease), data)
 
+    def forget_logs(self, *records: Iterable[Result]) -> None:  # noqa: B027 - optional hook
+        """Remove the logs these results name (`Queue.purge`); a store that keeps logs
+        with the queue's records removes them with those instead (the default)."""
+
     # -- readers ------------------------------------------------------------------------
 
     @abstractmethod
@@ -318,6 +322,15 @@ class LocalFiles(JobFiles):
         except OSError:
             return result
         return replace(result, log=str(kept))
+
+    def forget_logs(self, *records: Iterable[Result]) -> None:
+        """Remove the log files these results name: those in our log folder and *.log
+        files; any other path a job file named as its log is the user's and stays."""
+        for results in records:
+            for result in results:
+                log = result.log
+                if log and (log.endswith(".log") or Path(log).parent == self.local_dir()):
+                    unlink_if_there(log)
 
     def _cap(self, path: Path) -> None:
         """Keep the last `log_cap_bytes` of a log that grew past them."""

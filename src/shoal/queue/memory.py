@@ -5,7 +5,8 @@ embedding, and the model the other backends are checked against.
 
 Memory is bounded by what is in flight: a job that reaches a final state drops its
 pickled arguments, and a function blob goes once no unfinished job names it. A
-finished call therefore cannot be retried here (`retry` leaves it alone).
+finished call therefore cannot be retried here (`retry` leaves it alone). Jobs are
+claimed in submission order (a deque), numbered by a counter (`JobStatus.seq`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class MemoryQueue(Queue):
         self._state: dict[str, State] = {}
         self._attempt: dict[str, int] = {}
         self._pending: deque[str] = deque()
+        self._seq: dict[str, int] = {}  # id -> place in submission order
+        self._numbers = itertools.count(1)
         self._leases: dict[str, tuple[str, str, float]] = {}  # id -> worker, token, deadline
         self._results: dict[str, Result] = {}
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
@@ -69,6 +72,7 @@ class MemoryQueue(Queue):
                 self._jobs[job.id] = job
                 self._state[job.id] = State.PENDING
                 self._attempt[job.id] = 1
+                self._seq[job.id] = next(self._numbers)
                 self._pending.append(job.id)
                 new.append(job.id)
                 for digest in job.blob_refs:
@@ -200,20 +204,36 @@ class MemoryQueue(Queue):
                 done.append(job_id)
         return done
 
-    def retry(self, job_ids: Iterable[str]) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
         again = []
+        retried = (State.FAILED, State.CANCELLED, State.DONE) if force else (State.FAILED,
+                                                                             State.CANCELLED)
         with self._lock:
             for job_id in job_ids:
                 job = self._jobs.get(job_id)
                 if job is not None and job.kind is Kind.CALL and job.payload is None:
                     continue  # its arguments were dropped when it ended
-                if job_id in self._state and self._state[job_id] in (State.FAILED,
-                                                                     State.CANCELLED):
+                if self._state.get(job_id) in retried:
                     del self._results[job_id]
                     self._failed_attempts.pop(job_id, None)  # a fresh start: no old records
                     self._to_pending(job_id, 1)
                     again.append(job_id)
         return again
+
+    def _purge(self) -> int:
+        with self._lock:
+            removed = len(self._jobs)
+            self.files.forget_logs(self._results.values(),
+                                   (r for records in self._failed_attempts.values()
+                                    for r in records.values()))
+            for kept in (self._jobs, self._state, self._attempt, self._seq, self._leases,
+                         self._results, self._failed_attempts, self._blob_users, self._blobs):
+                kept.clear()
+            self._pending.clear()
+            self._reaped.clear()
+            self._numbers = itertools.count(1)
+            self._landed.notify_all()
+            return removed
 
     def watch(self, ids: Collection[str], timeout_s: float) -> list[Result]:
         """Answers as soon as a result lands: waits on the condition every final notifies."""
@@ -257,7 +277,8 @@ class MemoryQueue(Queue):
         records = self._failed_attempts.get(job_id, {})  # those before a retry() do not count
         return JobStatus(self._jobs[job_id], self._state[job_id], attempt,
                          held[0] if held else None, self._results.get(job_id),
-                         tuple(records[n] for n in sorted(records) if n < attempt))
+                         tuple(records[n] for n in sorted(records) if n < attempt),
+                         self._seq[job_id])
 
     def jobs(self) -> Iterator[JobStatus]:
         with self._lock:

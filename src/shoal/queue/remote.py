@@ -274,13 +274,20 @@ class CoordinatorQueue(Queue):
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
         return self._call("cancel", ids=list(job_ids))
 
-    def retry(self, job_ids: Iterable[str]) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
         ids = list(job_ids)
         if self._watching:
             with self._watched_lock:
                 self._watched.update(dict.fromkeys(ids))
             self._call("watch", ids=ids)
-        return self._call("retry", ids=ids)
+        return self._call("retry", ids=ids, force=force)
+
+    def purge(self, *, force: bool = False) -> int:
+        """The coordinator's queue judges whether its workers are alive."""
+        return int(self._call("purge", force=force))
+
+    def _purge(self) -> int:
+        return self.purge(force=True)
 
     def get(self, job_id: str) -> JobStatus | None:
         record = self._call("get", id=job_id)

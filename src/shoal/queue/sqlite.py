@@ -249,18 +249,19 @@ class SqliteQueue(Queue):
         # lock, so the new ones are those above the largest seq before the insert; when
         # every row went in (the usual case) they are simply all of them.
         jobs = list(jobs)
-        rows = [(job.id, _spec(job), job.payload) for job in jobs]
+        rows = [(job.id, _spec(job), job.payload, job.id) for job in jobs]
         blobs = blobs_of(jobs)
         with self._write() as db:
             if blobs:
                 self._put_blobs_in(db, blobs)
             (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
             before = db.total_changes
+            # Not INSERT OR IGNORE: an ignored row would use up a seq number.
             db.executemany(
-                "INSERT OR IGNORE INTO jobs(id, spec, payload, state) VALUES (?, ?, ?, 'pending')",
-                rows)
+                "INSERT INTO jobs(id, spec, payload, state) SELECT ?, ?, ?, 'pending' "
+                "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id=?)", rows)
             if db.total_changes - before == len(rows):
-                return [job_id for job_id, _, _ in rows]
+                return [row[0] for row in rows]
             return [job_id for (job_id,) in db.execute(
                 "SELECT id FROM jobs WHERE seq > ? ORDER BY seq", (last,))]
 
@@ -375,19 +376,34 @@ class SqliteQueue(Queue):
                 done.append(job_id)
         return done
 
-    def retry(self, job_ids: Iterable[str]) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
         again = []
+        states = "('failed', 'cancelled', 'done')" if force else "('failed', 'cancelled')"
         with self._write() as db:
             for job_id in job_ids:
                 cursor = db.execute("UPDATE jobs SET state='pending', attempt=1, result=NULL "
-                                    "WHERE id=? AND state IN ('failed', 'cancelled')", (job_id,))
+                                    f"WHERE id=? AND state IN {states}", (job_id,))
                 if cursor.rowcount:
                     db.execute("DELETE FROM attempts WHERE job_id=?", (job_id,))  # fresh start
                     again.append(job_id)
         return again
 
+    def _purge(self) -> int:
+        """One transaction empties the job tables (numbering starts again at 1); the logs
+        their records name go once it committed."""
+        with self._write() as db:
+            logs = [Result.from_dict(loads(text.encode())) for (text,) in db.execute(
+                "SELECT result FROM jobs WHERE result IS NOT NULL UNION ALL "
+                "SELECT result FROM attempts")]
+            (removed,) = db.execute("SELECT COUNT(*) FROM jobs").fetchone()
+            for table in ("jobs", "attempts", "reaped", "blobs"):
+                db.execute(f"DELETE FROM {table}")
+            db.execute("DELETE FROM sqlite_sequence WHERE name='jobs'")
+        self.files.forget_logs(logs)
+        return removed
+
     def _status(self, row: tuple) -> JobStatus:
-        spec, payload, state, attempt, worker, result = row
+        spec, payload, state, attempt, worker, result, seq = row
         job = _job(spec, payload)
         records: tuple[Result, ...] = ()
         if attempt > 1:  # only a job tried again has records of failed attempts
@@ -395,16 +411,17 @@ class SqliteQueue(Queue):
                 ).execute("SELECT result FROM attempts WHERE job_id=? AND attempt<? "
                           "ORDER BY attempt", (job.id, attempt)))
         return JobStatus(job, State(state), attempt, worker,
-                         Result.from_dict(loads(result.encode())) if result else None, records)
+                         Result.from_dict(loads(result.encode())) if result else None, records,
+                         seq)
 
     def get(self, job_id: str) -> JobStatus | None:
-        row = self._db().execute("SELECT spec, payload, state, attempt, worker, result FROM jobs "
-                                 "WHERE id=?", (job_id,)).fetchone()
+        row = self._db().execute("SELECT spec, payload, state, attempt, worker, result, seq "
+                                 "FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None else self._status(row)
 
     def jobs(self) -> Iterator[JobStatus]:
-        rows = self._db().execute("SELECT spec, payload, state, attempt, worker, result FROM jobs "
-                                  "ORDER BY seq").fetchall()
+        rows = self._db().execute("SELECT spec, payload, state, attempt, worker, result, seq "
+                                  "FROM jobs ORDER BY seq").fetchall()
         return iter([self._status(row) for row in rows])
 
     def counts(self) -> dict[State, int]:

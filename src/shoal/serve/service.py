@@ -210,10 +210,14 @@ class Service:
         self._ended.update(cancelled)
         return cancelled
 
-    def retry(self, req: Request, ids: list[str]) -> list[str]:
-        again = self.queue.retry(ids)
+    def retry(self, req: Request, ids: list[str], force: bool = False) -> list[str]:
+        again = self.queue.retry(ids, force=force)
         self._pending_may_grow = bool(again)
         return again
+
+    def purge(self, req: Request, force: bool = False) -> int:
+        """Empty the served queue (its own check of live workers applies)."""
+        return self.queue.purge(force=force)
 
     def get(self, req: Request, id: str) -> dict | None:
         status = self.queue.get(id)
@@ -285,6 +289,7 @@ HANDLERS: dict[str, Handler] = {
     "release": Service.release,
     "cancel": Service.cancel,
     "retry": Service.retry,
+    "purge": Service.purge,
     "get": Service.get,
     "jobs": Service.jobs,
     "counts": Service.counts,
@@ -302,5 +307,5 @@ HANDLERS: dict[str, Handler] = {
 }
 # Requests whose repeat must not act twice; their replies are cached.
 MUTATING = frozenset({"submit", "put_blobs", "claim", "finish", "release",
-                      "cancel", "retry", "send_control", "beat", "put_config"})
+                      "cancel", "retry", "purge", "send_control", "beat", "put_config"})
 assert MUTATING.issubset(HANDLERS)  # a cached reply needs a handler that makes it

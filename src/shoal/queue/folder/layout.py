@@ -5,7 +5,12 @@ Every state change is one atomic rename or exclusive create (see docs/architectu
     ROOT/                       drop-in job files (scripts, .ini, .toml) and their NAME.log
     ROOT/.shoal/jobs/ID.json    job spec, created once by link(2): submit is idempotent
     .../blobs/SHA256            a pickled function that call jobs name by digest (raw bytes)
-    .../pending/ID.ATT          marker: waiting for attempt ATT
+    .../pending/BLOCK/SEQ.ID.ATT  marker: waiting for attempt ATT; BLOCK = SEQ // SEQ_BLOCK
+                                (both zero-padded, so names sort by SEQ): claimers read
+                                the lowest blocks first, so jobs start roughly in
+                                submission order (pending/ID.ATT: a job from before seq)
+    .../seq/START               numbers START.. taken by one submit (the file holds how
+                                many): how jobs get their seq without a lock
     .../claimed/ID.ATT.WORKER   lease: pending marker renamed by the worker that won it
     .../committing/ID.ATT.WHO   fence held while a final result is written
     .../done|failed|cancelled/ID.json   the one final result
@@ -40,7 +45,8 @@ else:  # pragma: no cover
 
 FINAL_DIRS = {State.DONE: "done", State.FAILED: "failed", State.CANCELLED: "cancelled"}
 SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancelled",
-           "attempts", "workers", "control", "logs", "tmp", "blobs", "reaped")
+           "attempts", "workers", "control", "logs", "tmp", "blobs", "reaped", "seq")
+SEQ_BLOCK = 1000  # pending markers per block folder (by seq)
 HIDDEN = ".shoal"
 # What writing in a queue folder raises for someone who may only read it.
 READER_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -53,6 +59,23 @@ def parse_marker(kind: str, name: str) -> list[str]:
     if kind == "committing" and len(parts) == 3:
         parts[2] = parts[2].rsplit(".", 1)[0]
     return parts
+
+
+def pending_name(job_id: str, attempt: int, seq: int) -> str:
+    """A pending marker's name under pending/ (BLOCK/SEQ.ID.ATT; ID.ATT without a seq)."""
+    if not seq:
+        return f"{job_id}.{attempt}"
+    return f"{seq // SEQ_BLOCK:09d}/{seq:012d}.{job_id}.{attempt}"
+
+
+def parse_pending(name: str) -> tuple[str, int, int] | None:
+    """(job id, attempt, seq) from a name `pending_name` made; None if it is not one."""
+    parts = name.rsplit("/", 1)[-1].split(".")
+    if len(parts) == 2 and parts[1].isdigit():
+        return parts[0], int(parts[1]), 0
+    if len(parts) == 3 and parts[0].isdigit() and parts[2].isdigit():
+        return parts[1], int(parts[2]), int(parts[0])
+    return None
 
 
 def refresh_listing(folder: Path) -> None:

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -37,12 +38,24 @@ from ..base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
 from ..files import LocalFiles, check_log_name
 from ..settings import QueueSettings
 from .groupcommit import GroupCommit
-from .layout import FINAL_DIRS, Layout, parse_marker, refresh_listing
+from .layout import FINAL_DIRS, Layout, parse_marker, parse_pending, pending_name, refresh_listing
 from .registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
 STATE_READS = 5  # looks at a job that moved while get() read its state (see _state_of)
+SHUFFLED_REFILLS = 8  # refills that start at a random place after a collision
+MKDIR_TRIES = 10  # a pending block folder removed under us is made again this often
+
+
+def rotated(names: list[str]) -> list[str]:
+    """`names` from a random place on, then the ones before it: a claimer that collided
+    leaves the claimer it was trailing through the same names (each try would fail),
+    and both still take the lowest names first, roughly in order."""
+    if len(names) < 2:
+        return names
+    at = random.randrange(len(names))
+    return names[at:] + names[:at]
 
 
 class FolderQueue(Queue):
@@ -80,7 +93,10 @@ class FolderQueue(Queue):
         self.tmp = self.layout.tmp
         self.path = self.layout.path
         self.registry = WorkerRegistry(self.layout, self.settings.lease_s)
-        self._batch: list[str] = []
+        self._batch: list[str] = []  # pending names (BLOCK/NAME), next one last
+        self._shuffled = 0  # refills left that start at a random place (we collided)
+        self._seqs: dict[str, int] = {}  # job id -> seq of the jobs we claimed
+        self._seq_end: int | None = None  # the number after our last reserved range
         self._claim_lock = threading.Lock()
         self._commits = GroupCommit(self.base)
         self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name)
@@ -88,25 +104,104 @@ class FolderQueue(Queue):
     # -- submit ---------------------------------------------------------------
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
-        """Write every blob, spec and marker, then make them durable with one sync."""
+        """Number the jobs not seen yet (`_reserve`), write every blob, spec and marker,
+        then make them durable with one sync."""
         jobs = list(jobs)
         self._write_blobs(blobs_of(jobs))
+        fresh = list(dict.fromkeys(job.id for job in jobs
+                                   if not os.path.exists(self.path("jobs", f"{job.id}.json"))))
+        first = self._reserve(len(fresh)) if fresh else 0
+        numbers = {job_id: first + i for i, job_id in enumerate(fresh)}
         new = []
         for job in jobs:
             spec = self.path("jobs", f"{job.id}.json")
+            seq = numbers.get(job.id, 0)
             # The spec is complete and closed before its pending marker exists, and only
             # a marker leads anyone to read it, so an exclusive create needs no temp name.
-            if write_new(spec, dumps(job.to_dict())):
-                touch_exclusive(self.path("pending", f"{job.id}.1"))
+            if seq and write_new(spec, dumps({**job.to_dict(), "seq": seq})):
+                self._to_pending(job.id, 1, seq)
                 new.append(job.id)
-            elif self._state_of(job.id, job) is None:
+            elif self._state_of(job.id, job, self._seq_of(job.id)) is None:
                 # A submitter died between writing the spec and the marker: repair.
-                atomic_write(spec, dumps(job.to_dict()), self.tmp, fsync=False)
-                touch_exclusive(self.path("pending", f"{job.id}.1"))
+                seq = self._seq_of(job.id) or seq
+                atomic_write(spec, dumps({**job.to_dict(), "seq": seq}), self.tmp, fsync=False)
+                self._to_pending(job.id, 1, seq)
                 new.append(job.id)
         if new and self.fsync:
             sync_filesystem(self.base)
         return new
+
+    # -- submission order ------------------------------------------------------------
+
+    def _reserve(self, count: int) -> int:
+        """The first of `count` numbers no other submitter has, after those given so far.
+
+        seq/START holds how many numbers its submitter took from START on; each range
+        starts right after another one, so the ranges tile 1, 2, ... without a gap, and
+        two submitters who read the same end race for the same name: link(2) of a
+        complete file lets exactly one win (atomic on NFS too); the other moves past
+        the winner's range and tries again. A stale listing only costs such tries, so
+        the folder is listed once per queue object: later submits start where ours
+        ended and step over the ranges others took meanwhile."""
+        start = self._seq_end
+        if start is None:  # the first time: where the ranges end now (later: where ours did)
+            folder = self.dirs["seq"]
+            folder.mkdir(exist_ok=True)  # a queue made before submissions were numbered
+            refresh_listing(folder)
+            starts = [int(name) for name in list_names(folder) if name.isdigit()]
+            start = self._range_end(max(starts)) if starts else 1
+        mine = self.path("tmp", f"seq.{unique_token()}")
+        atomic_write(mine, str(count).encode(), self.tmp, fsync=False)
+        try:
+            while True:
+                try:
+                    os.link(mine, self.path("seq", str(start)))
+                except FileExistsError:
+                    if os.stat(mine).st_nlink == 1:  # not an NFS retransmit of our link
+                        start = self._range_end(start)
+                        continue
+                self._seq_end = start + count
+                return start
+        finally:
+            unlink_quiet(mine)
+
+    def _range_end(self, start: int) -> int:
+        """The number after the range that starts at `start`."""
+        blob = read_bytes(self.path("seq", str(start))) or b""
+        return start + (int(blob) if blob.strip().isdigit() else 1)
+
+    def _seq_of(self, job_id: str) -> int:
+        """The job's seq from its spec (0: none, a job submitted before seq existed)."""
+        if job_id in self._seqs:
+            return self._seqs[job_id]
+        blob = read_bytes(self.path("jobs", f"{job_id}.json"))
+        try:
+            return int(loads(blob).get("seq", 0)) if blob else 0
+        except (ValueError, TypeError):
+            return 0
+
+    def _pending_path(self, job_id: str, attempt: int, seq: int) -> str:
+        return self.path("pending", pending_name(job_id, attempt, seq))
+
+    def _to_pending(self, job_id: str, attempt: int, seq: int, src: str | None = None) -> bool:
+        """Create the job's pending marker (or rename `src` to it); True if this call did.
+        Its block folder may be missing (never made, or removed empty by a claimer just
+        now): then it is made, and we try again."""
+        target = self._pending_path(job_id, attempt, seq)
+        for _ in range(MKDIR_TRIES):
+            try:
+                if src is None:
+                    return touch_exclusive(target)
+                os.rename(src, target)
+                return True
+            except FileNotFoundError:
+                folder = os.path.dirname(target)
+                if os.path.isdir(folder):  # it was our source that was gone
+                    return (src is not None and os.path.lexists(target)
+                            and not os.path.lexists(src))
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder)
+        return False
 
     # -- function blobs ----------------------------------------------------------
 
@@ -143,11 +238,16 @@ class FolderQueue(Queue):
         return [digest for digest in digests if not self._blob_path(digest).exists()]
 
     def _read_job(self, job_id: str) -> Job:
+        return self._read_spec(job_id)[0]
+
+    def _read_spec(self, job_id: str) -> tuple[Job, int]:
+        """The job and its seq (0 for a job submitted before jobs were numbered)."""
         blob = read_bytes(self.path("jobs", f"{job_id}.json"))
         if blob is None:
             raise MalformedJob(f"{self.path('jobs', job_id + '.json')}: job spec is missing")
         try:
-            return Job.from_dict(loads(blob))
+            data = loads(blob)
+            return Job.from_dict(data), int(data.get("seq", 0))
         except (ValueError, TypeError, KeyError) as exc:
             raise MalformedJob(f"{self.path('jobs', job_id + '.json')}: {exc}") from exc
 
@@ -177,32 +277,50 @@ class FolderQueue(Queue):
         return leases
 
     def _refill_batch(self) -> None:
-        """Read up to CLAIM_BATCH pending names: cost independent of how many wait."""
+        """Read up to CLAIM_BATCH pending names, lowest seq first: the block folders are
+        listed (one per SEQ_BLOCK numbers, so few) and read lowest first, each whole,
+        until the batch is full; a block found empty is removed. The cost depends on the
+        block size, not on how many jobs wait. A claimer that collided with another one
+        starts its batches at a random place for a while (`rotated`: roughly in order,
+        rarely colliding); one that did not takes the names exactly in order."""
         refresh_listing(self.dirs["pending"])
-        names = []
-        try:
-            with os.scandir(self.dirs["pending"]) as entries:
-                for entry in entries:
-                    if not entry.name.startswith("."):
-                        names.append(entry.name)
-                        if len(names) >= defaults.CLAIM_BATCH:
-                            break
-        except FileNotFoundError:
-            return
-        random.shuffle(names)  # workers reading the same listing rarely collide
-        self._batch = names
+        top = list_names(self.dirs["pending"])
+        names = [name for name in top if "." in name][:defaults.CLAIM_BATCH]  # seq 0
+        for block in sorted(name for name in top if name.isdigit()):
+            if len(names) >= defaults.CLAIM_BATCH:
+                break
+            folder = self.dirs["pending"] / block
+            refresh_listing(folder)
+            inside = sorted(list_names(folder))
+            if not inside:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+            names += [f"{block}/{name}" for name in inside]
+        names = names[:defaults.CLAIM_BATCH]
+        if self._shuffled > 0:
+            self._shuffled -= 1
+            names = rotated(names)
+        self._batch = names[::-1]
 
     def _try_claim(self, name: str, worker: str) -> Lease | None:
-        job_id, _, attempt_text = name.partition(".")
-        claimed = self.path("claimed", f"{name}.{worker}")
-        if not attempt_text.isdigit() or not claim_rename(self.path("pending", name), claimed):
+        parsed = parse_pending(name)
+        if parsed is None:
             return None
-        attempt = int(attempt_text)
+        job_id, attempt, seq = parsed
+        claimed = self.path("claimed", f"{job_id}.{attempt}.{worker}")
+        if not claim_rename(self.path("pending", name), claimed):
+            # Another claimer reads the same names, just ahead of us: jump elsewhere.
+            self._batch = rotated(self._batch[::-1])[::-1]
+            self._shuffled = SHUFFLED_REFILLS
+            return None
         try:
             job = self._read_job(job_id)
         except MalformedJob as exc:
             self._fail_unreadable(job_id, attempt, worker, claimed, str(exc))
             return None
+        if len(self._seqs) > 4 * defaults.CLAIM_BATCH:
+            self._seqs.clear()  # leases are few; the rest were reaped or cancelled
+        self._seqs[job_id] = seq
         return Lease(job, attempt, worker, f"{attempt}.{worker}")
 
     def _fail_unreadable(self, job_id: str, attempt: int, worker: str, claimed: str,
@@ -244,6 +362,7 @@ class FolderQueue(Queue):
         """Fence, place the log, write the result (its fence goes once it is durable),
         then claim up to `then_claim` next jobs."""
         fence = self._fence(lease)
+        self._seqs.pop(lease.job_id, None)
         result = self.files.place_log(lease, result)
         self._write_final(result, fsync=False)
         if self.fsync:
@@ -271,9 +390,10 @@ class FolderQueue(Queue):
             record = self.path("attempts", f"{lease.job_id}.{attempt}.json")
             atomic_write(record, dumps(failed.to_dict()), self.tmp, fsync=False)
             attempt += 1
-        target = self.path("pending", f"{lease.job_id}.{attempt}")
-        if not claim_rename(self._claimed_path(lease), target):
+        seq = self._seq_of(lease.job_id)
+        if not self._to_pending(lease.job_id, attempt, seq, self._claimed_path(lease)):
             raise LeaseLost(f"job {lease.job_id} attempt {lease.attempt}: lease lost")
+        self._seqs.pop(lease.job_id, None)
 
     def _failed_attempts(self, job_id: str, before: int) -> tuple[Result, ...]:
         """Records of the failed attempts below `before` (a stat per attempt: none for a
@@ -320,17 +440,17 @@ class FolderQueue(Queue):
                                                  f"{secrets.token_hex(4)}.json"))
         return None
 
-    def _state_of(self, job_id: str, job: Job) -> JobStatus | None:
+    def _state_of(self, job_id: str, job: Job, seq: int) -> JobStatus | None:
         # A job is always in one place, but a rename can move it while we look in one
         # folder after another (claimed before we look there, back to pending after):
         # found nowhere means it moved, so look again.
         for _ in range(STATE_READS):
-            status = self._state_once(job_id, job)
+            status = self._state_once(job_id, job, seq)
             if status is not None:
-                return status
+                return replace(status, seq=seq)
         return None
 
-    def _state_once(self, job_id: str, job: Job) -> JobStatus | None:
+    def _state_once(self, job_id: str, job: Job, seq: int) -> JobStatus | None:
         result = self._final_result(job_id)
         if result is not None:
             return JobStatus(job, result.state, result.attempt, result.worker or None, result)
@@ -338,16 +458,16 @@ class FolderQueue(Queue):
             _, attempt, worker = parse_marker(kind, name)
             return JobStatus(job, State.RUNNING, int(attempt), worker)
         for attempt in range(1, self._attempt_bound(job) + 1):
-            if os.path.exists(self.path("pending", f"{job_id}.{attempt}")):
+            if os.path.exists(self._pending_path(job_id, attempt, seq)):
                 return JobStatus(job, State.PENDING, attempt)
         return None
 
     def get(self, job_id: str) -> JobStatus | None:
         try:
-            job = self._read_job(job_id)
+            job, seq = self._read_spec(job_id)
         except MalformedJob:
             return None
-        status = self._state_of(job_id, job)
+        status = self._state_of(job_id, job, seq)
         if status is None or status.attempt <= 1:
             return status
         return replace(status, attempts=self._failed_attempts(job_id, status.attempt))
@@ -359,12 +479,11 @@ class FolderQueue(Queue):
             status = self.get(job_id)
             if status is None or status.state.final:
                 continue
-            markers = [self.path(kind, name) for kind, name in self._running_entries(job_id)
-                       if kind == "claimed"]
-            markers += [self.path("pending", f"{job_id}.{n}")
+            markers = [(self.path(kind, name), parse_marker(kind, name)[1])
+                       for kind, name in self._running_entries(job_id) if kind == "claimed"]
+            markers += [(self._pending_path(job_id, n, status.seq), str(n))
                         for n in range(1, self._attempt_bound(status.job) + 1)]
-            for marker in markers:
-                attempt = os.path.basename(marker).split(".")[1]
+            for marker, attempt in markers:
                 fence = self._fence_path(job_id, int(attempt), who)
                 if claim_rename(marker, fence):
                     result = Result(job_id, State.CANCELLED, name=status.job.name,
@@ -376,18 +495,55 @@ class FolderQueue(Queue):
                     break
         return cancelled
 
-    def retry(self, job_ids: Iterable[str]) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
+        """The final result is renamed aside (whoever renames it owns the retry), its
+        failed attempts' records too, then the job gets a pending marker for attempt 1."""
         again = []
+        states = (State.FAILED, State.CANCELLED, State.DONE) if force else (State.FAILED,
+                                                                             State.CANCELLED)
         for job_id in job_ids:
-            for state in (State.FAILED, State.CANCELLED):
+            for state in states:
                 final = self.path(FINAL_DIRS[state], f"{job_id}.json")
                 parked = self.path("attempts", f"{job_id}.retried.{secrets.token_hex(4)}.json")
                 if claim_rename(final, parked):
+                    # The fence of the finish that wrote it may outlive it by a group
+                    # commit; without its result it would look like a running job.
+                    for kind, name in self._running_entries(job_id):
+                        if kind == "committing":
+                            unlink_quiet(self.path(kind, name))
                     self._park_failed_attempts(job_id, parked)
-                    touch_exclusive(self.path("pending", f"{job_id}.1"))
+                    self._to_pending(job_id, 1, self._seq_of(job_id))
                     again.append(job_id)
                     break
         return again
+
+    def _purge(self) -> int:
+        """Markers first (nothing can be claimed any more), then results, records,
+        specs and the numbering; the logs results name go with them. Job files stay, and
+        our drop-in scanner forgets them, so they are submitted again."""
+        removed = sum(1 for name in list_names(self.dirs["jobs"]) if name.endswith(".json"))
+        self.files.forget_logs(self.results(), self._attempt_records())
+        for kind in ("pending", "claimed", "committing", *FINAL_DIRS.values(), "attempts",
+                     "reaped", "jobs", "blobs", "seq"):
+            folder = self.dirs[kind]
+            for name in list_names(folder):
+                path = folder / name
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    unlink_quiet(path)
+        self._batch, self._seqs, self._seq_end = [], {}, None
+        self._dropins = DropIns(self.root, self.settings.interpreters)
+        if self.fsync:
+            sync_filesystem(self.base)
+        return removed
+
+    def _attempt_records(self) -> Iterator[Result]:
+        for name in list_names(self.dirs["attempts"]):
+            blob = read_bytes(self.path("attempts", name))
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                if blob is not None:
+                    yield Result.from_dict(loads(blob))
 
     def _park_failed_attempts(self, job_id: str, parked: str) -> None:
         """A retried job starts afresh: its old failed attempts' records are kept aside,
@@ -413,9 +569,22 @@ class FolderQueue(Queue):
         refresh_listing(self.dirs[kind])
         return list_names(self.dirs[kind])
 
+    def _pending_names(self) -> list[str]:
+        """Every pending marker, as BLOCK/NAME (or NAME for a job without a seq)."""
+        top = self._fresh_names("pending")
+        names = [name for name in top if "." in name]
+        for block in (name for name in top if name.isdigit()):
+            refresh_listing(self.dirs["pending"] / block)
+            names += [f"{block}/{name}" for name in list_names(self.dirs["pending"] / block)]
+        return names
+
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
-        counts[State.PENDING] = len(self._fresh_names("pending"))
+        top = self._fresh_names("pending")
+        counts[State.PENDING] = sum(1 for name in top if "." in name)
+        for block in (name for name in top if name.isdigit()):
+            refresh_listing(self.dirs["pending"] / block)
+            counts[State.PENDING] += len(list_names(self.dirs["pending"] / block))
         final: set[str] = set()
         for state, folder in FINAL_DIRS.items():
             names = self._fresh_names(folder)
@@ -429,8 +598,12 @@ class FolderQueue(Queue):
     def states(self, job_ids: Iterable[str]) -> dict[str, State]:
         """Cheap for many ids: a few directory listings instead of a lookup per job."""
         wanted = set(job_ids)
-        found = dict.fromkeys(wanted & {n.split(".")[0] for n in self._fresh_names("pending")},
-                              State.PENDING)
+        pending = set()
+        for name in self._pending_names():
+            parsed = parse_pending(name)
+            if parsed is not None:
+                pending.add(parsed[0])
+        found = dict.fromkeys(wanted & pending, State.PENDING)
         for kind in ("claimed", "committing"):
             for name in self._fresh_names(kind):
                 if name.split(".")[0] in wanted:
@@ -454,11 +627,21 @@ class FolderQueue(Queue):
         return [result for result in found if result is not None]
 
     def is_drained(self) -> bool:
-        for kind in ("pending", "claimed", "committing"):
+        for kind in ("claimed", "committing"):
             refresh_listing(self.dirs[kind])
             with os.scandir(self.dirs[kind]) as entries:
                 if any(not entry.name.startswith(".") for entry in entries):
                     return False
+        return self._nothing_pending()
+
+    def _nothing_pending(self) -> bool:
+        """No pending marker, read block by block until one is found."""
+        for name in self._fresh_names("pending"):
+            if "." in name:
+                return False
+            refresh_listing(self.dirs["pending"] / name)
+            if list_names(self.dirs["pending"] / name):
+                return False
         return True
 
     def results(self) -> Iterator[Result]:
@@ -495,11 +678,11 @@ class FolderQueue(Queue):
             unlink_quiet(marker)
             return False
         try:
-            job = self._read_job(job_id)
+            job, seq = self._read_spec(job_id)
         except MalformedJob:
-            job = Job.command_job("true", name=job_id)
+            job, seq = Job.command_job("true", name=job_id), 0
         if attempt < job.max_attempts:
-            return claim_rename(marker, self.path("pending", f"{job_id}.{attempt + 1}"))
+            return self._to_pending(job_id, attempt + 1, seq, marker)
         fence = self._fence_path(job_id, attempt, worker)
         if not claim_rename(marker, fence):
             return False
@@ -565,13 +748,7 @@ class FolderQueue(Queue):
         again = [found.waiting[job_id] for job_id in (found.waiting.keys() & done) - new]
         again = [job for job in again if self._lost_its_log(job)]
         if again:
-            try:
-                self.retry([job.id for job in again], force=True)
-            except TypeError:  # a Queue.retry without force= (before issue 14's queue part)
-                log.warning("%s: cannot run done jobs again whose log was deleted "
-                            "(this shoal's retry has no force)", self.root)
-                for job in again:
-                    self._dropins.mark(job.path or "", ELSEWHERE)
+            self.retry([job.id for job in again], force=True)
 
     def _lost_its_log(self, job: Job) -> bool:
         """Done, yet neither a log beside it nor its recorded log is there. Looked at

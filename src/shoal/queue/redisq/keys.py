@@ -9,7 +9,8 @@ from __future__ import annotations
 #: the keys every script gets, in the order prelude.lua unpacks them
 SHARED = ("spec", "payload", "state", "attempt", "pending", "wake", "running", "token",
           "owner", "result", "failed", "counts", "finals", "reaped", "workers", "seen", "hosts",
-          "seq", "logs", "tails", "progress", "config")
+          "seq", "logs", "tails", "progress", "config", "numbers", "numbered")
+
 
 class QueueKeys:
     """The key names of one queue; `shared` is what every script is given as KEYS."""

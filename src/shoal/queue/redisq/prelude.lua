@@ -3,8 +3,9 @@
 -- Every key shares one hash tag, so a queue lives in one Cluster slot.
 local SPEC, PAYLOAD, STATE, ATTEMPT, PENDING, WAKE, RUNNING, TOKEN, OWNER, RESULT,
       FAILED, COUNTS, FINALS, REAPED, WORKERS, SEEN, HOSTS, SEQ, LOGS, TAILS, PROGRESS,
-      CONFIG = unpack(KEYS, 1, 22)
-local EXTRA = KEYS[23]     -- a script's own key (a worker's control list), if any
+      CONFIG, NUMBERS, NUMBERED = unpack(KEYS, 1, 24)
+-- NUMBERS: id -> the job's place in submission order; NUMBERED: the last place given.
+local EXTRA = KEYS[25]     -- a script's own key (a worker's control list), if any
 local WAKE_MAX = 64        -- wake-up tokens kept at most (a woken claimer wakes the next)
 local FINALS_MAX = 100000  -- entries kept (about) in the finals stream
 

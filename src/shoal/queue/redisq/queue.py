@@ -210,9 +210,15 @@ class RedisQueue(Queue):
         return [_text(i) for i in self._run(self.scripts.cancel, [CANCELLED, *ids])]
 
     @_translated
-    def retry(self, job_ids: Iterable[str]) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
         ids = list(job_ids)
-        return [_text(i) for i in self._run(self.scripts.retry, ids)] if ids else []
+        if not ids:
+            return []
+        return [_text(i) for i in self._run(self.scripts.retry, ["1" if force else "0", *ids])]
+
+    @_translated
+    def _purge(self) -> int:
+        return int(self._run(self.scripts.purge, []))
 
     @_translated
     def reap(self) -> list[Reaped]:
@@ -235,12 +241,12 @@ class RedisQueue(Queue):
         return None if row is None else self._status(row)
 
     def _status(self, row: list[Any]) -> JobStatus:
-        spec, payload, state, attempt, worker, record, earlier = row
+        spec, payload, state, attempt, worker, record, earlier, seq = row
         job = job_of(spec, payload)
         return JobStatus(job, State(_text(state)), int(attempt),
                          _text(worker) if worker else None,
                          result_of(record, job) if record else None,
-                         tuple(result_of(r, job) for r in earlier if r))
+                         tuple(result_of(r, job) for r in earlier if r), int(seq))
 
     def jobs(self) -> Iterator[JobStatus]:
         for ids in self._scan(self.keys.state):

@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Any
 
 NAMES = ("submit", "claim", "beat", "finish", "release", "reap", "cancel", "retry", "status",
-         "workers", "unregister", "finals", "config")
+         "workers", "unregister", "finals", "config", "purge")
 
 
 def _text(name: str) -> str:
@@ -35,3 +35,4 @@ class Scripts:
     unregister: Any
     finals: Any
     config: Any
+    purge: Any

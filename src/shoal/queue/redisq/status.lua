@@ -1,5 +1,5 @@
 -- ARGV: job ids. Returns, per id, false or {spec, payload, state, attempt, worker,
--- result, records of the failed attempts before this one}: one consistent read.
+-- result, records of the failed attempts before this one, seq}: one consistent read.
 local function status(id)
   local spec = redis.call('HGET', SPEC, id)
   if not spec then return false end
@@ -11,7 +11,8 @@ local function status(id)
     records = redis.call('HMGET', FAILED, unpack(fields))
   end
   return {spec, redis.call('HGET', PAYLOAD, id), redis.call('HGET', STATE, id), attempt,
-          redis.call('HGET', OWNER, id), redis.call('HGET', RESULT, id), records}
+          redis.call('HGET', OWNER, id), redis.call('HGET', RESULT, id), records,
+          tonumber(redis.call('HGET', NUMBERS, id)) or 0}
 end
 
 local rows = {}

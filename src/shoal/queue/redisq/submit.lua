@@ -1,5 +1,6 @@
 -- ARGV[1]: msgpack of [id, spec, payload ('' for none), ...]. Returns the ids that were
--- new, or just their number when every one was (the usual case: a short reply).
+-- new, or just their number when every one was (the usual case: a short reply). New
+-- jobs are numbered in submission order (NUMBERS), one INCRBY for the batch.
 local items = cmsgpack.unpack(ARGV[1])
 local new, states = {}, {}
 for i = 1, #items, 3 do
@@ -11,8 +12,15 @@ for i = 1, #items, 3 do
     states[#states + 1] = 'pending'
   end
 end
+local base = #new > 0 and redis.call('INCRBY', NUMBERED, #new) - #new or 0
 for first = 1, #new, 1000 do  -- a few commands for many jobs (Lua's stack is finite)
   local last = math.min(first + 999, #new)
+  local numbers = {}
+  for i = first, last do
+    numbers[#numbers + 1] = new[i]
+    numbers[#numbers + 1] = base + i
+  end
+  redis.call('HSET', NUMBERS, unpack(numbers))
   redis.call('RPUSH', PENDING, unpack(new, first, last))
   redis.call('HSET', STATE, unpack(states, 2 * first - 1, 2 * last))
 end

@@ -1,0 +1,7 @@
+-- No ARGV. Removes every job's records (running leases go with their tokens, so their
+-- finish is refused); returns how many jobs there were. Workers, the token counter
+-- (SEQ: a new lease never reuses a token) and the config stay. Function blobs stay too.
+local removed = redis.call('HLEN', SPEC)
+redis.call('DEL', SPEC, PAYLOAD, STATE, ATTEMPT, PENDING, RUNNING, TOKEN, OWNER, RESULT,
+           FAILED, COUNTS, FINALS, REAPED, LOGS, TAILS, PROGRESS, NUMBERS, NUMBERED)
+return removed
