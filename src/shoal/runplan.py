@@ -11,12 +11,14 @@ from .job import Job
 @dataclass(frozen=True)
 class Halt:
     """GNU parallel's --halt: stop when `fail` jobs (or `fail_pct` percent) have failed
-    (or `success` have succeeded); `now` kills running jobs, `soon` lets them finish."""
+    (or `success` jobs, or `success_pct` percent, have succeeded); `now` kills running jobs,
+    `soon` lets them finish. Percentages are of all the run's jobs, as in parallel."""
 
     when: str = "never"  # "never", "now", "soon"
     fail: int | None = None
     fail_pct: float | None = None
     success: int | None = None
+    success_pct: float | None = None
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,9 @@ class RunPlan:
     show_progress: bool = True  # the live bar on stderr (when it is a terminal)
     keep_order: bool = False  # -k: print outputs in input order
     line_buffer: bool = False  # --line-buffer: print lines as they come
-    tags: dict[str, str] = field(default_factory=dict)  # --tag/--tagstring: job id -> tag
+    # --tag/--tagstring: job id -> tag, printed before a TAB on each output line (the TAB is
+    # not part of the tag); empty when neither option was given
+    tags: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False  # print the commands, run nothing
     halt: Halt = field(default_factory=Halt)
     joblog: str | None = None  # --joblog FILE in GNU parallel's columns
