@@ -160,9 +160,9 @@ def test_dry_run_prints_the_commands_parallel_prints(case: str, words: list[str]
 
 
 def _run_plan_merged() -> bool:
-    from shoal import progress
+    import importlib
 
-    return hasattr(progress, "run_plan")
+    return hasattr(importlib.import_module("shoal.progress"), "run_plan")
 
 
 @pytest.mark.parametrize(("case", "words", "stdin"), CASES, ids=IDS)
