@@ -215,7 +215,7 @@ def run(words: tuple[str, ...]) -> None:
     folder = sessions.session_dir(Path(session).name, session if "/" in session else None)
     coordinator = sessions.lead(folder, folder.name, bind=args.bind)
     if coordinator is None:  # a later run: work for the first one
-        sessions.work_for(folder, args.slots)
+        sessions.work_for(folder, args.resolve_slots(len(expanded or ())))
         sys.exit(0)
     queue = open_queue(str(folder))
     try:

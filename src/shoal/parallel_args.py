@@ -23,7 +23,14 @@ from . import defaults
 from .errors import UsageError
 from .job import Job
 from .runplan import Halt, RunPlan
-from .templates import Expanded, InputOptions, expand_command_line, expand_table, split_lines
+from .templates import (
+    Expanded,
+    InputOptions,
+    expand_command_line,
+    expand_table,
+    read_text,
+    split_lines,
+)
 
 DEFAULT_RUN_QUEUE = ".shoal-run"
 J0_SLOTS = 250  # -j 0 ("as many as possible") runs at most this many jobs at once here
@@ -89,7 +96,7 @@ class RunArgs:
             return expand_command_line(self.words, base_dir=base_dir, options=self.inputs)
         stdin = stdin if stdin is not None else sys.stdin
         lines = [] if _is_terminal(stdin) else split_lines(
-            stdin.read(), "\0" if self.inputs.null else "\n")
+            read_text(stdin), "\0" if self.inputs.null else "\n")
         if lines:
             return expand_command_line(self.words, base_dir=base_dir, options=self.inputs,
                                        stdin_lines=lines)

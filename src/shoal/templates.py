@@ -149,10 +149,18 @@ def split_lines(text: str, separator: str = "\n") -> list[str]:
     return lines
 
 
+def read_text(stream: Any) -> str:
+    """All of a text stream, undecodable bytes kept (surrogateescape) rather than fatal."""
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        return stream.read()
+    return raw.read().decode("utf-8", "surrogateescape")
+
+
 def _read_lines(name: str, base_dir: Path | None, separator: str = "\n") -> list[str]:
     """Arguments from a `::::` file, one per line (`-` is standard input)."""
     if name == "-":
-        text = sys.stdin.read()
+        text = read_text(sys.stdin)
         label = "standard input"
     else:
         path = Path(name)
