@@ -176,7 +176,7 @@ _HALT_WHY = re.compile(r"(fail|success|done)=(\d+(?:\.\d+)?)(%?)")
 
 
 def parse_halt(value: str) -> Halt:
-    """GNU parallel's --halt: never, now|soon,fail|success=N|P%, and its short forms."""
+    """GNU parallel's --halt: never, now|soon,fail=N|P%, now|soon,success=N, short forms."""
     text = _HALT_SHORT.get(value, value)
     if re.fullmatch(r"[1-9]\d?%", text):  # 1-99%: soon,fail=P%
         text = f"soon,fail={text}"
@@ -185,12 +185,14 @@ def parse_halt(value: str) -> Halt:
     when, _, why = text.partition(",")
     match = _HALT_WHY.fullmatch(why)
     if when not in ("now", "soon") or match is None:
-        raise UsageError(f"--halt {value!r}: give never, or now|soon,fail|success=N|P% "
-                         "(e.g. --halt now,fail=1)")
+        raise UsageError(f"--halt {value!r}: give never, now|soon,fail=N|P% or "
+                         "now|soon,success=N (e.g. --halt now,fail=1)")
     kind, number, percent = match.groups()
     if kind == "done":
         raise UsageError(f"--halt {value}: done=... is not supported; use fail= or success=")
     amount = float(number)
+    if percent and kind == "success":
+        raise UsageError(f"--halt {value}: success=P% is not supported; use success=N")
     if percent:
         if not 0 < amount <= 100:
             raise UsageError(f"--halt {value}: the percentage must be above 0 and at most 100")
@@ -293,7 +295,7 @@ OPTIONS: list[Option] = [
     Option(("--dry-run",), None, _flag("dry_run"),
            "Print the commands, run nothing, create no queue."),
     Option(("--halt", "--halt-on-error"), "WHEN", _set("halt", parse_halt),
-           "never, now|soon,fail|success=N|P% (also 0 1 2 -1 -2 and P%)."),
+           "never, now|soon,fail=N|P%, now|soon,success=N (also 0 1 2 -1 -2, P%)."),
     Option(("--joblog", "--jl"), "FILE", _set("joblog"),
            "Write GNU parallel's job log (TAB separated columns) to FILE."),
     Option(("--resume",), None, _flag("resume"),

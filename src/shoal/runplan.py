@@ -11,14 +11,12 @@ from .job import Job
 @dataclass(frozen=True)
 class Halt:
     """GNU parallel's --halt: stop when `fail` jobs (or `fail_pct` percent) have failed
-    (or `success` jobs, or `success_pct` percent, have succeeded); `now` kills running jobs,
-    `soon` lets them finish. Percentages are of all the run's jobs, as in parallel."""
+    (or `success` have succeeded); `now` kills running jobs, `soon` lets them finish."""
 
     when: str = "never"  # "never", "now", "soon"
     fail: int | None = None
     fail_pct: float | None = None
     success: int | None = None
-    success_pct: float | None = None
 
 
 @dataclass(frozen=True)
