@@ -119,6 +119,19 @@ def test_options_stop_at_the_command(tmp_path: Path) -> None:
     assert parse_run_words(["--", "-x", ":::", "a"]).words == ["-x", ":::", "a"]
 
 
+def test_double_dash_ends_the_options(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "--dry-run", "-k", "--", "-x", "{}", ":::", "a")
+    assert (done.exit_code, done.output) == (0, "-x a\n")
+
+
+def test_a_table_tags_with_its_values_and_refuses_input_options(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("a,b\n1,x y\n")
+    done = run_cli(tmp_path, "--dry-run", "--tag", "--table", "t.csv", "echo", "{b}")
+    assert done.output == "1 x y\techo 'x y'\n"
+    refused = run_cli(tmp_path, "--dry-run", "--colsep", ",", "--table", "t.csv", "echo", "{a}")
+    assert refused.exit_code == 2 and "--table cannot go with --colsep" in refused.output
+
+
 def test_values_attached_or_apart_and_bundled_flags() -> None:
     for words in (["-kj4"], ["-k", "-j", "4"], ["--keep-order", "--jobs=4"], ["-kP4"]):
         args = parse_run_words([*words, "echo"])

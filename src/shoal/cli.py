@@ -187,12 +187,16 @@ def install_stop_signals(worker: Worker) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-RUN_WORDS = {"ignore_unknown_options": True, "allow_interspersed_args": False,
-             "help_option_names": []}
+class RawWords(click.Command):
+    """Hands every word after the command to its function untouched (`--` and `--help`
+    included): `shoal run` reads them itself, as GNU parallel does (parallel_args.py)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.params["words"] = tuple(args)
+        return []
 
 
-@main.command(context_settings=RUN_WORDS)
-@click.argument("words", nargs=-1, type=click.UNPROCESSED)
+@main.command(cls=RawWords, add_help_option=False)
 def run(words: tuple[str, ...]) -> None:
     """Run COMMAND ::: ARGS (or job files) here, like GNU parallel (see shoal run --help)."""
     from .parallel_args import parse_run_words, run_help

@@ -91,7 +91,12 @@ class RunArgs:
             if SEPARATORS.intersection(self.words) or self.inputs.arg_files:
                 raise UsageError("use either a parameter table (--table) or ::: inputs, "
                                  "not both")
-            return expand_table(self.words, Path(self.table))
+            if replace(self.inputs, tagstring=None) != InputOptions() or \
+                    self.inputs.tagstring not in (None, "{}"):
+                raise UsageError("--table cannot go with --colsep, -N, -n, --link, -q, -0 or "
+                                 "--tagstring (a table's columns are its {names})")
+            return [replace(e, tag=" ".join(e.params.values())) if self.tag else e
+                    for e in expand_table(self.words, Path(self.table))]
         if self.uses_inputs():
             return expand_command_line(self.words, base_dir=base_dir, options=self.inputs)
         stdin = stdin if stdin is not None else sys.stdin
