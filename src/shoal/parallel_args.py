@@ -147,13 +147,18 @@ def _is_terminal(stream: IO[str]) -> bool:
 # --------------------------------------------------------------------------- values
 
 
+def bad_value(option: str, value: str, problem: str) -> UsageError:
+    """A bad option value, worded as click words it for shoal's other commands."""
+    return UsageError(f"Invalid value for '{option}': {value!r}: {problem}")
+
+
 def _count(option: str, value: str, minimum: int = 0) -> int:
     try:
         number = int(value)
     except ValueError:
         number = minimum - 1
     if number < minimum:
-        raise UsageError(f"{option} {value!r}: give a whole number, at least {minimum}")
+        raise bad_value(option, value, f"give a whole number, at least {minimum}")
     return number
 
 
@@ -164,14 +169,14 @@ _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 def parse_duration(option: str, value: str) -> float:
     """Seconds from GNU parallel's durations: `30`, `1.5m`, `1d3.5h16.6m4s`."""
     if value.endswith("%"):
-        raise UsageError(f"{option} {value}: a timeout relative to the median run time is "
+        raise bad_value(option, value, "a timeout relative to the median run time is "
                          "not supported; give seconds")
     parts = list(_DURATION_PART.finditer(value))
     if not value or "".join(p.group(0) for p in parts) != value:
-        raise UsageError(f"{option} {value!r}: give seconds, e.g. 30, 1.5m or 2h")
+        raise bad_value(option, value, "give seconds, e.g. 30, 1.5m or 2h")
     seconds = sum(float(p.group(1)) * _UNIT_S[p.group(2)] for p in parts)
     if seconds <= 0:
-        raise UsageError(f"{option} {value}: must be more than 0 seconds")
+        raise bad_value(option, value, "must be more than 0 seconds")
     return seconds
 
 
@@ -190,20 +195,20 @@ def parse_halt(value: str) -> Halt:
     when, _, why = text.partition(",")
     match = _HALT_WHY.fullmatch(why)
     if when not in ("now", "soon") or match is None:
-        raise UsageError(f"--halt {value!r}: give never, now|soon,fail=N|P% or "
+        raise bad_value("--halt", value, "give never, now|soon,fail=N|P% or "
                          "now|soon,success=N (e.g. --halt now,fail=1)")
     kind, number, percent = match.groups()
     if kind == "done":
-        raise UsageError(f"--halt {value}: done=... is not supported; use fail= or success=")
+        raise bad_value("--halt", value, "done=... is not supported; use fail= or success=")
     amount = float(number)
     if percent and kind == "success":
-        raise UsageError(f"--halt {value}: success=P% is not supported; use success=N")
+        raise bad_value("--halt", value, "success=P% is not supported; use success=N")
     if percent:
         if not 0 < amount <= 100:
-            raise UsageError(f"--halt {value}: the percentage must be above 0 and at most 100")
+            raise bad_value("--halt", value, "the percentage must be above 0 and at most 100")
         return Halt(when=when, **{f"{kind}_pct": amount})
     if amount != int(amount) or amount < 1:
-        raise UsageError(f"--halt {value}: the number of jobs must be a whole number >= 1")
+        raise bad_value("--halt", value, "the number of jobs must be a whole number >= 1")
     return Halt(when=when, **{kind: int(amount)})
 
 
@@ -223,7 +228,7 @@ def jobs_to_slots(spec: str, n_jobs: int) -> int:
 
 def _check_jobs_spec(value: str) -> str:
     if not re.fullmatch(r"[+-]?\d+|\d+%", value):
-        raise UsageError(f"-j {value!r}: give N, 0, +N, -N or N% (a file of -j values is not "
+        raise bad_value("-j", value, "give N, 0, +N, -N or N% (a file of -j values is not "
                          "supported)")
     return value
 

@@ -452,7 +452,9 @@ def _colsep_pattern(colsep: str) -> re.Pattern[str]:
     try:
         return re.compile(colsep)
     except re.error as exc:
-        raise UsageError(f"--colsep {colsep!r}: not a regular expression ({exc})") from exc
+        raise UsageError(
+            f"Invalid value for '--colsep': {colsep!r}: not a regular expression ({exc})"
+        ) from exc
 
 
 # -------------------------------------------------------------------------- tables
