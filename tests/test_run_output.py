@@ -296,7 +296,7 @@ def test_summary_lists_failures_in_input_order_with_their_last_log_line(tmp_path
 
 
 def test_failed_attempts_are_hinted_with_shoal_logs_attempt(tmp_path):
-    done = shoal(tmp_path, "run", "--no-progress", "--retries", "1", "echo try; exit 1",
+    done = shoal(tmp_path, "run", "--no-progress", "--retries", "2", "echo try; exit 1",
                  ":::", "x")
     assert done.returncode == 1, done.stderr
     assert "(its earlier attempts: --attempt 1..1)" in done.stderr

@@ -13,6 +13,7 @@ import pytest
 from shoal.errors import UsageError
 from shoal.templates import (
     Expanded,
+    InputOptions,
     expand_command_line,
     expand_table,
     parse_command_line,
@@ -77,6 +78,15 @@ PARITY_CASES: list[tuple[str, list[str]]] = [
     ("literal-braces", ["echo", "{a}", "{..}", "{}}", "{{}}", "{ }", ":::", "v.w"]),
     ("newline-in-arg", ["echo", "{#}", "{}", ":::", "a\nb", "c", "d\n"]),
     ("append-several", ["printf", "%s\\n", ":::", "a b", ":::", "c"]),
+    ("no-command", [":::", "echo hi", "ls  -l x"]),
+    ("no-command-two-inputs", [":::", "echo", ":::", "a b"]),
+    ("blank-template", ["", " ", ":::", "a", "b c"]),
+    ("command-is-arg", ["{}", ":::", "echo a", "ls  x"]),
+    ("first-word-token", ["{1}", "x", "{2}", ":::", "echo a", ":::", "c d"]),
+    ("first-word-holds-token", ["my_{}", "{}", ":::", "a b"]),
+    ("leading-space-token", [" {}", ":::", "a b"]),
+    ("assignment-quoted", ["V={}", "echo", "{}", ":::", "a b"]),
+    ("seq-first", ["{#}", "{}", ":::", "a b"]),
 ]
 
 
@@ -183,6 +193,12 @@ def test_parse_command_line_shape(inputs: Path) -> None:
     assert linked == [False, True, False]
 
 
+def test_params_seq_and_tag() -> None:
+    options = InputOptions(tagstring="<{1}>{#}")
+    jobs = expand_command_line(["run", ":::", "a b", ":::", "x"], options=options)
+    assert [(j.command, j.tag) for j in jobs] == [("run 'a b' x", "<a b>1")]
+
+
 def test_params_and_seq() -> None:
     jobs = expand_command_line(["run", "{1}", "{2}", ":::", "a", "b", ":::", "x"])
     assert jobs == [
@@ -213,8 +229,6 @@ def test_file_from_stdin(monkeypatch) -> None:
         (["echo", ":::"], "':::' is followed by no arguments"),
         (["echo", ":::", "a", ":::"], "empty input source"),
         (["echo", "::::"], "no file names"),
-        ([":::", "echo hi"], "no command"),
-        (["", " ", ":::", "a"], "no command"),
         (["echo", "{}"], "no input"),
         (["echo", "{3}", ":::", "a", ":::", "b"], "'{3}' refers to input source 3"),
         (["echo", "{-2}", ":::", "a"], "only 1 input source"),

@@ -21,7 +21,6 @@ from .queue import open_queue
 from .queue.base import Queue
 from .worker import Worker
 
-DEFAULT_RUN_QUEUE = ".shoal-run"
 DEFAULT_SERVE_STATUS = "~/.shoal/servers/default"
 CLI_PATIENCE_S = 10.0  # how long status/results/logs wait for a coordinator that is silent
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False}
@@ -265,44 +264,61 @@ def install_stop_signals(worker: Worker) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-@main.command(context_settings=PASS_THROUGH)
-@click.option("--queue", "-q", "queue_url", default=DEFAULT_RUN_QUEUE, show_default=True,
-              help="Queue to use; other machines may join it with `shoal work`.")
-@click.option("--slots", "-j", type=click.IntRange(min=0),
-              help="Local parallel jobs (default: CPUs; 0 = only other workers).")
-@click.option("--no-progress", is_flag=True, help="No live progress bar.")
-@click.option("--serve", "session", metavar="NAME|DIR",
-              help="First run serves the jobs over TCP (status in ~/.shoal/sessions/NAME or "
-              "DIR); the same command run again elsewhere works for it, then exits.")
-@click.option("--bind", help="With --serve: where to listen (default: this machine only; "
-              "tcp://0.0.0.0:PORT lets other machines in).")
-@job_options
-@click.argument("words", nargs=-1, type=click.UNPROCESSED)
-def run(queue_url: str, slots: int | None, no_progress: bool, session: str | None,
-        bind: str | None, words: tuple[str, ...], table: str | None, **options: Any) -> None:
-    """Run COMMAND ::: ARGS (or job files) here, like GNU parallel, and wait for all of it."""
-    from .progress import run_and_watch
+class RawWords(click.Command):
+    """Hands every word after the command to its function untouched (`--` and `--help`
+    included): `shoal run` reads them itself, as GNU parallel does (parallel_args.py)."""
 
-    if session is None:
-        queue = open_queue(queue_url)
-        jobs = build_jobs(queue, words, table, **options)
-        sys.exit(run_and_watch(queue, jobs, slots=slots, show_progress=not no_progress))
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.params["words"] = tuple(args)
+        return []
+
+
+@main.command(cls=RawWords, add_help_option=False)
+def run(words: tuple[str, ...]) -> None:
+    """Run COMMAND ::: ARGS (or job files) here, like GNU parallel (see shoal run --help)."""
+    from .parallel_args import parse_run_words, run_help
+
+    args = parse_run_words(words)
+    if args.help:
+        click.echo(run_help())
+        return
+    expanded = args.expand()
+    if args.dry_run:  # like parallel --dry-run: nothing runs, no queue is created
+        for line in args.dry_run_lines(expanded):
+            click.echo(line)
+        return
+    if args.session is None:
+        queue = open_queue(args.queue_url)
+        sys.exit(run_in(queue, args, expanded))
     from . import sessions
 
+    session = args.session
     folder = sessions.session_dir(Path(session).name, session if "/" in session else None)
-    coordinator = sessions.lead(folder, folder.name, bind=bind)
+    coordinator = sessions.lead(folder, folder.name, bind=args.bind)
     if coordinator is None:  # a later run: work for the first one
-        sessions.work_for(folder, slots)
+        sessions.work_for(folder, args.resolve_slots(len(expanded or ())))
         sys.exit(0)
     queue = open_queue(str(folder))
     try:
-        jobs = build_jobs(queue, words, table, **options)
-        code = run_and_watch(queue, jobs, slots=slots, show_progress=not no_progress)
+        code = run_in(queue, args, expanded)
         sessions.dismiss_workers(queue)
     finally:
         queue.close()
         coordinator.stop()
     sys.exit(code)
+
+
+def run_in(queue: Queue, args: Any, expanded: Any) -> int:
+    """Build the run's jobs for `queue` and carry out its plan; the exit status."""
+    from .progress import run_plan
+    from .submission import jobs_from_expanded, jobs_from_files
+
+    options = args.job_options()
+    if expanded is None:
+        jobs = jobs_from_files(queue, args.words, **options)
+    else:
+        jobs = jobs_from_expanded(expanded, **options)
+    return run_plan(queue, args.plan(jobs, expanded))
 
 
 @main.command()

@@ -28,7 +28,9 @@ class RunPlan:
     show_progress: bool = True  # the live bar on stderr (when it is a terminal)
     keep_order: bool = False  # -k: print outputs in input order
     line_buffer: bool = False  # --line-buffer: print lines as they come
-    tags: dict[str, str] = field(default_factory=dict)  # --tag/--tagstring: job id -> tag
+    # --tag/--tagstring: job id -> tag, printed before a TAB on each output line (the TAB is
+    # not part of the tag); empty when neither option was given
+    tags: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False  # print the commands, run nothing
     halt: Halt = field(default_factory=Halt)
     joblog: str | None = None  # --joblog FILE in GNU parallel's columns

@@ -14,6 +14,7 @@ from .fsutil import create_exclusive
 from .jobfiles import check_job_files, is_job_file
 from .queue.base import Queue
 from .queue.folder import HIDDEN
+from .templates import Expanded
 
 TEMPLATE_MARKERS = (":::", "::::", ":::+", "::::+")
 
@@ -26,7 +27,6 @@ def is_template(words: Sequence[str]) -> bool:
 def jobs_from_template(words: Sequence[str], *, table: str | None = None,
                        cwd: str | None = None, **options: Any) -> list:
     """Jobs from `cmd ::: args` words, or from a template plus a CSV/JSON table."""
-    from .job import Job
     from .templates import expand_command_line, expand_table
 
     cwd = cwd or os.getcwd()
@@ -36,8 +36,31 @@ def jobs_from_template(words: Sequence[str], *, table: str | None = None,
         expanded = expand_table(list(words), Path(table))
     else:
         expanded = expand_command_line(list(words), base_dir=Path(cwd))
-    return [Job.command_job(e.command, name=f"{e.seq}: {e.command}"[:80], cwd=cwd,
-                            params=e.params, **options) for e in expanded]
+    return jobs_from_expanded(expanded, cwd=cwd, **options)
+
+
+def jobs_from_expanded(expanded: Sequence[Expanded], *, cwd: str | None = None,
+                       **options: Any) -> list:
+    """One Job per expanded command line, in input order.
+
+    A job's id is its content, so a command line that comes again with the same arguments
+    (`echo ::: a a`) would be one job; GNU parallel runs it twice, so the repeat gets its
+    sequence number as the parameter `#` (stable across reruns of the same input).
+    """
+    from .job import Job
+
+    cwd = cwd or os.getcwd()
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    jobs = []
+    for e in expanded:
+        params = dict(e.params)
+        key = (e.command, tuple(sorted(params.items())))
+        if key in seen:
+            params["#"] = str(e.seq)
+        seen.add(key)
+        jobs.append(Job.command_job(e.command, name=f"{e.seq}: {e.command}"[:80], cwd=cwd,
+                                    params=params, **options))
+    return jobs
 
 
 def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:

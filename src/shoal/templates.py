@@ -9,8 +9,8 @@ in a queue is a plain `/bin/sh -c` command plus the parameters that made it.
 
 GNU parallel behaviours deliberately not reproduced (each raises UsageError instead):
 an empty input source (parallel silently runs nothing or passes ''), `{n}` beyond the
-number of inputs (parallel substitutes nothing), `{0}`, `{%}` (job slot: no meaning
-before jobs are placed on machines) and `{= perl =}` expressions.
+number of inputs without --colsep or -N (parallel substitutes nothing), `{0}`, `{%}`
+(job slot: shoal's workers do not number their slots) and `{= perl =}` expressions.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .errors import UsageError
 
 __all__ = [
     "Expanded",
+    "InputOptions",
     "expand_command_line",
     "expand_table",
     "parse_command_line",
@@ -55,6 +56,7 @@ class Expanded:
     command: str  # a shell command line, run with /bin/sh -c (as GNU parallel runs it)
     params: dict[str, str]  # {"1": "a", "2": "x"} for positional inputs, column names for tables
     seq: int  # 1-based job sequence number ({#})
+    tag: str = ""  # --tag/--tagstring: what GNU parallel puts before each output line's TAB
 
 
 # --------------------------------------------------------------------------- quoting
@@ -112,6 +114,24 @@ _MODIFIERS = {
 }
 
 
+# ------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """GNU parallel's options that change how inputs become command lines (all off by default,
+    which is `parallel CMD ::: ...` with nothing else)."""
+
+    colsep: str | None = None  # --colsep REGEX: each argument split into columns {1} {2} ...
+    max_args: int | None = None  # -N/-n: arguments per command line (0: read one, insert none)
+    context: bool = True  # with -N a word holding {} is repeated once per argument (-n: not)
+    link: bool = False  # --link: sources read side by side, the shorter ones wrapping around
+    quote: bool = False  # -q: each command word quoted, arguments inserted into it unquoted
+    null: bool = False  # -0: `::::` files and standard input separate arguments by NUL
+    arg_files: tuple[str, ...] = ()  # -a FILE: input sources placed before any ::: / ::::
+    tagstring: str | None = None  # --tagstring STR (--tag is "{}"): gives Expanded.tag
+
+
 # ------------------------------------------------------------------------- parsing
 
 
@@ -121,10 +141,26 @@ def _split_arg(word: str) -> list[str]:
     return word.split("\n")
 
 
-def _read_lines(name: str, base_dir: Path | None) -> list[str]:
+def split_lines(text: str, separator: str = "\n") -> list[str]:
+    """Arguments in a file's text: one per line (or per NUL), the last ending one not counted."""
+    lines = text.split(separator)
+    if lines[-1] == "":
+        lines.pop()  # the separator ending the last line does not start another one
+    return lines
+
+
+def read_text(stream: Any) -> str:
+    """All of a text stream, undecodable bytes kept (surrogateescape) rather than fatal."""
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        return stream.read()
+    return raw.read().decode("utf-8", "surrogateescape")
+
+
+def _read_lines(name: str, base_dir: Path | None, separator: str = "\n") -> list[str]:
     """Arguments from a `::::` file, one per line (`-` is standard input)."""
     if name == "-":
-        text = sys.stdin.read()
+        text = read_text(sys.stdin)
         label = "standard input"
     else:
         path = Path(name)
@@ -136,26 +172,40 @@ def _read_lines(name: str, base_dir: Path | None) -> list[str]:
                 text = fh.read()
         except OSError as exc:
             raise UsageError(f"cannot read input file {path}: {exc.strerror or exc}") from exc
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the newline ending the last line does not start another one
+    lines = split_lines(text, separator)
     if not lines:
         raise UsageError(f"input file {label} is empty: it gives no arguments")
     return lines
 
 
 def _split_sections(words: Sequence[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """Cut words into the template and (separator, following words) sections."""
+    """Cut words into the template and (separator, following words) sections (maybe none)."""
     starts = [i for i, word in enumerate(words) if word in _SEPARATORS]
-    if not starts:
-        raise UsageError(
-            "no input given: add arguments after ':::' (or files after '::::') to the command"
-        )
-    template = list(words[: starts[0]])
+    end = starts[0] if starts else len(words)
     sections = []
-    for start, end in zip(starts, [*starts[1:], len(words)], strict=True):
-        sections.append((words[start], list(words[start + 1 : end])))
-    return template, sections
+    for start, stop in zip(starts, [*starts[1:], len(words)], strict=False):
+        sections.append((words[start], list(words[start + 1 : stop])))
+    return list(words[:end]), sections
+
+
+def _read_sections(
+    sections: list[tuple[str, list[str]]], base_dir: Path | None, separator: str
+) -> tuple[list[list[str]], list[bool]]:
+    groups: list[list[str]] = []
+    linked: list[bool] = []
+    for sep, operands in sections:
+        if not operands:
+            what = "arguments" if sep in (_ARGS, _ARGS_LINKED) else "file names"
+            raise UsageError(f"'{sep}' is followed by no {what}: an empty input source")
+        is_linked = sep in (_ARGS_LINKED, _FILES_LINKED)
+        if sep in (_ARGS, _ARGS_LINKED):
+            groups.append([arg for word in operands for arg in _split_arg(word)])
+            linked.append(is_linked)
+            continue
+        for name in operands:  # `::::+ f g` links both files, as GNU parallel does
+            groups.append(_read_lines(name, base_dir, separator))
+            linked.append(is_linked)
+    return groups, linked
 
 
 def parse_command_line(
@@ -169,23 +219,13 @@ def parse_command_line(
     `::::` followed by several files gives one input source per file, like GNU parallel.
     """
     template, sections = _split_sections(words)
-    if not " ".join(template).strip():
-        raise UsageError("no command given before ':::' or '::::'")
-    groups: list[list[str]] = []
-    linked: list[bool] = []
-    for sep, operands in sections:
-        if not operands:
-            what = "arguments" if sep in (_ARGS, _ARGS_LINKED) else "file names"
-            raise UsageError(f"'{sep}' is followed by no {what}: an empty input source")
-        is_linked = sep in (_ARGS_LINKED, _FILES_LINKED)
-        if sep in (_ARGS, _ARGS_LINKED):
-            groups.append([arg for word in operands for arg in _split_arg(word)])
-            linked.append(is_linked)
-            continue
-        for name in operands:  # `::::+ f g` links both files, as GNU parallel does
-            groups.append(_read_lines(name, base_dir))
-            linked.append(is_linked)
+    if not sections:
+        raise UsageError(NO_INPUT)
+    groups, linked = _read_sections(sections, base_dir, "\n")
     return template, groups, linked
+
+
+NO_INPUT = "no input given: add arguments after ':::' (or files after '::::') to the command"
 
 
 # ----------------------------------------------------------------------- combining
@@ -208,17 +248,57 @@ def _combine(groups: Sequence[list[str]], linked: Sequence[bool]) -> Iterable[tu
         yield tuple(arg for chain_part in combo for arg in chain_part)
 
 
+def _link_all(groups: Sequence[list[str]]) -> Iterable[tuple[str, ...]]:
+    """--link: the i-th argument of every source; shorter sources start over (wrap)."""
+    longest = max(len(group) for group in groups)
+    for i in range(longest):
+        yield tuple(group[i % len(group)] for group in groups)
+
+
+def _columns(record: tuple[str, ...], colsep: re.Pattern[str]) -> tuple[str, ...]:
+    """--colsep: every argument split into columns, spaces around each column trimmed."""
+    return tuple(col.strip(" \t") for arg in record for col in colsep.split(arg))
+
+
+def _chunks(
+    records: Iterable[tuple[str, ...]], max_args: int | None
+) -> Iterable[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(arguments read, arguments inserted) per command line; -N groups several records."""
+    if max_args is None:
+        for record in records:
+            yield record, record
+        return
+    size = max(max_args, 1)
+    batch: list[str] = []
+    count = 0
+    for record in records:
+        batch.extend(record)
+        count += 1
+        if count == size:
+            yield tuple(batch), (tuple(batch) if max_args else ())
+            batch, count = [], 0
+    if count:
+        yield tuple(batch), tuple(batch)
+
+
 # ---------------------------------------------------------------- template compiling
 
-# A compiled template is a list of (is_token, item): item is literal text for a
-# non-token, else None for `{#}` or (0-based/negative index or None for all, modifier).
+# A compiled piece is (False, literal text) or (True, token); a token is None for `{#}`,
+# else (0-based or negative position, or None for all the arguments; path modifier).
+Piece = tuple[bool, Any]
 
 
-def _check_token(match: re.Match[str], n_inputs: int) -> tuple[int | None, str | None] | None:
-    """Validate one replacement string; None stands for `{#}`."""
+def _check_token(
+    match: re.Match[str], n_inputs: int | None
+) -> tuple[int | None, str | None] | None:
+    """Validate one replacement string; None stands for `{#}`. `n_inputs` None: any
+    position is allowed (with --colsep or -N a missing one is empty, as in GNU parallel)."""
     token = match.group(0)
     if match.group("slot"):
-        raise UsageError(f"'{token}' (job slot) is not supported by shoal")
+        raise UsageError(
+            f"'{token}' (job slot) is not supported by shoal: its workers do not number "
+            "their slots; use {#} (the job's sequence number) instead"
+        )
     if match.group("hash"):
         return None
     pos = match.group("pos")
@@ -227,7 +307,7 @@ def _check_token(match: re.Match[str], n_inputs: int) -> tuple[int | None, str |
     number = int(pos)
     if number == 0:
         raise UsageError(f"'{token}': input positions start at 1")
-    if abs(number) > n_inputs:
+    if n_inputs is not None and abs(number) > n_inputs:
         plural = "" if n_inputs == 1 else "s"
         raise UsageError(
             f"'{token}' refers to input source {abs(number)}, "
@@ -236,23 +316,36 @@ def _check_token(match: re.Match[str], n_inputs: int) -> tuple[int | None, str |
     return (number - 1 if number > 0 else number), match.group("mod")
 
 
-def _compile(template: str, n_inputs: int) -> list[tuple[bool, Any]] | None:
-    """Split the template into (is_token, literal-or-token); None when it has no tokens."""
+def _compile(template: str, n_inputs: int | None) -> list[Piece]:
+    """Split text into literal and token pieces (a single literal when it has no token)."""
     if _PERL_EXPR.search(template):
         raise UsageError("'{= ... =}' perl expressions are not supported by shoal")
-    pieces: list[tuple[bool, Any]] = []
+    pieces: list[Piece] = []
     last = 0
     for match in _TOKEN.finditer(template):
         pieces.append((False, template[last : match.start()]))
         pieces.append((True, _check_token(match, n_inputs)))
         last = match.end()
-    if not pieces:
-        return None
     pieces.append((False, template[last:]))
     return pieces
 
 
-def _render(pieces: list[tuple[bool, Any]], args: tuple[str, ...], seq: int) -> str:
+def _has_token(pieces: list[Piece]) -> bool:
+    return any(is_token for is_token, _ in pieces)
+
+
+def _repeats(pieces: list[Piece]) -> bool:
+    """True when the word holds `{}` (or `{.}`, ...): -N repeats it once per argument."""
+    return any(is_token and item is not None and item[0] is None for is_token, item in pieces)
+
+
+def _insert(value: str, quote: bool) -> str:
+    return shell_quote(value) if quote else value
+
+
+def _render(pieces: list[Piece], args: tuple[str, ...], seq: int, quote: bool = True,
+            each: str | None = None) -> str:
+    """Fill in the tokens; `each` narrows `{}`-like tokens to one argument (-N's context)."""
     out: list[str] = []
     for is_token, item in pieces:
         if not is_token:
@@ -262,30 +355,106 @@ def _render(pieces: list[tuple[bool, Any]], args: tuple[str, ...], seq: int) -> 
         else:
             index, mod = item
             modify = _MODIFIERS[mod]
-            chosen = args if index is None else (args[index],)
-            out.append(" ".join(shell_quote(modify(arg)) for arg in chosen))
+            if index is None:
+                chosen = args if each is None else (each,)
+                out.append(" ".join(_insert(modify(arg), quote) for arg in chosen))
+            elif -len(args) <= index < len(args):
+                out.append(_insert(modify(args[index]), quote))
+            # a position beyond the arguments (--colsep, -N) gives nothing, unquoted
     return "".join(out)
 
 
-def expand_command_line(words: Sequence[str], *, base_dir: Path | None = None) -> list[Expanded]:
+def _starts_with_token(template: str) -> bool:
+    """GNU parallel leaves arguments unquoted when the first word holds a replacement
+    string (`{}`, `{2} -x`, `my_{}`): the argument is (part of) the command itself."""
+    first = _TOKEN.search(template)
+    return first is not None and not re.search(r"[ \t\n=]", template[: first.start()])
+
+
+class _Template:
+    """A command template compiled once: how every job's command line is rendered."""
+
+    def __init__(self, words: Sequence[str], n_inputs: int | None, options: InputOptions):
+        text = " ".join(words)
+        if not words:
+            words, text = ["{}"], "{}"  # no command: each argument is one (GNU parallel)
+        if _PERL_EXPR.search(text):
+            raise UsageError("'{= ... =}' perl expressions are not supported by shoal")
+        self.quote_words = options.quote
+        self.context = options.context and options.max_args is not None
+        units = list(words) if options.quote else re.split(r"(\s+)", text)
+        self.units = [_compile(unit, n_inputs) for unit in units]
+        self.appends = not any(_has_token(unit) for unit in self.units)
+        self.quote_args = not options.quote and not _starts_with_token(text)
+
+    def render(self, args: tuple[str, ...], seq: int) -> str:
+        if self.quote_words:
+            line = " ".join(shell_quote(_render(unit, args, seq, False)) for unit in self.units)
+        else:
+            line = "".join(self._render_unit(unit, args, seq) for unit in self.units)
+        if self.appends:
+            line += " " + " ".join(shell_quote(arg) for arg in args)
+        return line
+
+    def _render_unit(self, unit: list[Piece], args: tuple[str, ...], seq: int) -> str:
+        if not (self.context and _repeats(unit)):
+            return _render(unit, args, seq, self.quote_args)
+        # -N's context replace: `x{}y` over a b gives `xay xby`, positions stay whole
+        return " ".join(_render(unit, args, seq, self.quote_args, each=arg) for arg in args)
+
+
+def expand_command_line(
+    words: Sequence[str],
+    *,
+    base_dir: Path | None = None,
+    options: InputOptions | None = None,
+    stdin_lines: Sequence[str] | None = None,
+) -> list[Expanded]:
     """Expand words as typed after `shoal run` / `shoal submit QUEUE`.
 
     The template words are joined with spaces, unquoted, so a word may hold a whole shell
     pipeline (`'echo {} | tr a-z A-Z'`); only the substituted arguments are quoted. With no
     replacement string in the template the arguments are appended, as GNU parallel does.
+    `stdin_lines` is the input source when the words name none (`seq 3 | shoal run echo`).
     """
-    template_words, groups, linked = parse_command_line(words, base_dir=base_dir)
-    template = " ".join(template_words)
-    pieces = _compile(template, len(groups))
+    options = options or InputOptions()
+    separator = "\0" if options.null else "\n"
+    template_words, sections = _split_sections(words)
+    groups = [_read_lines(name, base_dir, separator) for name in options.arg_files]
+    linked = [False] * len(groups)
+    more_groups, more_linked = _read_sections(sections, base_dir, separator)
+    groups, linked = groups + more_groups, linked + more_linked
+    if not groups:
+        if stdin_lines is None:
+            raise UsageError(NO_INPUT)
+        if not stdin_lines:
+            raise UsageError("no arguments came on standard input: it was empty")
+        groups, linked = [list(stdin_lines)], [False]
+    free = options.colsep is not None or options.max_args is not None
+    template = _Template(template_words, None if free else len(groups), options)
+    tag = _compile(options.tagstring, None) if options.tagstring is not None else None
+    records = _link_all(groups) if options.link else _combine(groups, linked)
+    if options.colsep is not None:
+        colsep = _colsep_pattern(options.colsep)
+        records = (_columns(record, colsep) for record in records)
     jobs = []
-    for seq, args in enumerate(_combine(groups, linked), start=1):
-        if pieces is None:
-            command = template + " " + " ".join(shell_quote(arg) for arg in args)
-        else:
-            command = _render(pieces, args, seq)
-        params = {str(i): arg for i, arg in enumerate(args, start=1)}
-        jobs.append(Expanded(command=command, params=params, seq=seq))
+    for seq, (read, inserted) in enumerate(_chunks(records, options.max_args), start=1):
+        jobs.append(Expanded(
+            command=template.render(inserted, seq),
+            params={str(i): arg for i, arg in enumerate(read, start=1)},
+            seq=seq,
+            tag=_render(tag, inserted, seq, False) if tag is not None else "",
+        ))
     return jobs
+
+
+def _colsep_pattern(colsep: str) -> re.Pattern[str]:
+    try:
+        return re.compile(colsep)
+    except re.error as exc:
+        raise UsageError(
+            f"Invalid value for '--colsep': {colsep!r}: not a regular expression ({exc})"
+        ) from exc
 
 
 # -------------------------------------------------------------------------- tables
