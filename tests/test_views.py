@@ -272,7 +272,7 @@ def test_workers_json_lists_a_running_worker(url, procs):
 # -- shoal work ---------------------------------------------------------------------------
 
 def test_work_prints_a_line_per_ended_job_unless_quiet(url):
-    cli("submit", "--retries", "1", url, "sleep 0.{}; exit {}", ":::", "0", "3")
+    cli("submit", "--retries", "2", url, "sleep 0.{}; exit {}", ":::", "0", "3")
     rows = {row["params"]["1"]: row for row in json_rows(url)}
     err = drain(url).stderr.splitlines()
     assert any(line.startswith(f"done   {rows['0']['id']}  ") and line.endswith(" s)")

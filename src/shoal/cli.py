@@ -99,8 +99,9 @@ def job_options(func: Any) -> Any:
     for option in reversed([
         click.option("--timeout", "timeout_s", type=SECONDS, metavar="SECONDS",
                      help="Kill a job after SECONDS (> 0; default: no limit)."),
-        click.option("--retries", type=click.IntRange(min=0), default=defaults.RETRIES,
-                     show_default=True, help="Extra attempts for a job that fails."),
+        click.option("--retries", "attempts", type=click.IntRange(min=1), metavar="N",
+                     help="Attempts in all for a job that fails, as GNU parallel counts "
+                     "them (--retries 3: at most 3 runs; default: 1)."),
         click.option("--max-attempts", type=click.IntRange(min=1),
                      default=defaults.MAX_ATTEMPTS, show_default=True,
                      help="Attempts before a job whose worker keeps dying is failed."),
@@ -119,6 +120,8 @@ def build_jobs(queue: Queue, words: Sequence[str], table: str | None,
     if not words:
         raise UsageError("nothing to run: give job files, or a command with ::: arguments")
     options = {k: v for k, v in options.items() if v is not None}
+    if "attempts" in options:  # the command line counts attempts; a Job, the extra ones
+        options["retries"] = options.pop("attempts") - 1
     if table or is_template(words):
         return jobs_from_template(words, table=table, **options)
     if all(Path(word).is_file() for word in words):
