@@ -8,8 +8,8 @@ echo "== working in $work"
 
 echo "== 1. like GNU parallel: one job per argument, a folder queue under ./.shoal-run"
 shoal run --no-progress 'echo {} squared is $(( {} * {} ))' ::: 1 2 3 4 5 6 7 8
-shoal results .shoal-run --format csv | cut -d, -f2,4,5,6
-shoal logs .shoal-run '3: echo 3 squared is $(( 3 * 3 ))'
+shoal results .shoal-run --limit 4          # in input order; --format csv|json for scripts
+shoal logs .shoal-run '#3'                  # job number 3's output (quoted: # starts a comment)
 echo "== running it again skips what is done"
 shoal run --no-progress 'echo {} squared is $(( {} * {} ))' ::: 1 2 3 4 5 6 7 8
 
