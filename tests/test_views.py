@@ -295,9 +295,6 @@ def test_a_cancelled_job_is_found_by_number_and_state(url):
     assert State.CANCELLED.value in shoal("logs", url, first["id"], check=2).stderr
 
 
-@pytest.mark.xfail(reason="a CANCELLED result names no worker nor log, so the partial log a "
-                   "running job wrote (still on disk as ID.ATTEMPT.WORKER.running) is not "
-                   "found: cancel() in the backends (queue/) must keep them", strict=False)
 def test_a_cancelled_running_job_keeps_its_partial_log(url, procs):
     cli("submit", url, "echo partial {}; sleep 60", ":::", "x")
     (row,) = json_rows(url)

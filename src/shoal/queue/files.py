@@ -216,6 +216,13 @@ class JobFiles(ABC):
         """Make the attempt's log the job's log; the backend calls it holding the fence."""
         return result
 
+    def cancelled_log(self, lease: Lease) -> str | None:
+        """What a cancel of a running attempt records as its log: where that attempt
+        writes (and a network store's beats leave its tail), so `read_log` finds the
+        output so far. A store that keeps running tails itself returns None and moves
+        the tail in its cancel."""
+        return str(self.attempt_log(lease))
+
     def receive_log(self, lease: Lease, data: bytes) -> str:
         """Keep a log shipped from a worker as this attempt's log (a running attempt's
         tail so far, or its whole log at finish/release); return where it is."""
@@ -477,6 +484,9 @@ class ShippedFiles(JobFiles):
             unlink_if_there(self.attempt_log(lease))
         if self._shipped.pop((lease.job_id, lease.attempt), None) is not None:
             unlink_if_there(self.progress_file(lease))
+
+    def cancelled_log(self, lease: Lease) -> str | None:
+        return None  # the store's cancel keeps the running tail as the job's log
 
     # -- readers: ask the store ---------------------------------------------------------------
 

@@ -350,6 +350,10 @@ class Worker:
         if slot.lost:
             log.warning("worker %s: result of job %s attempt %d not recorded (lease lost)",
                         self.id, lease.job_id, lease.attempt)
+            try:  # a cancel of this attempt keeps its log so far (Queue.keep_log)
+                self.queue.keep_log(lease, result)
+            except CoordinatorUnreachable as exc:
+                self._stop_unreachable(exc)
             return None
         if result.state is State.FAILED and lease.attempt <= slot.retries:
             job_lines.info("%s", job_line(lease, result, retrying=True))
