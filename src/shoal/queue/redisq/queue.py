@@ -28,7 +28,7 @@ import msgpack
 from ... import defaults
 from ...errors import LeaseLost
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
-from ..base import Queue, WatchSet, blobs_of, reaped_keep_s
+from ..base import CANCELLED, Queue, WatchSet, blobs_of, reaped_keep_s
 from ..files import ShippedFiles
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
 from ..settings import QueueSettings
@@ -44,7 +44,6 @@ FINALS_BATCH = 10_000  # finals stream entries read per look at most
 # most before it looks at the ids added meanwhile (an id whose job ended before the wait
 # began is in no entry the wait could see).
 WATCH_SLICE_S = 0.25
-CANCELLED = "cancelled by user"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -178,6 +177,8 @@ class RedisQueue(Queue):
             reply = self._run(self.scripts.finish, [
                 lease.job_id, lease.token, record_of(result), result.state.value, lease.worker,
                 then_claim, self._lease_ms, shipped or b""])
+            if reply is None and shipped is not None:  # cancelled meanwhile: keep its log
+                self._keep_shipped(lease, shipped)
         finally:
             self.files.forget(lease, shipped)  # kept in Redis, or not this attempt's to keep
         if reply is None:
@@ -207,7 +208,21 @@ class RedisQueue(Queue):
         ids = list(job_ids)
         if not ids:
             return []
-        return [_text(i) for i in self._run(self.scripts.cancel, [CANCELLED, *ids])]
+        return [_text(i) for i in self._run(self.scripts.cancel,
+                                            [CANCELLED, self._log_name(""), *ids])]
+
+    @_translated
+    def keep_log(self, lease: Lease, result: Result) -> None:
+        """A cancelled attempt's whole log replaces the tail its cancel kept (keeplog.lua)."""
+        shipped = self.files.shipped_log(lease, result)
+        try:
+            if shipped is not None:
+                self._keep_shipped(lease, shipped)
+        finally:
+            self.files.forget(lease, shipped)
+
+    def _keep_shipped(self, lease: Lease, shipped: bytes) -> None:
+        self._run(self.scripts.keeplog, [lease.job_id, lease.attempt, lease.worker, shipped])
 
     @_translated
     def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
