@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import msgpack
 
 from ... import defaults
-from ...errors import LeaseLost
+from ...errors import LeaseLost, NoSuchQueue
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
 from ..base import CANCELLED, Queue, WatchSet, blobs_of, reaped_keep_s
 from ..files import ShippedFiles
@@ -72,9 +72,10 @@ class RedisQueue(Queue):
     files: ShippedFiles
 
     def __init__(self, url: str, *, lease_s: float = defaults.LEASE_S,
-                 log_cap_bytes: int | None = None) -> None:
+                 log_cap_bytes: int | None = None, create: bool = True) -> None:
         """`log_cap_bytes`: a finished job's log keeps its last this many bytes (default
-        defaults.MAX_SHIPPED_LOG_BYTES, as for tcp://); the workers' setting applies."""
+        defaults.MAX_SHIPPED_LOG_BYTES, as for tcp://); the workers' setting applies.
+        `create=False`: NoSuchQueue unless the queue exists (`_exists`)."""
         settings = QueueSettings(lease_s=lease_s,
                                  log_cap_bytes=log_cap_bytes or defaults.MAX_SHIPPED_LOG_BYTES)
         self.address = parse_url(url)
@@ -82,6 +83,9 @@ class RedisQueue(Queue):
         self.client = connect(self.address)
         self.cluster = hasattr(self.client, "get_primaries")
         try:
+            if not create and not self._exists():
+                raise NoSuchQueue(f"the Redis server holds no key of queue "
+                                  f"{self.address.queue!r}")
             check_durability(self.client, self.address)
             self.scripts = Scripts(self.client)
             store = RedisStore(self.client, self.keys,
@@ -91,6 +95,13 @@ class RedisQueue(Queue):
             self.client.close()
             raise
         super().__init__(self.address.safe_url, settings, files)  # never the password
+
+    def _exists(self) -> bool:
+        """A queue exists while Redis holds any of its keys: jobs and their records (from
+        the first submit), registered workers, the shared config, the lease counter. All
+        share one hash tag, so one EXISTS (one Cluster slot) answers."""
+        with translated_errors(self.address):
+            return bool(self.client.exists(*self.keys.shared))
 
     @property
     def _lease_ms(self) -> int:
