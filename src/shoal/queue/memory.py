@@ -144,7 +144,8 @@ class MemoryQueue(Queue):
             token = f"{attempt}.{next(self._tokens)}"
             self._leases[job_id] = (worker, token, time.monotonic() + self.settings.lease_s)
             self._state[job_id] = State.RUNNING
-            leases.append(Lease(self._jobs[job_id], attempt, worker, token))
+            leases.append(Lease(self._jobs[job_id], attempt, worker, token,
+                                self._seq.get(job_id, 0)))
         return leases
 
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:

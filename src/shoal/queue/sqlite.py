@@ -295,13 +295,13 @@ class SqliteQueue(Queue):
 
     def _claim_in(self, db: sqlite3.Connection, worker: str, n: int) -> list[Lease]:
         leases = []
-        rows = db.execute("SELECT id, spec, payload, attempt FROM jobs WHERE state='pending' "
-                          "ORDER BY seq LIMIT ?", (n,)).fetchall()
-        for job_id, spec, payload, attempt in rows:
+        rows = db.execute("SELECT id, spec, payload, attempt, seq FROM jobs WHERE "
+                          "state='pending' ORDER BY seq LIMIT ?", (n,)).fetchall()
+        for job_id, spec, payload, attempt, seq in rows:
             token = f"{attempt}.{self._token_prefix}.{next(self._tokens)}"
             db.execute("UPDATE jobs SET state='running', worker=?, token=?, deadline=? "
                        "WHERE id=?", (worker, token, time.time() + self.settings.lease_s, job_id))
-            leases.append(Lease(_job(spec, payload), attempt, worker, token))
+            leases.append(Lease(_job(spec, payload), attempt, worker, token, seq or 0))
         return leases
 
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:

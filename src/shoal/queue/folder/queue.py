@@ -321,7 +321,7 @@ class FolderQueue(Queue):
         if len(self._seqs) > 4 * defaults.CLAIM_BATCH:
             self._seqs.clear()  # leases are few; the rest were reaped or cancelled
         self._seqs[job_id] = seq
-        return Lease(job, attempt, worker, f"{attempt}.{worker}")
+        return Lease(job, attempt, worker, f"{attempt}.{worker}", seq)
 
     def _fail_unreadable(self, job_id: str, attempt: int, worker: str, claimed: str,
                          reason: str) -> None:

@@ -165,8 +165,8 @@ class RedisQueue(Queue):
         if not rows:
             return []
         self.files.note_config(_text(stamp) if stamp else None)
-        return [Lease(job_of(spec, payload), int(attempt), worker, _text(token))
-                for _id, attempt, token, spec, payload in rows]
+        return [Lease(job_of(spec, payload), int(attempt), worker, _text(token), int(seq))
+                for _id, attempt, token, spec, payload, seq in rows]
 
     @_translated
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
