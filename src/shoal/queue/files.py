@@ -36,6 +36,10 @@ The store interface (`FileStore`) a network backend's client implements for
                                 send files.shipped_log(lease, result) with the result; the
                                 store keeps it as the job's (or that attempt's) log; after
                                 a reply, files.forget(lease, that log)
+    cancel(ids)                 a running job's tail so far becomes its log
+    keep_log(lease, result)     the worker of a cancelled attempt sends shipped_log(...);
+                                the store keeps it as the job's log only if the job's
+                                result is the cancel of that attempt; then forget(...)
     claim / finish(then_claim)  pass the store's config stamp (anything that changes
                                 when the config does) to files.note_config(stamp), so a
                                 worker fetches the new config before its next job starts
