@@ -363,12 +363,12 @@ class SqliteQueue(Queue):
         done = []
         with self._write() as db:
             for job_id in job_ids:
-                row = db.execute("SELECT spec, attempt, worker FROM jobs WHERE id=? AND "
-                                 "state IN ('pending', 'running')", (job_id,)).fetchone()
+                row = db.execute("SELECT spec, attempt, worker, state FROM jobs WHERE id=? "
+                                 "AND state IN ('pending', 'running')", (job_id,)).fetchone()
                 if row is None:
                     continue
                 result = cancelled_result(self.files, Job.from_dict(json.loads(row[0])), row[1],
-                                          row[2] or "")
+                                          (row[2] or "") if row[3] == "running" else "")
                 db.execute("UPDATE jobs SET state='cancelled', worker=NULL, token=NULL, "
                            f"result=?{_FINAL_SEQ} WHERE id=?",
                            (dumps(result.to_dict()).decode(), job_id))
