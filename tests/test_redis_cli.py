@@ -148,3 +148,21 @@ def test_executor_map_in_a_subprocess(url: str, tmp_path: Path) -> None:
                           timeout=90)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str([i * i for i in range(20)])
+
+
+
+def test_reading_commands_on_a_queue_name_redis_does_not_hold_say_so(url: str,
+                                                                      tmp_path: Path) -> None:
+    """A typo in ?queue=NAME is an error for the commands that only read, and makes no
+    queue; once a job was submitted the same commands work."""
+    at = elsewhere(tmp_path, "reader")
+    name = url.rsplit("=", 1)[1]
+    for command in (["status", url], ["results", url], ["workers", url], ["logs", url, "1"]):
+        done = shoal(*command, at=at, check=2)
+        assert done.stderr.strip().splitlines() == [
+            f"shoal: error: {url}: no such queue (the Redis server holds no key of queue {name!r})"
+        ], done.stderr
+    shoal("status", url, at=at, check=2)  # looking made nothing
+    shoal("submit", url, "true", ":::", "a", at=at)
+    assert "1 pending" in shoal("status", url, at=at).stdout
+    assert shoal("workers", url, at=at).returncode == 0

@@ -26,6 +26,7 @@ from shoal import defaults
 from shoal.errors import (
     DurabilityWarning,
     LeaseLost,
+    NoSuchQueue,
     NotDurable,
     QueueUnavailable,
     UsageError,
@@ -34,7 +35,7 @@ from shoal.job import Job, Result, State, WorkerInfo
 from shoal.queue import open_queue
 from shoal.queue.base import Queue, WatchSet
 from tests import redisd
-from tests.conftest import shoal_processes, wait_for
+from tests.conftest import REDIS_BACKENDS, redis_queue_url, shoal_processes, wait_for
 from tests.procs import Procs, executions, marker_job
 
 pytestmark = pytest.mark.timeout(120)
@@ -422,3 +423,23 @@ def test_a_1_kib_log_costs_redis_about_1_5_kib_and_running_reports_go_with_the_l
         assert c.hlen(worker.keys.tails) == 0 and c.hlen(worker.keys.progress) == 0
     assert 1024 < per_job < 1700, f"{per_job:.0f} bytes per finished job with a 1 KiB log"
     assert view(views, url).files.progress() == {}
+
+
+@pytest.mark.parametrize("backend", sorted(REDIS_BACKENDS))
+def test_a_queue_exists_once_redis_holds_any_of_its_keys(backend: str) -> None:
+    """`open_queue(url, create=False)` (the reading commands): no key of the queue on the
+    server is "no such queue", on a server, a Cluster and a Sentinel group alike; a
+    registered worker alone, or a submitted job, makes it exist; looking writes nothing."""
+    url = redis_queue_url(backend)
+    for _ in range(2):
+        with pytest.raises(NoSuchQueue, match="no such queue"):
+            open_queue(url, create=False)
+    with open_queue(url) as queue:
+        queue.beat(WorkerInfo("w1", "host", 1, 1), [])
+        with open_queue(url, create=False) as reader:
+            assert [info.id for info in reader.workers()] == ["w1"]
+    other = redis_queue_url(backend)
+    with open_queue(other) as queue:
+        queue.submit([Job.command_job("true")])
+    with open_queue(other, create=False) as reader:
+        assert reader.counts()[State.PENDING] == 1

@@ -275,12 +275,12 @@ def test_work_prints_a_line_per_ended_job_unless_quiet(url):
     cli("submit", "--retries", "2", url, "sleep 0.{}; exit {}", ":::", "0", "3")
     rows = {row["params"]["1"]: row for row in json_rows(url)}
     err = drain(url).stderr.splitlines()
-    assert any(line.startswith(f"done   {rows['0']['id']}  ") and line.endswith(" s)")
-               for line in err), err
-    assert any(line.startswith(f"retry  {rows['3']['id']}  ") and "exit status 3" in line
-               for line in err), err
-    assert any(line.startswith(f"failed {rows['3']['id']}  ") and "exit status 3" in line
-               for line in err), err
+    ok, bad = (f"#{rows[n]['seq']} {rows[n]['id']}  " for n in "03")  # as `shoal logs` takes
+    assert (rows["0"]["seq"], rows["3"]["seq"]) == (1, 2)
+    assert any(line.startswith(f"done   {ok}") and line.endswith(" s)") for line in err), err
+    assert any(line.startswith(f"retry  {bad}") and "exit status 3" in line for line in err), err
+    assert any(line.startswith(f"failed {bad}") and "exit status 3" in line for line in err), err
+    assert cli("logs", url, f"#{rows['3']['seq']}").exit_code == 0
     cli("retry", url, "--failed")
     quiet = shoal("work", url, "--drain", "-q")
     assert quiet.stderr == "" and json_rows(url, "--state", "failed")
@@ -295,9 +295,6 @@ def test_a_cancelled_job_is_found_by_number_and_state(url):
     assert State.CANCELLED.value in shoal("logs", url, first["id"], check=2).stderr
 
 
-@pytest.mark.xfail(reason="a CANCELLED result names no worker nor log, so the partial log a "
-                   "running job wrote (still on disk as ID.ATTEMPT.WORKER.running) is not "
-                   "found: cancel() in the backends (queue/) must keep them", strict=False)
 def test_a_cancelled_running_job_keeps_its_partial_log(url, procs):
     cli("submit", url, "echo partial {}; sleep 60", ":::", "x")
     (row,) = json_rows(url)

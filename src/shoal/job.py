@@ -170,12 +170,15 @@ class Lease:
     """A claim on a job: valid until its deadline passes without renewal.
 
     `token` fences stale owners: a finish with a token that is no longer current is refused.
+    `seq` is the job's place in submission order (`JobStatus.seq`; 0 where not known),
+    set at claim so a worker's line per job can show `#SEQ` without a read.
     """
 
     job: Job
     attempt: int
     worker: str
     token: str
+    seq: int = 0
 
     @property
     def job_id(self) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shoal.calls import call_job, outcome
-from shoal.job import Job, State
+from shoal.job import Job, Result, State
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.worker import Worker
@@ -89,6 +89,59 @@ def test_a_running_jobs_log_so_far_is_readable_from_another_view(queue_factory, 
                                                      "first lines")
         assert b"last-line" not in text
         assert reader.get(job.id).state is State.RUNNING
+
+
+@pytest.mark.parametrize("kind", ["command", "call"])
+def test_a_cancelled_running_jobs_log_so_far_stays_readable(queue_factory, tmp_path, kind):
+    """`shoal cancel` of a running job: the worker kills it, and `shoal logs` still shows
+    what it printed (the record names the worker that ran it)."""
+    reader, gate = queue_factory(), tmp_path / "gate"
+    job = talking_job(kind, gate)
+    reader.submit([job])
+    worker = Worker(queue_factory(), slots=1, drain=True)
+    thread = threading.Thread(target=worker.run, name="conformance-worker", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: b"first-line on stderr" in
+                 (reader.files.read_log(reader.get(job.id)) or b""), 30,
+                 message="the running job's first lines")
+        assert reader.cancel([job.id]) == [job.id]
+        thread.join(60)  # the worker kills the job at its next beat, then is drained
+        assert not thread.is_alive() and worker.exit_reason == "drained"
+    finally:
+        gate.touch()
+        if thread.is_alive():
+            worker.stop(now=True)
+            thread.join(30)
+    status = reader.get(job.id)
+    assert status.state is State.CANCELLED
+    assert status.result.worker == worker.id
+    text = reader.files.read_log(status)
+    assert text is not None and b"last-line" not in text
+    assert text.splitlines()[:2] == [b"first-line", b"first-line on stderr"]
+
+
+def test_keep_log_keeps_a_cancelled_attempts_whole_log(queue_factory):
+    """What the worker does once a cancel killed its job (`Queue.keep_log`): the whole log
+    replaces the tail the cancel kept; another job's lease is left alone."""
+    reader, view = queue_factory(), queue_factory()
+    cancelled, other = Job.command_job("echo a"), Job.command_job("echo b")
+    reader.submit([cancelled, other])
+    leases = {lease.job_id: lease for lease in view.claim("w1", 2)}
+    for lease in leases.values():
+        path = view.files.attempt_log(lease)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"every line of " + lease.job_id.encode() + b"\n")
+    assert reader.cancel([cancelled.id]) == [cancelled.id]
+    for lease in leases.values():
+        ended = Result(lease.job_id, State.FAILED, reason="killed", attempt=lease.attempt,
+                       worker="w1", log=str(view.files.attempt_log(lease)))
+        view.keep_log(lease, ended)
+    status = reader.get(cancelled.id)
+    assert (status.state, status.result.worker, status.result.attempt) == (
+        State.CANCELLED, "w1", leases[cancelled.id].attempt)
+    assert reader.files.read_log(status) == b"every line of " + cancelled.id.encode() + b"\n"
+    assert reader.get(other.id).state is State.RUNNING  # its lease is still current
 
 
 @pytest.mark.parametrize("kind", ["command", "call"])

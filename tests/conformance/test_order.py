@@ -29,6 +29,16 @@ def test_seq_follows_submission_order_across_submits_and_views(queue, queue_fact
     assert {s.job.id: s.seq for s in other.jobs()} == {cmd(i).id: seqs[i] for i in range(9)}
 
 
+def test_a_lease_carries_its_jobs_number(queue):
+    """What `shoal work`'s line per job shows as #SEQ, with no read of the job."""
+    queue.submit([cmd(i) for i in range(4)])
+    leases = queue.claim("w1", 2)
+    leases += queue.finish(leases[0], done(leases[0]), then_claim=2)
+    assert len(leases) == 4
+    assert {lease.job_id: lease.seq for lease in leases} == {
+        cmd(i).id: queue.get(cmd(i).id).seq for i in range(4)}
+
+
 def test_one_claimer_claims_in_submission_order(queue):
     jobs = [cmd(i) for i in range(15)]
     queue.submit(jobs[:8])

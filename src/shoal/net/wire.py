@@ -38,12 +38,12 @@ def job_in(record: dict[str, Any]) -> Job:
 
 def lease_out(lease: Lease) -> dict[str, Any]:
     return {"job": lease.job.to_dict(binary=True), "attempt": lease.attempt,
-            "worker": lease.worker, "token": lease.token}
+            "worker": lease.worker, "token": lease.token, "seq": lease.seq}
 
 
 def lease_in(record: dict[str, Any]) -> Lease:
     return Lease(Job.from_dict(record["job"]), record["attempt"], record["worker"],
-                 record["token"])
+                 record["token"], record.get("seq", 0))
 
 
 def fence_out(lease: Lease) -> dict[str, Any]:

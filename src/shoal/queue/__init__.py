@@ -26,7 +26,8 @@ def open_queue(url: str | Path | Queue, *, create: bool = True, **options: Any) 
     `create=False` opens only a queue that exists (else NoSuchQueue, naming the URL as
     given) and writes nothing while opening, for commands that only read: a typo must not
     make an empty queue, and a colleague with read access only must be able to look.
-    Servers (tcp, redis) are opened as usual.
+    A Redis queue exists while the server holds any of its keys (redisq/queue.py); a
+    tcp coordinator is opened as usual.
     """
     if isinstance(url, Queue):
         return url
@@ -71,7 +72,7 @@ def _open(text: str, create: bool, options: dict[str, Any]) -> Queue:
     if scheme in ("redis", "rediss", "redis+sentinel"):
         from .redisq import RedisQueue
 
-        return RedisQueue(text, **options)
+        return RedisQueue(text, create=create, **options)
     if scheme in ("dir", "file"):
         from .folder import FolderQueue
 

@@ -43,6 +43,7 @@ T = TypeVar("T")
 STOP = "stop"  # finish running jobs, claim no more, exit
 STOP_NOW = "stop-now"  # release running jobs back to the queue and exit
 CONTROL_COMMANDS = (STOP, STOP_NOW)
+CANCELLED = "cancelled by user"  # a cancel's reason
 
 
 def poll(attempt: Callable[[], list[T]], wait_s: float, *, first_s: float = defaults.POLL_MIN_S,
@@ -82,6 +83,15 @@ def running_attempts(queue: Queue) -> Iterator[tuple[str, int, str]]:
     for status in queue.jobs():
         if status.state is State.RUNNING and status.worker:
             yield status.job.id, status.attempt, status.worker
+
+
+def cancelled_result(files: JobFiles, job: Job, attempt: int, worker: str = "") -> Result:
+    """The CANCELLED record of `job` at `attempt`; a running one (its `worker` given)
+    names that worker and the log its attempt wrote so far (`files.cancelled_log`), so
+    `shoal logs` still shows what the job printed before it was killed."""
+    log = files.cancelled_log(Lease(job, attempt, worker, "")) if worker else None
+    return Result(job.id, State.CANCELLED, name=job.name, params=job.params,
+                  reason=CANCELLED, attempt=attempt, worker=worker, log=log)
 
 
 def reaped_keep_s(lease_s: float) -> float:
@@ -200,8 +210,16 @@ class Queue(ABC):
         """Cancel jobs not yet final; return the ids that were cancelled.
 
         A running job's lease becomes stale, so its worker's finish is refused and
-        the worker kills the job at its next beat.
+        the worker kills the job at its next beat. Its CANCELLED result names that
+        worker and keeps the attempt's log so far (`cancelled_result`); the worker then
+        adds the rest with `keep_log`.
         """
+
+    def keep_log(self, lease: Lease, result: Result) -> None:  # noqa: B027 - optional hook
+        """A worker whose lease was taken back killed its job: keep the attempt's whole
+        log if the job's final result is a cancel of this very attempt (worker and
+        attempt match), else drop it. Default: nothing to do, the cancel's record names
+        the attempt's log where this worker writes it (a disk every view sees)."""
 
     @abstractmethod
     def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:

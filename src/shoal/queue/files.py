@@ -36,6 +36,10 @@ The store interface (`FileStore`) a network backend's client implements for
                                 send files.shipped_log(lease, result) with the result; the
                                 store keeps it as the job's (or that attempt's) log; after
                                 a reply, files.forget(lease, that log)
+    cancel(ids)                 a running job's tail so far becomes its log
+    keep_log(lease, result)     the worker of a cancelled attempt sends shipped_log(...);
+                                the store keeps it as the job's log only if the job's
+                                result is the cancel of that attempt; then forget(...)
     claim / finish(then_claim)  pass the store's config stamp (anything that changes
                                 when the config does) to files.note_config(stamp), so a
                                 worker fetches the new config before its next job starts
@@ -215,6 +219,13 @@ class JobFiles(ABC):
     def place_log(self, lease: Lease, result: Result) -> Result:
         """Make the attempt's log the job's log; the backend calls it holding the fence."""
         return result
+
+    def cancelled_log(self, lease: Lease) -> str | None:
+        """What a cancel of a running attempt records as its log: where that attempt
+        writes (and a network store's beats leave its tail), so `read_log` finds the
+        output so far. A store that keeps running tails itself returns None and moves
+        the tail in its cancel."""
+        return str(self.attempt_log(lease))
 
     def receive_log(self, lease: Lease, data: bytes) -> str:
         """Keep a log shipped from a worker as this attempt's log (a running attempt's
@@ -477,6 +488,9 @@ class ShippedFiles(JobFiles):
             unlink_if_there(self.attempt_log(lease))
         if self._shipped.pop((lease.job_id, lease.attempt), None) is not None:
             unlink_if_there(self.progress_file(lease))
+
+    def cancelled_log(self, lease: Lease) -> str | None:
+        return None  # the store's cancel keeps the running tail as the job's log
 
     # -- readers: ask the store ---------------------------------------------------------------
 

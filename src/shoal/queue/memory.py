@@ -21,7 +21,15 @@ from dataclasses import replace
 from .. import defaults
 from ..errors import LeaseLost
 from ..job import Beat, Job, JobStatus, Kind, Lease, Reaped, Result, State, WorkerInfo
-from .base import Queue, WatchSet, blobs_of, lost_reason, reaped_keep_s, running_attempts
+from .base import (
+    Queue,
+    WatchSet,
+    blobs_of,
+    cancelled_result,
+    lost_reason,
+    reaped_keep_s,
+    running_attempts,
+)
 from .files import LocalFiles
 from .settings import QueueSettings
 
@@ -136,7 +144,8 @@ class MemoryQueue(Queue):
             token = f"{attempt}.{next(self._tokens)}"
             self._leases[job_id] = (worker, token, time.monotonic() + self.settings.lease_s)
             self._state[job_id] = State.RUNNING
-            leases.append(Lease(self._jobs[job_id], attempt, worker, token))
+            leases.append(Lease(self._jobs[job_id], attempt, worker, token,
+                                self._seq.get(job_id, 0)))
         return leases
 
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
@@ -195,12 +204,10 @@ class MemoryQueue(Queue):
                 state = self._state.get(job_id)
                 if state is None or state.final:
                     continue
-                self._leases.pop(job_id, None)
-                job = self._jobs[job_id]
-                self._set_final_locked(job_id, Result(
-                    job_id, State.CANCELLED, name=job.name, params=job.params,
-                    reason="cancelled by user", attempt=self._attempt[job_id],
-                ))
+                lease = self._leases.pop(job_id, None)
+                self._set_final_locked(job_id, cancelled_result(
+                    self.files, self._jobs[job_id], self._attempt[job_id],
+                    lease[0] if lease is not None else ""))
                 done.append(job_id)
         return done
 

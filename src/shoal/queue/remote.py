@@ -274,6 +274,16 @@ class CoordinatorQueue(Queue):
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
         return self._call("cancel", ids=list(job_ids))
 
+    def keep_log(self, lease: Lease, result: Result) -> None:
+        """A cancelled attempt's whole log travels to the coordinator, which keeps it if
+        the job's result is the cancel of this attempt."""
+        shipped = self.files.shipped_log(lease, result)
+        try:
+            if shipped is not None:
+                self._call("keep_log", lease=wire.fence_out(lease), log=shipped)
+        finally:
+            self.files.forget(lease, shipped)
+
     def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
         ids = list(job_ids)
         if self._watching:

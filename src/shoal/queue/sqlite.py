@@ -38,7 +38,7 @@ from ..job import (
     dumps,
     loads,
 )
-from .base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
+from .base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from .files import LocalFiles
 from .settings import QueueSettings
 
@@ -295,13 +295,13 @@ class SqliteQueue(Queue):
 
     def _claim_in(self, db: sqlite3.Connection, worker: str, n: int) -> list[Lease]:
         leases = []
-        rows = db.execute("SELECT id, spec, payload, attempt FROM jobs WHERE state='pending' "
-                          "ORDER BY seq LIMIT ?", (n,)).fetchall()
-        for job_id, spec, payload, attempt in rows:
+        rows = db.execute("SELECT id, spec, payload, attempt, seq FROM jobs WHERE "
+                          "state='pending' ORDER BY seq LIMIT ?", (n,)).fetchall()
+        for job_id, spec, payload, attempt, seq in rows:
             token = f"{attempt}.{self._token_prefix}.{next(self._tokens)}"
             db.execute("UPDATE jobs SET state='running', worker=?, token=?, deadline=? "
                        "WHERE id=?", (worker, token, time.time() + self.settings.lease_s, job_id))
-            leases.append(Lease(_job(spec, payload), attempt, worker, token))
+            leases.append(Lease(_job(spec, payload), attempt, worker, token, seq or 0))
         return leases
 
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
@@ -363,13 +363,12 @@ class SqliteQueue(Queue):
         done = []
         with self._write() as db:
             for job_id in job_ids:
-                row = db.execute("SELECT spec, attempt FROM jobs WHERE id=? AND state IN "
-                                 "('pending', 'running')", (job_id,)).fetchone()
+                row = db.execute("SELECT spec, attempt, worker, state FROM jobs WHERE id=? "
+                                 "AND state IN ('pending', 'running')", (job_id,)).fetchone()
                 if row is None:
                     continue
-                job = Job.from_dict(json.loads(row[0]))
-                result = Result(job_id, State.CANCELLED, name=job.name, params=job.params,
-                                reason="cancelled by user", attempt=row[1])
+                result = cancelled_result(self.files, Job.from_dict(json.loads(row[0])), row[1],
+                                          (row[2] or "") if row[3] == "running" else "")
                 db.execute("UPDATE jobs SET state='cancelled', worker=NULL, token=NULL, "
                            f"result=?{_FINAL_SEQ} WHERE id=?",
                            (dumps(result.to_dict()).decode(), job_id))

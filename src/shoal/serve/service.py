@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobNotFound, LeaseLost
-from ..job import Job, Kind, Lease, Reaped, Result
+from ..job import Job, Kind, Lease, Reaped, Result, State
 from ..net import wire
 from ..queue.base import Queue
 from .parking import Key, Parking, Push, leases_out
@@ -185,7 +185,7 @@ class Service:
                 self._ended.add(fenced.job_id)
             return leases
         except LeaseLost:
-            if log is not None:  # not this attempt's to keep
+            if log is not None and not self._cancelled_attempt(fenced):  # not ours to keep
                 Path(record.log).unlink(missing_ok=True)
             status = self.queue.get(fenced.job_id)
             done = status.result if status is not None else None
@@ -209,6 +209,23 @@ class Service:
         cancelled = self.queue.cancel(ids)
         self._ended.update(cancelled)
         return cancelled
+
+    def keep_log(self, req: Request, lease: dict, log: bytes) -> bool:
+        """A cancelled attempt's whole log, from the worker that ran it, in place of the
+        tail its cancel kept: only if the job's result is the cancel of this attempt."""
+        fenced = self._lease(lease)
+        if not self._cancelled_attempt(fenced):
+            return False
+        self.queue.files.receive_log(fenced, log)
+        return True
+
+    def _cancelled_attempt(self, lease: Lease) -> bool:
+        """Whether the job's final result is a cancel of this very attempt (whose record
+        names the attempt's log: where `receive_log` puts it)."""
+        status = self.queue.get(lease.job_id)
+        ended = status.result if status is not None else None
+        return ended is not None and ended.state is State.CANCELLED and bool(ended.log) \
+            and (ended.attempt, ended.worker) == (lease.attempt, lease.worker)
 
     def retry(self, req: Request, ids: list[str], force: bool = False) -> list[str]:
         again = self.queue.retry(ids, force=force)
@@ -288,6 +305,7 @@ HANDLERS: dict[str, Handler] = {
     "finish": Service.finish,
     "release": Service.release,
     "cancel": Service.cancel,
+    "keep_log": Service.keep_log,
     "retry": Service.retry,
     "purge": Service.purge,
     "get": Service.get,

@@ -51,14 +51,16 @@ def new_worker_id() -> str:
 
 
 def job_line(lease: Lease, result: Result, *, retrying: bool = False) -> str:
-    """`done   ID  NAME (3.2 s)`, `failed ID  NAME: reason (0.1 s)`; `retry` when the
-    failed attempt runs again. The id is what `shoal logs Q ID` takes."""
+    """`done   #7 ID  NAME (3.2 s)`, `failed #8 ID  NAME: reason (0.1 s)`; `retry` when
+    the failed attempt runs again. The id and `#SEQ` (the job's place in submission order,
+    left out where the queue did not say) are what `shoal logs Q ...` takes."""
     took = result.duration_s
     timing = f" ({took:.1f} s)" if took is not None else ""
     word = "retry" if retrying else result.state.value
     why = f": {' '.join(result.reason.split())}" if result.reason else ""
     again = f"; attempt {lease.attempt + 1} next" if retrying else ""
-    return f"{word:<6} {lease.job_id}  {lease.job.name}{why}{timing}{again}"
+    number = f"#{lease.seq} " if lease.seq else ""
+    return f"{word:<6} {number}{lease.job_id}  {lease.job.name}{why}{timing}{again}"
 
 
 class Worker:
@@ -350,6 +352,10 @@ class Worker:
         if slot.lost:
             log.warning("worker %s: result of job %s attempt %d not recorded (lease lost)",
                         self.id, lease.job_id, lease.attempt)
+            try:  # a cancel of this attempt keeps its log so far (Queue.keep_log)
+                self.queue.keep_log(lease, result)
+            except CoordinatorUnreachable as exc:
+                self._stop_unreachable(exc)
             return None
         if result.state is State.FAILED and lease.attempt <= slot.retries:
             job_lines.info("%s", job_line(lease, result, retrying=True))

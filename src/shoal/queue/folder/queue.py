@@ -34,7 +34,7 @@ from ...fsutil import (
     write_new,
 )
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
-from ..base import Queue, blobs_of, lost_reason, poll, reaped_keep_s
+from ..base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from ..files import LocalFiles, check_log_name
 from ..settings import QueueSettings
 from .groupcommit import GroupCommit
@@ -321,7 +321,7 @@ class FolderQueue(Queue):
         if len(self._seqs) > 4 * defaults.CLAIM_BATCH:
             self._seqs.clear()  # leases are few; the rest were reaped or cancelled
         self._seqs[job_id] = seq
-        return Lease(job, attempt, worker, f"{attempt}.{worker}")
+        return Lease(job, attempt, worker, f"{attempt}.{worker}", seq)
 
     def _fail_unreadable(self, job_id: str, attempt: int, worker: str, claimed: str,
                          reason: str) -> None:
@@ -479,16 +479,14 @@ class FolderQueue(Queue):
             status = self.get(job_id)
             if status is None or status.state.final:
                 continue
-            markers = [(self.path(kind, name), parse_marker(kind, name)[1])
+            markers = [(self.path(kind, name), *parse_marker(kind, name)[1:])
                        for kind, name in self._running_entries(job_id) if kind == "claimed"]
-            markers += [(self._pending_path(job_id, n, status.seq), str(n))
+            markers += [(self._pending_path(job_id, n, status.seq), str(n), "")
                         for n in range(1, self._attempt_bound(status.job) + 1)]
-            for marker, attempt in markers:
+            for marker, attempt, worker in markers:
                 fence = self._fence_path(job_id, int(attempt), who)
                 if claim_rename(marker, fence):
-                    result = Result(job_id, State.CANCELLED, name=status.job.name,
-                                    params=status.job.params, attempt=int(attempt),
-                                    reason="cancelled by user")
+                    result = cancelled_result(self.files, status.job, int(attempt), worker)
                     self._write_final(result)
                     unlink_quiet(fence)
                     cancelled.append(job_id)

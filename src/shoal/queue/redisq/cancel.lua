@@ -1,13 +1,21 @@
--- ARGV: reason, then job ids. Cancels those not yet final; returns their ids.
--- A running job's lease ends here, so its worker's finish is refused.
+-- ARGV: reason, what a result names as a job's log (the queue's URL and '#log='), then
+-- job ids. Cancels those not yet final; returns their ids. A running job's lease ends
+-- here, so its worker's finish is refused; its record names the worker, and the log
+-- tail its beats shipped becomes the job's log (the worker adds the rest: keeplog.lua).
 local done = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local id = ARGV[i]
   local state = redis.call('HGET', STATE, id)
   if state == 'pending' or state == 'running' then
-    if state == 'running' then end_lease(id) end
-    set_final(id, state, 'cancelled', cjson.encode(
-      {job_id = id, state = 'cancelled', reason = ARGV[1], attempt = attempt_of(id)}))
+    local record = {job_id = id, state = 'cancelled', reason = ARGV[1], attempt = attempt_of(id)}
+    if state == 'running' then
+      record.worker = redis.call('HGET', OWNER, id) or ''
+      record.log = ARGV[2] .. id
+      local tail = redis.call('HGET', TAILS, id)
+      if tail then redis.call('HSET', LOGS, id, tail) end
+      end_lease(id)
+    end
+    set_final(id, state, 'cancelled', cjson.encode(record))
     done[#done + 1] = id
   end
 end

@@ -80,7 +80,8 @@ local function claim(worker, n, lease_ms)
       redis.call('HSET', OWNER, id, worker)
       redis.call('ZADD', RUNNING, deadline, id)
       leases[#leases + 1] = {id, attempt, token, redis.call('HGET', SPEC, id),
-                             redis.call('HGET', PAYLOAD, id)}
+                             redis.call('HGET', PAYLOAD, id),
+                             tonumber(redis.call('HGET', NUMBERS, id)) or 0}
     end
   end
   if redis.call('LLEN', PENDING) == 0 then redis.call('DEL', WAKE)

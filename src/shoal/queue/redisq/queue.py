@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import msgpack
 
 from ... import defaults
-from ...errors import LeaseLost
+from ...errors import LeaseLost, NoSuchQueue
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
-from ..base import Queue, WatchSet, blobs_of, reaped_keep_s
+from ..base import CANCELLED, Queue, WatchSet, blobs_of, reaped_keep_s
 from ..files import ShippedFiles
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
 from ..settings import QueueSettings
@@ -44,7 +44,6 @@ FINALS_BATCH = 10_000  # finals stream entries read per look at most
 # most before it looks at the ids added meanwhile (an id whose job ended before the wait
 # began is in no entry the wait could see).
 WATCH_SLICE_S = 0.25
-CANCELLED = "cancelled by user"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -73,9 +72,10 @@ class RedisQueue(Queue):
     files: ShippedFiles
 
     def __init__(self, url: str, *, lease_s: float = defaults.LEASE_S,
-                 log_cap_bytes: int | None = None) -> None:
+                 log_cap_bytes: int | None = None, create: bool = True) -> None:
         """`log_cap_bytes`: a finished job's log keeps its last this many bytes (default
-        defaults.MAX_SHIPPED_LOG_BYTES, as for tcp://); the workers' setting applies."""
+        defaults.MAX_SHIPPED_LOG_BYTES, as for tcp://); the workers' setting applies.
+        `create=False`: NoSuchQueue unless the queue exists (`_exists`)."""
         settings = QueueSettings(lease_s=lease_s,
                                  log_cap_bytes=log_cap_bytes or defaults.MAX_SHIPPED_LOG_BYTES)
         self.address = parse_url(url)
@@ -83,6 +83,9 @@ class RedisQueue(Queue):
         self.client = connect(self.address)
         self.cluster = hasattr(self.client, "get_primaries")
         try:
+            if not create and not self._exists():
+                raise NoSuchQueue(f"the Redis server holds no key of queue "
+                                  f"{self.address.queue!r}")
             check_durability(self.client, self.address)
             self.scripts = Scripts(self.client)
             store = RedisStore(self.client, self.keys,
@@ -92,6 +95,13 @@ class RedisQueue(Queue):
             self.client.close()
             raise
         super().__init__(self.address.safe_url, settings, files)  # never the password
+
+    def _exists(self) -> bool:
+        """A queue exists while Redis holds any of its keys: jobs and their records (from
+        the first submit), registered workers, the shared config, the lease counter. All
+        share one hash tag, so one EXISTS (one Cluster slot) answers."""
+        with translated_errors(self.address):
+            return bool(self.client.exists(*self.keys.shared))
 
     @property
     def _lease_ms(self) -> int:
@@ -155,8 +165,8 @@ class RedisQueue(Queue):
         if not rows:
             return []
         self.files.note_config(_text(stamp) if stamp else None)
-        return [Lease(job_of(spec, payload), int(attempt), worker, _text(token))
-                for _id, attempt, token, spec, payload in rows]
+        return [Lease(job_of(spec, payload), int(attempt), worker, _text(token), int(seq))
+                for _id, attempt, token, spec, payload, seq in rows]
 
     @_translated
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
@@ -178,6 +188,8 @@ class RedisQueue(Queue):
             reply = self._run(self.scripts.finish, [
                 lease.job_id, lease.token, record_of(result), result.state.value, lease.worker,
                 then_claim, self._lease_ms, shipped or b""])
+            if reply is None and shipped is not None:  # cancelled meanwhile: keep its log
+                self._keep_shipped(lease, shipped)
         finally:
             self.files.forget(lease, shipped)  # kept in Redis, or not this attempt's to keep
         if reply is None:
@@ -207,7 +219,21 @@ class RedisQueue(Queue):
         ids = list(job_ids)
         if not ids:
             return []
-        return [_text(i) for i in self._run(self.scripts.cancel, [CANCELLED, *ids])]
+        return [_text(i) for i in self._run(self.scripts.cancel,
+                                            [CANCELLED, self._log_name(""), *ids])]
+
+    @_translated
+    def keep_log(self, lease: Lease, result: Result) -> None:
+        """A cancelled attempt's whole log replaces the tail its cancel kept (keeplog.lua)."""
+        shipped = self.files.shipped_log(lease, result)
+        try:
+            if shipped is not None:
+                self._keep_shipped(lease, shipped)
+        finally:
+            self.files.forget(lease, shipped)
+
+    def _keep_shipped(self, lease: Lease, shipped: bytes) -> None:
+        self._run(self.scripts.keeplog, [lease.job_id, lease.attempt, lease.worker, shipped])
 
     @_translated
     def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
