@@ -172,3 +172,26 @@ def test_retry_force_of_a_job_whose_fence_awaits_its_group_commit(tmp_path):
     queue.flush()
     (again,) = queue.claim("w1")
     assert again.job_id == lease.job_id
+
+
+def test_a_second_submitter_of_a_job_between_its_spec_and_marker_makes_no_second_marker(
+        tmp_path):
+    """Submitter A has published the spec but not yet its pending marker when B submits the
+    same job: B's repair must use the number in A's spec, so there is one marker and the job
+    runs once. (A spec is published whole, by link, so B never reads one half-written and
+    repairs with a number of its own: two markers ran the job twice; found in review.)"""
+    first, second = FolderQueue(tmp_path, fsync=False), FolderQueue(tmp_path, fsync=False)
+    job = Job.command_job("echo once")
+    to_pending = first._to_pending
+
+    def b_submits_first(job_id, attempt, seq, src=None):
+        second.submit([job])  # B finds the spec and no marker: "a submitter died", repair
+        return to_pending(job_id, attempt, seq, src)
+
+    first._to_pending = b_submits_first  # type: ignore[method-assign]
+    first.submit([job])
+    markers = [name for _, _, names in os.walk(tmp_path / ".shoal" / "pending")
+               for name in names]
+    assert len(markers) == 1, markers
+    claimed = first.claim("w1", 5) + second.claim("w2", 5)
+    assert [lease.job_id for lease in claimed] == [job.id]

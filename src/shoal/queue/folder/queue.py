@@ -25,13 +25,13 @@ from ...fsutil import (
     HOST,
     atomic_write,
     claim_rename,
+    create_exclusive,
     list_names,
     read_bytes,
     sync_filesystem,
     touch_exclusive,
     unique_token,
     unlink_quiet,
-    write_new,
 )
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
 from ..base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
@@ -116,9 +116,11 @@ class FolderQueue(Queue):
         for job in jobs:
             spec = self.path("jobs", f"{job.id}.json")
             seq = numbers.get(job.id, 0)
-            # The spec is complete and closed before its pending marker exists, and only
-            # a marker leads anyone to read it, so an exclusive create needs no temp name.
-            if seq and write_new(spec, dumps({**job.to_dict(), "seq": seq})):
+            # The spec appears complete (link of a written file): another submitter of the
+            # same job that finds it reads the number we gave it, so a repair below makes
+            # the very marker we make (one name: one of us creates it), never a second one.
+            if seq and create_exclusive(spec, dumps({**job.to_dict(), "seq": seq}), self.tmp,
+                                        fsync=False):
                 self._to_pending(job.id, 1, seq)
                 new.append(job.id)
             elif self._state_of(job.id, job, self._seq_of(job.id)) is None:
