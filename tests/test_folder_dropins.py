@@ -253,3 +253,26 @@ def test_a_done_job_whose_log_went_elsewhere_is_not_run_again(tmp_path: Path) ->
     (status,) = queue.jobs()
     assert status.state is State.DONE and status.result is not None
     assert Path(status.result.log or "").read_text() == "out\n"
+
+
+def test_a_forced_retry_places_the_new_runs_log_beside_the_job(tmp_path: Path) -> None:
+    """`retry --force` of a done job file: its new output replaces the old beside it (the
+    old log moved into .shoal/logs), so NAME.EXT.log never shows the earlier run."""
+    folder = tmp_path / "sweep"
+    drop(folder, "a.sh", "echo first run\n")
+    shoal("work", str(folder), "--drain")
+    assert (folder / "a.sh.log").read_text() == "first run\n"
+    drop(folder, "a.sh", "echo second run\n")
+    assert "1 job(s) back to pending" in shoal("retry", str(folder), "a.sh", "--force").stdout
+    shoal("work", str(folder), "--drain")
+    assert (folder / "a.sh.log").read_text() == "second run\n"
+    assert shoal("logs", str(folder), "a.sh").stdout == "second run\n"
+
+
+def test_reading_commands_on_a_folder_with_only_worker_logs_say_no_queue(
+        tmp_path: Path) -> None:
+    """`shoal hire` makes .shoal/worker-logs before any job: that is no queue yet."""
+    (tmp_path / "half" / ".shoal" / "worker-logs").mkdir(parents=True)
+    for command in ("status", "results", "workers"):
+        done = shoal(command, str(tmp_path / "half"), check=2)
+        assert done.stderr.count("\n") == 1 and "no queue in" in done.stderr, done.stderr

@@ -55,6 +55,8 @@ def _match(queue: Queue, ref: str, everything: list[JobStatus]) -> JobStatus:
         if not hits:
             raise JobNotFound(f"no job #{seq} in {queue.url} (jobs are numbered from 1 in "
                               "submission order; see `shoal results`)")
+        if len(hits) > 1:  # numbers given again after a `clean --force` beside a live worker
+            raise JobNotFound(_ambiguous(ref, hits, "jobs are numbered"))
         return hits[0]
     named = [s for s in everything if s.job.name == ref]
     if len(named) == 1:

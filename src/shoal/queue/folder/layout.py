@@ -117,7 +117,9 @@ class Layout:
                     raise NoSuchQueue(f"{self.root} is a file; a SQLite queue is sqlite://PATH")
                 raise NoSuchQueue(f"no folder {self.root}")
             self._create()
-        elif create and not self.tmp.is_dir():  # .shoal made by someone else (worker logs)
+        elif not self.tmp.is_dir():  # .shoal made by someone else (`hire`'s worker logs)
+            if not create:
+                raise NoSuchQueue(f"no queue in {self.root} yet (only {self.base})")
             for path in self.dirs.values():
                 path.mkdir(exist_ok=True)
 

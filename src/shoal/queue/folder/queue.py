@@ -512,10 +512,25 @@ class FolderQueue(Queue):
                         if kind == "committing":
                             unlink_quiet(self.path(kind, name))
                     self._park_failed_attempts(job_id, parked)
+                    if state is State.DONE:
+                        self._set_aside_placed_log(job_id, parked)
                     self._to_pending(job_id, 1, self._seq_of(job_id))
                     again.append(job_id)
                     break
         return again
+
+    def _set_aside_placed_log(self, job_id: str, parked: str) -> None:
+        """A done job run again: the log its run placed outside our log folder (beside its
+        job file, where a log means "done", or at the path the job named) moves into the
+        log folder, so the new run can place its own there, never beside an old one."""
+        blob = read_bytes(parked)
+        try:
+            log = Result.from_dict(loads(blob)).log if blob else None
+        except (ValueError, KeyError, TypeError):
+            return
+        if log and Path(log).parent != self.files.local_dir():
+            with contextlib.suppress(OSError):
+                os.rename(log, self.files.local_dir() / f"{job_id}.retried.{unique_token()}.log")
 
     def _purge(self) -> int:
         """Markers first (nothing can be claimed any more), then results, records,
@@ -533,7 +548,7 @@ class FolderQueue(Queue):
                 else:
                     unlink_quiet(path)
         self._batch, self._seqs, self._seq_end = [], {}, None
-        self._dropins = DropIns(self.root, self.settings.interpreters)
+        self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name)
         if self.fsync:
             sync_filesystem(self.base)
         return removed
