@@ -285,19 +285,14 @@ class FolderQueue(Queue):
         block size, not on how many jobs wait. A claimer that collided with another one
         starts its batches at a random place for a while (`rotated`: roughly in order,
         rarely colliding); one that did not takes the names exactly in order."""
-        refresh_listing(self.dirs["pending"])
-        top = list_names(self.dirs["pending"])
-        names = [name for name in top if "." in name][:defaults.CLAIM_BATCH]  # seq 0
-        for block in sorted(name for name in top if name.isdigit()):
-            if len(names) >= defaults.CLAIM_BATCH:
-                break
-            folder = self.dirs["pending"] / block
-            refresh_listing(folder)
-            inside = sorted(list_names(folder))
-            if not inside:
+        names: list[str] = []
+        for folder, inside in self._pending_blocks():
+            if folder is not None and not inside:
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)
-            names += [f"{block}/{name}" for name in inside]
+            names += inside
+            if len(names) >= defaults.CLAIM_BATCH:
+                break
         names = names[:defaults.CLAIM_BATCH]
         if self._shuffled > 0:
             self._shuffled -= 1
@@ -584,22 +579,24 @@ class FolderQueue(Queue):
         refresh_listing(self.dirs[kind])
         return list_names(self.dirs[kind])
 
-    def _pending_names(self) -> list[str]:
-        """Every pending marker, as BLOCK/NAME (or NAME for a job without a seq)."""
+    def _pending_blocks(self) -> Iterator[tuple[Path | None, list[str]]]:
+        """The pending markers block by block, lowest numbers first, as BLOCK/NAME (first
+        `(None, names)`: markers of jobs from before numbering); each block is listed
+        fresh when the caller gets to it, so one that stops early reads little."""
         top = self._fresh_names("pending")
-        names = [name for name in top if "." in name]
-        for block in (name for name in top if name.isdigit()):
-            refresh_listing(self.dirs["pending"] / block)
-            names += [f"{block}/{name}" for name in list_names(self.dirs["pending"] / block)]
-        return names
+        yield None, [name for name in top if "." in name]
+        for block in sorted(name for name in top if name.isdigit()):
+            folder = self.dirs["pending"] / block
+            refresh_listing(folder)
+            yield folder, [f"{block}/{name}" for name in sorted(list_names(folder))]
+
+    def _pending_names(self) -> list[str]:
+        """Every pending marker, in order."""
+        return [name for _, names in self._pending_blocks() for name in names]
 
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
-        top = self._fresh_names("pending")
-        counts[State.PENDING] = sum(1 for name in top if "." in name)
-        for block in (name for name in top if name.isdigit()):
-            refresh_listing(self.dirs["pending"] / block)
-            counts[State.PENDING] += len(list_names(self.dirs["pending"] / block))
+        counts[State.PENDING] = sum(len(names) for _, names in self._pending_blocks())
         final: set[str] = set()
         for state, folder in FINAL_DIRS.items():
             names = self._fresh_names(folder)
@@ -651,13 +648,7 @@ class FolderQueue(Queue):
 
     def _nothing_pending(self) -> bool:
         """No pending marker, read block by block until one is found."""
-        for name in self._fresh_names("pending"):
-            if "." in name:
-                return False
-            refresh_listing(self.dirs["pending"] / name)
-            if list_names(self.dirs["pending"] / name):
-                return False
-        return True
+        return not any(names for _, names in self._pending_blocks())
 
     def results(self) -> Iterator[Result]:
         for folder in FINAL_DIRS.values():
