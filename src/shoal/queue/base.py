@@ -147,9 +147,6 @@ class Queue(ABC):
     cross_host: ClassVar[bool] = False
     #: only this process can reach it (no `shoal work` elsewhere can join).
     in_process: ClassVar[bool] = False
-    #: `purge` can empty this queue (every backend here can; one that could not sets it
-    #: False and `purge` refuses with a message saying so).
-    can_purge: ClassVar[bool] = True
     #: job files live in the queue's own folder (`settings.root`), so a submit copies them there.
     keeps_job_files: ClassVar[bool] = False
 
@@ -237,9 +234,6 @@ class Queue(ABC):
         drop-ins are scanned again. Refused while a live worker is registered, unless
         `force` (its running jobs' leases go, so their results are refused and the
         worker kills them at its next beat). Returns how many jobs were removed."""
-        if not self.can_purge:
-            raise UsageError(f"{self.url}: this queue cannot be emptied in place; "
-                             "delete it instead")
         if not force:
             alive = sorted(info.id for info in self.workers() if not info.lost)
             if alive:
