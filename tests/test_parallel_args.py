@@ -229,7 +229,7 @@ def test_plan_carries_what_was_asked() -> None:
     assert plan.tags == {jobs[0].id: "<a>", jobs[1].id: "<b>"}
     assert plan.halt == Halt(when="now", fail_pct=10.0)
     assert plan.joblog == "log.tsv" and plan.resume and plan.resume_failed
-    assert plan.slots == 3 and not plan.fresh and not plan.dry_run
+    assert plan.slots == 3 and not plan.fresh
     assert (jobs[0].timeout_s, jobs[0].retries, jobs[0].max_attempts) == (60.0, 1, 5)
 
 
