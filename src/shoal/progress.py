@@ -114,9 +114,13 @@ class _Run:
         """The local worker's thread: what ends it early is kept for the watch to report."""
         assert self.worker is not None
         try:
-            self.worker.run()
+            reason = self.worker.run()
         except Exception as exc:  # reported once, as one line, by go()
             self.worker_error = exc
+            self.stop.set()
+            return
+        if reason not in ("drained", "stopped"):  # e.g. "coordinator gone": jobs left undone
+            self.worker_error = RuntimeError(reason)
             self.stop.set()
 
     def _worker_goes_on(self, result: Result) -> bool:
