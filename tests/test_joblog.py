@@ -13,7 +13,7 @@ import pytest
 
 from shoal import joblog
 from shoal.errors import UsageError
-from tests.test_run_output import run
+from tests.test_run_output import ENV, plan_argv, run
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -111,6 +111,20 @@ def test_joblog_plus_file_appends_and_dash_is_stdout(tmp_path):
     assert [r[-1] for r in rows(log)[1].values()] == ["old", "echo new"]
     done = run(tmp_path, ["echo to-stdout"], joblog="-")
     assert done.stdout.startswith(joblog.HEADER) and "\techo to-stdout\n" in done.stdout
+
+
+def test_joblog_dash_into_a_closed_pipe_lets_every_job_run(tmp_path):
+    # the reader takes the header and goes away; later joblog lines meet a closed pipe
+    commands = [f"touch ran-{n}; sleep 0.1" for n in range(6)]
+    with open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen(plan_argv(tmp_path, commands, slots=1, joblog="-"),
+                                stdout=subprocess.PIPE, stderr=err, env=ENV, cwd=tmp_path)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().decode() == joblog.HEADER
+        proc.stdout.close()
+        assert proc.wait(timeout=90) == 0, (tmp_path / "err.txt").read_text()
+    assert "6 jobs: 6 done" in (tmp_path / "err.txt").read_text()
+    assert sorted(p.name for p in tmp_path.glob("ran-*")) == [f"ran-{n}" for n in range(6)]
 
 
 def test_a_joblog_not_in_parallels_format_is_refused_naming_file_and_line(tmp_path):

@@ -164,6 +164,17 @@ def test_job_files_when_stdin_brings_nothing(tmp_path: Path) -> None:
     assert "echo: not a job file, and standard input gave no arguments" in missing.output
 
 
+def test_tag_with_job_files_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("print(1)\n")
+    for option in (["--tag"], ["--tagstring", "x"]):
+        refused = shoal(tmp_path, "run", *option, "a.py")
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.strip().splitlines() == [
+            "shoal: error: --tag/--tagstring: job files have no arguments to tag; tags go "
+            "with a command and its ::: arguments"]
+        assert not (tmp_path / ".shoal-run").exists()
+
+
 def test_missing_input_file_names_it(tmp_path: Path) -> None:
     done = run_cli(tmp_path, "echo", "::::", "nope.txt")
     assert done.exit_code == 2 and str(tmp_path / "nope.txt") in done.output
@@ -229,7 +240,7 @@ def test_plan_carries_what_was_asked() -> None:
     assert plan.tags == {jobs[0].id: "<a>", jobs[1].id: "<b>"}
     assert plan.halt == Halt(when="now", fail_pct=10.0)
     assert plan.joblog == "log.tsv" and plan.resume and plan.resume_failed
-    assert plan.slots == 3 and not plan.fresh and not plan.dry_run
+    assert plan.slots == 3 and not plan.fresh
     assert (jobs[0].timeout_s, jobs[0].retries, jobs[0].max_attempts) == (60.0, 1, 5)
 
 

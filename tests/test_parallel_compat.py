@@ -91,8 +91,6 @@ IDS = [case[0] for case in CASES]
 KNOWN_GAPS = {
     "not-found": "a job's log holds its stderr with its stdout, and shoal run prints the log "
                  "on stdout; parallel keeps a job's stderr on stderr",
-    "halt-soon": "with -j1 the worker claims the next job before the run sees the failure "
-                 "that reaches --halt soon,fail=1; parallel starts no job after it",
 }
 
 

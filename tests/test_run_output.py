@@ -252,6 +252,24 @@ def test_halt_soon_lets_running_jobs_finish_and_starts_no_more(tmp_path):
     assert f"{20 - len(later)} stopped by --halt" in done.stderr
 
 
+def test_halt_now_with_one_slot_starts_no_job_after_the_failing_one(tmp_path):
+    # parallel -j1 --halt now,fail=1 'echo {}; exit 1' ::: a b c d e f prints only `a`
+    done = shoal(tmp_path, "run", "--no-progress", "-j1", "--halt", "now,fail=1",
+                 "echo {}; exit 1", ":::", *"abcdef")
+    assert done.stdout == "a\n", done.stderr
+    assert done.returncode == 1, done.stderr
+    assert "0 done, 1 failed, 5 stopped by --halt" in done.stderr
+
+
+def test_halt_soon_on_a_share_with_one_slot_exits_like_parallel(tmp_path):
+    # parallel: the second failure is 20% of 10 jobs; no job starts after it: exit 20
+    done = shoal(tmp_path, "run", "--no-progress", "-j1", "--halt", "soon,fail=20%",
+                 "echo {#}; exit {}", ":::", *"0111000000")
+    assert done.returncode == 20, done.stderr
+    assert done.stdout.split() == ["1", "2", "3"], done.stderr
+    assert "1 done, 2 failed, 7 stopped by --halt" in done.stderr
+
+
 def test_halt_on_a_share_of_failures_exits_with_that_percentage(tmp_path):
     commands = ["exit 1", "exit 2", *[f"echo ok-{n}" for n in range(8)]]
     done = run(tmp_path, commands, slots=1, queue="memory://",
@@ -267,7 +285,7 @@ def test_halt_on_successes_exits_0_and_runs_no_more(tmp_path):
                halt={"when": "soon", "success": 2})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:2] == ["ok-1", "ok-2"]
-    assert len(done.stdout.split()) <= 3, done.stdout  # ok-3 at most: handed out at once
+    assert done.stdout.split() == ["ok-1", "ok-2"], done.stdout  # none starts after it
 
 
 def test_exit_status_is_the_number_of_failed_jobs(tmp_path):
@@ -293,6 +311,34 @@ def test_summary_lists_failures_in_input_order_with_their_last_log_line(tmp_path
     assert all("exit status 127" in line and "not found" in line for line in failed)
     assert "shoal logs" in done.stderr
     assert {"about to fail a", "about to fail b"} <= set(done.stdout.splitlines())
+
+
+def test_summary_keeps_a_short_last_line_found_inside_the_reason(tmp_path):
+    # "a" is inside "exit status 1": the last line is still shown
+    done = shoal(tmp_path, "run", "--no-progress", "echo {}; exit 1", ":::", "a")
+    failed = [line for line in done.stderr.splitlines() if line.startswith("  failed:")]
+    assert len(failed) == 1 and failed[0].endswith("exit status 1: a"), done.stderr
+
+
+def test_a_local_worker_that_dies_ends_the_run_with_one_line_and_exit_2(tmp_path):
+    # a real fault: the queue's folder moved away mid-run
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "run", "--no-progress", "-j2",
+                             "touch started-{}; sleep 0.3", ":::", *map(str, range(60))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, cwd=tmp_path, start_new_session=True)
+    try:
+        wait_for(lambda: list(tmp_path.glob("started-*")), 60, message="a job running")
+        os.rename(tmp_path / ".shoal-run", tmp_path / "moved-away")
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 2, err
+    said = [line for line in err.splitlines() if line.startswith("shoal run:")]
+    assert len(said) == 1 and said[0].startswith("shoal run: the local worker stopped: "), err
+    assert "Traceback" not in err
+    assert len(list(tmp_path.glob("started-*"))) < 60  # it stopped, it did not go on
 
 
 def test_failed_attempts_are_hinted_with_shoal_logs_attempt(tmp_path):

@@ -21,14 +21,35 @@ Write = Callable[[bytes], None]
 Log = bytes | Callable[[], bytes | None] | None
 
 
+class _Stdout:
+    """Whether stdout went away (a pipe's reader exited): shared by every writer of a run
+    (the jobs' outputs, `--joblog -`), so `shoal run ... | head` lets the jobs go on."""
+
+    closed = False
+
+
 def write_stdout(data: bytes) -> None:
-    """Write raw bytes to stdout, also while the live bar shows.
+    """Write raw bytes to stdout, also while the live bar shows; once its reader is gone,
+    nothing (the jobs go on, unprinted).
 
     The bar's display library swaps sys.stdout for a proxy (it has `rich_proxied_file`)
     that prints above the bar on its console, which is stderr. When stdout is a terminal
     that is where the text belongs; when it is a file or a pipe it must go to that file,
     not to the terminal.
     """
+    if _Stdout.closed:
+        return
+    try:
+        _write(data)
+    except BrokenPipeError:
+        _Stdout.closed = True
+        with contextlib.suppress(OSError):  # so the exit's flush of stdout is quiet
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
+def _write(data: bytes) -> None:
     out: Any = sys.stdout
     real = getattr(out, "rich_proxied_file", None)
     if real is not None and real.isatty():
@@ -76,7 +97,6 @@ class JobOutput:
         self._next = 0  # keep_order: index in `order` of the first job not yet out
         self._held: dict[str, tuple[int, Log]] = {}  # ended, waiting for their turn
         self._streamed: dict[str, tuple[int, int]] = {}  # job -> (attempt, bytes printed)
-        self._closed = False  # stdout went away (a pipe's reader exited)
 
     # -- line buffering ------------------------------------------------------------
 
@@ -126,13 +146,4 @@ class JobOutput:
             self._emit(job_id, data)
 
     def _emit(self, job_id: str, data: bytes) -> None:
-        if self._closed:
-            return
-        try:
-            self._write(tagged(data, self._tags.get(job_id)))
-        except BrokenPipeError:  # `shoal run ... | head`: the jobs go on, unprinted
-            self._closed = True
-            with contextlib.suppress(OSError):  # so the exit's flush of stdout is quiet
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-                os.close(devnull)
+        self._write(tagged(data, self._tags.get(job_id)))

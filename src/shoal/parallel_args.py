@@ -26,15 +26,16 @@ from .runplan import Halt, RunPlan
 from .templates import (
     Expanded,
     InputOptions,
+    check_table_alone,
     expand_command_line,
     expand_table,
+    has_inputs,
     read_text,
     split_lines,
 )
 
 DEFAULT_RUN_QUEUE = ".shoal-run"
 J0_SLOTS = 250  # -j 0 ("as many as possible") runs at most this many jobs at once here
-SEPARATORS = frozenset({":::", ":::+", "::::", "::::+"})
 
 
 @dataclass
@@ -75,7 +76,7 @@ class RunArgs:
 
     def uses_inputs(self) -> bool:
         """True when the words (or -a, --table) name where the arguments come from."""
-        return bool(self.table or self.inputs.arg_files or SEPARATORS.intersection(self.words))
+        return bool(self.table or self.inputs.arg_files or has_inputs(self.words))
 
     def expand(self, stdin: IO[str] | None = None,
                base_dir: Path | None = None) -> list[Expanded] | None:
@@ -88,9 +89,7 @@ class RunArgs:
             raise UsageError("nothing to run: give a command with ::: arguments (e.g. "
                              "shoal run echo ::: a b), or job files (see shoal run --help)")
         if self.table:
-            if SEPARATORS.intersection(self.words) or self.inputs.arg_files:
-                raise UsageError("use either a parameter table (--table) or ::: inputs, "
-                                 "not both")
+            check_table_alone(self.words, self.inputs.arg_files)
             if replace(self.inputs, tagstring=None) != InputOptions() or \
                     self.inputs.tagstring not in (None, "{}"):
                 raise UsageError("--table cannot go with --colsep, -N, -n, --link, -q, -0 or "
@@ -106,6 +105,9 @@ class RunArgs:
             return expand_command_line(self.words, base_dir=base_dir, options=self.inputs,
                                        stdin_lines=lines)
         if all(Path(word).is_file() for word in self.words):
+            if self.tag:
+                raise UsageError("--tag/--tagstring: job files have no arguments to tag; "
+                                 "tags go with a command and its ::: arguments")
             return None
         where = "standard input is a terminal" if _is_terminal(stdin) else \
             "standard input gave no arguments"
@@ -120,7 +122,7 @@ class RunArgs:
         return RunPlan(
             jobs=jobs, slots=self.resolve_slots(len(jobs)), show_progress=self.show_progress,
             keep_order=self.keep_order, line_buffer=self.line_buffer, tags=tags,
-            dry_run=self.dry_run, halt=self.halt, joblog=self.joblog, resume=self.resume,
+            halt=self.halt, joblog=self.joblog, resume=self.resume,
             resume_failed=self.resume_failed, fresh=self.fresh,
         )
 

@@ -26,6 +26,7 @@ WAIT_S = 0.5  # without the bar: longest wait for a job to end (a Ctrl-C is seen
 SUBMIT_FIRST = 10_000  # jobs submitted before local work starts (~1 s on a local disk)
 SUBMIT_CHUNK = 2_000
 SHOW_FAILED = 10  # failed jobs listed in the summary
+WORKER_FAILED = 2  # the local worker died (a broken queue folder...): the run cannot go on
 CUT_MARK = b"[shoal: log cut"  # how a log tail that lost its start begins (files.read_tail)
 
 
@@ -65,6 +66,11 @@ class _Run:
             plan.joblog, append=plan.resume or plan.resume_failed,
             stdout=write_stdout) if plan.joblog else None
         self.halt = HaltWatch(plan.halt, len(self.ids))
+        # the local worker's own count: it stops claiming the moment the halt is met, before
+        # the watch below hears of the result (parallel starts no job after it)
+        self.worker_halt = HaltWatch(plan.halt, len(self.ids))
+        self.worker_halt_lock = threading.Lock()
+        self.worker_error: BaseException | None = None  # what ended the local worker early
         self.results: dict[str, Result] = {}
         self.last_lines: dict[str, str] = {}  # failed job -> last non-empty line of its log
         self.halt_cancelled: set[str] = set()  # killed or never started because of --halt
@@ -82,9 +88,10 @@ class _Run:
         try:
             self._prepare(jobs[:SUBMIT_FIRST])
             if self.plan.slots != 0:
-                self.worker = Worker(self.queue, slots=self.plan.slots, drain=False)
-                self.thread = threading.Thread(target=self.worker.run,
-                                               name="shoal-run-worker", daemon=True)
+                self.worker = Worker(self.queue, slots=self.plan.slots, drain=False,
+                                     after_result=self._worker_goes_on)
+                self.thread = threading.Thread(target=self._work, name="shoal-run-worker",
+                                               daemon=True)
                 self.thread.start()
             with self._signals_stop():
                 for first in range(SUBMIT_FIRST, len(jobs), SUBMIT_CHUNK):
@@ -98,7 +105,30 @@ class _Run:
                 self.thread.join()
             if self.joblog is not None:
                 self.joblog.close()
+        if self.worker_error is not None:
+            echo(f"shoal run: the local worker stopped: {describe(self.worker_error)}")
+            return WORKER_FAILED
         return self._summarise(time.monotonic() - started)
+
+    def _work(self) -> None:
+        """The local worker's thread: what ends it early is kept for the watch to report."""
+        assert self.worker is not None
+        try:
+            reason = self.worker.run()
+        except Exception as exc:  # reported once, as one line, by go()
+            self.worker_error = exc
+            self.stop.set()
+            return
+        if reason not in ("drained", "stopped"):  # e.g. "coordinator gone": jobs left undone
+            self.worker_error = RuntimeError(reason)
+            self.stop.set()
+
+    def _worker_goes_on(self, result: Result) -> bool:
+        """The worker's after_result hook: False once --halt is met (claim no more)."""
+        if result.job_id not in self.watched:
+            return True  # not one of this run's jobs
+        with self.worker_halt_lock:
+            return not (self.worker_halt.observe(result) or self.worker_halt.reached)
 
     def _prepare(self, first: list[Job]) -> None:
         """Submit the first jobs (the rest come while the worker runs); jobs that failed
@@ -245,7 +275,8 @@ class _Run:
              f"{'killing running jobs' if now else 'waiting for running jobs'}, "
              "starting no more")
         if self.worker is not None and self.thread is not None:
-            self.worker.stop(now=now)  # a release puts them back to pending: cancelled below
+            if now or not self.worker_halt.reached:  # else the worker already stopped
+                self.worker.stop(now=now)  # a release puts them back to pending: cancelled
             if now:
                 self.thread.join()
         if now:
@@ -288,7 +319,7 @@ class _Run:
         for result in failed[:SHOW_FAILED]:
             last = self.last_lines.get(result.job_id, "")
             echo(f"  failed: {result.name}: {result.reason}"
-                 + (f": {last}" if last and last not in result.reason else ""))
+                 + (f": {last}" if last and not result.reason.endswith(last) else ""))
         if len(failed) > SHOW_FAILED:
             echo(f"  ... and {len(failed) - SHOW_FAILED} more: shoal results {self.queue.url}")
         if failed:
@@ -297,6 +328,12 @@ class _Run:
             if first.attempt > 1:
                 hint += f" (its earlier attempts: --attempt 1..{first.attempt - 1})"
             echo(hint)
+
+
+def describe(error: BaseException) -> str:
+    """An exception as one line: its message, or its type when it has none."""
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
 
 
 def echo(line: str) -> None:

@@ -31,7 +31,6 @@ class RunPlan:
     # --tag/--tagstring: job id -> tag, printed before a TAB on each output line (the TAB is
     # not part of the tag); empty when neither option was given
     tags: dict[str, str] = field(default_factory=dict)
-    dry_run: bool = False  # print the commands, run nothing
     halt: Halt = field(default_factory=Halt)
     joblog: str | None = None  # --joblog FILE in GNU parallel's columns
     resume: bool = False  # --resume: skip jobs the joblog shows as run

@@ -14,14 +14,12 @@ from .fsutil import create_exclusive
 from .jobfiles import check_job_files, is_job_file
 from .queue.base import Queue
 from .queue.folder import HIDDEN
-from .templates import Expanded
-
-TEMPLATE_MARKERS = (":::", "::::", ":::+", "::::+")
+from .templates import Expanded, check_table_alone, has_inputs
 
 
 def is_template(words: Sequence[str]) -> bool:
     """True when the words carry GNU parallel input markers (`:::`, `::::`...)."""
-    return any(word in TEMPLATE_MARKERS for word in words)
+    return has_inputs(words)
 
 
 def jobs_from_template(words: Sequence[str], *, table: str | None = None,
@@ -31,8 +29,7 @@ def jobs_from_template(words: Sequence[str], *, table: str | None = None,
 
     cwd = cwd or os.getcwd()
     if table is not None:
-        if is_template(words):
-            raise UsageError("use either a parameter table (--table) or ::: inputs, not both")
+        check_table_alone(words)
         expanded = expand_table(list(words), Path(table))
     else:
         expanded = expand_command_line(list(words), base_dir=Path(cwd))

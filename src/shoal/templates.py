@@ -29,10 +29,13 @@ from typing import Any
 from .errors import UsageError
 
 __all__ = [
+    "SEPARATORS",
     "Expanded",
     "InputOptions",
+    "check_table_alone",
     "expand_command_line",
     "expand_table",
+    "has_inputs",
     "parse_command_line",
     "shell_quote",
 ]
@@ -40,7 +43,18 @@ __all__ = [
 # Input-source separators: `:::` arguments, `::::` files; a trailing `+` links the
 # source to the one before it (element-wise) instead of crossing it.
 _ARGS, _ARGS_LINKED, _FILES, _FILES_LINKED = ":::", ":::+", "::::", "::::+"
-_SEPARATORS = frozenset({_ARGS, _ARGS_LINKED, _FILES, _FILES_LINKED})
+SEPARATORS = frozenset({_ARGS, _ARGS_LINKED, _FILES, _FILES_LINKED})
+
+
+def has_inputs(words: Iterable[str]) -> bool:
+    """True when the words name input sources (`:::`, `::::`...): a command template."""
+    return not SEPARATORS.isdisjoint(words)
+
+
+def check_table_alone(words: Iterable[str], arg_files: Sequence[str] = ()) -> None:
+    """A parameter table gives every job's arguments: refuse other input sources with it."""
+    if arg_files or has_inputs(words):
+        raise UsageError("use either a parameter table (--table) or ::: inputs, not both")
 
 # A replacement string: {}, {.}, {/}, {//}, {/.}, {#}, {%}, {n}, {-n}, {n.}, {n/}, ...
 _TOKEN = re.compile(r"\{(?:(?P<hash>#)|(?P<slot>%)|(?P<pos>-?\d+)?(?P<mod>//|/\.|/|\.)?)\}")
@@ -180,7 +194,7 @@ def _read_lines(name: str, base_dir: Path | None, separator: str = "\n") -> list
 
 def _split_sections(words: Sequence[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """Cut words into the template and (separator, following words) sections (maybe none)."""
-    starts = [i for i, word in enumerate(words) if word in _SEPARATORS]
+    starts = [i for i, word in enumerate(words) if word in SEPARATORS]
     end = starts[0] if starts else len(words)
     sections = []
     for start, stop in zip(starts, [*starts[1:], len(words)], strict=False):

@@ -81,9 +81,12 @@ class Worker:
         kill_grace_s: float = defaults.KILL_GRACE_S,
         log_path: str | None = None,
         cancelled_by_owner: Callable[[str], bool] | None = None,
+        after_result: Callable[[Result], bool] | None = None,
     ) -> None:
         """`cancelled_by_owner(job_id)`: whether the worker's owner (an Executor) cancelled
-        the job but could not stop it in the queue in time, so it is not run if claimed."""
+        the job but could not stop it in the queue in time, so it is not run if claimed.
+        `after_result(result)`: told each final result before the slot claims again; False
+        makes the worker claim nothing more (`shoal run --halt`: no job starts after it)."""
         if on_stop not in ("finish", "release"):
             raise ValueError("on_stop must be 'finish' or 'release'")
         self.queue = queue
@@ -97,6 +100,7 @@ class Worker:
         self.worker_dir = Path(worker_dir or Path.cwd()).absolute()
         self.log_path = log_path
         self.cancelled_by_owner = cancelled_by_owner
+        self.after_result = after_result
         self.deadlines = Deadlines(kill_grace_s)
         processes = ProcessRunner(queue, self.deadlines, self.worker_dir)
         self._runners: dict[Kind, Runner] = {
@@ -361,13 +365,16 @@ class Worker:
             job_lines.info("%s", job_line(lease, result, retrying=True))
             self._fenced(slot, lambda: self.queue.release(lease, failed=result))
             return None
+        go_on = self.after_result is None or self.after_result(result)
         next_leases: list[Lease] = []
-        more = not self._stopping.is_set() and (
+        more = go_on and not self._stopping.is_set() and (
             self.max_jobs is None or self.done + 1 < self.max_jobs)
         if self._fenced(slot, lambda: next_leases.extend(
                 self.queue.finish(lease, result, then_claim=1 if more else 0))):
             self.done += 1
             job_lines.info("%s", job_line(lease, result))
+        if not go_on and not self._stopping.is_set():  # a second stop would release all
+            self.stop()
         return next_leases[0] if next_leases else None
 
     def _fenced(self, slot: Slot, action: Callable[[], None]) -> bool:
