@@ -317,3 +317,14 @@ def test_output_prints_every_finished_jobs_output_in_submission_order(url: str):
     assert printed.splitlines() == [f"out {i}" for i in range(1, 7)]
     only_failed = shoal("output", url, "--state", "failed").stdout
     assert only_failed == "out 3\n"
+
+
+def test_an_id_prefix_of_six_digits_names_its_job(tmp_path):
+    """One id in 17 starts with six digits: such a prefix, copied from `shoal results`, must
+    work (a bare short number never does: it suggests #N)."""
+    queue = open_queue(str(tmp_path / "q"))
+    job = next(Job.command_job("true", params={"i": i}) for i in range(10_000)
+               if Job.command_job("true", params={"i": i}).id[:6].isdigit())
+    queue.submit([job, Job.command_job("echo other")])
+    assert cli("cancel", str(tmp_path / "q"), job.id[:6]).output == "1 job(s) cancelled\n"
+    assert "'#1'" in shoal("logs", str(tmp_path / "q"), "1", check=2).stderr

@@ -4,8 +4,9 @@ prefix long enough not to be a number or a short word by accident.
 Rules, in order: `#N` is the job with seq N; a string that is a job's id is that job; a
 string that is one job's name is that job (several: JobNotFound lists up to ten with seq,
 id and state); else an id prefix of at least MIN_PREFIX characters that only one id has.
-A bare number is never an id prefix (`shoal logs Q 1` used to print job `a`): when no job
-is named `1`, the error suggests `#1`.
+A short number is never an id prefix (`shoal logs Q 1` used to print job `a`): when no job
+is named `1`, the error suggests `#1`. Six digits or more may start an id (one id in 17
+does), so a prefix copied from `shoal results` always works.
 """
 
 from __future__ import annotations
@@ -63,14 +64,14 @@ def _match(queue: Queue, ref: str, everything: list[JobStatus]) -> JobStatus:
         return named[0]
     if named:
         raise JobNotFound(_ambiguous(ref, named, "jobs are named"))
-    if len(ref) >= MIN_PREFIX and not ref.isdigit():
+    if len(ref) >= MIN_PREFIX:  # digits too: one id in 17 starts with six of them
         prefixed = [s for s in everything if s.job.id.startswith(ref)]
         if len(prefixed) == 1:
             return prefixed[0]
         if prefixed:
             raise JobNotFound(_ambiguous(ref, prefixed, "job ids start with"))
     hint = f"; did you mean '#{ref}' (the job numbered {ref}; quoted, as a shell takes # " \
-        "for a comment)?" if ref.isdigit() else \
+        "for a comment)?" if ref.isdigit() and len(ref) < MIN_PREFIX else \
         f" (an id prefix needs at least {MIN_PREFIX} characters)" if len(ref) < MIN_PREFIX \
         else ""
     raise JobNotFound(f"no job matching {ref!r} in {queue.url}: give #N, an id or a name{hint}")
