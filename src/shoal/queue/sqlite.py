@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from json.encoder import encode_basestring_ascii
@@ -423,6 +423,26 @@ class SqliteQueue(Queue):
         rows = self._db().execute("SELECT spec, payload, state, attempt, worker, result, seq "
                                   "FROM jobs ORDER BY seq").fetchall()
         return iter([self._status(row) for row in rows])
+
+    def listing(self, states: Collection[State] | None = None,
+                limit: int | None = None) -> Iterator[JobStatus]:
+        """One SELECT in seq order (the state filter and the limit in SQL), no attempts
+        table read."""
+        sql, args = ("SELECT spec, payload, state, attempt, worker, result, seq FROM jobs",
+                     [])
+        if states is not None:
+            values = sorted({State(s).value for s in states})
+            sql += f" WHERE state IN ({','.join('?' * len(values))})"
+            args += values
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(max(limit, 0))
+        rows = self._db().execute(sql, args).fetchall()
+        decode = json.loads
+        return iter([JobStatus(_job(spec, payload), State(state), attempt, worker,
+                               Result.from_dict(decode(result)) if result else None, (), seq)
+                     for spec, payload, state, attempt, worker, result, seq in rows])
 
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)

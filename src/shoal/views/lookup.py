@@ -20,11 +20,6 @@ MIN_PREFIX = 6  # characters of an id prefix: below this, too easily a name or a
 CANDIDATES_SHOWN = 10
 
 
-def in_order(statuses: Iterable[JobStatus]) -> list[JobStatus]:
-    """Jobs in submission order (seq; name where a backend does not number them)."""
-    return sorted(statuses, key=lambda s: (s.seq, s.job.name))
-
-
 def resolve_jobs(queue: Queue, refs: Iterable[str]) -> list[JobStatus]:
     """The job each ref names (see the module docstring); JobNotFound says what is wrong."""
     found: list[JobStatus] = []
@@ -35,8 +30,9 @@ def resolve_jobs(queue: Queue, refs: Iterable[str]) -> list[JobStatus]:
             found.append(direct)
             continue
         if everything is None:  # one listing for every ref that is not an id
-            everything = in_order(queue.jobs())
-        found.append(_match(queue, ref, everything))
+            everything = list(queue.listing())
+        hit = _match(queue, ref, everything)
+        found.append(queue.get(hit.job.id) or hit)  # with its failed attempts (listing: none)
     return found
 
 
