@@ -28,7 +28,7 @@ import msgpack
 from ... import defaults
 from ...errors import LeaseLost
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
-from ..base import Queue, WatchSet, blobs_of, reaped_keep_s
+from ..base import Queue, WatchSet, blobs_of, chosen, reaped_keep_s
 from ..files import ShippedFiles
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
 from ..settings import QueueSettings
@@ -253,6 +253,27 @@ class RedisQueue(Queue):
             with translated_errors(self.address):
                 rows = self._run(self.scripts.status, ids)
             yield from (self._status(row) for row in rows if row is not None)
+
+    def listing(self, states: Collection[State] | None = None,
+                limit: int | None = None) -> Iterator[JobStatus]:
+        """A script per batch of ids (listing.lua: filtered there, no attempt records),
+        then sorted here: Redis keeps no index by seq."""
+        wanted = "" if states is None else " ".join(sorted(State(s).value for s in states))
+        if states is not None and not wanted:
+            return iter([])
+        found = []
+        for ids in self._scan(self.keys.state):
+            with translated_errors(self.address):
+                rows = self._run(self.scripts.listing, [wanted, *ids])
+            found += [self._listed(row) for row in rows if row]
+        return iter(chosen(found, None, limit))
+
+    def _listed(self, row: list[Any]) -> JobStatus:
+        spec, payload, state, attempt, worker, record, seq = row
+        job = job_of(spec, payload)
+        return JobStatus(job, State(_text(state)), int(attempt),
+                         _text(worker) if worker else None,
+                         result_of(record, job) if record else None, (), int(seq))
 
     def _scan(self, key: str) -> Iterator[list[str]]:
         """The fields of a hash, a batch at a time (listing everything is O(jobs) anyway)."""

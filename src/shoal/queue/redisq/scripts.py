@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Any
 
 NAMES = ("submit", "claim", "beat", "finish", "release", "reap", "cancel", "retry", "status",
-         "workers", "unregister", "finals", "config", "purge")
+         "workers", "unregister", "finals", "config", "purge", "listing")
 
 
 def _text(name: str) -> str:
@@ -36,3 +36,4 @@ class Scripts:
     finals: Any
     config: Any
     purge: Any
+    listing: Any
