@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from shoal.job import Job, JobStatus, Result, State
+from shoal.job import Job, JobStatus, Kind, Result, State
 
 
 def cmd(i: int) -> Job:
@@ -90,3 +90,13 @@ def test_listing_limit_takes_the_first_in_order(queue):
 def test_listing_of_an_empty_queue_is_empty(queue):
     assert list(queue.listing()) == []
     assert list(queue.listing({State.FAILED}, limit=5)) == []
+
+
+def test_listing_keeps_a_call_jobs_binary_payload(queue):
+    call = Job(id="call-listing-1", name="f(1)", kind=Kind.CALL, payload=b"\x80\x04\x00\xff{[\"",
+               params={"x": 1})
+    queue.submit([cmd(1), call])
+    (listed,) = [s for s in queue.listing() if s.job.id == call.id]
+    assert listed.job == call and listed.job.payload == call.payload
+    assert list(queue.listing()) == [without_attempts(s) for s in
+                                     sorted(queue.jobs(), key=lambda s: s.seq)]
