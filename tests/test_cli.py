@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from shoal.cli import main
 from shoal.job import State
+from shoal.queue import open_queue
 from shoal.queue.folder import FolderQueue
 from tests.conftest import wait_for
 
@@ -164,7 +165,7 @@ def test_logs_cancel_and_retry(tmp_path):
     (["logs", "q", "nope"], "no job matching"),
 ])
 def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path, args, message):
-    (tmp_path / "q" / ".shoal").mkdir(parents=True)
+    open_queue(str(tmp_path / "q"))  # an empty queue
     done = shoal(*args, cwd=tmp_path, check=2)
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

@@ -275,4 +275,5 @@ def test_reading_commands_on_a_folder_with_only_worker_logs_say_no_queue(
     (tmp_path / "half" / ".shoal" / "worker-logs").mkdir(parents=True)
     for command in ("status", "results", "workers"):
         done = shoal(command, str(tmp_path / "half"), check=2)
-        assert done.stderr.count("\n") == 1 and "no queue in" in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1 and "holds no queue yet" in done.stderr, \
+            done.stderr

@@ -34,6 +34,10 @@ class State(str, Enum):
         return self in (State.DONE, State.FAILED, State.CANCELLED)
 
 
+#: each state by its value: a dict lookup, where `State(value)` is a slow Enum call
+STATES: dict[str, State] = {state.value: state for state in State}
+
+
 class Kind(str, Enum):
     """How a job runs: a command line, a job file (script, .ini, .toml), or a Python call."""
 
@@ -41,6 +45,8 @@ class Kind(str, Enum):
     FILE = "file"
     CALL = "call"
 
+
+_KINDS: dict[str, Kind] = {kind.value: kind for kind in Kind}
 
 # Meta keys of a call job that name a pickled function blob by its sha256 digest.
 BLOB_REFS = ("fn", "init")
@@ -56,6 +62,19 @@ def _field_names(cls: type) -> tuple[str, ...]:
     """A dataclass's stored field names, looked up once (fields() is costly on hot paths);
     fields marked `local` live only in this process and are never serialised."""
     return tuple(f.name for f in fields(cls) if not f.metadata.get("local"))
+
+
+@functools.cache
+def _field_set(cls: type) -> frozenset[str]:
+    return frozenset(_field_names(cls))
+
+
+def _known_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `data` without keys `cls` does not store (from a newer version): a plain
+    copy when there are none, as in nearly every record (listings build 10^5 of these)."""
+    if data.keys() <= _field_set(cls):
+        return dict(data)
+    return {k: data[k] for k in _field_names(cls) if k in data}
 
 
 def _shallow_dict(obj: Any) -> dict[str, Any]:
@@ -156,8 +175,9 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Job:
-        values = {k: data[k] for k in _field_names(cls) if k in data}
-        values["kind"] = Kind(values["kind"])
+        values = _known_fields(cls, data)
+        kind = values["kind"]
+        values["kind"] = _KINDS.get(kind) or Kind(kind)
         if isinstance(values.get("command"), list):
             values["command"] = tuple(values["command"])
         if isinstance(values.get("payload"), str):
@@ -225,8 +245,9 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
-        values = {k: data[k] for k in _field_names(cls) if k in data}
-        values["state"] = State(values["state"])
+        values = _known_fields(cls, data)
+        state = values["state"]
+        values["state"] = STATES.get(state) or State(state)
         if isinstance(values.get("payload"), str):
             values["payload"] = base64.b64decode(values["payload"])
         return cls(**values)
@@ -314,3 +335,28 @@ def loads(blob: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("record is not a JSON object")
     return value
+
+
+def loads_many(blobs: list[bytes] | list[str]) -> list[dict[str, Any] | None]:
+    """Many records in one decode (a third cheaper than a call each, for listings of
+    10^5); None for each one that is not a JSON object, found by decoding one by one when
+    the batch as a whole is not a list of as many objects."""
+    if not blobs:
+        return []
+    try:
+        if isinstance(blobs[0], bytes):
+            values = json.loads(b"[" + b",".join(blobs) + b"]")  # type: ignore[arg-type]
+        else:
+            values = json.loads("[" + ",".join(blobs) + "]")  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        values = None
+    if (isinstance(values, list) and len(values) == len(blobs)
+            and all(type(value) is dict for value in values)):
+        return values
+    found: list[dict[str, Any] | None] = []
+    for blob in blobs:
+        try:
+            found.append(loads(blob))
+        except (ValueError, TypeError):
+            found.append(None)
+    return found

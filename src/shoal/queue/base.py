@@ -29,6 +29,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
+from dataclasses import replace
 from typing import ClassVar, TypeVar
 
 from .. import defaults
@@ -92,6 +93,22 @@ def cancelled_result(files: JobFiles, job: Job, attempt: int, worker: str = "") 
     log = files.cancelled_log(Lease(job, attempt, worker, "")) if worker else None
     return Result(job.id, State.CANCELLED, name=job.name, params=job.params,
                   reason=CANCELLED, attempt=attempt, worker=worker, log=log)
+
+
+def listing_order(status: JobStatus) -> tuple[int, str]:
+    """Submission order: seq, then name (jobs a backend could not number have seq 0)."""
+    return status.seq, status.job.name
+
+
+def chosen(statuses: Iterable[JobStatus], states: Collection[State] | None,
+           limit: int | None) -> list[JobStatus]:
+    """What `listing` returns, from statuses read in any order: those in `states` (all if
+    None), in submission order, at most `limit`."""
+    if states is not None:
+        states = frozenset(states)
+        statuses = [s for s in statuses if s.state in states]
+    ordered = sorted(statuses, key=listing_order)
+    return ordered if limit is None else ordered[:max(limit, 0)]
 
 
 def reaped_keep_s(lease_s: float) -> float:
@@ -253,6 +270,16 @@ class Queue(ABC):
     @abstractmethod
     def jobs(self) -> Iterator[JobStatus]:
         """Every job with its state and `seq` (order unspecified)."""
+
+    def listing(self, states: Collection[State] | None = None,
+                limit: int | None = None) -> Iterator[JobStatus]:
+        """Jobs in submission order (`listing_order`) with their state and result but not
+        their failed attempts (`attempts` is empty): what `shoal results`, `status` and
+        `#N` read, so a backend reads it in bulk instead of job by job. Only jobs in
+        `states` if given (None: every state), at most `limit` (the first in order).
+        The default sorts `jobs()`; backends override it with a cheaper read."""
+        return iter(chosen((replace(s, attempts=()) if s.attempts else s for s in self.jobs()),
+                           states, limit))
 
     @abstractmethod
     def counts(self) -> dict[State, int]:

@@ -26,6 +26,7 @@ from .base import (
     WatchSet,
     blobs_of,
     cancelled_result,
+    chosen,
     lost_reason,
     reaped_keep_s,
     running_attempts,
@@ -291,6 +292,17 @@ class MemoryQueue(Queue):
         with self._lock:
             statuses = [self._status(job_id) for job_id in self._jobs]
         return iter(statuses)
+
+    def listing(self, states: Collection[State] | None = None,
+                limit: int | None = None) -> Iterator[JobStatus]:
+        with self._lock:
+            leases = self._leases
+            statuses = [JobStatus(self._jobs[job_id], state, self._attempt[job_id],
+                                  leases[job_id][0] if job_id in leases else None,
+                                  self._results.get(job_id), (), self._seq[job_id])
+                        for job_id, state in self._state.items()
+                        if states is None or state in states]
+        return iter(chosen(statuses, None, limit))
 
     def counts(self) -> dict[State, int]:
         with self._lock:

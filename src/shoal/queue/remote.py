@@ -306,6 +306,13 @@ class CoordinatorQueue(Queue):
     def jobs(self) -> Iterator[JobStatus]:
         return iter([wire.status_in(record) for record in self._call("jobs")])
 
+    def listing(self, states: Collection[State] | None = None,
+                limit: int | None = None) -> Iterator[JobStatus]:
+        """One request: the coordinator's queue filters, orders and cuts."""
+        wanted = None if states is None else sorted(State(s).value for s in states)
+        return iter([wire.status_in(record)
+                     for record in self._call("listing", states=wanted, limit=limit)])
+
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
         for state, number in self._call("counts").items():

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from json.encoder import encode_basestring_ascii
@@ -26,6 +26,7 @@ from .. import defaults
 from ..errors import LeaseLost, NoSuchQueue, UsageError
 from ..fsutil import NETWORK_FS, filesystem_type
 from ..job import (
+    STATES,
     Beat,
     Job,
     JobStatus,
@@ -37,6 +38,7 @@ from ..job import (
     _field_names,
     dumps,
     loads,
+    loads_many,
 )
 from .base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from .files import LocalFiles
@@ -128,6 +130,29 @@ def _job(spec: str, payload: bytes | None) -> Job:
     if payload is not None:
         data["payload"] = payload
     return Job.from_dict(data)
+
+
+LISTING_BATCH = 5000  # rows whose records `listing` decodes in one call
+
+
+def _listed(rows: list[tuple]) -> list[JobStatus]:
+    """Statuses of listing rows (spec, payload, state, attempt, worker, result, seq), every
+    spec and every result decoded in one call each; a row whose spec is unreadable is
+    left out."""
+    specs = loads_many([row[0] for row in rows])
+    results = iter(loads_many([row[5] for row in rows if row[5]]))
+    job_of, result_of, by_value = Job.from_dict, Result.from_dict, STATES
+    statuses = []
+    for (_, payload, state, attempt, worker, result, seq), spec in zip(rows, specs,
+                                                                         strict=True):
+        record = next(results) if result else None
+        if spec is None:
+            continue
+        if payload is not None:
+            spec["payload"] = payload
+        statuses.append(JobStatus(job_of(spec), by_value[state], attempt, worker,
+                                  result_of(record) if record is not None else None, (), seq))
+    return statuses
 
 
 class SqliteQueue(Queue):
@@ -422,6 +447,26 @@ class SqliteQueue(Queue):
         rows = self._db().execute("SELECT spec, payload, state, attempt, worker, result, seq "
                                   "FROM jobs ORDER BY seq").fetchall()
         return iter([self._status(row) for row in rows])
+
+    def listing(self, states: Collection[State] | None = None,
+                limit: int | None = None) -> Iterator[JobStatus]:
+        """One SELECT in seq order (the state filter and the limit in SQL), no attempts
+        table read."""
+        sql, args = ("SELECT spec, payload, state, attempt, worker, result, seq FROM jobs",
+                     [])
+        if states is not None:
+            values = sorted({State(s).value for s in states})
+            sql += f" WHERE state IN ({','.join('?' * len(values))})"
+            args += values
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(max(limit, 0))
+        rows = self._db().execute(sql, args).fetchall()
+        statuses: list[JobStatus] = []
+        for first in range(0, len(rows), LISTING_BATCH):
+            statuses += _listed(rows[first:first + LISTING_BATCH])
+        return iter(statuses)
 
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)

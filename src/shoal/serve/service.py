@@ -243,6 +243,11 @@ class Service:
     def jobs(self, req: Request) -> list[dict]:
         return [wire.status_out(s) for s in self.queue.jobs()]
 
+    def listing(self, req: Request, states: list[str] | None = None,
+                limit: int | None = None) -> list[dict]:
+        wanted = None if states is None else {State(s) for s in states}
+        return [wire.status_out(s) for s in self.queue.listing(wanted, limit)]
+
     def counts(self, req: Request) -> dict[str, int]:
         return {state.value: n for state, n in self.queue.counts().items()}
 
@@ -310,6 +315,7 @@ HANDLERS: dict[str, Handler] = {
     "purge": Service.purge,
     "get": Service.get,
     "jobs": Service.jobs,
+    "listing": Service.listing,
     "counts": Service.counts,
     "states": Service.states,
     "results": Service.results,

@@ -62,11 +62,9 @@ def show_log(queue: Queue, ref: str, *, attempt: int | None = None,
 def show_outputs(queue: Queue, states: set[State] | None = None) -> int:
     """Every finished job's log in submission order, as `shoal run -k` printed them (the
     jobs of every run and submit into QUEUE); returns how many were printed."""
-    from .lookup import in_order
-
     wanted = states or {s for s in State if s.final}
     printed = 0
-    for status in in_order(s for s in queue.jobs() if s.state in wanted):
+    for status in queue.listing(wanted):
         text = queue.files.read_log(status)
         if text:
             write_out(text)

@@ -21,24 +21,37 @@ MIN_PREFIX = 6  # characters of an id prefix: below this, too easily a name or a
 CANDIDATES_SHOWN = 10
 
 
-def in_order(statuses: Iterable[JobStatus]) -> list[JobStatus]:
-    """Jobs in submission order (seq; name where a backend does not number them)."""
-    return sorted(statuses, key=lambda s: (s.seq, s.job.name))
-
-
 def resolve_jobs(queue: Queue, refs: Iterable[str]) -> list[JobStatus]:
     """The job each ref names (see the module docstring); JobNotFound says what is wrong."""
     found: list[JobStatus] = []
-    everything: list[JobStatus] | None = None
+    listed: list[JobStatus] = []
+    reach: int | None = 0  # how many jobs `listed` holds from the start (None: all)
     for ref in refs:
         direct = queue.get(ref) if _could_be_id(ref) else None
         if direct is not None:
             found.append(direct)
             continue
-        if everything is None:  # one listing for every ref that is not an id
-            everything = in_order(queue.jobs())
-        found.append(_match(queue, ref, everything))
+        needed = _reach(ref)
+        if reach is not None and (needed is None or needed > reach):  # one listing for all
+            listed, reach = list(queue.listing(limit=needed)), needed
+        try:
+            hit = _match(queue, ref, listed)
+        except JobNotFound:
+            if reach is None:
+                raise
+            listed, reach = list(queue.listing()), None  # jobs without a number come first
+            hit = _match(queue, ref, listed)
+        found.append(queue.get(hit.job.id) or hit)  # with its failed attempts (listing: none)
     return found
+
+
+def _reach(ref: str) -> int | None:
+    """How many jobs, from the first, a listing needs to hold the one `ref` names: `#N`
+    is among the first N (numbers are distinct and start at 1; but for jobs a folder
+    queue took before it numbered them: then the caller lists every job); None: all."""
+    if ref.startswith("#") and ref[1:].isdigit():
+        return int(ref[1:])
+    return None
 
 
 def _could_be_id(ref: str) -> bool:

@@ -1,8 +1,9 @@
 """`shoal results`: one row per job in submission order, as a table that fits the terminal,
 CSV (one column per parameter) or JSON lines.
 
-The rows come from one `queue.jobs()` listing; everything after it is linear and cheap
-(no per-row rich rendering: see table.py), so the listing is what 10^5 jobs cost.
+The rows come from one `queue.listing()` (in order, filtered and cut by the backend, read
+in bulk, without failed-attempt records); everything after it is linear and cheap (no
+per-row rich rendering: see table.py), so the listing is what 10^5 jobs cost.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import functools
 import gc
 import json
 import sys
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,6 @@ import click
 from ..errors import UsageError
 from ..job import JobStatus, Result, State
 from ..queue.base import Queue
-from .lookup import in_order
 from .table import Column, fit, terminal_width
 
 RESULT_COLUMNS = ("seq", "id", "name", "params", "state", "exit_code", "attempts", "host",
@@ -104,11 +104,7 @@ def listed(queue: Queue, states: Collection[State] | None = None,
            limit: int | None = None) -> list[JobStatus]:
     """Jobs in submission order, only those in `states` if given, at most `limit`."""
     with gc_paused():
-        wanted: Iterable[JobStatus] = queue.jobs()
-        if states is not None:
-            wanted = [s for s in wanted if s.state in states]
-        ordered = in_order(wanted)
-    return ordered if limit is None else ordered[:limit]
+        return list(queue.listing(states, limit))
 
 
 def result_rows(queue: Queue, states: Collection[State] | None = None,

@@ -25,8 +25,9 @@ def failure_reasons(queue: Queue) -> list[dict[str, Any]]:
     """Failed jobs grouped by reason, commonest first: reason, count, a few job names."""
     groups: Counter[str] = Counter()
     names: dict[str, list[str]] = {}
-    for result in queue.results():
-        if result.state is State.FAILED:
+    for status in queue.listing({State.FAILED}):
+        result = status.result
+        if result is not None and result.state is State.FAILED:
             reason = " ".join((result.reason or "no reason recorded").split())
             groups[reason] += 1
             if len(names.setdefault(reason, [])) < 3:

@@ -119,7 +119,7 @@ class Layout:
             self._create()
         elif not self.tmp.is_dir():  # .shoal made by someone else (`hire`'s worker logs)
             if not create:
-                raise NoSuchQueue(f"no queue in {self.root} yet (only {self.base})")
+                raise NoSuchQueue(f"{HIDDEN}/ there holds no queue yet")
             for path in self.dirs.values():
                 path.mkdir(exist_ok=True)
 

@@ -14,7 +14,7 @@ import random
 import secrets
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from ..files import LocalFiles, check_log_name
 from ..settings import QueueSettings
 from .groupcommit import GroupCommit
 from .layout import FINAL_DIRS, Layout, parse_marker, parse_pending, pending_name, refresh_listing
+from .listing import read_listing
 from .registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -574,6 +575,10 @@ class FolderQueue(Queue):
                 status = self.get(name[:-5])
                 if status is not None:
                     yield status
+
+    def listing(self, states: Collection[State] | None = None,
+                limit: int | None = None) -> Iterator[JobStatus]:
+        return iter(read_listing(self, states, limit))  # listing.py: a read per job, no get()
 
     def _fresh_names(self, kind: str) -> list[str]:
         refresh_listing(self.dirs[kind])

@@ -18,6 +18,7 @@ log (its last `log_cap_bytes`), and leases carry the config's stamp.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -27,13 +28,25 @@ import msgpack
 
 from ... import defaults
 from ...errors import LeaseLost, NoSuchQueue
-from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
-from ..base import CANCELLED, Queue, WatchSet, blobs_of, reaped_keep_s
+from ...job import (
+    STATES,
+    Beat,
+    Job,
+    JobStatus,
+    Lease,
+    Reaped,
+    Result,
+    State,
+    WorkerInfo,
+    dumps,
+    loads,
+)
+from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, reaped_keep_s
 from ..files import ShippedFiles
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
 from ..settings import QueueSettings
 from .keys import QueueKeys
-from .records import job_of, needs_job, record_of, result_of, spec_of
+from .records import job_of, needs_job, record_of, result_from, result_of, spec_of
 from .scripts import Scripts
 from .store import RedisStore
 
@@ -279,6 +292,32 @@ class RedisQueue(Queue):
             with translated_errors(self.address):
                 rows = self._run(self.scripts.status, ids)
             yield from (self._status(row) for row in rows if row is not None)
+
+    def listing(self, states: Collection[State] | None = None,
+                limit: int | None = None) -> Iterator[JobStatus]:
+        """A script per batch of ids (listing.lua: filtered there, no attempt records),
+        then sorted here: Redis keeps no index by seq."""
+        wanted = "" if states is None else " ".join(sorted(State(s).value for s in states))
+        if states is not None and not wanted:
+            return iter([])
+        found: list[JobStatus] = []
+        for ids in self._scan(self.keys.state):
+            with translated_errors(self.address):
+                reply = self._run(self.scripts.listing, [wanted, *ids])
+            found += self._listed(reply)
+        return iter(chosen(found, None, limit))
+
+    def _listed(self, reply: list[Any]) -> list[JobStatus]:
+        """listing.lua's reply: one JSON array of rows, then (id, payload) pairs."""
+        payloads = {_text(i): p for i, p in zip(reply[1::2], reply[2::2], strict=True)}
+        statuses = []
+        for spec, state, attempt, worker, record, seq in json.loads(reply[0]):
+            if spec["id"] in payloads:
+                spec["payload"] = payloads[spec["id"]]
+            job = Job.from_dict(spec)
+            statuses.append(JobStatus(job, STATES[state], attempt, worker,
+                                      result_from(record, job) if record else None, (), seq))
+        return statuses
 
     def _scan(self, key: str) -> Iterator[list[str]]:
         """The fields of a hash, a batch at a time (listing everything is O(jobs) anyway)."""

@@ -60,7 +60,11 @@ def record_of(result: Result) -> bytes:
 def result_of(record: bytes, job: Job | None) -> Result:
     """A stored result; a script's short record gets the job's name and params, and a
     failure by reap its reason."""
-    data: dict[str, Any] = json.loads(record)
+    return result_from(json.loads(record), job)
+
+
+def result_from(data: dict[str, Any], job: Job | None) -> Result:
+    """`result_of` for a record already decoded (`data` is changed)."""
     if data.pop("lost", False):
         data["reason"] = lost_reason(int(data.get("attempt", 0)), str(data.get("worker", "")))
     if job is not None and "name" not in data:

@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Any
 
 NAMES = ("submit", "claim", "beat", "finish", "release", "reap", "cancel", "retry", "status",
-         "workers", "unregister", "finals", "config", "purge", "keeplog")
+         "workers", "unregister", "finals", "config", "purge", "keeplog", "listing")
 
 
 def _text(name: str) -> str:
@@ -37,3 +37,4 @@ class Scripts:
     config: Any
     purge: Any
     keeplog: Any
+    listing: Any

@@ -1,0 +1,126 @@
+"""A folder queue's `listing`: every job's state from one listing of each state folder,
+then one read of each listed job's spec (and of each final job's result), decoded in
+batches, instead of a `get` per job (which looks in each folder in turn).
+
+Jobs move while we list (pending -> claimed -> final), so the folders are listed in that
+order and a later sighting wins: a job that moved forward meanwhile is seen where it went.
+A job seen nowhere (it moved back, a release, between two listings) or whose result
+cannot be read (a crash before its group commit) is looked up alone, as `get` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+from ...errors import MalformedJob
+from ...fsutil import list_names, read_bytes
+from ...job import Job, JobStatus, Result, State, loads, loads_many
+from ..base import chosen
+from .layout import FINAL_DIRS, parse_marker, parse_pending
+
+if TYPE_CHECKING:
+    from .queue import FolderQueue
+
+Where = tuple[State, int, "str | None"]  # state, attempt, worker
+BATCH = 5000  # records decoded in one call
+READ_SIZE = 1 << 16  # one read gets a whole record (a longer one is read again, whole)
+
+
+def where_jobs_are(queue: FolderQueue) -> dict[str, Where]:
+    """Job id -> where its marker or result was seen (the latest folder in a job's life)."""
+    found: dict[str, Where] = {}
+    for name in queue._pending_names():
+        parsed = parse_pending(name)
+        if parsed is not None:
+            found[parsed[0]] = (State.PENDING, parsed[1], None)
+    for kind in ("claimed", "committing"):
+        for name in queue._fresh_names(kind):
+            job_id, attempt, worker = parse_marker(kind, name)
+            with contextlib.suppress(ValueError):
+                found[job_id] = (State.RUNNING, int(attempt), worker)
+    for state, folder in FINAL_DIRS.items():
+        for name in queue._fresh_names(folder):
+            if name.endswith(".json"):
+                found[name[:-5]] = (state, 0, None)
+    return found
+
+
+def read_listing(queue: FolderQueue, states: Collection[State] | None,
+                 limit: int | None) -> list[JobStatus]:
+    """`Queue.listing` for a folder queue (see the module docstring)."""
+    wanted = None if states is None else frozenset(states)
+    seen = where_jobs_are(queue)
+    ids = []
+    for name in list_names(queue.dirs["jobs"]):
+        if name.endswith(".json"):
+            where = seen.get(name[:-5])
+            if where is None or wanted is None or where[0] in wanted:
+                ids.append(name[:-5])
+    specs = records([queue.path("jobs", f"{i}.json") for i in ids])
+    final = [i for i in ids if i in seen and seen[i][0].final]
+    results = dict(zip(final, records([queue.path(FINAL_DIRS[seen[i][0]], f"{i}.json")
+                                       for i in final]), strict=True))
+    statuses = []
+    for job_id, spec in zip(ids, specs, strict=True):
+        status = _status(queue, job_id, spec, seen.get(job_id), results.get(job_id))
+        if status is not None and (wanted is None or status.state in wanted):
+            statuses.append(status)
+    return chosen(statuses, None, limit)
+
+
+def records(paths: list[str]) -> list[dict[str, Any] | None]:
+    """The JSON record in each file, decoded in batches; None where it is missing or
+    not a record."""
+    found: list[dict[str, Any] | None] = []
+    for first in range(0, len(paths), BATCH):
+        chunk = paths[first:first + BATCH]
+        blobs = [_read_once(path) for path in chunk]
+        decoded = iter(loads_many([blob for blob in blobs if blob is not None]))
+        for path, blob in zip(chunk, blobs, strict=True):
+            record = next(decoded) if blob is not None else None
+            if record is None and blob is not None:  # cut short by the one read?
+                whole = read_bytes(path)
+                with contextlib.suppress(ValueError, TypeError):
+                    record = loads(whole) if whole is not None else None
+            found.append(record)
+    return found
+
+
+def _read_once(path: str) -> bytes | None:
+    """The file's bytes by one read (None if there is no file): a record longer than
+    READ_SIZE, or cut short, does not decode and is read again whole by `records`."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.read(fd, READ_SIZE)
+    finally:
+        os.close(fd)
+
+
+def _status(queue: FolderQueue, job_id: str, spec: dict[str, Any] | None,
+            where: Where | None, record: dict[str, Any] | None) -> JobStatus | None:
+    if spec is None:
+        return None  # as get(): a job without a readable spec is not listed
+    try:
+        seq = int(spec.pop("seq", 0))
+        job = Job.from_dict(spec)
+    except (ValueError, TypeError, KeyError):
+        return None
+    if where is not None:
+        state, attempt, worker = where
+        if not state.final:
+            return JobStatus(job, state, attempt, worker, None, (), seq)
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            result = Result.from_dict(record) if record is not None else None
+            if result is not None:
+                return JobStatus(job, result.state, result.attempt, result.worker or None,
+                                 result, (), seq)
+    try:
+        return queue._state_of(job_id, job, seq)  # moved back, or a result not readable
+    except MalformedJob:
+        return None

@@ -1,0 +1,102 @@
+"""`Queue.listing` on every backend: what `shoal results`, `status` and `#N` read: jobs in
+submission order with their results, filtered by state and cut by a limit, the same as
+`jobs()` but without the records of failed attempts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from shoal.job import Job, JobStatus, Kind, Result, State
+
+
+def cmd(i: int) -> Job:
+    return Job.command_job(["echo", str(i)], params={"i": i})
+
+
+def outcome(lease, state: State) -> Result:
+    return Result(lease.job_id, state, name=lease.job.name, params=lease.job.params,
+                  attempt=lease.attempt, worker=lease.worker,
+                  exit_code=0 if state is State.DONE else 1,
+                  reason="" if state is State.DONE else "exit status 1")
+
+
+def fill(queue) -> list[Job]:
+    """Jobs in every state, submitted in an order their ids do not follow; returns them in
+    submission order: 2 done, 1 failed, 1 pending again after a failed attempt, 1 running,
+    1 cancelled, 2 pending."""
+    order = [cmd(i) for i in range(4)] + [cmd(i) for i in (7, 6, 5, 4)]
+    queue.submit(order[:4])
+    queue.submit(order[4:])
+    leases = queue.claim("w1", 5)
+    assert [lease.job for lease in leases] == order[:5]
+    queue.finish(leases[0], outcome(leases[0], State.DONE))
+    queue.finish(leases[1], outcome(leases[1], State.FAILED))
+    queue.release(leases[2], failed=outcome(leases[2], State.FAILED))  # tried again later
+    queue.finish(leases[3], outcome(leases[3], State.DONE))
+    assert queue.cancel([order[5].id]) == [order[5].id]
+    return order
+
+
+def without_attempts(status: JobStatus) -> JobStatus:
+    return replace(status, attempts=())
+
+
+def test_listing_is_jobs_in_submission_order_without_attempt_records(queue, queue_factory):
+    order = fill(queue)
+    listed = list(queue.listing())
+    assert [s.job for s in listed] == order
+    seqs = [s.seq for s in listed]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and seqs[0] >= 1
+    assert all(s.attempts == () for s in listed)
+    everything = {s.job.id: s for s in queue.jobs()}
+    assert len(everything[order[2].id].attempts) == 1  # jobs() keeps the failed attempt
+    assert listed == [without_attempts(everything[job.id]) for job in order]
+    states = [s.state for s in listed]
+    assert states == [State.DONE, State.FAILED, State.PENDING, State.DONE, State.RUNNING,
+                      State.CANCELLED, State.PENDING, State.PENDING]
+    assert listed[2].attempt == 2 and listed[4].worker == "w1"
+    assert list(queue_factory().listing()) == listed  # another client, the same listing
+
+
+def test_listing_final_jobs_come_with_their_result(queue):
+    fill(queue)
+    for status in queue.listing():
+        if status.state.final:
+            assert status.result is not None and status.result.state is status.state
+            assert status.result.job_id == status.job.id
+        else:
+            assert status.result is None
+    failed = next(iter(queue.listing({State.FAILED})))
+    assert failed.result.reason == "exit status 1" and failed.result.exit_code == 1
+
+
+def test_listing_filters_by_state_and_keeps_the_order(queue):
+    order = fill(queue)
+    finals = list(queue.listing({State.DONE, State.FAILED, State.CANCELLED}))
+    assert [s.job for s in finals] == [order[0], order[1], order[3], order[5]]
+    assert [s.job for s in queue.listing([State.PENDING])] == [order[2], order[6], order[7]]
+    assert [s.job for s in queue.listing({State.RUNNING})] == [order[4]]
+    assert list(queue.listing(set())) == []
+
+
+def test_listing_limit_takes_the_first_in_order(queue):
+    order = fill(queue)
+    assert [s.job for s in queue.listing(limit=3)] == order[:3]
+    assert [s.job for s in queue.listing({State.PENDING}, limit=2)] == [order[2], order[6]]
+    assert list(queue.listing(limit=0)) == []
+    assert [s.job for s in queue.listing(limit=100)] == order
+
+
+def test_listing_of_an_empty_queue_is_empty(queue):
+    assert list(queue.listing()) == []
+    assert list(queue.listing({State.FAILED}, limit=5)) == []
+
+
+def test_listing_keeps_a_call_jobs_binary_payload(queue):
+    call = Job(id="call-listing-1", name="f(1)", kind=Kind.CALL, payload=b"\x80\x04\x00\xff{[\"",
+               params={"x": 1})
+    queue.submit([cmd(1), call])
+    (listed,) = [s for s in queue.listing() if s.job.id == call.id]
+    assert listed.job == call and listed.job.payload == call.payload
+    assert list(queue.listing()) == [without_attempts(s) for s in
+                                     sorted(queue.jobs(), key=lambda s: s.seq)]
