@@ -5,6 +5,7 @@ exit status and the failure summary. Every run is a real `shoal` process running
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,20 @@ def run(tmp_path: Path, commands: list[str], **fields: object) -> subprocess.Com
 def shoal(tmp_path: Path, *args: str, **options: object) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True,
                           text=True, timeout=90, env=ENV, cwd=tmp_path, **options)
+
+
+@contextlib.contextmanager
+def shoal_run_in_background(tmp_path: Path, *words: str) -> Iterator[subprocess.Popen[str]]:
+    """`shoal run --no-progress WORDS` in its own session; killed by its group at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "run", "--no-progress", *words],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, cwd=tmp_path, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def blocks(out: str) -> list[str]:
@@ -322,18 +338,11 @@ def test_summary_keeps_a_short_last_line_found_inside_the_reason(tmp_path):
 
 def test_a_local_worker_that_dies_ends_the_run_with_one_line_and_exit_2(tmp_path):
     # a real fault: the queue's folder moved away mid-run
-    proc = subprocess.Popen([sys.executable, "-m", "shoal", "run", "--no-progress", "-j2",
-                             "touch started-{}; sleep 0.3", ":::", *map(str, range(60))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, cwd=tmp_path, start_new_session=True)
-    try:
+    with shoal_run_in_background(tmp_path, "-j2", "touch started-{}; sleep 0.3", ":::",
+                                 *map(str, range(60))) as proc:
         wait_for(lambda: list(tmp_path.glob("started-*")), 60, message="a job running")
         os.rename(tmp_path / ".shoal-run", tmp_path / "moved-away")
         _, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 2, err
     said = [line for line in err.splitlines() if line.startswith("shoal run:")]
     assert len(said) == 1 and said[0].startswith("shoal run: the local worker stopped: "), err
@@ -357,19 +366,12 @@ def test_fresh_runs_done_jobs_again(tmp_path):
 
 
 def test_ctrl_c_ends_the_run_with_130_and_says_how_to_resume(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "shoal", "run", "--no-progress",
-                             "echo $$ > job-{}.pid; exec sleep 60", ":::", "x"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, cwd=tmp_path, start_new_session=True)
-    try:
+    with shoal_run_in_background(tmp_path, "echo $$ > job-{}.pid; exec sleep 60", ":::",
+                                 "x") as proc:
         wait_for(lambda: (tmp_path / "job-x.pid").exists() and
                  (tmp_path / "job-x.pid").read_text().strip(), 60, message="the job running")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted; run the same command again to resume" in err
     pid = int((tmp_path / "job-x.pid").read_text())
