@@ -338,7 +338,9 @@ class Worker:
                 result = self._runners[lease.job.kind].run(slot)
             next_lease = self._record(slot, result)
         except Exception as exc:  # a bug must not kill the slot, nor loop on one job
-            log.exception("worker %s: unexpected error on job %s", self.id, lease.job_id)
+            # One line for the user; the traceback with -vv (a CLI prints none by default).
+            log.error("worker %s: unexpected error on job %s: %r", self.id, lease.job_id, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
             failed = slot.result(State.FAILED, f"shoal internal error: {exc!r}")
             self._fenced(slot, lambda: self.queue.finish(lease, failed))
         finally:
