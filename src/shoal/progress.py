@@ -18,6 +18,7 @@ from .ending import INTERRUPTED, HaltWatch
 from .job import Job, JobStatus, Lease, Result, State
 from .output import JobOutput, write_stdout
 from .queue.base import Queue, WatchSet
+from .queue.files import CUT_MARK
 from .runplan import RunPlan
 from .worker import Worker
 
@@ -27,7 +28,6 @@ SUBMIT_FIRST = 10_000  # jobs submitted before local work starts (~1 s on a loca
 SUBMIT_CHUNK = 2_000
 SHOW_FAILED = 10  # failed jobs listed in the summary
 WORKER_FAILED = 2  # the local worker died (a broken queue folder...): the run cannot go on
-CUT_MARK = b"[shoal: log cut"  # how a log tail that lost its start begins (files.read_tail)
 
 
 def run_and_watch(queue: Queue, jobs: Sequence[Job], *, slots: int | None,

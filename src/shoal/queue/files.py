@@ -73,6 +73,10 @@ RunningAttempts = Callable[[], Iterable[tuple[str, int, str]]]
 CONFIG_NAME = "config.toml"
 
 
+# How a log that lost its start begins (its tail kept within the cap); readers skip it.
+CUT_MARK = b"[shoal: log cut to its last "
+
+
 def log_name(pattern: str, file_name: str) -> str:
     """The log of job file `file_name` under `pattern` ({name}, {stem}: see settings)."""
     return pattern.format(name=file_name, stem=os.path.splitext(file_name)[0])
@@ -153,7 +157,7 @@ def read_tail(path: str | Path, cap: int | None) -> bytes | None:
             if cap is None or size <= cap:
                 return handle.read()
             handle.seek(size - cap)
-            return b"[shoal: log cut to its last %d bytes]\n" % cap + handle.read()
+            return CUT_MARK + b"%d bytes]\n" % cap + handle.read()
     except (FileNotFoundError, IsADirectoryError):
         return None
 

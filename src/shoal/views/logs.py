@@ -18,11 +18,11 @@ import click
 from ..errors import JobNotFound
 from ..job import JobStatus, State
 from ..queue.base import Queue
+from ..queue.files import CUT_MARK
 from .lookup import resolve_jobs
 
 FOLLOW_EVERY_S = 0.3
 ANCHOR_BYTES = 256  # how much of what was printed is looked for again in a shipped tail
-CUT_MARK = b"[shoal: log cut to its last "
 
 
 def read_attempt(queue: Queue, status: JobStatus, attempt: int) -> bytes:
