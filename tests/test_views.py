@@ -214,7 +214,7 @@ def test_status_says_why_jobs_failed_and_speaks_json(url):
     assert "1 done, 3 failed" in text
     assert "2 x exit status 3" in text and "1 x exit status 4" in text
     data = json.loads(cli("status", url, "--format", "json").output)
-    assert data["counts"] == {"pending": 0, "running": 0, "done": 1, "failed": 3,
+    assert data["counts"] == {"waiting": 0, "pending": 0, "running": 0, "done": 1, "failed": 3,
                               "cancelled": 0}
     assert data["total"] == 4 and data["workers"] == {"alive": 0, "slots": 0, "lost": 0}
     assert data["failures"][0]["reason"] == "exit status 3"

@@ -21,8 +21,10 @@ from . import defaults
 
 
 class State(str, Enum):
-    """Where a job is in its life. DONE, FAILED and CANCELLED are final."""
+    """Where a job is in its life. DONE, FAILED and CANCELLED are final. WAITING: some job
+    it comes `after` is not done yet (it is not claimable until they all are)."""
 
+    WAITING = "waiting"
     PENDING = "pending"
     RUNNING = "running"
     DONE = "done"
@@ -83,13 +85,32 @@ def _shallow_dict(obj: Any) -> dict[str, Any]:
 
 
 def run_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The run options (timeout_s, retries, max_attempts) among `options` that differ
-    from the defaults: part of a command job's id, so that the same command asked to run
-    with another timeout is another job, while a default job's id stays what it was."""
+    """The run options (timeout_s, retries, max_attempts, after, needs, labels) among
+    `options` that differ from the defaults: part of a command job's id, so that the same
+    command asked to run with another timeout is another job, while a default job's id
+    stays what it was. `priority` is not among them: it says when, not what."""
     defaults_of = {"timeout_s": None, "retries": defaults.RETRIES,
                    "max_attempts": defaults.MAX_ATTEMPTS}
-    return {key: options[key] for key, default in defaults_of.items()
-            if key in options and options[key] != default}
+    found = {key: options[key] for key, default in defaults_of.items()
+             if key in options and options[key] != default}
+    for key in ("after", "labels"):
+        if options.get(key):
+            found[key] = sorted(options[key])
+    if options.get("needs"):
+        found["needs"] = dict(options["needs"])
+    return found
+
+
+def scheduling_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """`options` with after/labels as tuples and needs as a dict, as a Job stores them
+    (callers may pass lists)."""
+    found = dict(options)
+    for key in ("after", "labels"):
+        if key in found:
+            found[key] = tuple(found[key] or ())
+    if "needs" in found:
+        found["needs"] = dict(found["needs"] or {})
+    return found
 
 
 def content_id(*parts: Any) -> str:
@@ -122,6 +143,13 @@ class Job:
     # the job, nor compared.
     blobs: Mapping[str, bytes] = field(default_factory=dict, compare=False, repr=False,
                                        metadata={"local": True})
+    # Scheduling (see shoal.queue.scheduling): claimed by `priority` (higher first), only
+    # once every job in `after` is done, by a worker whose free resources cover `needs`
+    # (cpus, gpus, mem in bytes, or any named resource) and that has every label in `labels`.
+    priority: int = 0
+    after: tuple[str, ...] = ()
+    needs: Mapping[str, float] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
 
     @property
     def blob_refs(self) -> tuple[str, ...]:
@@ -143,6 +171,7 @@ class Job:
         cmd: str | tuple[str, ...] = command if isinstance(command, str) else tuple(command)
         env = dict(env or {})
         params = dict(params or {})
+        options = scheduling_options(options)
         extra = run_options(options)
         job_id = (content_id("command", cmd, cwd, env, params, extra) if extra
                   else content_id("command", cmd, cwd, env, params))
@@ -158,7 +187,7 @@ class Job:
         only: the drop-in scan submits the same file without options, which must stay the
         same job (a file's own options live in the file)."""
         return cls(id=content_id("file", path), name=name or path, kind=Kind.FILE, path=path,
-                   **options)
+                   **scheduling_options(options))
 
     def to_dict(self, *, binary: bool = False) -> dict[str, Any]:
         """A JSON-able dict; `binary` keeps the payload as bytes (for msgpack)."""
@@ -169,6 +198,12 @@ class Job:
         data["env"] = dict(self.env)
         data["params"] = dict(self.params)
         data["meta"] = dict(self.meta)
+        for key, value in (("priority", self.priority), ("after", list(self.after)),
+                           ("needs", dict(self.needs)), ("labels", list(self.labels))):
+            if value:
+                data[key] = value
+            else:  # the default: left out, so a plain job's record stays as small as before
+                del data[key]
         if self.payload is not None and not binary:
             data["payload"] = base64.b64encode(self.payload).decode()
         return data
@@ -182,6 +217,9 @@ class Job:
             values["command"] = tuple(values["command"])
         if isinstance(values.get("payload"), str):
             values["payload"] = base64.b64decode(values["payload"])
+        for key in ("after", "labels"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
         return cls(**values)
 
 

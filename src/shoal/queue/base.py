@@ -36,6 +36,7 @@ from .. import defaults
 from ..errors import UsageError
 from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo
 from .files import JobFiles
+from .scheduling import Capacity
 from .settings import QueueSettings
 
 T = TypeVar("T")
@@ -182,11 +183,22 @@ class Queue(ABC):
 
     @abstractmethod
     def submit(self, jobs: Iterable[Job]) -> list[str]:
-        """Add jobs; return the ids of those that were new (existing ids change nothing)."""
+        """Add jobs; return the ids of those that were new (existing ids change nothing).
+
+        A job whose `after` names jobs not all done starts WAITING (see `scheduling`);
+        unknown ids or a cycle refuse the whole submission (`scheduling.check_after`,
+        `DependencyError`) before anything is stored."""
 
     @abstractmethod
-    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
-        """Lease up to `n` pending jobs to `worker`; wait up to `wait_s` for the first one."""
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
+              fit: Capacity | None = None) -> list[Lease]:
+        """Lease up to `n` pending jobs to `worker`; wait up to `wait_s` for the first one.
+
+        Jobs go by the rules of `scheduling`: highest priority first, then rank (input
+        order, retried jobs first); never a WAITING job; with `fit` (the worker's free
+        resources and labels) only jobs that fit, each taking its share before the next
+        is chosen, so the n jobs fit together. A job that does not fit is passed over,
+        not waited for: a smaller job behind it may go."""
 
     @abstractmethod
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
@@ -196,18 +208,25 @@ class Queue(ABC):
         It does not reap: a worker's heartbeat is `beat` then `reap`."""
 
     @abstractmethod
-    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0,
+               fit: Capacity | None = None) -> list[Lease]:
         """Record the final result; raise `LeaseLost` if the lease is no longer current.
 
+        A DONE result releases the jobs waiting for this one (PENDING once all their
+        dependencies are done); a FAILED one ends them (`scheduling.dependency_reason`),
+        and theirs in turn, without scanning jobs that do not wait for it.
+
         With `then_claim` > 0, also lease the same worker up to that many next jobs without
-        waiting (`_claim_next`), and return them: in the same step where the backend can
-        (one transaction, one round trip), else right after the finish.
+        waiting (`_claim_next`; `fit` as in `claim`, what is free once this job is over),
+        and return them: in the same step where the backend can (one transaction, one
+        round trip), else right after the finish.
         """
 
-    def _claim_next(self, lease: Lease, then_claim: int) -> list[Lease]:
+    def _claim_next(self, lease: Lease, then_claim: int,
+                    fit: Capacity | None = None) -> list[Lease]:
         """What `finish(..., then_claim=n)` hands out where the backend cannot do better:
         a claim of up to n jobs for the lease's worker, without waiting."""
-        return self.claim(lease.worker, then_claim) if then_claim > 0 else []
+        return self.claim(lease.worker, then_claim, fit=fit) if then_claim > 0 else []
 
     @abstractmethod
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
@@ -236,9 +255,15 @@ class Queue(ABC):
         the attempt's log where this worker writes it (a disk every view sees)."""
 
     @abstractmethod
-    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False,
+              first: bool = True) -> list[str]:
         """Put final (failed or cancelled) jobs back to pending with fresh attempts; with
         `force`, done jobs too (their result is set aside). Returns the ids moved.
+
+        With `first`, they go before every pending job of their priority (a negative
+        rank, see `scheduling`); without, in their input order. A retried job whose
+        dependencies are not all done waits for them (WAITING); the jobs that had ended
+        because it failed ("dependency ... failed") come back to WAITING with it.
 
         A retried job is no longer final: `get`, `states` and `watch` show it pending (a
         watcher that had its result adds the id to its WatchSet again to hear of the new

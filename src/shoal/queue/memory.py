@@ -32,6 +32,7 @@ from .base import (
     running_attempts,
 )
 from .files import LocalFiles
+from .scheduling import Capacity
 from .settings import QueueSettings
 
 FINALS_KEPT = 200_000  # ids kept in the journal of finals that watch() reads
@@ -124,7 +125,8 @@ class MemoryQueue(Queue):
                 self._blob_users.pop(digest, None)
                 self._blobs.pop(digest, None)
 
-    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
+              fit: Capacity | None = None) -> list[Lease]:
         deadline = time.monotonic() + wait_s
         with self._lock:
             while True:
@@ -172,7 +174,8 @@ class MemoryQueue(Queue):
             raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
         del self._leases[lease.job_id]
 
-    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0,
+               fit: Capacity | None = None) -> list[Lease]:
         with self._lock:
             self._end_lease(lease)
             result = self.files.place_log(lease, result)
@@ -212,7 +215,8 @@ class MemoryQueue(Queue):
                 done.append(job_id)
         return done
 
-    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False,
+              first: bool = True) -> list[str]:
         again = []
         retried = (State.FAILED, State.CANCELLED, State.DONE) if force else (State.FAILED,
                                                                              State.CANCELLED)

@@ -31,6 +31,7 @@ from ..net.channel import Channel
 from ..net.contact import Contact, contact_path, dead_here, read_contact
 from .base import Queue, WatchSet, blobs_of
 from .files import ShippedFiles
+from .scheduling import Capacity
 from .settings import QueueSettings
 
 CONNECT_S = 10.0  # how long the first contact may take before we say nobody answers
@@ -222,7 +223,8 @@ class CoordinatorQueue(Queue):
     def missing_blobs(self, digests: Iterable[str]) -> list[str]:
         return self._call("missing_blobs", digests=list(digests))
 
-    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
+              fit: Capacity | None = None) -> list[Lease]:
         records = self._link().call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
                                      wait_s=wait_s)
         return self._leases_in(records)
@@ -246,7 +248,8 @@ class CoordinatorQueue(Queue):
             self.files.note_config(records[-1].get("config"))
         return [wire.lease_in(record) for record in records]
 
-    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0,
+               fit: Capacity | None = None) -> list[Lease]:
         """Record the result (its log travels with it) and lease the worker up to
         `then_claim` next jobs: one round trip."""
         shipped = self.files.shipped_log(lease, result)
@@ -284,7 +287,8 @@ class CoordinatorQueue(Queue):
         finally:
             self.files.forget(lease, shipped)
 
-    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False,
+              first: bool = True) -> list[str]:
         ids = list(job_ids)
         if self._watching:
             with self._watched_lock:

@@ -42,6 +42,7 @@ from ..job import (
 )
 from .base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from .files import LocalFiles
+from .scheduling import Capacity
 from .settings import QueueSettings
 
 # Each final state numbers its job after every final before it: watch() reads the finals
@@ -311,7 +312,8 @@ class SqliteQueue(Queue):
         return [digest for digest in digests
                 if db.execute("SELECT 1 FROM blobs WHERE digest=?", (digest,)).fetchone() is None]
 
-    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
+              fit: Capacity | None = None) -> list[Lease]:
         return poll(lambda: self._claim_once(worker, n), wait_s)
 
     def _claim_once(self, worker: str, n: int) -> list[Lease]:
@@ -361,7 +363,8 @@ class SqliteQueue(Queue):
         if not cursor.rowcount:
             raise LeaseLost(f"job {lease.job_id}: lease {lease.token} is no longer current")
 
-    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0,
+               fit: Capacity | None = None) -> list[Lease]:
         """Finish, then claim up to `then_claim` jobs for the same worker: one transaction."""
         with self._write() as db:  # the write lock is the fence: check, move the log, record
             if result.log:  # a log moves only while we are sure the lease is current
@@ -400,7 +403,8 @@ class SqliteQueue(Queue):
                 done.append(job_id)
         return done
 
-    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False,
+              first: bool = True) -> list[str]:
         again = []
         states = "('failed', 'cancelled', 'done')" if force else "('failed', 'cancelled')"
         with self._write() as db:

@@ -36,6 +36,7 @@ from ...fsutil import (
 from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
 from ..base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from ..files import LocalFiles, check_log_name
+from ..scheduling import Capacity
 from ..settings import QueueSettings
 from .groupcommit import GroupCommit
 from .layout import FINAL_DIRS, Layout, parse_marker, parse_pending, pending_name, refresh_listing
@@ -256,7 +257,8 @@ class FolderQueue(Queue):
 
     # -- claim ----------------------------------------------------------------
 
-    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
+              fit: Capacity | None = None) -> list[Lease]:
         return poll(lambda: self._claim_some(worker, n), wait_s)
 
     def _claim_some(self, worker: str, n: int) -> list[Lease]:
@@ -356,7 +358,8 @@ class FolderQueue(Queue):
                             f"{lease.worker} expired or the job was cancelled")
         return fence
 
-    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0,
+               fit: Capacity | None = None) -> list[Lease]:
         """Fence, place the log, write the result (its fence goes once it is durable),
         then claim up to `then_claim` next jobs."""
         fence = self._fence(lease)
@@ -491,7 +494,8 @@ class FolderQueue(Queue):
                     break
         return cancelled
 
-    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False,
+              first: bool = True) -> list[str]:
         """The final result is renamed aside (whoever renames it owns the retry), its
         failed attempts' records too, then the job gets a pending marker for attempt 1."""
         again = []

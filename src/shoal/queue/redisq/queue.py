@@ -44,6 +44,7 @@ from ...job import (
 from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, reaped_keep_s
 from ..files import ShippedFiles
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
+from ..scheduling import Capacity
 from ..settings import QueueSettings
 from .keys import QueueKeys
 from .records import job_of, needs_job, record_of, result_from, result_of, spec_of
@@ -160,7 +161,8 @@ class RedisQueue(Queue):
         return added
 
     @_translated
-    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0) -> list[Lease]:
+    def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
+              fit: Capacity | None = None) -> list[Lease]:
         deadline = time.monotonic() + wait_s
         while True:
             leases = self._leases(worker, self._run(self.scripts.claim,
@@ -193,7 +195,8 @@ class RedisQueue(Queue):
         return Beat(tuple(leases[int(i)] for i in lost), tuple(_text(c) for c in commands))
 
     @_translated
-    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0) -> list[Lease]:
+    def finish(self, lease: Lease, result: Result, *, then_claim: int = 0,
+               fit: Capacity | None = None) -> list[Lease]:
         shipped = self.files.shipped_log(lease, result)
         if shipped is not None:
             result = replace(result, log=self._log_name(lease.job_id))
@@ -249,7 +252,8 @@ class RedisQueue(Queue):
         self._run(self.scripts.keeplog, [lease.job_id, lease.attempt, lease.worker, shipped])
 
     @_translated
-    def retry(self, job_ids: Iterable[str], *, force: bool = False) -> list[str]:
+    def retry(self, job_ids: Iterable[str], *, force: bool = False,
+              first: bool = True) -> list[str]:
         ids = list(job_ids)
         if not ids:
             return []
