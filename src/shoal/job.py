@@ -322,16 +322,23 @@ class WorkerInfo:
     log: str | None = None
     age_s: float | None = None
     lost: bool = False
+    #: what the worker has in all (cpus, gpus, mem in bytes, named resources) and its
+    #: labels: what `status` compares pending jobs' needs with
+    resources: Mapping[str, float] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = _shallow_dict(self)
         data["running"] = list(self.running)
+        data["resources"] = dict(self.resources)
+        data["labels"] = list(self.labels)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WorkerInfo:
         values = {k: data[k] for k in _field_names(cls) if k in data}
         values["running"] = tuple(values.get("running", ()))
+        values["labels"] = tuple(values.get("labels", ()))
         return cls(**values)
 
 
