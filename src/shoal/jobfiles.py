@@ -67,6 +67,18 @@ typo such as ``timout`` is not silently ignored):
   exist. Default: ``worker_dir``, which is where fjd ran its jobs and what makes a
   relative ``executable`` such as ``python3 sim.py`` find ``sim.py``.
 
+Scheduling fields (also in ``[control]``; see shoal.queue.scheduling):
+
+* ``after``: jobs this one waits for, comma separated: names of other job files in
+  the same folder (``prepare.ini``), globs over them (``*.sim.ini``; the file itself is
+  never among its own matches), or job ids. A name or glob that finds no job file is an
+  error (in a drop-in folder: the job fails with it, the others run).
+* ``priority``: a whole number, higher first (default 0).
+* ``cpus``, ``gpus`` (whole numbers), ``mem`` (``16G``: K M G T, 1024-based),
+  ``resource.NAME = AMOUNT`` (any named resource, e.g. ``resource.license = 1``; also a
+  ``[resources]`` section or table), ``requires`` (labels the worker must have, comma
+  separated).
+
 Job files must be UTF-8 (a byte order mark is dropped). Every problem raises
 ``MalformedJob`` with one line that starts with the path as the caller gave it and,
 where one line is to blame, its number, e.g. ``jobs/a.ini:3: timeout: 'ten' is not
@@ -79,6 +91,7 @@ from __future__ import annotations
 import codecs
 import configparser
 import errno
+import fnmatch
 import math
 import os
 import re
@@ -98,7 +111,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 from .defaults import JOBFILE_SUFFIXES
 from .errors import MalformedJob
 
-CONTROL_KEYS = ("executable", "logfile", "timeout", "retries", "cwd")
+CONTROL_KEYS = ("executable", "logfile", "timeout", "retries", "cwd", "after", "priority",
+                "cpus", "gpus", "mem", "requires", "resource.NAME")
+RESOURCE_PREFIX = "resource."
+_JOB_ID = re.compile(r"[0-9a-f]{16}")  # what content_id makes: an `after` entry may be one
 
 # Names a drop folder may hold that are not jobs: editors' and copiers' temp files,
 # our own logs, NFS's silly-renamed files (hidden, so caught by the dot rule).
@@ -115,6 +131,11 @@ class JobFileSpec:
     params: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
     retries: int | None = None
+    priority: int | None = None  # None: not said (a submitter's --priority applies)
+    after_files: tuple[str, ...] = ()  # absolute paths of the job files it waits for
+    after_ids: tuple[str, ...] = ()  # job ids it waits for, as written
+    needs: dict[str, float] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,7 @@ class _Source:
     section: str = "control"
     text_values: bool = False  # INI: every value is a string to convert; TOML: values are typed
     text: str = ""  # the file's text once read: where the line numbers come from
+    interpreters: Mapping[str, Sequence[str]] = field(default_factory=dict)  # job file names
 
     def error(self, problem: str, line: int | None = None) -> MalformedJob:
         where = f"{self.shown}:{line}" if line else self.shown
@@ -166,6 +188,7 @@ def load_job_file(
         shown=str(path),
         path=Path(os.path.abspath(path)),
         worker_dir=os.path.abspath(os.path.expanduser(worker_dir)),
+        interpreters=interpreters,
     )
     suffix = src.path.suffix
     if suffix.lower() == ".ini":
@@ -369,6 +392,9 @@ def _from_ini(src: _Source) -> JobFileSpec:
         control[key.lower()] = value
     inherited = {key.lower() for key in parser.defaults()}
     params = dict(parser.items("params")) if parser.has_section("params") else {}
+    if parser.has_section("resources"):
+        control.update({RESOURCE_PREFIX + key: value for key, value
+                        in parser.items("resources") if key.lower() not in inherited})
     return _build(src, control, params, ignore=inherited)
 
 
@@ -399,6 +425,15 @@ def _from_toml(src: _Source) -> JobFileSpec:
     if not isinstance(params, dict):
         raise src.error(f"[params] must be a table, not {_type_name(params)}",
                         key_line(src.text, None, "params"))
+    control = dict(control)
+    for table, where in ((control.pop("resource", None), "resource"),
+                         (data.get("resources"), "resources")):
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise src.error(f"[{where}] must be a table, not {_type_name(table)}",
+                            key_line(src.text, None, where))
+        control.update({RESOURCE_PREFIX + key: value for key, value in table.items()})
     return _build(src, control, params)
 
 
@@ -418,7 +453,8 @@ def _build(
     ignore: frozenset[str] | set[str] = frozenset(),
 ) -> JobFileSpec:
     """Validate [control] (same rules for INI strings and TOML values) and make the spec."""
-    unknown = sorted(set(control) - set(CONTROL_KEYS) - set(ignore),
+    unknown = sorted(set(control) - set(CONTROL_KEYS) - set(ignore)
+                     - {key for key in control if key.startswith(RESOURCE_PREFIX)},
                      key=lambda k: key_line(src.text, src.section, k) or 0)
     if unknown:
         others = f" (and {', '.join(repr(k) for k in unknown[1:])})" if unknown[1:] else ""
@@ -433,6 +469,7 @@ def _build(
         params=dict(params),
         timeout_s=_timeout(src, control.get("timeout")),
         retries=_retries(src, control.get("retries")),
+        **_scheduling(src, control),
     )
 
 
@@ -526,3 +563,60 @@ def _retries(src: _Source, raw: Any) -> int | None:
     if value is None or value < 0:
         raise src.field_error("retries", _not_a_number(src, raw, "a whole number >= 0"))
     return value
+
+
+# --- scheduling: after, priority, needs, requires ---------------------------------------
+
+
+def _scheduling(src: _Source, control: Mapping[str, Any]) -> dict[str, Any]:
+    """The JobFileSpec fields for when and where the job may run; needs.py reads the values."""
+    from .errors import UsageError
+    from .needs import parse_priority, resource_amount, split_list
+
+    found: dict[str, Any] = {}
+    try:
+        if control.get("priority") is not None:
+            found["priority"] = parse_priority("priority", control["priority"])
+        needs = {}
+        for key, value in control.items():
+            name = key[len(RESOURCE_PREFIX):] if key.startswith(RESOURCE_PREFIX) else key
+            if key.startswith(RESOURCE_PREFIX) or key in ("cpus", "gpus", "mem"):
+                needs[name] = resource_amount(key, name, value)
+        found["needs"] = needs
+        if control.get("requires") is not None:
+            found["labels"] = tuple(dict.fromkeys(split_list(control["requires"])))
+    except UsageError as exc:
+        key = str(exc).split(":", 1)[0]
+        raise src.error(str(exc), key_line(src.text, src.section, key)) from None
+    if control.get("after") is not None:
+        found["after_files"], found["after_ids"] = _after(src, split_list(control["after"]))
+    return found
+
+
+def _after(src: _Source, entries: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Job files (absolute paths) and ids an `after` names; see the module docstring."""
+    folder = src.path.parent
+    files: dict[str, None] = {}
+    ids: dict[str, None] = {}
+    for entry in entries:
+        if any(char in entry for char in "*?["):
+            matched = sorted(str(folder / name) for name in _names(folder)
+                             if fnmatch.fnmatchcase(name, entry) and name != src.path.name
+                             and is_job_file(name, src.interpreters))
+            if not matched:
+                raise src.field_error("after", f"{entry!r} matches no job file in {folder}")
+            files.update(dict.fromkeys(matched))
+        elif (folder / entry).is_file():
+            files[os.path.normpath(folder / entry)] = None
+        elif _JOB_ID.fullmatch(entry):
+            ids[entry] = None
+        else:
+            raise src.field_error("after", f"{entry}: no such job file in {folder}")
+    return tuple(files), tuple(ids)
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
