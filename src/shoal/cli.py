@@ -130,15 +130,47 @@ def build_jobs(queue: Queue, words: Sequence[str], table: str | None,
                      "(e.g. shoal run echo ::: a b) or --table FILE")
 
 
+def schedule_options(func: Any) -> Any:
+    """`submit`'s options for when and where its jobs run (read by submission.py, so a bad
+    value is one line naming the option)."""
+    for option in reversed([
+        click.option("--after", multiple=True, metavar="JOB",
+                     help="Wait until JOB is done (#N, id or name; repeat for more)."),
+        click.option("--priority", metavar="N", help="Higher runs first (default 0)."),
+        click.option("--cpus", metavar="N", help="Cores each job takes (default 1)."),
+        click.option("--gpus", metavar="N", help="GPUs each job takes."),
+        click.option("--mem", metavar="SIZE", help="Memory each job takes: 512M, 16G "
+                     "(K M G T, 1024-based)."),
+        click.option("--resource", "resources", multiple=True, metavar="NAME=N",
+                     help="Any named resource each job takes, e.g. license=1 (repeat)."),
+        click.option("--requires", multiple=True, metavar="LABEL",
+                     help="Run only on workers with this label (shoal work --label; repeat)."),
+    ]):
+        func = option(func)
+    return func
+
+
 @main.command(context_settings=PASS_THROUGH)
 @click.argument("queue")
 @job_options
+@schedule_options
 @click.argument("words", nargs=-1, type=click.UNPROCESSED)
-def submit(queue: str, words: tuple[str, ...], table: str | None, **options: Any) -> None:
+def submit(queue: str, words: tuple[str, ...], table: str | None, after: tuple[str, ...],
+           priority: str | None, cpus: str | None, gpus: str | None, mem: str | None,
+           resources: tuple[str, ...], requires: tuple[str, ...], **options: Any) -> None:
     """Add jobs to QUEUE: job files, or COMMAND ::: ARGS (GNU parallel syntax), or a table."""
     from .jobfiles import check_job_files
+    from .submission import scheduling_from_options
 
+    ctx = click.get_current_context()
+    known = {name for param in ctx.command.params for name in getattr(param, "opts", ())}
+    if words and words[0].split("=", 1)[0] in known:  # `submit Q --after X cmd` would
+        raise UsageError(f"{words[0]}: options go before QUEUE "  # run `--after X cmd`
+                         f"(shoal submit [OPTIONS] QUEUE ...)")
     q = open_queue(queue)
+    options.update(scheduling_from_options(q, after=after, priority=priority, cpus=cpus,
+                                           gpus=gpus, mem=mem, resources=resources,
+                                           requires=requires))
     check_job_files(() if table else words, q.settings.interpreters)  # before any copy
     jobs = build_jobs(q, words, table, **options)
     new = q.submit(jobs)

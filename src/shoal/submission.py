@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .defaults import JOBFILE_SUFFIXES
 from .errors import UsageError
 from .fsutil import create_exclusive
-from .jobfiles import check_job_files, is_job_file
+from .job import Job, content_id
+from .jobfiles import JobFileSpec, check_job_files, is_job_file, load_job_file
 from .queue.base import Queue
 from .queue.folder import HIDDEN
+from .queue.scheduling import find_cycle
 from .templates import Expanded, check_table_alone, has_inputs
 
 
@@ -43,21 +46,67 @@ def jobs_from_expanded(expanded: Sequence[Expanded], *, cwd: str | None = None,
     A job's id is its content, so a command line that comes again with the same arguments
     (`echo ::: a a`) would be one job; GNU parallel runs it twice, so the repeat gets its
     sequence number as the parameter `#` (stable across reruns of the same input).
-    """
-    from .job import Job
 
+    A table row's own scheduling columns win over `options`, its `after` adds to theirs;
+    a row that waits for other rows is made after them, as its id holds theirs.
+    """
     cwd = cwd or os.getcwd()
     seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
-    jobs = []
+    params_of = []
     for e in expanded:
         params = dict(e.params)
         key = (e.command, tuple(sorted(params.items())))
         if key in seen:
             params["#"] = str(e.seq)
         seen.add(key)
-        jobs.append(Job.command_job(e.command, name=f"{e.seq}: {e.command}"[:80], cwd=cwd,
-                                    params=params, **options))
-    return jobs
+        params_of.append(params)
+    by_seq = {e.seq: i for i, e in enumerate(expanded)}
+    jobs: list[Job | None] = [None] * len(expanded)
+    for i in _rows_in_order(expanded):
+        e = expanded[i]
+        mine = {**options, **{k: v for k, v in e.options.items() if k != "after_rows"}}
+        after = [*options.get("after", ()), *e.options.get("after", ())]
+        after += [_made(jobs[by_seq[seq]]).id for seq in e.options.get("after_rows", ())]
+        if after:
+            mine["after"] = tuple(dict.fromkeys(after))
+        jobs[i] = Job.command_job(e.command, name=f"{e.seq}: {e.command}"[:80], cwd=cwd,
+                                  params=params_of[i], **mine)
+    return [_made(job) for job in jobs]
+
+
+def _made(job: Job | None) -> Job:
+    assert job is not None
+    return job
+
+
+def _rows_in_order(expanded: Sequence[Expanded]) -> list[int]:
+    """Indices of `expanded`, each row after the rows it waits for (input order otherwise);
+    UsageError naming the rows that wait for each other."""
+    if not any(e.options.get("after_rows") for e in expanded):
+        return list(range(len(expanded)))
+    by_seq = {e.seq: i for i, e in enumerate(expanded)}
+    edges = {e.seq: list(e.options.get("after_rows", ())) for e in expanded}
+    cycle = find_cycle(edges)
+    if cycle:
+        rows = " -> ".join(str(seq) for seq in [*cycle, cycle[0]])
+        raise UsageError(f"after: table rows wait for each other: {rows}")
+    order: list[int] = []
+    placed: set[int] = set()
+    for e in expanded:  # depth first, iterative: a chain of 10^5 rows is fine
+        stack = [e.seq]
+        while stack:
+            seq = stack[-1]
+            if seq in placed:
+                stack.pop()
+                continue
+            waiting = [dep for dep in edges[seq] if dep not in placed]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            placed.add(seq)
+            order.append(by_seq[seq])
+            stack.pop()
+    return order
 
 
 def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:
@@ -65,28 +114,94 @@ def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:
 
     The copy keeps the file's name when it is free (or holds the same content), else
     gets NAME-HASH.EXT, so submitting the same file twice is one job and two files
-    with the same name are two jobs.
+    with the same name are two jobs. A file's own scheduling keys (priority, needs,
+    requires) win over `options`; its `after` adds to theirs, each file it names being
+    a job of this submission or one the queue holds already.
     """
-    from .job import Job
-
     check_job_files(paths, queue.settings.interpreters)  # all of them, before any copy
-    jobs = []
+    sources = []
     for raw in paths:
         source = Path(raw)
         if not source.is_file():
             raise UsageError(f"{raw}: no such job file")
         if not is_job_file(source.name, queue.settings.interpreters):
             raise UsageError(f"{raw}: not a job file (known: {known_suffixes(queue)})")
-        if queue.keeps_job_files:
-            name = copy_into(queue.settings.root, source)
-            jobs.append(Job.file_job(name, **options))
-        else:
-            jobs.append(Job.file_job(str(source.absolute()), **options))
+        sources.append(source)
+    specs = [_spec(queue, source) for source in sources]
+    names = {os.path.abspath(source): _queue_name(queue, source, copy=True)
+             for source in sources}
+    jobs = []
+    for raw, source, spec in zip(paths, sources, specs, strict=True):
+        after = [*options.get("after", ()), *(spec.after_ids if spec else ())]
+        for dep in spec.after_files if spec else ():
+            name = names.get(dep) or _queue_name(queue, Path(dep), copy=False)
+            if name is None:
+                raise UsageError(f"{raw}: after: {dep} is neither among the files submitted "
+                                 "nor in the queue (submit it too)")
+            after.append(job_file_id(name))
+        mine = {**options, "after": tuple(dict.fromkeys(after))}
+        if spec is not None:
+            mine.update(_spec_options(spec))
+        name = names[os.path.abspath(source)]
+        assert name is not None
+        jobs.append(Job.file_job(name, **mine))
     return jobs
+
+
+def job_file_id(name: str) -> str:
+    """The id of the job a job file is in a queue, by its name there (Job.file_job)."""
+    return content_id("file", name)
+
+
+def _spec(queue: Queue, source: Path) -> JobFileSpec | None:
+    """What an .ini/.toml file says (scripts say nothing of scheduling)."""
+    if source.suffix.lower() not in JOBFILE_SUFFIXES:
+        return None
+    return load_job_file(source, interpreters=queue.settings.interpreters, worker_dir=".")
+
+
+def _spec_options(spec: JobFileSpec) -> dict[str, Any]:
+    """The Job fields a job file sets itself."""
+    found: dict[str, Any] = {}
+    if spec.priority is not None:
+        found["priority"] = spec.priority
+    if spec.needs:
+        found["needs"] = spec.needs
+    if spec.labels:
+        found["labels"] = spec.labels
+    return found
+
+
+def _queue_name(queue: Queue, source: Path, *, copy: bool) -> str | None:
+    """A job file's name in the queue: copied into a folder queue (`copy`), or the name
+    its copy already has there (None if it has none); its absolute path elsewhere."""
+    if not queue.keeps_job_files:
+        return str(source.absolute())
+    if copy:
+        return copy_into(queue.settings.root, source)
+    return copied_name(queue.settings.root, source)
 
 
 def known_suffixes(queue: Queue) -> str:
     return " ".join(sorted({*queue.settings.interpreters, ".ini", ".toml"}))
+
+
+def _copy_names(source: Path, data: bytes) -> tuple[str, str]:
+    """The names a job file's copy may have: its own, else NAME-HASH.EXT."""
+    digest = hashlib.sha256(data).hexdigest()[:8]
+    return source.name, f"{source.stem}-{digest}{source.suffix}"
+
+
+def copied_name(folder: Path, source: Path) -> str | None:
+    """The name of the copy of `source` already in the queue folder, or None."""
+    if source.absolute().parent == folder:
+        return source.name
+    data = source.read_bytes()
+    for name in _copy_names(source, data):
+        target = folder / name
+        if target.is_file() and target.read_bytes() == data:
+            return name
+    return None
 
 
 def copy_into(folder: Path, source: Path) -> str:
@@ -94,8 +209,7 @@ def copy_into(folder: Path, source: Path) -> str:
     data = source.read_bytes()
     if source.absolute().parent == folder:
         return source.name
-    digest = hashlib.sha256(data).hexdigest()[:8]
-    for name in (source.name, f"{source.stem}-{digest}{source.suffix}"):
+    for name in _copy_names(source, data):
         target = folder / name
         if target.exists():
             if target.read_bytes() == data:
@@ -108,3 +222,34 @@ def copy_into(folder: Path, source: Path) -> str:
             return name
     raise UsageError(f"{source}: a different file named {source.name} and its hashed copy "
                      f"already exist in {folder}")
+
+
+def scheduling_from_options(queue: Queue, *, after: Sequence[str] = (),
+                            priority: str | None = None, cpus: str | None = None,
+                            gpus: str | None = None, mem: str | None = None,
+                            resources: Sequence[str] = (),
+                            requires: Sequence[str] = ()) -> dict[str, Any]:
+    """Job fields from `shoal submit`'s scheduling options, as typed; a bad value is a
+    UsageError naming its option. `--after` takes what `shoal logs` takes (#N, an id, a
+    name), each naming a job the queue holds."""
+    from .errors import JobNotFound
+    from .needs import needs_from, parse_priority, parse_resource, split_list
+    from .views.lookup import resolve_jobs
+
+    found: dict[str, Any] = {}
+    if priority is not None:
+        found["priority"] = parse_priority("--priority", priority)
+    needs = needs_from(cpus, gpus, mem, [parse_resource("--resource", r) for r in resources],
+                       where={"cpus": "--cpus", "gpus": "--gpus", "mem": "--mem"})
+    if needs:
+        found["needs"] = needs
+    labels = [label for text in requires for label in split_list(text)]
+    if labels:
+        found["labels"] = tuple(dict.fromkeys(labels))
+    if after:
+        try:
+            named = resolve_jobs(queue, after)
+        except JobNotFound as exc:
+            raise UsageError(f"--after: {exc}") from None
+        found["after"] = tuple(dict.fromkeys(status.job.id for status in named))
+    return found

@@ -21,8 +21,8 @@ import itertools
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,9 @@ class Expanded:
     params: dict[str, str]  # {"1": "a", "2": "x"} for positional inputs, column names for tables
     seq: int  # 1-based job sequence number ({#})
     tag: str = ""  # --tag/--tagstring: what GNU parallel puts before each output line's TAB
+    #: a table row's scheduling columns as Job fields (priority, needs, labels, after: ids)
+    #: and `after_rows`: the rows (seq) it waits for; see `row_scheduling`
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- quoting
@@ -615,6 +618,56 @@ def expand_table(template_words: Sequence[str], table: Path) -> list[Expanded]:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     pieces = _compile_table(template, columns, table)
     return [
-        Expanded(command=_render_row(pieces, row, seq, table), params=dict(row), seq=seq)
+        Expanded(command=_render_row(pieces, row, seq, table), params=dict(row), seq=seq,
+                 options=row_scheduling(row, seq, len(rows), table))
         for seq, row in enumerate(rows, start=1)
     ]
+
+
+SCHEDULING_COLUMNS = ("after", "priority", "cpus", "gpus", "mem", "requires")
+_ROW_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
+_JOB_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def row_scheduling(row: Mapping[str, str], seq: int, n_rows: int,
+                   table: Path) -> dict[str, Any]:
+    """A row's scheduling columns (`SCHEDULING_COLUMNS`, `resource.NAME`) as Job fields;
+    an empty cell says nothing. `after` holds row numbers ({#}: `3`, `1-10`; a range
+    leaves the row itself out) of this table and job ids already in the queue, separated
+    by commas or spaces."""
+    from .needs import needs_from, parse_priority, resource_amount, split_list
+
+    def where(column: str) -> str:
+        return f"{table}: row {seq}, column '{column}'"
+
+    cells = {key: value.strip() for key, value in row.items() if value.strip()}
+    found: dict[str, Any] = {}
+    if "priority" in cells:
+        found["priority"] = parse_priority(where("priority"), cells["priority"])
+    resources = [(key[9:], resource_amount(where(key), key[9:], value))
+                 for key, value in cells.items() if key.startswith("resource.")]
+    needs = needs_from(cells.get("cpus"), cells.get("gpus"), cells.get("mem"), resources,
+                       where={name: where(name) for name in ("cpus", "gpus", "mem")})
+    if needs:
+        found["needs"] = needs
+    if "requires" in cells:
+        found["labels"] = tuple(dict.fromkeys(split_list(cells["requires"])))
+    rows: list[int] = []
+    ids: list[str] = []
+    for word in split_list(cells.get("after", "")):
+        numbers = _ROW_RANGE.fullmatch(word)
+        if _JOB_ID.fullmatch(word):
+            ids.append(word)
+        elif numbers:
+            first, last = int(numbers.group(1)), int(numbers.group(2) or numbers.group(1))
+            if not 1 <= first <= last <= n_rows:
+                raise UsageError(f"{where('after')}: {word!r}: the table has rows 1-{n_rows}")
+            rows.extend(n for n in range(first, last + 1) if n != seq or first == last)
+        else:
+            raise UsageError(f"{where('after')}: {word!r} is neither a row number (3, 1-10) "
+                             "nor a job id")
+    if ids:
+        found["after"] = tuple(ids)
+    if rows:
+        found["after_rows"] = tuple(dict.fromkeys(rows))
+    return found
