@@ -425,9 +425,14 @@ def logs(queue: str, job: str, attempt: int | None, follow: bool) -> None:
               help="Retry every final job (done ones only with --force).")
 @click.option("--force", is_flag=True,
               help="Run done jobs again too (their results are set aside).")
+@click.option("--keep-order", is_flag=True,
+              help="Retried jobs take their place in input order again (default: they go "
+              "before every job not run yet of their priority).")
 def retry(queue: str, jobs: tuple[str, ...], failed: bool, cancelled: bool, every: bool,
-          force: bool) -> None:
-    """Put final jobs back to pending: failed and cancelled ones, done ones with --force."""
+          force: bool, keep_order: bool) -> None:
+    """Put final jobs back to pending: failed and cancelled ones, done ones with --force.
+    They run first (before jobs not run yet of the same priority) unless --keep-order;
+    jobs that waited for them (ended without running) wait again."""
     from .views import resolve_jobs
 
     if not jobs and not (failed or cancelled or every):
@@ -443,13 +448,19 @@ def retry(queue: str, jobs: tuple[str, ...], failed: bool, cancelled: bool, ever
     unfinished = [status.job.name or status.job.id for status in named
                   if not status.state.final]
     done_count = 0
+    followers = []  # ended because a job they wait for did: they come back with it
     for result in q.results() if wanted or every else ():
-        if result.state in wanted:
+        if result.state in wanted and result.attempt == 0 and \
+                result.reason.startswith("dependency "):
+            followers.append(result.job_id)
+        elif result.state in wanted:
             ids.append(result.job_id)
         elif result.state is State.DONE and every and not force:
             done_count += 1
-    moved = q.retry(list(dict.fromkeys(ids)), force=force)
-    click.echo(f"{len(moved)} job(s) back to pending")
+    moved = q.retry(list(dict.fromkeys(ids)), force=force, first=not keep_order)
+    back = [job_id for job_id, state in q.states(followers).items() if not state.final]
+    click.echo(f"{len(moved)} job(s) back to pending"
+               + (f", {len(back)} waiting for them again" if back else ""))
     if done_left:
         click.echo(f"left alone: {len(done_left)} named job(s) are done "
                    f"({_listed(done_left)}); add --force to run them again", err=True)

@@ -11,6 +11,14 @@ NAME.EXT.log, the configured name, and the old job-folder tools' NAME.log), so a
 folder that older tools or an earlier queue worked on keeps its meaning: a scan does
 not submit it. A log that disappears (the user deleted it) is reported too, so the
 queue can run that job again (`Scan.unlogged`).
+
+An .ini/.toml job file's scheduling keys (priority, needs, requires, and `after` by file
+name) go on the job it submits. An `after` names only files of this folder: one seen
+without a log waits (it is in the queue, or in the same scan), one with its log is done
+(no wait). A file that cannot be read, or whose `after` names a file not there, is
+submitted plain: the worker that claims it fails it with the reason (malformed), and the
+others run. Ids in a drop-in's `after` are not looked up (a scan cannot tell whether the
+queue holds them; a submission naming an unknown id would be refused whole): name files.
 """
 
 from __future__ import annotations
@@ -19,11 +27,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import defaults
+from .errors import MalformedJob
 from .fsutil import list_names
 from .job import Job
-from .jobfiles import is_job_file
+from .jobfiles import is_job_file, load_job_file
 from .queue.files import log_names
 
 #: what a scanner knows of a job file it has seen
@@ -100,7 +110,34 @@ class DropIns:
         for name in touched:
             if name in self._logs:
                 self._look_at(name, any(log in names for log in self._logs[name]), found)
+        found.fresh = [self._scheduled(job) for job in found.fresh]
+        found.unlogged = [self._scheduled(job) for job in found.unlogged]
         return found
+
+    def _scheduled(self, job: Job) -> Job:
+        """`job` with what its file says of scheduling (module docstring); as it is if the
+        file says nothing or cannot be read."""
+        name = job.path or ""
+        if os.path.splitext(name)[1].lower() not in defaults.JOBFILE_SUFFIXES:
+            return job
+        try:
+            spec = load_job_file(self.folder / name, interpreters=self.interpreters,
+                                 worker_dir=self.folder)
+        except MalformedJob:
+            return job
+        after = []
+        for path in spec.after_files:
+            dep = os.path.relpath(path, self.folder)
+            if self._state.get(dep) == WAITING:
+                after.append(self._job(dep).id)
+        options: dict[str, Any] = {"after": after}
+        if spec.priority is not None:
+            options["priority"] = spec.priority
+        if spec.needs:
+            options["needs"] = spec.needs
+        if spec.labels:
+            options["labels"] = spec.labels
+        return Job.file_job(name, **options)
 
     def _job(self, name: str) -> Job:
         job = self._jobs.get(name)

@@ -607,6 +607,8 @@ def _after(src: _Source, entries: list[str]) -> tuple[tuple[str, ...], tuple[str
                 raise src.field_error("after", f"{entry!r} matches no job file in {folder}")
             files.update(dict.fromkeys(matched))
         elif (folder / entry).is_file():
+            if not is_job_file(entry, src.interpreters):
+                raise src.field_error("after", f"{entry}: not a job file")
             files[os.path.normpath(folder / entry)] = None
         elif _JOB_ID.fullmatch(entry):
             ids[entry] = None

@@ -63,6 +63,7 @@ class RunArgs:
     timeout_s: float | None = None
     attempts: int | None = None  # --retries N: N attempts in all (parallel's meaning)
     max_attempts: int = defaults.MAX_ATTEMPTS
+    priority: int = 0  # --priority N: higher first, beside other runs' jobs in the queue
     help: bool = False
 
     def job_options(self) -> dict[str, Any]:
@@ -72,6 +73,8 @@ class RunArgs:
             options["timeout_s"] = self.timeout_s
         if self.attempts is not None:
             options["retries"] = self.attempts - 1
+        if self.priority:
+            options["priority"] = self.priority
         return options
 
     def uses_inputs(self) -> bool:
@@ -286,6 +289,12 @@ def _retries(value: str) -> int:
     return _count("--retries", value, 1)
 
 
+def _priority(value: str) -> int:
+    from .needs import parse_priority
+
+    return parse_priority("--priority", value)
+
+
 def _resume_failed(args: RunArgs, _value: str) -> None:
     args.resume = args.resume_failed = True
 
@@ -353,6 +362,8 @@ OPTIONS: list[Option] = [
            f"Attempts before a job whose worker keeps dying fails (default "
            f"{defaults.MAX_ATTEMPTS})."),
     Option(("--fresh",), None, _flag("fresh"), "Run every job again, done ones too."),
+    Option(("--priority",), "N", _set("priority", _priority),
+           "Higher runs first, before other jobs in the same --queue (default 0)."),
     Option(("-h", "--help"), None, _flag("help"), "Show this and exit."),
 ]
 _BY_NAME = {name: option for option in OPTIONS for name in option.names}
