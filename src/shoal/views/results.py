@@ -21,18 +21,22 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from ..job import JobStatus, Result, State
+from ..job import Job, JobStatus, Result, State
+from ..needs import needs_text
 from ..queue.base import Queue
 from .table import Column, fit, terminal_width
 
 RESULT_COLUMNS = ("seq", "id", "name", "params", "state", "exit_code", "attempts", "host",
-                  "worker", "start", "end", "duration_s", "log", "reason", "value")
+                  "worker", "start", "end", "duration_s", "log", "reason", "value",
+                  "priority", "after", "needs")
 TABLE = (
     Column("#", keep=0, right=True), Column("name", keep=0, flex=True, least=12),
     Column("state", keep=0), Column("exit", keep=1, right=True),
     Column("reason", keep=1, flex=True, least=10), Column("time", keep=2, right=True),
     Column("id", keep=3), Column("tries", keep=4, right=True), Column("host", keep=5),
     Column("start", keep=6), Column("log", keep=7, flex=True, least=10),
+    Column("prio", keep=8, right=True), Column("after", keep=8, right=True),
+    Column("needs", keep=8),
 )
 
 
@@ -71,7 +75,19 @@ def result_row(result: Result, status: JobStatus | None = None) -> dict[str, Any
         "end": _time(result.ended),
         "duration_s": round(duration, 3) if duration is not None else None,
         "log": result.log or "", "reason": result.reason, "value": result.value,
+        **(scheduling_cells(status.job) if status is not None else NO_SCHEDULING),
     }
+
+
+NO_SCHEDULING = {"priority": 0, "after": [], "needs": ""}
+
+
+def scheduling_cells(job: Job) -> dict[str, Any]:
+    """A job's priority, the ids it waits for, and its needs as short text (needs.py)."""
+    if not (job.priority or job.after or job.needs or job.labels):
+        return NO_SCHEDULING
+    return {"priority": job.priority, "after": list(job.after),
+            "needs": needs_text(job.needs, job.labels)}
 
 
 def status_row(status: JobStatus) -> dict[str, Any]:
@@ -84,6 +100,7 @@ def status_row(status: JobStatus) -> dict[str, Any]:
         "params": dict(status.job.params), "state": status.state.value, "exit_code": None,
         "attempts": status.attempt, "host": "", "worker": status.worker or "", "start": "",
         "end": "", "duration_s": None, "log": "", "reason": "", "value": None,
+        **scheduling_cells(status.job),
     }
 
 
@@ -146,6 +163,8 @@ def write_csv(rows: list[dict[str, Any]]) -> None:
 
 
 def _cell(value: object) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value))
     return "" if value is None else str(value)
 
 
@@ -153,16 +172,20 @@ def table_cells(status: JobStatus) -> list[str]:
     """The table's cells of one job (in TABLE's order), built without a row dict."""
     result = status.result
     seq = str(status.seq) if status.seq else ""
+    job = status.job
+    planned = ["", "", ""] if not (job.priority or job.after or job.needs or job.labels) else [
+        str(job.priority) if job.priority else "", str(len(job.after)) if job.after else "",
+        needs_text(job.needs, job.labels)]
     if result is None:
-        return [seq, status.job.name, status.state.value, "", "", "", status.job.id,
-                str(status.attempt), "", "", ""]
+        return [seq, job.name, status.state.value, "", "", "", job.id,
+                str(status.attempt), "", "", "", *planned]
     reason = result.reason
     if "\n" in reason or "  " in reason:
         reason = " ".join(reason.split())
     return [seq, status.job.name, result.state.value,
             "" if result.exit_code is None else str(result.exit_code), reason,
             duration_text(result.duration_s), result.job_id, str(result.attempt), result.host,
-            _time(result.started), result.log or ""]
+            _time(result.started), result.log or "", *planned]
 
 
 def show_results(queue: Queue, fmt: str, *, states: Collection[State] | None = None,

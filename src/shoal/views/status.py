@@ -1,5 +1,11 @@
 """`shoal status` and `shoal workers`: a queue at a glance, as text or JSON, once or
-watched (`--watch`: redrawn in place on a terminal, plain blocks of lines otherwise)."""
+watched (`--watch`: redrawn in place on a terminal, plain blocks of lines otherwise).
+
+Two kinds of waiting are told apart from pending: "waiting (dependencies)" is the
+queue's WAITING count; "waiting (resources)" are pending jobs whose needs fit no live
+worker's totals (`starved`), with what they need. A worker that does not say what it
+has (no `resources`) may fit anything, so then no job is counted so.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,16 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 import click
 
-from ..job import State, WorkerInfo
+from ..job import JobStatus, State, WorkerInfo
+from ..needs import needs_text
 from ..queue.base import Queue
+from ..queue.scheduling import Capacity
 from .table import UNLIMITED, Column, cut, fit, terminal_width
 
 REASONS_SHOWN = 3  # distinct failure reasons `status` lists (the commonest first)
@@ -36,6 +44,34 @@ def failure_reasons(queue: Queue) -> list[dict[str, Any]]:
             for reason, count in groups.most_common()]
 
 
+def starved(pending: Iterable[JobStatus], workers: Iterable[WorkerInfo]) -> list[dict[str, Any]]:
+    """Pending jobs whose needs fit no live worker's totals, grouped by what they need
+    (most jobs first): needs, labels, text, count, a few job names. Nothing when no
+    worker is alive, or one of them does not say what it has."""
+    alive = [w for w in workers if not w.lost]
+    if not alive or any(not w.resources for w in alive):
+        return []
+    totals = [Capacity(dict(w.resources), frozenset(w.labels)) for w in alive]
+    verdicts: dict[tuple[Any, ...], bool] = {}  # what jobs need -> fits no worker
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for status in pending:
+        job = status.job
+        key = (tuple(sorted(job.needs.items())), tuple(sorted(job.labels)))
+        if key not in verdicts:
+            verdicts[key] = not any(total.fits(job) for total in totals)
+        if not verdicts[key]:
+            continue
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {"needs": dict(job.needs), "labels": sorted(job.labels),
+                                   "text": needs_text(job.needs, job.labels) or "1 cpu",
+                                   "count": 0, "jobs": []}
+        group["count"] += 1
+        if len(group["jobs"]) < 3:
+            group["jobs"].append(job.name or job.id)
+    return sorted(groups.values(), key=lambda g: -g["count"])
+
+
 class StatusReader:
     """Reads what `status` shows. The failure reasons cost a read of every result on some
     backends (a folder: one file each), so a watcher reads them again only when the number
@@ -50,6 +86,26 @@ class StatusReader:
         self._failed_seen = -1
         self._reasons: list[dict[str, Any]] = []
         self._next_read = 0.0
+        self._needy: list[dict[str, Any]] = []
+        self._needy_seen: object = None
+        self._next_needy = 0.0
+
+    def _starved(self, pending: int, alive: list[WorkerInfo]) -> list[dict[str, Any]]:
+        """`starved` over the pending jobs: read again only when the pending count or the
+        workers' totals changed (a listing of every pending job costs), and then at most
+        once per REASONS_PACE x what the last read took."""
+        if not pending or not alive or any(not w.resources for w in alive):
+            self._needy_seen = None
+            return []
+        seen = (pending, tuple(sorted((w.id, tuple(sorted(w.resources.items())),
+                                       tuple(w.labels)) for w in alive)))
+        if seen == self._needy_seen or time.monotonic() < self._next_needy:
+            return self._needy
+        started = time.monotonic()
+        self._needy = starved(self.queue.listing({State.PENDING}), alive)
+        self._needy_seen = seen
+        self._next_needy = time.monotonic() + self.REASONS_PACE * (time.monotonic() - started)
+        return self._needy
 
     def read(self) -> dict[str, Any]:
         queue = self.queue
@@ -65,6 +121,7 @@ class StatusReader:
                                                      self.REASONS_PACE * took)
         workers = queue.workers()
         alive = [w for w in workers if not w.lost]
+        needy = self._starved(counts[State.PENDING], alive)
         progress = []
         for job_id, (done, total) in sorted(queue.files.progress().items()):
             status = queue.get(job_id)
@@ -76,6 +133,9 @@ class StatusReader:
             "counts": {state.value: counts[state] for state in State},
             "total": total,
             "finished": sum(counts[s] for s in State if s.final),
+            "waiting": {"dependencies": counts[State.WAITING],
+                        "resources": sum(group["count"] for group in needy),
+                        "needs": needy},
             "workers": {"alive": len(alive), "slots": sum(w.slots for w in alive),
                         "lost": len(workers) - len(alive)},
             "failures": self._reasons,
@@ -84,13 +144,25 @@ class StatusReader:
 
 
 def status_lines(data: dict[str, Any], width: int) -> list[str]:
-    counts, workers = data["counts"], data["workers"]
+    counts, workers, waiting = data["counts"], data["workers"], data["waiting"]
+    shown = {s.value: f"{counts[s.value]} {s.value}" for s in State}
+    shown["waiting"] = f"{waiting['dependencies']} waiting (dependencies)"
+    if waiting["resources"]:
+        shown["pending"] = (f"{waiting['resources']} waiting (resources), "
+                            f"{counts['pending'] - waiting['resources']} pending")
     lines = [
         f"queue {data['queue']}",
-        "jobs: " + ", ".join(f"{counts[s.value]} {s.value}" for s in State)
+        "jobs: " + ", ".join(shown.values())
         + f" ({data['finished']}/{data['total']} finished)",
         f"workers: {workers['alive']} alive ({workers['slots']} slots), {workers['lost']} lost",
     ]
+    if waiting["needs"]:
+        lines.append(f"waiting (resources): {waiting['resources']} job(s) need more than any "
+                     "live worker has:")
+        for group in waiting["needs"][:REASONS_SHOWN]:
+            jobs = ", ".join(group["jobs"]) + (", ..." if group["count"] > len(group["jobs"])
+                                               else "")
+            lines.append(f"  {group['count']} x {group['text']} ({cut(jobs, width // 2)})")
     failures = data["failures"]
     if failures:
         lines.append(f"failed: {counts['failed']} job(s); reasons, commonest first:")
