@@ -35,8 +35,6 @@ TABLE = (
     Column("reason", keep=1, flex=True, least=10), Column("time", keep=2, right=True),
     Column("id", keep=3), Column("tries", keep=4, right=True), Column("host", keep=5),
     Column("start", keep=6), Column("log", keep=7, flex=True, least=10),
-    Column("prio", keep=8, right=True), Column("after", keep=8, right=True),
-    Column("needs", keep=8),
 )
 
 
@@ -79,7 +77,7 @@ def result_row(result: Result, status: JobStatus | None = None) -> dict[str, Any
     }
 
 
-NO_SCHEDULING = {"priority": 0, "after": [], "needs": ""}
+NO_SCHEDULING = {"priority": 0, "after": (), "needs": ""}
 
 
 def scheduling_cells(job: Job) -> dict[str, Any]:
@@ -163,7 +161,7 @@ def write_csv(rows: list[dict[str, Any]]) -> None:
 
 
 def _cell(value: object) -> str:
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return " ".join(map(str, value))
     return "" if value is None else str(value)
 
@@ -172,20 +170,16 @@ def table_cells(status: JobStatus) -> list[str]:
     """The table's cells of one job (in TABLE's order), built without a row dict."""
     result = status.result
     seq = str(status.seq) if status.seq else ""
-    job = status.job
-    planned = ["", "", ""] if not (job.priority or job.after or job.needs or job.labels) else [
-        str(job.priority) if job.priority else "", str(len(job.after)) if job.after else "",
-        needs_text(job.needs, job.labels)]
     if result is None:
-        return [seq, job.name, status.state.value, "", "", "", job.id,
-                str(status.attempt), "", "", "", *planned]
+        return [seq, status.job.name, status.state.value, "", "", "", status.job.id,
+                str(status.attempt), "", "", ""]
     reason = result.reason
     if "\n" in reason or "  " in reason:
         reason = " ".join(reason.split())
     return [seq, status.job.name, result.state.value,
             "" if result.exit_code is None else str(result.exit_code), reason,
             duration_text(result.duration_s), result.job_id, str(result.attempt), result.host,
-            _time(result.started), result.log or "", *planned]
+            _time(result.started), result.log or ""]
 
 
 def show_results(queue: Queue, fmt: str, *, states: Collection[State] | None = None,
