@@ -16,7 +16,7 @@ from .job import Job, content_id
 from .jobfiles import JobFileSpec, check_job_files, is_job_file, load_job_file
 from .queue.base import Queue
 from .queue.folder import HIDDEN
-from .queue.scheduling import find_cycle
+from .queue.scheduling import check_after, find_cycle
 from .templates import Expanded, check_table_alone, has_inputs
 
 
@@ -129,13 +129,16 @@ def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:
         sources.append(source)
     specs = [_spec(queue, source) for source in sources]
     names = {os.path.abspath(source): _queue_name(queue, source, copy=True)
-             for source in sources}
+             for source in sources}  # planned: the copies are made once all is checked
+    outside = {dep: _queue_name(queue, Path(dep), copy=False) for spec in specs if spec
+               for dep in spec.after_files if dep not in names}
+    held = queue.states([job_file_id(name) for name in outside.values() if name])
     jobs = []
     for raw, source, spec in zip(paths, sources, specs, strict=True):
         after = [*options.get("after", ()), *(spec.after_ids if spec else ())]
         for dep in spec.after_files if spec else ():
-            name = names.get(dep) or _queue_name(queue, Path(dep), copy=False)
-            if name is None:
+            name = names.get(dep) or outside[dep]
+            if name is None or (dep in outside and job_file_id(name) not in held):
                 raise UsageError(f"{raw}: after: {dep} is neither among the files submitted "
                                  "nor in the queue (submit it too)")
             after.append(job_file_id(name))
@@ -145,6 +148,12 @@ def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:
         name = names[os.path.abspath(source)]
         assert name is not None
         jobs.append(Job.file_job(name, **mine))
+    check_after(jobs, lambda ids: set(queue.states(ids)))  # a copy is a drop-in: no stray
+    if queue.keeps_job_files:
+        for source in sources:
+            if copy_into(queue.settings.root, source) != names[os.path.abspath(source)]:
+                raise UsageError(f"{source}: another file took the name planned for its "
+                                 "copy in the queue folder meanwhile; submit it again")
     return jobs
 
 
@@ -173,12 +182,13 @@ def _spec_options(spec: JobFileSpec) -> dict[str, Any]:
 
 
 def _queue_name(queue: Queue, source: Path, *, copy: bool) -> str | None:
-    """A job file's name in the queue: copied into a folder queue (`copy`), or the name
-    its copy already has there (None if it has none); its absolute path elsewhere."""
+    """A job file's name in the queue: the one its copy into a folder queue will have
+    (`copy`), or the one its copy already has there (None if it has none); its absolute
+    path elsewhere."""
     if not queue.keeps_job_files:
         return str(source.absolute())
     if copy:
-        return copy_into(queue.settings.root, source)
+        return planned_name(queue.settings.root, source)
     return copied_name(queue.settings.root, source)
 
 
@@ -202,6 +212,19 @@ def copied_name(folder: Path, source: Path) -> str | None:
         if target.is_file() and target.read_bytes() == data:
             return name
     return None
+
+
+def planned_name(folder: Path, source: Path) -> str:
+    """The name `copy_into` will give the copy of `source` (nothing written)."""
+    if source.absolute().parent == folder:
+        return source.name
+    data = source.read_bytes()
+    for name in _copy_names(source, data):
+        target = folder / name
+        if not target.exists() or target.read_bytes() == data:
+            return name
+    raise UsageError(f"{source}: a different file named {source.name} and its hashed copy "
+                     f"already exist in {folder}")
 
 
 def copy_into(folder: Path, source: Path) -> str:
