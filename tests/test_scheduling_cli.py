@@ -380,3 +380,45 @@ def _done(lease):
 
     return Result(lease.job_id, State.DONE, name=lease.job.name, attempt=lease.attempt,
                   worker=lease.worker, exit_code=0)
+
+
+# -- the README's examples ---------------------------------------------------------------
+
+def test_the_readme_examples_submit_what_they_say(tmp_path):
+    from tests.test_readme import readme_block
+
+    heading = "### Dependencies, resources and priorities"
+    here, queue = tmp_path / "here", tmp_path / "sweep"
+    here.mkdir()
+    for name in ("part-1.csv", "part-2.csv"):
+        write(here / name, "1\n")
+    for name in ("map.sh", "reduce.sh", "urgent.sh"):
+        write(here / name, "#!/bin/sh\necho $0 \"$@\"\n")
+    lines = [line.split("  #")[0].replace("/shared/sweep", str(queue))
+             for line in readme_block(heading, "bash").splitlines()
+             if line.startswith(("shoal submit", "shoal retry"))]
+    assert len(lines) == 5, lines
+    script = f"shoal() {{ {sys.executable} -m shoal \"$@\"; }}\nset -e\n" + "\n".join(lines)
+    done = subprocess.run(["bash", "-c", script], cwd=here, capture_output=True, text=True,
+                          timeout=T)
+    assert done.returncode == 0, done.stdout + done.stderr
+    jobs = jobs_of(str(queue))
+    maps = [job for name, job in jobs.items() if "map.sh" in name]
+    (reduce,) = [job for name, job in jobs.items() if name == "reduce.sh"]
+    assert reduce.after == tuple(job.id for job in maps) and len(maps) == 2
+    trains = [job for name, job in jobs.items() if "train.py" in name]
+    assert len(trains) == 2 and all(job.needs == {"gpus": 1, "mem": 16 * G} for job in trains)
+    assert [job.priority for name, job in jobs.items() if "urgent" in name] == [10, 10, 10]
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for name in ("a.sim.ini", "b.sim.ini"):
+        write(folder / name, ini())
+    write(folder / "reduce.ini", readme_block(heading, "ini"))
+    ok("submit", str(queue), *(str(folder / n) for n in ("a.sim.ini", "b.sim.ini",
+                                                          "reduce.ini")))
+    jobs = jobs_of(str(queue))
+    assert sorted(jobs["reduce.ini"].after) == sorted(jobs[n].id for n in ("a.sim.ini",
+                                                                          "b.sim.ini"))
+    assert jobs["reduce.ini"].needs == {"cpus": 4, "mem": 8 * G, "license": 1}
+    assert (jobs["reduce.ini"].priority, jobs["reduce.ini"].labels) == (5, ("bigmem",))
