@@ -422,3 +422,17 @@ def test_the_readme_examples_submit_what_they_say(tmp_path):
                                                                           "b.sim.ini"))
     assert jobs["reduce.ini"].needs == {"cpus": 4, "mem": 8 * G, "license": 1}
     assert (jobs["reduce.ini"].priority, jobs["reduce.ini"].labels) == (5, ("bigmem",))
+
+
+@pytest.mark.parametrize(("text", "needs", "priority"), [
+    ('[control]\nexecutable = "echo"\n[resources]\nlicense = 2\n', {"license": 2}, 0),
+    ('control.executable = "echo"\ncontrol.priority = 4\n', {}, 4),
+    ("[control]\nexecutable = echo\nMEM = 1K\n", {"mem": 1024}, 0),
+])
+def test_a_drop_in_scan_finds_keys_however_they_are_written(tmp_path, text, needs, priority):
+    from shoal.dropins import DropIns
+
+    name = "job.toml" if "control.executable" in text or '"echo"' in text else "job.ini"
+    write(tmp_path / name, text)
+    (job,) = DropIns(tmp_path, {}).scan().fresh
+    assert (job.needs, job.priority) == (needs, priority)
