@@ -307,6 +307,8 @@ def test_status_tells_jobs_waiting_for_resources_with_what_they_need(url):
     assert data["waiting"]["needs"][0] == {
         "needs": {"gpus": 4, "mem": 64 * G}, "labels": [], "text": "4 gpus, 64G", "count": 2,
         "jobs": ["1: echo big-a", "2: echo big-b"]}
+    workers = ok("workers", url)
+    assert "8 cpus, 2 gpus, 32G" in workers and "4 cpus, 1 gpu, 128G, fast" in workers
     beat(url, "w3", {})  # a worker that does not say what it has may fit anything
     assert "waiting (resources)" not in ok("status", url)
 

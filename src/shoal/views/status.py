@@ -230,6 +230,7 @@ WORKER_TABLE = (
     Column("state", keep=0), Column("running", keep=1, right=True),
     Column("done", keep=2, right=True), Column("heartbeat", keep=3, right=True),
     Column("log", keep=5, flex=True, least=10),
+    Column("has", keep=6, flex=True, least=10),  # its resources and labels, if it says
 )
 
 
@@ -247,6 +248,7 @@ def show_workers(queue: Queue, fmt: str = "text") -> None:
         return
     rows = [[info.id, info.host, str(info.pid), str(info.slots),
              "lost" if info.lost else info.state, str(len(info.running)), str(info.done),
-             "" if info.age_s is None else f"{info.age_s:.1f} s", info.log or ""]
+             "" if info.age_s is None else f"{info.age_s:.1f} s", info.log or "",
+             needs_text(info.resources, info.labels)]
             for info in infos]
     click.echo("\n".join(fit(WORKER_TABLE, rows, terminal_width())))
