@@ -33,6 +33,7 @@ from ...job import (
     Beat,
     Job,
     JobStatus,
+    JobSummary,
     Lease,
     Reaped,
     Result,
@@ -41,7 +42,7 @@ from ...job import (
     dumps,
     loads,
 )
-from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, reaped_keep_s
+from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, lost_reason, reaped_keep_s
 from ..files import ShippedFiles
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
 from ..scheduling import Capacity
@@ -311,6 +312,20 @@ class RedisQueue(Queue):
             found += self._listed(reply)
         return iter(chosen(found, None, limit))
 
+    def summaries(self, states: Collection[State] | None = None,
+                  limit: int | None = None) -> Iterator[JobSummary]:
+        """listing.lua's reads, rows taken from the decoded records (no Job or Result)."""
+        wanted = "" if states is None else " ".join(sorted(State(s).value for s in states))
+        if states is not None and not wanted:
+            return iter([])
+        found: list[JobSummary] = []
+        for ids in self._scan(self.keys.state):
+            with translated_errors(self.address):
+                reply = self._run(self.scripts.listing, [wanted, *ids])
+            found += [_summary(*row) for row in json.loads(reply[0])]
+        found.sort(key=lambda row: (row.seq, row.name))
+        return iter(found if limit is None else found[:max(limit, 0)])
+
     def _listed(self, reply: list[Any]) -> list[JobStatus]:
         """listing.lua's reply: one JSON array of rows, then (id, payload) pairs."""
         payloads = {_text(i): p for i, p in zip(reply[1::2], reply[2::2], strict=True)}
@@ -451,3 +466,16 @@ class RedisQueue(Queue):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _summary(spec: dict[str, Any], state: str, attempt: int, worker: str | None,
+             record: dict[str, Any] | None, seq: int) -> JobSummary:
+    """A row of listing.lua's reply as a table row."""
+    if not record:
+        return JobSummary(seq, spec["id"], spec.get("name", ""), STATES[state], attempt, worker)
+    get = record.get
+    reason = (lost_reason(int(get("attempt", 0)), str(get("worker", ""))) if get("lost")
+              else get("reason", ""))
+    return JobSummary(seq, spec["id"], spec.get("name", ""), STATES[get("state", state)],
+                      get("attempt", attempt), get("worker") or worker, get("exit_code"),
+                      reason, get("started"), get("ended"), get("host", ""), get("log"))
