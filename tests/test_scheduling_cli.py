@@ -340,14 +340,14 @@ def test_waiting_jobs_show_in_status_and_results():
 
 
 def test_retry_puts_retried_jobs_first_unless_keep_order():
-    for keep_order, expected in ((False, ["b", "c", "x", "y"]), (True, ["x", "b", "c", "y"])):
+    for keep_order, expected in ((False, ["b", "c", "a", "d"]), (True, ["a", "b", "c", "d"])):
         url = ruled_memory_url()
-        ok("submit", url, "echo", ":::", "b", "c")
+        ok("submit", url, "echo", ":::", "a", "b", "c", "d")
         queue = open_queue(url)
-        for _ in range(2):
-            (lease,) = queue.claim("w", 1)
+        a, b, c = queue.claim("w", 3)
+        queue.release(a)  # a worker stopping: back to pending in its place (#1)
+        for lease in (b, c):
             queue.finish(lease, _failed(lease))
-        ok("submit", url, "echo", ":::", "x", "y")
         ok("retry", url, "--failed", *(["--keep-order"] if keep_order else []))
         order = []
         while leases := queue.claim("w", 1):
@@ -438,3 +438,17 @@ def test_a_drop_in_scan_finds_keys_however_they_are_written(tmp_path, text, need
     write(tmp_path / name, text)
     (job,) = DropIns(tmp_path, {}).scan().fresh
     assert (job.needs, job.priority) == (needs, priority)
+
+
+def test_a_priority_submit_overtakes_the_queue_and_a_table_row_waits_for_its_rows(tmp_path):
+    url = ruled_memory_url()
+    ok("submit", url, "echo", ":::", *(f"old{i}" for i in range(20)))
+    ok("submit", "--priority", "5", url, "echo", ":::", "urgent")
+    table = write(tmp_path / "t.csv", "x,after,priority\nmap,,9\nreduce,1,9\n")
+    ok("submit", "--table", str(table), url, "echo {x}")
+    queue = open_queue(url)
+    order = []
+    while len(order) < 4 and (leases := queue.claim("w", 1)):
+        order.append(leases[0].job.name.split(": ", 1)[1])
+        queue.finish(leases[0], _done(leases[0]))
+    assert order == ["echo map", "echo reduce", "echo urgent", "echo old0"]
