@@ -631,7 +631,8 @@ def expand_table(template_words: Sequence[str], table: Path) -> list[Expanded]:
     """One job per row of a CSV (header row) or JSON (list of objects) table.
 
     `{colname}` is replaced by that row's value (shell-quoted like GNU parallel does),
-    `{#}` by the row number, `{%}` by the job slot; `{}` and positional replacement strings are an error here.
+    `{#}` by the row number, `{%}` by the job slot; `{}` and positional replacement
+    strings are an error here.
     Template words are joined with spaces, unquoted, as in `expand_command_line`.
     """
     template = " ".join(template_words)
