@@ -1,6 +1,7 @@
 """`shoal run` shows what its jobs print and ends like GNU parallel: grouped output (a
-job's stdout on stdout, its stderr on stderr), -k, --tag, --line-buffer, output into a file (also under the live bar), --halt, --fresh, the
-exit status and the failure summary. Every run is a real `shoal` process running real jobs.
+job's stdout on stdout, its stderr on stderr), -k, --tag, --line-buffer, output into a
+file (also under the live bar), --halt, --fresh, the exit status and the failure summary.
+Every run is a real `shoal` process running real jobs.
 """
 
 from __future__ import annotations
