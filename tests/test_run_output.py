@@ -37,7 +37,8 @@ from shoal.queue import open_queue
 from shoal.runplan import Halt, RunPlan
 spec = json.loads(sys.argv[1])
 cwd = spec.pop("cwd")
-jobs = [Job.command_job(c, cwd=cwd) for c in spec.pop("commands")]
+apart = spec.pop("stderr_apart", False)
+jobs = [Job.command_job(c, cwd=cwd, stderr_apart=apart) for c in spec.pop("commands")]
 tags = dict(zip((j.id for j in jobs), spec.pop("tags", [])))
 halt = Halt(**spec.pop("halt", {}))
 queue = open_queue(spec.pop("queue"))
@@ -139,6 +140,36 @@ def test_shoal_logs_and_output_show_a_run_jobs_stdout_and_its_stderr_apart(tmp_p
     assert (logs.returncode, logs.stdout, logs.stderr) == (0, "out-a\n", "err-a\n")
     output = shoal(tmp_path, "output", ".shoal-run")
     assert (output.returncode, output.stdout, output.stderr) == (0, "out-a\n", "err-a\n")
+
+
+def test_each_attempt_keeps_its_own_stderr(tmp_path):
+    done = shoal(tmp_path, "run", "--no-progress", "--retries", "2",
+                 "echo out-$SHOAL_ATTEMPT; echo err-$SHOAL_ATTEMPT >&2; exit 1", ":::", "z")
+    assert done.returncode == 1 and done.stdout == "out-2\n", done.stderr
+    for attempt in ("1", "2"):
+        logs = shoal(tmp_path, "logs", ".shoal-run", "#1", "--attempt", attempt)
+        assert (logs.returncode, logs.stdout, logs.stderr) == (
+            0, f"out-{attempt}\n", f"err-{attempt}\n")
+    assert shoal(tmp_path, "clean", ".shoal-run").returncode == 0
+    assert not list(tmp_path.glob(".shoal-run/**/*.err"))  # gone with their logs
+
+
+def test_a_network_store_keeps_one_log_stdout_then_stderr(tmp_path, procs):
+    # the known gap: a shipped log holds both streams, so both come on stdout
+    url = redis_queue_url()
+    proc = subprocess.Popen(plan_argv(tmp_path, ["echo out; echo err >&2"], queue=url,
+                                      slots=0, stderr_apart=True),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                            cwd=tmp_path, start_new_session=True)
+    try:
+        procs.shoal("work", url, "--slots", "1", cwd=tmp_path)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert out == b"out\nerr\n"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def test_line_buffer_prints_stderr_when_the_job_ends(tmp_path):
