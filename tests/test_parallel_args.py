@@ -64,7 +64,7 @@ REFUSED = [
     (["--colsep", "(", "echo", ":::", "a"], "--colsep", "regular expression"),
     (["-N", "two", "echo", ":::", "a"], "'-N': 'two'", "whole number"),
     (["--jobs"], "--jobs", "needs a value"),
-    (["echo", "{%}", ":::", "a"], "{%}", "slot"),
+    (["--tagstring", "s{%}", "echo", ":::", "a"], "'--tagstring'", "slot"),
 ]
 
 

@@ -1,6 +1,7 @@
-"""`shoal run` shows what its jobs print and ends like GNU parallel: grouped output, -k,
---tag, --line-buffer, output into a file (also under the live bar), --halt, --fresh, the
-exit status and the failure summary. Every run is a real `shoal` process running real jobs.
+"""`shoal run` shows what its jobs print and ends like GNU parallel: grouped output (a
+job's stdout on stdout, its stderr on stderr), -k, --tag, --line-buffer, output into a
+file (also under the live bar), --halt, --fresh, the exit status and the failure summary.
+Every run is a real `shoal` process running real jobs.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from shoal.queue import open_queue
 from shoal.runplan import Halt, RunPlan
 spec = json.loads(sys.argv[1])
 cwd = spec.pop("cwd")
-jobs = [Job.command_job(c, cwd=cwd) for c in spec.pop("commands")]
+apart = spec.pop("stderr_apart", False)
+jobs = [Job.command_job(c, cwd=cwd, stderr_apart=apart) for c in spec.pop("commands")]
 tags = dict(zip((j.id for j in jobs), spec.pop("tags", [])))
 halt = Halt(**spec.pop("halt", {}))
 queue = open_queue(spec.pop("queue"))
@@ -94,17 +96,87 @@ def test_outputs_are_printed_whole_never_interleaved_with_two_slots(tmp_path):
     assert "3 jobs: 3 done" in done.stderr and "a-1" not in done.stderr
 
 
-def test_output_redirected_to_a_file_holds_every_job_output(tmp_path):
-    with open(tmp_path / "out.txt", "w") as out:
+def test_output_redirected_to_a_file_holds_every_jobs_stdout_and_stderr_goes_to_stderr(
+        tmp_path):
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
         done = subprocess.run([sys.executable, "-m", "shoal", "run", "--no-progress", "-j", "2",
-                               "echo out-{}; echo err-{} >&2", ":::", "1", "2", "3"],
-                              stdout=out, stderr=subprocess.PIPE, text=True, env=ENV,
-                              cwd=tmp_path, timeout=90)
+                               "echo out-{}; echo err-{} >&2; echo more-err-{} >&2", ":::",
+                               "1", "2", "3"],
+                              stdout=out, stderr=err, text=True, env=ENV, cwd=tmp_path,
+                              timeout=90)
+    errors = (tmp_path / "err.txt").read_text()
+    assert done.returncode == 0, errors
+    assert sorted((tmp_path / "out.txt").read_text().splitlines()) == ["out-1", "out-2",
+                                                                       "out-3"]
+    lines = errors.splitlines()
+    assert sorted(line for line in lines if "err-" in line) == sorted(
+        f"{s}-{n}" for s in ("err", "more-err") for n in "123")
+    for n in "123":  # each job's stderr grouped: its two lines together
+        assert lines.index(f"more-err-{n}") - lines.index(f"err-{n}") == 1
+    assert "3 jobs: 3 done" in errors
+
+
+def test_keep_order_and_tag_apply_to_stdout_and_stderr_alike(tmp_path):
+    # c ends first, a last: -k prints both streams in input order all the same
+    command = ("until [ -e {}.go ]; do sleep 0.02; done; echo out {}; echo err {} >&2; "
+               "case {} in c) touch b.go;; b) touch a.go;; esac")
+    (tmp_path / "c.go").touch()
+    done = shoal(tmp_path, "run", "--no-progress", "-j", "3", "-k", "--tag", command,
+                 ":::", "a", "b", "c")
     assert done.returncode == 0, done.stderr
-    lines = (tmp_path / "out.txt").read_text().splitlines()
-    assert sorted(lines) == sorted(f"{s}-{n}" for s in ("out", "err") for n in "123")
-    for n in "123":  # each job's two lines together
-        assert abs(lines.index(f"out-{n}") - lines.index(f"err-{n}")) == 1
+    assert done.stdout == "a\tout a\nb\tout b\nc\tout c\n"
+    assert [line for line in done.stderr.splitlines() if "\terr " in line] == [
+        "a\terr a", "b\terr b", "c\terr c"]
+
+
+def test_shoal_logs_and_output_show_a_run_jobs_stdout_and_its_stderr_apart(tmp_path):
+    done = shoal(tmp_path, "run", "--no-progress", "echo out-{}; echo err-{} >&2; exit 1",
+                 ":::", "a")
+    assert done.returncode == 1 and done.stdout == "out-a\n", done.stderr
+    assert done.stderr.startswith("err-a\n")  # the job's stderr, then the summary
+    failed = [line for line in done.stderr.splitlines() if line.startswith("  failed:")]
+    assert failed[0].endswith("exit status 1: err-a")  # its stderr's last line says why
+    logs = shoal(tmp_path, "logs", ".shoal-run", "#1")
+    assert (logs.returncode, logs.stdout, logs.stderr) == (0, "out-a\n", "err-a\n")
+    output = shoal(tmp_path, "output", ".shoal-run")
+    assert (output.returncode, output.stdout, output.stderr) == (0, "out-a\n", "err-a\n")
+
+
+def test_each_attempt_keeps_its_own_stderr(tmp_path):
+    done = shoal(tmp_path, "run", "--no-progress", "--retries", "2",
+                 "echo out-$SHOAL_ATTEMPT; echo err-$SHOAL_ATTEMPT >&2; exit 1", ":::", "z")
+    assert done.returncode == 1 and done.stdout == "out-2\n", done.stderr
+    for attempt in ("1", "2"):
+        logs = shoal(tmp_path, "logs", ".shoal-run", "#1", "--attempt", attempt)
+        assert (logs.returncode, logs.stdout, logs.stderr) == (
+            0, f"out-{attempt}\n", f"err-{attempt}\n")
+    assert shoal(tmp_path, "clean", ".shoal-run").returncode == 0
+    assert not list(tmp_path.glob(".shoal-run/**/*.err"))  # gone with their logs
+
+
+def test_a_network_store_keeps_one_log_stdout_then_stderr(tmp_path, procs):
+    # the known gap: a shipped log holds both streams, so both come on stdout
+    url = redis_queue_url()
+    proc = subprocess.Popen(plan_argv(tmp_path, ["echo out; echo err >&2"], queue=url,
+                                      slots=0, stderr_apart=True),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                            cwd=tmp_path, start_new_session=True)
+    try:
+        procs.shoal("work", url, "--slots", "1", cwd=tmp_path)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert out == b"out\nerr\n"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_line_buffer_prints_stderr_when_the_job_ends(tmp_path):
+    done = shoal(tmp_path, "run", "--no-progress", "--line-buffer", "--tag",
+                 "echo out {}; echo err {} >&2", ":::", "a")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "a\tout a\n" and "a\terr a\n" in done.stderr
 
 
 def test_the_same_command_again_prints_the_outputs_without_running_again(tmp_path):

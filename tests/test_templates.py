@@ -233,7 +233,7 @@ def test_file_from_stdin(monkeypatch) -> None:
         (["echo", "{3}", ":::", "a", ":::", "b"], "'{3}' refers to input source 3"),
         (["echo", "{-2}", ":::", "a"], "only 1 input source"),
         (["echo", "{0}", ":::", "a"], "start at 1"),
-        (["echo", "{%}", ":::", "a"], "job slot"),
+
         (["echo", "{= $_ =}", ":::", "a"], "perl"),
     ],
 )
@@ -368,3 +368,42 @@ def test_table_column_with_space_and_unicode(tmp_path: Path) -> None:
     table = _write(tmp_path / "t.csv", "\ufefflearning rate,größe\n0.1,x\n")
     (job,) = expand_table(["run", "{learning rate}", "{größe}"], table)
     assert job.command == "run 0.1 x"
+
+
+# ------------------------------------------------------------------- {%}: the job slot
+
+
+def _shell(command: str, slot: str) -> str:
+    """What /bin/sh prints for a command line when the worker's slot is `slot`."""
+    env = {**os.environ, "SHOAL_SLOT": slot}
+    return subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.mark.parametrize(
+    ("words", "options", "printed"),
+    [
+        (["echo", "{%}-{}", ":::", "a"], InputOptions(), "2-a\n"),
+        (["echo", "'x y'", "{%}", ":::", "a"], InputOptions(), "x y 2\n"),
+        (["echo", "x{%} y", ":::", "a b"], InputOptions(quote=True), "x2 y\n"),
+        (["sh", "-c", "echo slot {%} {}", ":::", "a"], InputOptions(quote=True), "slot 2 a\n"),
+    ],
+)
+def test_job_slot_is_the_workers_slot_when_the_job_runs(
+        words: list[str], options: InputOptions, printed: str) -> None:
+    (job,) = expand_command_line(words, options=options)
+    assert "${SHOAL_SLOT}" in job.command  # known only when it runs
+    assert _shell(job.command, "2") == printed
+
+
+def test_job_slot_in_a_tagstring_is_refused() -> None:
+    with pytest.raises(UsageError) as info:
+        expand_command_line(["echo", ":::", "a"], options=InputOptions(tagstring="{%}"))
+    assert "--tagstring" in str(info.value) and "slot" in str(info.value)
+
+
+def test_job_slot_in_a_table_template(tmp_path: Path) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text("x\nhello\n")
+    (job,) = expand_table(["echo", "{x}", "{%}"], table)
+    assert _shell(job.command, "3") == "hello 3\n"

@@ -352,7 +352,7 @@ def run_in(queue: Queue, args: Any, expanded: Any) -> int:
     if expanded is None:
         jobs = jobs_from_files(queue, args.words, **options)
     else:
-        jobs = jobs_from_expanded(expanded, **options)
+        jobs = jobs_from_expanded(expanded, stderr_apart=True, **options)  # as parallel
     return run_plan(queue, args.plan(jobs, expanded))
 
 

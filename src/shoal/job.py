@@ -1,7 +1,8 @@
 """What a job is, what it produced: small frozen dataclasses, JSON-able, serialised here only.
 
 A job's id comes from its content (kind, command or file, cwd, env, params, and a
-command's run options where they differ from the defaults), so submitting the same
+command's run options where they differ from the defaults, `stderr_apart` among them),
+so submitting the same
 work twice is a no-op; this is how `shoal run` resumes, and why a rerun with another
 --timeout runs again.
 """
@@ -52,6 +53,9 @@ _KINDS: dict[str, Kind] = {kind.value: kind for kind in Kind}
 
 # Meta keys of a call job that name a pickled function blob by its sha256 digest.
 BLOB_REFS = ("fn", "init")
+# Meta key of a command job whose stderr goes to a file of its own beside its log
+# (`shoal run`: parallel prints a job's stderr on stderr); see Job.stderr_apart.
+STDERR_APART = "stderr_apart"
 
 
 def blob_digest(blob: bytes) -> str:
@@ -156,6 +160,13 @@ class Job:
         """Digests of the function blobs this job needs (a call's function, initializer)."""
         return tuple(self.meta[key] for key in BLOB_REFS if self.meta.get(key))
 
+    @property
+    def stderr_apart(self) -> bool:
+        """Whether the worker writes this job's stderr to its own file (`<log>.err`) rather
+        than into its log with stdout: set by `shoal run` (kept in `meta`, so every
+        backend stores it as it stores meta)."""
+        return bool(self.meta.get(STDERR_APART))
+
     @classmethod
     def command_job(
         cls,
@@ -165,14 +176,19 @@ class Job:
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
+        stderr_apart: bool = False,
         **options: Any,
     ) -> Job:
-        """A command line: a string runs through the shell, a list runs as argv."""
+        """A command line: a string runs through the shell, a list runs as argv.
+        `stderr_apart`: its stderr kept apart from its stdout (see `stderr_apart`)."""
         cmd: str | tuple[str, ...] = command if isinstance(command, str) else tuple(command)
         env = dict(env or {})
         params = dict(params or {})
         options = scheduling_options(options)
         extra = run_options(options)
+        if stderr_apart:
+            extra[STDERR_APART] = True
+            options["meta"] = {**options.get("meta", {}), STDERR_APART: True}
         job_id = (content_id("command", cmd, cwd, env, params, extra) if extra
                   else content_id("command", cmd, cwd, env, params))
         display = cmd if isinstance(cmd, str) else " ".join(cmd)

@@ -1,11 +1,14 @@
-"""What `shoal run` prints on stdout: each job's log as GNU parallel prints a job's output.
+"""What `shoal run` prints: each job's output as GNU parallel prints it, its stdout on our
+stdout and its stderr on our stderr.
 
-Grouped (parallel's default): a job's whole log when it ends, never mixed with another's.
-`keep_order` holds a log until every job before it in input order is out. `tags` prefix
-each line with the job's tag and a TAB. `line_buffer` prints complete lines while the job
-runs (the caller feeds them through `stream`); the rest comes when it ends. A job's log
-holds its stdout and stderr together (the worker sends both to one file), so both come
-out on our stdout.
+Grouped (parallel's default): a job's whole log when it ends, never mixed with another's,
+then its stderr. `keep_order` holds both until every job before it in input order is out.
+`tags` prefix each line (of either stream) with the job's tag and a TAB. `line_buffer`
+prints complete stdout lines while the job runs (the caller feeds them through `stream`);
+the rest, and the whole stderr, come when it ends (parallel interleaves stderr lines too).
+The log holds stdout only for jobs whose stderr the worker keeps apart (Job.stderr_apart,
+which `shoal run` sets); for other jobs, and from a network store, which ships one log,
+stderr comes inside the log, on stdout.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ Write = Callable[[bytes], None]
 Log = bytes | Callable[[], bytes | None] | None
 
 
-class _Stdout:
-    """Whether stdout went away (a pipe's reader exited): shared by every writer of a run
-    (the jobs' outputs, `--joblog -`), so `shoal run ... | head` lets the jobs go on."""
+class _Gone:
+    """The streams whose reader went away (a pipe's reader exited): shared by every writer
+    of a run (the jobs' outputs, `--joblog -`), so `shoal run ... | head` lets the jobs
+    go on."""
 
-    closed = False
+    streams: set[str] = set()
+
+
+_FDS = {"stdout": 1, "stderr": 2}
 
 
 def write_stdout(data: bytes) -> None:
@@ -37,20 +44,28 @@ def write_stdout(data: bytes) -> None:
     that is where the text belongs; when it is a file or a pipe it must go to that file,
     not to the terminal.
     """
-    if _Stdout.closed:
+    _write_to("stdout", data)
+
+
+def write_stderr(data: bytes) -> None:
+    """Write raw bytes to stderr as `write_stdout` writes to stdout (above the live bar)."""
+    _write_to("stderr", data)
+
+
+def _write_to(name: str, data: bytes) -> None:
+    if name in _Gone.streams:
         return
     try:
-        _write(data)
+        _write(getattr(sys, name), data)
     except BrokenPipeError:
-        _Stdout.closed = True
-        with contextlib.suppress(OSError):  # so the exit's flush of stdout is quiet
+        _Gone.streams.add(name)
+        with contextlib.suppress(OSError):  # so the exit's flush of the stream is quiet
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            os.dup2(devnull, _FDS[name])
             os.close(devnull)
 
 
-def _write(data: bytes) -> None:
-    out: Any = sys.stdout
+def _write(out: Any, data: bytes) -> None:
     real = getattr(out, "rich_proxied_file", None)
     if real is not None and real.isatty():
         text = data.decode(errors="replace")
@@ -82,20 +97,23 @@ class JobOutput:
     """Prints the outputs of one run's jobs; see the module docstring.
 
     `order` is the run's job ids in input order. The caller reports each job once:
-    `ended(id, attempt, log)` (log None: print nothing, e.g. a job killed by --halt now);
-    with `line_buffer`, `stream(id, attempt, new_bytes)` while it runs.
+    `ended(id, attempt, log, err)` (log None: print nothing, e.g. a job killed by --halt
+    now; err: its stderr kept apart, if any); with `line_buffer`, `stream(id, attempt,
+    new_bytes)` while it runs. `write` prints on stdout, `write_err` on stderr.
     """
 
     def __init__(self, order: Sequence[str], *, keep_order: bool = False,
                  line_buffer: bool = False, tags: Mapping[str, str] | None = None,
-                 write: Write = write_stdout) -> None:
+                 write: Write = write_stdout, write_err: Write = write_stderr) -> None:
         self.keep_order = keep_order
         self.line_buffer = line_buffer
         self._order = list(order)
         self._tags = tags or {}
         self._write = write
+        self._write_err = write_err
         self._next = 0  # keep_order: index in `order` of the first job not yet out
-        self._held: dict[str, tuple[int, Log]] = {}  # ended, waiting for their turn
+        # ended, waiting for their turn: (attempt, log, stderr)
+        self._held: dict[str, tuple[int, Log, Log]] = {}
         self._streamed: dict[str, tuple[int, int]] = {}  # job -> (attempt, bytes printed)
 
     # -- line buffering ------------------------------------------------------------
@@ -123,13 +141,14 @@ class JobOutput:
 
     # -- endings --------------------------------------------------------------------
 
-    def ended(self, job_id: str, attempt: int, log: Log) -> None:
-        """The job is final: print what of its log is not out yet, now or at its turn (a
-        log given as a function is read then: -k keeps no waiting output in memory)."""
+    def ended(self, job_id: str, attempt: int, log: Log, err: Log = None) -> None:
+        """The job is final: print what of its log is not out yet, then its stderr `err`,
+        now or at its turn (given as functions, they are read then: -k keeps no waiting
+        output in memory)."""
         if not self.keep_order:
-            self._print_end(job_id, attempt, log)
+            self._print_end(job_id, attempt, log, err)
             return
-        self._held[job_id] = (attempt, log)
+        self._held[job_id] = (attempt, log, err)
         while (head := self._head()) is not None and head in self._held:
             self._print_end(head, *self._held.pop(head))
             self._next += 1
@@ -137,13 +156,16 @@ class JobOutput:
     def _head(self) -> str | None:
         return self._order[self._next] if self._next < len(self._order) else None
 
-    def _print_end(self, job_id: str, attempt: int, log: Log) -> None:
+    def _print_end(self, job_id: str, attempt: int, log: Log, err: Log) -> None:
         data = log() if callable(log) else log
         if data is not None and job_id in self._streamed:
             data = data[self.stream_offset(job_id, attempt):]
         self._streamed.pop(job_id, None)
         if data:
             self._emit(job_id, data)
+        data = err() if callable(err) else err
+        if data:
+            self._write_err(tagged(data, self._tags.get(job_id)))
 
     def _emit(self, job_id: str, data: bytes) -> None:
         self._write(tagged(data, self._tags.get(job_id)))

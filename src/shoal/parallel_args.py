@@ -487,8 +487,9 @@ def run_help() -> str:
         "  Run COMMAND once per argument here, like GNU parallel, and wait for all of it.",
         "  Jobs go into a queue (--queue) that other machines may join (`shoal work`);",
         "  the same command again skips what is done and retries what failed.",
-        "  Replacement strings: {} {.} {/} {//} {/.} {#} {n} {n.} ... ({%} is not supported).",
-        "  Other GNU parallel options are refused with a pointer.",
+        "  Replacement strings: {} {.} {/} {//} {/.} {#} {%} {n} {n.} ... ({%}: the job",
+        "  slot, as $SHOAL_SLOT when the job runs). A job's stdout comes on stdout, its",
+        "  stderr on stderr. Other GNU parallel options are refused with a pointer.",
         "",
         "Options:",
     ]

@@ -1,6 +1,7 @@
 """`shoal run`: submit in input order, work locally, print each job's output as it ends
-(output.py), keep the joblog (joblog.py), halt when asked and end with GNU parallel's exit
-status (ending.py), show the live bar (live.py), sum up on stderr."""
+(output.py: its stdout on stdout, its stderr on stderr), keep the joblog (joblog.py),
+halt when asked and end with GNU parallel's exit status (ending.py), show the live bar
+(live.py), sum up on stderr."""
 
 from __future__ import annotations
 
@@ -196,32 +197,45 @@ class _Run:
     def _ended(self, result: Result) -> None:
         job_id = result.job_id
         self.results[job_id] = result
-        log = None
+        log = err = None
         if result.state is State.CANCELLED:  # nothing to print, nothing to log
             self.output.ended(job_id, result.attempt, None)
             if job_id in self.halt_cancelled:
                 return  # parallel neither counts nor logs the jobs its --halt killed
         elif self.plan.keep_order:  # read at its turn: no waiting output kept in memory
-            self.output.ended(job_id, result.attempt, functools.partial(self._read_log, result))
+            self.output.ended(job_id, result.attempt, functools.partial(self._read_log, result),
+                              functools.partial(self._read_err, result))
             if not result.ok or self.joblog is not None:
-                log = self._read_log(result)
+                log, err = self._read_log(result), self._read_err(result)
         else:
-            log = self._read_log(result)
-            self.output.ended(job_id, result.attempt, log)
-        if not result.ok:
-            self.last_lines[job_id] = last_line(log)
+            log, err = self._read_log(result), self._read_err(result)
+            self.output.ended(job_id, result.attempt, log, err)
+        if not result.ok:  # why it failed is usually the last line it wrote on stderr
+            self.last_lines[job_id] = last_line(err) or last_line(log)
         if self.joblog is not None and result.state is not State.CANCELLED:
-            self.joblog.write(self.seqs[job_id], self.jobs[job_id], result, len(log or b""))
+            self.joblog.write(self.seqs[job_id], self.jobs[job_id], result,
+                              len(log or b"") + len(err or b""))
         if self.halt.observe(result):
             self._halt()
 
     def _read_log(self, result: Result) -> bytes | None:
-        status = JobStatus(self.jobs[result.job_id], result.state, attempt=result.attempt,
-                           worker=result.worker or None, result=result)
         try:
-            return self.queue.files.read_log(status)
+            return self.queue.files.read_log(self._status(result))
         except OSError:
             return None
+
+    def _read_err(self, result: Result) -> bytes | None:
+        """The job's stderr where it is kept apart from its log (Job.stderr_apart)."""
+        if not self.jobs[result.job_id].stderr_apart:
+            return None
+        try:
+            return self.queue.files.read_stderr(self._status(result))
+        except OSError:
+            return None
+
+    def _status(self, result: Result) -> JobStatus:
+        return JobStatus(self.jobs[result.job_id], result.state, attempt=result.attempt,
+                         worker=result.worker or None, result=result)
 
     # -- while jobs run: line buffering, halting soon -------------------------------------
 

@@ -7,10 +7,15 @@ A parameter table (CSV or JSON) is the other way to describe a sweep: one job pe
 `{column}` replaced by that row's value. Expansion happens once, up front, so every job
 in a queue is a plain `/bin/sh -c` command plus the parameters that made it.
 
+The job slot `{%}` is known only when the job runs: it becomes `${SHOAL_SLOT}`, which the
+worker sets to the slot running the job (1..slots). So it is expanded by the shell, not
+inside single quotes (`'{%}'` in a template stays a literal `${SHOAL_SLOT}`), and it
+cannot be part of a --tagstring (tags are made before any job runs).
+
 GNU parallel behaviours deliberately not reproduced (each raises UsageError instead):
 an empty input source (parallel silently runs nothing or passes ''), `{n}` beyond the
-number of inputs without --colsep or -N (parallel substitutes nothing), `{0}`, `{%}`
-(job slot: shoal's workers do not number their slots) and `{= perl =}` expressions.
+number of inputs without --colsep or -N (parallel substitutes nothing), `{0}`, `{%}` in
+--tagstring and `{= perl =}` expressions.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ _TOKEN = re.compile(r"\{(?:(?P<hash>#)|(?P<slot>%)|(?P<pos>-?\d+)?(?P<mod>//|/\.
 _PERL_EXPR = re.compile(r"\{=.*?=\}", re.DOTALL)
 # Characters GNU parallel leaves unquoted; anything else makes it single-quote the word.
 _UNSAFE = re.compile(r"[^-_.+a-zA-Z0-9/]")
+# What `{%}` becomes in a command: the job slot, which the worker exports when it runs.
+SLOT_REF = "${SHOAL_SLOT}"
+# -q: where `{%}` goes in a word before the word is quoted (no argument holds a NUL).
+_SLOT_MARK = "\0"
 
 
 @dataclass(frozen=True)
@@ -301,21 +310,21 @@ def _chunks(
 # ---------------------------------------------------------------- template compiling
 
 # A compiled piece is (False, literal text) or (True, token); a token is None for `{#}`,
-# else (0-based or negative position, or None for all the arguments; path modifier).
+# _SLOT for `{%}`, else (0-based or negative position, or None for all the arguments;
+# path modifier).
 Piece = tuple[bool, Any]
+_SLOT = "%"
 
 
 def _check_token(
     match: re.Match[str], n_inputs: int | None
-) -> tuple[int | None, str | None] | None:
-    """Validate one replacement string; None stands for `{#}`. `n_inputs` None: any
-    position is allowed (with --colsep or -N a missing one is empty, as in GNU parallel)."""
+) -> tuple[int | None, str | None] | str | None:
+    """Validate one replacement string; None stands for `{#}`, _SLOT for `{%}`. `n_inputs`
+    None: any position is allowed (with --colsep or -N a missing one is empty, as in GNU
+    parallel)."""
     token = match.group(0)
     if match.group("slot"):
-        raise UsageError(
-            f"'{token}' (job slot) is not supported by shoal: its workers do not number "
-            "their slots; use {#} (the job's sequence number) instead"
-        )
+        return _SLOT
     if match.group("hash"):
         return None
     pos = match.group("pos")
@@ -353,7 +362,8 @@ def _has_token(pieces: list[Piece]) -> bool:
 
 def _repeats(pieces: list[Piece]) -> bool:
     """True when the word holds `{}` (or `{.}`, ...): -N repeats it once per argument."""
-    return any(is_token and item is not None and item[0] is None for is_token, item in pieces)
+    return any(is_token and isinstance(item, tuple) and item[0] is None
+               for is_token, item in pieces)
 
 
 def _insert(value: str, quote: bool) -> str:
@@ -361,14 +371,17 @@ def _insert(value: str, quote: bool) -> str:
 
 
 def _render(pieces: list[Piece], args: tuple[str, ...], seq: int, quote: bool = True,
-            each: str | None = None) -> str:
-    """Fill in the tokens; `each` narrows `{}`-like tokens to one argument (-N's context)."""
+            each: str | None = None, slot: str = SLOT_REF) -> str:
+    """Fill in the tokens; `each` narrows `{}`-like tokens to one argument (-N's context);
+    `{%}` becomes `slot`."""
     out: list[str] = []
     for is_token, item in pieces:
         if not is_token:
             out.append(item)
         elif item is None:
             out.append(str(seq))
+        elif item is _SLOT:
+            out.append(slot)
         else:
             index, mod = item
             modify = _MODIFIERS[mod]
@@ -406,7 +419,8 @@ class _Template:
 
     def render(self, args: tuple[str, ...], seq: int) -> str:
         if self.quote_words:
-            line = " ".join(shell_quote(_render(unit, args, seq, False)) for unit in self.units)
+            line = " ".join(_quote_word(_render(unit, args, seq, False, slot=_SLOT_MARK))
+                            for unit in self.units)
         else:
             line = "".join(self._render_unit(unit, args, seq) for unit in self.units)
         if self.appends:
@@ -418,6 +432,14 @@ class _Template:
             return _render(unit, args, seq, self.quote_args)
         # -N's context replace: `x{}y` over a b gives `xay xby`, positions stay whole
         return " ".join(_render(unit, args, seq, self.quote_args, each=arg) for arg in args)
+
+
+def _quote_word(word: str) -> str:
+    """-q: a word quoted whole, but for its `{%}`s, left for the shell to expand."""
+    if _SLOT_MARK not in word:
+        return shell_quote(word)
+    return f'"{SLOT_REF}"'.join(shell_quote(part) if part else ""
+                                for part in word.split(_SLOT_MARK))
 
 
 def expand_command_line(
@@ -450,6 +472,9 @@ def expand_command_line(
     free = options.colsep is not None or options.max_args is not None
     template = _Template(template_words, None if free else len(groups), options)
     tag = _compile(options.tagstring, None) if options.tagstring is not None else None
+    if tag is not None and any(is_token and item is _SLOT for is_token, item in tag):
+        raise UsageError("'--tagstring': {%} (the job slot) is known only when the job runs, "
+                         "after its tag is made; use {#} or the arguments")
     records = _link_all(groups) if options.link else _combine(groups, linked)
     if options.colsep is not None:
         colsep = _colsep_pattern(options.colsep)
@@ -561,7 +586,7 @@ def _read_table(path: Path) -> list[dict[str, str]]:
 
 def _table_piece(name: str, columns: list[str], path: Path) -> tuple[bool, str]:
     """Classify the text inside `{...}`: (True, column) / (True, '#') / (False, literal)."""
-    if name == "#" or name in columns:
+    if name in ("#", _SLOT) or name in columns:
         return True, name
     if _TOKEN.fullmatch("{" + name + "}"):
         raise UsageError(
@@ -596,6 +621,8 @@ def _render_row(pieces: list[tuple[bool, str]], row: dict[str, str], seq: int, p
             out.append(item)
         elif item == "#":
             out.append(str(seq))
+        elif item == _SLOT and item not in row:
+            out.append(SLOT_REF)
         elif item in row:
             out.append(shell_quote(row[item]))
         else:
@@ -607,7 +634,8 @@ def expand_table(template_words: Sequence[str], table: Path) -> list[Expanded]:
     """One job per row of a CSV (header row) or JSON (list of objects) table.
 
     `{colname}` is replaced by that row's value (shell-quoted like GNU parallel does),
-    `{#}` by the row number; `{}` and positional replacement strings are an error here.
+    `{#}` by the row number, `{%}` by the job slot; `{}` and positional replacement
+    strings are an error here.
     Template words are joined with spaces, unquoted, as in `expand_command_line`.
     """
     template = " ".join(template_words)

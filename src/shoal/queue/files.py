@@ -18,6 +18,11 @@ machine (`attempt_log`, `progress_file`); where those end up differs by backend:
   (`beat_reports`), `finish` and `release(failed=)` carry the attempt's whole log, cut
   to its last `settings.log_cap_bytes` (`shipped_log`). Readers ask the store.
 
+A job whose stderr is kept apart (`Job.stderr_apart`, set by `shoal run`) writes it to
+a sibling of its log, `stderr_file(log)` (`<log>.err`), which follows the log wherever
+it goes: placed, kept under the attempt's name, kept by a cancel, forgotten with it;
+`read_stderr` reads it. A network store ships one log: the stdout, then the stderr.
+
 The store interface (`FileStore`) a network backend's client implements for
 `ShippedFiles`, and the backend's side of the bargain:
 
@@ -103,6 +108,12 @@ def check_log_name(pattern: object, where: str) -> str:
         raise UsageError(f"{where}: log_name {pattern!r} must name a .log file beside the job "
                          "file with {name} or {stem}, e.g. \"{stem}.log\"")
     return str(pattern)
+
+
+def stderr_file(log: str | Path) -> Path:
+    """Where the stderr of a job kept apart (Job.stderr_apart) goes: beside its log,
+    `<log>.err`, whatever the log's name (an attempt's, the final one)."""
+    return Path(f"{log}.err")
 
 
 def _publish(source: str, target: Path) -> bool:
@@ -253,6 +264,12 @@ class JobFiles(ABC):
         """A job's log: the final one, or a running attempt's so far; with `attempt`,
         that failed attempt's. None if there is none."""
 
+    def read_stderr(self, status: JobStatus, attempt: int | None = None) -> bytes | None:
+        """The stderr of a job kept apart (Job.stderr_apart), as `read_log` picks the
+        attempt; None if there is none, or if the store keeps it inside the log (the
+        default: a shipped log holds both)."""
+        return None
+
     @abstractmethod
     def progress(self) -> dict[str, Progress]:
         """The last progress each running job reported: job id -> (done, total)."""
@@ -318,7 +335,15 @@ class LocalFiles(JobFiles):
         except OSError:
             return result
         self._cap(final)
+        if lease.job.stderr_apart:
+            self._move_stderr(result.log, final)
         return replace(result, log=str(final))
+
+    def _move_stderr(self, log: str, to: Path) -> None:
+        """The stderr file follows its log (renamed to `to`) to `stderr_file(to)`."""
+        with contextlib.suppress(OSError):
+            os.replace(stderr_file(log), stderr_file(to))
+            self._cap(stderr_file(to))
 
     def _place_beside(self, lease: Lease, result: Result) -> Result:
         """A job file's log: beside it only if it succeeded and no file has that name
@@ -330,22 +355,34 @@ class LocalFiles(JobFiles):
             with contextlib.suppress(OSError):
                 if _publish(str(attempt), final):
                     unlink_if_there(attempt)
+                    if lease.job.stderr_apart:
+                        self._move_stderr(str(attempt), final)
                     return replace(result, log=str(final))
         kept = attempt.with_suffix(".log")
         try:
             os.replace(attempt, kept)
         except OSError:
             return result
+        if lease.job.stderr_apart:
+            self._move_stderr(str(attempt), kept)
         return replace(result, log=str(kept))
 
     def forget_logs(self, *records: Iterable[Result]) -> None:
         """Remove the log files these results name: those in our log folder and *.log
-        files; any other path a job file named as its log is the user's and stays."""
+        files; any other path a job file named as its log is the user's and stays. A
+        log's stderr file goes with it (one listing of the log folder finds them)."""
+        local = self.local_dir()
+        try:
+            errs = {entry.path for entry in os.scandir(local) if entry.name.endswith(".err")}
+        except OSError:
+            errs = set()
         for results in records:
             for result in results:
                 log = result.log
-                if log and (log.endswith(".log") or Path(log).parent == self.local_dir()):
+                if log and (log.endswith(".log") or Path(log).parent == local):
                     unlink_if_there(log)
+                    if errs and str(stderr_file(log)) in errs:
+                        unlink_if_there(stderr_file(log))
 
     def _cap(self, path: Path) -> None:
         """Keep the last `log_cap_bytes` of a log that grew past them."""
@@ -362,15 +399,25 @@ class LocalFiles(JobFiles):
             write_atomic(path, tail)
 
     def read_log(self, status: JobStatus, attempt: int | None = None) -> bytes | None:
-        path = None
-        if attempt is not None:
-            path = next((Path(r.log) for r in status.attempts
-                         if r.attempt == attempt and r.log), None)
-        elif status.result is not None and status.result.log:
-            path = Path(status.result.log)
-        elif status.state is State.RUNNING and status.worker:
-            path = self.attempt_log(Lease(status.job, status.attempt, status.worker, ""))
+        path = self._log_path(status, attempt)
         return read_tail(path, None) if path is not None else None
+
+    def read_stderr(self, status: JobStatus, attempt: int | None = None) -> bytes | None:
+        if not status.job.stderr_apart:
+            return None
+        path = self._log_path(status, attempt)
+        return read_tail(stderr_file(path), None) if path is not None else None
+
+    def _log_path(self, status: JobStatus, attempt: int | None) -> Path | None:
+        """Which file `read_log` reads (see there)."""
+        if attempt is not None:
+            return next((Path(r.log) for r in status.attempts
+                         if r.attempt == attempt and r.log), None)
+        if status.result is not None and status.result.log:
+            return Path(status.result.log)
+        if status.state is State.RUNNING and status.worker:
+            return self.attempt_log(Lease(status.job, status.attempt, status.worker, ""))
+        return None
 
     def progress(self) -> dict[str, Progress]:
         found = {}
@@ -479,17 +526,28 @@ class ShippedFiles(JobFiles):
         return reports
 
     def shipped_log(self, lease: Lease, result: Result) -> bytes | None:
-        """The attempt's log to send with its result, cut to the cap (None: none to send)."""
+        """The attempt's log to send with its result, cut to the cap (None: none to send);
+        a job's stderr kept apart comes after its stdout (the store keeps one log)."""
         path = self.attempt_log(lease)
         if result.log != str(path):
             return None
-        return read_tail(path, self.settings.log_cap_bytes)
+        cap = self.settings.log_cap_bytes
+        log = read_tail(path, cap)
+        err = read_tail(stderr_file(path), cap) if lease.job.stderr_apart else None
+        if not err:
+            return log
+        both = (log or b"") + err
+        if cap is None or len(both) <= cap:
+            return both
+        return CUT_MARK + b"%d bytes]\n" % cap + both[-cap:]
 
     def forget(self, lease: Lease, shipped: bytes | None) -> None:
         """Drop an attempt's local files once the store has its log (`shipped`: what
         `shipped_log` gave; None, no log to drop). A tiny call costs no syscall here."""
         if shipped is not None:
             unlink_if_there(self.attempt_log(lease))
+            if lease.job.stderr_apart:
+                unlink_if_there(stderr_file(self.attempt_log(lease)))
         if self._shipped.pop((lease.job_id, lease.attempt), None) is not None:
             unlink_if_there(self.progress_file(lease))
 

@@ -2,6 +2,10 @@
 attempt's with --attempt N), and --follow, which keeps printing a running job's log as it
 grows until the job ends, like `tail -f`.
 
+A job whose stderr was kept apart (`shoal run`'s jobs: Job.stderr_apart) shows as `shoal
+run` showed it: its log (stdout) on stdout, then its stderr on stderr (with --follow,
+once the job ended); `shoal output` does the same for every job.
+
 Following goes through `queue.files.read_log` only, so it works wherever logs can be read:
 a local folder's files (the whole log each time) or a network store's shipped tail (the
 last part so far, refreshed at each beat); `LogFollower` prints only what is new.
@@ -25,18 +29,16 @@ FOLLOW_EVERY_S = 0.3
 ANCHOR_BYTES = 256  # how much of what was printed is looked for again in a shipped tail
 
 
-def read_attempt(queue: Queue, status: JobStatus, attempt: int) -> bytes:
-    """The log of attempt N of the job: an earlier failed one, or the current/final one."""
+def _earlier(status: JobStatus, attempt: int) -> int | None:
+    """`attempt` as read_log takes it: None for the current/final one; JobNotFound when
+    the job had no such attempt."""
     known = sorted({r.attempt for r in status.attempts} | {status.attempt})
     if attempt not in known:
         raise JobNotFound(f"job {status.job.name!r} has no attempt {attempt} "
                           f"(its attempts: {', '.join(map(str, known))})")
     current = attempt == status.attempt or (
         status.result is not None and status.result.attempt == attempt)
-    text = queue.files.read_log(status) if current else queue.files.read_log(status, attempt)
-    if text is None:
-        raise JobNotFound(f"attempt {attempt} of job {status.job.name!r} left no log")
-    return text
+    return None if current else attempt
 
 
 def no_log(status: JobStatus) -> JobNotFound:
@@ -50,31 +52,49 @@ def show_log(queue: Queue, ref: str, *, attempt: int | None = None,
              follow: bool = False) -> None:
     (status,) = resolve_jobs(queue, [ref])
     if follow:
-        follow_log(queue, status, write_out)
+        status = follow_log(queue, status, write_out)
+        write_err(queue.files.read_stderr(status) or b"")
         return
-    text = read_attempt(queue, status, attempt) if attempt is not None \
-        else queue.files.read_log(status)
-    if text is None:
+    which = _earlier(status, attempt) if attempt is not None else None
+    text = queue.files.read_log(status, which)
+    err = queue.files.read_stderr(status, which)
+    if text is None and err is None:
+        if attempt is not None:
+            raise JobNotFound(f"attempt {attempt} of job {status.job.name!r} left no log")
         raise no_log(status)
-    write_out(text)
+    write_out(text or b"")
+    write_err(err or b"")
 
 
 def show_outputs(queue: Queue, states: set[State] | None = None) -> int:
     """Every finished job's log in submission order, as `shoal run -k` printed them (the
-    jobs of every run and submit into QUEUE); returns how many were printed."""
+    jobs of every run and submit into QUEUE: stdout, then a stderr kept apart on stderr);
+    returns how many were printed."""
     wanted = states or {s for s in State if s.final}
     printed = 0
     for status in queue.listing(wanted):
         text = queue.files.read_log(status)
-        if text:
-            write_out(text)
+        err = queue.files.read_stderr(status)
+        if text or err:
+            write_out(text or b"")
+            write_err(err or b"")
             printed += 1
     return printed
 
 
 def write_out(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
+    if data:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def write_err(data: bytes) -> None:
+    """A job's stderr kept apart, on our stderr (after its stdout, flushed first)."""
+    if data:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stderr.buffer.write(data)
+        sys.stderr.flush()
 
 
 class LogFollower:

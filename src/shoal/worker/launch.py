@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..context import JobContext, job_seed
 from ..errors import MalformedJob
 from ..job import Job, Kind, Lease
+from ..queue.files import stderr_file
 
 if TYPE_CHECKING:
     from ..queue import Queue
@@ -41,6 +42,7 @@ class Launch:
     log: Path
     timeout_s: float | None
     retries: int
+    stderr_apart: bool = False  # fd 2 to stderr_file(log), not to the log (Job.stderr_apart)
 
 
 @lru_cache(maxsize=256)
@@ -72,8 +74,10 @@ def shell_argv(command: str) -> list[str]:
     return ["/bin/sh", "-c", command]
 
 
-def job_environment(lease: Lease, queue_url: str, extra: Mapping[str, str]) -> dict[str, str]:
-    """The job's environment: ours, the job's own, and the SHOAL_* variables."""
+def job_environment(lease: Lease, queue_url: str, extra: Mapping[str, str],
+                    slot: int = 1) -> dict[str, str]:
+    """The job's environment: ours, the job's own, and the SHOAL_* variables;
+    SHOAL_SLOT is the worker's slot running it (1..slots, GNU parallel's `{%}`)."""
     env = dict(_base_environment())
     env.update(extra)
     env.update({
@@ -82,6 +86,7 @@ def job_environment(lease: Lease, queue_url: str, extra: Mapping[str, str]) -> d
         "SHOAL_ATTEMPT": str(lease.attempt),
         "SHOAL_QUEUE": queue_url,
         "SHOAL_WORKER": lease.worker,
+        "SHOAL_SLOT": str(slot),
     })
     return env
 
@@ -101,16 +106,17 @@ def job_context(queue: Queue, lease: Lease) -> JobContext:
 
 def prepare(lease: Lease, *, queue_url: str, root: Path, interpreters: Mapping[str, list[str]],
             worker_dir: Path, attempt_log: Path,
-            extra_env: Mapping[str, str] | None = None) -> Launch:
-    """Turn a leased job into a Launch; MalformedJob (naming the file) if it cannot run."""
+            extra_env: Mapping[str, str] | None = None, slot: int = 1) -> Launch:
+    """Turn a leased job into a Launch; MalformedJob (naming the file) if it cannot run.
+    `slot`: the worker's slot (1-based) that runs it, exported as SHOAL_SLOT."""
     job = lease.job
-    env = job_environment(lease, queue_url, {**(extra_env or {}), **job.env})
+    env = job_environment(lease, queue_url, {**(extra_env or {}), **job.env}, slot)
     if job.kind is Kind.COMMAND:
         if not job.command:
             raise MalformedJob(f"job {job.id}: empty command")
         argv = shell_argv(job.command) if isinstance(job.command, str) else list(job.command)
         return Launch(argv, job.cwd or str(worker_dir), env, attempt_log, job.timeout_s,
-                      job.retries)
+                      job.retries, job.stderr_apart)
     if job.kind is Kind.FILE:
         return _prepare_file(job, env, root, interpreters, worker_dir, attempt_log)
     raise MalformedJob(f"job {job.id}: kind {job.kind.value!r} cannot run as a process")
@@ -154,26 +160,34 @@ class _Spawned:
 
 
 def start(launch: Launch) -> JobProcess:
-    """Start the job's process in a new session with stdout+stderr going to its log.
+    """Start the job's process in a new session with stdout+stderr going to its log
+    (stderr to `stderr_file(log)` when `launch.stderr_apart`).
 
     posix_spawn (vfork-like, half the Python cost of Popen) when the job runs in our
     own directory, since it cannot change directory; Popen otherwise.
     """
     _ensure_dir(launch.log.parent)
-    fd = os.open(launch.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(launch.log, flags, 0o644)
+    err_fd = fd
     try:
+        if launch.stderr_apart:
+            err_fd = os.open(stderr_file(launch.log), flags, 0o644)
         program = _which(launch.argv[0]) if "/" not in launch.argv[0] else launch.argv[0]
         if program and launch.cwd == os.getcwd() and hasattr(os, "posix_spawn"):
             actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                       (os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)]
+                       (os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, err_fd, 2)]
             return _Spawned(os.posix_spawn(program, launch.argv, launch.env,
                                            file_actions=actions, setsid=True))
         return subprocess.Popen(
             launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL,
-            stdout=fd, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=fd, stderr=subprocess.STDOUT if err_fd == fd else err_fd,
+            start_new_session=True,
         )
     finally:
         os.close(fd)
+        if err_fd != fd:
+            os.close(err_fd)
 
 
 def describe_exit(returncode: int) -> str:

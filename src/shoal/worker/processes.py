@@ -33,7 +33,8 @@ class ProcessRunner:
             launch = prepare(lease, queue_url=self.queue.url, root=self.queue.settings.root,
                              interpreters=self.queue.settings.interpreters,
                              worker_dir=self.worker_dir, attempt_log=attempt_log,
-                             extra_env=job_context(self.queue, lease).environment())
+                             extra_env=job_context(self.queue, lease).environment(),
+                             slot=slot.index + 1)
         except MalformedJob as exc:  # its log says why, for `shoal logs`
             reason = f"{MALFORMED}{exc}"
             try:
