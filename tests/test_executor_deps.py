@@ -163,7 +163,10 @@ def test_cancelling_a_pending_dependency_cancels_the_call_that_waits_for_it(make
     wait_for(started.exists, T, message="the blocking call to start")
     dependency = ex.submit(fns.identity, 1)
     dependant = ex.submit(fns.touch, str(tmp_path / "ran"), dependency)
+    unwanted = ex.submit(fns.touch, str(tmp_path / "ran"), dependency)
     wait_until_sent(ex, dependency, dependant)
+    wait_until_sent(ex, unwanted, state=State.WAITING)
+    assert unwanted.cancel(), "a call waiting for its dependencies can be cancelled"
     assert dependency.cancel()
     with pytest.raises(JobFailed, match=r"dependency .* cancelled"):
         dependant.result(timeout=T)

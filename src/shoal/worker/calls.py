@@ -97,13 +97,15 @@ class CallRunner:
         return found
 
     def _dependency_values(self, job: Job) -> dict[str, bytes]:
-        """The pickled return value of each job `job` comes after, read from the queue:
-        the call receives them in place of the futures it was given."""
+        """The pickled return value of each job `job` comes after, read from the queue in
+        one look (`watch` without waiting): the call receives them in place of the
+        futures it was given."""
+        results = {r.job_id: r for r in self.queue.watch(set(job.after), 0.0)}
         values = {}
         for dep_id in job.after:
-            status = self.queue.get(dep_id)
-            result = status.result if status is not None else None
+            result = results.get(dep_id)
             if result is None or result.state is not State.DONE:
+                status = self.queue.get(dep_id)
                 state = status.state.value if status is not None else "unknown"
                 raise JobNotFound(f"dependency {dep_id} has no value to pass (it is {state})")
             values[dep_id] = (result.payload if result.payload is not None
