@@ -67,6 +67,8 @@ log = logging.getLogger("shoal.executor")
 
 COLLECT_WAIT_S = 0.2  # the collector re-checks for shutdown at least this often
 RUNNING_CHECK_S = 0.5  # how often futures of started calls are marked running()
+# Arguments that are, or may hold, a future (see Executor._take_futures).
+_MAY_HOLD_FUTURES = (futures.Future, list, tuple, dict)
 # While more calls are in flight, the collector lets results gather this long between
 # looks: one wake per few results, not per result (a thread hand-off costs the slots
 # GIL time); a lone call's result is never held back.
@@ -184,6 +186,8 @@ class Executor(futures.Executor):
         """The arguments with each future of this executor replaced by a placeholder for
         its value, and those futures by job id (in the order met)."""
         deps: dict[str, ShoalFuture] = {}
+        if not _may_hold_futures(args, kwargs):
+            return args, kwargs, deps  # most calls: nothing to look into
 
         def swap(item: Any) -> Any:
             if not isinstance(item, futures.Future):
@@ -198,8 +202,6 @@ class Executor(futures.Executor):
             deps.setdefault(item.job_id, item)
             return DependencyValue(item.job_id)
 
-        if not args and not kwargs:
-            return args, kwargs, deps
         args, kwargs = swap_arguments(args, kwargs, swap)
         return args, kwargs, deps
 
@@ -596,6 +598,15 @@ def _at_exit() -> None:
             engine.at_exit()
         except Exception:  # one broken queue must not keep the others' calls from flushing
             log.exception("executor: at exit, %s", engine.queue.url)
+
+
+def _may_hold_futures(args: tuple, kwargs: dict[str, Any]) -> bool:
+    """Whether an argument is, or may hold, a future (a quick look before a closer one)."""
+    for arg in args:
+        if isinstance(arg, _MAY_HOLD_FUTURES):
+            return True
+    return any(isinstance(arg, _MAY_HOLD_FUTURES) for arg in kwargs.values()) if kwargs \
+        else False
 
 
 def _in_order(fs: list[ShoalFuture], end_time: float | None, *,
