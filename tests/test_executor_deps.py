@@ -27,6 +27,7 @@ from shoal.queue.memory import MemoryQueue
 from shoal.queue.sqlite import SqliteQueue
 from shoal.serve.coordinator import Coordinator
 from tests import callfns as fns
+from tests import test_executor
 from tests.conftest import wait_for
 
 with warnings.catch_warnings():  # its `disagrees` mark is registered by conformance/conftest
@@ -38,6 +39,10 @@ pytestmark = pytest.mark.timeout(240)
 
 T = 60  # seconds: the longest a result may take on a loaded machine
 REPO = Path(__file__).resolve().parent.parent
+
+# The gate file and the executor factory that shuts its executors down: test_executor's.
+gate = test_executor.gate
+make_executor = test_executor.make_executor
 LEASE_S = 1.0
 
 
@@ -62,25 +67,6 @@ def plus_ten_hanging_on_victim(x: int, folder: str) -> int:
 
 # -- fixtures ----------------------------------------------------------------------------
 
-@pytest.fixture
-def gate(tmp_path: Path) -> Path:
-    return tmp_path / "gate"
-
-
-@pytest.fixture
-def make_executor(gate: Path) -> Iterator[Callable[..., shoal.Executor]]:
-    made: list[shoal.Executor] = []
-
-    def make(queue: object = None, **options: object) -> shoal.Executor:
-        made.append(shoal.Executor(queue, **options))
-        return made[-1]
-
-    yield make
-    gate.touch()
-    for executor in made:
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
 def _backend(name: str, *behind: str) -> object:
     """A backend's param, xfail(strict) while it (or a backend it runs over) is NOT_YET."""
     reasons = [f"{b}: {NOT_YET[b]}" for b in (name, *behind) if b in NOT_YET]
@@ -90,27 +76,23 @@ def _backend(name: str, *behind: str) -> object:
 
 @pytest.fixture(params=[_backend("memory"), _backend("folder"), _backend("sqlite"),
                         _backend("tcp", "sqlite")])
-def executor_on(request: pytest.FixtureRequest, make_executor, tmp_path: Path, gate: Path):
-    """An Executor factory on the in-process queue, a folder, sqlite or a coordinator."""
-    made: list[shoal.Executor] = []
-    queue: object = {"memory": None, "folder": tmp_path / "q",
-                     "sqlite": f"sqlite://{tmp_path / 'q.db'}",
-                     "tcp": str(tmp_path / "status")}[request.param]
-    if request.param == "tcp":
-        coordinator = Coordinator(SqliteQueue(tmp_path / "served.db"),
-                                  status_dir=tmp_path / "status").start()
+def queue_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """What an Executor is given: the in-process queue, a folder, sqlite, or a coordinator
+    (over sqlite) that outlives the test's executors (set up before them)."""
+    if request.param != "tcp":
+        yield {"memory": None, "folder": tmp_path / "q",
+               "sqlite": f"sqlite://{tmp_path / 'q.db'}"}[request.param]
+        return
+    coordinator = Coordinator(SqliteQueue(tmp_path / "served.db"),
+                              status_dir=tmp_path / "status").start()
+    yield str(tmp_path / "status")
+    coordinator.stop()
 
-        def stop() -> None:  # the executors first: they talk to the coordinator
-            gate.touch()
-            for executor in made:
-                executor.shutdown(wait=True, cancel_futures=True)
-            coordinator.stop()
-        request.addfinalizer(stop)
 
-    def make(**options: object) -> shoal.Executor:
-        made.append(make_executor(queue, **options))
-        return made[-1]
-    return make
+@pytest.fixture
+def executor_on(queue_target: object, make_executor) -> Callable[..., shoal.Executor]:
+    """An Executor factory on each backend in turn."""
+    return lambda **options: make_executor(queue_target, **options)
 
 
 def wait_until_sent(ex: shoal.Executor, *fs: cf.Future, state: State | None = None) -> None:
