@@ -200,6 +200,30 @@ def test_cancelling_a_pending_dependency_cancels_the_call_that_waits_for_it(make
     assert not (tmp_path / "ran").exists()
 
 
+def test_a_dependency_cancelled_before_it_was_sent_ends_its_dependants(make_executor, gate,
+                                                                        tmp_path):
+    """Calls wait in the executor's outbox until its submitter sends them; the test holds
+    the submitter back (the engine's lock) so that the cancels land before the sends."""
+    ex = make_executor(workers=1)
+    started, ran = tmp_path / "started", tmp_path / "ran"
+    blocker = ex.submit(fns.wait_gate, str(gate), None, str(started))
+    wait_for(started.exists, T, message="the blocking call to start")
+    with ex._engine._lock:
+        waited_for = ex.submit(fns.identity, 1)
+        dependant = ex.submit(fns.touch, str(ran), waited_for)  # sent, then ended by the queue
+        alone = ex.submit(fns.identity, 2)
+        assert waited_for.cancel() and alone.cancel()
+        late = ex.submit(fns.touch, str(ran), alone)  # its dependency never reaches the queue
+    for future in (dependant, late):
+        with pytest.raises(JobFailed, match=r"dependency .* was cancelled"):
+            future.result(timeout=T)
+    assert ex.queue.get(alone.job_id) is None and ex.queue.get(late.job_id) is None
+    assert ex.queue.get(waited_for.job_id).state is State.CANCELLED
+    gate.touch()
+    blocker.result(timeout=T)
+    assert not ran.exists()
+
+
 def test_a_future_of_another_executor_is_refused_with_a_clear_type_error(make_executor):
     ex, other = make_executor(workers=1), make_executor(workers=1)
     theirs = other.submit(fns.square, 2)

@@ -320,7 +320,7 @@ class _Engine:
         self._outbox: dict[str, Job] = {}  # submitted in batches: one durable write per batch
         self._sending: set[str] = set()  # the batch being written to the queue now
         self._cancel_after_send: set[str] = set()  # cancelled while being written
-        self._awaited: set[str] = set()  # calls other calls take the value of
+        self._awaited: set[str] = set()  # calls in the outbox that other calls wait for
         self._cancelled_here: set[str] = set()  # our worker must not start these
         self._bar = _CallsBar() if progress else None
         self._worker: Worker | None = None
@@ -351,22 +351,29 @@ class _Engine:
         with self._lock:
             self.check_open()
             dropped = next((dep for dep in after if dep.never_sent), None)
-            if dropped is not None:
+            if dropped is None:
+                self._awaited.update(dep.job_id for dep in after
+                                     if dep.job_id in self._outbox)
+                self._add(job, future)
+            else:
                 future.never_sent = True
-                future.set_running_or_notify_cancel()
-                future.set_exception(JobFailed(
-                    f"job {job.id} ({job.name}): "
-                    f"{dependency_reason(dropped.job_id, '', State.CANCELLED)}"))
-                return future
-            self._awaited.update(dep.job_id for dep in after)
-            self._futures[job.id] = future
-            self._ids.append(job.id)
-            self._outbox[job.id] = job
-            if len(self._outbox) == 1:
-                self._outbox_ready.notify()
+        if dropped is not None:  # (outside the lock: done-callbacks run here)
+            future.set_running_or_notify_cancel()
+            future.set_exception(JobFailed(
+                f"job {job.id} ({job.name}): "
+                f"{dependency_reason(dropped.job_id, '', State.CANCELLED)}"))
+            return future
         if self._bar is not None:
             self._bar.add(1)
         return future
+
+    def _add(self, job: Job, future: ShoalFuture) -> None:
+        """Put the job in the outbox (with the lock held)."""
+        self._futures[job.id] = future
+        self._ids.append(job.id)
+        self._outbox[job.id] = job
+        if len(self._outbox) == 1:
+            self._outbox_ready.notify()
 
     def submitted_ids(self) -> list[str]:
         with self._lock:
@@ -394,6 +401,7 @@ class _Engine:
                 with self._lock:
                     late = self._cancel_after_send & self._sending  # (others: in the outbox)
                     self._cancel_after_send -= late
+                    self._awaited -= self._sending  # sent: a cancel goes to the queue now
                     self._sending = set()
                 if late:
                     self.queue.cancel(late)
