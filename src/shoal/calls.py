@@ -7,6 +7,12 @@ its arguments, meta "init"). The function blobs ride along in `job.blobs` to
 interpreter that has not loaded it yet. So a function and what it captures travel
 once, however many calls name it.
 
+A call may take the value of another call of the same executor: the caller puts a
+`DependencyValue(job_id)` where the future was (an argument, or an item one level
+inside a list, tuple or dict argument), the job comes `after` that one, and the
+worker passes the dependency's pickled return value along with the call, which the
+interpreter puts back in the placeholder's place (`resolve_dependencies`).
+
 The job also records the Python and cloudpickle versions that made it; a worker
 that cannot load those bytes says so plainly instead of failing inside the
 unpickler. The outcome travels back the same way: the return value, or the
@@ -29,6 +35,7 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
@@ -101,6 +108,56 @@ def call_job(fn: Callable[..., Any], args: tuple = (), kwargs: Mapping[str, Any]
         params={"args": _short.repr(args), "kwargs": _short.repr(kwargs)},
         meta={**runtime(), **refs, **(meta or {})}, blobs=blobs, **options,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyValue:
+    """In a call's pickled arguments, where the return value of job `job_id` goes."""
+
+    job_id: str
+
+    def __repr__(self) -> str:  # what the call's name shows in `shoal status`
+        return f"<result of {self.job_id}>"
+
+
+def swap_arguments(args: tuple, kwargs: Mapping[str, Any],
+                   swap: Callable[[Any], Any]) -> tuple[tuple, dict[str, Any]]:
+    """The arguments with `swap` applied to each one and to each item one level inside a
+    list, tuple or dict argument (its values; exact types only, as dask looks). A
+    container in which nothing changes is kept as is, not copied."""
+    return (tuple(_swap_one(arg, swap) for arg in args),
+            {key: _swap_one(value, swap) for key, value in kwargs.items()})
+
+
+def _swap_one(value: Any, swap: Callable[[Any], Any]) -> Any:
+    kind = type(value)
+    if kind is list or kind is tuple:
+        swapped = [swap(item) for item in value]
+        if any(new is not old for new, old in zip(swapped, value, strict=True)):
+            return swapped if kind is list else tuple(swapped)
+        return value
+    if kind is dict:
+        changed = {key: new for key, item in value.items() if (new := swap(item)) is not item}
+        return {**value, **changed} if changed else value
+    return swap(value)
+
+
+def resolve_dependencies(args: tuple, kwargs: Mapping[str, Any],
+                         values: Mapping[str, bytes]) -> tuple[tuple, dict[str, Any]]:
+    """Put each dependency's return value (`values`: job id -> its pickled value) where
+    its placeholder is; each value is unpickled once, however often it is passed."""
+    loaded: dict[str, Any] = {}
+
+    def swap(item: Any) -> Any:
+        if type(item) is not DependencyValue:
+            return item
+        if item.job_id not in loaded:
+            if item.job_id not in values:  # the worker sends every dependency's value
+                raise LookupError(f"shoal: the value of dependency {item.job_id} was not sent")
+            loaded[item.job_id] = cloudpickle.loads(values[item.job_id])
+        return loaded[item.job_id]
+
+    return swap_arguments(args, kwargs, swap)
 
 
 def check_call_setup(initializer: Callable[..., Any] | None,

@@ -19,6 +19,13 @@ the stdlib does; with `workers=0` the calls stay pending in the queue for the
 workers of other machines. Futures are touched only through
 set_running_or_notify_cancel / set_result / set_exception. Cancelling a future
 cancels its job if no worker has started it yet.
+
+A future passed as an argument (or one level inside a list, tuple or dict argument)
+makes the call a job `after` that future's job, and the call receives its return
+value (calls.DependencyValue marks the place); the queue holds the call back until
+then, and ends it without running if the dependency failed or was cancelled.
+Per-call settings (priority, resources, timeouts) go through `Executor.options(...)`,
+a light view of the same executor (call_options.py checks them).
 """
 
 from __future__ import annotations
@@ -39,17 +46,29 @@ from pathlib import Path
 from typing import Any
 
 from . import defaults
-from .calls import call_job, check_call_setup, describe_call, outcome
+from .call_options import job_fields, merged
+from .calls import (
+    DependencyValue,
+    call_job,
+    check_call_setup,
+    describe_call,
+    outcome,
+    swap_arguments,
+)
 from .context import job_seed
+from .errors import JobFailed
 from .job import Job, Result, State
 from .queue import open_queue
 from .queue.base import Queue, WatchSet
+from .queue.scheduling import dependency_reason
 from .worker import Worker
 
 log = logging.getLogger("shoal.executor")
 
 COLLECT_WAIT_S = 0.2  # the collector re-checks for shutdown at least this often
 RUNNING_CHECK_S = 0.5  # how often futures of started calls are marked running()
+# Arguments that are, or may hold, a future (see Executor._take_futures).
+_MAY_HOLD_FUTURES = (futures.Future, list, tuple, dict)
 # While more calls are in flight, the collector lets results gather this long between
 # looks: one wake per few results, not per result (a thread hand-off costs the slots
 # GIL time); a lone call's result is never held back.
@@ -61,12 +80,20 @@ EXIT_NOTICE_S = 2.0
 class ShoalFuture(futures.Future):
     """A Future whose cancel() also cancels the job, if no worker has started it."""
 
-    __slots__ = ("_engine", "job_id")  # no bigger instance dict: a map holds 10^5 of these
+    # no bigger instance dict: a map holds 10^5 of these
+    __slots__ = ("_engine", "job_id", "never_sent")
 
     def __init__(self, engine: _Engine, job_id: str) -> None:
         super().__init__()
         self.job_id = job_id
         self._engine = engine
+        self.never_sent = False  # cancelled before it reached the queue
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        """A future deeper inside an argument cannot travel: say where one can be."""
+        raise TypeError(f"a shoal future (call {self.job_id}) can be passed to a call only "
+                        "as an argument or one level inside a list, tuple or dict argument "
+                        "(and not to map with chunksize > 1)")
 
     def cancel(self) -> bool:
         if self.done() or self.running():
@@ -87,7 +114,7 @@ class Executor(futures.Executor):
         A queue opened from a URL is closed by shutdown(); a Queue passed in stays open.
     workers: local slots for the Executor's life (default: CPU count; 0 = only workers
         started elsewhere with `shoal work`; the calls then outlive this program).
-    timeout_s, retries, max_attempts: defaults for every call (see `with_options`).
+    timeout_s, retries, max_attempts: defaults for every call (see `options`).
     seed: the run's seed; shoal.random() in the n-th submitted call (or item i of the
         n-th map) is seeded from (seed, n[, i]), so a rerun of the same script draws the
         same numbers, whichever worker runs a call and however often it is retried.
@@ -120,8 +147,9 @@ class Executor(futures.Executor):
             raise ValueError(f"workers=0 on {opened.url}: no other worker can reach this "
                              "queue; give workers=N or a queue URL that `shoal work` can open")
         self.queue = opened
-        self.options = {"timeout_s": timeout_s, "retries": retries,
-                        "max_attempts": max_attempts}
+        #: the Job fields every call gets (`options` views add to them)
+        self.call_options: dict[str, Any] = {"timeout_s": timeout_s, "retries": retries,
+                                             "max_attempts": max_attempts}
         self.seed = seed
         if config is not None:
             self.queue.files.set_config_file(config)
@@ -135,21 +163,52 @@ class Executor(futures.Executor):
     # -- submitting ---------------------------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ShoalFuture:
-        return self._submit(fn, args, kwargs, self.options)
+        """Run `fn(*args, **kwargs)`. A future of this executor among the arguments (or
+        one level inside a list, tuple or dict argument) is replaced by its call's return
+        value; the call runs once they are all done, and fails without running if one of
+        them failed or was cancelled."""
+        return self._submit(fn, args, kwargs, self.call_options)
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any],
                 options: dict[str, Any], *, seed_key: str | None = None,
                 name: str | None = None) -> ShoalFuture:
         self._engine.check_open()
         key = seed_key or f"call-{next(self._sequence)}"
+        args, kwargs, deps = self._take_futures(args, kwargs)
+        if deps:
+            options = {**options, "after": tuple(deps)}
         job = call_job(fn, args, kwargs, meta={"seed": job_seed(self.seed, key)}, name=name,
                        **self._setup, **options)
-        return self._engine.add(job)
+        return self._engine.add(job, after=deps.values())
+
+    def _take_futures(self, args: tuple, kwargs: dict[str, Any]
+                      ) -> tuple[tuple, dict[str, Any], dict[str, ShoalFuture]]:
+        """The arguments with each future of this executor replaced by a placeholder for
+        its value, and those futures by job id (in the order met)."""
+        deps: dict[str, ShoalFuture] = {}
+        if not _may_hold_futures(args, kwargs):
+            return args, kwargs, deps  # most calls: nothing to look into
+
+        def swap(item: Any) -> Any:
+            if not isinstance(item, futures.Future):
+                return item
+            if not isinstance(item, ShoalFuture) or item._engine is not self._engine:
+                where = (f"another shoal Executor (on {item._engine.queue.url})"
+                         if isinstance(item, ShoalFuture)
+                         else f"{type(item).__module__}.{type(item).__qualname__}")
+                raise TypeError(f"a call can take as arguments only futures of the executor "
+                                f"it is submitted to, not a future of {where}: pass its "
+                                f"result() instead")
+            deps.setdefault(item.job_id, item)
+            return DependencyValue(item.job_id)
+
+        args, kwargs = swap_arguments(args, kwargs, swap)
+        return args, kwargs, deps
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int = 1) -> Iterator[Any]:
         """Like Executor.map; chunksize > 1 sends that many calls in one job."""
-        return self._map(fn, iterables, timeout, chunksize, self.options)
+        return self._map(fn, iterables, timeout, chunksize, self.call_options)
 
     def _map(self, fn: Callable[..., Any], iterables: tuple, timeout: float | None,
              chunksize: int, options: dict[str, Any]) -> Iterator[Any]:
@@ -176,12 +235,22 @@ class Executor(futures.Executor):
                                         f"{len(chunk) - 1} more"))
         return _in_order(fs, end_time, flatten=True)
 
+    def options(self, **options: Any) -> _OptionsView:
+        """The same executor for calls with other settings, e.g.
+        `ex.options(priority=5, cpus=2, gpus=1, mem="4G", requires=["gpu"]).submit(f, x)`.
+
+        priority: higher runs first among pending calls (default 0; within a priority,
+            submission order). cpus, gpus, mem (bytes, or "512M", "4G"), resources (a
+            dict of named amounts, e.g. {"license": 1}): what the call takes from a
+            worker while it runs (a call asks for 1 cpu unless told). requires: labels
+            the worker must have (`shoal work --label`). timeout_s, retries,
+            max_attempts: as for the Executor. A view's options() adds to its own.
+        """
+        return _OptionsView(self, merged(self.call_options, job_fields(options)))
+
     def with_options(self, **options: Any) -> _OptionsView:
-        """The same executor with other per-call options: timeout_s, retries, max_attempts."""
-        unknown = set(options) - set(self.options)
-        if unknown:
-            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        return _OptionsView(self, {**self.options, **options})
+        """The older name of `options` (which takes the same options)."""
+        return self.options(**options)
 
     # -- results --------------------------------------------------------------------------
 
@@ -211,11 +280,17 @@ class Executor(futures.Executor):
 
 
 class _OptionsView:
-    """An Executor with other per-call options (see Executor.with_options)."""
+    """An Executor with other per-call options (see Executor.options)."""
 
     def __init__(self, executor: Executor, options: dict[str, Any]) -> None:
         self._executor = executor
         self._options = options
+
+    def options(self, **options: Any) -> _OptionsView:
+        """This view with more options on top (see Executor.options)."""
+        return _OptionsView(self._executor, merged(self._options, job_fields(options)))
+
+    with_options = options
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> ShoalFuture:
         return self._executor._submit(fn, args, kwargs, self._options)
@@ -245,6 +320,7 @@ class _Engine:
         self._outbox: dict[str, Job] = {}  # submitted in batches: one durable write per batch
         self._sending: set[str] = set()  # the batch being written to the queue now
         self._cancel_after_send: set[str] = set()  # cancelled while being written
+        self._awaited: set[str] = set()  # calls in the outbox that other calls wait for
         self._cancelled_here: set[str] = set()  # our worker must not start these
         self._bar = _CallsBar() if progress else None
         self._worker: Worker | None = None
@@ -267,18 +343,37 @@ class _Engine:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def add(self, job: Job) -> ShoalFuture:
+    def add(self, job: Job, *, after: Iterable[ShoalFuture] = ()) -> ShoalFuture:
+        """A future for `job`, which goes to the queue with the next batch (after the
+        calls it takes values of: they were added before it). If one of those was
+        cancelled before it was sent, the queue cannot end this one: it ends here."""
         future = ShoalFuture(self, job.id)
         with self._lock:
             self.check_open()
-            self._futures[job.id] = future
-            self._ids.append(job.id)
-            self._outbox[job.id] = job
-            if len(self._outbox) == 1:
-                self._outbox_ready.notify()
+            dropped = next((dep for dep in after if dep.never_sent), None)
+            if dropped is None:
+                self._awaited.update(dep.job_id for dep in after
+                                     if dep.job_id in self._outbox)
+                self._add(job, future)
+            else:
+                future.never_sent = True
+        if dropped is not None:  # (outside the lock: done-callbacks run here)
+            future.set_running_or_notify_cancel()
+            future.set_exception(JobFailed(
+                f"job {job.id} ({job.name}): "
+                f"{dependency_reason(dropped.job_id, '', State.CANCELLED)}"))
+            return future
         if self._bar is not None:
             self._bar.add(1)
         return future
+
+    def _add(self, job: Job, future: ShoalFuture) -> None:
+        """Put the job in the outbox (with the lock held)."""
+        self._futures[job.id] = future
+        self._ids.append(job.id)
+        self._outbox[job.id] = job
+        if len(self._outbox) == 1:
+            self._outbox_ready.notify()
 
     def submitted_ids(self) -> list[str]:
         with self._lock:
@@ -304,8 +399,10 @@ class _Engine:
             finally:
                 del batch  # the jobs (and their arguments) now live in the queue only
                 with self._lock:
+                    late = self._cancel_after_send & self._sending  # (others: in the outbox)
+                    self._cancel_after_send -= late
+                    self._awaited -= self._sending  # sent: a cancel goes to the queue now
                     self._sending = set()
-                    late, self._cancel_after_send = self._cancel_after_send, set()
                 if late:
                     self.queue.cancel(late)
 
@@ -386,14 +483,19 @@ class _Engine:
             future = self._futures.pop(job_id, None)  # a watched CANCELLED result is ours
             if future is None:
                 return False
-            if self._outbox.pop(job_id, None) is not None:  # not even submitted yet
+            if job_id in self._outbox and job_id not in self._awaited:
+                del self._outbox[job_id]  # not even submitted yet
+                future.never_sent = True
                 return True
-            if job_id in self._sending:  # being written: the submitter cancels it after,
-                self._cancel_after_send.add(job_id)  # and our own worker will not run it
+            # Being written, or a call waits for it (the queue ends that one too): the
+            # submitter cancels it once sent, and our own worker will not run it.
+            if job_id in self._sending or job_id in self._outbox:
+                self._cancel_after_send.add(job_id)
                 self._cancelled_here.add(job_id)
                 return True
         status = self.queue.get(job_id)
-        if status is not None and status.state is State.PENDING and self.queue.cancel([job_id]):
+        if status is not None and status.state in (State.PENDING, State.WAITING) and \
+                self.queue.cancel([job_id]):
             return True
         with self._lock:  # too late: it runs; put it back and catch a result we missed
             self._futures[job_id] = future
@@ -504,6 +606,15 @@ def _at_exit() -> None:
             engine.at_exit()
         except Exception:  # one broken queue must not keep the others' calls from flushing
             log.exception("executor: at exit, %s", engine.queue.url)
+
+
+def _may_hold_futures(args: tuple, kwargs: dict[str, Any]) -> bool:
+    """Whether an argument is, or may hold, a future (a quick look before a closer one)."""
+    for arg in args:
+        if isinstance(arg, _MAY_HOLD_FUTURES):
+            return True
+    return any(isinstance(arg, _MAY_HOLD_FUTURES) for arg in kwargs.values()) if kwargs \
+        else False
 
 
 def _in_order(fs: list[ShoalFuture], end_time: float | None, *,

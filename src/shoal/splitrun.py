@@ -166,7 +166,7 @@ def split_map(fn: Callable[..., Any], iterable: Iterable[Any], *,
 
     started = time.time()
     with Executor(workers=workers or cores, seed=seed, config=config) as executor:
-        futures = [(i, executor._submit(fn, (items[i],), {}, executor.options,
+        futures = [(i, executor._submit(fn, (items[i],), {}, executor.call_options,
                                         seed_key=f"split-{keys[i]}")) for i in sorted(mine)]
         pairs = [(i, future.result()) for i, future in futures]
         if results_dir is not None:

@@ -123,6 +123,10 @@ def _load(request: dict[str, Any]) -> tuple[Any, tuple, dict[str, Any]]:
         fn_blob, args, kwargs = cloudpickle.loads(request["payload"])
         return cloudpickle.loads(fn_blob), args, kwargs
     args, kwargs = cloudpickle.loads(request["payload"])
+    if request.get("dependencies"):  # the values of the calls this one takes results of
+        from ..calls import resolve_dependencies
+
+        args, kwargs = resolve_dependencies(args, kwargs, request["dependencies"])
     return _functions.get(request["fn"], blobs), args, kwargs
 
 

@@ -4,7 +4,8 @@ An interpreter (callhost.py) starts on a slot's first call and keeps the functio
 it loaded, so a call pays neither Python's start-up nor the function's unpickling
 again; only the blobs it does not keep yet travel with a call. A call that carries
 `max_tasks_per_child` retires its interpreter after that many such calls, and a
-killed or crashed interpreter is replaced at the next call.
+killed or crashed interpreter is replaced at the next call. A call that takes other
+calls' results (`job.after`) gets their pickled values, read from the queue here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+
 from ..calls import check_runtime
-from ..errors import IncompatibleJob, MalformedJob
+from ..errors import IncompatibleJob, JobNotFound, MalformedJob
 from ..job import Job, Result, State
 from ..queue import Queue
 from .callhost import CallHost
@@ -53,6 +56,11 @@ class CallRunner:
             request["blobs"] = self._blobs(lease.job, host.known)
         except MalformedJob as exc:
             return slot.result(State.FAILED, f"malformed: {exc}")
+        if lease.job.after:
+            try:
+                request["dependencies"] = self._dependency_values(lease.job)
+            except JobNotFound as exc:
+                return slot.result(State.FAILED, str(exc))
         reply = self._call(slot, host, request)
         del request
         slot.retries = lease.job.retries
@@ -87,6 +95,22 @@ class CallRunner:
                 raise MalformedJob(f"job {job.id}: function blob {digest} is not in the queue")
             found[digest] = blob
         return found
+
+    def _dependency_values(self, job: Job) -> dict[str, bytes]:
+        """The pickled return value of each job `job` comes after, read from the queue in
+        one look (`watch` without waiting): the call receives them in place of the
+        futures it was given."""
+        results = {r.job_id: r for r in self.queue.watch(set(job.after), 0.0)}
+        values = {}
+        for dep_id in job.after:
+            result = results.get(dep_id)
+            if result is None or result.state is not State.DONE:
+                status = self.queue.get(dep_id)
+                state = status.state.value if status is not None else "unknown"
+                raise JobNotFound(f"dependency {dep_id} has no value to pass (it is {state})")
+            values[dep_id] = (result.payload if result.payload is not None
+                              else cloudpickle.dumps(None))
+        return values
 
     def _call(self, slot: Slot, host: CallHost, request: dict[str, Any]) -> dict | None:
         """Send the call to the ready interpreter under the job's deadline."""
