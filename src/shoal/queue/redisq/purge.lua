@@ -2,6 +2,7 @@
 -- finish is refused); returns how many jobs there were. Workers, the token counter
 -- (SEQ: a new lease never reuses a token) and the config stay. Function blobs stay too.
 local removed = redis.call('HLEN', SPEC)
-redis.call('DEL', SPEC, PAYLOAD, STATE, ATTEMPT, PENDING, RUNNING, TOKEN, OWNER, RESULT,
-           FAILED, COUNTS, FINALS, REAPED, LOGS, TAILS, PROGRESS, NUMBERS, NUMBERED)
+redis.call('DEL', SPEC, PAYLOAD, STATE, ATTEMPT, READY, RUNNING, TOKEN, OWNER, RESULT,
+           FAILED, COUNTS, FINALS, REAPED, LOGS, TAILS, PROGRESS, NUMBERS, NUMBERED,
+           LANES, SHAPES, LANE, RANK, DEPS, UNMET)
 return removed
