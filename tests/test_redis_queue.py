@@ -34,6 +34,7 @@ from shoal.errors import (
 from shoal.job import Job, Result, State, WorkerInfo
 from shoal.queue import open_queue
 from shoal.queue.base import Queue, WatchSet
+from shoal.queue.scheduling import Capacity
 from tests import redisd
 from tests.conftest import REDIS_BACKENDS, redis_queue_url, shoal_processes, wait_for
 from tests.procs import Procs, executions, marker_job
@@ -176,6 +177,38 @@ def test_counts_are_kept_by_the_scripts_not_counted_by_scanning(server, url, vie
     assert counts == expected
     assert counts[State.DONE] == 4 and counts[State.CANCELLED] == 1
     assert ran_since(before, server) == {"hgetall": 1}, "counts() read one small hash"
+
+
+# -- scheduling: costs that do not grow with the jobs a step does not touch --------------
+
+
+def test_a_claim_reads_lane_heads_not_the_jobs_it_passes_over(server, url, views):
+    """5,000 GPU jobs of a higher priority wait ahead of one plain job: a claim on a box
+    without a GPU hands out the plain one after a few reads, not one per job passed over."""
+    queue = view(views, url)
+    queue.submit([cmd(i, priority=5, needs={"gpus": 1}) for i in range(5000)] + [cmd(-1)])
+    before = calls(server)
+    (lease,) = queue.claim("w1", 1, fit=Capacity({"cpus": 4}))
+    ran = ran_since(before, server)
+    assert lease.job_id == cmd(-1).id
+    assert ran.get("zrangebylex", 0) <= 3 and sum(ran.values()) < 40, ran
+
+
+def test_a_finish_releases_its_dependants_without_reading_other_waiting_jobs(
+        server, url, views):
+    """3,000 jobs wait for another job; finishing `first` releases its one dependant with
+    a handful of commands."""
+    queue = view(views, url)
+    first, other = cmd(0), cmd(1)
+    follows = cmd(2, after=[first.id])
+    queue.submit([first, other, follows, *(cmd(i, after=[other.id]) for i in range(3, 3003))])
+    leases = {lease.job_id: lease for lease in queue.claim("w1", 2)}
+    before = calls(server)
+    queue.finish(leases[first.id], done(leases[first.id]))
+    ran = ran_since(before, server)
+    assert queue.get(follows.id).state is State.PENDING
+    assert queue.counts()[State.WAITING] == 3000
+    assert sum(ran.values()) < 60, ran
 
 
 # -- blocking claims --------------------------------------------------------------------
