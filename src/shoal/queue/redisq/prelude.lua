@@ -1,22 +1,27 @@
 -- Shared by every shoal script (prepended to each): the queue's keys, in the order
 -- redisq/keys.py passes them, and the small steps every state change is made of.
 -- Every key shares one hash tag, so a queue lives in one Cluster slot.
-local SPEC, PAYLOAD, STATE, ATTEMPT, READY, WAKE, RUNNING, TOKEN, OWNER, RESULT,
+local SPEC, PAYLOAD, STATE, ATTEMPT, WAKE, RUNNING, TOKEN, OWNER, RESULT,
       FAILED, COUNTS, FINALS, REAPED, WORKERS, SEEN, HOSTS, SEQ, LOGS, TAILS, PROGRESS,
-      CONFIG, NUMBERS, NUMBERED, LANES, SHAPES, LANE, RANK, DEPS, UNMET = unpack(KEYS, 1, 30)
+      CONFIG, NUMBERS, NUMBERED, LANES, SHAPES, LANE, RANK, DEPS, UNMET = unpack(KEYS, 1, 29)
 -- NUMBERS: id -> the job's place in submission order; NUMBERED: the last place given.
 -- Scheduling (the rules are shoal/queue/scheduling.py's):
--- READY: every pending job as a member 'LANE|RANK|ID' of one zset read by lex range
---   (scores all 0), so a lane's jobs sit together in rank order: its head is one read;
+-- Each lane's pending jobs: `line:LANE`, a list of ids as submitted (seq order; 18
+--   bytes a job), and `back:LANE`, a zset id -> rank of those put back in line since
+--   (released, reaped, retried, released by their dependencies). Both keys are named
+--   here from the queue's prefix: same hash tag, same slot as the declared keys.
 -- LANES: the lanes that may have pending jobs, scored -priority (highest first);
 -- SHAPES: lane -> msgpack [needs (cpus included), labels]: what each of its jobs takes;
 -- LANE: id -> lane, RANK: id -> rank, kept only where not the default ('p0', the seq);
 -- DEPS: dependency edges, members 'DEP\0DEPENDANT' of one lex zset, kept until purge;
 -- UNMET: id -> how many of its dependencies are not done (WAITING jobs only).
-local EXTRA = KEYS[31]     -- a script's own key (a worker's control list), if any
+local EXTRA = KEYS[30]     -- a script's own key (a worker's control list), if any
+local PREFIX = string.sub(SPEC, 1, -5)  -- 'shoal:{NAME}:'
+local function line_key(lane) return PREFIX .. 'line:' .. lane end
+local function back_key(lane) return PREFIX .. 'back:' .. lane end
 local WAKE_MAX = 64        -- wake-up tokens kept at most (a woken claimer wakes the next)
 local FINALS_MAX = 100000  -- entries kept (about) in the finals stream
-local RANK_SHIFT = 2 ^ 40  -- a retried-first rank is seq - 2^40: shifted, all are >= 1
+local RANK_SHIFT = 2 ^ 40  -- a retried-first rank is seq - 2^40
 
 -- Milliseconds on the server's clock: the only clock leases are judged by.
 local function now_ms()
@@ -74,7 +79,7 @@ local function set_final(id, from, state, record)
 end
 
 
--- -- the line of pending jobs: lanes in READY ------------------------------------------
+-- -- the lines of pending jobs: a list and a zset per lane ----------------------------
 
 local function seq_of(id)
   return tonumber(redis.call('HGET', NUMBERS, id)) or 0
@@ -89,35 +94,50 @@ local function lane_of(id)
   return redis.call('HGET', LANE, id) or 'p0'
 end
 
-local function ready_member(lane, rank, id)
-  return lane .. '|' .. string.format('%013.0f', rank + RANK_SHIFT) .. '|' .. id
-end
-
 -- A lane's score in LANES: its priority, read from its name ('p5', 'p-2-1f3a...').
 local function lane_score(lane)
   return -tonumber(string.match(lane, '^p(%-?%d+)'))
 end
 
--- A job joins the line at `rank` (the caller made it pending).
+-- A job goes back in line at `rank` (the caller made it pending).
 local function line_up(id, rank)
   if rank == seq_of(id) then redis.call('HDEL', RANK, id)
   else redis.call('HSET', RANK, id, rank) end
   local lane = lane_of(id)
-  redis.call('ZADD', READY, 0, ready_member(lane, rank, id))
+  redis.call('ZADD', back_key(lane), rank, id)
   redis.call('ZADD', LANES, lane_score(lane), lane)
 end
 
--- A pending job leaves the line without being claimed (a cancel).
+-- A pending job leaves the line without being claimed (a cancel). An entry of its lane's
+-- list stays, dropped when it reaches the head.
 local function leave_line(id)
-  redis.call('ZREM', READY, ready_member(lane_of(id), rank_of(id), id))
+  redis.call('ZREM', back_key(lane_of(id)), id)
 end
 
--- The first member of a lane's line, or nil. Members 'LANE|...' sort between 'LANE|'
--- and 'LANE}' ('}' follows '|'); no other lane's do ('|' follows every character of a
--- lane name).
+-- The lane's next job: {id, rank, true if from the list}, or nil. List entries of jobs
+-- that left the line (cancelled, perhaps back in the zset since) are dropped here, each
+-- once.
 local function head_of(lane)
-  return redis.call('ZRANGEBYLEX', READY, '[' .. lane .. '|', '(' .. lane .. '}',
-                    'LIMIT', 0, 1)[1]
+  local line, back = line_key(lane), back_key(lane)
+  local first = redis.call('LINDEX', line, 0)
+  while first and (redis.call('HGET', STATE, first) ~= 'pending'
+                   or redis.call('ZSCORE', back, first)) do
+    redis.call('LPOP', line)
+    first = redis.call('LINDEX', line, 0)
+  end
+  local returned = redis.call('ZRANGE', back, 0, 0, 'WITHSCORES')
+  if first then
+    local seq = seq_of(first)
+    if not returned[1] or seq < tonumber(returned[2]) then return {first, seq, true} end
+  end
+  if returned[1] then return {returned[1], tonumber(returned[2]), false} end
+  return nil
+end
+
+-- The head leaves its line, claimed.
+local function take_head(lane, head)
+  if head[3] then redis.call('LPOP', line_key(lane))
+  else redis.call('ZREM', back_key(lane), head[1]) end
 end
 
 -- What a worker can still give (scheduling.Capacity), from msgpack [free, labels];
@@ -168,9 +188,7 @@ local function next_lane(lanes, capacity)
     if best and lane.score > best.score then break end
     if not lane.out and not lane.head then
       lane.head = head_of(lane.name)
-      if lane.head then  -- its rank, fixed width: compared as text across lanes
-        lane.rank = string.sub(lane.head, #lane.name + 2, #lane.name + 14)
-      else
+      if not lane.head then
         redis.call('ZREM', LANES, lane.name)
         lane.out = true
       end
@@ -179,7 +197,7 @@ local function next_lane(lanes, capacity)
       lane.shape = lane.shape or shape_of(lane.name)
       if not fits(capacity, lane.shape) then
         lane.out = true
-      elseif not best or lane.rank < best.rank then
+      elseif not best or lane.head[2] < best.head[2] then
         best = lane
       end
     end
@@ -200,8 +218,8 @@ local function claim(worker, n, lease_ms, capacity)
   while #leases < n do
     local lane = next_lane(lanes, capacity)
     if not lane then break end
-    local id = string.sub(lane.head, #lane.name + 16)
-    redis.call('ZREM', READY, lane.head)
+    local id = lane.head[1]
+    take_head(lane.name, lane.head)
     lane.head = nil
     if redis.call('HGET', STATE, id) == 'pending' then  -- always, unless a bug left it
       take(capacity, lane.shape)

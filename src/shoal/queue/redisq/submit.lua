@@ -2,7 +2,7 @@
 -- ARGV[2]: msgpack of {lane: shape} for the batch's lanes (SHAPES' values, packed). Returns the ids
 -- that were new, or just their number when every one was (the usual case: a short
 -- reply). New jobs are numbered in submission order (NUMBERS), one INCRBY for the batch.
--- A job with no `after` joins its lane's line in bulk; the others go one by one where
+-- A job with no `after` joins its lane's list in bulk; the others go one by one where
 -- their dependencies say (`place`), their edges recorded in DEPS. The caller checked
 -- the ids and cycles (scheduling.check_after) over the whole submission.
 local ITEM = 5
@@ -22,7 +22,7 @@ local base = #new > 0 and redis.call('INCRBY', NUMBERED, #new) - #new or 0
 local lanes, bulk, lined = {}, 0, 0  -- lined: bulk and placed pending jobs
 for first = 1, #new, 1000 do  -- a few commands for many jobs (Lua's stack is finite)
   local last = math.min(first + 999, #new)
-  local numbers, states, members, waiting = {}, {}, {}, {}
+  local numbers, states, lines, waiting = {}, {}, {}, {}
   for k = first, last do
     local i = new[k]
     local id, lane, after = items[i], items[i + 3], items[i + 4]
@@ -32,8 +32,8 @@ for first = 1, #new, 1000 do  -- a few commands for many jobs (Lua's stack is fi
     if #after == 0 then
       states[#states + 1] = id
       states[#states + 1] = 'pending'
-      members[#members + 1] = 0
-      members[#members + 1] = ready_member(lane, base + k, id)
+      lines[lane] = lines[lane] or {}
+      table.insert(lines[lane], id)
       lanes[lane] = true
     else
       waiting[#waiting + 1] = k
@@ -42,7 +42,7 @@ for first = 1, #new, 1000 do  -- a few commands for many jobs (Lua's stack is fi
   redis.call('HSET', NUMBERS, unpack(numbers))
   if #states > 0 then
     redis.call('HSET', STATE, unpack(states))
-    redis.call('ZADD', READY, unpack(members))
+    for lane, ids in pairs(lines) do redis.call('RPUSH', line_key(lane), unpack(ids)) end
     bulk = bulk + #states / 2
   end
   for _, k in ipairs(waiting) do
