@@ -211,6 +211,20 @@ def test_a_finish_releases_its_dependants_without_reading_other_waiting_jobs(
     assert sum(ran.values()) < 60, ran
 
 
+def test_a_job_submitted_batches_before_its_dependency_waits_for_it(server, url, views):
+    """Submit sends 2,000 jobs a script call: a dependant in the first batch whose
+    dependency comes in a later one still waits for it, and goes once it is done."""
+    queue = view(views, url)
+    first = cmd(0, priority=1)
+    follows = cmd(1, after=[first.id])
+    queue.submit([follows, *(cmd(i) for i in range(2, 2600)), first])
+    assert queue.get(follows.id).state is State.WAITING
+    (lease,) = queue.claim("w1", 1)
+    assert lease.job_id == first.id
+    queue.finish(lease, done(lease))
+    assert queue.get(follows.id).state is State.PENDING
+
+
 # -- blocking claims --------------------------------------------------------------------
 
 

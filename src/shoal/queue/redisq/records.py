@@ -73,14 +73,22 @@ def result_of(record: bytes, job: Job | None) -> Result:
 
 def result_from(data: dict[str, Any], job: Job | None) -> Result:
     """`result_of` for a record already decoded (`data` is changed)."""
-    if "dep" in data:  # ended without running: a dependency failed or was cancelled
+    with_reason(data)
+    if job is not None and "name" not in data:
+        data["name"], data["params"] = job.name, dict(job.params)
+    return Result.from_dict(data)
+
+
+def with_reason(data: dict[str, Any]) -> dict[str, Any]:
+    """A decoded record with the reason a script's short record stands for (a reap at the
+    attempt cap, an end because a dependency failed or was cancelled) written out;
+    `data` is changed. Every reader of records goes through it."""
+    if "dep" in data:
         data["reason"] = dependency_reason(data.pop("dep"), data.pop("dep_name", ""),
                                            State(data["state"]))
     if data.pop("lost", False):
         data["reason"] = lost_reason(int(data.get("attempt", 0)), str(data.get("worker", "")))
-    if job is not None and "name" not in data:
-        data["name"], data["params"] = job.name, dict(job.params)
-    return Result.from_dict(data)
+    return data
 
 
 def needs_job(record: bytes) -> bool:
