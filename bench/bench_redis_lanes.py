@@ -4,10 +4,12 @@ One redis-server (bench_redis.redis_server: a fresh folder, a free port, stopped
 PID) holds two queues filled alike but for their depth: jobs of 5 priorities and 4 shapes
 (1 cpu; 4 cpus + 16 GB; 1 GPU; the label `bigmem`), so 20 lanes, in random order. A
 claimer whose free capacity is 8 cpus and 32 GB and no label (so the GPU and `bigmem`
-lanes, the highest priority among them, are passed over at every claim) claims one job
-and releases it (the queue keeps its depth), in rounds alternating between the queues;
-the table gives the median claim time, and the ratio deep / shallow (issue 15 asks claim
-cost flat: within 1.5x). The same without a capacity (`fit=None`) as a second row.
+lanes, the highest priority among them, are passed over at every claim) claims one job,
+then either releases it (it goes back in line: the lanes' zsets) or finishes it and
+submits a fresh job of the same shape (the lanes' lists; the queue keeps its depth), in
+rounds alternating between the queues; the table gives the median claim time (the
+claim alone), and the ratio deep / shallow (issue 15 asks claim cost flat: within 1.5x).
+With and without a capacity (`fit=None`).
 Then (b): one job with 10^4 dependants: the finish that releases them all (one script),
 and the claim after it.
 Run: python bench/bench_redis_lanes.py [--deep 100000] [--shallow 100] [--rounds 2000]
@@ -57,30 +59,38 @@ def filled(url: str, count: int) -> RedisQueue:
     return queue
 
 
-def claim_time(queue: RedisQueue, fit: Capacity | None) -> float:
+def claim_time(queue: RedisQueue, fit: Capacity | None, then: str) -> float:
     started = time.perf_counter()
     (lease,) = queue.claim("bench", 1, fit=fit)
     took = time.perf_counter() - started
-    queue.release(lease)
+    if then == "release":
+        queue.release(lease)
+    else:
+        queue.finish(lease, Result(lease.job_id, State.DONE, attempt=lease.attempt,
+                                   worker="bench", exit_code=0))
+        job = lease.job
+        queue.submit([Job.command_job(["true", uuid.uuid4().hex], priority=job.priority,
+                                      needs=job.needs, labels=job.labels)])
     return took
 
 
 def part_claims(url: str, args: argparse.Namespace) -> None:
-    print(f"(a) claim one job and release it, {args.rounds} rounds per queue, interleaved")
+    print(f"(a) claim one job, {args.rounds} rounds per queue, interleaved")
     queues = {"shallow": filled(url, args.shallow), "deep": filled(url, args.deep)}
-    for label, fit in (("fit=8 cpus, 32 GB", BOX), ("fit=None", None)):
-        times: dict[str, list[float]] = {name: [] for name in queues}
-        for _ in range(50):  # warm up: scripts loaded, connections open
-            for queue in queues.values():
-                claim_time(queue, fit)
-        for _ in range(args.rounds):
-            for name, queue in queues.items():
-                times[name].append(claim_time(queue, fit))
-        shallow, deep = (statistics.median(times[n]) * 1e6 for n in ("shallow", "deep"))
-        ratio = deep / shallow
-        print(f"  {label:<18} median claim: {args.shallow} pending {shallow:7.0f} us, "
-              f"{args.deep} pending {deep:7.0f} us; ratio {ratio:.2f} "
-              f"({'OK' if ratio <= TARGET_RATIO else 'over'} target {TARGET_RATIO}x)")
+    for then in ("finish+refill", "release"):
+        for label, fit in (("fit=8 cpus, 32 GB", BOX), ("fit=None", None)):
+            times: dict[str, list[float]] = {name: [] for name in queues}
+            for _ in range(50):  # warm up: scripts loaded, connections open
+                for queue in queues.values():
+                    claim_time(queue, fit, then)
+            for _ in range(args.rounds):
+                for name, queue in queues.items():
+                    times[name].append(claim_time(queue, fit, then))
+            shallow, deep = (statistics.median(times[n]) * 1e6 for n in ("shallow", "deep"))
+            ratio = deep / shallow
+            print(f"  {then:<13} {label:<18} median claim: {args.shallow} pending "
+                  f"{shallow:5.0f} us, {args.deep} pending {deep:5.0f} us; ratio {ratio:.2f} "
+                  f"({'OK' if ratio <= TARGET_RATIO else 'over'} target {TARGET_RATIO}x)")
     for queue in queues.values():
         queue.purge(force=True)
         queue.close()
