@@ -254,6 +254,36 @@ def test_a_blocked_claim_wakes_within_milliseconds_of_a_submit(server, url, view
     assert idle == {}, f"a blocked claimer polled: {idle}"
 
 
+def test_a_claimer_nothing_fits_leaves_the_wake_up_to_one_it_fits(server, url, views):
+    """Two claimers block; a GPU job comes. Whichever wakes first, the one with a GPU gets
+    it at once: a claimer that nothing fits passes the wake-up on (and then sleeps
+    between looks instead of blocking on it)."""
+    plain, gpu_box, submitter = view(views, url), view(views, url), view(views, url)
+    got: dict[str, tuple[float, list]] = {}
+
+    def claim(name: str, queue: Queue, fit: Capacity, wait_s: float) -> None:
+        got[name] = (time.monotonic(), queue.claim(name, 1, wait_s=wait_s, fit=fit))
+
+    threads = [threading.Thread(target=claim, args=("plain", plain, Capacity({"cpus": 4}), 3)),
+               threading.Thread(target=claim, args=("gpu", gpu_box,
+                                                    Capacity({"cpus": 4, "gpus": 1}), 60))]
+    for thread in threads:
+        thread.start()
+    with contextlib.closing(server.client()) as c:
+        wait_for(lambda: c.info("clients")["blocked_clients"] >= 2, 30,
+                 message="both claimers to block")
+    submitted_at = time.monotonic()
+    job = cmd(1, needs={"gpus": 1})
+    submitter.submit([job])
+    for thread in threads:
+        thread.join(90)
+    woke_at, leases = got["gpu"]
+    assert [lease.job_id for lease in leases] == [job.id]
+    late = woke_at - submitted_at
+    assert late < 2.5, f"the GPU claimer got it {late:.1f}s after the submit"
+    assert got["plain"][1] == []
+
+
 def test_a_claim_with_nothing_to_claim_ends_by_its_wait(url, views):
     claimer = view(views, url)
     started = time.monotonic()
