@@ -34,6 +34,7 @@ from shoal.errors import (
 from shoal.job import Job, Result, State, WorkerInfo
 from shoal.queue import open_queue
 from shoal.queue.base import Queue, WatchSet
+from shoal.queue.scheduling import Capacity
 from tests import redisd
 from tests.conftest import REDIS_BACKENDS, redis_queue_url, shoal_processes, wait_for
 from tests.procs import Procs, executions, marker_job
@@ -178,6 +179,52 @@ def test_counts_are_kept_by_the_scripts_not_counted_by_scanning(server, url, vie
     assert ran_since(before, server) == {"hgetall": 1}, "counts() read one small hash"
 
 
+# -- scheduling: costs that do not grow with the jobs a step does not touch --------------
+
+
+def test_a_claim_reads_lane_heads_not_the_jobs_it_passes_over(server, url, views):
+    """5,000 GPU jobs of a higher priority wait ahead of one plain job: a claim on a box
+    without a GPU hands out the plain one after a few reads, not one per job passed over."""
+    queue = view(views, url)
+    queue.submit([cmd(i, priority=5, needs={"gpus": 1}) for i in range(5000)] + [cmd(-1)])
+    before = calls(server)
+    (lease,) = queue.claim("w1", 1, fit=Capacity({"cpus": 4}))
+    ran = ran_since(before, server)
+    assert lease.job_id == cmd(-1).id
+    assert ran.get("zrangebylex", 0) <= 3 and sum(ran.values()) < 40, ran
+
+
+def test_a_finish_releases_its_dependants_without_reading_other_waiting_jobs(
+        server, url, views):
+    """3,000 jobs wait for another job; finishing `first` releases its one dependant with
+    a handful of commands."""
+    queue = view(views, url)
+    first, other = cmd(0), cmd(1)
+    follows = cmd(2, after=[first.id])
+    queue.submit([first, other, follows, *(cmd(i, after=[other.id]) for i in range(3, 3003))])
+    leases = {lease.job_id: lease for lease in queue.claim("w1", 2)}
+    before = calls(server)
+    queue.finish(leases[first.id], done(leases[first.id]))
+    ran = ran_since(before, server)
+    assert queue.get(follows.id).state is State.PENDING
+    assert queue.counts()[State.WAITING] == 3000
+    assert sum(ran.values()) < 60, ran
+
+
+def test_a_job_submitted_batches_before_its_dependency_waits_for_it(server, url, views):
+    """Submit sends 2,000 jobs a script call: a dependant in the first batch whose
+    dependency comes in a later one still waits for it, and goes once it is done."""
+    queue = view(views, url)
+    first = cmd(0, priority=1)
+    follows = cmd(1, after=[first.id])
+    queue.submit([follows, *(cmd(i) for i in range(2, 2600)), first])
+    assert queue.get(follows.id).state is State.WAITING
+    (lease,) = queue.claim("w1", 1)
+    assert lease.job_id == first.id
+    queue.finish(lease, done(lease))
+    assert queue.get(follows.id).state is State.PENDING
+
+
 # -- blocking claims --------------------------------------------------------------------
 
 
@@ -205,6 +252,36 @@ def test_a_blocked_claim_wakes_within_milliseconds_of_a_submit(server, url, view
     assert [lease.job_id for lease in leases] == [cmd(1).id]
     assert woke_at - submitted_at < 0.5, f"woke {woke_at - submitted_at:.3f}s after the submit"
     assert idle == {}, f"a blocked claimer polled: {idle}"
+
+
+def test_a_claimer_nothing_fits_leaves_the_wake_up_to_one_it_fits(server, url, views):
+    """Two claimers block; a GPU job comes. Whichever wakes first, the one with a GPU gets
+    it at once: a claimer that nothing fits passes the wake-up on (and then sleeps
+    between looks instead of blocking on it)."""
+    plain, gpu_box, submitter = view(views, url), view(views, url), view(views, url)
+    got: dict[str, tuple[float, list]] = {}
+
+    def claim(name: str, queue: Queue, fit: Capacity, wait_s: float) -> None:
+        got[name] = (time.monotonic(), queue.claim(name, 1, wait_s=wait_s, fit=fit))
+
+    threads = [threading.Thread(target=claim, args=("plain", plain, Capacity({"cpus": 4}), 3)),
+               threading.Thread(target=claim, args=("gpu", gpu_box,
+                                                    Capacity({"cpus": 4, "gpus": 1}), 60))]
+    for thread in threads:
+        thread.start()
+    with contextlib.closing(server.client()) as c:
+        wait_for(lambda: c.info("clients")["blocked_clients"] >= 2, 30,
+                 message="both claimers to block")
+    submitted_at = time.monotonic()
+    job = cmd(1, needs={"gpus": 1})
+    submitter.submit([job])
+    for thread in threads:
+        thread.join(90)
+    woke_at, leases = got["gpu"]
+    assert [lease.job_id for lease in leases] == [job.id]
+    late = woke_at - submitted_at
+    assert late < 2.5, f"the GPU claimer got it {late:.1f}s after the submit"
+    assert got["plain"][1] == []
 
 
 def test_a_claim_with_nothing_to_claim_ends_by_its_wait(url, views):

@@ -15,9 +15,6 @@ NOT_YET = {
     "folder": "issue 15: not built yet",
     "sqlite": "issue 15: not built yet",
     "tcp": "issue 15: not built yet",
-    "redis": "issue 15: not built yet",
-    "redis_cluster": "issue 15: not built yet",
-    "redis_sentinel": "issue 15: not built yet",
 }
 rules = pytest.mark.disagrees(**NOT_YET)
 

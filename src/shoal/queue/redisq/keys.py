@@ -7,9 +7,10 @@ queue's keys at once, while different queues spread over the Cluster's nodes.
 from __future__ import annotations
 
 #: the keys every script gets, in the order prelude.lua unpacks them
-SHARED = ("spec", "payload", "state", "attempt", "pending", "wake", "running", "token",
+SHARED = ("spec", "payload", "state", "attempt", "wake", "running", "token",
           "owner", "result", "failed", "counts", "finals", "reaped", "workers", "seen", "hosts",
-          "seq", "logs", "tails", "progress", "config", "numbers", "numbered")
+          "seq", "logs", "tails", "progress", "config", "numbers", "numbered",
+          "lanes", "shapes", "lane", "rank", "deps", "unmet")
 
 
 class QueueKeys:
@@ -30,3 +31,6 @@ class QueueKeys:
     def blob(self, digest: str) -> str:
         """A function blob, stored once under its sha256."""
         return f"{self.prefix}blob:{digest}"
+
+    # A lane's `line:LANE` list and `back:LANE` zset (prelude.lua) are named by the
+    # scripts themselves, from this prefix: same tag, same slot.

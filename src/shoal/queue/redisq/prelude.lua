@@ -1,13 +1,27 @@
 -- Shared by every shoal script (prepended to each): the queue's keys, in the order
 -- redisq/keys.py passes them, and the small steps every state change is made of.
 -- Every key shares one hash tag, so a queue lives in one Cluster slot.
-local SPEC, PAYLOAD, STATE, ATTEMPT, PENDING, WAKE, RUNNING, TOKEN, OWNER, RESULT,
+local SPEC, PAYLOAD, STATE, ATTEMPT, WAKE, RUNNING, TOKEN, OWNER, RESULT,
       FAILED, COUNTS, FINALS, REAPED, WORKERS, SEEN, HOSTS, SEQ, LOGS, TAILS, PROGRESS,
-      CONFIG, NUMBERS, NUMBERED = unpack(KEYS, 1, 24)
+      CONFIG, NUMBERS, NUMBERED, LANES, SHAPES, LANE, RANK, DEPS, UNMET = unpack(KEYS, 1, 29)
 -- NUMBERS: id -> the job's place in submission order; NUMBERED: the last place given.
-local EXTRA = KEYS[25]     -- a script's own key (a worker's control list), if any
+-- Scheduling (the rules are shoal/queue/scheduling.py's):
+-- Each lane's pending jobs: `line:LANE`, a list of ids as submitted (seq order; 18
+--   bytes a job), and `back:LANE`, a zset id -> rank of those put back in line since
+--   (released, reaped, retried, released by their dependencies). Both keys are named
+--   here from the queue's prefix: same hash tag, same slot as the declared keys.
+-- LANES: the lanes that may have pending jobs, scored -priority (highest first);
+-- SHAPES: lane -> msgpack [needs (cpus included), labels]: what each of its jobs takes;
+-- LANE: id -> lane, RANK: id -> rank, kept only where not the default ('p0', the seq);
+-- DEPS: dependency edges, members 'DEP\0DEPENDANT' of one lex zset, kept until purge;
+-- UNMET: id -> how many of its dependencies are not done (WAITING jobs only).
+local EXTRA = KEYS[30]     -- a script's own key (a worker's control list), if any
+local PREFIX = string.sub(SPEC, 1, -5)  -- 'shoal:{NAME}:'
+local function line_key(lane) return PREFIX .. 'line:' .. lane end
+local function back_key(lane) return PREFIX .. 'back:' .. lane end
 local WAKE_MAX = 64        -- wake-up tokens kept at most (a woken claimer wakes the next)
 local FINALS_MAX = 100000  -- entries kept (about) in the finals stream
+local RANK_SHIFT = 2 ^ 40  -- a retried-first rank is seq - 2^40
 
 -- Milliseconds on the server's clock: the only clock leases are judged by.
 local function now_ms()
@@ -28,7 +42,7 @@ end
 -- A state change, with the counts kept in step (never recounted by scanning).
 local function move(id, from, to)
   redis.call('HSET', STATE, id, to)
-  redis.call('HINCRBY', COUNTS, from, -1)
+  if from then redis.call('HINCRBY', COUNTS, from, -1) end  -- nil: a new job
   redis.call('HINCRBY', COUNTS, to, 1)
 end
 
@@ -64,14 +78,151 @@ local function set_final(id, from, state, record)
   redis.call('XADD', FINALS, 'MAXLEN', '~', FINALS_MAX, '*', 'id', id)
 end
 
--- Lease up to n pending jobs to worker; entries of jobs no longer pending are skipped.
-local function claim(worker, n, lease_ms)
-  local leases = {}
+
+-- -- the lines of pending jobs: a list and a zset per lane ----------------------------
+
+local function seq_of(id)
+  return tonumber(redis.call('HGET', NUMBERS, id)) or 0
+end
+
+-- A job's rank within its priority: its seq, unless a retry put it first.
+local function rank_of(id)
+  return tonumber(redis.call('HGET', RANK, id)) or seq_of(id)
+end
+
+local function lane_of(id)
+  return redis.call('HGET', LANE, id) or 'p0'
+end
+
+-- A lane's score in LANES: its priority, read from its name ('p5', 'p-2-1f3a...').
+local function lane_score(lane)
+  return -tonumber(string.match(lane, '^p(%-?%d+)'))
+end
+
+-- A job goes back in line at `rank` (the caller made it pending).
+local function line_up(id, rank)
+  if rank == seq_of(id) then redis.call('HDEL', RANK, id)
+  else redis.call('HSET', RANK, id, rank) end
+  local lane = lane_of(id)
+  redis.call('ZADD', back_key(lane), rank, id)
+  redis.call('ZADD', LANES, lane_score(lane), lane)
+end
+
+-- A pending job leaves the line without being claimed (a cancel). An entry of its lane's
+-- list stays, dropped when it reaches the head.
+local function leave_line(id)
+  redis.call('ZREM', back_key(lane_of(id)), id)
+end
+
+-- The lane's next job: {id, rank, true if from the list}, or nil. List entries of jobs
+-- that left the line (cancelled, perhaps back in the zset since) are dropped here, each
+-- once.
+local function head_of(lane)
+  local line, back = line_key(lane), back_key(lane)
+  local first = redis.call('LINDEX', line, 0)
+  while first and (redis.call('HGET', STATE, first) ~= 'pending'
+                   or redis.call('ZSCORE', back, first)) do
+    redis.call('LPOP', line)
+    first = redis.call('LINDEX', line, 0)
+  end
+  local returned = redis.call('ZRANGE', back, 0, 0, 'WITHSCORES')
+  if first then
+    local seq = seq_of(first)
+    if not returned[1] or seq < tonumber(returned[2]) then return {first, seq, true} end
+  end
+  if returned[1] then return {returned[1], tonumber(returned[2]), false} end
+  return nil
+end
+
+-- The head leaves its line, claimed.
+local function take_head(lane, head)
+  if head[3] then redis.call('LPOP', line_key(lane))
+  else redis.call('ZREM', back_key(lane), head[1]) end
+end
+
+-- What a worker can still give (scheduling.Capacity), from msgpack [free, labels];
+-- nil ('') takes anything.
+local function capacity_of(packed)
+  if packed == nil or packed == '' then return nil end
+  local data = cmsgpack.unpack(packed)
+  local labels = {}
+  for _, label in ipairs(data[2]) do labels[label] = true end
+  return {free = data[1], labels = labels}
+end
+
+-- A lane's shape: {needs = {name = amount}, labels = {...}} (SHAPES, written at submit).
+local function shape_of(lane)
+  local packed = redis.call('HGET', SHAPES, lane)
+  if not packed then return {needs = {cpus = 1}, labels = {}} end
+  local data = cmsgpack.unpack(packed)
+  return {needs = data[1], labels = data[2]}
+end
+
+-- Capacity.fits: every label the worker's, every need within what is free.
+local function fits(capacity, shape)
+  if capacity == nil then return true end
+  for _, label in ipairs(shape.labels) do
+    if not capacity.labels[label] then return false end
+  end
+  for name, amount in pairs(shape.needs) do
+    if amount > (capacity.free[name] or 0) then return false end
+  end
+  return true
+end
+
+-- Capacity.minus, in place.
+local function take(capacity, shape)
+  if capacity == nil then return end
+  for name, amount in pairs(shape.needs) do
+    capacity.free[name] = (capacity.free[name] or 0) - amount
+  end
+end
+
+-- Of the lanes (highest priority first), the one whose head goes next: the smallest
+-- rank among the heads that fit, in the highest priority that has one. A lane found
+-- empty leaves LANES; a head that does not fit is out for this claim (what is free
+-- only shrinks, and every job of a lane takes the same).
+local function next_lane(lanes, capacity)
+  local best = nil
+  for _, lane in ipairs(lanes) do
+    if best and lane.score > best.score then break end
+    if not lane.out and not lane.head then
+      lane.head = head_of(lane.name)
+      if not lane.head then
+        redis.call('ZREM', LANES, lane.name)
+        lane.out = true
+      end
+    end
+    if not lane.out then
+      lane.shape = lane.shape or shape_of(lane.name)
+      if not fits(capacity, lane.shape) then
+        lane.out = true
+      elseif not best or lane.head[2] < best.head[2] then
+        best = lane
+      end
+    end
+  end
+  return best
+end
+
+-- Lease up to n pending jobs to worker, by the rules of scheduling.py: highest priority
+-- first, then rank; with a capacity, only jobs that fit what the ones before left free.
+-- Costs a read per lane and one per job handed out, whatever else is pending.
+local function claim(worker, n, lease_ms, capacity)
+  local leases, lanes = {}, {}
+  local listed = redis.call('ZRANGE', LANES, 0, -1, 'WITHSCORES')
+  for i = 1, #listed, 2 do
+    lanes[#lanes + 1] = {name = listed[i], score = tonumber(listed[i + 1])}
+  end
   local deadline = nil
   while #leases < n do
-    local id = redis.call('LPOP', PENDING)
-    if not id then break end
-    if redis.call('HGET', STATE, id) == 'pending' then
+    local lane = next_lane(lanes, capacity)
+    if not lane then break end
+    local id = lane.head[1]
+    take_head(lane.name, lane.head)
+    lane.head = nil
+    if redis.call('HGET', STATE, id) == 'pending' then  -- always, unless a bug left it
+      take(capacity, lane.shape)
       deadline = deadline or (now_ms() + lease_ms)
       local attempt = attempt_of(id)
       local token = attempt .. '.' .. redis.call('INCR', SEQ)
@@ -80,11 +231,122 @@ local function claim(worker, n, lease_ms)
       redis.call('HSET', OWNER, id, worker)
       redis.call('ZADD', RUNNING, deadline, id)
       leases[#leases + 1] = {id, attempt, token, redis.call('HGET', SPEC, id),
-                             redis.call('HGET', PAYLOAD, id),
-                             tonumber(redis.call('HGET', NUMBERS, id)) or 0}
+                             redis.call('HGET', PAYLOAD, id), seq_of(id)}
     end
   end
-  if redis.call('LLEN', PENDING) == 0 then redis.call('DEL', WAKE)
-  else wake(1) end
-  return leases
+  -- Jobs left pending: wake the next claimer (it may fit them); else no token is due.
+  local left = (tonumber(redis.call('HGET', COUNTS, 'pending')) or 0) > 0
+  if left then wake(1) else redis.call('DEL', WAKE) end
+  return leases, left
+end
+
+-- The reply of a claim: {config stamp, leases, 1 if jobs stay pending}.
+local function claim_reply(leases, left)
+  return {#leases > 0 and config_stamp() or false, leases, left and 1 or 0}
+end
+
+-- -- dependencies: DEPS edges, UNMET counts -------------------------------------------
+
+-- The jobs that named `id` in their `after` (ids hold no NUL byte).
+local function dependants_of(id)
+  local edges = redis.call('ZRANGEBYLEX', DEPS, '[' .. id .. '\0', '(' .. id .. '\1')
+  local skip = #id + 2
+  for i, edge in ipairs(edges) do edges[i] = string.sub(edge, skip) end
+  return edges
+end
+
+-- The ids of a list, each once, in order.
+local function unique(ids)
+  local seen, found = {}, {}
+  for _, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      found[#found + 1] = id
+    end
+  end
+  return found
+end
+
+-- A job's `after`, each id once (from its spec).
+local function deps_of(id)
+  local spec = redis.call('HGET', SPEC, id)
+  return unique(spec and cjson.decode(spec).after or {})
+end
+
+local function name_of(id)
+  local spec = redis.call('HGET', SPEC, id)
+  return spec and cjson.decode(spec).name or ''
+end
+
+-- A job ends without running because `dep` ended in `state` (failed or cancelled); its
+-- record names the dependency and records.py says why (scheduling.dependency_reason).
+local function end_by_dependency(id, from, dep, dep_name, state)
+  redis.call('HDEL', UNMET, id)
+  set_final(id, from, state, cjson.encode({job_id = id, state = state, attempt = 0,
+                                           dep = dep, dep_name = dep_name}))
+end
+
+-- `id` failed or was cancelled: its waiting dependants end the same way, and theirs in
+-- turn (iteratively: a chain may be long). Touches only the edges out of ended jobs.
+local function end_dependants(id, state)
+  local stack = {id}
+  while #stack > 0 do
+    local dep = table.remove(stack)
+    local dep_name = nil
+    for _, dependant in ipairs(dependants_of(dep)) do
+      if redis.call('HGET', STATE, dependant) == 'waiting' then
+        dep_name = dep_name or name_of(dep)
+        end_by_dependency(dependant, 'waiting', dep, dep_name, state)
+        stack[#stack + 1] = dependant
+      end
+    end
+  end
+end
+
+-- `id` is done: each waiting dependant has one dependency fewer to wait for; those with
+-- none left become pending at their seq. Returns how many did.
+local function release_dependants(id)
+  local released = 0
+  for _, dependant in ipairs(dependants_of(id)) do
+    if redis.call('HGET', STATE, dependant) == 'waiting'
+        and redis.call('HINCRBY', UNMET, dependant, -1) <= 0 then
+      redis.call('HDEL', UNMET, dependant)
+      move(dependant, 'waiting', 'pending')
+      line_up(dependant, seq_of(dependant))
+      released = released + 1
+    end
+  end
+  return released
+end
+
+-- scheduling.first_state: 'pending', 'waiting' and how many are not done, or the state
+-- and id of a dependency that failed or was cancelled. An unknown id counts as not done
+-- (a job of the same submission that a later batch brings).
+local function standing(deps)
+  local unmet = 0
+  for _, dep in ipairs(deps) do
+    local state = redis.call('HGET', STATE, dep)
+    if state == 'failed' or state == 'cancelled' then return state, dep end
+    if state ~= 'done' then unmet = unmet + 1 end
+  end
+  if unmet > 0 then return 'waiting', unmet end
+  return 'pending', 0
+end
+
+-- A job (new: `from` nil, or retried from a final state) goes where its dependencies
+-- say: pending at `rank`, waiting, or ended at once with the dependants waiting for it.
+-- Returns the state it is in.
+local function place(id, from, rank, deps)
+  local state, detail = standing(deps)
+  if state == 'pending' then
+    move(id, from, 'pending')
+    line_up(id, rank)
+  elseif state == 'waiting' then
+    move(id, from, 'waiting')
+    redis.call('HSET', UNMET, id, detail)
+  else
+    end_by_dependency(id, from, detail, name_of(detail), state)
+    end_dependants(id, state)
+  end
+  return state
 end

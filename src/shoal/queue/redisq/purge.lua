@@ -2,6 +2,10 @@
 -- finish is refused); returns how many jobs there were. Workers, the token counter
 -- (SEQ: a new lease never reuses a token) and the config stay. Function blobs stay too.
 local removed = redis.call('HLEN', SPEC)
-redis.call('DEL', SPEC, PAYLOAD, STATE, ATTEMPT, PENDING, RUNNING, TOKEN, OWNER, RESULT,
-           FAILED, COUNTS, FINALS, REAPED, LOGS, TAILS, PROGRESS, NUMBERS, NUMBERED)
+for _, lane in ipairs(redis.call('HKEYS', SHAPES)) do  -- every lane the queue had
+  redis.call('DEL', line_key(lane), back_key(lane))
+end
+redis.call('DEL', SPEC, PAYLOAD, STATE, ATTEMPT, RUNNING, TOKEN, OWNER, RESULT,
+           FAILED, COUNTS, FINALS, REAPED, LOGS, TAILS, PROGRESS, NUMBERS, NUMBERED,
+           LANES, SHAPES, LANE, RANK, DEPS, UNMET)
 return removed

@@ -45,7 +45,7 @@ from ...job import (
 from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, lost_reason, reaped_keep_s
 from ..files import ShippedFiles
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
-from ..scheduling import Capacity
+from ..scheduling import Capacity, check_after, lane_of, needs_of
 from ..settings import QueueSettings
 from .keys import QueueKeys
 from .records import job_of, needs_job, record_of, result_from, result_of, spec_of
@@ -65,6 +65,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _packed(value: Any) -> bytes:
+    """msgpack for the scripts: Redis's Lua msgpack knows no bin type, so bytes travel
+    as raw strings."""
+    return msgpack.packb(value, use_bin_type=False)
+
+
+def _capacity(fit: Capacity | None) -> bytes:
+    """A claim's capacity for the scripts (prelude.lua's capacity_of); b"" takes any job."""
+    return b"" if fit is None else _packed([dict(fit.free), sorted(fit.labels)])
 
 
 def _translated(method: F) -> F:
@@ -131,6 +142,8 @@ class RedisQueue(Queue):
     @_translated
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         jobs = list(jobs)
+        if any(job.after for job in jobs):  # refused whole, before anything is stored
+            check_after(jobs, self._known)
         blobs = blobs_of(jobs)
         if blobs:
             self.put_blobs(blobs)  # before the jobs that name them
@@ -138,27 +151,40 @@ class RedisQueue(Queue):
         for first in range(0, len(jobs), SUBMIT_BATCH):
             batch = jobs[first:first + SUBMIT_BATCH]
             items: list[Any] = []
+            shapes: dict[str, bytes] = {}
             for job in batch:
-                items += (job.id, spec_of(job), job.payload or b"")
-            # Redis's Lua msgpack knows no bin type: bytes travel as raw strings.
-            added = self._submit_batch(msgpack.packb(items, use_bin_type=False))
+                lane = lane_of(job)
+                if lane not in shapes:
+                    shapes[lane] = _packed([needs_of(job), sorted(job.labels)])
+                items += (job.id, spec_of(job), job.payload or b"", lane, list(job.after))
+            added = self._submit_batch(_packed(items), _packed(shapes))
             if isinstance(added, int):  # all of them
                 new += [job.id for job in batch]
             else:
                 new += [_text(i) for i in added]
         return new
 
-    def _submit_batch(self, items: bytes) -> Any:
+    def _known(self, ids: list[str]) -> set[str]:
+        """Which of these ids the queue holds (for `check_after`)."""
+        found: set[str] = set()
+        for first in range(0, len(ids), READ_BATCH):
+            chunk = ids[first:first + READ_BATCH]
+            found.update(i for i, state in zip(chunk, self.client.hmget(self.keys.state, chunk),
+                                               strict=True) if state is not None)
+        return found
+
+    def _submit_batch(self, items: bytes, shapes: bytes) -> Any:
         """One submit script call; with durable=strict, confirmed on disk or a replica
         before it returns (on the same connection, in the same round trip)."""
+        args = [items, shapes]
         if self.address.durable != "strict":
-            return self._run(self.scripts.submit, [items])
+            return self._run(self.scripts.submit, args)
         if self.cluster:  # Cluster pipelines refuse scripts: the wait comes right after
-            added = self._run(self.scripts.submit, [items])
+            added = self._run(self.scripts.submit, args)
             confirm_durable(self.client, self.address, 0)
             return added
         pipe = self.client.pipeline(transaction=False)
-        self._run(self.scripts.submit, [items], client=pipe)
+        self._run(self.scripts.submit, args, client=pipe)
         (added,) = confirm_durable(pipe, self.address, 1)
         return added
 
@@ -166,19 +192,25 @@ class RedisQueue(Queue):
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
               fit: Capacity | None = None) -> list[Lease]:
         deadline = time.monotonic() + wait_s
+        capacity = _capacity(fit)
+        delay = defaults.POLL_MIN_S
         while True:
-            leases = self._leases(worker, self._run(self.scripts.claim,
-                                                    [worker, n, self._lease_ms]))
+            reply = self._run(self.scripts.claim, [worker, n, self._lease_ms, capacity])
+            leases = self._leases(worker, reply)
             remaining = deadline - time.monotonic()
             if leases or remaining <= 0:
                 return leases
+            if reply[2]:  # jobs are pending but none fits: BLPOP would take our own token
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, defaults.POLL_MAX_S)
+                continue
             # Sleep until a submit, release or reap pushes a wake-up token (or time is up).
             self.client.blpop([self.keys.wake], timeout=max(remaining, 0.001))
 
     def _leases(self, worker: str, reply: list[Any]) -> list[Lease]:
-        """Leases from a claim's reply {config stamp, rows}; the stamp tells the worker's
-        files whether the shared config changed before these jobs start."""
-        stamp, rows = reply
+        """Leases from a claim's reply {config stamp, rows, pending left}; the stamp tells
+        the worker's files whether the shared config changed before these jobs start."""
+        stamp, rows, _left = reply
         if not rows:
             return []
         self.files.note_config(_text(stamp) if stamp else None)
@@ -205,7 +237,7 @@ class RedisQueue(Queue):
         try:
             reply = self._run(self.scripts.finish, [
                 lease.job_id, lease.token, record_of(result), result.state.value, lease.worker,
-                then_claim, self._lease_ms, shipped or b""])
+                then_claim, self._lease_ms, shipped or b"", _capacity(fit)])
             if reply is None and shipped is not None:  # cancelled meanwhile: keep its log
                 self._keep_shipped(lease, shipped)
         finally:
@@ -259,7 +291,8 @@ class RedisQueue(Queue):
         ids = list(job_ids)
         if not ids:
             return []
-        return [_text(i) for i in self._run(self.scripts.retry, ["1" if force else "0", *ids])]
+        return [_text(i) for i in self._run(self.scripts.retry, [
+            "1" if force else "0", "1" if first else "0", *ids])]
 
     @_translated
     def _purge(self) -> int:

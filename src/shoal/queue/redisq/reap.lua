@@ -1,6 +1,7 @@
 -- ARGV: keep_ms, most records to report, default max_attempts.
--- Takes back every lease whose deadline passed (pending with attempt + 1, or failed at
--- the cap), logs each in the reaped stream, and returns the recent reaps.
+-- Takes back every lease whose deadline passed (pending with attempt + 1 at its rank,
+-- or failed at the cap, ending the jobs waiting for it), logs each in the reaped
+-- stream, and returns the recent reaps.
 local now, keep_ms = now_ms(), tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', RUNNING, '-inf', '(' .. now, 'LIMIT', 0, 1000)
 local back = 0
@@ -15,10 +16,11 @@ for _, id in ipairs(expired) do
   if attempt >= (tonumber(spec.max_attempts) or tonumber(ARGV[3])) then
     set_final(id, 'running', 'failed', cjson.encode(
       {job_id = id, state = 'failed', attempt = attempt, worker = worker, lost = true}))
+    end_dependants(id, 'failed')
   else
     set_attempt(id, attempt + 1)
     move(id, 'running', 'pending')
-    redis.call('RPUSH', PENDING, id)
+    line_up(id, rank_of(id))
     back = back + 1
   end
 end
