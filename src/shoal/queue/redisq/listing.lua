@@ -20,13 +20,13 @@ local rows, reply = {}, {'', page[1]}
 local null = cjson.null
 
 -- A summary row: [seq, id, name, state, attempt, worker, exit_code, reason, started,
--- ended, host, log, lost], the fields a results table shows, picked here so the client
+-- ended, host, log, lost, dep, dep_name], the fields a results table shows, picked here so the client
 -- decodes a few values per job instead of its whole spec and result.
 local function summary(id, state, spec)
   local worker = redis.call('HGET', OWNER, id)
   local row = {tonumber(redis.call('HGET', NUMBERS, id)) or 0, id,
                cjson.decode(spec).name or '', state, attempt_of(id), worker or null,
-               null, '', null, null, '', null, false}
+               null, '', null, null, '', null, false, null, ''}
   local stored = redis.call('HGET', RESULT, id)
   if stored then
     local r = cjson.decode(stored)
@@ -36,6 +36,7 @@ local function summary(id, state, spec)
     row[7], row[8], row[9], row[10] = r.exit_code or null, r.reason or '', r.started or null,
       r.ended or null
     row[11], row[12], row[13] = r.host or '', r.log or null, r.lost or false
+    row[14], row[15] = r.dep or null, r.dep_name or ''
   end
   return cjson.encode(row)
 end

@@ -42,13 +42,13 @@ from ...job import (
     dumps,
     loads,
 )
-from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, lost_reason, reaped_keep_s
+from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, reaped_keep_s
 from ..files import ShippedFiles
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
 from ..scheduling import Capacity, check_after, lane_of, needs_of
 from ..settings import QueueSettings
 from .keys import QueueKeys
-from .records import job_of, needs_job, record_of, result_from, result_of, spec_of
+from .records import job_of, needs_job, record_of, result_from, result_of, spec_of, with_reason
 from .scripts import Scripts
 from .store import RedisStore
 
@@ -511,9 +511,15 @@ class RedisQueue(Queue):
 
 def _summary(seq: int, job_id: str, name: str, state: str, attempt: int, worker: str | None,
              exit_code: int | None, reason: str, started: float | None, ended: float | None,
-             host: str, log: str | None, lost: bool) -> JobSummary:
-    """A summary row of listing.lua (a lost lease's record has its reason made here)."""
-    if lost:
-        reason = lost_reason(int(attempt), str(worker or ""))
+             host: str, log: str | None, lost: bool, dep: str | None,
+             dep_name: str) -> JobSummary:
+    """A summary row of listing.lua (the reason of a script's short record written out
+    here, as `with_reason` does for whole records)."""
+    if lost or dep:
+        short = {"state": state, "attempt": attempt, "worker": worker or "", "lost": lost,
+                 "reason": reason}
+        if dep:
+            short.update(dep=dep, dep_name=dep_name)
+        reason = with_reason(short)["reason"]
     return JobSummary(seq, job_id, name, STATES[state], attempt, worker, exit_code, reason,
                       started, ended, host, log)
