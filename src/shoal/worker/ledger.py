@@ -38,10 +38,14 @@ class Ledger:
         self.totals = resources.totals()
         self.labels = resources.labels
         self._shares: dict[tuple[str, int], Share] = {}  # by attempt: running, or claimed
-        self._held: dict[str, float] = dict.fromkeys(self.totals, 0.0)
-        self._cond = threading.Condition()
+        self._held: dict[str, float] = dict.fromkeys(self.totals, 0.0)  # cpus among them
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting = 0  # slots waiting for room: a share given back wakes them
         # A job that does not state its cpus keeps the worker's own OMP_NUM_THREADS.
         self._omp_default = os.environ.get("OMP_NUM_THREADS")
+        # The share of a job with no needs, when it is the same for all (no pinning).
+        self._plain = None if resources.pin else Share(
+            {CPUS: 1}, env=self._environment(Job.command_job(["true"]), {CPUS: 1}, (), ()))
 
     def capacity(self, leaving: Lease | None = None) -> Capacity:
         """What a claim may take now; with `leaving`, as if that job were over (the
@@ -56,20 +60,33 @@ class Ledger:
 
     def room(self, leaving: Lease | None = None) -> int:
         """How many more jobs may start: each takes at least one cpu."""
-        free_cpus = self.capacity(leaving).free.get(CPUS, 0)
+        free_cpus = self._free_cpus()
+        if leaving is not None:
+            share = self._shares.get(_key(leaving))
+            free_cpus += share.needs.get(CPUS, 0) if share is not None else 0
         return max(0, math.floor(free_cpus + 1e-9))
 
     def take(self, lease: Lease) -> bool:
         """Hold `lease`'s share if it still fits; False if it does not (give it back)."""
         job = lease.job
+        key = (lease.job_id, lease.attempt)
         with self._cond:
-            if _key(lease) in self._shares:
+            if key in self._shares:
                 return True
-            free = Capacity({name: total - self._held.get(name, 0)
-                             for name, total in self.totals.items()}, self.labels)
-            if not free.fits(job):
-                return False
+            if self._plain is not None and not job.needs and not job.labels:
+                # The common case: one cpu, nothing else to hand out; a share made once.
+                if self._held[CPUS] + 1 > self.totals[CPUS] + 1e-9:
+                    return False
+                self._shares[key] = self._plain
+                self._held[CPUS] += 1
+                return True
             needs = needs_of(job)
+            if job.labels and not self.labels.issuperset(job.labels):
+                return False
+            held, totals = self._held, self.totals
+            if any(amount > totals.get(name, 0) - held.get(name, 0) + 1e-9
+                   for name, amount in needs.items()):
+                return False
             if needs.get(GPUS):  # a GPU is not shared: half a GPU holds a whole one
                 needs[GPUS] = math.ceil(needs[GPUS])
             gpus = self._free_gpus(int(needs.get(GPUS, 0)))
@@ -77,7 +94,7 @@ class Ledger:
                 return False
             cores = self._free_cores(needs.get(CPUS, 1)) if self.resources.pin else ()
             share = Share(needs, gpus, cores, self._environment(job, needs, gpus, cores))
-            self._shares[_key(lease)] = share
+            self._shares[key] = share
             for name, amount in needs.items():
                 self._held[name] = self._held.get(name, 0) + amount
             return True
@@ -90,7 +107,8 @@ class Ledger:
                 return
             for name, amount in share.needs.items():
                 self._held[name] -= amount
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
 
     def share(self, lease: Lease) -> Share | None:
         with self._cond:
@@ -103,7 +121,11 @@ class Ledger:
     def wait_for_room(self, timeout_s: float) -> bool:
         """Wait until a job may start (a cpu is free), at most `timeout_s`."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._free_cpus() >= 1 - 1e-9, timeout_s)
+            self._waiting += 1
+            try:
+                return self._cond.wait_for(lambda: self._free_cpus() >= 1 - 1e-9, timeout_s)
+            finally:
+                self._waiting -= 1
 
     def _free_cpus(self) -> float:
         return self.totals[CPUS] - self._held.get(CPUS, 0)
