@@ -310,3 +310,21 @@ def test_bad_resource_options_are_one_line_naming_the_option(tmp_path, args, wor
     assert len(lines) == 1 and lines[0].startswith("shoal: error: "), result.output
     for word in words:
         assert word in lines[0]
+
+
+def test_shoal_work_hands_out_the_gpus_and_cpus_it_was_given(tmp_path, out, procs):
+    """The whole path from the command line: `shoal work Q --cpus 2 --gpus 4,7`."""
+    from shoal.queue.folder import FolderQueue
+
+    queue = FolderQueue(tmp_path / "queue")
+    queue.submit([recording(out, f"train{i}", hold_s=0.3, needs={"gpus": 1})
+                  for i in range(3)])
+    worker = procs.shoal("work", str(queue.root), "--cpus", "2", "--gpus", "4,7", "--drain")
+    assert worker.wait(timeout=150) == 0, procs.output(worker)
+    runs = list(seen(out).values())
+    assert len(runs) == 3
+    assert {r["env"]["CUDA_VISIBLE_DEVICES"] for r in runs} <= {"4", "7"}
+    for a, b in combinations(runs, 2):
+        if a["env"]["CUDA_VISIBLE_DEVICES"] == b["env"]["CUDA_VISIBLE_DEVICES"]:
+            assert not overlap(a, b), (a, b)
+    assert most_at_once(runs) <= 2
