@@ -54,14 +54,17 @@ def timed(args: list[str]) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--backend", default="dir,sqlite")
+    parser.add_argument("--backend", default="dir,sqlite",
+                        help="dir, sqlite, redis (redis needs --redis)")
+    parser.add_argument("--redis", default=None,
+                        help="a running redis-server's URL (redis://HOST:PORT)")
     parser.add_argument("--dir", default=None, help="where the queues go (local disk)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         for backend in args.backend.split(","):
-            url = (f"dir://{folder}/q" if backend == "dir" else
-                   f"sqlite://{folder}/q.sqlite")
+            url = {"dir": f"dir://{folder}/q", "sqlite": f"sqlite://{folder}/q.sqlite",
+                   "redis": f"{args.redis}/0?queue=bench-results-{os.getpid()}"}[backend]
             if backend == "dir":
                 Path(folder, "q").mkdir()
                 (Path(folder, "q") / ".shoal").mkdir()

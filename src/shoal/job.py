@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import defaults
 
@@ -305,6 +305,34 @@ class JobStatus:
     #: the job's place in the queue's submission order (1, 2, ...; 0 where not known):
     #: `results` lists jobs by it and `#N` names a job by it
     seq: int = 0
+
+
+class JobSummary(NamedTuple):
+    """One job as the `results` table shows it: what a backend can read without building
+    the job and its result (`Queue.summaries`), so 10^5 rows cost a plain read."""
+
+    seq: int
+    id: str
+    name: str
+    state: State
+    attempt: int
+    worker: str | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    started: float | None = None
+    ended: float | None = None
+    host: str = ""
+    log: str | None = None
+
+    @classmethod
+    def of(cls, status: JobStatus) -> JobSummary:
+        result = status.result
+        if result is None:
+            return cls(status.seq, status.job.id, status.job.name, status.state,
+                       status.attempt, status.worker)
+        return cls(status.seq, status.job.id, status.job.name, result.state, result.attempt,
+                   result.worker or status.worker, result.exit_code, result.reason,
+                   result.started, result.ended, result.host, result.log)
 
 
 @dataclass(frozen=True, slots=True)

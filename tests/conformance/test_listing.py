@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from shoal.job import Job, JobStatus, Kind, Result, State
+from shoal.job import Job, JobStatus, JobSummary, Kind, Result, State
 
 
 def cmd(i: int) -> Job:
@@ -100,3 +100,33 @@ def test_listing_keeps_a_call_jobs_binary_payload(queue):
     assert listed.job == call and listed.job.payload == call.payload
     assert list(queue.listing()) == [without_attempts(s) for s in
                                      sorted(queue.jobs(), key=lambda s: s.seq)]
+
+
+def test_summaries_are_the_listing_narrowed(queue, queue_factory):
+    """`shoal results`' table reads `summaries`: the same rows, fields and order as
+    `listing`, whatever state each job is in (a lost-lease record included where a
+    backend writes one)."""
+    jobs = [Job.command_job(["echo", str(i)], name=f"job {i}") for i in range(7)]
+    queue.submit(jobs)
+    leases = queue.claim("w1", 5)
+    queue.finish(leases[0], Result(leases[0].job_id, State.DONE, name=leases[0].job.name,
+                                   exit_code=0, attempt=1, worker="w1", host="h",
+                                   started=10.0, ended=12.5, log="/l/0.log"))
+    queue.finish(leases[1], Result(leases[1].job_id, State.FAILED, name=leases[1].job.name,
+                                   exit_code=3, reason="exit status 3", attempt=1,
+                                   worker="w1", host="h", started=11.0, ended=11.5))
+    queue.release(leases[2], failed=Result(leases[2].job_id, State.FAILED, attempt=1,
+                                           reason="exit status 1", worker="w1"))
+    queue.cancel([leases[3].job_id, jobs[6].id])
+    other = queue_factory()
+    for states in (None, {State.DONE, State.FAILED}, {State.PENDING}, {State.RUNNING}):
+        for limit in (None, 3):
+            assert list(other.summaries(states, limit)) == [
+                JobSummary.of(s) for s in other.listing(states, limit)]
+    rows = {row.id: row for row in other.summaries()}
+    done = rows[leases[0].job_id]
+    assert (done.state, done.exit_code, done.host, done.ended - done.started, done.log) == (
+        State.DONE, 0, "h", 2.5, "/l/0.log")
+    assert rows[leases[1].job_id].reason == "exit status 3"
+    assert rows[leases[4].job_id].state is State.RUNNING
+    assert rows[leases[4].job_id].worker == "w1"

@@ -6,7 +6,9 @@ embedding, and the model the other backends are checked against.
 Memory is bounded by what is in flight: a job that reaches a final state drops its
 pickled arguments, and a function blob goes once no unfinished job names it. A
 finished call therefore cannot be retried here (`retry` leaves it alone). Jobs are
-claimed in submission order (a deque), numbered by a counter (`JobStatus.seq`).
+numbered by a counter (`JobStatus.seq`) and claimed by the rules of `scheduling`:
+pending ones wait in `PendingLanes` (a heap per lane), waiting ones are reached through
+a reverse index (dependency -> dependants), so a job ending touches only its own.
 """
 
 from __future__ import annotations
@@ -32,10 +34,19 @@ from .base import (
     running_attempts,
 )
 from .files import LocalFiles
-from .scheduling import Capacity
+from .lanes import PendingLanes
+from .scheduling import (
+    Capacity,
+    after_taking,
+    check_after,
+    dependency_end,
+    dependency_reason,
+    first_state,
+)
 from .settings import QueueSettings
 
 FINALS_KEPT = 200_000  # ids kept in the journal of finals that watch() reads
+FIRST = 2 ** 40  # retry(first=True) ranks a job at seq - FIRST: before every never-run job
 
 
 class MemoryQueue(Queue):
@@ -57,7 +68,9 @@ class MemoryQueue(Queue):
         self._jobs: dict[str, Job] = {}
         self._state: dict[str, State] = {}
         self._attempt: dict[str, int] = {}
-        self._pending: deque[str] = deque()
+        self._pending = PendingLanes()
+        self._rank: dict[str, float] = {}  # id -> rank (see scheduling): seq, or below
+        self._dependants: dict[str, list[str]] = {}  # id -> jobs that name it in `after`
         self._seq: dict[str, int] = {}  # id -> place in submission order
         self._numbers = itertools.count(1)
         self._leases: dict[str, tuple[str, str, float]] = {}  # id -> worker, token, deadline
@@ -74,23 +87,52 @@ class MemoryQueue(Queue):
         self._finals_start = 0
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
-        new: list[str] = []
         with self._lock:
+            fresh: dict[str, Job] = {}
             for job in jobs:
-                if job.id in self._jobs:
-                    continue
+                if job.id not in self._jobs:
+                    fresh.setdefault(job.id, job)
+            check_after(fresh.values(), lambda ids: {i for i in ids if i in self._jobs})
+            self._put_blobs_locked(blobs_of(fresh.values()))
+            for job in fresh.values():
                 self._jobs[job.id] = job
-                self._state[job.id] = State.PENDING
+                self._state[job.id] = State.WAITING  # until placed below
                 self._attempt[job.id] = 1
                 self._seq[job.id] = next(self._numbers)
-                self._pending.append(job.id)
-                new.append(job.id)
+                for dep in job.after:
+                    self._dependants.setdefault(dep, []).append(job.id)
                 for digest in job.blob_refs:
                     self._blob_users[digest] = self._blob_users.get(digest, 0) + 1
-            self._put_blobs_locked(blobs_of(self._jobs[job_id] for job_id in new))
-            if new:
+            for job_id in fresh:  # jobs of this submission count as not final yet
+                if not self._state[job_id].final:  # (not ended with one placed before it)
+                    self._place_locked(job_id, self._seq[job_id])
+            if fresh:
                 self._lock.notify_all()
-        return new
+        return list(fresh)
+
+    def _place_locked(self, job_id: str, rank: float) -> bool:
+        """Start a job afresh as its dependencies say: pending at `rank`, waiting, or
+        ended at once because one of them failed or was cancelled. True unless ended."""
+        job = self._jobs[job_id]
+        deps = {dep: self._state[dep] for dep in job.after}
+        state = first_state(deps)
+        if state is State.PENDING:
+            self._to_pending(job_id, self._attempt[job_id], rank)
+        elif state is State.WAITING:
+            self._state[job_id] = State.WAITING
+        else:
+            ended = dependency_end(deps)
+            assert ended is not None
+            self._end_by_dependency_locked(job_id, ended[1], ended[0])
+            return False
+        return True
+
+    def _end_by_dependency_locked(self, job_id: str, dep_id: str, state: State) -> None:
+        """End a job that will never run because `dep_id` ended in `state`."""
+        job, dep = self._jobs[job_id], self._jobs[dep_id]
+        self._set_final_locked(job_id, Result(
+            job_id, state, name=job.name, params=job.params,
+            reason=dependency_reason(dep_id, dep.name, state), attempt=0))
 
     def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
         with self._lock:
@@ -105,7 +147,29 @@ class MemoryQueue(Queue):
             return self._blobs.get(digest)
 
     def _set_final_locked(self, job_id: str, result: Result) -> None:
+        """Record a final result, then release or end the jobs waiting for this one (and
+        theirs in turn): one pass over the reverse index, no recursion."""
+        self._record_final_locked(job_id, result)
+        ended = [job_id]
+        while ended:
+            dep_id = ended.pop()
+            state = self._state[dep_id]
+            for waiting in self._dependants.get(dep_id, ()):
+                if self._state[waiting] is not State.WAITING:
+                    continue
+                if state is not State.DONE:
+                    dep = self._jobs[dep_id]
+                    job = self._jobs[waiting]
+                    self._record_final_locked(waiting, Result(
+                        waiting, state, name=job.name, params=job.params,
+                        reason=dependency_reason(dep_id, dep.name, state), attempt=0))
+                    ended.append(waiting)
+                elif all(self._state[d] is State.DONE for d in self._jobs[waiting].after):
+                    self._to_pending(waiting, self._attempt[waiting], self._seq[waiting])
+
+    def _record_final_locked(self, job_id: str, result: Result) -> None:
         """Record a final result and let go of what only running the job needed."""
+        self._pending.discard(job_id)
         self._results[job_id] = result
         self._state[job_id] = result.state
         self._finals.append(job_id)
@@ -130,19 +194,20 @@ class MemoryQueue(Queue):
         deadline = time.monotonic() + wait_s
         with self._lock:
             while True:
-                leases = self._claim_locked(worker, n)
+                leases = self._claim_locked(worker, n, fit)
                 remaining = deadline - time.monotonic()
                 if leases or remaining <= 0:
                     break
                 self._lock.wait(min(remaining, self.settings.lease_s / 2))
         return leases
 
-    def _claim_locked(self, worker: str, n: int) -> list[Lease]:
-        leases = []
-        while self._pending and len(leases) < n:
-            job_id = self._pending.popleft()
-            if self._state[job_id] is not State.PENDING:
-                continue  # cancelled while queued
+    def _claim_locked(self, worker: str, n: int, fit: Capacity | None) -> list[Lease]:
+        leases: list[Lease] = []
+        while len(leases) < n:
+            job_id = self._pending.pop(fit)
+            if job_id is None:
+                break
+            fit = after_taking(fit, self._jobs[job_id])
             attempt = self._attempt[job_id]
             token = f"{attempt}.{next(self._tokens)}"
             self._leases[job_id] = (worker, token, time.monotonic() + self.settings.lease_s)
@@ -180,40 +245,37 @@ class MemoryQueue(Queue):
             self._end_lease(lease)
             result = self.files.place_log(lease, result)
             self._set_final_locked(lease.job_id, result)
-            return self._claim_locked(lease.worker, then_claim) if then_claim > 0 else []
+            return self._claim_locked(lease.worker, then_claim, fit) if then_claim > 0 else []
 
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
         with self._lock:
             self._end_lease(lease)
-            attempt = self._attempt[lease.job_id]
-            if failed is None:
-                self._to_pending(lease.job_id, attempt, front=True)
-                return
-            self._failed_attempts.setdefault(lease.job_id, {})[attempt] = failed
-            self._to_pending(lease.job_id, attempt + 1)
+            job_id = lease.job_id
+            attempt = self._attempt[job_id]
+            if failed is not None:
+                self._failed_attempts.setdefault(job_id, {})[attempt] = failed
+                attempt += 1
+            self._to_pending(job_id, attempt, self._rank[job_id])
 
-    def _to_pending(self, job_id: str, attempt: int, *, front: bool = False) -> None:
+    def _to_pending(self, job_id: str, attempt: int, rank: float) -> None:
         self._attempt[job_id] = attempt
         self._state[job_id] = State.PENDING
-        if front:
-            self._pending.appendleft(job_id)
-        else:
-            self._pending.append(job_id)
+        self._rank[job_id] = rank
+        self._pending.push(self._jobs[job_id], rank)
         self._lock.notify_all()
 
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
-        done = []
         with self._lock:
-            for job_id in job_ids:
-                state = self._state.get(job_id)
-                if state is None or state.final:
-                    continue
+            asked = [i for i in dict.fromkeys(job_ids)
+                     if i in self._state and not self._state[i].final]
+            for job_id in asked:
+                if self._state[job_id].final:
+                    continue  # cancelled with a job it waited for, earlier in the list
                 lease = self._leases.pop(job_id, None)
                 self._set_final_locked(job_id, cancelled_result(
                     self.files, self._jobs[job_id], self._attempt[job_id],
                     lease[0] if lease is not None else ""))
-                done.append(job_id)
-        return done
+        return asked
 
     def retry(self, job_ids: Iterable[str], *, force: bool = False,
               first: bool = True) -> list[str]:
@@ -222,15 +284,40 @@ class MemoryQueue(Queue):
                                                                              State.CANCELLED)
         with self._lock:
             for job_id in job_ids:
-                job = self._jobs.get(job_id)
-                if job is not None and job.kind is Kind.CALL and job.payload is None:
-                    continue  # its arguments were dropped when it ended
-                if self._state.get(job_id) in retried:
-                    del self._results[job_id]
-                    self._failed_attempts.pop(job_id, None)  # a fresh start: no old records
-                    self._to_pending(job_id, 1)
+                if self._state.get(job_id) not in retried or not self._runnable(job_id):
+                    continue
+                seq = self._seq[job_id]
+                if self._start_again(job_id, seq - FIRST if first else seq):
+                    self._bring_back_locked(job_id)
                     again.append(job_id)
         return again
+
+    def _runnable(self, job_id: str) -> bool:
+        """False for a call whose arguments were dropped when it ended."""
+        job = self._jobs[job_id]
+        return not (job.kind is Kind.CALL and job.payload is None)
+
+    def _start_again(self, job_id: str, rank: float) -> bool:
+        """A final job afresh (no result, no old attempt records) where its dependencies
+        put it; False if one of them ended it again at once."""
+        del self._results[job_id]
+        self._failed_attempts.pop(job_id, None)
+        self._attempt[job_id] = 1
+        return self._place_locked(job_id, rank)
+
+    def _bring_back_locked(self, job_id: str) -> None:
+        """The jobs that ended without running because `job_id` failed or was cancelled
+        (and theirs in turn) start again: `job_id` is not final any more."""
+        back = [job_id]
+        while back:
+            dep_id = back.pop()
+            dep_name = self._jobs[dep_id].name
+            for waiting in self._dependants.get(dep_id, ()):
+                result = self._results.get(waiting)
+                if (result is not None and result.attempt == 0 and self._runnable(waiting)
+                        and result.reason == dependency_reason(dep_id, dep_name, result.state)
+                        and self._start_again(waiting, self._seq[waiting])):
+                    back.append(waiting)
 
     def _purge(self) -> int:
         with self._lock:
@@ -239,7 +326,8 @@ class MemoryQueue(Queue):
                                    (r for records in self._failed_attempts.values()
                                     for r in records.values()))
             for kept in (self._jobs, self._state, self._attempt, self._seq, self._leases,
-                         self._results, self._failed_attempts, self._blob_users, self._blobs):
+                         self._results, self._failed_attempts, self._blob_users, self._blobs,
+                         self._rank, self._dependants):
                 kept.clear()
             self._pending.clear()
             self._reaped.clear()
@@ -342,7 +430,7 @@ class MemoryQueue(Queue):
                     reason=lost_reason(attempt, worker), attempt=attempt, worker=worker,
                 ))
             else:
-                self._to_pending(job_id, attempt + 1)
+                self._to_pending(job_id, attempt + 1, self._rank[job_id])
         if expired:
             self._lock.notify_all()
 

@@ -30,6 +30,7 @@ from ..job import (
     Beat,
     Job,
     JobStatus,
+    JobSummary,
     Lease,
     Reaped,
     Result,
@@ -131,6 +132,32 @@ def _job(spec: str, payload: bytes | None) -> Job:
     if payload is not None:
         data["payload"] = payload
     return Job.from_dict(data)
+
+
+# What `summaries` reads: a final job's fields come from its result's JSON.
+_SUMMARY_SELECT = (
+    "SELECT seq, id, json_extract(spec, '$.name'), state,"
+    " COALESCE(json_extract(result, '$.attempt'), attempt),"
+    " COALESCE(NULLIF(json_extract(result, '$.worker'), ''), worker),"
+    " json_extract(result, '$.exit_code'), COALESCE(json_extract(result, '$.reason'), ''),"
+    " json_extract(result, '$.started'), json_extract(result, '$.ended'),"
+    " COALESCE(json_extract(result, '$.host'), ''), json_extract(result, '$.log')"
+    " FROM jobs")
+
+
+def _filtered(select: str, states: Collection[State] | None,
+              limit: int | None) -> tuple[str, list]:
+    """`select` over jobs in seq order, only those in `states`, at most `limit`."""
+    sql, args = select, []
+    if states is not None:
+        values = sorted({State(s).value for s in states})
+        sql += f" WHERE state IN ({','.join('?' * len(values))})"
+        args += values
+    sql += " ORDER BY seq"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(max(limit, 0))
+    return sql, args
 
 
 LISTING_BATCH = 5000  # rows whose records `listing` decodes in one call
@@ -456,21 +483,23 @@ class SqliteQueue(Queue):
                 limit: int | None = None) -> Iterator[JobStatus]:
         """One SELECT in seq order (the state filter and the limit in SQL), no attempts
         table read."""
-        sql, args = ("SELECT spec, payload, state, attempt, worker, result, seq FROM jobs",
-                     [])
-        if states is not None:
-            values = sorted({State(s).value for s in states})
-            sql += f" WHERE state IN ({','.join('?' * len(values))})"
-            args += values
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(max(limit, 0))
+        sql, args = _filtered("SELECT spec, payload, state, attempt, worker, result, seq "
+                              "FROM jobs", states, limit)
         rows = self._db().execute(sql, args).fetchall()
         statuses: list[JobStatus] = []
         for first in range(0, len(rows), LISTING_BATCH):
             statuses += _listed(rows[first:first + LISTING_BATCH])
         return iter(statuses)
+
+    def summaries(self, states: Collection[State] | None = None,
+                  limit: int | None = None) -> Iterator[JobSummary]:
+        """The fields a table row shows, picked out of the stored JSON by SQLite itself
+        (json_extract): no record decoded in Python."""
+        sql, args = _filtered(_SUMMARY_SELECT, states, limit)
+        by_value = STATES
+        return iter([JobSummary(seq, job_id, name, by_value[state], attempt, worker, *rest)
+                     for seq, job_id, name, state, attempt, worker, *rest
+                     in self._db().execute(sql, args).fetchall()])
 
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)

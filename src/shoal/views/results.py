@@ -1,9 +1,10 @@
 """`shoal results`: one row per job in submission order, as a table that fits the terminal,
 CSV (one column per parameter) or JSON lines.
 
-The rows come from one `queue.listing()` (in order, filtered and cut by the backend, read
-in bulk, without failed-attempt records); everything after it is linear and cheap (no
-per-row rich rendering: see table.py), so the listing is what 10^5 jobs cost.
+The table's rows come from one `queue.summaries()` (in order, filtered and cut by the
+backend, the few fields a row shows read without building jobs and results); CSV and JSON
+need every field and read `queue.listing()`. Everything after the read is linear and
+cheap (no per-row rich rendering: see table.py), so the read is what 10^5 jobs cost.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import click
 
 from ..errors import UsageError
-from ..job import JobStatus, Result, State
+from ..job import JobStatus, JobSummary, Result, State
 from ..queue.base import Queue
 from .table import Column, fit, terminal_width
 
@@ -149,37 +150,42 @@ def _cell(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def table_cells(status: JobStatus) -> list[str]:
-    """The table's cells of one job (in TABLE's order), built without a row dict."""
-    result = status.result
-    seq = str(status.seq) if status.seq else ""
-    if result is None:
-        return [seq, status.job.name, status.state.value, "", "", "", status.job.id,
-                str(status.attempt), "", "", ""]
-    reason = result.reason
+def table_cells(row: JobSummary) -> list[str]:
+    """The table's cells of one job (in TABLE's order)."""
+    reason = row.reason
     if "\n" in reason or "  " in reason:
         reason = " ".join(reason.split())
-    return [seq, status.job.name, result.state.value,
-            "" if result.exit_code is None else str(result.exit_code), reason,
-            duration_text(result.duration_s), result.job_id, str(result.attempt), result.host,
-            _time(result.started), result.log or ""]
+    started, ended = row.started, row.ended
+    return [str(row.seq) if row.seq else "", row.name, row.state.value,
+            "" if row.exit_code is None else str(row.exit_code), reason,
+            duration_text(ended - started if started is not None and ended is not None
+                          else None),
+            row.id, str(row.attempt), row.host, _time(started), row.log or ""]
 
 
 def show_results(queue: Queue, fmt: str, *, states: Collection[State] | None = None,
                  limit: int | None = None) -> None:
+    """The table reads `summaries` (the narrow read); CSV and JSON need every field."""
+    filtered = states is not None
     with gc_paused():
-        _show(listed(queue, states, limit), fmt, queue.url, states is not None)
+        if fmt == "table":
+            _table(list(queue.summaries(states, limit)), queue.url, filtered)
+        else:
+            _records(listed(queue, states, limit), fmt)
 
 
-def _show(statuses: list[JobStatus], fmt: str, url: str, filtered: bool) -> None:
-    out = sys.stdout
-    if fmt == "json":
-        out.writelines(json.dumps(status_row(s)) + "\n" for s in statuses)
-    elif fmt == "csv":
-        write_csv([status_row(s) for s in statuses])
-    elif not statuses:
+def _table(rows: list[JobSummary], url: str, filtered: bool) -> None:
+    if not rows:
         click.echo(f"no jobs{' in that state' if filtered else ''} in {url}", err=True)
+        return
+    lines = fit(TABLE, [table_cells(row) for row in rows], terminal_width())
+    sys.stdout.writelines(line + "\n" for line in lines)
+    sys.stdout.flush()
+
+
+def _records(statuses: list[JobStatus], fmt: str) -> None:
+    if fmt == "json":
+        sys.stdout.writelines(json.dumps(status_row(s)) + "\n" for s in statuses)
     else:
-        lines = fit(TABLE, [table_cells(s) for s in statuses], terminal_width())
-        out.writelines(line + "\n" for line in lines)
-    out.flush()
+        write_csv([status_row(s) for s in statuses])
+    sys.stdout.flush()

@@ -25,13 +25,12 @@ def failure_reasons(queue: Queue) -> list[dict[str, Any]]:
     """Failed jobs grouped by reason, commonest first: reason, count, a few job names."""
     groups: Counter[str] = Counter()
     names: dict[str, list[str]] = {}
-    for status in queue.listing({State.FAILED}):
-        result = status.result
-        if result is not None and result.state is State.FAILED:
-            reason = " ".join((result.reason or "no reason recorded").split())
+    for row in queue.summaries({State.FAILED}):
+        if row.state is State.FAILED:
+            reason = " ".join((row.reason or "no reason recorded").split())
             groups[reason] += 1
             if len(names.setdefault(reason, [])) < 3:
-                names[reason].append(result.name or result.job_id)
+                names[reason].append(row.name or row.id)
     return [{"reason": reason, "count": count, "jobs": names[reason]}
             for reason, count in groups.most_common()]
 

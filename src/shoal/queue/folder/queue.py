@@ -33,14 +33,26 @@ from ...fsutil import (
     unique_token,
     unlink_quiet,
 )
-from ...job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo, dumps, loads
+from ...job import (
+    Beat,
+    Job,
+    JobStatus,
+    JobSummary,
+    Lease,
+    Reaped,
+    Result,
+    State,
+    WorkerInfo,
+    dumps,
+    loads,
+)
 from ..base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from ..files import LocalFiles, check_log_name
 from ..scheduling import Capacity
 from ..settings import QueueSettings
 from .groupcommit import GroupCommit
 from .layout import FINAL_DIRS, Layout, parse_marker, parse_pending, pending_name, refresh_listing
-from .listing import read_listing
+from .listing import read_listing, read_summaries
 from .registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
@@ -583,6 +595,10 @@ class FolderQueue(Queue):
     def listing(self, states: Collection[State] | None = None,
                 limit: int | None = None) -> Iterator[JobStatus]:
         return iter(read_listing(self, states, limit))  # listing.py: a read per job, no get()
+
+    def summaries(self, states: Collection[State] | None = None,
+                  limit: int | None = None) -> Iterator[JobSummary]:
+        return iter(read_summaries(self, states, limit))  # listing's reads, no records built
 
     def _fresh_names(self, kind: str) -> list[str]:
         refresh_listing(self.dirs[kind])

@@ -33,6 +33,7 @@ from ...job import (
     Beat,
     Job,
     JobStatus,
+    JobSummary,
     Lease,
     Reaped,
     Result,
@@ -41,7 +42,7 @@ from ...job import (
     dumps,
     loads,
 )
-from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, reaped_keep_s
+from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, lost_reason, reaped_keep_s
 from ..files import ShippedFiles
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
 from ..scheduling import Capacity
@@ -53,6 +54,7 @@ from .store import RedisStore
 
 SUBMIT_BATCH = 2000  # jobs per submit script call (one round trip each)
 READ_BATCH = 500  # ids per read (HMGET, HSCAN COUNT)
+LISTING_PAGE = 1000  # jobs listing.lua scans per call (about 10 ms of the server's time)
 FINALS_BATCH = 10_000  # finals stream entries read per look at most
 # A watch of a WatchSet, which may grow while it waits, blocks on the stream this long at
 # most before it looks at the ids added meanwhile (an id whose job ended before the wait
@@ -299,21 +301,42 @@ class RedisQueue(Queue):
 
     def listing(self, states: Collection[State] | None = None,
                 limit: int | None = None) -> Iterator[JobStatus]:
-        """A script per batch of ids (listing.lua: filtered there, no attempt records),
-        then sorted here: Redis keeps no index by seq."""
-        wanted = "" if states is None else " ".join(sorted(State(s).value for s in states))
-        if states is not None and not wanted:
-            return iter([])
+        """listing.lua page by page (the scan, the filter and the reads in the script, no
+        attempt records), then sorted here: Redis keeps no index by seq."""
         found: list[JobStatus] = []
-        for ids in self._scan(self.keys.state):
-            with translated_errors(self.address):
-                reply = self._run(self.scripts.listing, [wanted, *ids])
+        for reply in self._pages(states, "payloads"):
             found += self._listed(reply)
         return iter(chosen(found, None, limit))
 
+    def summaries(self, states: Collection[State] | None = None,
+                  limit: int | None = None) -> Iterator[JobSummary]:
+        """listing.lua's pages without payloads, rows taken from the decoded records (no
+        Job or Result built)."""
+        found = [_summary(*row) for reply in self._pages(states, "summaries")
+                 for row in json.loads(reply[0])]
+        found.sort(key=lambda row: (row.seq, row.name))
+        return iter(found if limit is None else found[:max(limit, 0)])
+
+    def _pages(self, states: Collection[State] | None, what: str) -> Iterator[list]:
+        """listing.lua's replies (`what`: payloads or summaries), one per page of
+        LISTING_PAGE jobs scanned."""
+        wanted = "" if states is None else " ".join(sorted(State(s).value for s in states))
+        if states is not None and not wanted:
+            return
+        cursor: Any = 0
+        while True:
+            with translated_errors(self.address):
+                reply = self._run(self.scripts.listing,
+                                  [wanted, what, cursor, LISTING_PAGE])
+            yield reply
+            cursor = _text(reply[1])
+            if cursor == "0":
+                return
+
     def _listed(self, reply: list[Any]) -> list[JobStatus]:
-        """listing.lua's reply: one JSON array of rows, then (id, payload) pairs."""
-        payloads = {_text(i): p for i, p in zip(reply[1::2], reply[2::2], strict=True)}
+        """listing.lua's reply: one JSON array of rows, the cursor, then (id, payload)
+        pairs."""
+        payloads = {_text(i): p for i, p in zip(reply[2::2], reply[3::2], strict=True)}
         statuses = []
         for spec, state, attempt, worker, record, seq in json.loads(reply[0]):
             if spec["id"] in payloads:
@@ -451,3 +474,13 @@ class RedisQueue(Queue):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _summary(seq: int, job_id: str, name: str, state: str, attempt: int, worker: str | None,
+             exit_code: int | None, reason: str, started: float | None, ended: float | None,
+             host: str, log: str | None, lost: bool) -> JobSummary:
+    """A summary row of listing.lua (a lost lease's record has its reason made here)."""
+    if lost:
+        reason = lost_reason(int(attempt), str(worker or ""))
+    return JobSummary(seq, job_id, name, STATES[state], attempt, worker, exit_code, reason,
+                      started, ended, host, log)
