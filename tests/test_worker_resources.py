@@ -183,7 +183,7 @@ def test_jobs_run_while_their_cpus_fit_not_a_fixed_number_of_slots(queue, out):
 
 def test_a_small_job_goes_while_a_bigger_one_waits_for_room(queue, out):
     """2 cpus, one busy: the 2-cpu job at the head waits, the 1-cpu job behind it runs."""
-    busy, big, small = queue.submit([
+    queue.submit([
         recording(out, "busy", peers=2), recording(out, "big", needs={"cpus": 2}),
         recording(out, "small", peers=2)])
     run_drained(queue, Resources.detect(cpus=2))

@@ -1,11 +1,13 @@
 """The worker loop: N slots, each a loop of claim -> run -> finish; one steering loop beside.
+At most N jobs run at once, and only while their needs fit what the worker has (ledger.py).
 
     steering loop (caller's thread)          slot threads (N)
     ------------------------------          -------------------------------
     beat: register, renew leases,            take a lease (idle slots share one
-      take control commands (stop...)          claim: handout.py)
+      take control commands (stop...)          claim: handout.py; it fits: ledger.py)
     reap (kill orphans of dead workers)      the runner of its kind runs it
     look for drop-in job files                 (processes.py, calls.py)
+    kill jobs over their mem (memwatch.py)
                                              finish (+ claim the next) /
     decide to exit (drained, stopped)          release (failed: to try again)
                                              (lease lost -> result refused)
@@ -266,10 +268,9 @@ class Worker:
     def _lease_lost(self, lease: Lease) -> None:
         """The queue took this lease back: kill its job, whose result would be refused."""
         self._handout.forget(lease)
-        running = self._running.get(lease.job_id)
-        if running is None or running.lease.attempt != lease.attempt:  # a spare one
-            self._ledger.give_back(lease)
         slot = self._running.get(lease.job_id)
+        if slot is None or slot.lease.attempt != lease.attempt:  # a spare one: share freed
+            self._ledger.give_back(lease)
         if slot is None or slot.lost or slot.settling:
             return
         if slot.lease.token != lease.token:
