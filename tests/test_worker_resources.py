@@ -340,3 +340,13 @@ def test_shoal_work_hands_out_the_gpus_and_cpus_it_was_given(tmp_path, out, proc
         if a["env"]["CUDA_VISIBLE_DEVICES"] == b["env"]["CUDA_VISIBLE_DEVICES"]:
             assert not overlap(a, b), (a, b)
     assert most_at_once(runs) <= 2
+
+
+def test_a_python_call_sees_its_gpus_and_cpus_too(queue):
+    from shoal.calls import call_job
+
+    gpus, cpus = queue.submit([call_job(os.getenv, ("CUDA_VISIBLE_DEVICES",), needs={"gpus": 1}),
+                               call_job(os.getenv, ("SHOAL_CPUS",), needs={"cpus": 2})])
+    run_drained(queue, Resources.detect(cpus=2, gpus="5,"))
+    assert "'5'" in queue.get(gpus).result.value
+    assert "'2'" in queue.get(cpus).result.value
