@@ -16,8 +16,8 @@ def test_jobs_arriving_at_idle_slots_are_claimed_together_and_each_run_once():
     handed_out: list[int] = []  # leases each claim returned
     claim = queue.claim
 
-    def counted_claim(worker: str, n: int = 1, *, wait_s: float = 0.0):
-        leases = claim(worker, n, wait_s=wait_s)
+    def counted_claim(worker: str, n: int = 1, *, wait_s: float = 0.0, fit=None):
+        leases = claim(worker, n, wait_s=wait_s, fit=fit)
         handed_out.append(len(leases))
         return leases
 
@@ -46,9 +46,9 @@ def test_a_stop_that_comes_during_a_shared_claim_gives_every_claimed_job_back():
     shared: list[int] = []
     handed_out: list[int] = []
 
-    def claim_then_stop(worker_id: str, n: int = 1, *, wait_s: float = 0.0):
+    def claim_then_stop(worker_id: str, n: int = 1, *, wait_s: float = 0.0, fit=None):
         # Always as if every slot waited for this claim: leases for the others in hand.
-        leases = claim(worker_id, 3, wait_s=wait_s)
+        leases = claim(worker_id, 3, wait_s=wait_s, fit=fit)
         handed_out.append(len(leases))
         if len(leases) >= 2:  # leases for waiting slots in hand: stop before they take them
             shared.append(len(leases))

@@ -180,7 +180,18 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, after: tuple[s
 
 @main.command()
 @click.argument("queue")
-@click.option("--slots", type=click.IntRange(min=1), help="Parallel jobs (default: CPUs).")
+@click.option("--slots", "-j", type=click.IntRange(min=1),
+              help="Most jobs at once (default: --cpus); without --cpus, also the cpus.")
+@click.option("--cpus", type=int, help="Cores the jobs share (default: this machine's); "
+              "a job takes 1 unless it asks for more.")
+@click.option("--gpus", help="GPUs to hand out: device ids (0,1) or a count "
+              "(default: CUDA_VISIBLE_DEVICES, else nvidia-smi -L).")
+@click.option("--mem", help="Memory the jobs share, e.g. 64G (default: this machine's).")
+@click.option("--resource", "named", multiple=True, metavar="NAME=AMOUNT",
+              help="A named resource jobs may ask for, e.g. license=2 (repeatable).")
+@click.option("--label", "labels", multiple=True,
+              help="A label jobs may require, e.g. bigmem (repeatable).")
+@click.option("--pin", is_flag=True, help="Pin each job to its own cores (sched_setaffinity).")
 @click.option("--drain", is_flag=True, help="Exit when no job is pending or running.")
 @click.option("--on-stop", type=click.Choice(["finish", "release"]), default="finish",
               show_default=True,
@@ -194,10 +205,17 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, after: tuple[s
               help="Write this worker's own log to DIR/HOST-PID.log (shoal hire sets it).")
 @click.option("--quiet", "-q", is_flag=True,
               help="No line per finished job, only warnings and errors.")
-def work(queue: str, slots: int | None, drain: bool, on_stop: str, max_jobs: int | None,
-         lease_s: float | None, grace_s: float, log_dir: str | None, quiet: bool) -> None:
-    """Run jobs from QUEUE (a folder: also every job file dropped into it); a line on
-    stderr for each job that ends (done, failed, retry)."""
+def work(queue: str, slots: int | None, cpus: int | None, gpus: str | None, mem: str | None,
+         named: tuple[str, ...], labels: tuple[str, ...], pin: bool, drain: bool,
+         on_stop: str, max_jobs: int | None, lease_s: float | None, grace_s: float,
+         log_dir: str | None, quiet: bool) -> None:
+    """Run jobs from QUEUE (a folder: also every job file dropped into it) while their
+    needs fit in this worker's cpus, GPUs, memory and resources; a line on stderr for
+    each job that ends (done, failed, retry)."""
+    from .worker.resources import Resources
+
+    resources = Resources.detect(cpus=cpus, slots=slots, gpus=gpus, mem=mem,
+                                 resources=named, labels=labels, pin=pin)
     if logging.getLogger().level > logging.INFO and not quiet:
         logging.getLogger("shoal").setLevel(logging.INFO)
     if "://" not in queue and not Path(queue).is_dir() and not is_contact_file(queue):
@@ -206,7 +224,8 @@ def work(queue: str, slots: int | None, drain: bool, on_stop: str, max_jobs: int
     log_path = log_to_file(log_dir) if log_dir else None
     show_job_lines(quiet, log_path)
     worker = Worker(open_queue(queue, **options), slots=slots, drain=drain, on_stop=on_stop,
-                    max_jobs=max_jobs, kill_grace_s=grace_s, log_path=log_path)
+                    max_jobs=max_jobs, kill_grace_s=grace_s, log_path=log_path,
+                    resources=resources)
     install_stop_signals(worker)
     worker.run()
 

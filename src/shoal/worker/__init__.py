@@ -3,6 +3,9 @@
     loop.py       Worker: slots, claim, heartbeat (beat + reap), orphans, control, stop
     slot.py       Slot (one lease in flight) and the Runner protocol both runners keep
     handout.py    Handout: idle slots share one claim(worker, n)
+    resources.py  Resources: what the worker has (cpus, mem, GPUs, named, labels)
+    ledger.py     Ledger: what its jobs hold; the Capacity a claim carries; GPU ids, cores
+    memwatch.py   the RSS of a job's process tree, for killing a job over its mem
     processes.py  ProcessRunner: command and job-file jobs as process groups
     calls.py      CallRunner: Python calls in one long-lived interpreter per slot
     callhost.py   that interpreter (`python -m shoal.worker.callhost`) and its client

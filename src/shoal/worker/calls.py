@@ -51,7 +51,7 @@ class CallRunner:
                    "init": lease.job.meta.get("init"), "log": log_path,
                    "context": vars(context),
                    "env": {**context.environment(), "SHOAL_JOB_ID": lease.job_id,
-                           "SHOAL_ATTEMPT": str(lease.attempt)}}
+                           "SHOAL_ATTEMPT": str(lease.attempt), **slot.env}}
         try:
             request["blobs"] = self._blobs(lease.job, host.known)
         except MalformedJob as exc:
@@ -115,6 +115,8 @@ class CallRunner:
     def _call(self, slot: Slot, host: CallHost, request: dict[str, Any]) -> dict | None:
         """Send the call to the ready interpreter under the job's deadline."""
         slot.process = host.process
+        if slot.process is not None:
+            slot.pin(slot.process.pid)
         slot.started = time.time()
         with slot.guarded(self.deadlines, slot.lease.job.timeout_s):
             return host.call(request)

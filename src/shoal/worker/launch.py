@@ -7,6 +7,7 @@ and the whole tree it starts can be killed at once (timeout, lease loss, stop).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -188,6 +189,19 @@ def start(launch: Launch) -> JobProcess:
         os.close(fd)
         if err_fd != fd:
             os.close(err_fd)
+
+
+def pin_process(pid: int, cores: tuple[int, ...]) -> None:
+    """Keep a process on `cores` (`shoal work --pin`): every thread of it, since a
+    thread's affinity is its own; what it starts from then on inherits it. Cores the
+    kernel refuses (another cpuset) leave the process where it was."""
+    try:
+        threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        threads = [pid]
+    for tid in threads:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cores)
 
 
 def describe_exit(returncode: int) -> str:

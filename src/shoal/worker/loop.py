@@ -1,11 +1,13 @@
 """The worker loop: N slots, each a loop of claim -> run -> finish; one steering loop beside.
+At most N jobs run at once, and only while their needs fit what the worker has (ledger.py).
 
     steering loop (caller's thread)          slot threads (N)
     ------------------------------          -------------------------------
     beat: register, renew leases,            take a lease (idle slots share one
-      take control commands (stop...)          claim: handout.py)
+      take control commands (stop...)          claim: handout.py; it fits: ledger.py)
     reap (kill orphans of dead workers)      the runner of its kind runs it
     look for drop-in job files                 (processes.py, calls.py)
+    kill jobs over their mem (memwatch.py)
                                              finish (+ claim the next) /
     decide to exit (drained, stopped)          release (failed: to try again)
                                              (lease lost -> result refused)
@@ -19,6 +21,7 @@ always releases.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -33,10 +36,14 @@ from ..errors import CoordinatorUnreachable, LeaseLost
 from ..fsutil import HOST
 from ..job import Kind, Lease, Reaped, Result, State, WorkerInfo
 from ..queue import STOP, STOP_NOW, Queue
+from ..queue.scheduling import MEM
 from .calls import CallRunner
 from .handout import Handout
 from .kill import Deadlines, kill_orphans
+from .ledger import Ledger
+from .memwatch import SAMPLE_S, over_reason, rss_of_sessions
 from .processes import ProcessRunner
+from .resources import Resources
 from .slot import Runner, Slot
 
 log = logging.getLogger("shoal.worker")
@@ -82,15 +89,20 @@ class Worker:
         log_path: str | None = None,
         cancelled_by_owner: Callable[[str], bool] | None = None,
         after_result: Callable[[Result], bool] | None = None,
+        resources: Resources | None = None,
     ) -> None:
-        """`cancelled_by_owner(job_id)`: whether the worker's owner (an Executor) cancelled
+        """`slots`: how many jobs may run at once (default: the cpus of `resources`).
+        `resources`: what the worker has (default: this machine's, with `slots` cpus);
+        its jobs run while their needs fit in it (`Ledger`).
+        `cancelled_by_owner(job_id)`: whether the worker's owner (an Executor) cancelled
         the job but could not stop it in the queue in time, so it is not run if claimed.
         `after_result(result)`: told each final result before the slot claims again; False
         makes the worker claim nothing more (`shoal run --halt`: no job starts after it)."""
         if on_stop not in ("finish", "release"):
             raise ValueError("on_stop must be 'finish' or 'release'")
         self.queue = queue
-        self.slots = slots or os.cpu_count() or 1
+        self.resources = resources or Resources.detect(slots=slots)
+        self.slots = slots or self.resources.cpus
         self.drain = drain
         self.on_stop = on_stop
         self.heartbeat_s = heartbeat_s or min(defaults.HEARTBEAT_S, queue.settings.lease_s / 4)
@@ -113,6 +125,8 @@ class Worker:
         self._running: dict[str, Slot] = {}
         self._reaps_heard: set[Reaped] = set()  # what the last reap() reported
         self._handout = Handout()  # leases claimed for idle slots in one claim
+        self._ledger = Ledger(self.resources)  # what the leased jobs hold of `resources`
+        self._next_sample = 0.0  # when the memory of jobs with a mem need is sampled next
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -137,7 +151,7 @@ class Worker:
             for thread in threads:
                 thread.join()
             for unrun in self._handout.take_all():  # claimed for a slot that stopped first
-                self._fenced(Slot(unrun), lambda lease=unrun: self.queue.release(lease))
+                self._give_back(unrun)
             for runner in set(self._runners.values()):
                 runner.close()
             with contextlib.suppress(CoordinatorUnreachable):
@@ -158,6 +172,7 @@ class Worker:
             if now >= next_beat:
                 self._heartbeat()
                 next_beat = now + self.heartbeat_s
+            self._watch_memory(now)
             if self._should_exit():
                 break
             self._wake.wait(min(self.heartbeat_s, self.scan_s, 0.25))
@@ -198,6 +213,7 @@ class Worker:
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + self.heartbeat_s
+            self._watch_memory(time.monotonic())
             time.sleep(min(self.heartbeat_s, 0.1))
 
     def stop(self, *, now: bool = False) -> None:
@@ -253,6 +269,8 @@ class Worker:
         """The queue took this lease back: kill its job, whose result would be refused."""
         self._handout.forget(lease)
         slot = self._running.get(lease.job_id)
+        if slot is None or slot.lease.attempt != lease.attempt:  # a spare one: share freed
+            self._ledger.give_back(lease)
         if slot is None or slot.lost or slot.settling:
             return
         if slot.lease.token != lease.token:
@@ -263,6 +281,25 @@ class Worker:
         log.warning("worker %s: lost lease on job %s (attempt %d); killing it",
                     self.id, lease.job_id, lease.attempt)
         self._runners[lease.job.kind].kill(slot)
+
+    def _watch_memory(self, now: float) -> None:
+        """Every SAMPLE_S while a job that asked for mem runs: kill those using more
+        (their result says so). Nothing at all while no such job runs."""
+        if now < self._next_sample or not self._ledger.holds(MEM):
+            return
+        self._next_sample = now + SAMPLE_S
+        with self._lock:
+            watched = {slot.process.pid: (slot, slot.share.needs[MEM])
+                       for slot in self._running.values()
+                       if slot.process is not None and slot.share is not None
+                       and MEM in slot.lease.job.needs and not slot.overused}
+        for pid, used in rss_of_sessions(watched).items():
+            slot, limit = watched[pid]
+            if used > limit:
+                slot.overused = over_reason(used, limit)
+                log.warning("worker %s: job %s %s; killing it", self.id, slot.lease.job_id,
+                            slot.overused)
+                self._runners[slot.lease.job.kind].kill(slot)
 
     def _state(self) -> str:
         if self._stopping.is_set():
@@ -277,7 +314,8 @@ class Worker:
         info = WorkerInfo(
             self.id, HOST, os.getpid(), self.slots, state=self._state(),
             running=tuple(lease.job_id for lease in running), done=self.done,
-            started=self._started, log=self.log_path,
+            started=self._started, log=self.log_path, resources=self._ledger.totals,
+            labels=tuple(sorted(self.resources.labels)),
         )
         beat = self.queue.beat(info, leases)
         for lease in beat.lost:
@@ -291,10 +329,13 @@ class Worker:
         idle_s = defaults.POLL_MIN_S  # this slot's backoff while a polled queue is empty
         next_lease: Lease | None = None  # handed out with the last finish
         while not self._stopping.is_set():
+            if next_lease is None and not self._ledger.room() and not self._handout.spare():
+                # the jobs held fill the worker: wait for one to end
+                self._ledger.wait_for_room(defaults.POLL_MAX_S)
+                continue
             try:
                 lease = next_lease or self._handout.next(
-                    lambda n: self.queue.claim(self.id, n, wait_s=wait_s), self._unclaimed(),
-                    self._stopping)
+                    lambda n: self._claim(n, wait_s), self._unclaimed(), self._stopping)
                 next_lease = None
             except CoordinatorUnreachable as exc:
                 self._stop_unreachable(exc)
@@ -307,27 +348,48 @@ class Worker:
                 continue
             idle_s = defaults.POLL_MIN_S
             if self._stopping.is_set():  # the stop came while we were claiming
-                self._fenced(Slot(lease), lambda claimed=lease: self.queue.release(claimed))
+                self._give_back(lease)
                 return
             next_lease = self._run_one(lease, index)
             if self.max_jobs is not None and self.done >= self.max_jobs:
                 self._wake.set()
                 break
         if next_lease is not None:  # stopped with its next job in hand: give it back untouched
-            unrun = next_lease
-            self._fenced(Slot(unrun), lambda: self.queue.release(unrun))
+            self._give_back(next_lease)
 
     def _unclaimed(self) -> int:
-        """How many more jobs this worker may claim: its idle slots, within max_jobs."""
+        """How many more jobs this worker may claim: its idle slots, as many as have a
+        cpu free, within max_jobs."""
         with self._lock:
             busy = len(self._running)
+        most = min(self.slots - busy, self._ledger.room())
         if self.max_jobs is None:
-            return self.slots - busy
-        return min(self.slots - busy, self.max_jobs - self.done - busy)
+            return most
+        return min(most, self.max_jobs - self.done - busy)
+
+    def _claim(self, n: int, wait_s: float) -> list[Lease]:
+        """Up to n jobs that fit in what is free now."""
+        return self._hold(self.queue.claim(self.id, n, wait_s=wait_s,
+                                           fit=self._ledger.capacity()))
+
+    def _hold(self, leases: list[Lease]) -> list[Lease]:
+        """The leases whose share the ledger could hold; the others (another slot's claim
+        took the room meanwhile) go back to the queue untouched."""
+        held = [lease for lease in leases if self._ledger.take(lease)]
+        if len(held) < len(leases):
+            for lease in leases:
+                if lease not in held:
+                    self._fenced(Slot(lease), lambda unfit=lease: self.queue.release(unfit))
+        return held
+
+    def _give_back(self, lease: Lease) -> None:
+        """A lease this worker will not run: to the queue untouched, its share freed."""
+        self._ledger.give_back(lease)
+        self._fenced(Slot(lease), lambda: self.queue.release(lease))
 
     def _run_one(self, lease: Lease, index: int = 0) -> Lease | None:
         """Run one job and record it; return the next lease if the queue handed one out."""
-        slot = Slot(lease, index)
+        slot = Slot(lease, index, share=self._ledger.share(lease))
         next_lease: Lease | None = None
         with self._lock:
             self._running[lease.job_id] = slot
@@ -336,6 +398,8 @@ class Worker:
                 result = slot.result(State.CANCELLED, "cancelled by user")
             else:
                 result = self._runners[lease.job.kind].run(slot)
+            if slot.overused and result.state is State.FAILED:
+                result = dataclasses.replace(result, reason=slot.overused)
             next_lease = self._record(slot, result)
         except Exception as exc:  # a bug must not kill the slot, nor loop on one job
             # One line for the user; the traceback with -vv (a CLI prints none by default).
@@ -346,6 +410,7 @@ class Worker:
         finally:
             with self._lock:
                 self._running.pop(lease.job_id, None)
+            self._ledger.give_back(lease)
         return next_lease
 
     def _record(self, slot: Slot, result: Result) -> Lease | None:
@@ -371,13 +436,17 @@ class Worker:
         next_leases: list[Lease] = []
         more = go_on and not self._stopping.is_set() and (
             self.max_jobs is None or self.done + 1 < self.max_jobs)
+        then_claim = 1 if more and self._ledger.room(lease) else 0
+        fit = self._ledger.capacity(lease) if then_claim else None
         if self._fenced(slot, lambda: next_leases.extend(
-                self.queue.finish(lease, result, then_claim=1 if more else 0))):
+                self.queue.finish(lease, result, then_claim=then_claim, fit=fit))):
             self.done += 1
             job_lines.info("%s", job_line(lease, result))
+        self._ledger.give_back(lease)
+        held = self._hold(next_leases)
         if not go_on and not self._stopping.is_set():  # a second stop would release all
             self.stop()
-        return next_leases[0] if next_leases else None
+        return held[0] if held else None
 
     def _fenced(self, slot: Slot, action: Callable[[], None]) -> bool:
         """Run a queue call that needs the slot's lease; False if the lease was refused or

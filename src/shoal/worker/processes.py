@@ -33,7 +33,8 @@ class ProcessRunner:
             launch = prepare(lease, queue_url=self.queue.url, root=self.queue.settings.root,
                              interpreters=self.queue.settings.interpreters,
                              worker_dir=self.worker_dir, attempt_log=attempt_log,
-                             extra_env=job_context(self.queue, lease).environment(),
+                             extra_env={**job_context(self.queue, lease).environment(),
+                                        **slot.env},
                              slot=slot.index + 1)
         except MalformedJob as exc:  # its log says why, for `shoal logs`
             reason = f"{MALFORMED}{exc}"
@@ -49,6 +50,7 @@ class ProcessRunner:
         except OSError as exc:
             launch.log.write_text(f"shoal: cannot start {launch.argv!r}: {exc}\n")
             return slot.result(State.FAILED, f"cannot start: {exc}", log=str(launch.log))
+        slot.pin(slot.process.pid)
         with slot.guarded(self.deadlines, launch.timeout_s):
             returncode = slot.process.wait()
         slot.retries = launch.retries  # a job that could not even start is not tried again

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from ..fsutil import HOST
 from ..job import Lease, Result, State
 from .kill import Deadlines
-from .launch import JobProcess
+from .launch import JobProcess, pin_process
+from .ledger import Share
 
 
 @dataclass
@@ -32,6 +33,18 @@ class Slot:
     settling: bool = False  # finish/release under way: the fence decides now
     retries: int = 0  # failed runs are tried again while attempt <= retries
     started: float = field(default_factory=time.time)
+    share: Share | None = None  # what it holds of the worker's resources (GPUs, cores)
+    overused: str = ""  # why the memory watch killed it, if it did
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What its process is told of its share (SHOAL_CPUS, CUDA_VISIBLE_DEVICES...)."""
+        return self.share.env or {} if self.share is not None else {}
+
+    def pin(self, pid: int) -> None:
+        """Keep the process (every thread of it) on the job's cores, when it has some."""
+        if self.share is not None and self.share.cores:
+            pin_process(pid, self.share.cores)
 
     def result(self, state: State, reason: str = "", *, exit_code: int | None = None,
                log: str | None = None, **extra: Any) -> Result:
