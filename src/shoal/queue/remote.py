@@ -225,8 +225,10 @@ class CoordinatorQueue(Queue):
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
               fit: Capacity | None = None) -> list[Lease]:
-        records = self._link().call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
-                                     wait_s=wait_s)
+        args: dict[str, Any] = {"worker": worker, "n": n, "wait_s": wait_s}
+        if fit is not None:  # left out when None: a coordinator of before issue 15 serves it
+            args["fit"] = fit.to_dict()
+        records = self._link().call("claim", args, wait_s=wait_s)
         return self._leases_in(records)
 
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
@@ -253,17 +255,18 @@ class CoordinatorQueue(Queue):
         """Record the result (its log travels with it) and lease the worker up to
         `then_claim` next jobs: one round trip."""
         shipped = self.files.shipped_log(lease, result)
+        more: dict[str, Any] = {"then_claim": then_claim}
+        if fit is not None and then_claim > 0:
+            more["fit"] = fit.to_dict()
         try:
             next_leases = self._call("finish", lease=wire.fence_out(lease),
-                                     result=wire.result_out(result), log=shipped,
-                                     then_claim=then_claim)
+                                     result=wire.result_out(result), log=shipped, **more)
         except MessageTooBig as exc:  # a huge return value: record why, not nothing
             failed = replace(result, state=State.FAILED, payload=None, value=None,
                              reason=f"result too big to send to the coordinator: {exc}")
             next_leases = self._call("finish", lease=wire.fence_out(lease),
                                      result=wire.result_out(failed),
-                                     log=shipped[-65536:] if shipped else None,
-                                     then_claim=then_claim)
+                                     log=shipped[-65536:] if shipped else None, **more)
         self.files.forget(lease, shipped)
         return self._leases_in(next_leases)
 
@@ -294,7 +297,8 @@ class CoordinatorQueue(Queue):
             with self._watched_lock:
                 self._watched.update(dict.fromkeys(ids))
             self._call("watch", ids=ids)
-        return self._call("retry", ids=ids, force=force)
+        more = {} if first else {"first": False}  # defaults left out, as in claim
+        return self._call("retry", ids=ids, force=force, **more)
 
     def purge(self, *, force: bool = False) -> int:
         """The coordinator's queue judges whether its workers are alive."""

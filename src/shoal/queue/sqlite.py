@@ -358,7 +358,7 @@ class SqliteQueue(Queue):
         dep_name = json.loads(row[0]).get("name", "") if row else ""
         sched.end_unrun(db, job.id, job.name, job.params, state,
                         dependency_reason(dep_id, dep_name, state))
-        sched.end_dependants(db, job.id, job.name, state)
+        sched.end_dependants(db, job.id, state, job.name)
 
     # -- function blobs -----------------------------------------------------------------
 
@@ -450,7 +450,7 @@ class SqliteQueue(Queue):
             if result.state is State.DONE:
                 sched.release_dependants(db, lease.job_id)
             else:
-                sched.end_dependants(db, lease.job_id, lease.job.name, result.state)
+                sched.end_dependants(db, lease.job_id, result.state)
             return self._claim_in(db, lease.worker, then_claim, fit)
 
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
@@ -483,7 +483,7 @@ class SqliteQueue(Queue):
                 db.execute("UPDATE jobs SET state='cancelled', worker=NULL, token=NULL, "
                            f"result=?{_FINAL_SEQ} WHERE id=?",
                            (dumps(result.to_dict()).decode(), job_id))
-                with_them.update(sched.end_dependants(db, job_id, job.name, State.CANCELLED))
+                with_them.update(sched.end_dependants(db, job_id, State.CANCELLED, job.name))
                 done.append(job_id)
         return done
 
@@ -659,7 +659,7 @@ class SqliteQueue(Queue):
                         reason=lost_reason(attempt, worker), attempt=attempt, worker=worker)
         db.execute("UPDATE jobs SET state='failed', worker=NULL, token=NULL, "
                    f"result=?{_FINAL_SEQ} WHERE id=?", (dumps(result.to_dict()).decode(), job_id))
-        sched.end_dependants(db, job_id, job.name, State.FAILED)
+        sched.end_dependants(db, job_id, State.FAILED, job.name)
 
     # -- workers and control -----------------------------------------------------------
 

@@ -139,17 +139,25 @@ def release_dependants(db: sqlite3.Connection, job_id: str) -> None:
         (job_id,))
 
 
-def end_dependants(db: sqlite3.Connection, job_id: str, name: str, state: State) -> list[str]:
-    """`job_id` (named `name`) ended in `state` (failed or cancelled): its waiting
-    dependants end so too without running, and theirs in turn. Returns their ids."""
+def end_dependants(db: sqlite3.Connection, job_id: str, state: State,
+                   name: str | None = None) -> list[str]:
+    """`job_id` ended in `state` (failed or cancelled): its waiting dependants end so too
+    without running, and theirs in turn. Returns their ids. The job's `name` is read
+    from its record unless given (a lease from the wire may not carry it)."""
     ended: list[str] = []
-    stack = [(job_id, name)]
+    stack: list[tuple[str, str | None]] = [(job_id, name)]
     while stack:
         dep_id, dep_name = stack.pop()
+        rows = db.execute(
+            "SELECT j.id, j.spec FROM dependants d JOIN jobs j ON j.id=d.job "
+            "WHERE d.dep=? AND j.state='waiting'", (dep_id,)).fetchall()
+        if not rows:
+            continue
+        if dep_name is None:
+            (spec,) = db.execute("SELECT spec FROM jobs WHERE id=?", (dep_id,)).fetchone()
+            dep_name = str(json.loads(spec).get("name", ""))
         reason = dependency_reason(dep_id, dep_name, state)
-        for waiting, spec in db.execute(
-                "SELECT j.id, j.spec FROM dependants d JOIN jobs j ON j.id=d.job "
-                "WHERE d.dep=? AND j.state='waiting'", (dep_id,)).fetchall():
+        for waiting, spec in rows:
             data = json.loads(spec)
             end_unrun(db, waiting, data.get("name", ""), data.get("params", {}), state, reason)
             ended.append(waiting)

@@ -14,6 +14,7 @@ from typing import Any
 from ..job import Lease, Result
 from ..net import wire
 from ..queue.base import Queue
+from ..queue.scheduling import Capacity
 
 Key = tuple[bytes, int]  # (client id, request id): one request, and its repeats
 Answer = Callable[[bytes, Key, Any], bool]  # (route, key, value) -> reached the client?
@@ -66,8 +67,15 @@ class Parking:
 
     # -- parking ---------------------------------------------------------------------
 
-    def park_claim(self, route: bytes, key: Key, deadline: float, worker: str, n: int) -> None:
-        self.claims.append(Parked(route, key, deadline, {"worker": worker, "n": n}))
+    def park_claim(self, route: bytes, key: Key, deadline: float, worker: str, n: int,
+                   fit: Capacity | None = None) -> None:
+        self.claims.append(Parked(route, key, deadline, {"worker": worker, "n": n,
+                                                         "fit": fit}))
+
+    def any_job_would_do(self) -> bool:
+        """Whether some parked claim takes any job (no `fit`): then nothing is pending,
+        or `serve_claims` would have given it to that claim."""
+        return any(parked.args["fit"] is None for parked in self.claims)
 
     def watch(self, client: bytes, ids: list[str]) -> None:
         """Push these jobs' results to `client` when they land."""
@@ -87,13 +95,17 @@ class Parking:
             self._answer(parked.route, parked.key, [])
 
     def serve_claims(self) -> None:
-        """Lease pending jobs to parked claims, oldest first, while there are jobs."""
-        while self.claims:
-            parked = self.claims[0]
-            leases = self.queue.claim(parked.args["worker"], parked.args["n"])
+        """Lease pending jobs to parked claims, oldest first, while there are jobs. A
+        claim with a `fit` that no pending job fits waits on; the next may take a job
+        that fits it; a claim without one that gets nothing means nothing is pending."""
+        for parked in list(self.claims):
+            args = parked.args
+            leases = self.queue.claim(args["worker"], args["n"], fit=args["fit"])
             if not leases:
-                return
-            self.claims.pop(0)
+                if args["fit"] is None:
+                    return
+                continue
+            self.claims.remove(parked)
             if not self._answer(parked.route, parked.key, leases_out(self.queue, leases)):
                 for lease in leases:  # the worker went away while waiting
                     self.queue.release(lease)

@@ -19,6 +19,7 @@ from ..errors import JobNotFound, LeaseLost
 from ..job import Job, Kind, Lease, Reaped, Result, State
 from ..net import wire
 from ..queue.base import Queue
+from ..queue.scheduling import Capacity
 from .parking import Key, Parking, Push, leases_out
 
 PARKED = object()  # a handler's value: no reply now, the request waits in Parking
@@ -140,11 +141,19 @@ class Service:
     def watch(self, req: Request, ids: list[str]) -> list[dict]:
         return self._watch(req.client, ids)
 
-    def claim(self, req: Request, worker: str, n: int = 1, wait_s: float = 0.0) -> Any:
-        leases = self.queue.claim(worker, n) if not self.parking.claims else []
+    def claim(self, req: Request, worker: str, n: int = 1, wait_s: float = 0.0,
+              fit: dict | None = None) -> Any:
+        """Lease jobs that fit (`fit`: the worker's free Capacity as a dict), or park the
+        claim until some arrive. Parked claims had every pending job offered after the
+        last request (`after_changes`), so one that takes any job means none is pending;
+        else a claim may take what fits it and none of them."""
+        capacity = Capacity.from_dict(fit)
+        leases = ([] if self.parking.any_job_would_do()
+                  else self.queue.claim(worker, n, fit=capacity))
         if leases or wait_s <= 0:
             return leases_out(self.queue, leases)
-        self.parking.park_claim(req.route, req.key, time.monotonic() + wait_s, worker, n)
+        self.parking.park_claim(req.route, req.key, time.monotonic() + wait_s, worker, n,
+                                capacity)
         return PARKED
 
     def beat(self, req: Request, info: dict, leases: list, progress: dict | None = None,
@@ -164,21 +173,24 @@ class Service:
         return {"lost": [lease.job_id for lease in beat.lost], "commands": list(beat.commands)}
 
     def finish(self, req: Request, lease: dict, result: dict, log: bytes | None = None,
-               then_claim: int = 0) -> list[dict]:
-        """Record the result; with `then_claim`, also lease the worker its next jobs (one
-        round trip instead of two) unless other workers are already waiting for work."""
+               then_claim: int = 0, fit: dict | None = None) -> list[dict]:
+        """Record the result; with `then_claim`, also lease the worker its next jobs that
+        fit `fit` (one round trip instead of two) unless other workers are already
+        waiting for work. A job done may release jobs that waited for it."""
         then_claim = 0 if self.parking.claims else then_claim  # those waiting go first
-        leases = self._finish(lease, result, log, then_claim, repeat=req.repeat)
+        leases = self._finish(lease, result, log, then_claim, Capacity.from_dict(fit),
+                              repeat=req.repeat)
+        self._pending_may_grow = True
         return leases_out(self.queue, leases)
 
-    def _finish(self, lease: dict, result: dict, log: bytes | None, then_claim: int, *,
-                repeat: bool) -> list[Lease]:
+    def _finish(self, lease: dict, result: dict, log: bytes | None, then_claim: int,
+                fit: Capacity | None, *, repeat: bool) -> list[Lease]:
         fenced = self._lease(lease, with_job=log is not None)
         record = wire.result_in(result)
         if log is not None:
             record = replace(record, log=self.queue.files.receive_log(fenced, log))
         try:
-            leases = self.queue.finish(fenced, record, then_claim=then_claim)
+            leases = self.queue.finish(fenced, record, then_claim=then_claim, fit=fit)
             if log is None:  # recorded as sent (a shipped log moves): no need to read it back
                 self._recorded[fenced.job_id] = record
             else:
@@ -193,7 +205,7 @@ class Service:
                     or (done.attempt, done.worker) != (fenced.attempt, fenced.worker):
                 raise
             # A repeat of our own finish whose reply a coordinator restart lost.
-            return self.queue._claim_next(fenced, then_claim)
+            return self.queue._claim_next(fenced, then_claim, fit)
 
     def release(self, req: Request, lease: dict, failed: dict | None = None,
                 log: bytes | None = None) -> None:
@@ -227,8 +239,9 @@ class Service:
         return ended is not None and ended.state is State.CANCELLED and bool(ended.log) \
             and (ended.attempt, ended.worker) == (lease.attempt, lease.worker)
 
-    def retry(self, req: Request, ids: list[str], force: bool = False) -> list[str]:
-        again = self.queue.retry(ids, force=force)
+    def retry(self, req: Request, ids: list[str], force: bool = False,
+              first: bool = True) -> list[str]:
+        again = self.queue.retry(ids, force=force, first=first)
         self._pending_may_grow = bool(again)
         return again
 
