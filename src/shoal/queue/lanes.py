@@ -33,6 +33,7 @@ class PendingLanes:
         self._lanes: dict[str, _Lane] = {}
         self._live: dict[str, tuple[float, int, str]] = {}  # job id -> its entry
         self._ties = itertools.count()
+        self._names: dict[tuple, str] = {}  # job shape -> lane name
 
     def __len__(self) -> int:
         return len(self._live)
@@ -42,13 +43,23 @@ class PendingLanes:
 
     def push(self, job: Job, rank: float) -> None:
         """Make `job` pending at `rank` (replacing an entry it had)."""
-        name = lane_of(job)
+        name = self._name(job)
         lane = self._lanes.get(name)
         if lane is None:
             lane = self._lanes[name] = _Lane(job)
         entry = (rank, next(self._ties), job.id)
         self._live[job.id] = entry
         heapq.heappush(lane.heap, entry)
+
+    def _name(self, job: Job) -> str:
+        """`lane_of(job)`, computed once per shape of job (it hashes the needs)."""
+        if not job.needs and not job.labels:
+            return f"p{job.priority}"
+        shape = (job.priority, tuple(sorted(job.needs.items())), tuple(sorted(job.labels)))
+        name = self._names.get(shape)
+        if name is None:
+            name = self._names[shape] = lane_of(job)
+        return name
 
     def discard(self, job_id: str) -> None:
         """The job is no longer pending."""

@@ -92,20 +92,28 @@ class MemoryQueue(Queue):
             for job in jobs:
                 if job.id not in self._jobs:
                     fresh.setdefault(job.id, job)
-            check_after(fresh.values(), lambda ids: {i for i in ids if i in self._jobs})
+            waits = [job for job in fresh.values() if job.after]
+            if waits:
+                check_after(fresh.values(), lambda ids: {i for i in ids if i in self._jobs})
             self._put_blobs_locked(blobs_of(fresh.values()))
             for job in fresh.values():
-                self._jobs[job.id] = job
-                self._state[job.id] = State.WAITING  # until placed below
-                self._attempt[job.id] = 1
-                self._seq[job.id] = next(self._numbers)
-                for dep in job.after:
-                    self._dependants.setdefault(dep, []).append(job.id)
+                job_id = job.id
+                self._jobs[job_id] = job
+                self._attempt[job_id] = 1
+                seq = self._seq[job_id] = next(self._numbers)
+                if job.after:
+                    self._state[job_id] = State.WAITING  # until placed below
+                    for dep in job.after:
+                        self._dependants.setdefault(dep, []).append(job_id)
+                else:
+                    self._state[job_id] = State.PENDING
+                    self._rank[job_id] = seq
+                    self._pending.push(job, seq)
                 for digest in job.blob_refs:
                     self._blob_users[digest] = self._blob_users.get(digest, 0) + 1
-            for job_id in fresh:  # jobs of this submission count as not final yet
-                if not self._state[job_id].final:  # (not ended with one placed before it)
-                    self._place_locked(job_id, self._seq[job_id])
+            for job in waits:  # jobs of this submission count as not final yet
+                if not self._state[job.id].final:  # (not ended with one placed before it)
+                    self._place_locked(job.id, self._seq[job.id])
             if fresh:
                 self._lock.notify_all()
         return list(fresh)
