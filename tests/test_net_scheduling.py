@@ -1,6 +1,6 @@
-"""Claims that carry a worker's free resources, over TCP: a claim the coordinator parks
-gets the first job that fits it, and a parked claim no pending job fits does not hold
-back a worker that one fits."""
+"""Issue 15 over TCP: a claim the coordinator parks gets the first job that fits it, a
+parked claim no pending job fits does not hold back a worker that one fits, and a
+submission split in two messages sends the jobs others wait for first."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from shoal.job import Job
+from shoal.job import Job, State
 from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.scheduling import Capacity
 from shoal.queue.sqlite import SqliteQueue
+from shoal.serve.coordinator import Coordinator
 from shoal.serve.locate import serve
 from tests.conftest import wait_for
 
@@ -87,3 +88,19 @@ def test_a_worker_a_pending_job_fits_is_not_held_behind_a_parked_claim(coordinat
     assert waiting.names == ["small"]
     gpu_worker.close()
     submitter.close()
+
+
+def test_a_submission_too_big_for_one_message_is_split_with_dependencies_first(tmp_path):
+    running = Coordinator(SqliteQueue(tmp_path / "q.db"), status_dir=tmp_path / "status",
+                          max_message_bytes=64 * 1024).start()
+    try:
+        client = CoordinatorQueue(str(tmp_path / "status"))
+        sims = [Job.command_job(["echo", str(i)], name=f"sim{i}", env={"PAD": "x" * 20_000})
+                for i in range(9)]  # together over the limit, each far under it
+        reduce = Job.command_job(["echo", "reduce"], name="reduce", after=[s.id for s in sims])
+        assert sorted(client.submit([reduce, *sims])) == sorted(j.id for j in [reduce, *sims])
+        assert client.get(reduce.id).state is State.WAITING
+        assert client.counts()[State.PENDING] == 9
+        client.close()
+    finally:
+        running.stop()
