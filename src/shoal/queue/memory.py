@@ -137,10 +137,13 @@ class MemoryQueue(Queue):
 
     def _end_by_dependency_locked(self, job_id: str, dep_id: str, state: State) -> None:
         """End a job that will never run because `dep_id` ended in `state`."""
-        job, dep = self._jobs[job_id], self._jobs[dep_id]
-        self._set_final_locked(job_id, Result(
-            job_id, state, name=job.name, params=job.params,
-            reason=dependency_reason(dep_id, dep.name, state), attempt=0))
+        self._set_final_locked(job_id, self._unrun(job_id, dep_id, state))
+
+    def _unrun(self, job_id: str, dep_id: str, state: State) -> Result:
+        """The result of a job that ends without running because `dep_id` ended so."""
+        job = self._jobs[job_id]
+        return Result(job_id, state, name=job.name, params=job.params, attempt=0,
+                      reason=dependency_reason(dep_id, self._jobs[dep_id].name, state))
 
     def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
         with self._lock:
@@ -166,11 +169,7 @@ class MemoryQueue(Queue):
                 if self._state[waiting] is not State.WAITING:
                     continue
                 if state is not State.DONE:
-                    dep = self._jobs[dep_id]
-                    job = self._jobs[waiting]
-                    self._record_final_locked(waiting, Result(
-                        waiting, state, name=job.name, params=job.params,
-                        reason=dependency_reason(dep_id, dep.name, state), attempt=0))
+                    self._record_final_locked(waiting, self._unrun(waiting, dep_id, state))
                     ended.append(waiting)
                 elif all(self._state[d] is State.DONE for d in self._jobs[waiting].after):
                     self._to_pending(waiting, self._attempt[waiting], self._seq[waiting])

@@ -44,6 +44,7 @@ from ..job import (
 from . import sqlite_sched as sched
 from .base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from .files import LocalFiles
+from .lanes import LaneNames
 from .scheduling import (
     Capacity,
     check_after,
@@ -298,7 +299,7 @@ class SqliteQueue(Queue):
         # so the new ones are those above the largest seq before the insert; when every
         # row went in (the usual case) they are simply all of them.
         jobs = list(jobs)
-        lanes = sched.LaneNames()
+        lanes = LaneNames()
         rows = [[job.id, _spec(job), job.payload, "pending", lanes(job), job.id]
                 for job in jobs]
         plain = {job.priority for job in jobs if not job.needs and not job.labels}
@@ -308,7 +309,7 @@ class SqliteQueue(Queue):
             ends = self._first_states(db, jobs, rows, named) if named else []
             if blobs:
                 self._put_blobs_in(db, blobs)
-            lanes.add_lanes(db, plain)
+            sched.add_lanes(db, lanes, plain)
             (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
             before = db.total_changes
             # Not INSERT OR IGNORE: an ignored row would use up a seq number.

@@ -18,7 +18,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 
 from ..job import Job, Kind, Result, State, dumps, loads
-from .scheduling import Capacity, claim_key, dependency_reason, fits, lane_of
+from .lanes import LaneNames
+from .scheduling import Capacity, claim_key, dependency_reason, fits
 
 FIRST = 2 ** 40  # retry(first=True) ranks a job at seq - FIRST: before every never-run job
 
@@ -59,28 +60,13 @@ def migrate(db: sqlite3.Connection) -> None:
     db.execute("COMMIT")
 
 
-class LaneNames:
-    """`lane_of` for many jobs of few shapes: one digest per shape, not per job."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple, tuple[str, Job]] = {}
-
-    def __call__(self, job: Job) -> str:
-        if not job.needs and not job.labels:
-            return f"p{job.priority}"
-        shape = (job.priority, tuple(sorted(job.needs.items())), tuple(sorted(job.labels)))
-        found = self._known.get(shape)
-        if found is None:
-            found = self._known[shape] = (lane_of(job), job)
-        return found[0]
-
-    def add_lanes(self, db: sqlite3.Connection, plain: Iterable[int]) -> None:
-        """Record the lanes named so far (and the plain ones of these priorities)."""
-        rows = [(f"p{priority}", priority, "{}", "[]") for priority in set(plain)]
-        rows += [(name, job.priority, json.dumps(dict(job.needs)), json.dumps(list(job.labels)))
-                 for name, job in self._known.values()]
-        db.executemany("INSERT OR IGNORE INTO lanes(lane, priority, needs, labels) "
-                       "VALUES (?, ?, ?, ?)", rows)
+def add_lanes(db: sqlite3.Connection, names: LaneNames, plain: Iterable[int]) -> None:
+    """Record the lanes `names` named (and the plain ones of these priorities)."""
+    rows = [(f"p{priority}", priority, "{}", "[]") for priority in set(plain)]
+    rows += [(name, job.priority, json.dumps(dict(job.needs)), json.dumps(list(job.labels)))
+             for name, job in names.shapes.values()]
+    db.executemany("INSERT OR IGNORE INTO lanes(lane, priority, needs, labels) "
+                   "VALUES (?, ?, ?, ?)", rows)
 
 
 def pick(db: sqlite3.Connection, n: int, fit: Capacity | None) -> list[int]:
