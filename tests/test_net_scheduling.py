@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.job import Job, State
+from shoal.job import Job, Result, State
 from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.scheduling import Capacity
 from shoal.queue.sqlite import SqliteQueue
@@ -104,3 +104,18 @@ def test_a_submission_too_big_for_one_message_is_split_with_dependencies_first(t
         client.close()
     finally:
         running.stop()
+
+
+def test_a_parked_claim_gets_the_job_a_finish_releases(coordinator):
+    running, status = coordinator
+    client = CoordinatorQueue(status)
+    first = Job.command_job(["echo", "first"], name="first")
+    then = Job.command_job(["echo", "then"], name="then", after=[first.id])
+    client.submit([first, then])
+    (lease,) = client.claim("a", 1)
+    waiting = WaitingClaim(status, CPU_BOX)
+    park(running, waiting)  # `then` waits for `first`: nothing to claim
+    client.finish(lease, Result(lease.job_id, State.DONE, attempt=1, exit_code=0))
+    wait_for(lambda: waiting.names is not None, 30, message="the parked claim's answer")
+    assert waiting.names == ["then"]
+    client.close()

@@ -180,7 +180,6 @@ class Service:
         then_claim = 0 if self.parking.claims else then_claim  # those waiting go first
         leases = self._finish(lease, result, log, then_claim, Capacity.from_dict(fit),
                               repeat=req.repeat)
-        self._pending_may_grow = True
         return leases_out(self.queue, leases)
 
     def _finish(self, lease: dict, result: dict, log: bytes | None, then_claim: int,
@@ -191,6 +190,8 @@ class Service:
             record = replace(record, log=self.queue.files.receive_log(fenced, log))
         try:
             leases = self.queue.finish(fenced, record, then_claim=then_claim, fit=fit)
+            if record.state is State.DONE:  # the jobs waiting for it may be pending now
+                self._pending_may_grow = True
             if log is None:  # recorded as sent (a shipped log moves): no need to read it back
                 self._recorded[fenced.job_id] = record
             else:
