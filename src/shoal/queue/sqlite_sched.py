@@ -13,6 +13,7 @@ with what it releases, or a retry with what it brings back is one transaction.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -69,14 +70,20 @@ def add_lanes(db: sqlite3.Connection, names: LaneNames, plain: Iterable[int]) ->
                    "VALUES (?, ?, ?, ?)", rows)
 
 
+@functools.lru_cache(maxsize=4096)
+def _shape(priority: int, needs: str, labels: str) -> Job:
+    """A job of a lane's shape (what `fits` reads), from its row in `lanes`."""
+    return Job("", "", Kind.COMMAND, priority=priority, needs=json.loads(needs),
+               labels=tuple(json.loads(labels)))
+
+
 def pick(db: sqlite3.Connection, n: int, fit: Capacity | None) -> list[int]:
     """The seqs of up to `n` pending jobs a claim takes, in order (see the module)."""
     heads: dict[str, list[tuple[int, int]]] = {}  # lane -> (rank, seq), best first
     shapes: dict[str, Job] = {}
     for lane, priority, needs, labels in db.execute(
             "SELECT lane, priority, needs, labels FROM lanes").fetchall():
-        shape = Job("", "", Kind.COMMAND, priority=priority, needs=json.loads(needs),
-                    labels=tuple(json.loads(labels)))
+        shape = _shape(priority, needs, labels)
         if not fits(fit, shape):
             continue
         rows = db.execute("SELECT rank, seq FROM jobs WHERE state='pending' AND lane=? "
@@ -117,9 +124,10 @@ def after_of(db: sqlite3.Connection, job_id: str) -> dict[str, State]:
 
 def release_dependants(db: sqlite3.Connection, job_id: str) -> None:
     """`job_id` is done: its waiting dependants whose dependencies are all done now are
-    pending (rank = seq). One statement."""
+    pending (rank = seq). One statement, reaching them by id: `+state` keeps SQLite from
+    scanning every waiting job through the state index instead (here and below)."""
     db.execute(
-        "UPDATE jobs SET state='pending', rank=seq WHERE state='waiting' AND id IN "
+        "UPDATE jobs SET state='pending', rank=seq WHERE +state='waiting' AND id IN "
         "(SELECT job FROM dependants WHERE dep=?) AND NOT EXISTS (SELECT 1 FROM "
         "dependants d JOIN jobs j ON j.id=d.dep WHERE d.job=jobs.id AND j.state!='done')",
         (job_id,))
@@ -136,7 +144,7 @@ def end_dependants(db: sqlite3.Connection, job_id: str, state: State,
         dep_id, dep_name = stack.pop()
         rows = db.execute(
             "SELECT j.id, j.spec FROM dependants d JOIN jobs j ON j.id=d.job "
-            "WHERE d.dep=? AND j.state='waiting'", (dep_id,)).fetchall()
+            "WHERE d.dep=? AND +j.state='waiting'", (dep_id,)).fetchall()
         if not rows:
             continue
         if dep_name is None:
@@ -165,7 +173,7 @@ def ended_because_of(db: sqlite3.Connection, dep_id: str, dep_name: str) -> list
     found = []
     for job_id, text in db.execute(
             "SELECT j.id, j.result FROM dependants d JOIN jobs j ON j.id=d.job "
-            "WHERE d.dep=? AND j.state IN ('failed', 'cancelled')", (dep_id,)).fetchall():
+            "WHERE d.dep=? AND +j.state IN ('failed', 'cancelled')", (dep_id,)).fetchall():
         result = Result.from_dict(loads(text.encode())) if text else None
         if (result is not None and result.attempt == 0
                 and result.reason == dependency_reason(dep_id, dep_name, result.state)):
