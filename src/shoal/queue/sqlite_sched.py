@@ -48,11 +48,11 @@ def migrate(db: sqlite3.Connection) -> None:
     try:
         if "lane" not in columns:
             db.execute("ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'p0'")
+            db.execute("INSERT OR IGNORE INTO lanes(lane, priority, needs, labels) "
+                       "VALUES ('p0', 0, '{}', '[]')")
         if "rank" not in columns:
             db.execute("ALTER TABLE jobs ADD COLUMN rank INTEGER")
             db.execute("UPDATE jobs SET rank=seq")
-        db.execute("INSERT OR IGNORE INTO lanes(lane, priority, needs, labels) "
-                   "SELECT DISTINCT 'p0', 0, '{}', '[]' FROM jobs WHERE lane='p0'")
         db.execute("CREATE INDEX IF NOT EXISTS jobs_lane ON jobs(lane, rank) "
                    "WHERE state='pending'")
     except BaseException:
