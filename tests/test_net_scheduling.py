@@ -119,3 +119,26 @@ def test_a_parked_claim_gets_the_job_a_finish_releases(coordinator):
     wait_for(lambda: waiting.names is not None, 30, message="the parked claim's answer")
     assert waiting.names == ["then"]
     client.close()
+
+
+def test_a_watcher_hears_of_the_jobs_a_failure_ends(coordinator):
+    _, status = coordinator
+    client = CoordinatorQueue(status)
+    first = Job.command_job(["echo", "first"], name="first")
+    then = Job.command_job(["echo", "then"], name="then", after=[first.id])
+    last = Job.command_job(["echo", "last"], name="last", after=[then.id])
+    client.submit([first, then, last])
+    assert client.watch({then.id, last.id}, 0.2) == []  # both watched, neither ended
+    (lease,) = client.claim("a", 1)
+    client.finish(lease, Result(lease.job_id, State.FAILED, attempt=1, exit_code=1,
+                                reason="exit status 1"))
+    heard: dict[str, Result] = {}
+    wait_for(lambda: heard.update({r.job_id: r for r in client.watch({then.id, last.id}, 1)})
+             or len(heard) == 2, 30, message="both dependants' results")
+    assert heard[then.id].state is State.FAILED and first.id in heard[then.id].reason
+    assert heard[last.id].state is State.FAILED and then.id in heard[last.id].reason
+    # A job submitted after a failed one ends at once: its watcher hears of it too.
+    late = Job.command_job(["echo", "late"], name="late", after=[first.id])
+    client.submit([late])
+    assert [r.job_id for r in client.watch({late.id}, 30)] == [late.id]
+    client.close()

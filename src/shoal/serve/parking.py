@@ -13,7 +13,7 @@ from typing import Any
 
 from ..job import Lease, Result
 from ..net import wire
-from ..queue.base import Queue
+from ..queue.base import Queue, WatchSet
 from ..queue.scheduling import Capacity
 
 Key = tuple[bytes, int]  # (client id, request id): one request, and its repeats
@@ -50,6 +50,8 @@ class Parking:
         self._push = push
         self.claims: list[Parked] = []
         self._watchers: dict[str, set[bytes]] = {}  # job id -> clients watching it
+        # The same ids, as the queue's watch() reads them: see Service.look_for_ends.
+        self.watching = WatchSet()
         self._routes: dict[bytes, bytes] = {}  # client id -> its latest routing id
 
     def seen(self, client: bytes, route: bytes) -> None:
@@ -81,6 +83,7 @@ class Parking:
         """Push these jobs' results to `client` when they land."""
         for job_id in ids:
             self._watchers.setdefault(job_id, set()).add(client)
+            self.watching.add(job_id)
 
     def watched_among(self, ids: set[str]) -> set[str]:
         """Those of these jobs some client watches."""
@@ -113,6 +116,7 @@ class Parking:
     def deliver(self, finals: list[Result]) -> None:
         """Results that just became final: push them to their watchers."""
         for result in finals:
+            self.watching.discard(result.job_id)
             for client in self._watchers.pop(result.job_id, ()):
                 route = self._routes.get(client)
                 if route is not None:

@@ -52,6 +52,10 @@ class Service:
         self._ended: set[str] = set()  # jobs that may have become final since the last look
         self._recorded: dict[str, Result] = {}  # ...and those whose final record we know
         self._pending_may_grow = False
+        # Jobs may have ended that no request named: those waiting for a job that failed
+        # or was cancelled (or a job submitted after one that had); see _look_for_ends.
+        self._ends_unseen = False
+        self._next_look = 0.0
         # No reaping during our first lease: workers that ran on while no coordinator was
         # up beat in that time, so no live worker's lease is taken back on a restart.
         self._reap_from = self.next_reap = time.monotonic() + queue.settings.lease_s
@@ -73,6 +77,7 @@ class Service:
         if self._pending_may_grow and self.parking.claims:
             self.parking.serve_claims()
         self._pending_may_grow = False
+        self._look_for_ends()
         if self._ended or self._recorded:
             known, self._recorded = self._recorded, {}
             ended, self._ended = self._ended, set()
@@ -83,13 +88,29 @@ class Service:
             if finals:
                 self.parking.deliver(finals)
 
+    def _look_for_ends(self) -> None:
+        """Push the results of watched jobs that ended as a consequence of a request
+        (a failed or cancelled job's dependants, which the queue ends itself): one look
+        at the queue's journal of finals (`watch` with a WatchSet), paced where the
+        queue keeps none and must scan (at most a fifth of the time)."""
+        now = time.monotonic()
+        if not self._ends_unseen or now < self._next_look:
+            return
+        self._ends_unseen = False
+        if not self.parking.watching:
+            return
+        finals = self.queue.watch(self.parking.watching, 0)
+        self._next_look = now + 4 * (time.monotonic() - now)
+        if finals:
+            self.parking.deliver(finals)
+
     def _reap(self) -> list[Reaped]:
         """The served queue's reap (none during our first lease, see __init__)."""
         if time.monotonic() < self._reap_from:
             return []
         reaped = self.queue.reap()
         if not self._reaps_seen.issuperset(reaped):  # some job went back to pending, or failed
-            self._pending_may_grow = True
+            self._pending_may_grow = self._ends_unseen = True
             self._ended.update(record.job_id for record in reaped)
         self._reaps_seen = set(reaped)
         return reaped
@@ -124,6 +145,7 @@ class Service:
         parsed = [wire.job_in(record) for record in jobs]
         new = self.queue.submit(parsed)
         self._pending_may_grow = bool(new)
+        self._ends_unseen = self._ends_unseen or bool(new)
         if watch:
             for record in self._watch(req.client, [job.id for job in parsed], set(new)):
                 self._push(req.route, record)
@@ -192,6 +214,8 @@ class Service:
             leases = self.queue.finish(fenced, record, then_claim=then_claim, fit=fit)
             if record.state is State.DONE:  # the jobs waiting for it may be pending now
                 self._pending_may_grow = True
+            else:  # ...or ended with it
+                self._ends_unseen = True
             if log is None:  # recorded as sent (a shipped log moves): no need to read it back
                 self._recorded[fenced.job_id] = record
             else:
@@ -221,6 +245,7 @@ class Service:
     def cancel(self, req: Request, ids: list[str]) -> list[str]:
         cancelled = self.queue.cancel(ids)
         self._ended.update(cancelled)
+        self._ends_unseen = self._ends_unseen or bool(cancelled)
         return cancelled
 
     def keep_log(self, req: Request, lease: dict, log: bytes) -> bool:
@@ -244,6 +269,7 @@ class Service:
               first: bool = True) -> list[str]:
         again = self.queue.retry(ids, force=force, first=first)
         self._pending_may_grow = bool(again)
+        self._ends_unseen = True  # one whose dependency had failed ends again at once
         return again
 
     def purge(self, req: Request, force: bool = False) -> int:
