@@ -145,7 +145,8 @@ class Service:
         parsed = [wire.job_in(record) for record in jobs]
         new = self.queue.submit(parsed)
         self._pending_may_grow = bool(new)
-        self._ends_unseen = self._ends_unseen or bool(new)
+        # a job waiting for one that had failed ends at once, with those waiting for it
+        self._ends_unseen = self._ends_unseen or any(job.after for job in parsed)
         if watch:
             for record in self._watch(req.client, [job.id for job in parsed], set(new)):
                 self._push(req.route, record)
