@@ -88,9 +88,25 @@ def error_out(exc: BaseException) -> dict[str, str]:
 
 
 def error_in(record: dict[str, str]) -> errors.ShoalError:
-    """The coordinator's error as the same shoal exception class, when it is one."""
-    kind = getattr(errors, str(record.get("type")), None)
+    """The coordinator's error as the same shoal exception class, when it is one (those
+    of errors.py, or a subclass defined beside the code that raises it, such as
+    scheduling.DependencyError)."""
+    name = str(record.get("type"))
     message = str(record.get("message", ""))
-    if isinstance(kind, type) and issubclass(kind, errors.ShoalError):
+    kind = getattr(errors, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, errors.ShoalError)):
+        kind = _shoal_error_named(name)
+    if kind is not None:
         return kind(message)
-    return errors.ShoalError(f"coordinator error: {record.get('type')}: {message}")
+    return errors.ShoalError(f"coordinator error: {name}: {message}")
+
+
+def _shoal_error_named(name: str) -> type[errors.ShoalError] | None:
+    """The ShoalError subclass of that name among those imported here, if any."""
+    todo: list[type[errors.ShoalError]] = [errors.ShoalError]
+    while todo:
+        kind = todo.pop()
+        if kind.__name__ == name:
+            return kind
+        todo.extend(kind.__subclasses__())
+    return None

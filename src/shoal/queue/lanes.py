@@ -1,4 +1,5 @@
-"""Pending jobs kept by lane, for backends that hold their queue in this process (memory).
+"""Pending jobs kept by lane, for backends that hold their queue in this process (memory),
+and `LaneNames`, the lane of many jobs at the cost of one per shape (memory, sqlite).
 
 A claim with a worker's free `Capacity` must not cost more the more pending jobs do not
 fit it. Jobs of one lane (`scheduling.lane_of`: same priority, needs and labels) schedule
@@ -19,6 +20,23 @@ from ..job import Job
 from .scheduling import Capacity, claim_key, fits, lane_of
 
 
+class LaneNames:
+    """`lane_of` for many jobs of few shapes: one digest per shape, not per job."""
+
+    def __init__(self) -> None:
+        #: each shape's lane name and a job of that shape (lanes of plain jobs left out)
+        self.shapes: dict[tuple, tuple[str, Job]] = {}
+
+    def __call__(self, job: Job) -> str:
+        if not job.needs and not job.labels:
+            return f"p{job.priority}"
+        shape = (job.priority, tuple(sorted(job.needs.items())), tuple(sorted(job.labels)))
+        found = self.shapes.get(shape)
+        if found is None:
+            found = self.shapes[shape] = (lane_of(job), job)
+        return found[0]
+
+
 @dataclass
 class _Lane:
     sample: Job  # any job of the lane: all need the same
@@ -33,6 +51,7 @@ class PendingLanes:
         self._lanes: dict[str, _Lane] = {}
         self._live: dict[str, tuple[float, int, str]] = {}  # job id -> its entry
         self._ties = itertools.count()
+        self._names = LaneNames()
 
     def __len__(self) -> int:
         return len(self._live)
@@ -42,7 +61,7 @@ class PendingLanes:
 
     def push(self, job: Job, rank: float) -> None:
         """Make `job` pending at `rank` (replacing an entry it had)."""
-        name = lane_of(job)
+        name = self._names(job)
         lane = self._lanes.get(name)
         if lane is None:
             lane = self._lanes[name] = _Lane(job)

@@ -92,20 +92,28 @@ class MemoryQueue(Queue):
             for job in jobs:
                 if job.id not in self._jobs:
                     fresh.setdefault(job.id, job)
-            check_after(fresh.values(), lambda ids: {i for i in ids if i in self._jobs})
+            waits = [job for job in fresh.values() if job.after]
+            if waits:
+                check_after(fresh.values(), lambda ids: {i for i in ids if i in self._jobs})
             self._put_blobs_locked(blobs_of(fresh.values()))
             for job in fresh.values():
-                self._jobs[job.id] = job
-                self._state[job.id] = State.WAITING  # until placed below
-                self._attempt[job.id] = 1
-                self._seq[job.id] = next(self._numbers)
-                for dep in job.after:
-                    self._dependants.setdefault(dep, []).append(job.id)
+                job_id = job.id
+                self._jobs[job_id] = job
+                self._attempt[job_id] = 1
+                seq = self._seq[job_id] = next(self._numbers)
+                if job.after:
+                    self._state[job_id] = State.WAITING  # until placed below
+                    for dep in job.after:
+                        self._dependants.setdefault(dep, []).append(job_id)
+                else:
+                    self._state[job_id] = State.PENDING
+                    self._rank[job_id] = seq
+                    self._pending.push(job, seq)
                 for digest in job.blob_refs:
                     self._blob_users[digest] = self._blob_users.get(digest, 0) + 1
-            for job_id in fresh:  # jobs of this submission count as not final yet
-                if not self._state[job_id].final:  # (not ended with one placed before it)
-                    self._place_locked(job_id, self._seq[job_id])
+            for job in waits:  # jobs of this submission count as not final yet
+                if not self._state[job.id].final:  # (not ended with one placed before it)
+                    self._place_locked(job.id, self._seq[job.id])
             if fresh:
                 self._lock.notify_all()
         return list(fresh)
@@ -129,10 +137,13 @@ class MemoryQueue(Queue):
 
     def _end_by_dependency_locked(self, job_id: str, dep_id: str, state: State) -> None:
         """End a job that will never run because `dep_id` ended in `state`."""
-        job, dep = self._jobs[job_id], self._jobs[dep_id]
-        self._set_final_locked(job_id, Result(
-            job_id, state, name=job.name, params=job.params,
-            reason=dependency_reason(dep_id, dep.name, state), attempt=0))
+        self._set_final_locked(job_id, self._unrun(job_id, dep_id, state))
+
+    def _unrun(self, job_id: str, dep_id: str, state: State) -> Result:
+        """The result of a job that ends without running because `dep_id` ended so."""
+        job = self._jobs[job_id]
+        return Result(job_id, state, name=job.name, params=job.params, attempt=0,
+                      reason=dependency_reason(dep_id, self._jobs[dep_id].name, state))
 
     def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
         with self._lock:
@@ -158,11 +169,7 @@ class MemoryQueue(Queue):
                 if self._state[waiting] is not State.WAITING:
                     continue
                 if state is not State.DONE:
-                    dep = self._jobs[dep_id]
-                    job = self._jobs[waiting]
-                    self._record_final_locked(waiting, Result(
-                        waiting, state, name=job.name, params=job.params,
-                        reason=dependency_reason(dep_id, dep.name, state), attempt=0))
+                    self._record_final_locked(waiting, self._unrun(waiting, dep_id, state))
                     ended.append(waiting)
                 elif all(self._state[d] is State.DONE for d in self._jobs[waiting].after):
                     self._to_pending(waiting, self._attempt[waiting], self._seq[waiting])

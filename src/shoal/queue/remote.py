@@ -13,6 +13,7 @@ import itertools
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -64,6 +65,30 @@ def find_contact(where: str) -> Contact:
         f"authentication failed with {where}: no key for it here; point shoal at the "
         f"coordinator's status file (copy its status.json to this machine) or set "
         f"{CONTACT_ENV}=PATH")
+
+
+def dependencies_first(jobs: list[Job]) -> list[Job]:
+    """`jobs` reordered so that each comes after the jobs of the list it waits for
+    (otherwise in their order); unchanged if some wait for each other (the coordinator
+    refuses that with the names)."""
+    if not any(job.after for job in jobs):
+        return jobs
+    by_id = {job.id: job for job in jobs}
+    left = {job_id: len({d for d in job.after if d in by_id}) for job_id, job in by_id.items()}
+    waiting: dict[str, list[str]] = {}
+    for job_id, job in by_id.items():
+        for dep in {d for d in job.after if d in by_id}:
+            waiting.setdefault(dep, []).append(job_id)
+    ready = deque(job_id for job_id, count in left.items() if count == 0)
+    ordered: list[Job] = []
+    while ready:
+        job_id = ready.popleft()
+        ordered.append(by_id[job_id])
+        for other in waiting.get(job_id, ()):
+            left[other] -= 1
+            if left[other] == 0:
+                ready.append(other)
+    return ordered if len(ordered) == len(by_id) else jobs
 
 
 class CoordinatorStore:
@@ -200,7 +225,10 @@ class CoordinatorQueue(Queue):
         except MessageTooBig:
             if len(batch) == 1:
                 raise
-        half = len(batch) // 2  # too big together: in two requests (each is idempotent)
+        # Too big together: in two requests (each is idempotent), the jobs others wait
+        # for first, so that no half names a job only the other half brings.
+        batch = dependencies_first(batch)
+        half = len(batch) // 2
         return self.submit(batch[:half]) + self.submit(batch[half:])
 
     def _send_blobs(self, blobs: Mapping[str, bytes]) -> None:
@@ -225,8 +253,10 @@ class CoordinatorQueue(Queue):
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
               fit: Capacity | None = None) -> list[Lease]:
-        records = self._link().call("claim", {"worker": worker, "n": n, "wait_s": wait_s},
-                                     wait_s=wait_s)
+        args: dict[str, Any] = {"worker": worker, "n": n, "wait_s": wait_s}
+        if fit is not None:  # left out when None: a coordinator of before issue 15 serves it
+            args["fit"] = fit.to_dict()
+        records = self._link().call("claim", args, wait_s=wait_s)
         return self._leases_in(records)
 
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
@@ -253,17 +283,18 @@ class CoordinatorQueue(Queue):
         """Record the result (its log travels with it) and lease the worker up to
         `then_claim` next jobs: one round trip."""
         shipped = self.files.shipped_log(lease, result)
+        more: dict[str, Any] = {"then_claim": then_claim}
+        if fit is not None and then_claim > 0:
+            more["fit"] = fit.to_dict()
         try:
             next_leases = self._call("finish", lease=wire.fence_out(lease),
-                                     result=wire.result_out(result), log=shipped,
-                                     then_claim=then_claim)
+                                     result=wire.result_out(result), log=shipped, **more)
         except MessageTooBig as exc:  # a huge return value: record why, not nothing
             failed = replace(result, state=State.FAILED, payload=None, value=None,
                              reason=f"result too big to send to the coordinator: {exc}")
             next_leases = self._call("finish", lease=wire.fence_out(lease),
                                      result=wire.result_out(failed),
-                                     log=shipped[-65536:] if shipped else None,
-                                     then_claim=then_claim)
+                                     log=shipped[-65536:] if shipped else None, **more)
         self.files.forget(lease, shipped)
         return self._leases_in(next_leases)
 
@@ -294,7 +325,8 @@ class CoordinatorQueue(Queue):
             with self._watched_lock:
                 self._watched.update(dict.fromkeys(ids))
             self._call("watch", ids=ids)
-        return self._call("retry", ids=ids, force=force)
+        more = {} if first else {"first": False}  # defaults left out, as in claim
+        return self._call("retry", ids=ids, force=force, **more)
 
     def purge(self, *, force: bool = False) -> int:
         """The coordinator's queue judges whether its workers are alive."""

@@ -1,7 +1,8 @@
 """`sqlite://PATH`: one SQLite file on local disk (WAL), for one machine and very many jobs.
 
 Every operation is one short transaction (BEGIN IMMEDIATE for writes), so several
-processes on this machine can share the file. Lease deadlines are wall-clock times of
+processes on this machine can share the file. Priorities, dependencies and resources
+live in `sqlite_sched` (lanes, ranks, the dependants table). Lease deadlines are wall-clock times of
 this one machine: the file must stay on a local disk (SQLite's locking is unreliable
 on NFS, sshfs and CIFS), which we check when it is opened.
 """
@@ -41,15 +42,20 @@ from ..job import (
     loads,
     loads_many,
 )
+from . import sqlite_sched as sched
 from .base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from .files import LocalFiles
-from .scheduling import Capacity
+from .lanes import LaneNames
+from .scheduling import (
+    Capacity,
+    check_after,
+    dependency_end,
+    dependency_reason,
+    first_state,
+)
 from .settings import QueueSettings
 
-# Each final state numbers its job after every final before it: watch() reads the finals
-# since the number it saw last, not every watched id.
-_FINAL_SEQ = (", final_seq=(SELECT COALESCE(MAX(final_seq), 0) + 1 FROM jobs "
-              "WHERE final_seq IS NOT NULL)")
+_FINAL_SEQ = sched.FINAL_SEQ
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -62,7 +68,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     token TEXT,
     deadline REAL,
     result TEXT,
-    payload BLOB
+    payload BLOB,
+    lane TEXT NOT NULL DEFAULT 'p0',
+    rank INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, info TEXT NOT NULL, seen REAL NOT NULL);
@@ -85,8 +93,9 @@ CREATE TABLE IF NOT EXISTS control (
 # order, the strings through json's own escaper, anything else through a sorting JSON
 # encoder). It is used only while Job has exactly these fields, and only for Job itself
 # (not a subclass).
-_SPEC_FIELDS = ("command", "cwd", "env", "id", "kind", "log", "max_attempts", "meta", "name",
-                "params", "path", "payload", "retries", "timeout_s")
+_SPEC_FIELDS = ("after", "command", "cwd", "env", "id", "kind", "labels", "log", "max_attempts",
+                "meta", "name", "needs", "params", "path", "payload", "priority", "retries",
+                "timeout_s")
 _SPEC_FAST = sorted(_field_names(Job)) == list(_SPEC_FIELDS)
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _text = encode_basestring_ascii
@@ -119,12 +128,17 @@ def _spec(job: Job) -> str:
                         if all(type(part) is str for part in command) else _encode(command))
     else:
         command_text = _json(command)
-    return (f'{{"command":{command_text},"cwd":{_json(job.cwd)},"env":{_mapping(job.env)},'
-            f'"id":{_json(job.id)},"kind":{_text(job.kind.value)},"log":{_json(job.log)},'
-            f'"max_attempts":{_json(job.max_attempts)},"meta":{_mapping(job.meta)},'
-            f'"name":{_json(job.name)},"params":{_mapping(job.params)},'
-            f'"path":{_json(job.path)},"payload":null,"retries":{_json(job.retries)},'
-            f'"timeout_s":{_json(job.timeout_s)}}}')
+    # The scheduling fields are left out at their defaults, as Job.to_dict does.
+    after = f'"after":{_encode(list(job.after))},' if job.after else ""
+    labels = f'"labels":{_encode(list(job.labels))},' if job.labels else ""
+    needs = f'"needs":{_encode(dict(job.needs))},' if job.needs else ""
+    priority = f'"priority":{_json(job.priority)},' if job.priority else ""
+    return (f'{{{after}"command":{command_text},"cwd":{_json(job.cwd)},'
+            f'"env":{_mapping(job.env)},"id":{_json(job.id)},"kind":{_text(job.kind.value)},'
+            f'{labels}"log":{_json(job.log)},"max_attempts":{_json(job.max_attempts)},'
+            f'"meta":{_mapping(job.meta)},"name":{_json(job.name)},{needs}'
+            f'"params":{_mapping(job.params)},"path":{_json(job.path)},"payload":null,'
+            f'{priority}"retries":{_json(job.retries)},"timeout_s":{_json(job.timeout_s)}}}')
 
 
 def _job(spec: str, payload: bytes | None) -> Job:
@@ -221,8 +235,7 @@ class SqliteQueue(Queue):
         self._token_prefix = f"{os.getpid()}-{id(self):x}"
         try:
             if create:
-                self._db().executescript(SCHEMA)  # its own transaction (executescript commits)
-                self._add_columns()
+                self._upgrade(self._db())
             else:
                 self._db().execute("SELECT count(*) FROM jobs").fetchone()
         except sqlite3.DatabaseError as exc:  # not a database, read-only file, no table
@@ -233,10 +246,15 @@ class SqliteQueue(Queue):
         return self._db().execute(
             "SELECT id, attempt, worker FROM jobs WHERE state='running'").fetchall()
 
-    def _add_columns(self) -> None:
-        """A file made before payloads had their own column, or before finals were
-        numbered for watch(), gets the column (NULL in the rows already there)."""
-        with self._write() as db:
+    @staticmethod
+    def _upgrade(db: sqlite3.Connection) -> None:
+        """Make the tables, and bring a file of an older schema up to this one: made
+        before payloads had their own column, or before finals were numbered for watch(),
+        it gets the column (NULL in the rows already there); before priorities, see
+        `sched.migrate`."""
+        db.executescript(SCHEMA)  # its own transaction (executescript commits)
+        db.execute("BEGIN IMMEDIATE")
+        try:
             columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             if "payload" not in columns:
                 db.execute("ALTER TABLE jobs ADD COLUMN payload BLOB")
@@ -244,6 +262,11 @@ class SqliteQueue(Queue):
                 db.execute("ALTER TABLE jobs ADD COLUMN final_seq INTEGER")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_final ON jobs(final_seq) "
                        "WHERE final_seq IS NOT NULL")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        sched.migrate(db)
 
     # -- connections -----------------------------------------------------------------
 
@@ -263,6 +286,7 @@ class SqliteQueue(Queue):
         db = getattr(self._local, "writer", None)
         if db is None:
             db = self._local.writer = self._connect()
+            self._upgrade(db)  # a file of an older schema: what a change needs
         return db
 
     def _connect(self) -> sqlite3.Connection:
@@ -298,25 +322,71 @@ class SqliteQueue(Queue):
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         # The records are encoded before the write lock is taken, then inserted with one
-        # executemany. Rows get increasing seq numbers (AUTOINCREMENT) and we hold the
-        # lock, so the new ones are those above the largest seq before the insert; when
-        # every row went in (the usual case) they are simply all of them.
+        # executemany. Each row takes the next seq (and rank = seq) and we hold the lock,
+        # so the new ones are those above the largest seq before the insert; when every
+        # row went in (the usual case) they are simply all of them.
         jobs = list(jobs)
-        rows = [(job.id, _spec(job), job.payload, job.id) for job in jobs]
+        lanes = LaneNames()
+        rows = [[job.id, _spec(job), job.payload, "pending", lanes(job), job.id]
+                for job in jobs]
+        plain = {job.priority for job in jobs if not job.needs and not job.labels}
+        named = {dep for job in jobs for dep in job.after}
         blobs = blobs_of(jobs)
         with self._write() as db:
+            ends = self._first_states(db, jobs, rows, named) if named else []
             if blobs:
                 self._put_blobs_in(db, blobs)
+            sched.add_lanes(db, lanes, plain)
             (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
             before = db.total_changes
             # Not INSERT OR IGNORE: an ignored row would use up a seq number.
             db.executemany(
-                "INSERT INTO jobs(id, spec, payload, state) SELECT ?, ?, ?, 'pending' "
+                "INSERT INTO jobs(seq, id, spec, payload, state, lane, rank) SELECT m + 1, ?, "
+                "?, ?, ?, ?, m + 1 FROM (SELECT COALESCE(MAX(seq), 0) AS m FROM jobs) "
                 "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id=?)", rows)
             if db.total_changes - before == len(rows):
-                return [row[0] for row in rows]
-            return [job_id for (job_id,) in db.execute(
-                "SELECT id FROM jobs WHERE seq > ? ORDER BY seq", (last,))]
+                new = [row[0] for row in rows]
+            else:
+                new = [job_id for (job_id,) in db.execute(
+                    "SELECT id FROM jobs WHERE seq > ? ORDER BY seq", (last,))]
+            if named:
+                db.executemany("INSERT OR IGNORE INTO dependants(dep, job) VALUES (?, ?)",
+                               [(dep, job.id) for job in jobs for dep in job.after])
+            if ends:
+                fresh = set(new)
+                for job, dep_id, state in ends:
+                    if job.id in fresh:  # it ends at once, and what waits for it
+                        self._end_unrun(db, job, dep_id, state)
+            return new
+
+    @staticmethod
+    def _first_states(db: sqlite3.Connection, jobs: list[Job], rows: list[list],
+                      named: set[str]) -> list[tuple[Job, str, State]]:
+        """Check the dependencies (`check_after`) and set each row's first state from
+        theirs (a job of this submission counts as not final). Returns the jobs that end
+        at once, with the dependency that failed or was cancelled and how it ended."""
+        stored = sched.dep_states(db, named)
+        check_after(jobs, lambda ids: set(ids) & stored.keys())
+        ends = []
+        for job, row in zip(jobs, rows, strict=True):
+            if not job.after:
+                continue
+            deps = {dep: stored.get(dep, State.WAITING) for dep in job.after}
+            state = first_state(deps)
+            row[3] = "pending" if state is State.PENDING else "waiting"
+            ended = dependency_end(deps)
+            if ended is not None:
+                ends.append((job, ended[1], ended[0]))
+        return ends
+
+    def _end_unrun(self, db: sqlite3.Connection, job: Job, dep_id: str, state: State) -> None:
+        """`job` ends without running because `dep_id` ended in `state`; so do the jobs
+        waiting for it."""
+        row = db.execute("SELECT spec FROM jobs WHERE id=?", (dep_id,)).fetchone()
+        dep_name = json.loads(row[0]).get("name", "") if row else ""
+        sched.end_unrun(db, job.id, job.name, job.params, state,
+                        dependency_reason(dep_id, dep_name, state))
+        sched.end_dependants(db, job.id, state, job.name)
 
     # -- function blobs -----------------------------------------------------------------
 
@@ -341,21 +411,24 @@ class SqliteQueue(Queue):
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
               fit: Capacity | None = None) -> list[Lease]:
-        return poll(lambda: self._claim_once(worker, n), wait_s)
+        return poll(lambda: self._claim_once(worker, n, fit), wait_s)
 
-    def _claim_once(self, worker: str, n: int) -> list[Lease]:
+    def _claim_once(self, worker: str, n: int, fit: Capacity | None) -> list[Lease]:
         with self._write() as db:
-            return self._claim_in(db, worker, n)
+            return self._claim_in(db, worker, n, fit)
 
-    def _claim_in(self, db: sqlite3.Connection, worker: str, n: int) -> list[Lease]:
+    def _claim_in(self, db: sqlite3.Connection, worker: str, n: int,
+                  fit: Capacity | None) -> list[Lease]:
+        """Lease the jobs `sched.pick` chooses (lane heads that fit), in this transaction."""
         leases = []
-        rows = db.execute("SELECT id, spec, payload, attempt, seq FROM jobs WHERE "
-                          "state='pending' ORDER BY seq LIMIT ?", (n,)).fetchall()
-        for job_id, spec, payload, attempt, seq in rows:
+        deadline = time.time() + self.settings.lease_s
+        for seq in sched.pick(db, n, fit) if n > 0 else []:
+            spec, payload, attempt = db.execute(
+                "SELECT spec, payload, attempt FROM jobs WHERE seq=?", (seq,)).fetchone()
             token = f"{attempt}.{self._token_prefix}.{next(self._tokens)}"
             db.execute("UPDATE jobs SET state='running', worker=?, token=?, deadline=? "
-                       "WHERE id=?", (worker, token, time.time() + self.settings.lease_s, job_id))
-            leases.append(Lease(_job(spec, payload), attempt, worker, token, seq or 0))
+                       "WHERE seq=?", (worker, token, deadline, seq))
+            leases.append(Lease(_job(spec, payload), attempt, worker, token, seq))
         return leases
 
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
@@ -402,7 +475,11 @@ class SqliteQueue(Queue):
                                     "current")
                 result = self.files.place_log(lease, result)
             self._end(db, lease, result.state.value, lease.attempt, result)
-            return self._claim_in(db, lease.worker, then_claim) if then_claim > 0 else []
+            if result.state is State.DONE:
+                sched.release_dependants(db, lease.job_id)
+            else:
+                sched.end_dependants(db, lease.job_id, result.state)
+            return self._claim_in(db, lease.worker, then_claim, fit)
 
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
         with self._write() as db:
@@ -415,18 +492,26 @@ class SqliteQueue(Queue):
                                      dumps(failed.to_dict()).decode()))
 
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
+        """Cancel each job, and what waits for it (`sched.end_dependants`); a job cancelled
+        that way earlier in `job_ids` counts as cancelled by this call."""
         done = []
+        with_them: set[str] = set()
         with self._write() as db:
-            for job_id in job_ids:
+            for job_id in dict.fromkeys(job_ids):
                 row = db.execute("SELECT spec, attempt, worker, state FROM jobs WHERE id=? "
-                                 "AND state IN ('pending', 'running')", (job_id,)).fetchone()
+                                 "AND state IN ('pending', 'running', 'waiting')",
+                                 (job_id,)).fetchone()
                 if row is None:
+                    if job_id in with_them:
+                        done.append(job_id)
                     continue
-                result = cancelled_result(self.files, Job.from_dict(json.loads(row[0])), row[1],
+                job = Job.from_dict(json.loads(row[0]))
+                result = cancelled_result(self.files, job, row[1],
                                           (row[2] or "") if row[3] == "running" else "")
                 db.execute("UPDATE jobs SET state='cancelled', worker=NULL, token=NULL, "
                            f"result=?{_FINAL_SEQ} WHERE id=?",
                            (dumps(result.to_dict()).decode(), job_id))
+                with_them.update(sched.end_dependants(db, job_id, State.CANCELLED, job.name))
                 done.append(job_id)
         return done
 
@@ -436,12 +521,43 @@ class SqliteQueue(Queue):
         states = "('failed', 'cancelled', 'done')" if force else "('failed', 'cancelled')"
         with self._write() as db:
             for job_id in job_ids:
-                cursor = db.execute("UPDATE jobs SET state='pending', attempt=1, result=NULL "
-                                    f"WHERE id=? AND state IN {states}", (job_id,))
-                if cursor.rowcount:
-                    db.execute("DELETE FROM attempts WHERE job_id=?", (job_id,))  # fresh start
+                row = db.execute(f"SELECT spec, seq FROM jobs WHERE id=? AND state IN {states}",
+                                 (job_id,)).fetchone()
+                if row is None:
+                    continue
+                job = _job(row[0], None)
+                if self._start_again(db, job, row[1] - sched.FIRST if first else row[1]):
+                    self._bring_back(db, job)
                     again.append(job_id)
         return again
+
+    def _start_again(self, db: sqlite3.Connection, job: Job, rank: int) -> bool:
+        """A final job afresh (attempt 1, no result nor old attempt records) where its
+        dependencies put it: pending at `rank`, or waiting; False if one of them failed
+        or was cancelled, which ends it again at once."""
+        db.execute("DELETE FROM attempts WHERE job_id=?", (job.id,))
+        deps = sched.after_of(db, job.id)
+        state = first_state(deps)
+        db.execute("UPDATE jobs SET state=?, attempt=1, result=NULL, rank=? WHERE id=?",
+                   ("pending" if state is State.PENDING else "waiting", rank, job.id))
+        ended = dependency_end(deps)
+        if ended is not None:
+            self._end_unrun(db, job, ended[1], ended[0])
+            return False
+        return True
+
+    def _bring_back(self, db: sqlite3.Connection, job: Job) -> None:
+        """The jobs that ended without running because `job` failed or was cancelled (and
+        theirs in turn) start again, now that it is no longer final."""
+        back = [job]
+        while back:
+            dep = back.pop()
+            for job_id in sched.ended_because_of(db, dep.id, dep.name):
+                spec, seq = db.execute("SELECT spec, seq FROM jobs WHERE id=?",
+                                       (job_id,)).fetchone()
+                waiting = _job(spec, None)
+                if self._start_again(db, waiting, seq):
+                    back.append(waiting)
 
     def _purge(self) -> int:
         """One transaction empties the job tables (numbering starts again at 1); the logs
@@ -451,7 +567,7 @@ class SqliteQueue(Queue):
                 "SELECT result FROM jobs WHERE result IS NOT NULL UNION ALL "
                 "SELECT result FROM attempts")]
             (removed,) = db.execute("SELECT COUNT(*) FROM jobs").fetchone()
-            for table in ("jobs", "attempts", "reaped", "blobs"):
+            for table in ("jobs", "attempts", "reaped", "blobs", "lanes", "dependants"):
                 db.execute(f"DELETE FROM {table}")
             db.execute("DELETE FROM sqlite_sequence WHERE name='jobs'")
         self.files.forget_logs(logs)
@@ -573,6 +689,7 @@ class SqliteQueue(Queue):
                         reason=lost_reason(attempt, worker), attempt=attempt, worker=worker)
         db.execute("UPDATE jobs SET state='failed', worker=NULL, token=NULL, "
                    f"result=?{_FINAL_SEQ} WHERE id=?", (dumps(result.to_dict()).decode(), job_id))
+        sched.end_dependants(db, job_id, State.FAILED, job.name)
 
     # -- workers and control -----------------------------------------------------------
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..job import Lease, Result
 from ..net import wire
-from ..queue.base import Queue
+from ..queue.base import Queue, WatchSet
+from ..queue.scheduling import Capacity
 
 Key = tuple[bytes, int]  # (client id, request id): one request, and its repeats
 Answer = Callable[[bytes, Key, Any], bool]  # (route, key, value) -> reached the client?
@@ -49,6 +50,8 @@ class Parking:
         self._push = push
         self.claims: list[Parked] = []
         self._watchers: dict[str, set[bytes]] = {}  # job id -> clients watching it
+        # The same ids, as the queue's watch() reads them: see Service.look_for_ends.
+        self.watching = WatchSet()
         self._routes: dict[bytes, bytes] = {}  # client id -> its latest routing id
 
     def seen(self, client: bytes, route: bytes) -> None:
@@ -66,13 +69,21 @@ class Parking:
 
     # -- parking ---------------------------------------------------------------------
 
-    def park_claim(self, route: bytes, key: Key, deadline: float, worker: str, n: int) -> None:
-        self.claims.append(Parked(route, key, deadline, {"worker": worker, "n": n}))
+    def park_claim(self, route: bytes, key: Key, deadline: float, worker: str, n: int,
+                   fit: Capacity | None = None) -> None:
+        self.claims.append(Parked(route, key, deadline, {"worker": worker, "n": n,
+                                                         "fit": fit}))
+
+    def any_job_would_do(self) -> bool:
+        """Whether some parked claim takes any job (no `fit`): then nothing is pending,
+        or `serve_claims` would have given it to that claim."""
+        return any(parked.args["fit"] is None for parked in self.claims)
 
     def watch(self, client: bytes, ids: list[str]) -> None:
         """Push these jobs' results to `client` when they land."""
         for job_id in ids:
             self._watchers.setdefault(job_id, set()).add(client)
+            self.watching.add(job_id)
 
     def watched_among(self, ids: set[str]) -> set[str]:
         """Those of these jobs some client watches."""
@@ -87,13 +98,17 @@ class Parking:
             self._answer(parked.route, parked.key, [])
 
     def serve_claims(self) -> None:
-        """Lease pending jobs to parked claims, oldest first, while there are jobs."""
-        while self.claims:
-            parked = self.claims[0]
-            leases = self.queue.claim(parked.args["worker"], parked.args["n"])
+        """Lease pending jobs to parked claims, oldest first, while there are jobs. A
+        claim with a `fit` that no pending job fits waits on; the next may take a job
+        that fits it; a claim without one that gets nothing means nothing is pending."""
+        for parked in list(self.claims):
+            args = parked.args
+            leases = self.queue.claim(args["worker"], args["n"], fit=args["fit"])
             if not leases:
-                return
-            self.claims.pop(0)
+                if args["fit"] is None:
+                    return
+                continue
+            self.claims.remove(parked)
             if not self._answer(parked.route, parked.key, leases_out(self.queue, leases)):
                 for lease in leases:  # the worker went away while waiting
                     self.queue.release(lease)
@@ -101,6 +116,7 @@ class Parking:
     def deliver(self, finals: list[Result]) -> None:
         """Results that just became final: push them to their watchers."""
         for result in finals:
+            self.watching.discard(result.job_id)
             for client in self._watchers.pop(result.job_id, ()):
                 route = self._routes.get(client)
                 if route is not None:

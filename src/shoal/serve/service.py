@@ -19,6 +19,7 @@ from ..errors import JobNotFound, LeaseLost
 from ..job import Job, Kind, Lease, Reaped, Result, State
 from ..net import wire
 from ..queue.base import Queue
+from ..queue.scheduling import Capacity
 from .parking import Key, Parking, Push, leases_out
 
 PARKED = object()  # a handler's value: no reply now, the request waits in Parking
@@ -51,6 +52,10 @@ class Service:
         self._ended: set[str] = set()  # jobs that may have become final since the last look
         self._recorded: dict[str, Result] = {}  # ...and those whose final record we know
         self._pending_may_grow = False
+        # Jobs may have ended that no request named: those waiting for a job that failed
+        # or was cancelled (or a job submitted after one that had); see _look_for_ends.
+        self._ends_unseen = False
+        self._next_look = 0.0
         # No reaping during our first lease: workers that ran on while no coordinator was
         # up beat in that time, so no live worker's lease is taken back on a restart.
         self._reap_from = self.next_reap = time.monotonic() + queue.settings.lease_s
@@ -72,6 +77,7 @@ class Service:
         if self._pending_may_grow and self.parking.claims:
             self.parking.serve_claims()
         self._pending_may_grow = False
+        self._look_for_ends()
         if self._ended or self._recorded:
             known, self._recorded = self._recorded, {}
             ended, self._ended = self._ended, set()
@@ -82,13 +88,29 @@ class Service:
             if finals:
                 self.parking.deliver(finals)
 
+    def _look_for_ends(self) -> None:
+        """Push the results of watched jobs that ended as a consequence of a request
+        (a failed or cancelled job's dependants, which the queue ends itself): one look
+        at the queue's journal of finals (`watch` with a WatchSet), paced where the
+        queue keeps none and must scan (at most a fifth of the time)."""
+        now = time.monotonic()
+        if not self._ends_unseen or now < self._next_look:
+            return
+        self._ends_unseen = False
+        if not self.parking.watching:
+            return
+        finals = self.queue.watch(self.parking.watching, 0)
+        self._next_look = now + 4 * (time.monotonic() - now)
+        if finals:
+            self.parking.deliver(finals)
+
     def _reap(self) -> list[Reaped]:
         """The served queue's reap (none during our first lease, see __init__)."""
         if time.monotonic() < self._reap_from:
             return []
         reaped = self.queue.reap()
         if not self._reaps_seen.issuperset(reaped):  # some job went back to pending, or failed
-            self._pending_may_grow = True
+            self._pending_may_grow = self._ends_unseen = True
             self._ended.update(record.job_id for record in reaped)
         self._reaps_seen = set(reaped)
         return reaped
@@ -123,6 +145,8 @@ class Service:
         parsed = [wire.job_in(record) for record in jobs]
         new = self.queue.submit(parsed)
         self._pending_may_grow = bool(new)
+        # a job waiting for one that had failed ends at once, with those waiting for it
+        self._ends_unseen = self._ends_unseen or any(job.after for job in parsed)
         if watch:
             for record in self._watch(req.client, [job.id for job in parsed], set(new)):
                 self._push(req.route, record)
@@ -140,11 +164,19 @@ class Service:
     def watch(self, req: Request, ids: list[str]) -> list[dict]:
         return self._watch(req.client, ids)
 
-    def claim(self, req: Request, worker: str, n: int = 1, wait_s: float = 0.0) -> Any:
-        leases = self.queue.claim(worker, n) if not self.parking.claims else []
+    def claim(self, req: Request, worker: str, n: int = 1, wait_s: float = 0.0,
+              fit: dict | None = None) -> Any:
+        """Lease jobs that fit (`fit`: the worker's free Capacity as a dict), or park the
+        claim until some arrive. Parked claims had every pending job offered after the
+        last request (`after_changes`), so one that takes any job means none is pending;
+        else a claim may take what fits it and none of them."""
+        capacity = Capacity.from_dict(fit)
+        leases = ([] if self.parking.any_job_would_do()
+                  else self.queue.claim(worker, n, fit=capacity))
         if leases or wait_s <= 0:
             return leases_out(self.queue, leases)
-        self.parking.park_claim(req.route, req.key, time.monotonic() + wait_s, worker, n)
+        self.parking.park_claim(req.route, req.key, time.monotonic() + wait_s, worker, n,
+                                capacity)
         return PARKED
 
     def beat(self, req: Request, info: dict, leases: list, progress: dict | None = None,
@@ -164,21 +196,27 @@ class Service:
         return {"lost": [lease.job_id for lease in beat.lost], "commands": list(beat.commands)}
 
     def finish(self, req: Request, lease: dict, result: dict, log: bytes | None = None,
-               then_claim: int = 0) -> list[dict]:
-        """Record the result; with `then_claim`, also lease the worker its next jobs (one
-        round trip instead of two) unless other workers are already waiting for work."""
+               then_claim: int = 0, fit: dict | None = None) -> list[dict]:
+        """Record the result; with `then_claim`, also lease the worker its next jobs that
+        fit `fit` (one round trip instead of two) unless other workers are already
+        waiting for work. A job done may release jobs that waited for it."""
         then_claim = 0 if self.parking.claims else then_claim  # those waiting go first
-        leases = self._finish(lease, result, log, then_claim, repeat=req.repeat)
+        leases = self._finish(lease, result, log, then_claim, Capacity.from_dict(fit),
+                              repeat=req.repeat)
         return leases_out(self.queue, leases)
 
-    def _finish(self, lease: dict, result: dict, log: bytes | None, then_claim: int, *,
-                repeat: bool) -> list[Lease]:
+    def _finish(self, lease: dict, result: dict, log: bytes | None, then_claim: int,
+                fit: Capacity | None, *, repeat: bool) -> list[Lease]:
         fenced = self._lease(lease, with_job=log is not None)
         record = wire.result_in(result)
         if log is not None:
             record = replace(record, log=self.queue.files.receive_log(fenced, log))
         try:
-            leases = self.queue.finish(fenced, record, then_claim=then_claim)
+            leases = self.queue.finish(fenced, record, then_claim=then_claim, fit=fit)
+            if record.state is State.DONE:  # the jobs waiting for it may be pending now
+                self._pending_may_grow = True
+            else:  # ...or ended with it
+                self._ends_unseen = True
             if log is None:  # recorded as sent (a shipped log moves): no need to read it back
                 self._recorded[fenced.job_id] = record
             else:
@@ -193,7 +231,7 @@ class Service:
                     or (done.attempt, done.worker) != (fenced.attempt, fenced.worker):
                 raise
             # A repeat of our own finish whose reply a coordinator restart lost.
-            return self.queue._claim_next(fenced, then_claim)
+            return self.queue._claim_next(fenced, then_claim, fit)
 
     def release(self, req: Request, lease: dict, failed: dict | None = None,
                 log: bytes | None = None) -> None:
@@ -208,6 +246,7 @@ class Service:
     def cancel(self, req: Request, ids: list[str]) -> list[str]:
         cancelled = self.queue.cancel(ids)
         self._ended.update(cancelled)
+        self._ends_unseen = self._ends_unseen or bool(cancelled)
         return cancelled
 
     def keep_log(self, req: Request, lease: dict, log: bytes) -> bool:
@@ -227,9 +266,11 @@ class Service:
         return ended is not None and ended.state is State.CANCELLED and bool(ended.log) \
             and (ended.attempt, ended.worker) == (lease.attempt, lease.worker)
 
-    def retry(self, req: Request, ids: list[str], force: bool = False) -> list[str]:
-        again = self.queue.retry(ids, force=force)
+    def retry(self, req: Request, ids: list[str], force: bool = False,
+              first: bool = True) -> list[str]:
+        again = self.queue.retry(ids, force=force, first=first)
         self._pending_may_grow = bool(again)
+        self._ends_unseen = True  # one whose dependency had failed ends again at once
         return again
 
     def purge(self, req: Request, force: bool = False) -> int:
