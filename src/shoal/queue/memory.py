@@ -71,6 +71,7 @@ class MemoryQueue(Queue):
         self._pending = PendingLanes()
         self._rank: dict[str, float] = {}  # id -> rank (see scheduling): seq, or below
         self._dependants: dict[str, list[str]] = {}  # id -> jobs that name it in `after`
+        self._done_upto: dict[str, int] = {}  # waiting id -> its first deps known done
         self._seq: dict[str, int] = {}  # id -> place in submission order
         self._numbers = itertools.count(1)
         self._leases: dict[str, tuple[str, str, float]] = {}  # id -> worker, token, deadline
@@ -171,8 +172,21 @@ class MemoryQueue(Queue):
                 if state is not State.DONE:
                     self._record_final_locked(waiting, self._unrun(waiting, dep_id, state))
                     ended.append(waiting)
-                elif all(self._state[d] is State.DONE for d in self._jobs[waiting].after):
+                elif self._all_done_locked(waiting):
                     self._to_pending(waiting, self._attempt[waiting], self._seq[waiting])
+
+    def _all_done_locked(self, job_id: str) -> bool:
+        """Whether every dependency of a waiting job is done, looking only past the ones
+        seen done before: a reduce over n jobs costs O(n) in all, not O(n) per finish."""
+        after = self._jobs[job_id].after
+        upto = self._done_upto.get(job_id, 0)
+        while upto < len(after) and self._state[after[upto]] is State.DONE:
+            upto += 1
+        if upto < len(after):
+            self._done_upto[job_id] = upto
+            return False
+        self._done_upto.pop(job_id, None)
+        return True
 
     def _record_final_locked(self, job_id: str, result: Result) -> None:
         """Record a final result and let go of what only running the job needed."""
@@ -310,6 +324,8 @@ class MemoryQueue(Queue):
         del self._results[job_id]
         self._failed_attempts.pop(job_id, None)
         self._attempt[job_id] = 1
+        for waiting in self._dependants.get(job_id, ()):  # it may have been done: look again
+            self._done_upto.pop(waiting, None)
         return self._place_locked(job_id, rank)
 
     def _bring_back_locked(self, job_id: str) -> None:
@@ -334,7 +350,7 @@ class MemoryQueue(Queue):
                                     for r in records.values()))
             for kept in (self._jobs, self._state, self._attempt, self._seq, self._leases,
                          self._results, self._failed_attempts, self._blob_users, self._blobs,
-                         self._rank, self._dependants):
+                         self._rank, self._dependants, self._done_upto):
                 kept.clear()
             self._pending.clear()
             self._reaped.clear()
