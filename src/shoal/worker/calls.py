@@ -105,9 +105,14 @@ class CallRunner:
         for dep_id in job.after:
             result = results.get(dep_id)
             if result is None or result.state is not State.DONE:
+                # A watch that does not wait may not have heard yet (tcp pushes results
+                # to watchers): the job's own record says.
                 status = self.queue.get(dep_id)
-                state = status.state.value if status is not None else "unknown"
-                raise JobNotFound(f"dependency {dep_id} has no value to pass (it is {state})")
+                result = status.result if status is not None else None
+                if result is None or result.state is not State.DONE:
+                    state = status.state.value if status is not None else "unknown"
+                    raise JobNotFound(f"dependency {dep_id} has no value to pass "
+                                      f"(it is {state})")
             values[dep_id] = (result.payload if result.payload is not None
                               else cloudpickle.dumps(None))
         return values
