@@ -303,8 +303,8 @@ def test_options_set_the_job_fields_of_the_calls_they_submit(make_executor, tmp_
 @pytest.mark.parametrize(("options", "error", "words"), [
     ({"bogus": 1}, TypeError, "unknown option"),
     ({"priority": 1.5}, TypeError, "priority must be a whole number"),
-    ({"mem": "4Q"}, ValueError, "mem: '4Q' is not a size"),
-    ({"mem": 0}, ValueError, "mem must be more than 0"),
+    ({"mem": "4Q"}, ValueError, "mem: '4Q' is not an amount of memory"),
+    ({"mem": 0}, ValueError, "mem: 0: give an amount of memory > 0"),
     ({"cpus": -1}, ValueError, "cpus must be more than 0"),
     ({"gpus": 0.5}, TypeError, "gpus must be a whole number"),
     ({"requires": [1]}, TypeError, "requires must be a label"),

@@ -306,7 +306,7 @@ def test_slots_alone_are_the_cpus():
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["--mem", "64X"], ["--mem", "64X", "not a size"]),
+    (["--mem", "64X"], ["--mem", "64X", "not an amount of memory"]),
     (["--gpus", "many"], ["--gpus", "many"]),
     (["--gpus", "0,0"], ["--gpus", "twice"]),
     (["--resource", "license"], ["--resource", "NAME=AMOUNT"]),

@@ -8,38 +8,29 @@ the user's (`cpus`, `gpus`, `mem="4G"`, `requires=`); the Job stores them as `ne
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import needs
+from .errors import UsageError
 from .queue.scheduling import CPUS, GPUS, MEM
 
 #: options that are plain Job fields, and their checks
 RUN_OPTIONS = ("timeout_s", "retries", "max_attempts")
 SCHEDULING_OPTIONS = ("priority", "cpus", "gpus", "mem", "requires", "resources")
 
-_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?b?)\s*", re.IGNORECASE)
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 
 
 def parse_mem(value: Any) -> int:
     """Bytes from a number of bytes or a size with a unit: "512M", "4G", "1.5GiB" (binary
-    units, as Slurm reads them)."""
-    if isinstance(value, bool):
+    units, as Slurm reads them; the reader is `needs.parse_mem`, shared with the command
+    line), with the errors a Python API raises."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise TypeError(f"mem must be a size such as 4G or a number of bytes, not {value!r}")
-    if isinstance(value, int | float):
-        amount = float(value)
-    elif isinstance(value, str) and (found := _SIZE.fullmatch(value)):
-        if found[3] and not found[2] and found[3].lower() != "b":  # "5i" is no unit
-            raise ValueError(f"mem: {value!r} is not a size (say 512M, 4G or 1.5GiB)")
-        amount = float(found[1]) * _UNITS[found[2].lower()]
-    elif isinstance(value, str):
-        raise ValueError(f"mem: {value!r} is not a size (say 512M, 4G or 1.5GiB)")
-    else:
-        raise TypeError(f"mem must be a size such as 4G or a number of bytes, not {value!r}")
-    if amount <= 0:
-        raise ValueError(f"mem must be more than 0, not {value!r}")
-    return int(amount)
+    try:
+        return int(needs.parse_mem("mem", value))
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _amount(name: str, value: Any, *, whole: bool = False, zero: bool = False) -> float:

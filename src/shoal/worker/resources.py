@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..errors import UsageError
+from ..needs import parse_mem
 from ..queue.scheduling import CPUS, GPUS, MEM
 
 NVIDIA_SMI_TIMEOUT_S = 5.0  # a hung driver must not hang the worker's start
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?\s*", re.IGNORECASE)
 _NAME = re.compile(r"[A-Za-z_][\w.-]*")
 
 
@@ -76,12 +75,12 @@ class Resources:
 # -- options ---------------------------------------------------------------------------
 
 def parse_size(text: str, option: str) -> float:
-    """`64G`, `512M`, `1.5T`, `1048576`: bytes (K M G T are 1024-based)."""
-    match = _SIZE.fullmatch(text)
-    if not match:
-        raise ResourceError(f"{option}: {text!r} is not a size (a number with K, M, G or T, "
-                            "e.g. 64G)")
-    return float(match[1]) * _UNITS[match[2].upper()]
+    """`64G`, `512M`, `1.5T`, `1048576`: bytes (K M G T are 1024-based), as everywhere
+    (`needs.parse_mem`)."""
+    try:
+        return parse_mem(option, text)
+    except UsageError as exc:
+        raise ResourceError(str(exc)) from None
 
 
 def parse_gpus(text: str) -> tuple[str, ...]:
