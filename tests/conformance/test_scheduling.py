@@ -13,7 +13,6 @@ from shoal.queue.scheduling import Capacity, DependencyError
 # line goes with its backend's change. The cases of the others are xfail(strict=True).
 NOT_YET = {
     "memory": "issue 15: not built yet",
-    "folder": "issue 15: not built yet",
     "sqlite": "issue 15: not built yet",
     "tcp": "issue 15: not built yet",
     "redis": "issue 15: not built yet",
