@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 from typing import TYPE_CHECKING
 
 from ...errors import MalformedJob
@@ -42,29 +43,41 @@ def place(queue: FolderQueue, job: Job, rank: int) -> None:
             folder.mkdir(parents=True)
         touch_exclusive(folder / job.id)
     touch_exclusive(queue.path("waiting", job.id))
+    refresh_finals(queue)
     settle(queue, job)
 
 
-def final_states(queue: FolderQueue, job_ids: tuple[str, ...]) -> dict[str, State]:
-    """Each job's state as far as its dependants care: its final state, or PENDING for
-    one not final (a stat per folder; the folders are made fresh first: on NFS a result
-    written by another host just now must not be missed)."""
+def refresh_finals(queue: FolderQueue) -> None:
+    """Make the final folders fresh before stat()s there decide: on NFS a result written
+    by another host just now must not be missed (a cached "no such file")."""
     for folder in FINAL_DIRS.values():
         refresh_listing(queue.dirs[folder])
-    found = {}
-    for job_id in job_ids:
-        found[job_id] = next((state for state, folder in FINAL_DIRS.items()
-                              if os.path.exists(queue.path(folder, f"{job_id}.json"))),
-                             State.PENDING)
-    return found
 
 
-def settle(queue: FolderQueue, job: Job) -> None:
+def final_state(queue: FolderQueue, job_id: str) -> State | None:
+    """The job's final state, None if it is not final (a stat per final folder)."""
+    return next((state for state, folder in FINAL_DIRS.items()
+                 if os.path.exists(queue.path(folder, f"{job_id}.json"))), None)
+
+
+def settle(queue: FolderQueue, job: Job, *, sample: bool = False) -> None:
     """A waiting job whose dependencies all ended well becomes pending; one whose
-    dependency failed or was cancelled ends so; else it keeps waiting."""
+    dependency failed or was cancelled ends so; else it keeps waiting.
+
+    With `sample` (a finisher looking, each time one of many dependencies is done), the
+    dependencies are looked at in random order, stopping at the first not final: a
+    reduce after 10^4 jobs costs O(n log n) stats over all their finishes, not O(n^2)."""
     if not os.path.exists(queue.path("waiting", job.id)):
         return
-    states = final_states(queue, job.after)
+    order = list(job.after)
+    if sample:
+        random.shuffle(order)
+    states: dict[str, State] = {}
+    for dep in order:
+        state = final_state(queue, dep)
+        states[dep] = State.PENDING if state is None else state
+        if sample and state is None:
+            return
     ended = dependency_end(states)
     if ended is not None:
         end(queue, job, *ended)
@@ -106,8 +119,9 @@ def ended(queue: FolderQueue, job_id: str, state: State) -> None:
     if not dependants:
         return
     if state is State.DONE:
+        refresh_finals(queue)
         for job in dependants:
-            settle(queue, job)
+            settle(queue, job, sample=True)
         return
     name = _name_of(queue, job_id)
     for dependant in dependants:
@@ -144,6 +158,7 @@ def bring_back(queue: FolderQueue, job: Job) -> None:
             touch_exclusive(queue.path("waiting", dependant_id))
             back.append(dependant)
             todo.append(dependant)
+    refresh_finals(queue)
     for dependant in back:
         settle(queue, dependant)
 

@@ -197,7 +197,11 @@ class LaneView:
             return
         if not lane.loaded:
             return
+        names = lane.names
         if lane.mixed:
-            lane.names.insert(lane.pos, name)
-        elif lane.complete or (lane.names and name < lane.names[-1]):
-            bisect.insort(lane.names, name, lo=lane.pos)
+            if name not in names[lane.pos:]:
+                names.insert(lane.pos, name)
+        elif lane.complete or (names and name < names[-1]):
+            at = bisect.bisect_left(names, name, lo=lane.pos)
+            if at == len(names) or names[at] != name:  # a read may have listed it already
+                names.insert(at, name)

@@ -268,25 +268,25 @@ class FolderQueue(Queue):
         self._write_lane(lane, job)
         name = f"{lane}/{pending_name(job.id, attempt, rank)}"
         target = self.path("pending", name)
-        for _ in range(MKDIR_TRIES):
-            try:
-                if src is None:
-                    made = touch_exclusive(target)
-                else:
-                    os.rename(src, target)
-                    made = True
-                if made:
-                    with self._claim_lock:
+        with self._claim_lock:  # our claims see the marker in the view or in the folder
+            for _ in range(MKDIR_TRIES):
+                try:
+                    if src is None:
+                        made = touch_exclusive(target)
+                    else:
+                        os.rename(src, target)
+                        made = True
+                    if made:
                         self._view.add(lane, self._lanes[lane], name)
-                return made
-            except FileNotFoundError:
-                folder = os.path.dirname(target)
-                if os.path.isdir(folder):  # it was our source that was gone
-                    return (src is not None and os.path.lexists(target)
-                            and not os.path.lexists(src))
-                with contextlib.suppress(FileExistsError):
-                    os.makedirs(folder)
-        return False
+                    return made
+                except FileNotFoundError:
+                    folder = os.path.dirname(target)
+                    if os.path.isdir(folder):  # it was our source that was gone
+                        return (src is not None and os.path.lexists(target)
+                                and not os.path.lexists(src))
+                    with contextlib.suppress(FileExistsError):
+                        os.makedirs(folder)
+            return False
 
     # -- function blobs ----------------------------------------------------------
 
@@ -327,13 +327,18 @@ class FolderQueue(Queue):
 
     def _read_spec(self, job_id: str) -> tuple[Job, int]:
         """The job and its seq (0 for a job submitted before jobs were numbered)."""
+        job, seq, _ = self._read_entry(job_id)
+        return job, seq
+
+    def _read_entry(self, job_id: str) -> tuple[Job, int, int]:
+        """The job, its seq and its rank (layout.Marker) from one read of its spec."""
         blob = read_bytes(self.path("jobs", f"{job_id}.json"))
         if blob is None:
             raise MalformedJob(f"{self.path('jobs', job_id + '.json')}: job spec is missing")
         try:
             data = loads(blob)
-            return Job.from_dict(data), int(data.get("seq", 0))
-        except (ValueError, TypeError, KeyError) as exc:
+            return Job.from_dict(data), int(data.get("seq", 0)), spec_rank(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise MalformedJob(f"{self.path('jobs', job_id + '.json')}: {exc}") from exc
 
     def _job_or_none(self, job_id: str) -> Job | None:
@@ -546,10 +551,10 @@ class FolderQueue(Queue):
 
     def get(self, job_id: str) -> JobStatus | None:
         try:
-            job, _ = self._read_spec(job_id)
+            job, _, rank = self._read_entry(job_id)
         except MalformedJob:
             return None
-        status = self._state_of(job_id, job, self._rank_of(job_id))
+        status = self._state_of(job_id, job, rank)
         if status is None or status.attempt <= 1:
             return status
         return replace(status, attempts=self._failed_attempts(job_id, status.attempt))
@@ -617,6 +622,7 @@ class FolderQueue(Queue):
 
     def _set_first(self, job_id: str, first: bool) -> int:
         """Record in the spec whether a retry put the job first; its rank from then on."""
+        self._ranks.pop(job_id, None)  # a lease of ours that a cancel took: its rank is old
         spec = self._spec(job_id) or {}
         if bool(spec.get("first")) != first:
             spec = {key: value for key, value in spec.items() if key != "first"}
@@ -800,11 +806,11 @@ class FolderQueue(Queue):
             unlink_quiet(marker)
             return False
         try:
-            job, _ = self._read_spec(job_id)
+            job, _, rank = self._read_entry(job_id)
         except MalformedJob:
-            job = Job.command_job("true", name=job_id)
+            job, rank = Job.command_job("true", name=job_id), 0
         if attempt < job.max_attempts:
-            return self._to_pending(job, attempt + 1, self._rank_of(job_id), marker)
+            return self._to_pending(job, attempt + 1, rank, marker)
         fence = self._fence_path(job_id, attempt, worker)
         if not claim_rename(marker, fence):
             return False
