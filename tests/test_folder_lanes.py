@@ -195,3 +195,14 @@ def test_a_dependency_chain_survives_a_worker_killed_mid_job(tmp_path, procs):
     queue = FolderQueue(root)
     wait_for(lambda: queue.get(c.id).state is State.DONE, 120, message="c to be done")
     assert (out / "history").read_text().split() == ["a.1", "a.2", "b.1", "c.1"]
+
+
+def test_a_lane_whose_file_a_purge_took_is_still_claimed(tmp_path):
+    """A long-lived submitter knows it wrote lanes/LANE.json; another process purges the
+    queue; its next job in that lane must still reach a worker that fits it."""
+    submitter = FolderQueue(tmp_path, fsync=False)
+    submitter.submit([cmd("gpu-before", needs={"gpus": 1})])
+    assert FolderQueue(tmp_path).purge(force=True) == 1
+    submitter.submit([cmd("gpu-after", needs={"gpus": 1})])
+    claimed = FolderQueue(tmp_path).claim("w", 2, fit=Capacity({"cpus": 2, "gpus": 1}))
+    assert [lease.job.name for lease in claimed] == ["gpu-after"]

@@ -227,25 +227,47 @@ class FolderQueue(Queue):
                 self.path("pending", pending_name(job.id, attempt, max(rank, 0)))]
 
     def _lane_template(self, lane: str) -> Job | None:
-        """A job that schedules as the jobs of `lane` (its lanes/ file read once; None if
-        it cannot be read yet)."""
+        """A job that schedules as the jobs of `lane`, found once per process: from the
+        name of a plain lane (`p5`), else from its lanes/ file, else (a file lost to a
+        purge that a long-lived submitter did not see) from one of its jobs. None if
+        none can be read yet."""
         if lane == LEGACY:
             return PLAIN
         if lane not in self._lanes:
-            spec = None
-            blob = read_bytes(self.path("lanes", f"{lane}.json"))
-            with contextlib.suppress(ValueError):
-                spec = loads(blob) if blob else None
-            if not isinstance(spec, dict):
-                return None
-            try:
-                self._lanes[lane] = Job("", lane, Kind.COMMAND,
-                                        priority=int(spec.get("priority", 0)),
-                                        needs=dict(spec.get("needs", {})),
-                                        labels=tuple(spec.get("labels", ())))
-            except (TypeError, ValueError):
-                return None
+            if lane[1:].lstrip("-").isdigit():
+                self._lanes[lane] = Job("", lane, Kind.COMMAND, priority=int(lane[1:]))
+            else:
+                template = self._read_lane(lane) or self._lane_from_a_job(lane)
+                if template is None:
+                    return None
+                self._lanes[lane] = template
         return self._lanes[lane]
+
+    def _read_lane(self, lane: str) -> Job | None:
+        spec = None
+        blob = read_bytes(self.path("lanes", f"{lane}.json"))
+        with contextlib.suppress(ValueError):
+            spec = loads(blob) if blob else None
+        if not isinstance(spec, dict):
+            return None
+        try:
+            return Job("", lane, Kind.COMMAND, priority=int(spec.get("priority", 0)),
+                       needs=dict(spec.get("needs", {})), labels=tuple(spec.get("labels", ())))
+        except (TypeError, ValueError):
+            return None
+
+    def _lane_from_a_job(self, lane: str) -> Job | None:
+        """The lane's first readable job as its template; its lanes/ file written again."""
+        for _, names in lane_blocks(self.dirs["pending"] / lane, f"{lane}/"):
+            for name in names[:3]:
+                marker = parse_pending(name)
+                job = self._job_or_none(marker.job_id) if marker is not None else None
+                if job is not None and lane_of(job) == lane:
+                    self._write_lane(lane, job)
+                    return self._lanes[lane]
+            if names:
+                return None
+        return None
 
     def _write_lane(self, lane: str, job: Job) -> None:
         """lanes/LANE.json, before the lane's first marker: what a claimer reads to know
