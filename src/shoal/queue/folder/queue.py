@@ -618,7 +618,9 @@ class FolderQueue(Queue):
             for state in states:
                 if self._park_final(job_id, state):
                     job = self._job_or_none(job_id)
-                    if job is not None:
+                    if job is None:  # unreadable spec: a claim fails it, malformed
+                        self._to_pending(Job(job_id, job_id, Kind.COMMAND), 1, 0)
+                    else:
                         deps.bring_back(self, job)
                         deps.place(self, job, self._set_first(job_id, first))
                     again.append(job_id)
@@ -830,7 +832,7 @@ class FolderQueue(Queue):
         try:
             job, _, rank = self._read_entry(job_id)
         except MalformedJob:
-            job, rank = Job.command_job("true", name=job_id), 0
+            job, rank = Job(job_id, job_id, Kind.COMMAND), 0  # a claim fails it, malformed
         if attempt < job.max_attempts:
             return self._to_pending(job, attempt + 1, rank, marker)
         fence = self._fence_path(job_id, attempt, worker)
