@@ -206,3 +206,28 @@ def test_a_lane_whose_file_a_purge_took_is_still_claimed(tmp_path):
     submitter.submit([cmd("gpu-after", needs={"gpus": 1})])
     claimed = FolderQueue(tmp_path).claim("w", 2, fit=Capacity({"cpus": 2, "gpus": 1}))
     assert [lease.job.name for lease in claimed] == ["gpu-after"]
+
+
+def test_a_dependant_whose_ender_died_is_ended_by_the_reaper_not_run(tmp_path):
+    """The process ending a dependant (its dependency failed) dies between taking the
+    waiting marker and writing the result: the reaper must end it, never run it."""
+    queue = FolderQueue(tmp_path, lease_s=0.6, fsync=False)
+    a = cmd("a")
+    b = cmd("b", after=[a.id])
+    queue.submit([a, b])
+    (lease,) = queue.claim("w")
+    write_final = queue._write_final
+
+    def dies_before_writing(result, **options):
+        if result.job_id == b.id:
+            raise KeyboardInterrupt  # the process is killed here
+        return write_final(result, **options)
+
+    queue._write_final = dies_before_writing  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        queue.finish(lease, Result(a.id, State.FAILED, attempt=1, reason="exit 1"))
+    reaper = FolderQueue(tmp_path, lease_s=0.6, fsync=False)
+    wait_for(lambda: reaper.reap() is not None and reaper.get(b.id).state is State.FAILED,
+             30, message="the reaper to end b")
+    assert a.id in reaper.get(b.id).result.reason
+    assert reaper.claim("w2", 5) == []

@@ -833,6 +833,10 @@ class FolderQueue(Queue):
             job, _, rank = self._read_entry(job_id)
         except MalformedJob:
             job, rank = Job(job_id, job_id, Kind.COMMAND), 0  # a claim fails it, malformed
+        if attempt == 0:  # the fence of a waiting job whose ender died: it waits again
+            if claim_rename(marker, self.path("waiting", job_id)):
+                deps.settle(self, job)
+            return False
         if attempt < job.max_attempts:
             return self._to_pending(job, attempt + 1, rank, marker)
         fence = self._fence_path(job_id, attempt, worker)
