@@ -306,7 +306,8 @@ class FolderQueue(Queue):
                     if os.path.isdir(folder):  # it was our source that was gone
                         return (src is not None and os.path.lexists(target)
                                 and not os.path.lexists(src))
-                    with contextlib.suppress(FileExistsError):
+                    # A claimer may remove the lane, found empty, between our two mkdirs.
+                    with contextlib.suppress(FileExistsError, FileNotFoundError):
                         os.makedirs(folder)
             return False
 
