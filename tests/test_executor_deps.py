@@ -3,8 +3,7 @@ their values, as with dask), and calls with a priority or resources (`Executor.o
 
 Real workers throughout: the executor's own, or `shoal work` processes on a coordinator
 whose queue lives in this process (a worker is SIGKILLed mid-chain there). The core cases
-run on every backend an Executor can use; a backend that does not follow the scheduling
-rules yet (`NOT_YET` of the conformance suite) has them xfail(strict=True).
+run on every backend an Executor can use.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import concurrent.futures as cf
 import os
 import signal
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,10 +27,6 @@ from shoal.serve.coordinator import Coordinator
 from tests import callfns as fns
 from tests import test_executor
 from tests.conftest import wait_for
-
-with warnings.catch_warnings():  # its `disagrees` mark is registered by conformance/conftest
-    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-    from tests.conformance.test_scheduling import NOT_YET
 from tests.procs import Procs
 
 pytestmark = pytest.mark.timeout(240)
@@ -67,15 +61,7 @@ def plus_ten_hanging_on_victim(x: int, folder: str) -> int:
 
 # -- fixtures ----------------------------------------------------------------------------
 
-def _backend(name: str, *behind: str) -> object:
-    """A backend's param, xfail(strict) while it (or a backend it runs over) is NOT_YET."""
-    reasons = [f"{b}: {NOT_YET[b]}" for b in (name, *behind) if b in NOT_YET]
-    return pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=reasons[0])]
-                        if reasons else [])
-
-
-@pytest.fixture(params=[_backend("memory"), _backend("folder"), _backend("sqlite"),
-                        _backend("tcp", "sqlite")])
+@pytest.fixture(params=["memory", "folder", "sqlite", "tcp"])
 def queue_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     """What an Executor is given: the in-process queue, a folder, sqlite, or a coordinator
     (over sqlite) that outlives the test's executors (set up before them)."""

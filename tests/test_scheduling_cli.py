@@ -2,9 +2,8 @@
 drop-ins put on the jobs (after, priority, needs, requires), what `retry`, `status` and
 `results` show of it, and bad values refused with one line naming the option or file.
 
-Most tests read back the Job fields the queue holds (`get`), which needs no claim rules;
-the ones that need a backend to follow the rules (WAITING, claim order) run on a backend
-the conformance suite no longer lists in NOT_YET, and skip saying so otherwise."""
+Most tests read back the Job fields the queue holds (`get`); the ones that need the claim
+rules (WAITING, claim order) run on an in-process memory queue."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import json
 import subprocess
 import sys
 import uuid
-import warnings
 from pathlib import Path
 
 import pytest
@@ -63,14 +61,7 @@ def jobs_of(url: str) -> dict[str, Job]:
 
 
 def ruled_memory_url() -> str:
-    """A fresh in-process memory queue, for tests that need the claim rules (skips until
-    the memory backend follows them)."""
-    with warnings.catch_warnings():  # its `disagrees` mark is the conformance suite's
-        warnings.simplefilter("ignore")
-        from tests.conformance.test_scheduling import NOT_YET
-
-    if "memory" in NOT_YET:
-        pytest.skip("the memory backend does not follow the issue 15 rules yet (NOT_YET)")
+    """A fresh in-process memory queue, for tests that need the claim rules."""
     return f"memory://sched-{uuid.uuid4().hex[:8]}"
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
 from shoal.job import Job, JobStatus, JobSummary, Kind, Result, State
 
 
@@ -104,7 +102,6 @@ def test_listing_keeps_a_call_jobs_binary_payload(queue):
                                      sorted(queue.jobs(), key=lambda s: s.seq)]
 
 
-@pytest.mark.disagrees(folder="issue 15: no dependencies yet")
 def test_summaries_are_the_listing_narrowed(queue, queue_factory):
     """`shoal results`' table reads `summaries`: the same rows, fields and order as
     `listing`, whatever state each job is in (a lost-lease record included where a

@@ -9,13 +9,6 @@ import pytest
 from shoal.job import Job, Result, State
 from shoal.queue.scheduling import Capacity, DependencyError
 
-# Backends that do not follow these rules yet (issue 15 lands backend by backend): each
-# line goes with its backend's change. The cases of the others are xfail(strict=True).
-NOT_YET = {
-    "folder": "issue 15: not built yet",
-}
-rules = pytest.mark.disagrees(**NOT_YET)
-
 GPU_BOX = Capacity({"cpus": 8, "gpus": 2, "mem": 64e9})
 SMALL_BOX = Capacity({"cpus": 2, "mem": 4e9})
 
@@ -47,14 +40,12 @@ def drain_names(queue, worker: str = "w", **claim) -> list[str]:
 
 # -- priorities ------------------------------------------------------------------------
 
-@rules
 def test_higher_priority_first_then_input_order(queue):
     queue.submit([cmd("a"), cmd("b", priority=1), cmd("c"), cmd("d", priority=5),
                   cmd("e", priority=1)])
     assert drain_names(queue) == ["d", "b", "e", "a", "c"]
 
 
-@rules
 def test_a_high_priority_job_overtakes_a_long_queue_submitted_before_it(queue):
     queue.submit([cmd(f"j{i}") for i in range(300)])
     queue.submit([cmd("urgent", priority=10)])
@@ -75,21 +66,18 @@ def _retried_behind_an_older_pending_job(queue) -> Job:
     return leases[1].job
 
 
-@rules
 def test_retried_jobs_go_first_unless_told_otherwise(queue):
     last = _retried_behind_an_older_pending_job(queue)
     assert queue.retry([last.id]) == [last.id]
     assert names(queue.claim("w", 1, fit=GPU_BOX)) == ["last"]
 
 
-@rules
 def test_retry_without_first_keeps_input_order(queue):
     last = _retried_behind_an_older_pending_job(queue)
     assert queue.retry([last.id], first=False) == [last.id]
     assert names(queue.claim("w", 1, fit=GPU_BOX)) == ["gpu"]
 
 
-@rules
 def test_a_retried_job_keeps_its_priority(queue):
     queue.submit([cmd("low"), cmd("high", priority=2)])
     (lease,) = queue.claim("w", 1)
@@ -101,7 +89,6 @@ def test_a_retried_job_keeps_its_priority(queue):
 
 # -- dependencies ----------------------------------------------------------------------
 
-@rules
 def test_a_job_waits_until_its_dependencies_are_done(queue, queue_factory):
     prepare = cmd("prepare")
     sims = [cmd(f"sim{i}", after=[prepare.id]) for i in range(3)]
@@ -124,7 +111,6 @@ def test_a_job_waits_until_its_dependencies_are_done(queue, queue_factory):
     assert names(queue.claim("w", 5)) == ["reduce"]
 
 
-@rules
 def test_a_failed_dependency_fails_its_dependants_without_running_them(queue):
     a = cmd("a")
     b = cmd("b", after=[a.id])
@@ -142,7 +128,6 @@ def test_a_failed_dependency_fails_its_dependants_without_running_them(queue):
     assert {r.job_id for r in queue.results()} >= {a.id, b.id, c.id}
 
 
-@rules
 def test_a_cancelled_dependency_cancels_its_dependants(queue):
     a = cmd("a")
     b = cmd("b", after=[a.id])
@@ -152,14 +137,12 @@ def test_a_cancelled_dependency_cancels_its_dependants(queue):
     assert status.state is State.CANCELLED and a.id in status.result.reason
 
 
-@rules
 def test_unknown_dependencies_refuse_the_whole_submission(queue):
     with pytest.raises(DependencyError, match="0123456789abcdef"):
         queue.submit([cmd("a"), cmd("b", after=["0123456789abcdef"])])
     assert sum(queue.counts().values()) == 0
 
 
-@rules
 def test_a_cycle_is_refused_with_the_names_involved(queue):
     a = Job.command_job(["echo", "a"], name="a")
     b = cmd("b", after=[a.id])
@@ -169,7 +152,6 @@ def test_a_cycle_is_refused_with_the_names_involved(queue):
     assert sum(queue.counts().values()) == 0
 
 
-@rules
 def test_dependencies_across_submissions(queue):
     done_first, failed_first, running = cmd("done-first"), cmd("failed-first"), cmd("running")
     queue.submit([done_first, failed_first, running])
@@ -186,7 +168,6 @@ def test_dependencies_across_submissions(queue):
     assert names(queue.claim("w", 5)) == ["after-done"]
 
 
-@rules
 def test_retrying_a_failed_dependency_brings_its_dependants_back(queue):
     a = cmd("a")
     b = cmd("b", after=[a.id])
@@ -199,7 +180,6 @@ def test_retrying_a_failed_dependency_brings_its_dependants_back(queue):
     assert drain_names(queue) == ["a", "b"]
 
 
-@rules
 def test_a_failed_attempt_tried_again_does_not_end_its_dependants(queue):
     a = cmd("a", retries=1)
     b = cmd("b", after=[a.id])
@@ -212,7 +192,6 @@ def test_a_failed_attempt_tried_again_does_not_end_its_dependants(queue):
 
 # -- resources -------------------------------------------------------------------------
 
-@rules
 def test_a_job_goes_only_to_a_worker_it_fits(queue):
     train = cmd("train", needs={"gpus": 2, "cpus": 4})
     queue.submit([train, cmd("small")])
@@ -220,27 +199,23 @@ def test_a_job_goes_only_to_a_worker_it_fits(queue):
     assert names(queue.claim("w", 2, fit=GPU_BOX)) == ["train"]
 
 
-@rules
 def test_claimed_jobs_fit_together(queue):
     queue.submit([cmd(f"half{i}", needs={"gpus": 1}) for i in range(3)])
     assert len(queue.claim("w", 3, fit=GPU_BOX)) == 2  # two GPUs: two jobs, not three
     assert len(queue.claim("w", 3, fit=Capacity({"cpus": 8, "gpus": 1}))) == 1
 
 
-@rules
 def test_a_job_without_a_cpu_need_takes_one_cpu(queue):
     queue.submit([cmd(f"j{i}") for i in range(5)])
     assert len(queue.claim("w", 5, fit=Capacity({"cpus": 3}))) == 3
 
 
-@rules
 def test_a_big_high_priority_job_does_not_block_a_small_one_that_fits(queue):
     queue.submit([cmd("big", priority=9, needs={"mem": 100e9}), cmd("small")])
     assert names(queue.claim("w", 1, fit=SMALL_BOX)) == ["small"]
     assert queue.get(cmd("big", priority=9, needs={"mem": 100e9}).id).state is State.PENDING
 
 
-@rules
 def test_labels_pick_the_worker(queue):
     queue.submit([cmd("needs-bigmem", labels=["bigmem"]), cmd("anywhere")])
     plain = Capacity({"cpus": 4})
@@ -249,7 +224,6 @@ def test_labels_pick_the_worker(queue):
     assert names(queue.claim("w", 2, fit=labelled)) == ["needs-bigmem"]
 
 
-@rules
 def test_then_claim_respects_what_is_free(queue):
     queue.submit([cmd("first"), cmd("gpu", needs={"gpus": 1}), cmd("cpu")])
     (lease,) = queue.claim("w", 1, fit=SMALL_BOX)

@@ -5,10 +5,16 @@ Every state change is one atomic rename or exclusive create (see docs/architectu
     ROOT/                       drop-in job files (scripts, .ini, .toml) and their NAME.log
     ROOT/.shoal/jobs/ID.json    job spec, created once by link(2): submit is idempotent
     .../blobs/SHA256            a pickled function that call jobs name by digest (raw bytes)
-    .../pending/BLOCK/SEQ.ID.ATT  marker: waiting for attempt ATT; BLOCK = SEQ // SEQ_BLOCK
-                                (both zero-padded, so names sort by SEQ): claimers read
-                                the lowest blocks first, so jobs start roughly in
-                                submission order (pending/ID.ATT: a job from before seq)
+    .../pending/LANE/BLOCK/RANK.ID.ATT  marker: waiting for attempt ATT. LANE =
+                                scheduling.lane_of(job): the jobs that schedule alike;
+                                RANK is the seq (12 digits) or, for a job a retry put
+                                first, "-" and the seq; BLOCK = its first digits (SEQ //
+                                SEQ_BLOCK, "-" kept), so names sort by rank. A claimer reads
+                                each lane's lowest blocks only. (Before lanes: pending/BLOCK/
+                                SEQ.ID.ATT and pending/ID.ATT, still read as one lane.)
+    .../lanes/LANE.json         what every job of LANE needs (priority, needs, labels)
+    .../waiting/ID              marker: the job waits for the jobs in its `after`
+    .../after/DEP/ID            empty: ID waits for DEP (who to look at when DEP ends)
     .../seq/START               numbers START.. taken by one submit (the file holds how
                                 many): how jobs get their seq without a lock
     .../claimed/ID.ATT.WORKER   lease: pending marker renamed by the worker that won it
@@ -33,6 +39,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from ...errors import NoSuchQueue, UsageError
 from ...fsutil import HOST, atomic_write, read_bytes, touch_exclusive, unique_token, unlink_quiet
@@ -45,7 +52,8 @@ else:  # pragma: no cover
 
 FINAL_DIRS = {State.DONE: "done", State.FAILED: "failed", State.CANCELLED: "cancelled"}
 SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancelled",
-           "attempts", "workers", "control", "logs", "tmp", "blobs", "reaped", "seq")
+           "attempts", "workers", "control", "logs", "tmp", "blobs", "reaped", "seq",
+           "waiting", "after", "lanes")
 SEQ_BLOCK = 1000  # pending markers per block folder (by seq)
 HIDDEN = ".shoal"
 # What writing in a queue folder raises for someone who may only read it.
@@ -61,21 +69,53 @@ def parse_marker(kind: str, name: str) -> list[str]:
     return parts
 
 
-def pending_name(job_id: str, attempt: int, seq: int) -> str:
-    """A pending marker's name under pending/ (BLOCK/SEQ.ID.ATT; ID.ATT without a seq)."""
-    if not seq:
+FIRST = 2 ** 40  # retry(first=True): rank = seq - FIRST, before every seq
+
+
+class Marker(NamedTuple):
+    """What a pending marker's name says."""
+
+    job_id: str
+    attempt: int
+    rank: int  # seq; seq - FIRST for a job a retry put first; 0 for a job without seq
+
+
+def rank_of(seq: int, first: bool) -> int:
+    return seq - FIRST if first and seq else seq
+
+
+def pending_name(job_id: str, attempt: int, rank: int) -> str:
+    """A marker's name inside its lane folder: BLOCK/RANK.ID.ATT (ID.ATT without a seq)."""
+    if not rank:
         return f"{job_id}.{attempt}"
-    return f"{seq // SEQ_BLOCK:09d}/{seq:012d}.{job_id}.{attempt}"
+    sign, seq = ("-", rank + FIRST) if rank < 0 else ("", rank)
+    return f"{sign}{seq // SEQ_BLOCK:09d}/{sign}{seq:012d}.{job_id}.{attempt}"
 
 
-def parse_pending(name: str) -> tuple[str, int, int] | None:
-    """(job id, attempt, seq) from a name `pending_name` made; None if it is not one."""
+def parse_pending(name: str) -> Marker | None:
+    """What a name `pending_name` made says (a path ending in it too); None if it is not
+    one."""
     parts = name.rsplit("/", 1)[-1].split(".")
     if len(parts) == 2 and parts[1].isdigit():
-        return parts[0], int(parts[1]), 0
-    if len(parts) == 3 and parts[0].isdigit() and parts[2].isdigit():
-        return parts[1], int(parts[2]), int(parts[0])
+        return Marker(parts[0], int(parts[1]), 0)
+    if len(parts) == 3 and parts[2].isdigit():
+        digits = parts[0].removeprefix("-")
+        if digits.isdigit():
+            seq = int(digits)
+            return Marker(parts[1], int(parts[2]), rank_of(seq, digits != parts[0]))
     return None
+
+
+def spec_rank(spec: dict) -> int:
+    """The rank a job's spec gives it (its seq; before every seq if a retry put it
+    first: the spec then says `"first": true`)."""
+    return rank_of(int(spec.get("seq", 0) or 0), bool(spec.get("first")))
+
+
+def is_lane(name: str) -> bool:
+    """A lane folder under pending/ (lane_of names start with p); the rest there is from
+    before lanes: block folders (digits) and markers (ID.ATT)."""
+    return name.startswith("p") and "." not in name
 
 
 def refresh_listing(folder: Path) -> None:

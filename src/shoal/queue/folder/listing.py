@@ -2,7 +2,7 @@
 then one read of each listed job's spec (and of each final job's result), decoded in
 batches, instead of a `get` per job (which looks in each folder in turn).
 
-Jobs move while we list (pending -> claimed -> final), so the folders are listed in that
+Jobs move while we list (waiting -> pending -> claimed -> final), so the folders are listed in that
 order and a later sighting wins: a job that moved forward meanwhile is seen where it went.
 A job seen nowhere (it moved back, a release, between two listings) or whose result
 cannot be read (a crash before its group commit) is looked up alone, as `get` does.
@@ -19,7 +19,7 @@ from ...errors import MalformedJob
 from ...fsutil import list_names, read_bytes
 from ...job import STATES, Job, JobStatus, JobSummary, Result, State, loads, loads_many
 from ..base import chosen
-from .layout import FINAL_DIRS, parse_marker, parse_pending
+from .layout import FINAL_DIRS, parse_marker, parse_pending, spec_rank
 
 if TYPE_CHECKING:
     from .queue import FolderQueue
@@ -32,6 +32,8 @@ READ_SIZE = 1 << 16  # one read gets a whole record (a longer one is read again,
 def where_jobs_are(queue: FolderQueue) -> dict[str, Where]:
     """Job id -> where its marker or result was seen (the latest folder in a job's life)."""
     found: dict[str, Where] = {}
+    for name in queue._fresh_names("waiting"):
+        found[name] = (State.WAITING, 1, None)
     for name in queue._pending_names():
         parsed = parse_pending(name)
         if parsed is not None:
@@ -127,6 +129,7 @@ def _status(queue: FolderQueue, job_id: str, spec: dict[str, Any] | None,
     if spec is None:
         return None  # as get(): a job without a readable spec is not listed
     try:
+        rank = spec_rank(spec)
         seq = int(spec.pop("seq", 0))
         job = Job.from_dict(spec)
     except (ValueError, TypeError, KeyError):
@@ -141,7 +144,7 @@ def _status(queue: FolderQueue, job_id: str, spec: dict[str, Any] | None,
                 return JobStatus(job, result.state, result.attempt, result.worker or None,
                                  result, (), seq)
     try:
-        return queue._state_of(job_id, job, seq)  # moved back, or a result not readable
+        return queue._state_of(job_id, job, rank)  # moved back, or a result not readable
     except MalformedJob:
         return None
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import secrets
 import shutil
 import threading
@@ -38,6 +37,7 @@ from ...job import (
     Job,
     JobStatus,
     JobSummary,
+    Kind,
     Lease,
     Reaped,
     Result,
@@ -48,28 +48,29 @@ from ...job import (
 )
 from ..base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from ..files import LocalFiles, check_log_name
-from ..scheduling import Capacity
+from ..scheduling import Capacity, after_taking, check_after, lane_of
 from ..settings import QueueSettings
+from . import deps
 from .groupcommit import GroupCommit
-from .layout import FINAL_DIRS, Layout, parse_marker, parse_pending, pending_name, refresh_listing
+from .lanes import LEGACY, LaneView, lane_blocks, lane_folders
+from .layout import (
+    FINAL_DIRS,
+    FIRST,
+    Layout,
+    parse_marker,
+    parse_pending,
+    pending_name,
+    refresh_listing,
+    spec_rank,
+)
 from .listing import read_listing, read_summaries
 from .registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
 STATE_READS = 5  # looks at a job that moved while get() read its state (see _state_of)
-SHUFFLED_REFILLS = 8  # refills that start at a random place after a collision
 MKDIR_TRIES = 10  # a pending block folder removed under us is made again this often
-
-
-def rotated(names: list[str]) -> list[str]:
-    """`names` from a random place on, then the ones before it: a claimer that collided
-    leaves the claimer it was trailing through the same names (each try would fail),
-    and both still take the lowest names first, roughly in order."""
-    if len(names) < 2:
-        return names
-    at = random.randrange(len(names))
-    return names[at:] + names[:at]
+PLAIN = Job("", "", Kind.COMMAND)  # how a job of the legacy lane schedules
 
 
 class FolderQueue(Queue):
@@ -107,20 +108,22 @@ class FolderQueue(Queue):
         self.tmp = self.layout.tmp
         self.path = self.layout.path
         self.registry = WorkerRegistry(self.layout, self.settings.lease_s)
-        self._batch: list[str] = []  # pending names (BLOCK/NAME), next one last
-        self._shuffled = 0  # refills left that start at a random place (we collided)
-        self._seqs: dict[str, int] = {}  # job id -> seq of the jobs we claimed
+        self._view = LaneView(self.dirs["pending"], self._lane_template)
+        self._lanes: dict[str, Job] = {}  # lane -> a job like its jobs (its file is written)
+        self._ranks: dict[str, int] = {}  # job id -> rank of the jobs we claimed
         self._seq_end: int | None = None  # the number after our last reserved range
-        self._claim_lock = threading.Lock()
+        self._claim_lock = threading.RLock()  # also guards the view
         self._commits = GroupCommit(self.base)
         self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name)
 
     # -- submit ---------------------------------------------------------------
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
-        """Number the jobs not seen yet (`_reserve`), write every blob, spec and marker,
-        then make them durable with one sync."""
+        """Check the dependencies, number the jobs not seen yet (`_reserve`), write every
+        blob, spec and marker (pending, or waiting: deps.py), then make them durable with
+        one sync."""
         jobs = list(jobs)
+        check_after(jobs, self._known)
         self._write_blobs(blobs_of(jobs))
         fresh = list(dict.fromkeys(job.id for job in jobs
                                    if not os.path.exists(self.path("jobs", f"{job.id}.json"))))
@@ -135,13 +138,13 @@ class FolderQueue(Queue):
             # the very marker we make (one name: one of us creates it), never a second one.
             if seq and create_exclusive(spec, dumps({**job.to_dict(), "seq": seq}), self.tmp,
                                         fsync=False):
-                self._to_pending(job.id, 1, seq)
+                deps.place(self, job, seq)
                 new.append(job.id)
-            elif self._state_of(job.id, job, self._seq_of(job.id)) is None:
+            elif self._state_of(job.id, job, self._rank_of(job.id)) is None:
                 # A submitter died between writing the spec and the marker: repair.
                 seq = self._seq_of(job.id) or seq
                 atomic_write(spec, dumps({**job.to_dict(), "seq": seq}), self.tmp, fsync=False)
-                self._to_pending(job.id, 1, seq)
+                deps.place(self, job, seq)
                 new.append(job.id)
         if new and self.fsync:
             sync_filesystem(self.base)
@@ -186,38 +189,128 @@ class FolderQueue(Queue):
         blob = read_bytes(self.path("seq", str(start))) or b""
         return start + (int(blob) if blob.strip().isdigit() else 1)
 
-    def _seq_of(self, job_id: str) -> int:
-        """The job's seq from its spec (0: none, a job submitted before seq existed)."""
-        if job_id in self._seqs:
-            return self._seqs[job_id]
+    def _known(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs the queue holds (for `check_after`)."""
+        return {job_id for job_id in job_ids
+                if os.path.exists(self.path("jobs", f"{job_id}.json"))}
+
+    def _spec(self, job_id: str) -> dict | None:
         blob = read_bytes(self.path("jobs", f"{job_id}.json"))
         try:
-            return int(loads(blob).get("seq", 0)) if blob else 0
+            spec = loads(blob) if blob else None
+        except ValueError:
+            return None
+        return spec if isinstance(spec, dict) else None
+
+    def _seq_of(self, job_id: str) -> int:
+        """The job's seq from its spec (0: none, a job submitted before seq existed)."""
+        try:
+            return int((self._spec(job_id) or {}).get("seq", 0))
         except (ValueError, TypeError):
             return 0
 
-    def _pending_path(self, job_id: str, attempt: int, seq: int) -> str:
-        return self.path("pending", pending_name(job_id, attempt, seq))
+    def _rank_of(self, job_id: str) -> int:
+        """The job's rank (layout.Marker): known for the jobs we claimed, else its spec's."""
+        if job_id in self._ranks:
+            return self._ranks[job_id]
+        try:
+            return spec_rank(self._spec(job_id) or {})
+        except (ValueError, TypeError):
+            return 0
 
-    def _to_pending(self, job_id: str, attempt: int, seq: int, src: str | None = None) -> bool:
+    def _pending_path(self, job: Job, attempt: int, rank: int) -> str:
+        return self.path("pending", f"{lane_of(job)}/{pending_name(job.id, attempt, rank)}")
+
+    def _pending_paths(self, job: Job, attempt: int, rank: int) -> list[str]:
+        """Where the job's marker for `attempt` may be: its lane, or where markers were
+        before lanes (a queue made by an older shoal)."""
+        return [self._pending_path(job, attempt, rank),
+                self.path("pending", pending_name(job.id, attempt, max(rank, 0)))]
+
+    def _lane_template(self, lane: str) -> Job | None:
+        """A job that schedules as the jobs of `lane`, found once per process: from the
+        name of a plain lane (`p5`), else from its lanes/ file, else (a file lost to a
+        purge that a long-lived submitter did not see) from one of its jobs. None if
+        none can be read yet."""
+        if lane == LEGACY:
+            return PLAIN
+        if lane not in self._lanes:
+            if lane[1:].lstrip("-").isdigit():
+                self._lanes[lane] = Job("", lane, Kind.COMMAND, priority=int(lane[1:]))
+            else:
+                template = self._read_lane(lane) or self._lane_from_a_job(lane)
+                if template is None:
+                    return None
+                self._lanes[lane] = template
+        return self._lanes[lane]
+
+    def _read_lane(self, lane: str) -> Job | None:
+        spec = None
+        blob = read_bytes(self.path("lanes", f"{lane}.json"))
+        with contextlib.suppress(ValueError):
+            spec = loads(blob) if blob else None
+        if not isinstance(spec, dict):
+            return None
+        try:
+            return Job("", lane, Kind.COMMAND, priority=int(spec.get("priority", 0)),
+                       needs=dict(spec.get("needs", {})), labels=tuple(spec.get("labels", ())))
+        except (TypeError, ValueError):
+            return None
+
+    def _lane_from_a_job(self, lane: str) -> Job | None:
+        """The lane's first readable job as its template; its lanes/ file written again."""
+        for _, names in lane_blocks(self.dirs["pending"] / lane, f"{lane}/"):
+            for name in names[:3]:
+                marker = parse_pending(name)
+                job = self._job_or_none(marker.job_id) if marker is not None else None
+                if job is not None and lane_of(job) == lane:
+                    self._write_lane(lane, job)
+                    return self._lanes[lane]
+            if names:
+                return None
+        return None
+
+    def _write_lane(self, lane: str, job: Job) -> None:
+        """lanes/LANE.json, before the lane's first marker: what a claimer reads to know
+        what the lane's jobs need without opening one."""
+        if lane in self._lanes:
+            return
+        info = {"priority": job.priority, "needs": dict(job.needs), "labels": list(job.labels)}
+        path = self.path("lanes", f"{lane}.json")
+        if not os.path.exists(path):
+            self.dirs["lanes"].mkdir(exist_ok=True)  # a queue made before lanes
+            create_exclusive(path, dumps(info), self.tmp, fsync=False)
+        self._lanes[lane] = Job("", lane, Kind.COMMAND, priority=job.priority,
+                                needs=dict(job.needs), labels=tuple(job.labels))
+
+    def _to_pending(self, job: Job, attempt: int, rank: int, src: str | None = None) -> bool:
         """Create the job's pending marker (or rename `src` to it); True if this call did.
-        Its block folder may be missing (never made, or removed empty by a claimer just
-        now): then it is made, and we try again."""
-        target = self._pending_path(job_id, attempt, seq)
-        for _ in range(MKDIR_TRIES):
-            try:
-                if src is None:
-                    return touch_exclusive(target)
-                os.rename(src, target)
-                return True
-            except FileNotFoundError:
-                folder = os.path.dirname(target)
-                if os.path.isdir(folder):  # it was our source that was gone
-                    return (src is not None and os.path.lexists(target)
-                            and not os.path.lexists(src))
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(folder)
-        return False
+        Its lane or block folder may be missing (never made, or removed empty by a
+        claimer just now): then it is made, and we try again."""
+        lane = lane_of(job)
+        self._write_lane(lane, job)
+        name = f"{lane}/{pending_name(job.id, attempt, rank)}"
+        target = self.path("pending", name)
+        with self._claim_lock:  # our claims see the marker in the view or in the folder
+            for _ in range(MKDIR_TRIES):
+                try:
+                    if src is None:
+                        made = touch_exclusive(target)
+                    else:
+                        os.rename(src, target)
+                        made = True
+                    if made:
+                        self._view.add(lane, self._lanes[lane], name)
+                    return made
+                except FileNotFoundError:
+                    folder = os.path.dirname(target)
+                    if os.path.isdir(folder):  # it was our source that was gone
+                        return (src is not None and os.path.lexists(target)
+                                and not os.path.lexists(src))
+                    # A claimer may remove the lane, found empty, between our two mkdirs.
+                    with contextlib.suppress(FileExistsError, FileNotFoundError):
+                        os.makedirs(folder)
+            return False
 
     # -- function blobs ----------------------------------------------------------
 
@@ -258,81 +351,81 @@ class FolderQueue(Queue):
 
     def _read_spec(self, job_id: str) -> tuple[Job, int]:
         """The job and its seq (0 for a job submitted before jobs were numbered)."""
+        job, seq, _ = self._read_entry(job_id)
+        return job, seq
+
+    def _read_entry(self, job_id: str) -> tuple[Job, int, int]:
+        """The job, its seq and its rank (layout.Marker) from one read of its spec."""
         blob = read_bytes(self.path("jobs", f"{job_id}.json"))
         if blob is None:
             raise MalformedJob(f"{self.path('jobs', job_id + '.json')}: job spec is missing")
         try:
             data = loads(blob)
-            return Job.from_dict(data), int(data.get("seq", 0))
-        except (ValueError, TypeError, KeyError) as exc:
+            return Job.from_dict(data), int(data.get("seq", 0)), spec_rank(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise MalformedJob(f"{self.path('jobs', job_id + '.json')}: {exc}") from exc
+
+    def _job_or_none(self, job_id: str) -> Job | None:
+        try:
+            return self._read_job(job_id)
+        except MalformedJob:
+            return None
 
     # -- claim ----------------------------------------------------------------
 
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
               fit: Capacity | None = None) -> list[Lease]:
-        return poll(lambda: self._claim_some(worker, n), wait_s)
+        return poll(lambda: self._claim_some(worker, n, fit), wait_s)
 
-    def _claim_some(self, worker: str, n: int) -> list[Lease]:
+    def _claim_some(self, worker: str, n: int, fit: Capacity | None) -> list[Lease]:
         # One claimer at a time per process: slots of one worker share its claimed/ names,
         # and the NFS retransmit check in claim_rename is only sound for a name that a
         # single claimer renames into.
         with self._claim_lock:
-            return self._claim_locked(worker, n)
+            return self._claim_locked(worker, n, fit)
 
-    def _claim_locked(self, worker: str, n: int) -> list[Lease]:
+    def _claim_locked(self, worker: str, n: int, fit: Capacity | None) -> list[Lease]:
+        """Take the view's best marker (lanes.py) until n leases, each job taking its share
+        of `fit`; a view that is old, or shows nothing before we got a lease, is read
+        again (once)."""
         leases: list[Lease] = []
-        for refill in (False, True):
-            if refill:
-                if leases:
+        fresh = self._view.stale()
+        if fresh:
+            self._view.read()
+        while len(leases) < n:
+            found = self._view.best(fit)
+            if found is None:
+                if leases or fresh:
                     break
-                self._refill_batch()
-            while self._batch and len(leases) < n:
-                lease = self._try_claim(self._batch.pop(), worker)
-                if lease is not None:
-                    leases.append(lease)
+                self._view.read()
+                fresh = True
+                continue
+            lane, name = found
+            self._view.took(lane)
+            lease = self._try_claim(name, worker)
+            if lease is None:
+                self._view.collided(lane)
+                continue
+            leases.append(lease)
+            fit = after_taking(fit, lease.job)
         return leases
-
-    def _refill_batch(self) -> None:
-        """Read up to CLAIM_BATCH pending names, lowest seq first: the block folders are
-        listed (one per SEQ_BLOCK numbers, so few) and read lowest first, each whole,
-        until the batch is full; a block found empty is removed. The cost depends on the
-        block size, not on how many jobs wait. A claimer that collided with another one
-        starts its batches at a random place for a while (`rotated`: roughly in order,
-        rarely colliding); one that did not takes the names exactly in order."""
-        names: list[str] = []
-        for folder, inside in self._pending_blocks():
-            if folder is not None and not inside:
-                with contextlib.suppress(OSError):
-                    os.rmdir(folder)
-            names += inside
-            if len(names) >= defaults.CLAIM_BATCH:
-                break
-        names = names[:defaults.CLAIM_BATCH]
-        if self._shuffled > 0:
-            self._shuffled -= 1
-            names = rotated(names)
-        self._batch = names[::-1]
 
     def _try_claim(self, name: str, worker: str) -> Lease | None:
         parsed = parse_pending(name)
         if parsed is None:
             return None
-        job_id, attempt, seq = parsed
+        job_id, attempt, rank = parsed
         claimed = self.path("claimed", f"{job_id}.{attempt}.{worker}")
         if not claim_rename(self.path("pending", name), claimed):
-            # Another claimer reads the same names, just ahead of us: jump elsewhere.
-            self._batch = rotated(self._batch[::-1])[::-1]
-            self._shuffled = SHUFFLED_REFILLS
-            return None
+            return None  # another claimer reads the same names, just ahead of us
         try:
-            job = self._read_job(job_id)
+            job, seq = self._read_spec(job_id)
         except MalformedJob as exc:
             self._fail_unreadable(job_id, attempt, worker, claimed, str(exc))
             return None
-        if len(self._seqs) > 4 * defaults.CLAIM_BATCH:
-            self._seqs.clear()  # leases are few; the rest were reaped or cancelled
-        self._seqs[job_id] = seq
+        if len(self._ranks) > 4 * defaults.CLAIM_BATCH:
+            self._ranks.clear()  # leases are few; the rest were reaped or cancelled
+        self._ranks[job_id] = rank
         return Lease(job, attempt, worker, f"{attempt}.{worker}", seq)
 
     def _fail_unreadable(self, job_id: str, attempt: int, worker: str, claimed: str,
@@ -343,6 +436,7 @@ class FolderQueue(Queue):
                             attempt=attempt, worker=worker, host=HOST)
             self._write_final(result)
             unlink_quiet(fence)
+            deps.ended(self, job_id, State.FAILED)
 
     # -- beat, finish, release -----------------------------------------------
 
@@ -372,17 +466,18 @@ class FolderQueue(Queue):
 
     def finish(self, lease: Lease, result: Result, *, then_claim: int = 0,
                fit: Capacity | None = None) -> list[Lease]:
-        """Fence, place the log, write the result (its fence goes once it is durable),
-        then claim up to `then_claim` next jobs."""
+        """Fence, place the log, write the result (its fence goes once it is durable), set
+        free or end the jobs waiting for it, then claim up to `then_claim` next jobs."""
         fence = self._fence(lease)
-        self._seqs.pop(lease.job_id, None)
+        self._ranks.pop(lease.job_id, None)
         result = self.files.place_log(lease, result)
         self._write_final(result, fsync=False)
         if self.fsync:
             self._commits.add(fence)  # see groupcommit.py
         else:
             unlink_quiet(fence)
-        return self._claim_next(lease, then_claim)
+        deps.ended(self, lease.job_id, result.state)  # its dependants, before the next claim
+        return self._claim_next(lease, then_claim, fit)
 
     def flush(self) -> None:
         self._commits.flush()
@@ -403,10 +498,10 @@ class FolderQueue(Queue):
             record = self.path("attempts", f"{lease.job_id}.{attempt}.json")
             atomic_write(record, dumps(failed.to_dict()), self.tmp, fsync=False)
             attempt += 1
-        seq = self._seq_of(lease.job_id)
-        if not self._to_pending(lease.job_id, attempt, seq, self._claimed_path(lease)):
+        rank = self._rank_of(lease.job_id)  # kept: a job a retry put first stays first
+        if not self._to_pending(lease.job, attempt, rank, self._claimed_path(lease)):
             raise LeaseLost(f"job {lease.job_id} attempt {lease.attempt}: lease lost")
-        self._seqs.pop(lease.job_id, None)
+        self._ranks.pop(lease.job_id, None)
 
     def _failed_attempts(self, job_id: str, before: int) -> tuple[Result, ...]:
         """Records of the failed attempts below `before` (a stat per attempt: none for a
@@ -453,17 +548,18 @@ class FolderQueue(Queue):
                                                  f"{secrets.token_hex(4)}.json"))
         return None
 
-    def _state_of(self, job_id: str, job: Job, seq: int) -> JobStatus | None:
+    def _state_of(self, job_id: str, job: Job, rank: int) -> JobStatus | None:
         # A job is always in one place, but a rename can move it while we look in one
         # folder after another (claimed before we look there, back to pending after):
         # found nowhere means it moved, so look again.
+        seq = rank + FIRST if rank < 0 else rank
         for _ in range(STATE_READS):
-            status = self._state_once(job_id, job, seq)
+            status = self._state_once(job_id, job, rank)
             if status is not None:
                 return replace(status, seq=seq)
         return None
 
-    def _state_once(self, job_id: str, job: Job, seq: int) -> JobStatus | None:
+    def _state_once(self, job_id: str, job: Job, rank: int) -> JobStatus | None:
         result = self._final_result(job_id)
         if result is not None:
             return JobStatus(job, result.state, result.attempt, result.worker or None, result)
@@ -471,16 +567,18 @@ class FolderQueue(Queue):
             _, attempt, worker = parse_marker(kind, name)
             return JobStatus(job, State.RUNNING, int(attempt), worker)
         for attempt in range(1, self._attempt_bound(job) + 1):
-            if os.path.exists(self._pending_path(job_id, attempt, seq)):
+            if any(os.path.exists(path) for path in self._pending_paths(job, attempt, rank)):
                 return JobStatus(job, State.PENDING, attempt)
+        if os.path.exists(self.path("waiting", job_id)):
+            return JobStatus(job, State.WAITING, 1)
         return None
 
     def get(self, job_id: str) -> JobStatus | None:
         try:
-            job, seq = self._read_spec(job_id)
+            job, _, rank = self._read_entry(job_id)
         except MalformedJob:
             return None
-        status = self._state_of(job_id, job, seq)
+        status = self._state_of(job_id, job, rank)
         if status is None or status.attempt <= 1:
             return status
         return replace(status, attempts=self._failed_attempts(job_id, status.attempt))
@@ -494,8 +592,10 @@ class FolderQueue(Queue):
                 continue
             markers = [(self.path(kind, name), *parse_marker(kind, name)[1:])
                        for kind, name in self._running_entries(job_id) if kind == "claimed"]
-            markers += [(self._pending_path(job_id, n, status.seq), str(n), "")
-                        for n in range(1, self._attempt_bound(status.job) + 1)]
+            rank = self._rank_of(job_id)
+            markers += [(path, str(n), "") for n in range(1, self._attempt_bound(status.job) + 1)
+                        for path in self._pending_paths(status.job, n, rank)]
+            markers.append((self.path("waiting", job_id), "0", ""))
             for marker, attempt, worker in markers:
                 fence = self._fence_path(job_id, int(attempt), who)
                 if claim_rename(marker, fence):
@@ -503,33 +603,60 @@ class FolderQueue(Queue):
                     self._write_final(result)
                     unlink_quiet(fence)
                     cancelled.append(job_id)
+                    deps.ended(self, job_id, State.CANCELLED)
                     break
         return cancelled
 
     def retry(self, job_ids: Iterable[str], *, force: bool = False,
               first: bool = True) -> list[str]:
         """The final result is renamed aside (whoever renames it owns the retry), its
-        failed attempts' records too, then the job gets a pending marker for attempt 1."""
+        failed attempts' records too; the jobs that ended because of it wait again
+        (deps.py); then the job gets its first marker for attempt 1, at a rank before
+        every seq if `first` (the spec says so: a release or reap keeps it)."""
         again = []
         states = (State.FAILED, State.CANCELLED, State.DONE) if force else (State.FAILED,
                                                                              State.CANCELLED)
         for job_id in job_ids:
             for state in states:
-                final = self.path(FINAL_DIRS[state], f"{job_id}.json")
-                parked = self.path("attempts", f"{job_id}.retried.{secrets.token_hex(4)}.json")
-                if claim_rename(final, parked):
-                    # The fence of the finish that wrote it may outlive it by a group
-                    # commit; without its result it would look like a running job.
-                    for kind, name in self._running_entries(job_id):
-                        if kind == "committing":
-                            unlink_quiet(self.path(kind, name))
-                    self._park_failed_attempts(job_id, parked)
-                    if state is State.DONE:
-                        self._set_aside_placed_log(job_id, parked)
-                    self._to_pending(job_id, 1, self._seq_of(job_id))
+                if self._park_final(job_id, state):
+                    job = self._job_or_none(job_id)
+                    if job is None:  # unreadable spec: a claim fails it, malformed
+                        self._to_pending(Job(job_id, job_id, Kind.COMMAND), 1, 0)
+                    else:
+                        deps.bring_back(self, job)
+                        deps.place(self, job, self._set_first(job_id, first))
                     again.append(job_id)
                     break
         return again
+
+    def _park_final(self, job_id: str, state: State) -> bool:
+        """Rename the job's `state` result aside (True if this call did), with its failed
+        attempts' records and, for a done job, the log its run placed."""
+        final = self.path(FINAL_DIRS[state], f"{job_id}.json")
+        parked = self.path("attempts", f"{job_id}.retried.{secrets.token_hex(4)}.json")
+        if not claim_rename(final, parked):
+            return False
+        # The fence of the finish that wrote it may outlive it by a group commit;
+        # without its result it would look like a running job.
+        for kind, name in self._running_entries(job_id):
+            if kind == "committing":
+                unlink_quiet(self.path(kind, name))
+        self._park_failed_attempts(job_id, parked)
+        if state is State.DONE:
+            self._set_aside_placed_log(job_id, parked)
+        return True
+
+    def _set_first(self, job_id: str, first: bool) -> int:
+        """Record in the spec whether a retry put the job first; its rank from then on."""
+        self._ranks.pop(job_id, None)  # a lease of ours that a cancel took: its rank is old
+        spec = self._spec(job_id) or {}
+        if bool(spec.get("first")) != first:
+            spec = {key: value for key, value in spec.items() if key != "first"}
+            if first:
+                spec["first"] = True
+            atomic_write(self.path("jobs", f"{job_id}.json"), dumps(spec), self.tmp,
+                         fsync=self.fsync)
+        return spec_rank(spec)
 
     def _set_aside_placed_log(self, job_id: str, parked: str) -> None:
         """A done job run again: the log its run placed outside our log folder (beside its
@@ -550,8 +677,8 @@ class FolderQueue(Queue):
         our drop-in scanner forgets them, so they are submitted again."""
         removed = sum(1 for name in list_names(self.dirs["jobs"]) if name.endswith(".json"))
         self.files.forget_logs(self.results(), self._attempt_records())
-        for kind in ("pending", "claimed", "committing", *FINAL_DIRS.values(), "attempts",
-                     "reaped", "jobs", "blobs", "seq"):
+        for kind in ("waiting", "pending", "claimed", "committing", *FINAL_DIRS.values(),
+                     "attempts", "reaped", "after", "lanes", "jobs", "blobs", "seq"):
             folder = self.dirs[kind]
             for name in list_names(folder):
                 path = folder / name
@@ -559,7 +686,9 @@ class FolderQueue(Queue):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     unlink_quiet(path)
-        self._batch, self._seqs, self._seq_end = [], {}, None
+        with self._claim_lock:
+            self._view.forget()
+        self._lanes, self._ranks, self._seq_end = {}, {}, None
         self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name)
         if self.fsync:
             sync_filesystem(self.base)
@@ -605,15 +734,11 @@ class FolderQueue(Queue):
         return list_names(self.dirs[kind])
 
     def _pending_blocks(self) -> Iterator[tuple[Path | None, list[str]]]:
-        """The pending markers block by block, lowest numbers first, as BLOCK/NAME (first
-        `(None, names)`: markers of jobs from before numbering); each block is listed
-        fresh when the caller gets to it, so one that stops early reads little."""
-        top = self._fresh_names("pending")
-        yield None, [name for name in top if "." in name]
-        for block in sorted(name for name in top if name.isdigit()):
-            folder = self.dirs["pending"] / block
-            refresh_listing(folder)
-            yield folder, [f"{block}/{name}" for name in sorted(list_names(folder))]
+        """The pending markers lane by lane, block by block (lanes.py), as names under
+        pending/; each block is listed fresh when the caller gets to it, so one that
+        stops early reads little."""
+        for _, folder, prefix in lane_folders(self.dirs["pending"]):
+            yield from lane_blocks(folder, prefix)
 
     def _pending_names(self) -> list[str]:
         """Every pending marker, in order."""
@@ -622,6 +747,7 @@ class FolderQueue(Queue):
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
         counts[State.PENDING] = sum(len(names) for _, names in self._pending_blocks())
+        counts[State.WAITING] = len(self._fresh_names("waiting"))
         final: set[str] = set()
         for state, folder in FINAL_DIRS.items():
             names = self._fresh_names(folder)
@@ -640,7 +766,8 @@ class FolderQueue(Queue):
             parsed = parse_pending(name)
             if parsed is not None:
                 pending.add(parsed[0])
-        found = dict.fromkeys(wanted & pending, State.PENDING)
+        found = dict.fromkeys(wanted & set(self._fresh_names("waiting")), State.WAITING)
+        found.update(dict.fromkeys(wanted & pending, State.PENDING))
         for kind in ("claimed", "committing"):
             for name in self._fresh_names(kind):
                 if name.split(".")[0] in wanted:
@@ -709,11 +836,15 @@ class FolderQueue(Queue):
             unlink_quiet(marker)
             return False
         try:
-            job, seq = self._read_spec(job_id)
+            job, _, rank = self._read_entry(job_id)
         except MalformedJob:
-            job, seq = Job.command_job("true", name=job_id), 0
+            job, rank = Job(job_id, job_id, Kind.COMMAND), 0  # a claim fails it, malformed
+        if attempt == 0:  # the fence of a waiting job whose ender died: it waits again
+            if claim_rename(marker, self.path("waiting", job_id)):
+                deps.settle(self, job)
+            return False
         if attempt < job.max_attempts:
-            return self._to_pending(job_id, attempt + 1, seq, marker)
+            return self._to_pending(job, attempt + 1, rank, marker)
         fence = self._fence_path(job_id, attempt, worker)
         if not claim_rename(marker, fence):
             return False
@@ -721,6 +852,7 @@ class FolderQueue(Queue):
                         reason=lost_reason(attempt, worker), attempt=attempt, worker=worker)
         self._write_final(failed)
         unlink_quiet(fence)
+        deps.ended(self, job_id, State.FAILED)
         return True
 
     def _log_reap(self, record: Reaped) -> None:
