@@ -520,3 +520,19 @@ def test_a_queue_exists_once_redis_holds_any_of_its_keys(backend: str) -> None:
         queue.submit([Job.command_job("true")])
     with open_queue(other, create=False) as reader:
         assert reader.counts()[State.PENDING] == 1
+
+
+def test_jobs_pending_in_a_queue_made_before_lanes_are_still_handed_out(server, url, views):
+    """An older shoal kept pending jobs in one `pending` list: a claim adopts them (in
+    their order), so upgrading shoal strands no job."""
+    queue = view(views, url)
+    queue.submit([cmd(i) for i in range(3)])
+    client, prefix = queue.client, queue.keys.prefix
+    ids = client.lrange(prefix + "line:p0", 0, -1)
+    assert len(ids) == 3
+    client.delete(prefix + "line:p0")  # what the old layout had instead of the lane
+    client.zrem(prefix + "lanes", "p0")
+    client.rpush(prefix + "pending", *ids)
+    claimed = [lease.job_id for lease in view(views, url).claim("w1", 5)]
+    assert claimed == [cmd(i).id for i in range(3)]
+    assert not client.exists(prefix + "pending")

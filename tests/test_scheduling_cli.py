@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from shoal.cli import main
-from shoal.job import Job, State, WorkerInfo, content_id
+from shoal.job import Job, Result, State, WorkerInfo, content_id
 from shoal.needs import needs_text, parse_mem
 from shoal.parallel_args import parse_run_words
 from shoal.queue import open_queue
@@ -443,3 +443,27 @@ def test_a_priority_submit_overtakes_the_queue_and_a_table_row_waits_for_its_row
         order.append(leases[0].job.name.split(": ", 1)[1])
         queue.finish(leases[0], _done(leases[0]))
     assert order == ["echo map", "echo reduce", "echo urgent", "echo old0"]
+
+
+def test_a_job_file_runs_once_its_dependency_is_done_even_if_that_file_is_gone(tmp_path):
+    """The worker runs a file with the `after` it was submitted with: the file a finished
+    dependency came from may be cleaned away meanwhile."""
+    url = f"sqlite://{tmp_path / 'q.sqlite'}"
+    first = write(tmp_path / "first.ini", ini())
+    write(tmp_path / "then.ini", ini("after = first.ini"))
+    ok("submit", url, str(first), str(tmp_path / "then.ini"))
+    with open_queue(url) as queue:
+        (lease,) = queue.claim("by-hand", 5)
+        assert lease.job.path.endswith("first.ini")
+        queue.finish(lease, Result(lease.job_id, State.DONE, attempt=1, worker="by-hand"))
+    first.unlink()
+    done = subprocess.run([sys.executable, "-m", "shoal", "work", url, "--drain", "-q"],
+                          capture_output=True, text=True, timeout=T, check=False)
+    assert done.returncode == 0, done.stderr
+    status = next(s for name, s in _statuses(url).items() if name.endswith("then.ini"))
+    assert status.state is State.DONE, status.result
+
+
+def _statuses(url: str) -> dict:
+    with open_queue(url) as queue:
+        return {status.job.name: status for status in queue.listing()}

@@ -19,6 +19,7 @@ from .job import Job, State
 from .net.contact import contact_path, is_contact_file
 from .queue import open_queue
 from .queue.base import Queue
+from .queue.scheduling import ended_by_dependency
 from .worker import Worker
 
 DEFAULT_SERVE_STATUS = "~/.shoal/servers/default"
@@ -469,8 +470,7 @@ def retry(queue: str, jobs: tuple[str, ...], failed: bool, cancelled: bool, ever
     done_count = 0
     followers = []  # ended because a job they wait for did: they come back with it
     for result in q.results() if wanted or every else ():
-        if result.state in wanted and result.attempt == 0 and \
-                result.reason.startswith("dependency "):
+        if result.state in wanted and ended_by_dependency(result):
             followers.append(result.job_id)
         elif result.state in wanted:
             ids.append(result.job_id)

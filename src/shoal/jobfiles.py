@@ -149,6 +149,9 @@ class _Source:
     text_values: bool = False  # INI: every value is a string to convert; TOML: values are typed
     text: str = ""  # the file's text once read: where the line numbers come from
     interpreters: Mapping[str, Sequence[str]] = field(default_factory=dict)  # job file names
+    # read the scheduling keys (after, priority, needs): at submit, not when a worker runs
+    # the file (the job carries them, and an `after` file may be gone by then)
+    scheduling: bool = True
 
     def error(self, problem: str, line: int | None = None) -> MalformedJob:
         where = f"{self.shown}:{line}" if line else self.shown
@@ -182,13 +185,17 @@ def load_job_file(
     *,
     interpreters: Mapping[str, Sequence[str]],
     worker_dir: str | Path,
+    scheduling: bool = True,
 ) -> JobFileSpec:
-    """Read a job file and say how to run it; MalformedJob naming the file for anything wrong."""
+    """Read a job file and say how to run it; MalformedJob naming the file for anything wrong.
+    Without `scheduling`, its after/priority/needs keys are left unread (a worker running
+    it: the job carries them since submit)."""
     src = _Source(
         shown=str(path),
         path=Path(os.path.abspath(path)),
         worker_dir=os.path.abspath(os.path.expanduser(worker_dir)),
         interpreters=interpreters,
+        scheduling=scheduling,
     )
     suffix = src.path.suffix
     if suffix.lower() == ".ini":
@@ -469,7 +476,7 @@ def _build(
         params=dict(params),
         timeout_s=_timeout(src, control.get("timeout")),
         retries=_retries(src, control.get("retries")),
-        **_scheduling(src, control),
+        **(_scheduling(src, control) if src.scheduling else {}),
     )
 
 

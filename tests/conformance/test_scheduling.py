@@ -239,3 +239,17 @@ def test_the_scheduling_fields_survive_a_round_trip(queue, queue_factory):
     assert (seen.priority, dict(seen.needs), tuple(seen.labels)) == (4, {"gpus": 1,
                                                                        "license": 2},
                                                                       ("ssd",))
+
+
+def test_a_job_a_retry_put_first_stays_first_while_it_waits(queue):
+    old = cmd("old", needs={"gpus": 1})  # pending all along, first in input order
+    dep = cmd("dep")
+    late = cmd("late", after=[dep.id])
+    queue.submit([old, dep, late])
+    (lease,) = queue.claim("w", 2, fit=Capacity({"cpus": 8}))  # dep: old does not fit
+    assert lease.job.name == "dep"
+    assert queue.cancel([late.id]) == [late.id]
+    assert queue.retry([late.id]) == [late.id]
+    assert queue.get(late.id).state is State.WAITING
+    queue.finish(lease, ended(lease))
+    assert names(queue.claim("w", 1, fit=GPU_BOX)) == ["late"]

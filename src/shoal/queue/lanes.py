@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..job import Job
 from .scheduling import Capacity, claim_key, fits, lane_of
@@ -32,8 +32,8 @@ class LaneNames:
             return f"p{job.priority}"
         shape = (job.priority, tuple(sorted(job.needs.items())), tuple(sorted(job.labels)))
         found = self.shapes.get(shape)
-        if found is None:
-            found = self.shapes[shape] = (lane_of(job), job)
+        if found is None:  # the sample keeps no call arguments alive
+            found = self.shapes[shape] = (lane_of(job), replace(job, payload=None, blobs={}))
         return found[0]
 
 
@@ -53,18 +53,12 @@ class PendingLanes:
         self._ties = itertools.count()
         self._names = LaneNames()
 
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def __contains__(self, job_id: str) -> bool:
-        return job_id in self._live
-
     def push(self, job: Job, rank: float) -> None:
         """Make `job` pending at `rank` (replacing an entry it had)."""
         name = self._names(job)
         lane = self._lanes.get(name)
         if lane is None:
-            lane = self._lanes[name] = _Lane(job)
+            lane = self._lanes[name] = _Lane(replace(job, payload=None, blobs={}))
         entry = (rank, next(self._ties), job.id)
         self._live[job.id] = entry
         heapq.heappush(lane.heap, entry)

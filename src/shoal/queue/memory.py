@@ -42,11 +42,11 @@ from .scheduling import (
     dependency_end,
     dependency_reason,
     first_state,
+    retry_rank,
 )
 from .settings import QueueSettings
 
 FINALS_KEPT = 200_000  # ids kept in the journal of finals that watch() reads
-FIRST = 2 ** 40  # retry(first=True) ranks a job at seq - FIRST: before every never-run job
 
 
 class MemoryQueue(Queue):
@@ -123,6 +123,7 @@ class MemoryQueue(Queue):
         """Start a job afresh as its dependencies say: pending at `rank`, waiting, or
         ended at once because one of them failed or was cancelled. True unless ended."""
         job = self._jobs[job_id]
+        self._rank[job_id] = rank  # kept while it waits: a job a retry put first stays first
         deps = {dep: self._state[dep] for dep in job.after}
         state = first_state(deps)
         if state is State.PENDING:
@@ -173,7 +174,8 @@ class MemoryQueue(Queue):
                     self._record_final_locked(waiting, self._unrun(waiting, dep_id, state))
                     ended.append(waiting)
                 elif self._all_done_locked(waiting):
-                    self._to_pending(waiting, self._attempt[waiting], self._seq[waiting])
+                    self._to_pending(waiting, self._attempt[waiting],
+                                     self._rank.get(waiting, self._seq[waiting]))
 
     def _all_done_locked(self, job_id: str) -> bool:
         """Whether every dependency of a waiting job is done, looking only past the ones
@@ -191,6 +193,7 @@ class MemoryQueue(Queue):
     def _record_final_locked(self, job_id: str, result: Result) -> None:
         """Record a final result and let go of what only running the job needed."""
         self._pending.discard(job_id)
+        self._done_upto.pop(job_id, None)
         self._results[job_id] = result
         self._state[job_id] = result.state
         self._finals.append(job_id)
@@ -308,7 +311,7 @@ class MemoryQueue(Queue):
                 if self._state.get(job_id) not in retried or not self._runnable(job_id):
                     continue
                 seq = self._seq[job_id]
-                if self._start_again(job_id, seq - FIRST if first else seq):
+                if self._start_again(job_id, retry_rank(seq, first)):
                     self._bring_back_locked(job_id)
                     again.append(job_id)
         return again

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
-from ..job import Job, State
+from ..job import Job, Result, State
 
 CPUS = "cpus"
 GPUS = "gpus"
@@ -98,6 +98,15 @@ def lane_of(job: Job) -> str:
     shape = json.dumps([dict(sorted(job.needs.items())), sorted(job.labels)],
                        separators=(",", ":"))
     return f"p{job.priority}-{hashlib.sha256(shape.encode()).hexdigest()[:12]}"
+
+
+#: how far before its seq `retry(first=True)` ranks a job: before every job never run
+FIRST = 2 ** 40
+
+
+def retry_rank(seq: int, first: bool) -> int:
+    """The rank a retried job goes back at: its seq, or before every never-run job."""
+    return seq - FIRST if first and seq else seq
 
 
 def claim_key(priority: int, rank: float) -> tuple[int, float]:
@@ -174,8 +183,17 @@ def dependency_end(deps: Mapping[str, State]) -> tuple[State, str] | None:
     return None
 
 
+DEPENDENCY = "dependency "  # how every dependency_reason starts
+
+
 def dependency_reason(dep_id: str, dep_name: str, state: State) -> str:
     """The reason a dependant ends with, without running."""
     verb = "was cancelled" if state is State.CANCELLED else "failed"
     label = f"{dep_name} ({dep_id})" if dep_name and dep_name != dep_id else dep_id
-    return f"dependency {label} {verb}"
+    return f"{DEPENDENCY}{label} {verb}"
+
+
+def ended_by_dependency(result: Result) -> bool:
+    """Whether a job's result says it never ran because a dependency failed or was
+    cancelled (it comes back when that dependency is retried)."""
+    return result.attempt == 0 and result.reason.startswith(DEPENDENCY)

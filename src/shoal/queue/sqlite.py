@@ -52,6 +52,7 @@ from .scheduling import (
     dependency_end,
     dependency_reason,
     first_state,
+    retry_rank,
 )
 from .settings import QueueSettings
 
@@ -526,7 +527,7 @@ class SqliteQueue(Queue):
                 if row is None:
                     continue
                 job = _job(row[0], None)
-                if self._start_again(db, job, row[1] - sched.FIRST if first else row[1]):
+                if self._start_again(db, job, retry_rank(row[1], first)):
                     self._bring_back(db, job)
                     again.append(job_id)
         return again

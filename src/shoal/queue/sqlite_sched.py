@@ -22,8 +22,6 @@ from ..job import Job, Kind, Result, State, dumps, loads
 from .lanes import LaneNames
 from .scheduling import Capacity, claim_key, dependency_reason, fits
 
-FIRST = 2 ** 40  # retry(first=True) ranks a job at seq - FIRST: before every never-run job
-
 # Each final state numbers its job after every final before it: watch() reads the finals
 # since the number it saw last, not every watched id.
 FINAL_SEQ = (", final_seq=(SELECT COALESCE(MAX(final_seq), 0) + 1 FROM jobs "
@@ -124,10 +122,11 @@ def after_of(db: sqlite3.Connection, job_id: str) -> dict[str, State]:
 
 def release_dependants(db: sqlite3.Connection, job_id: str) -> None:
     """`job_id` is done: its waiting dependants whose dependencies are all done now are
-    pending (rank = seq). One statement, reaching them by id: `+state` keeps SQLite from
-    scanning every waiting job through the state index instead (here and below)."""
+    pending, at the rank they waited with (seq, or a retry's first rank). One statement,
+    reaching them by id: `+state` keeps SQLite from scanning every waiting job through the
+    state index instead (here and below)."""
     db.execute(
-        "UPDATE jobs SET state='pending', rank=seq WHERE +state='waiting' AND id IN "
+        "UPDATE jobs SET state='pending' WHERE +state='waiting' AND id IN "
         "(SELECT job FROM dependants WHERE dep=?) AND NOT EXISTS (SELECT 1 FROM "
         "dependants d JOIN jobs j ON j.id=d.dep WHERE d.job=jobs.id AND j.state!='done')",
         (job_id,))

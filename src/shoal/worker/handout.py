@@ -58,11 +58,14 @@ class Handout:
         with self._cond:
             return list(self._spare)
 
-    def forget(self, lease: Lease) -> None:
-        """A spare lease the queue took back: no slot may run it."""
+    def forget(self, lease: Lease) -> bool:
+        """A spare lease the queue took back: no slot may run it. False if a slot took it
+        already (the slot gives its share back when it ends)."""
         with self._cond:
             if lease in self._spare:
                 self._spare.remove(lease)
+                return True
+            return False
 
     def take_all(self) -> list[Lease]:
         """Every spare lease, to give back to the queue (the worker is stopping)."""

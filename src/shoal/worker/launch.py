@@ -129,7 +129,11 @@ def _prepare_file(job: Job, env: dict[str, str], root: Path,
     from ..jobfiles import load_job_file
 
     assert job.path is not None
-    spec = load_job_file(root / job.path, interpreters=interpreters, worker_dir=worker_dir)
+    # The job carries the `after` it was submitted with (a finished dependency's file may be
+    # gone by now); one submitted without (a drop-in whose `after` named no file there) is
+    # read whole, so such a file fails as malformed, naming what is missing.
+    spec = load_job_file(root / job.path, interpreters=interpreters, worker_dir=worker_dir,
+                         scheduling=not job.after)
     env.update({f"SHOAL_PARAM_{key}": value if isinstance(value, str) else json.dumps(value)
                 for key, value in spec.params.items() if str(key).isidentifier()})
     timeout_s = job.timeout_s if job.timeout_s is not None else spec.timeout_s

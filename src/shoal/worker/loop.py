@@ -267,10 +267,9 @@ class Worker:
 
     def _lease_lost(self, lease: Lease) -> None:
         """The queue took this lease back: kill its job, whose result would be refused."""
-        self._handout.forget(lease)
-        slot = self._running.get(lease.job_id)
-        if slot is None or slot.lease.attempt != lease.attempt:  # a spare one: share freed
+        if self._handout.forget(lease):  # still spare: nothing runs it, its share is free
             self._ledger.give_back(lease)
+        slot = self._running.get(lease.job_id)
         if slot is None or slot.lost or slot.settling:
             return
         if slot.lease.token != lease.token:

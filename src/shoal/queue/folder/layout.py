@@ -44,6 +44,7 @@ from typing import NamedTuple
 from ...errors import NoSuchQueue, UsageError
 from ...fsutil import HOST, atomic_write, read_bytes, touch_exclusive, unique_token, unlink_quiet
 from ...job import State
+from ..scheduling import FIRST, retry_rank
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,7 +70,6 @@ def parse_marker(kind: str, name: str) -> list[str]:
     return parts
 
 
-FIRST = 2 ** 40  # retry(first=True): rank = seq - FIRST, before every seq
 
 
 class Marker(NamedTuple):
@@ -78,10 +78,6 @@ class Marker(NamedTuple):
     job_id: str
     attempt: int
     rank: int  # seq; seq - FIRST for a job a retry put first; 0 for a job without seq
-
-
-def rank_of(seq: int, first: bool) -> int:
-    return seq - FIRST if first and seq else seq
 
 
 def pending_name(job_id: str, attempt: int, rank: int) -> str:
@@ -102,14 +98,14 @@ def parse_pending(name: str) -> Marker | None:
         digits = parts[0].removeprefix("-")
         if digits.isdigit():
             seq = int(digits)
-            return Marker(parts[1], int(parts[2]), rank_of(seq, digits != parts[0]))
+            return Marker(parts[1], int(parts[2]), retry_rank(seq, digits != parts[0]))
     return None
 
 
 def spec_rank(spec: dict) -> int:
     """The rank a job's spec gives it (its seq; before every seq if a retry put it
     first: the spec then says `"first": true`)."""
-    return rank_of(int(spec.get("seq", 0) or 0), bool(spec.get("first")))
+    return retry_rank(int(spec.get("seq", 0) or 0), bool(spec.get("first")))
 
 
 def is_lane(name: str) -> bool:

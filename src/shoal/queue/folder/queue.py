@@ -48,14 +48,14 @@ from ...job import (
 )
 from ..base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from ..files import LocalFiles, check_log_name
-from ..scheduling import Capacity, after_taking, check_after, lane_of
+from ..lanes import LaneNames
+from ..scheduling import FIRST, Capacity, after_taking, check_after
 from ..settings import QueueSettings
 from . import deps
 from .groupcommit import GroupCommit
 from .lanes import LEGACY, LaneView, lane_blocks, lane_folders
 from .layout import (
     FINAL_DIRS,
-    FIRST,
     Layout,
     parse_marker,
     parse_pending,
@@ -110,6 +110,7 @@ class FolderQueue(Queue):
         self.registry = WorkerRegistry(self.layout, self.settings.lease_s)
         self._view = LaneView(self.dirs["pending"], self._lane_template)
         self._lanes: dict[str, Job] = {}  # lane -> a job like its jobs (its file is written)
+        self._lane_names = LaneNames()
         self._ranks: dict[str, int] = {}  # job id -> rank of the jobs we claimed
         self._seq_end: int | None = None  # the number after our last reserved range
         self._claim_lock = threading.RLock()  # also guards the view
@@ -219,7 +220,8 @@ class FolderQueue(Queue):
             return 0
 
     def _pending_path(self, job: Job, attempt: int, rank: int) -> str:
-        return self.path("pending", f"{lane_of(job)}/{pending_name(job.id, attempt, rank)}")
+        return self.path("pending",
+                         f"{self._lane_names(job)}/{pending_name(job.id, attempt, rank)}")
 
     def _pending_paths(self, job: Job, attempt: int, rank: int) -> list[str]:
         """Where the job's marker for `attempt` may be: its lane, or where markers were
@@ -263,7 +265,7 @@ class FolderQueue(Queue):
             for name in names[:3]:
                 marker = parse_pending(name)
                 job = self._job_or_none(marker.job_id) if marker is not None else None
-                if job is not None and lane_of(job) == lane:
+                if job is not None and self._lane_names(job) == lane:
                     self._write_lane(lane, job)
                     return self._lanes[lane]
             if names:
@@ -287,7 +289,7 @@ class FolderQueue(Queue):
         """Create the job's pending marker (or rename `src` to it); True if this call did.
         Its lane or block folder may be missing (never made, or removed empty by a
         claimer just now): then it is made, and we try again."""
-        lane = lane_of(job)
+        lane = self._lane_names(job)
         self._write_lane(lane, job)
         name = f"{lane}/{pending_name(job.id, attempt, rank)}"
         target = self.path("pending", name)

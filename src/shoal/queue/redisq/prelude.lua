@@ -21,7 +21,7 @@ local function line_key(lane) return PREFIX .. 'line:' .. lane end
 local function back_key(lane) return PREFIX .. 'back:' .. lane end
 local WAKE_MAX = 64        -- wake-up tokens kept at most (a woken claimer wakes the next)
 local FINALS_MAX = 100000  -- entries kept (about) in the finals stream
-local RANK_SHIFT = 2 ^ 40  -- a retried-first rank is seq - 2^40
+local RANK_SHIFT = 2 ^ 40  -- a retried-first rank is seq - 2^40 (scheduling.FIRST)
 
 -- Milliseconds on the server's clock: the only clock leases are judged by.
 local function now_ms()
@@ -208,7 +208,22 @@ end
 -- Lease up to n pending jobs to worker, by the rules of scheduling.py: highest priority
 -- first, then rank; with a capacity, only jobs that fit what the ones before left free.
 -- Costs a read per lane and one per job handed out, whatever else is pending.
+-- A queue an older shoal made keeps its pending jobs in one list, 'pending': they join
+-- lane p0 at their seq, once (the list goes). One EXISTS per claim otherwise.
+local LEGACY_PENDING = PREFIX .. 'pending'
+local function adopt_legacy_pending()
+  if redis.call('EXISTS', LEGACY_PENDING) == 0 then return end
+  for _, id in ipairs(redis.call('LRANGE', LEGACY_PENDING, 0, -1)) do
+    if redis.call('HGET', STATE, id) == 'pending' then
+      redis.call('ZADD', back_key('p0'), seq_of(id), id)
+      redis.call('ZADD', LANES, lane_score('p0'), 'p0')
+    end
+  end
+  redis.call('DEL', LEGACY_PENDING)
+end
+
 local function claim(worker, n, lease_ms, capacity)
+  adopt_legacy_pending()
   local leases, lanes = {}, {}
   local listed = redis.call('ZRANGE', LANES, 0, -1, 'WITHSCORES')
   for i = 1, #listed, 2 do
@@ -312,7 +327,7 @@ local function release_dependants(id)
         and redis.call('HINCRBY', UNMET, dependant, -1) <= 0 then
       redis.call('HDEL', UNMET, dependant)
       move(dependant, 'waiting', 'pending')
-      line_up(dependant, seq_of(dependant))
+      line_up(dependant, rank_of(dependant))
       released = released + 1
     end
   end
@@ -344,6 +359,9 @@ local function place(id, from, rank, deps)
   elseif state == 'waiting' then
     move(id, from, 'waiting')
     redis.call('HSET', UNMET, id, detail)
+    -- its rank waits with it: a job a retry put first stays first
+    if rank ~= seq_of(id) then redis.call('HSET', RANK, id, rank)
+    else redis.call('HDEL', RANK, id) end
   else
     end_by_dependency(id, from, detail, name_of(detail), state)
     end_dependants(id, state)

@@ -7,5 +7,5 @@ for _, lane in ipairs(redis.call('HKEYS', SHAPES)) do  -- every lane the queue h
 end
 redis.call('DEL', SPEC, PAYLOAD, STATE, ATTEMPT, RUNNING, TOKEN, OWNER, RESULT,
            FAILED, COUNTS, FINALS, REAPED, LOGS, TAILS, PROGRESS, NUMBERS, NUMBERED,
-           LANES, SHAPES, LANE, RANK, DEPS, UNMET)
+           LANES, SHAPES, LANE, RANK, DEPS, UNMET, PREFIX .. 'pending')
 return removed

@@ -44,8 +44,9 @@ from ...job import (
 )
 from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, reaped_keep_s
 from ..files import ShippedFiles
+from ..lanes import LaneNames
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
-from ..scheduling import Capacity, check_after, lane_of, needs_of
+from ..scheduling import Capacity, check_after, needs_of
 from ..settings import QueueSettings
 from .keys import QueueKeys
 from .records import job_of, needs_job, record_of, result_from, result_of, spec_of, with_reason
@@ -115,6 +116,7 @@ class RedisQueue(Queue):
                                   f"{self.address.queue!r}")
             check_durability(self.client, self.address)
             self.scripts = Scripts(self.client)
+            self._lane_names = LaneNames()
             store = RedisStore(self.client, self.keys,
                                lambda data: self._run(self.scripts.config, [data]), self.address)
             files = ShippedFiles(settings, store, config_stamp=store.stamp())
@@ -153,7 +155,7 @@ class RedisQueue(Queue):
             items: list[Any] = []
             shapes: dict[str, bytes] = {}
             for job in batch:
-                lane = lane_of(job)
+                lane = self._lane_names(job)
                 if lane not in shapes:
                     shapes[lane] = _packed([needs_of(job), sorted(job.labels)])
                 items += (job.id, spec_of(job), job.payload or b"", lane, list(job.after))
