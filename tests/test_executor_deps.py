@@ -291,8 +291,9 @@ def test_options_set_the_job_fields_of_the_calls_they_submit(make_executor, tmp_
     ({"priority": 1.5}, TypeError, "priority must be a whole number"),
     ({"mem": "4Q"}, ValueError, "mem: '4Q' is not an amount of memory"),
     ({"mem": 0}, ValueError, "mem: 0: give an amount of memory > 0"),
-    ({"cpus": -1}, ValueError, "cpus must be more than 0"),
-    ({"gpus": 0.5}, TypeError, "gpus must be a whole number"),
+    ({"cpus": -1}, ValueError, "cpus: -1 is not a number >= 0"),
+    ({"cpus": 0.5}, ValueError, "cpus: 0.5 is not a whole number"),
+    ({"gpus": 0.5}, ValueError, "gpus: 0.5 is not a whole number"),
     ({"requires": [1]}, TypeError, "requires must be a label"),
 ])
 def test_bad_options_are_refused_with_the_option_named(options, error, words):

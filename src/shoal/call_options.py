@@ -33,14 +33,15 @@ def parse_mem(value: Any) -> int:
         raise ValueError(str(exc)) from None
 
 
-def _amount(name: str, value: Any, *, whole: bool = False, zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or (
-            whole and not isinstance(value, int)):
-        kind = "a whole number" if whole else "a number"
-        raise TypeError(f"{name} must be {kind}, not {value!r}")
-    if value < 0 or (value == 0 and not zero):
-        raise ValueError(f"{name} must be {'0 or ' if zero else ''}more than 0, not {value!r}")
-    return value
+def _amount(where: str, name: str, value: Any) -> float:
+    """An amount as the command line reads it (`needs.resource_amount`: whole cpus and
+    gpus, >= 0), with the errors a Python API raises."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{where} must be a number, not {value!r}")
+    try:
+        return needs.resource_amount(where, name, value)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _labels(value: Any) -> tuple[str, ...]:
@@ -62,16 +63,16 @@ def job_fields(options: Mapping[str, Any]) -> dict[str, Any]:
     for name, amount in (options.get("resources") or {}).items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"resources: a resource's name is a string, not {name!r}")
-        needs[name] = _amount(f"resources[{name!r}]", amount)
+        needs[name] = _amount(f"resources[{name!r}]", name, amount)
     if "priority" in options:
         priority = options["priority"]
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be a whole number, not {priority!r}")
         fields["priority"] = priority
     if options.get("cpus") is not None:
-        needs[CPUS] = _amount("cpus", options["cpus"])
+        needs[CPUS] = _amount("cpus", CPUS, options["cpus"])
     if options.get("gpus") is not None:
-        gpus = _amount("gpus", options["gpus"], whole=True, zero=True)
+        gpus = _amount("gpus", GPUS, options["gpus"])
         if gpus:
             needs[GPUS] = gpus
     if options.get("mem") is not None:

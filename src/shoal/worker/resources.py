@@ -8,7 +8,6 @@ GPUs from CUDA_VISIBLE_DEVICES or `nvidia-smi -L`), or given with `shoal work --
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..errors import UsageError
-from ..needs import parse_mem
+from ..needs import parse_mem, parse_resource
 from ..queue.scheduling import CPUS, GPUS, MEM
 
 NVIDIA_SMI_TIMEOUT_S = 5.0  # a hung driver must not hang the worker's start
@@ -103,21 +102,16 @@ def parse_gpus(text: str) -> tuple[str, ...]:
 
 
 def parse_resources(texts: Iterable[str]) -> dict[str, float]:
-    """`license=2` options (repeatable): named amounts a job's `needs` may ask for."""
+    """`license=2` options (repeatable, amounts add up): named amounts a job's `needs` may
+    ask for. Read by `needs.parse_resource`, as a job's own `--resource` is."""
     named: dict[str, float] = {}
     for text in texts:
-        name, equals, amount = text.partition("=")
-        name = name.strip()
-        if not equals or not _NAME.fullmatch(name):
-            raise ResourceError(f"--resource: {text!r} is not NAME=AMOUNT (e.g. license=2)")
+        try:
+            name, value = parse_resource("--resource", text)
+        except UsageError as exc:
+            raise ResourceError(str(exc)) from None
         if name in (CPUS, GPUS, MEM):
             raise ResourceError(f"--resource: give {name} with --{name}, not --resource")
-        try:
-            value = float(amount)
-        except ValueError:
-            value = math.nan
-        if not value >= 0 or math.isinf(value):
-            raise ResourceError(f"--resource: {text!r}: the amount must be a number >= 0")
         named[name] = named.get(name, 0) + value
     return named
 
