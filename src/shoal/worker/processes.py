@@ -46,11 +46,11 @@ class ProcessRunner:
             return slot.result(State.FAILED, reason, log=str(attempt_log))
         slot.started = time.time()
         try:
-            slot.process = start(launch)
+            with slot.pinned():
+                slot.process = start(launch)
         except OSError as exc:
             launch.log.write_text(f"shoal: cannot start {launch.argv!r}: {exc}\n")
             return slot.result(State.FAILED, f"cannot start: {exc}", log=str(launch.log))
-        slot.pin(slot.process.pid)
         with slot.guarded(self.deadlines, launch.timeout_s):
             returncode = slot.process.wait()
         slot.retries = launch.retries  # a job that could not even start is not tried again

@@ -9,6 +9,7 @@ can kill it whichever runner started it.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,24 @@ class Slot:
     def env(self) -> dict[str, str]:
         """What its process is told of its share (SHOAL_CPUS, CUDA_VISIBLE_DEVICES...)."""
         return self.share.env or {} if self.share is not None else {}
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """While the job's process starts: this thread on the job's cores, so the process
+        has them from its first instruction (pinning it after the start would miss what
+        it forks at once). The thread's own cores come back after."""
+        cores = self.share.cores if self.share is not None else ()
+        if not cores:
+            yield
+            return
+        before = os.sched_getaffinity(0)
+        with contextlib.suppress(OSError):  # cores another cpuset refuses: left as is
+            os.sched_setaffinity(0, cores)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, before)
 
     def pin(self, pid: int) -> None:
         """Keep the process (every thread of it) on the job's cores, when it has some."""
