@@ -28,7 +28,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import defaults
 from .errors import MalformedJob
@@ -143,14 +142,7 @@ class DropIns:
             dep = os.path.relpath(path, self.folder)
             if self._state.get(dep) == WAITING:
                 after.append(self._job(dep).id)
-        options: dict[str, Any] = {"after": after}
-        if spec.priority is not None:
-            options["priority"] = spec.priority
-        if spec.needs:
-            options["needs"] = spec.needs
-        if spec.labels:
-            options["labels"] = spec.labels
-        return Job.file_job(name, **options)
+        return Job.file_job(name, after=after, **spec.job_fields())
 
     def _job(self, name: str) -> Job:
         job = self._jobs.get(name)

@@ -137,6 +137,18 @@ class JobFileSpec:
     needs: dict[str, float] = field(default_factory=dict)
     labels: tuple[str, ...] = ()
 
+    def job_fields(self) -> dict[str, Any]:
+        """The Job fields the file sets itself (priority, needs, labels), for the job
+        built from it; `after` is resolved by the caller, which knows the file names."""
+        found: dict[str, Any] = {}
+        if self.priority is not None:
+            found["priority"] = self.priority
+        if self.needs:
+            found["needs"] = self.needs
+        if self.labels:
+            found["labels"] = self.labels
+        return found
+
 
 @dataclass(frozen=True)
 class _Source:

@@ -144,7 +144,7 @@ def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:
             after.append(job_file_id(name))
         mine = {**options, "after": tuple(dict.fromkeys(after))}
         if spec is not None:
-            mine.update(_spec_options(spec))
+            mine.update(spec.job_fields())
         name = names[os.path.abspath(source)]
         assert name is not None
         jobs.append(Job.file_job(name, **mine))
@@ -167,18 +167,6 @@ def _spec(queue: Queue, source: Path) -> JobFileSpec | None:
     if source.suffix.lower() not in JOBFILE_SUFFIXES:
         return None
     return load_job_file(source, interpreters=queue.settings.interpreters, worker_dir=".")
-
-
-def _spec_options(spec: JobFileSpec) -> dict[str, Any]:
-    """The Job fields a job file sets itself."""
-    found: dict[str, Any] = {}
-    if spec.priority is not None:
-        found["priority"] = spec.priority
-    if spec.needs:
-        found["needs"] = spec.needs
-    if spec.labels:
-        found["labels"] = spec.labels
-    return found
 
 
 def _queue_name(queue: Queue, source: Path, *, copy: bool) -> str | None:
