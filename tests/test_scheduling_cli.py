@@ -8,8 +8,10 @@ rules (WAITING, claim order) run on an in-process memory queue."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from shoal.cli import main
+from shoal.dropins import DEFER_S
 from shoal.job import Job, Result, State, WorkerInfo, content_id
 from shoal.needs import needs_text, parse_mem
 from shoal.parallel_args import parse_run_words
@@ -256,7 +259,9 @@ def test_drop_ins_carry_their_keys_and_a_missing_after_fails_only_that_job(tmp_p
     worker.mkdir()
     write(folder / "prepare.ini", ini())
     write(folder / "sim.ini", ini("after = prepare.ini", "priority = 3", "gpus = 0"))
-    write(folder / "orphan.ini", ini("after = nothere.ini"))
+    orphan = write(folder / "orphan.ini", ini("after = nothere.ini"))
+    old = time.time() - 2 * DEFER_S  # long enough for its `after` file to have come
+    os.utime(orphan, (old, old))
     with open_queue(str(folder)) as queue:
         queue.refresh()  # what a worker's scan submits
         jobs = {status.job.name: status.job for status in queue.listing()}
@@ -270,6 +275,22 @@ def test_drop_ins_carry_their_keys_and_a_missing_after_fails_only_that_job(tmp_p
     assert rows["orphan.ini"]["state"] == "failed"
     assert "nothere.ini: no such job file" in rows["orphan.ini"]["reason"]
     assert rows["prepare.ini"]["state"] == rows["sim.ini"]["state"] == "done"
+
+
+def test_a_drop_in_waits_for_the_file_its_after_names_to_be_copied_in(tmp_path):
+    """`cp then.ini first.ini folder/`: a scan between the two copies must not submit
+    then.ini without its dependency (it would run at once)."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    write(folder / "then.ini", ini("after = first.ini"))
+    with open_queue(str(folder)) as queue:
+        queue.refresh()
+        assert [s.job.name for s in queue.listing()] == []  # put off: first.ini not there
+        write(folder / "first.ini", ini())
+        queue.refresh()
+        jobs = {status.job.name: status for status in queue.listing()}
+    assert jobs["then.ini"].job.after == (jobs["first.ini"].job.id,)
+    assert jobs["then.ini"].state is State.WAITING
 
 
 # -- status and results ------------------------------------------------------------------

@@ -15,16 +15,19 @@ queue can run that job again (`Scan.unlogged`).
 An .ini/.toml job file's scheduling keys (priority, needs, requires, and `after` by file
 name) go on the job it submits. An `after` names only files of this folder: one seen
 without a log waits (it is in the queue, or in the same scan), one with its log is done
-(no wait). A file that cannot be read, or whose `after` names a file not there, is
-submitted plain: the worker that claims it fails it with the reason (malformed), and the
-others run. Ids in a drop-in's `after` are not looked up (a scan cannot tell whether the
-queue holds them; a submission naming an unknown id would be refused whole): name files.
+(no wait). A fresh file that cannot be read, or whose `after` names a file this scanner
+has not seen, is looked at again by the next scans for DEFER_S after it changed (the file
+it names may be being copied in); then it is submitted plain: the worker that claims it
+fails it with the reason (malformed), and the others run. Ids in a drop-in's `after` are
+not looked up (a scan cannot tell whether the queue holds them; a submission naming an
+unknown id would be refused whole): name files.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,9 @@ from .queue.files import log_names
 # not 20).
 _SCHEDULING_KEY = re.compile(
     rb"(?im)^[ \t]*[\[\"']?[ \t]*(control\.)?(after|priority|cpus|gpus|mem|requires|resources?)\b")
+
+#: how long a fresh job file whose `after` names a file not seen yet waits for it
+DEFER_S = 30.0
 
 #: what a scanner knows of a job file it has seen
 WAITING = "waiting"  # no log beside it: to run, running, failed, or done with its log gone
@@ -116,13 +122,23 @@ class DropIns:
         for name in touched:
             if name in self._logs:
                 self._look_at(name, any(log in names for log in self._logs[name]), found)
-        found.fresh = [self._scheduled(job) for job in found.fresh]
-        found.unlogged = [self._scheduled(job) for job in found.unlogged]
+        fresh = []
+        for job in found.fresh:
+            scheduled = self._scheduled(job)
+            if scheduled is None:  # it names a file not here yet: looked at next scan
+                self._forget(job.path or "")
+                self._listed.discard(job.path or "")
+            else:
+                fresh.append(scheduled)
+        found.fresh = fresh
+        found.unlogged = [self._scheduled(job, defer=False) or job for job in found.unlogged]
         return found
 
-    def _scheduled(self, job: Job) -> Job:
+    def _scheduled(self, job: Job, *, defer: bool = True) -> Job | None:
         """`job` with what its file says of scheduling (module docstring); as it is if the
-        file says nothing or cannot be read."""
+        file says nothing or cannot be read. None (with `defer`) while a young file names
+        an `after` file this scanner has not seen: it may be being copied in just now, and
+        a job submitted without that dependency would not wait for it."""
         name = job.path or ""
         if os.path.splitext(name)[1].lower() not in defaults.JOBFILE_SUFFIXES:
             return job
@@ -136,10 +152,12 @@ class DropIns:
             spec = load_job_file(self.folder / name, interpreters=self.interpreters,
                                  worker_dir=self.folder)
         except MalformedJob:
-            return job
+            return None if defer and self._young(name) else job
         after = []
         for path in spec.after_files:
             dep = os.path.relpath(path, self.folder)
+            if dep not in self._state and defer and self._young(name):
+                return None
             if self._state.get(dep) == WAITING:
                 after.append(self._job(dep).id)
         return Job.file_job(name, after=after, **spec.job_fields())
@@ -149,6 +167,14 @@ class DropIns:
         if job is None:
             job = self._jobs[name] = Job.file_job(name)
         return job
+
+    def _young(self, name: str) -> bool:
+        """Whether job file `name` changed less than DEFER_S ago (a file that still names
+        what is not there after that is submitted: its worker fails it, saying why)."""
+        try:
+            return time.time() - os.stat(self.folder / name).st_mtime < DEFER_S
+        except OSError:
+            return False
 
     def _add(self, name: str) -> None:
         self._logs[name] = log_names(self.log_name, name)
