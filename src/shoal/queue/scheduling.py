@@ -50,9 +50,8 @@ def needs_of(job: Job) -> dict[str, float]:
 class Capacity:
     """What a worker can still give: free amounts of each resource, and its labels.
 
-    A resource the worker does not list counts as 0 (a job asking for `license=1` never
-    goes to a worker without licences), except `cpus`, which a claim without capacity
-    (None) leaves unbounded."""
+    A resource the worker does not list counts as 0: a job asking for `license=1` never
+    goes to a worker without licences. (A claim without a capacity, None, takes any job.)"""
 
     free: Mapping[str, float] = field(default_factory=dict)
     labels: frozenset[str] = frozenset()
