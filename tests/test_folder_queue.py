@@ -155,7 +155,8 @@ def test_a_job_from_before_seq_is_still_claimed(tmp_path):
 def test_a_block_folder_removed_empty_is_made_again_by_a_release(tmp_path):
     queue, lease = one_claimed(tmp_path)
     assert queue.claim("w1") == []  # this refill finds the block empty and removes it
-    assert [p for p in (queue.base / "pending").iterdir()] == []
+    lanes = list((queue.base / "pending").iterdir())  # the lane's folder stays, empty
+    assert [lane.name for lane in lanes] == ["p0"] and list(lanes[0].iterdir()) == []
     queue.release(lease, failed=Result(lease.job_id, State.FAILED, reason="exit status 1"))
     (again,) = queue.claim("w1")
     assert (again.job_id, again.attempt) == (lease.job_id, 2)

@@ -149,7 +149,9 @@ class LaneView:
 
     def _load(self, lane: Lane) -> None:
         """Read the lane's lowest blocks until CLAIM_BATCH names (removing blocks found
-        empty; whoever puts a marker in a block or lane that vanished makes it again)."""
+        empty; whoever puts a marker in a block that vanished makes it again). A lane's
+        own folder stays: lanes are few, and a submitter on a mount that caches folders
+        would see a removed one for a while (one level to make again, not two)."""
         names: list[str] = []
         complete = True
         blocks = 0
@@ -163,9 +165,6 @@ class LaneView:
             if len(names) >= defaults.CLAIM_BATCH:
                 complete = False
                 break
-        if not names and lane.name != LEGACY:
-            with contextlib.suppress(OSError):
-                os.rmdir(lane.folder)  # empty: the lane listing stays short
         names = names[:defaults.CLAIM_BATCH]
         lane.mixed = False
         if self.shuffled.get(lane.name, 0) > 0:

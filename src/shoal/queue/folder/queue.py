@@ -8,11 +8,13 @@ refused. Workers and their liveness are registry.py's.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -287,14 +289,18 @@ class FolderQueue(Queue):
 
     def _to_pending(self, job: Job, attempt: int, rank: int, src: str | None = None) -> bool:
         """Create the job's pending marker (or rename `src` to it); True if this call did.
-        Its lane or block folder may be missing (never made, or removed empty by a
-        claimer just now): then it is made, and we try again."""
+        Its block folder may be missing (never made, or removed empty by a claimer just
+        now): then it is made, and we try again. Our mount may still show a removed
+        folder for a while (sshfs, NFS attribute caches), so the tries are spread over
+        a few seconds; a marker that cannot be made at all is an error, never a job
+        left without one."""
         lane = self._lane_names(job)
         self._write_lane(lane, job)
         name = f"{lane}/{pending_name(job.id, attempt, rank)}"
         target = self.path("pending", name)
+        folder = os.path.dirname(target)
         with self._claim_lock:  # our claims see the marker in the view or in the folder
-            for _ in range(MKDIR_TRIES):
+            for tries in range(MKDIR_TRIES):
                 try:
                     if src is None:
                         made = touch_exclusive(target)
@@ -305,14 +311,17 @@ class FolderQueue(Queue):
                         self._view.add(lane, self._lanes[lane], name)
                     return made
                 except FileNotFoundError:
-                    folder = os.path.dirname(target)
-                    if os.path.isdir(folder):  # it was our source that was gone
-                        return (src is not None and os.path.lexists(target)
-                                and not os.path.lexists(src))
-                    # A claimer may remove the lane, found empty, between our two mkdirs.
-                    with contextlib.suppress(FileExistsError, FileNotFoundError):
-                        os.makedirs(folder)
-            return False
+                    if src is not None and not os.path.lexists(src):
+                        return os.path.lexists(target)  # it was our source that was gone
+                    if tries:  # the folders may be in our cache only: read them again
+                        refresh_listing(self.dirs["pending"])
+                        refresh_listing(Path(folder).parent)
+                        time.sleep(min(0.02 * 2 ** tries, 0.5))
+                    for level in (os.path.dirname(folder), folder):  # lane, then block
+                        with contextlib.suppress(FileExistsError, FileNotFoundError):
+                            os.mkdir(level)
+            raise FileNotFoundError(errno.ENOENT, "cannot make the job's pending marker "
+                                    "(its folder keeps vanishing)", target)
 
     # -- function blobs ----------------------------------------------------------
 
