@@ -31,6 +31,7 @@ STATIC = {  # the only files served: name -> content type
     "dashboard.css": "text/css; charset=utf-8",
 }
 NO_STORE = {"cache-control": "no-store"}
+STOP_CHECK_S = 0.1
 ACTIONS = ("cancel", "retry")  # Queue methods a POST may call, on one job each
 
 
@@ -80,6 +81,7 @@ class Dashboard:
         self.every_s = every_s
         self.thread = QueueThread()
         self.overview = Overview(queue, every_s)
+        self.stopping = False  # set as the server shuts down: event streams then end
 
     async def index(self, request: Request) -> Response:
         page = static_text("index.html")
@@ -122,21 +124,33 @@ class Dashboard:
     async def events(self, request: Request) -> Response:
         async def stream() -> AsyncIterator[str]:
             yield "retry: 2000\n\n"
-            while not await request.is_disconnected():
+            while not self.stopping and not await request.is_disconnected():
                 data = await self.thread.run(self.overview.get)
                 yield f"event: overview\ndata: {json.dumps(data)}\n\n"
-                await asyncio.sleep(self.every_s)
+                await self._pause(self.every_s)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={**NO_STORE, "x-accel-buffering": "no"})
+
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake within STOP_CHECK_S of `stopping`."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not self.stopping:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, STOP_CHECK_S))
 
 
 async def _usage_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=400)
 
 
-def build_app(queue: Queue, guard: Guard, *, every_s: float = 1.0) -> Starlette:
-    """The dashboard over `queue`, `every_s` between two live updates; behind `TokenCheck`."""
+def build_app(queue: Queue, guard: Guard, *,
+              every_s: float = 1.0) -> tuple[Starlette, Dashboard]:
+    """The dashboard over `queue`, `every_s` between two live updates, behind `TokenCheck`;
+    and its handlers (the server sets their `stopping`)."""
     web = Dashboard(queue, guard, every_s)
     routes = [
         Route("/", web.index),
@@ -156,4 +170,4 @@ def build_app(queue: Queue, guard: Guard, *, every_s: float = 1.0) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={UsageError: _usage_error},
                     lifespan=lifespan)
     app.add_middleware(TokenCheck, guard=guard)
-    return app
+    return app, web

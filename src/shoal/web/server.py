@@ -5,13 +5,17 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..queue.base import Queue
 
+if TYPE_CHECKING:
+    from .app import Dashboard
+
 DEFAULT_HOST = "127.0.0.1"  # this machine only, unless --bind says otherwise
 DEFAULT_PORT = 8265  # taken: a free port is picked instead
-SHUTDOWN_S = 1.0  # open event streams never end by themselves: cut them after this
+SHUTDOWN_S = 3.0  # open event streams never end by themselves: cut them after this
 
 
 def parse_bind(text: str | None) -> tuple[str, int | None]:
@@ -59,6 +63,24 @@ def url_of(sock: socket.socket, token: str) -> str:
     return f"http://{shown}:{port}/?token={token}"
 
 
+def _server_class() -> type:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server, which also ends the dashboard's event streams on Ctrl-C (they
+        would hold the shutdown until its timeout)."""
+
+        def __init__(self, config: uvicorn.Config, web: Dashboard) -> None:
+            super().__init__(config)
+            self.web = web
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            self.web.stopping = True
+            super().handle_exit(sig, frame)
+
+    return _Server
+
+
 def serve(queue: Queue, bind: str | None, *, read_only: bool = False,
           every_s: float = 1.0, say: Callable[[str], None] = print) -> None:
     """Serve the dashboard over `queue` until interrupted; `say` the URL first."""
@@ -67,14 +89,16 @@ def serve(queue: Queue, bind: str | None, *, read_only: bool = False,
     from .app import build_app
     from .auth import Guard, new_token
 
+    Server = _server_class()
+
     sock = listen(*parse_bind(bind))
     guard = Guard(new_token(), read_only=read_only, port=sock.getsockname()[1])
-    app = build_app(queue, guard, every_s=every_s)
+    app, web = build_app(queue, guard, every_s=every_s)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_S,
                             lifespan="on")
     say(f"shoal dashboard{' (read-only)' if read_only else ''} of {queue.url}: "
         f"{url_of(sock, guard.token)}")
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config, web).run(sockets=[sock])
     finally:
         sock.close()
