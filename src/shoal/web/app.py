@@ -119,6 +119,7 @@ class Dashboard:
         if action not in ACTIONS:
             return JSONResponse({"error": f"no action {action!r}"}, status_code=404)
         changed = await self.thread.run(getattr(self.queue, action), [job_id])
+        self.overview.forget()
         return JSONResponse({"action": action, "changed": changed})
 
     async def events(self, request: Request) -> Response:

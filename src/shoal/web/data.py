@@ -37,6 +37,10 @@ class Overview:
             self._last, self._at = self._read(now), now
         return self._last
 
+    def forget(self) -> None:
+        """The next `get` reads the queue again (an action changed it)."""
+        self._last = None
+
     def _read(self, now: float) -> dict[str, Any]:
         counts = self.queue.counts()
         finals = sum(n for state, n in counts.items() if state.final)
