@@ -627,6 +627,19 @@ def dashboard(queue: str, bind: str | None, read_only: bool) -> None:
           say=lambda line: click.echo(line, nl=True) or sys.stdout.flush())
 
 
+@main.command()
+@click.argument("queue")
+@click.option("-o", "--output", "out", default="report.html", show_default=True,
+              type=click.Path(dir_okay=False), help="The HTML file to write.")
+def report(queue: str, out: str) -> None:
+    """Write one self-contained HTML file about QUEUE (counts, durations, failures by
+    reason, results), to open from disk or mail after the run."""
+    from .web.report import write_report
+
+    jobs = write_report(open_existing(queue), Path(out))
+    click.echo(f"report of {jobs} job(s) written to {out}")
+
+
 @main.group()
 def split() -> None:
     """Split one sweep statically over machines that cannot talk to each other."""
