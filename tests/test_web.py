@@ -143,6 +143,9 @@ def test_jobs_in_input_order_paged_and_filtered_with_reasons_and_logs(procs, que
     status, _, body = web.request("GET", "/api/jobs?state=bogus")
     assert status == 400 and b"bogus" in body
     assert web.request("GET", "/api/jobs/nosuchjob")[0] == 404
+    assert web.json("/api/failures")["failures"] == [
+        {"reason": "exit status 1", "count": 1, "jobs": [failed["rows"][0]["name"]]}]
+    assert web.request("POST", "/api/workers/nobody/stop", token="header")[0] == 404
     assert web.request("GET", "/static/../app.py")[0] == 404
 
 

@@ -84,7 +84,7 @@ def test_a_person_watches_the_sweep_finds_the_failure_and_retries_it(procs, page
 
     url = gated_sweep(tmp_path)
     web = Dashboard(procs, url)
-    procs.shoal("work", url, "--slots", "2", apart=True)
+    worker = procs.shoal("work", url, "--slots", "2", apart=True)
     page.goto(web.url)
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
     text_of(page, "#workers-alive", "1")
@@ -104,6 +104,7 @@ def test_a_person_watches_the_sweep_finds_the_failure_and_retries_it(procs, page
     expect(page.locator("#job-reason")).to_contain_text("exit status 7", timeout=PATIENCE_MS)
     expect(page.locator("#job-log")).to_contain_text("log-of-3", timeout=PATIENCE_MS)
     expect(page.locator("#job-cancel")).to_be_disabled()
+    expect(page.locator("#failure-rows")).to_contain_text("exit status 7")
 
     (tmp_path / "OK").touch()
     page.get_by_role("button", name="Retry").click()
@@ -111,7 +112,12 @@ def test_a_person_watches_the_sweep_finds_the_failure_and_retries_it(procs, page
     text_of(page, "#count-done", "4")
     text_of(page, "#job-state", "done")
     text_of(page, "#job-reason", "\u2013")  # a retry starts the job afresh
+    expect(page.locator("#failures")).to_be_hidden(timeout=PATIENCE_MS)
     assert page.evaluate("window.__sameDocument") is True
+
+    page.locator("#worker-rows").get_by_role("button", name="Stop").click()
+    assert worker.wait(timeout=PATIENCE_MS / 1000) == 0  # it finished and exited
+    text_of(page, "#workers-alive", "0")
 
 
 def test_without_the_token_the_browser_is_refused(procs, browser, tmp_path):

@@ -20,7 +20,8 @@ from starlette.routing import Route
 
 from ..errors import UsageError
 from ..job import STATES, State
-from ..queue.base import Queue
+from ..queue.base import STOP, Queue
+from ..views.status import failure_reasons
 from .auth import Guard, TokenCheck
 from .data import Overview, job_detail, jobs_page
 
@@ -33,6 +34,7 @@ STATIC = {  # the only files served: name -> content type
 NO_STORE = {"cache-control": "no-store"}
 STOP_CHECK_S = 0.1
 ACTIONS = ("cancel", "retry")  # Queue methods a POST may call, on one job each
+# (and a worker's stop: `send_control(STOP)`, it finishes its jobs and exits)
 
 
 class QueueThread:
@@ -122,6 +124,18 @@ class Dashboard:
         self.overview.forget()
         return JSONResponse({"action": action, "changed": changed})
 
+    async def api_failures(self, request: Request) -> Response:
+        found = await self.thread.run(failure_reasons, self.queue)
+        return JSONResponse({"failures": found}, headers=NO_STORE)
+
+    async def stop_worker(self, request: Request) -> Response:
+        worker_id = request.path_params["worker_id"]
+        known = await self.thread.run(self.queue.workers)
+        if not any(w.id == worker_id and not w.lost for w in known):
+            return JSONResponse({"error": f"no live worker {worker_id!r}"}, status_code=404)
+        await self.thread.run(self.queue.send_control, worker_id, STOP)
+        return JSONResponse({"action": "stop", "changed": [worker_id]})
+
     async def events(self, request: Request) -> Response:
         async def stream() -> AsyncIterator[str]:
             yield "retry: 2000\n\n"
@@ -160,6 +174,8 @@ def build_app(queue: Queue, guard: Guard, *,
         Route("/api/jobs", web.api_jobs),
         Route("/api/jobs/{job_id}", web.api_job),
         Route("/api/jobs/{job_id}/{action}", web.act, methods=["POST"]),
+        Route("/api/failures", web.api_failures),
+        Route("/api/workers/{worker_id}/stop", web.stop_worker, methods=["POST"]),
         Route("/api/events", web.events),
     ]
 

@@ -7,7 +7,7 @@
   const STATES = ["waiting", "pending", "running", "done", "failed", "cancelled"];
   const PAGE = 50;
   const $ = (id) => document.getElementById(id);
-  const view = { state: "", page: 0, total: 0, job: null, counts: "" };
+  const view = { state: "", page: 0, total: 0, job: null, counts: "", failed: null };
 
   async function getJSON(path) {
     const r = await fetch(path, { headers: { "X-Shoal-Token": token }, cache: "no-store" });
@@ -61,14 +61,43 @@
       cell(tr, w.id); cell(tr, w.host); cell(tr, w.slots); cell(tr, w.running);
       cell(tr, w.done); cell(tr, w.age_s === null ? "–" : seconds(w.age_s) + " ago");
       cell(tr, w.state);
+      const td = cell(tr, "");
+      if (!readOnly && !["lost", "stopped", "draining"].includes(w.state)) {
+        const stop = document.createElement("button");
+        stop.type = "button"; stop.textContent = "Stop"; stop.title = "finish its jobs, then exit";
+        stop.addEventListener("click", () => stopWorker(w.id, stop));
+        td.appendChild(stop);
+      }
       rows.appendChild(tr);
     }
+    if (o.counts.failed !== view.failed) { view.failed = o.counts.failed; loadFailures(); }
     const key = JSON.stringify(o.counts);
     if (key !== view.counts) {  // something moved: the table and the open job too
       view.counts = key;
       loadJobs();
       if (view.job) loadJob(view.job);
     }
+  }
+
+  async function loadFailures() {
+    let data;
+    try { data = await getJSON("/api/failures"); } catch (e) { return; }
+    const rows = $("failure-rows");
+    rows.replaceChildren();
+    for (const f of data.failures) {
+      const tr = document.createElement("tr");
+      cell(tr, f.count); cell(tr, f.reason); cell(tr, f.jobs.join(", "));
+      rows.appendChild(tr);
+    }
+    $("failures").hidden = data.failures.length === 0;
+  }
+
+  async function stopWorker(id, button) {
+    button.disabled = true;
+    try {
+      await post("/api/workers/" + encodeURIComponent(id) + "/stop");
+      $("worker-message").textContent = "asked " + id + " to stop";
+    } catch (e) { $("worker-message").textContent = "stop refused: " + e.message; }
   }
 
   async function loadJobs() {
