@@ -79,9 +79,9 @@ def shoal(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
-@pytest.fixture
-def queue_url(tmp_path: Path) -> str:
-    url = f"sqlite://{tmp_path / 'q.db'}"
+@pytest.fixture(params=["sqlite", "folder"])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url = f"sqlite://{tmp_path / 'q.db'}" if request.param == "sqlite" else str(tmp_path / "q")
     done = shoal("submit", url, "echo out-{}; test {} -ne 3", ":::", "1", "2", "3", "4", "5")
     assert done.returncode == 0, done.stderr
     return url
