@@ -129,7 +129,7 @@ def test_read_only_refuses_actions(procs, queue_url):
 
 
 def test_jobs_in_input_order_paged_and_filtered_with_reasons_and_logs(procs, queue_url):
-    assert shoal("work", queue_url, "--drain", "-q").returncode == 0
+    assert shoal("work", queue_url, "--drain", "-q", "--slots", "2").returncode == 0
     web = Dashboard(procs, queue_url)
     page = web.json("/api/jobs?size=2&page=1")
     assert page["total"] == 5
@@ -146,6 +146,10 @@ def test_jobs_in_input_order_paged_and_filtered_with_reasons_and_logs(procs, que
     assert web.json("/api/failures")["failures"] == [
         {"reason": "exit status 1", "count": 1, "jobs": [failed["rows"][0]["name"]]}]
     assert web.request("POST", "/api/workers/nobody/stop", token="header")[0] == 404
+    line = web.json("/api/timeline")
+    assert sorted(bar[4] for bar in line["bars"]) == [1, 2, 3, 4, 5]
+    assert 1 <= len(line["lanes"]) <= 2  # one worker, two slots
+    assert all(0 <= bar[1] <= bar[2] <= line["span"] for bar in line["bars"])
     assert web.request("GET", "/static/../app.py")[0] == 404
 
 

@@ -113,6 +113,8 @@ def test_a_person_watches_the_sweep_finds_the_failure_and_retries_it(procs, page
     text_of(page, "#job-state", "done")
     text_of(page, "#job-reason", "\u2013")  # a retry starts the job afresh
     expect(page.locator("#failures")).to_be_hidden(timeout=PATIENCE_MS)
+    page.get_by_role("button", name="Draw").click()
+    expect(page.locator("#timeline-info")).to_contain_text("4 jobs on", timeout=PATIENCE_MS)
     assert page.evaluate("window.__sameDocument") is True
 
     page.locator("#worker-rows").get_by_role("button", name="Stop").click()

@@ -23,7 +23,7 @@ from ..job import STATES, State
 from ..queue.base import STOP, Queue
 from ..views.status import failure_reasons
 from .auth import Guard, TokenCheck
-from .data import Overview, job_detail, jobs_page
+from .data import Overview, job_detail, jobs_page, timeline
 
 T = TypeVar("T")
 
@@ -124,6 +124,9 @@ class Dashboard:
         self.overview.forget()
         return JSONResponse({"action": action, "changed": changed})
 
+    async def api_timeline(self, request: Request) -> Response:
+        return JSONResponse(await self.thread.run(timeline, self.queue), headers=NO_STORE)
+
     async def api_failures(self, request: Request) -> Response:
         found = await self.thread.run(failure_reasons, self.queue)
         return JSONResponse({"failures": found}, headers=NO_STORE)
@@ -175,6 +178,7 @@ def build_app(queue: Queue, guard: Guard, *,
         Route("/api/jobs/{job_id}", web.api_job),
         Route("/api/jobs/{job_id}/{action}", web.act, methods=["POST"]),
         Route("/api/failures", web.api_failures),
+        Route("/api/timeline", web.api_timeline),
         Route("/api/workers/{worker_id}/stop", web.stop_worker, methods=["POST"]),
         Route("/api/events", web.events),
     ]

@@ -6,6 +6,7 @@ jobs table reads one page of `summaries` (in input order); one job is one `get`.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from collections.abc import Collection
@@ -18,6 +19,7 @@ from ..queue.base import Queue
 LOG_TAIL_BYTES = 16 * 1024  # of a job's log, shown on its page
 RATE_WINDOW_S = 60.0  # throughput is jobs ended per second over this long
 MAX_PAGE = 500  # rows a jobs page may ask for
+TIMELINE_MOST = 10_000  # jobs a timeline draws (the latest started)
 
 
 class Overview:
@@ -124,3 +126,32 @@ def log_tail(queue: Queue, status: JobStatus, most: int = LOG_TAIL_BYTES) -> str
     if not data:
         return ""
     return data[-most:].decode("utf-8", errors="replace")
+
+
+def timeline(queue: Queue, most: int = TIMELINE_MOST) -> dict[str, Any]:
+    """Jobs that started, as bars on lanes: each worker's jobs packed onto as few lanes as
+    overlap (its slots, as far as the times tell). Reads every summary once: asked for on
+    demand, never per update. Bars: [lane, start, end, state, seq, id], times from `t0`;
+    a running job ends now."""
+    now = time.time()
+    ran = [r for r in queue.summaries() if r.started is not None]
+    ran = sorted(ran, key=lambda r: r.started or 0.0)[-most:]
+    if not ran:
+        return {"t0": None, "span": 0.0, "lanes": [], "bars": []}
+    t0 = ran[0].started or 0.0
+    lanes: list[str] = []
+    bars: list[list[Any]] = []
+    free: dict[str, list[tuple[float, int]]] = {}  # worker -> heap of (lane free at, lane)
+    for row in ran:
+        start, end = row.started or t0, row.ended if row.ended is not None else now
+        heap = free.setdefault(row.worker or "?", [])
+        if heap and heap[0][0] <= start:
+            _, lane = heapq.heappop(heap)
+        else:
+            lane = len(lanes)
+            lanes.append(row.worker or "?")
+        heapq.heappush(heap, (end, lane))
+        bars.append([lane, round(start - t0, 3), round(end - t0, 3), row.state.value,
+                     row.seq, row.id])
+    span = max(bar[2] for bar in bars)
+    return {"t0": t0, "span": span, "lanes": lanes, "bars": bars}

@@ -168,6 +168,46 @@
     loadJobs();
   }
 
+  const LANE = 12;  // px per lane of the timeline
+  let drawn = null;  // the timeline last drawn, for clicks
+
+  async function drawTimeline() {
+    let t;
+    try { t = await getJSON("/api/timeline"); }
+    catch (e) { $("timeline-info").textContent = e.message; return; }
+    const canvas = $("timeline-canvas");
+    const width = canvas.clientWidth || canvas.parentElement.clientWidth;
+    const ratio = window.devicePixelRatio || 1;
+    canvas.style.height = (t.lanes.length * LANE) + "px";
+    canvas.width = width * ratio;
+    canvas.height = Math.max(1, t.lanes.length * LANE) * ratio;
+    const ctx = canvas.getContext("2d");
+    ctx.scale(ratio, ratio);
+    const colors = {};
+    const css = getComputedStyle(document.documentElement);
+    for (const st of STATES) colors[st] = css.getPropertyValue("--" + st).trim();
+    const scale = t.span > 0 ? width / t.span : 0;
+    for (const [lane, start, end, state] of t.bars) {
+      ctx.fillStyle = colors[state] || "#888";
+      ctx.fillRect(start * scale, lane * LANE + 1, Math.max(1, (end - start) * scale - 0.5), LANE - 2);
+    }
+    drawn = { t: t, scale: scale };
+    $("timeline-info").textContent = t.bars.length + " jobs on " + t.lanes.length +
+      " lanes over " + seconds(t.span);
+  }
+
+  function timelineClick(ev) {
+    if (!drawn) return;
+    const rect = ev.target.getBoundingClientRect();
+    const x = ev.clientX - rect.left, lane = Math.floor((ev.clientY - rect.top) / LANE);
+    for (const bar of drawn.t.bars) {
+      if (bar[0] === lane && bar[1] * drawn.scale <= x + 1 && x - 1 <= bar[2] * drawn.scale) {
+        openJob(bar[5]);
+        return;
+      }
+    }
+  }
+
   function live() {
     const source = new EventSource("/api/events");
     source.addEventListener("overview", (ev) => {
@@ -182,6 +222,8 @@
   $("prev").addEventListener("click", () => { if (view.page > 0) { view.page--; loadJobs(); } });
   $("next").addEventListener("click", () => { view.page++; loadJobs(); });
   $("job-close").addEventListener("click", () => { view.job = null; $("job").hidden = true; });
+  $("timeline-draw").addEventListener("click", drawTimeline);
+  $("timeline-canvas").addEventListener("click", timelineClick);
   $("job-cancel").addEventListener("click", () => act("cancel"));
   $("job-retry").addEventListener("click", () => act("retry"));
   setInterval(() => { if (view.job) loadJob(view.job); }, 2000);  // a running job's log grows
