@@ -45,6 +45,8 @@ def test_report_opened_from_disk_shows_what_happened(tmp_path, browser):  # noqa
         expect(page.locator("#failures")).to_contain_text("exit status 5")
         expect(page.locator("#result-rows tr")).to_have_count(6)
         expect(page.locator("#durations")).to_contain_text("failed")
+        expect(page.locator("#timeline")).to_contain_text("6 jobs on")
+        expect(page.locator("#timeline rect")).to_have_count(6)
     finally:
         context.close()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from itertools import islice
 from typing import Any
 
@@ -129,12 +129,17 @@ def log_tail(queue: Queue, status: JobStatus, most: int = LOG_TAIL_BYTES) -> str
 
 
 def timeline(queue: Queue, most: int = TIMELINE_MOST) -> dict[str, Any]:
+    """`timeline_of` every job's summary: reads them all, so asked for on demand, never
+    per update."""
+    return timeline_of(queue.summaries(), most)
+
+
+def timeline_of(rows: Iterable[JobSummary], most: int = TIMELINE_MOST) -> dict[str, Any]:
     """Jobs that started, as bars on lanes: each worker's jobs packed onto as few lanes as
-    overlap (its slots, as far as the times tell). Reads every summary once: asked for on
-    demand, never per update. Bars: [lane, start, end, state, seq, id], times from `t0`;
-    a running job ends now."""
+    overlap (its slots, as far as the times tell), the `most` latest started. Bars:
+    [lane, start, end, state, seq, id], times from `t0`; a running job ends now."""
     now = time.time()
-    ran = [r for r in queue.summaries() if r.started is not None]
+    ran = [r for r in rows if r.started is not None]
     ran = sorted(ran, key=lambda r: r.started or 0.0)[-most:]
     if not ran:
         return {"t0": None, "span": 0.0, "lanes": [], "bars": []}

@@ -18,9 +18,12 @@ from ..job import JobSummary, State
 from ..queue.base import Queue
 from ..views.results import duration_text
 from ..views.status import failure_reasons
+from .data import timeline_of
 
 BINS = 12  # bars of the duration histogram
 ROWS_MOST = 100_000  # rows of the results table (the summary counts them all)
+SVG_WIDTH = 1000  # the timeline's own units across
+LANE_PX = 10
 
 
 def esc(value: object) -> str:
@@ -47,7 +50,8 @@ def render(url: str, rows: Sequence[JobSummary], failures: list[dict]) -> str:
         f"<title>shoal report: {esc(url)}</title><style>{css}</style></head><body>",
         f"<header><h1>shoal report</h1><span class='muted'>{esc(url)}</span>",
         f"<span class='muted'>made {esc(made)}</span></header><main>",
-        _summary(counts, rows), _histogram(rows), _failures(failures), _table(rows),
+        _summary(counts, rows), _timeline(rows), _histogram(rows), _failures(failures),
+        _table(rows),
         "</main></body></html>",
     ]
     return "\n".join(parts)
@@ -62,6 +66,24 @@ def _summary(counts: dict[State, int], rows: Sequence[JobSummary]) -> str:
     return (f"<section id='summary'><div class='cards'>{cards}</div><p class='facts'>"
             f"<span><b id='total'>{len(rows)}</b> jobs</span>"
             f"<span>first start to last end <b>{esc(span)}</b></span></p></section>")
+
+
+def _timeline(rows: Sequence[JobSummary]) -> str:
+    """The jobs as bars on their workers' lanes (`timeline_of`), an inline SVG."""
+    line = timeline_of(rows)
+    if not line["bars"]:
+        return "<section id='timeline'><h2>Timeline</h2><p>no job has started</p></section>"
+    span, lanes = line["span"] or 1.0, len(line["lanes"])
+    rects = "".join(
+        f"<rect x='{start * SVG_WIDTH / span:.1f}' y='{lane * LANE_PX + 1}' "
+        f"width='{max(0.5, (end - start) * SVG_WIDTH / span):.1f}' height='{LANE_PX - 2}' "
+        f"class='b-{state}'/>" for lane, start, end, state, *_ in line["bars"])
+    fills = "".join(f".b-{s.value}{{fill:var(--{s.value})}}" for s in State)
+    return (f"<section id='timeline'><h2>Timeline</h2><p class='muted'>{len(line['bars'])} "
+            f"jobs on {lanes} lanes over {esc(duration_text(line['span']))}</p>"
+            f"<style>{fills}</style><svg viewBox='0 0 {SVG_WIDTH} {lanes * LANE_PX}' "
+            f"width='100%' preserveAspectRatio='none' style='height:{lanes * LANE_PX}px;"
+            f"background:#fff'>{rects}</svg></section>")
 
 
 def _histogram(rows: Sequence[JobSummary]) -> str:
