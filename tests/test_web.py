@@ -140,6 +140,9 @@ def test_jobs_in_input_order_paged_and_filtered_with_reasons_and_logs(procs, que
     assert job["state"] == "failed" and job["exit_code"] == 1
     assert "exit status 1" in job["reason"]
     assert "out-3" in job["log"]
+    found = web.json("/api/jobs?q=OUT-4")
+    assert found["total"] == 1 and [row["seq"] for row in found["rows"]] == [4]
+    assert web.json("/api/jobs?q=out-&state=failed")["total"] == 1
     status, _, body = web.request("GET", "/api/jobs?state=bogus")
     assert status == 400 and b"bogus" in body
     assert web.request("GET", "/api/jobs/nosuchjob")[0] == 404

@@ -147,5 +147,8 @@ def test_cancel_from_the_page_and_a_phone_sized_screen(procs, page, tmp_path):
     text_of(page, "#job-state", "cancelled")
     text_of(page, "#count-cancelled", "1")
     expect(page.locator("#job-retry")).to_be_enabled(timeout=PATIENCE_MS)
+    page.fill("#search", "4: WHILE")  # a part of a name, any case
+    expect(page.locator("#job-rows tr")).to_have_count(1, timeout=PATIENCE_MS)
+    expect(page.locator("#page-info")).to_have_text("1\u20131 of 1")
     wide = page.evaluate("document.documentElement.scrollWidth")
     assert wide <= 390, f"the page is {wide} px wide on a 390 px screen"

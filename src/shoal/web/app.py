@@ -103,7 +103,8 @@ class Dashboard:
     async def api_jobs(self, request: Request) -> Response:
         states = parse_state_filter(request.query_params.get("state"))
         page, size = _int(request, "page", 0), _int(request, "size", 50)
-        found = await self.thread.run(jobs_page, self.queue, states, page, size)
+        search = request.query_params.get("q", "").strip()
+        found = await self.thread.run(jobs_page, self.queue, states, page, size, search)
         return JSONResponse(found, headers=NO_STORE)
 
     async def api_job(self, request: Request) -> Response:

@@ -7,7 +7,7 @@
   const STATES = ["waiting", "pending", "running", "done", "failed", "cancelled"];
   const PAGE = 50;
   const $ = (id) => document.getElementById(id);
-  const view = { state: "", page: 0, total: 0, job: null, counts: "", failed: null };
+  const view = { state: "", search: "", page: 0, total: 0, job: null, counts: "", failed: null };
 
   async function getJSON(path) {
     const r = await fetch(path, { headers: { "X-Shoal-Token": token }, cache: "no-store" });
@@ -102,7 +102,8 @@
 
   async function loadJobs() {
     const q = "/api/jobs?page=" + view.page + "&size=" + PAGE +
-      (view.state ? "&state=" + encodeURIComponent(view.state) : "");
+      (view.state ? "&state=" + encodeURIComponent(view.state) : "") +
+      (view.search ? "&q=" + encodeURIComponent(view.search) : "");
     let data;
     try { data = await getJSON(q); } catch (e) { $("page-info").textContent = e.message; return; }
     view.total = data.total;
@@ -219,6 +220,11 @@
 
   $("read-only").hidden = !readOnly;
   $("state-filter").addEventListener("change", (e) => { view.state = e.target.value; view.page = 0; loadJobs(); });
+  let typing = null;
+  $("search").addEventListener("input", (e) => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { view.search = e.target.value.trim(); view.page = 0; loadJobs(); }, 300);
+  });
   $("prev").addEventListener("click", () => { if (view.page > 0) { view.page--; loadJobs(); } });
   $("next").addEventListener("click", () => { view.page++; loadJobs(); });
   $("job-close").addEventListener("click", () => { view.job = null; $("job").hidden = true; });
