@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -168,3 +169,31 @@ def test_a_missing_queue_is_one_line(tmp_path):
     done = shoal("dashboard", f"sqlite://{tmp_path / 'none.db'}")
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "none.db" in done.stderr
+
+
+def test_the_event_stream_tells_counts_as_jobs_finish(procs, queue_url):
+    web = Dashboard(procs, queue_url)
+    where = urlsplit(web.base)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+    try:
+        conn.request("GET", f"/api/events?token={web.token}")
+        stream = conn.getresponse()
+        assert stream.status == 200
+        assert stream.getheader("content-type").startswith("text/event-stream")
+
+        def next_counts() -> dict[str, int]:
+            while True:
+                line = stream.readline().decode()
+                if line.startswith("data: "):
+                    return json.loads(line[len("data: "):])["counts"]
+
+        assert next_counts()["pending"] == 5
+        procs.shoal("work", queue_url, "--drain", "-q", apart=True)
+        seen, deadline = next_counts(), time.monotonic() + 60
+        while seen["done"] + seen["failed"] < 5:  # each event a fresh read, never a reload
+            assert time.monotonic() < deadline, f"the stream still says {seen} after 60 s"
+            seen = next_counts()
+        assert seen == {"waiting": 0, "pending": 0, "running": 0, "done": 4, "failed": 1,
+                        "cancelled": 0}
+    finally:
+        conn.close()
