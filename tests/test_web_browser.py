@@ -87,6 +87,7 @@ def test_a_person_watches_the_sweep_finds_the_failure_and_retries_it(procs, page
     worker = procs.shoal("work", url, "--slots", "2", apart=True)
     page.goto(web.url)
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    assert "token" not in page.url  # the cookie holds it now
     text_of(page, "#workers-alive", "1")
     text_of(page, "#count-running", "2")  # the worker holds two, gated on GO
     text_of(page, "#count-pending", "2")
@@ -140,6 +141,7 @@ def test_cancel_from_the_page_and_a_phone_sized_screen(procs, page, tmp_path):
     web = Dashboard(procs, gated_sweep(tmp_path))
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(web.url)
+    page.reload()  # at "/" now, without the token: the cookie lets it in
     text_of(page, "#count-pending", "4")
     page.locator("#job-rows tr").nth(1).click()
     text_of(page, "#job-state", "pending")

@@ -218,6 +218,8 @@
     source.onerror = () => { $("live").textContent = "reconnecting"; $("live").className = "badge off"; };
   }
 
+  // The cookie holds the token now: take it out of the address bar (and of its history).
+  if (new URLSearchParams(location.search).has("token")) history.replaceState(null, "", "/");
   $("read-only").hidden = !readOnly;
   $("state-filter").addEventListener("change", (e) => { view.state = e.target.value; view.page = 0; loadJobs(); });
   let typing = null;
