@@ -197,3 +197,27 @@ def test_the_event_stream_tells_counts_as_jobs_finish(procs, queue_url):
                         "cancelled": 0}
     finally:
         conn.close()
+
+
+def test_a_queue_out_of_reach_is_one_line_and_the_dashboard_stays(procs, tmp_path):
+    status = tmp_path / "st"
+    server = procs.shoal("serve", f"sqlite://{tmp_path / 'q.db'}", "--status", str(status),
+                         apart=True)
+    wait_for(lambda: (status / "status.json").exists(), timeout_s=30,
+             message="the coordinator's status file")
+    assert shoal("submit", str(status), "true", ":::", "1", "2").returncode == 0
+    web = Dashboard(procs, str(status))
+    assert web.json("/api/overview")["total"] == 2
+    server.terminate()
+    server.wait(timeout=30)
+
+    def refused() -> tuple[int, bytes] | None:
+        code, _, body = web.request("GET", "/api/overview")
+        return (code, body) if code != 200 else None
+
+    code, body = wait_for(refused, timeout_s=60, message="the dashboard to notice")  # type: ignore[misc]
+    assert code == 503
+    error = json.loads(body)["error"]
+    assert error and "\n" not in error and "Traceback" not in error
+    assert web.proc.poll() is None  # still serving
+    assert "Traceback" not in procs.errors(web.proc)

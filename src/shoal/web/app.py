@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import UsageError
+from ..errors import ShoalError, UsageError, os_error_line
 from ..job import STATES, State
 from ..queue.base import STOP, Queue
 from ..views.status import failure_reasons
@@ -144,8 +144,12 @@ class Dashboard:
         async def stream() -> AsyncIterator[str]:
             yield "retry: 2000\n\n"
             while not self.stopping and not await request.is_disconnected():
-                data = await self.thread.run(self.overview.get)
-                yield f"event: overview\ndata: {json.dumps(data)}\n\n"
+                try:
+                    data = await self.thread.run(self.overview.get)
+                except (ShoalError, OSError) as exc:  # the queue is out of reach for now
+                    yield f"event: trouble\ndata: {json.dumps({'error': _line(exc)})}\n\n"
+                else:
+                    yield f"event: overview\ndata: {json.dumps(data)}\n\n"
                 await self._pause(self.every_s)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
@@ -162,8 +166,18 @@ class Dashboard:
             await asyncio.sleep(min(left, STOP_CHECK_S))
 
 
+def _line(exc: Exception) -> str:
+    return os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+
+
 async def _usage_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=400)
+
+
+async def _queue_trouble(request: Request, exc: Exception) -> Response:
+    """The queue failed (a coordinator gone, a disk error): one line to the page, which
+    keeps going, rather than a traceback on the dashboard's terminal."""
+    return JSONResponse({"error": _line(exc)}, status_code=503)
 
 
 def build_app(queue: Queue, guard: Guard, *,
@@ -189,7 +203,8 @@ def build_app(queue: Queue, guard: Guard, *,
         yield
         web.thread.close()
 
-    app = Starlette(routes=routes, exception_handlers={UsageError: _usage_error},
+    handlers = {UsageError: _usage_error, ShoalError: _queue_trouble, OSError: _queue_trouble}
+    app = Starlette(routes=routes, exception_handlers=handlers,  # type: ignore[arg-type]
                     lifespan=lifespan)
     app.add_middleware(TokenCheck, guard=guard)
     return app, web

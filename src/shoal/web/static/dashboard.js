@@ -215,6 +215,9 @@
       $("live").textContent = "live"; $("live").className = "badge on";
       showOverview(JSON.parse(ev.data));
     });
+    source.addEventListener("trouble", (ev) => {
+      $("live").textContent = "queue: " + JSON.parse(ev.data).error; $("live").className = "badge off";
+    });
     source.onerror = () => { $("live").textContent = "reconnecting"; $("live").className = "badge off"; };
   }
 
