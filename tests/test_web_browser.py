@@ -51,6 +51,8 @@ def browser() -> Iterator[Any]:
 def page(browser: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     opened = context.new_page()
+    script_errors: list[str] = []
+    opened.on("pageerror", lambda error: script_errors.append(str(error)))
     failed_before = request.session.testsfailed
     yield opened
     if request.session.testsfailed > failed_before:  # this test's call just failed
@@ -60,6 +62,7 @@ def page(browser: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
         opened.screenshot(path=str(shot), full_page=True)
         print(f"screenshot of the page as the test failed: {shot}")
     context.close()
+    assert not script_errors, f"the page's script failed: {script_errors}"
 
 
 def gated_sweep(tmp_path: Path) -> str:

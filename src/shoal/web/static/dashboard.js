@@ -38,7 +38,34 @@
     return Math.floor(s / 3600) + " h " + Math.round((s % 3600) / 60) + " min";
   }
 
+  const samples = [];  // [seconds, jobs ended] per event, the last RATE_KEPT
+  const RATE_KEPT = 300;
+
+  function drawRate(o) {
+    const ended = o.counts.done + o.counts.failed + o.counts.cancelled;
+    samples.push([performance.now() / 1000, ended]);
+    if (samples.length > RATE_KEPT) samples.shift();
+    const canvas = $("rate-chart");
+    const width = canvas.clientWidth, height = 40, ratio = window.devicePixelRatio || 1;
+    canvas.width = width * ratio; canvas.height = height * ratio;
+    const ctx = canvas.getContext("2d");
+    ctx.scale(ratio, ratio);
+    const rates = [];
+    for (let i = 1; i < samples.length; i++) {
+      const dt = samples[i][0] - samples[i - 1][0];
+      rates.push(dt > 0 ? Math.max(0, samples[i][1] - samples[i - 1][1]) / dt : 0);
+    }
+    if (!rates.length) return;
+    const top = Math.max(...rates) || 1, step = width / RATE_KEPT;
+    ctx.fillStyle = getComputedStyle(document.documentElement).getPropertyValue("--done");
+    rates.forEach((r, i) => {
+      const h = (height - 2) * r / top;
+      ctx.fillRect(width - (rates.length - i) * step, height - h, Math.max(1, step - 0.5), h);
+    });
+  }
+
   function showOverview(o) {
+    drawRate(o);
     $("queue-url").textContent = o.queue;
     for (const st of STATES) $("count-" + st).textContent = o.counts[st];
     $("total").textContent = o.total;
