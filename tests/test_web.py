@@ -221,3 +221,14 @@ def test_a_queue_out_of_reach_is_one_line_and_the_dashboard_stays(procs, tmp_pat
     assert error and "\n" not in error and "Traceback" not in error
     assert web.proc.poll() is None  # still serving
     assert "Traceback" not in procs.errors(web.proc)
+
+
+def test_without_the_web_extra_one_line_says_what_to_install(queue_url):
+    hide = ("import sys; sys.modules['starlette'] = None; from shoal.cli import main; "
+            f"main(['dashboard', {queue_url!r}], prog_name='shoal')")
+    done = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "shoal: error: shoal dashboard needs the web extra (starlette is missing): "
+        "pip install 'shoal[web]'"]
