@@ -608,6 +608,38 @@ def fire(queue: str, worker_ids: tuple[str, ...], everyone: bool, hosts: tuple[s
     click.echo(f"asked {len(targets)} worker(s) to stop{' now' if now else ''}")
 
 
+@main.command()
+@click.argument("queue")
+@click.option("--bind", metavar="HOST:PORT",
+              help="Where to listen (default: 127.0.0.1, this machine only, port 8265 or a "
+              "free one); 0.0.0.0:PORT lets other machines in (with the token).")
+@click.option("--read-only", is_flag=True, help="Show the queue; refuse cancel and retry.")
+def dashboard(queue: str, bind: str | None, read_only: bool) -> None:
+    """Watch QUEUE in a browser: counts, workers, jobs, failures; cancel and retry.
+    Prints the URL to open (it carries a secret token). Needs: pip install 'shoal[web]'."""
+    from .web import require_web
+
+    require_web()
+    from .web.server import parse_bind, serve
+
+    parse_bind(bind)  # a bad --bind is told before the queue is opened
+    serve(open_existing(queue), bind, read_only=read_only,
+          say=lambda line: click.echo(line, nl=True) or sys.stdout.flush())
+
+
+@main.command()
+@click.argument("queue")
+@click.option("-o", "--output", "out", default="report.html", show_default=True,
+              type=click.Path(dir_okay=False), help="The HTML file to write.")
+def report(queue: str, out: str) -> None:
+    """Write one self-contained HTML file about QUEUE (counts, durations, failures by
+    reason, results), to open from disk or mail after the run."""
+    from .web.report import write_report
+
+    jobs = write_report(open_existing(queue), Path(out))
+    click.echo(f"report of {jobs} job(s) written to {out}")
+
+
 @main.group()
 def split() -> None:
     """Split one sweep statically over machines that cannot talk to each other."""
