@@ -11,9 +11,10 @@ import sys
 import pytest
 
 from shoal.job import Job, State
+from shoal.providers.slurm_work import work_options
 from shoal.queue.folder import FolderQueue
 from tests import slurmd
-from tests.conftest import wait_for
+from tests.conftest import shoal_processes, wait_for
 from tests.procs import alive
 
 pytestmark = pytest.mark.timeout(300)
@@ -90,3 +91,70 @@ def test_slurm_workers_drain_a_sweep_and_fire_leaves_no_job_and_no_process(
     wait_for(lambda: not any(alive(pid) for pid in pids), 60,
              message="worker processes to exit")
     assert {slurm_cluster.job_state(i) for i in ids} == {"COMPLETED"}
+
+
+def test_workers_not_started_yet_are_cancelled_by_fire(slurm_cluster, folder_queue):
+    q = folder_queue
+    out = shoal(slurm_cluster, "hire", "--slurm", str(q.root), "3", "--sbatch-arg=--hold").stdout
+    array = out.split("job array ")[1].split()[0]
+    wait_for(lambda: len(slurm_cluster.jobs()) == 3, 30, message="three held array tasks")
+    assert set(slurm_cluster.jobs().values()) == {"PENDING"}
+    out = shoal(slurm_cluster, "fire", "--slurm", str(q.root), "--wait", "5").stdout
+    assert "cancelled 3 Slurm worker(s) not started yet" in out
+    wait_for(lambda: not slurm_cluster.jobs(), 30, message="no Slurm job left (squeue)")
+    assert slurm_cluster.job_state(array) == "CANCELLED"  # never split: one record
+    assert q.workers() == []
+
+
+def test_a_worker_that_does_not_leave_in_time_is_scancelled_with_its_job(
+        slurm_cluster, folder_queue):
+    q = folder_queue
+    shoal(slurm_cluster, "hire", "--slurm", str(q.root), "1", "--cpus-per-task", "2")
+    wait_for(lambda: len(remember(q)) == 1, 90, message="the Slurm worker to register")
+    (worker,) = q.workers()
+    assert worker.slots == 2 and worker.resources.get("cpus") == 2  # its allocation's cpus
+    job = Job.command_job(["sleep", "300"])
+    q.submit([job])
+    wait_for(lambda: shoal_processes(job=job.id), 60, message="the long job to start")
+    job_pids = shoal_processes(job=job.id)
+    out = shoal(slurm_cluster, "fire", "--slurm", str(q.root), "--wait", "3").stdout
+    assert "scancelled 1 that had not left after 3 s" in out
+    wait_for(lambda: not slurm_cluster.jobs(), 60, message="no Slurm job left (squeue)")
+    wait_for(lambda: not any(alive(pid) for pid in [worker.pid, *job_pids]), 60,
+             message="the worker and its job's processes to be gone")
+
+
+def test_slurm_options_need_slurm_and_slurm_refusals_are_one_line(slurm_cluster, folder_queue):
+    q = folder_queue
+    done = shoal(slurm_cluster, "hire", str(q.root), "--partition", "debug", check=2)
+    assert "--partition is a Slurm option: add --slurm" in done.stderr
+    done = shoal(slurm_cluster, "hire", "--slurm", str(q.root), "--host", "elsewhere", check=2)
+    assert "drop --host" in done.stderr
+    done = shoal(slurm_cluster, "hire", "--slurm", str(q.root), "--partition", "nosuch",
+                 check=None)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "sbatch failed" in line and "partition" in line.lower()
+    assert not slurm_cluster.jobs()
+
+
+def test_without_sbatch_hire_says_so_in_one_line(folder_queue, tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}  # no Slurm commands there
+    done = subprocess.run([sys.executable, "-m", "shoal", "hire", "--slurm",
+                           str(folder_queue.root)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode != 0
+    (line,) = done.stderr.strip().splitlines()
+    assert "sbatch not found on PATH" in line
+
+
+def test_a_worker_is_sized_from_its_allocation():
+    env = {"SLURM_CPUS_ON_NODE": "4", "SLURM_MEM_PER_CPU": "1000",
+           "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "80"}
+    assert work_options(env) == ["--cpus", "4", "--mem", "4000M", "--gpus", "0",
+                                 "--label", "slurm-77_3"]
+    env = {"SLURM_CPUS_PER_TASK": "2", "SLURM_CPUS_ON_NODE": "8", "SLURM_MEM_PER_NODE": "512",
+           "SLURM_JOB_ID": "5", "CUDA_VISIBLE_DEVICES": "1,3"}
+    assert work_options(env) == ["--cpus", "2", "--mem", "512M", "--label", "slurm-5"]
+    assert work_options({"SLURM_JOB_CPUS_PER_NODE": "6(x2)", "SLURM_GPUS_ON_NODE": "2"}) == [
+        "--cpus", "6", "--gpus", "2"]
