@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from shoal.job import Job, State
+from shoal.providers.slurm import WARNING_SIGNAL, SlurmOptions
 from shoal.providers.slurm_work import work_options
 from shoal.queue.folder import FolderQueue
 from tests import slurmd
@@ -158,3 +159,30 @@ def test_a_worker_is_sized_from_its_allocation():
     assert work_options(env) == ["--cpus", "2", "--mem", "512M", "--label", "slurm-5"]
     assert work_options({"SLURM_JOB_CPUS_PER_NODE": "6(x2)", "SLURM_GPUS_ON_NODE": "2"}) == [
         "--cpus", "6", "--gpus", "2"]
+
+
+def test_a_walltime_ends_a_worker_without_failing_or_burning_its_job(slurm_cluster,
+                                                                      folder_queue):
+    q = folder_queue
+    job = Job.command_job(["sleep", "300"], max_attempts=1)
+    q.submit([job])  # before the hire: the worker takes it as soon as it starts
+    # warned 90 s before a 2 min limit: at Slurm's first check after 30 s (it checks every
+    # 30 s), so the worker has long started and taken the job
+    out = shoal(slurm_cluster, "hire", "--slurm", str(q.root), "1", "--time", "2",
+                "--sbatch-arg=--signal=B:USR1@90").stdout
+    array = out.split("job array ")[1].split()[0]
+    wait_for(lambda: q.get(job.id).state is State.RUNNING, 90, message="the job to start")
+    worker_pid = remember(q)[0].pid
+    wait_for(lambda: not slurm_cluster.jobs(), 150, message="the worker to leave Slurm")
+    status = q.get(job.id)
+    assert status.state is State.PENDING and status.attempt == 1, status
+    assert slurm_cluster.job_state(f"{array}_0") == "COMPLETED"  # left, not killed
+    wait_for(lambda: not alive(worker_pid), 30, message="the worker process to exit")
+    logs = "".join(p.read_text() for p in (q.root / ".shoal" / "worker-logs").glob("*.log"))
+    assert "time-limit warning" in logs
+
+
+def test_workers_ask_for_the_time_limit_warning_unless_told_otherwise():
+    assert SlurmOptions(time="1:00:00").sbatch_flags() == ["--time=1:00:00", WARNING_SIGNAL]
+    assert SlurmOptions(extra=("--signal=B:USR1@300",)).sbatch_flags() == [
+        "--signal=B:USR1@300"]

@@ -27,6 +27,9 @@ COMMAND_TIMEOUT_S = 60.0
 PROVIDER = "slurm"
 # The label a Slurm worker gives itself, so `shoal workers` shows its Slurm job id.
 LABEL_PREFIX = "slurm-"
+# Slurm signals the worker (the batch shell's process, B:) this long before its time
+# limit; the worker gives its running jobs back to the queue and leaves.
+WARNING_SIGNAL = "--signal=B:USR1@60"
 
 
 class SlurmError(UsageError):
@@ -50,6 +53,8 @@ class SlurmOptions:
                  "--cpus-per-task": self.cpus_per_task, "--mem": self.mem,
                  "--gres": self.gres, "--account": self.account}
         flags = [f"{flag}={value}" for flag, value in named.items() if value is not None]
+        if not any(arg.startswith("--signal") for arg in self.extra):
+            flags.append(WARNING_SIGNAL)  # see slurm_work.leave_at_warning
         return flags + list(self.extra)
 
 

@@ -8,7 +8,9 @@ from the SLURM_* environment, so the worker hands out only what the allocation h
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 
@@ -52,13 +54,30 @@ def work_options(env: Mapping[str, str]) -> list[str]:
     return options
 
 
+def leave_at_warning() -> None:
+    """Slurm's time-limit warning (`--signal=B:USR1@60`, which `shoal hire --slurm` asks
+    for) becomes a stop that releases the running jobs back to the queue untouched, so
+    the walltime burns no attempt and fails no job."""
+
+    def warned(_signum: int, _frame: object) -> None:
+        logging.getLogger("shoal.worker").warning(
+            "Slurm's time-limit warning (SIGUSR1): releasing running jobs and leaving")
+        signal.raise_signal(signal.SIGTERM)  # the worker's own stop (--on-stop release)
+
+    signal.signal(signal.SIGUSR1, warned)
+
+
 def main(argv: list[str]) -> None:
     from ..cli import main as shoal
 
     if len(argv) != 2:
         sys.exit("usage: python -m shoal.providers.slurm_work QUEUE LOG_DIR")
     queue, log_dir = argv
-    shoal(["work", queue, "--log-dir", log_dir, *work_options(os.environ)], prog_name="shoal")
+    leave_at_warning()
+    # scancel and the time limit send SIGTERM: give the jobs back rather than be killed
+    # with them mid-run (Slurm sends SIGKILL KillWait seconds later)
+    shoal(["work", queue, "--log-dir", log_dir, "--on-stop", "release",
+           *work_options(os.environ)], prog_name="shoal")
 
 
 if __name__ == "__main__":
