@@ -186,3 +186,24 @@ def test_workers_ask_for_the_time_limit_warning_unless_told_otherwise():
     assert SlurmOptions(time="1:00:00").sbatch_flags() == ["--time=1:00:00", WARNING_SIGNAL]
     assert SlurmOptions(extra=("--signal=B:USR1@300",)).sbatch_flags() == [
         "--signal=B:USR1@300"]
+
+
+def test_a_worker_whose_slurm_job_is_scancelled_has_its_job_taken_over(
+        slurm_cluster, folder_queue, tmp_path):
+    q = folder_queue
+    mark = tmp_path / "first-run"
+    job = Job.command_job(["sh", "-c", f'[ -e {mark} ] && exit 0; touch {mark}; sleep 300'],
+                          max_attempts=2)
+    q.submit([job])
+    out = shoal(slurm_cluster, "hire", "--slurm", str(q.root), "1").stdout
+    first = out.split("(tasks ")[1].split()[0]
+    wait_for(lambda: q.get(job.id).state is State.RUNNING, 90, message="the job to start")
+    (victim,) = remember(q)
+    shoal(slurm_cluster, "hire", "--slurm", str(q.root), "1")
+    wait_for(lambda: len(remember(q)) == 2, 90, message="a second Slurm worker")
+    slurm_cluster.run("scancel", first)
+    wait_for(lambda: q.get(job.id).state is State.DONE, 120,
+             message="the job to be taken over and done")
+    status = q.get(job.id)
+    assert status.worker != victim.id
+    wait_for(lambda: not alive(victim.pid), 60, message="the scancelled worker to be gone")
