@@ -15,7 +15,7 @@ from shoal.providers.slurm import WARNING_SIGNAL, SlurmOptions
 from shoal.providers.slurm_work import work_options
 from shoal.queue.folder import FolderQueue
 from tests import slurmd
-from tests.conftest import shoal_processes, wait_for
+from tests.conftest import redis_queue_url, shoal_processes, wait_for
 from tests.procs import alive
 
 pytestmark = pytest.mark.timeout(300)
@@ -207,3 +207,46 @@ def test_a_worker_whose_slurm_job_is_scancelled_has_its_job_taken_over(
     status = q.get(job.id)
     assert status.worker != victim.id
     wait_for(lambda: not alive(victim.pid), 60, message="the scancelled worker to be gone")
+
+
+@pytest.fixture(params=["tcp", "redis"])
+def reachable_queue(request, tmp_path):
+    """A queue a cluster reaches over the network: a `shoal serve` coordinator's contact
+    file (tcp://), or a Redis URL; the URL to hire on and a client of it."""
+    from shoal.queue import open_queue
+
+    if request.param == "redis":
+        url = redis_queue_url()
+        client = open_queue(url, lease_s=LEASE_S)
+        yield url, client
+        client.close()
+        return
+    from shoal.queue.sqlite import SqliteQueue
+    from shoal.serve.coordinator import Coordinator
+
+    status = tmp_path / "status"
+    coordinator = Coordinator(SqliteQueue(tmp_path / "q.sqlite", lease_s=LEASE_S),
+                              status_dir=status).start()
+    client = open_queue(str(status))
+    yield str(status), client
+    client.close()
+    coordinator.stop()
+
+
+def test_slurm_workers_serve_a_coordinator_or_redis_queue(slurm_cluster, reachable_queue):
+    url, client = reachable_queue
+    shoal(slurm_cluster, "hire", "--slurm", url, "2")
+    pids: list[int] = []
+    try:
+        wait_for(lambda: len(client.workers()) == 2, 90, message="two Slurm workers")
+        pids = [w.pid for w in client.workers()]
+        client.submit([Job.command_job(["true"], params={"i": i}) for i in range(20)])
+        wait_for(lambda: client.counts()[State.DONE] == 20, 120, message="the sweep to end")
+        out = shoal(slurm_cluster, "fire", "--slurm", url).stdout
+        assert "asked 2 worker(s) to stop" in out and "scancelled 0" in out
+        wait_for(lambda: not slurm_cluster.jobs(), 60, message="no Slurm job left (squeue)")
+        wait_for(lambda: not any(alive(pid) for pid in pids), 60, message="workers to exit")
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
