@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ LABEL_PREFIX = "slurm-"
 # Slurm signals the worker (the batch shell's process, B:) this long before its time
 # limit; the worker gives its running jobs back to the queue and leaves.
 WARNING_SIGNAL = "--signal=B:USR1@60"
+# How long a worker sent that warning by `stop` gets before its scancel.
+STOP_GRACE_S = 15.0
 
 
 class SlurmError(UsageError):
@@ -124,9 +127,21 @@ class SlurmProvider:
         return [Handle(PROVIDER, job_id) for job_id in self.jobs()]
 
     def stop(self, handles: Sequence[Handle]) -> None:
-        ids = [h.id for h in handles if h.provider == PROVIDER]
-        if ids:
-            _run(["scancel", *ids])
+        """Cancel those not started; send the running ones the time-limit warning (they give
+        their jobs back and leave), then scancel what is still there after STOP_GRACE_S."""
+        ids = {h.id for h in handles if h.provider == PROVIDER}
+        listed = self.jobs()
+        running = [i for i in ids if listed.get(i) == "RUNNING"]
+        if running:
+            _run(["scancel", "--batch", "--signal=USR1", *running])
+            deadline = time.monotonic() + STOP_GRACE_S
+            while running and time.monotonic() < deadline:
+                time.sleep(0.5)
+                still = self.jobs()
+                running = [i for i in running if i in still]
+        rest = [i for i in ids if i in self.jobs()]
+        if rest:
+            _run(["scancel", *rest])
 
     def alive(self, handles: Iterable[Handle]) -> list[Handle]:
         listed = self.jobs()

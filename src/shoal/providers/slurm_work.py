@@ -56,13 +56,19 @@ def work_options(env: Mapping[str, str]) -> list[str]:
 
 def leave_at_warning() -> None:
     """Slurm's time-limit warning (`--signal=B:USR1@60`, which `shoal hire --slurm` asks
-    for) becomes a stop that releases the running jobs back to the queue untouched, so
-    the walltime burns no attempt and fails no job."""
+    for; `shoal fire --slurm` sends it too before a scancel) becomes the worker's double
+    stop: claim nothing more and release the running jobs back to the queue untouched,
+    so the walltime burns no attempt and fails no job."""
 
-    def warned(_signum: int, _frame: object) -> None:
+    def warned(signum: int, frame: object) -> None:
         logging.getLogger("shoal.worker").warning(
             "Slurm's time-limit warning (SIGUSR1): releasing running jobs and leaving")
-        signal.raise_signal(signal.SIGTERM)  # the worker's own stop (--on-stop release)
+        stop = signal.getsignal(signal.SIGTERM)  # the worker's own (shoal work sets it)
+        if callable(stop):
+            stop(signal.SIGTERM, frame)  # the first stop lets jobs finish,
+            stop(signal.SIGTERM, frame)  # the second releases them
+        else:
+            sys.exit(0)  # not working yet: nothing to give back
 
     signal.signal(signal.SIGUSR1, warned)
 
@@ -74,10 +80,7 @@ def main(argv: list[str]) -> None:
         sys.exit("usage: python -m shoal.providers.slurm_work QUEUE LOG_DIR")
     queue, log_dir = argv
     leave_at_warning()
-    # scancel and the time limit send SIGTERM: give the jobs back rather than be killed
-    # with them mid-run (Slurm sends SIGKILL KillWait seconds later)
-    shoal(["work", queue, "--log-dir", log_dir, "--on-stop", "release",
-           *work_options(os.environ)], prog_name="shoal")
+    shoal(["work", queue, "--log-dir", log_dir, *work_options(os.environ)], prog_name="shoal")
 
 
 if __name__ == "__main__":
