@@ -10,7 +10,6 @@ commands reach this cluster through `SLURM_CONF` in the environment (`cluster.en
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import shutil
@@ -31,7 +30,9 @@ STOP_TIMEOUT_S = 20.0
 PROGRAMS = ("munged", "munge", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 PACKAGES = "apt-get install slurmctld slurmd slurm-client munge"
 
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}  # pid -> daemon, for the exit sweep
+# Our daemons go into redisd's table of session servers: its exit sweep kills what a test
+# forgot (by PID), and conftest's no-leftover-children check spares them.
+_LIVE = redisd._LIVE
 
 
 def _missing(reason: str) -> None:
@@ -123,8 +124,6 @@ class SlurmCluster:
         out.close()
         self.procs[name] = proc
         _LIVE[proc.pid] = proc
-        # conftest's no-leftover-children check spares the session's servers it knows of
-        redisd._LIVE[proc.pid] = proc
         return proc
 
     def _check_alive(self) -> None:
@@ -203,7 +202,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=STOP_TIMEOUT_S)
     _LIVE.pop(proc.pid, None)
-    redisd._LIVE.pop(proc.pid, None)
 
 
 def _node_line() -> str:
@@ -254,17 +252,6 @@ def start_slurm() -> SlurmCluster:
     (folder / "munge").chmod(0o755)
     write_conf(folder)
     return SlurmCluster(folder).start()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    """A daemon a test forgot still dies with the test process (by its PID)."""
-    for pid, proc in list(_LIVE.items()):
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="session")
