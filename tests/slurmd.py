@@ -27,7 +27,8 @@ from tests import redisd
 
 START_TIMEOUT_S = 60.0  # generous: the machine is shared and loaded
 STOP_TIMEOUT_S = 20.0
-PROGRAMS = ("munged", "munge", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
+PROGRAMS = ("munged", "munge", "unmunge", "setpriv", "slurmctld", "slurmd", "sbatch", "squeue",
+            "scancel", "sinfo", "scontrol")
 PACKAGES = "apt-get install slurmctld slurmd slurm-client munge"
 
 # Our daemons go into redisd's table of session servers: its exit sweep kills what a test
