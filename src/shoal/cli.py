@@ -523,6 +523,33 @@ def cancel(queue: str, jobs: tuple[str, ...]) -> None:
     click.echo(f"{len(q.cancel(ids))} job(s) cancelled")
 
 
+def slurm_options(func: Any) -> Any:
+    """`shoal hire --slurm`: what each worker asks of Slurm (sbatch's flags of that name)."""
+    for option in reversed([
+        click.option("--slurm", is_flag=True,
+                     help="Hire through Slurm: COUNT workers as one job array (sbatch)."),
+        click.option("--partition", help="Slurm partition (sbatch --partition)."),
+        click.option("--time", "walltime", metavar="TIME",
+                     help="Each worker's time limit, e.g. 2:00:00 (sbatch --time)."),
+        click.option("--cpus-per-task", type=click.IntRange(min=1),
+                     help="CPUs per worker (sbatch --cpus-per-task)."),
+        click.option("--mem", help="Memory per worker, e.g. 8G (sbatch --mem)."),
+        click.option("--gres", help="Generic resources per worker, e.g. gpu:1 (sbatch --gres)."),
+        click.option("--account", help="Slurm account to charge (sbatch --account)."),
+        click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="ARG",
+                     help="Any other sbatch flag, passed as it is (repeat), e.g. --qos=low."),
+    ]):
+        func = option(func)
+    return func
+
+
+def hired_queue(queue: str) -> str:
+    """The queue as hired workers name it: a folder or a contact file by absolute path."""
+    if is_contact_file(queue):
+        return str(contact_path(queue).expanduser().absolute())
+    return queue if "://" in queue else str(Path(queue).absolute())
+
+
 @main.command()
 @click.argument("queue")
 @click.argument("count", type=click.IntRange(min=1), default=1)
@@ -535,9 +562,11 @@ def cancel(queue: str, jobs: tuple[str, ...]) -> None:
               help="How to reach remote hosts (your ssh config, agent and keys apply).")
 @click.option("--remote-python", default="python3", show_default=True,
               help="The Python on remote hosts that has shoal installed.")
+@slurm_options
 def hire(queue: str, count: int, hosts: tuple[str, ...], hosts_file: str | None,
-         slots: int | None, ssh_command: str, remote_python: str) -> None:
-    """Start COUNT detached workers on QUEUE, here or on each --host (over SSH)."""
+         slots: int | None, ssh_command: str, remote_python: str, **slurm: Any) -> None:
+    """Start COUNT detached workers on QUEUE, here or on each --host (over SSH), or as
+    Slurm jobs (--slurm)."""
     import shlex
 
     from . import hire as hiring
@@ -545,16 +574,27 @@ def hire(queue: str, count: int, hosts: tuple[str, ...], hosts_file: str | None,
     targets = [hiring.parse_host(h) for h in hosts]
     if hosts_file:
         targets += hiring.read_hosts_file(hosts_file)
-    targets = targets or [hiring.Host("localhost")]
     status_file = None
     if is_contact_file(queue):  # a coordinator's: remote hosts get a copy of the file
         status_file = contact_path(queue).expanduser().absolute()
-        queue = str(status_file)
-    elif "://" not in queue:
-        queue = str(Path(queue).absolute())
-        if not Path(queue).is_dir():
-            raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
+    queue = hired_queue(queue)
+    if "://" not in queue and status_file is None and not Path(queue).is_dir():
+        raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
     log_dir = hiring.default_log_dir(queue)
+    if slurm.pop("slurm"):
+        if targets or slots:
+            raise UsageError("--slurm: Slurm places the workers and sizes them; "
+                             "drop --host/--hosts/--slots (use --cpus-per-task)")
+        handles = hiring.hire_slurm(queue, count, log_dir, **slurm)
+        click.echo(f"submitted {count} Slurm worker(s): job array {handles[0].id.split('_')[0]} "
+                   f"(tasks {handles[0].id} to {handles[-1].id})")
+        click.echo(f"worker logs: {log_dir}; see them with: shoal workers {queue}")
+        return
+    given = [name for name, value in slurm.items() if value]
+    if given:
+        flag = {"walltime": "time", "sbatch_args": "sbatch-arg"}.get(given[0], given[0])
+        raise UsageError(f"--{flag.replace('_', '-')} is a Slurm option: add --slurm")
+    targets = targets or [hiring.Host("localhost")]
     ssh, failed = shlex.split(ssh_command), 0
     for host in targets:
         per_worker = slots or host.slots
@@ -592,20 +632,67 @@ def workers(queue: str, fmt: str) -> None:
 @click.option("--all", "everyone", is_flag=True, help="Every live worker.")
 @click.option("--host", "hosts", multiple=True, help="Every live worker on HOST.")
 @click.option("--now", is_flag=True, help="Release running jobs and stop at once.")
+@click.option("--slurm", is_flag=True, help="Every Slurm worker of QUEUE (shoal hire --slurm): "
+              "those not started are cancelled; the others scancelled if still there after "
+              "--wait.")
+@click.option("--wait", "wait_s", type=SECONDS, default=60.0, show_default=True,
+              help="With --slurm: seconds the workers get to leave before scancel.")
 def fire(queue: str, worker_ids: tuple[str, ...], everyone: bool, hosts: tuple[str, ...],
-         now: bool) -> None:
+         now: bool, slurm: bool, wait_s: float) -> None:
     """Stop workers through the queue: finish current jobs, then exit (or --now)."""
+    from .providers.slurm import slurm_job_of
     from .queue import STOP, STOP_NOW
 
     q = open_existing(queue)
     live = [w for w in q.workers() if not w.lost]
-    targets = [w.id for w in live if everyone or w.host in hosts] + list(worker_ids)
-    if not targets:
+    targets = [w.id for w in live if everyone or w.host in hosts
+               or (slurm and slurm_job_of(w.labels) is not None)]
+    targets += list(worker_ids)
+    if not targets and not slurm:
         raise UsageError("no worker to fire: name workers (see `shoal workers`), or give "
-                         "--host HOST or --all")
+                         "--host HOST, --slurm or --all")
     for worker_id in targets:
         q.send_control(worker_id, STOP_NOW if now else STOP)
     click.echo(f"asked {len(targets)} worker(s) to stop{' now' if now else ''}")
+    if slurm:
+        from . import hire as hiring
+
+        hired = hired_queue(queue)
+        unstarted, late = hiring.fire_slurm(hired, hiring.default_log_dir(hired), wait_s)
+        click.echo(f"cancelled {unstarted} Slurm worker(s) not started yet; "
+                   f"scancelled {late} that had not left after {wait_s:g} s")
+
+
+@main.command()
+@click.argument("queue")
+@click.option("--bind", metavar="HOST:PORT",
+              help="Where to listen (default: 127.0.0.1, this machine only, port 8265 or a "
+              "free one); 0.0.0.0:PORT lets other machines in (with the token).")
+@click.option("--read-only", is_flag=True, help="Show the queue; refuse cancel and retry.")
+def dashboard(queue: str, bind: str | None, read_only: bool) -> None:
+    """Watch QUEUE in a browser: counts, workers, jobs, failures; cancel and retry.
+    Prints the URL to open (it carries a secret token). Needs: pip install 'shoal[web]'."""
+    from .web import require_web
+
+    require_web()
+    from .web.server import parse_bind, serve
+
+    parse_bind(bind)  # a bad --bind is told before the queue is opened
+    serve(open_existing(queue), bind, read_only=read_only,
+          say=lambda line: click.echo(line, nl=True) or sys.stdout.flush())
+
+
+@main.command()
+@click.argument("queue")
+@click.option("-o", "--output", "out", default="report.html", show_default=True,
+              type=click.Path(dir_okay=False), help="The HTML file to write.")
+def report(queue: str, out: str) -> None:
+    """Write one self-contained HTML file about QUEUE (counts, durations, failures by
+    reason, results), to open from disk or mail after the run."""
+    from .web.report import write_report
+
+    jobs = write_report(open_existing(queue), Path(out))
+    click.echo(f"report of {jobs} job(s) written to {out}")
 
 
 @main.group()

@@ -1,4 +1,4 @@
-"""`shoal hire`: start detached workers here or on other hosts over SSH.
+"""`shoal hire`: start detached workers here, on other hosts over SSH, or through Slurm.
 
 A hired worker runs in its own session (no controlling terminal, so closing the
 terminal does not stop it; no screen or tmux needed) and logs to LOG_DIR/HOST-PID.log.
@@ -20,6 +20,8 @@ from pathlib import Path
 from . import __version__
 from .errors import UsageError
 from .fsutil import HOST
+from .providers import Handle, retire
+from .providers.slurm import SlurmOptions, SlurmProvider
 
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", HOST, HOST.split(".")[0]}
 CHECK_TIMEOUT_S = 30.0
@@ -163,3 +165,23 @@ def default_log_dir(queue: str) -> str:
         folder = queue.removeprefix("dir://")
         return str(Path(folder).absolute() / ".shoal" / "worker-logs")
     return str(Path(os.path.expanduser("~/.cache/shoal/worker-logs")))
+
+
+def hire_slurm(queue: str, count: int, log_dir: str, *, partition: str | None = None,
+               walltime: str | None = None, cpus_per_task: int | None = None,
+               mem: str | None = None, gres: str | None = None, account: str | None = None,
+               sbatch_args: tuple[str, ...] = ()) -> list[Handle]:
+    """Submit `count` workers for `queue` as one Slurm job array; a handle per worker."""
+    options = SlurmOptions(partition=partition, time=walltime, cpus_per_task=cpus_per_task,
+                           mem=mem, gres=gres, account=account, extra=tuple(sbatch_args))
+    return SlurmProvider(queue, log_dir).start(count, options)
+
+
+def fire_slurm(queue: str, log_dir: str, wait_s: float) -> tuple[int, int]:
+    """After the queue asked this queue's Slurm workers to stop: cancel those not started
+    yet, wait up to `wait_s` for the others to leave, scancel the rest. Returns how many
+    were cancelled before they started, and how many late."""
+    provider = SlurmProvider(queue, log_dir)
+    unstarted = provider.pending()
+    late = retire(provider, provider.handles(), unstarted, wait_s)
+    return len(unstarted), len(late)

@@ -1,0 +1,234 @@
+"""`shoal dashboard` over HTTP, as a browser or a script meets it: a real `shoal dashboard`
+process over a real sqlite queue; the token guards everything, actions need a POST with
+it. (What a person sees in the page: test_web_browser.py.)"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.procs import Procs
+
+URL_LINE = re.compile(r"(http://\S+)/\?token=([0-9a-f]+)")
+
+
+def need(module: str, why: str) -> None:
+    """Skip (fail in CI) when a package the test needs is missing."""
+    try:
+        __import__(module)
+    except ImportError:
+        reason = f"{module} is not installed ({why})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+class Dashboard:
+    """A running `shoal dashboard`: its base URL and token, read from what it printed."""
+
+    def __init__(self, procs: Procs, queue: str, *more: str) -> None:
+        need("starlette", "pip install 'shoal[web]'")
+        need("uvicorn", "pip install 'shoal[web]'")
+        self.proc = procs.shoal("dashboard", queue, "--bind", "127.0.0.1:0", *more, apart=True)
+        found = wait_for(lambda: self._printed(procs), timeout_s=30,
+                         message="the dashboard to print its URL")
+        self.base, self.token = found  # type: ignore[misc]
+        self.url = f"{self.base}/?token={self.token}"
+
+    def _printed(self, procs: Procs) -> tuple[str, str] | None:
+        if self.proc.poll() is not None:
+            pytest.fail(f"shoal dashboard exited: {procs.errors(self.proc)}")
+        match = URL_LINE.search(procs.output(self.proc))
+        return (match.group(1), match.group(2)) if match else None
+
+    def request(self, method: str, path: str, *, token: str | None = "query",
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One request; `token`: "query" (in the URL), "header", or None (no token)."""
+        if token == "query":
+            path += ("&" if "?" in path else "?") + f"token={self.token}"
+        sent = dict(headers or {})
+        if token == "header":
+            sent["X-Shoal-Token"] = self.token
+        where = urlsplit(self.base)
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+        try:
+            conn.request(method, path, headers=sent)
+            reply = conn.getresponse()
+            return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+        finally:
+            conn.close()
+
+    def json(self, path: str) -> Any:
+        status, _, body = self.request("GET", path)
+        assert status == 200, body
+        return json.loads(body)
+
+
+def shoal(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture(params=["sqlite", "folder"])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url = f"sqlite://{tmp_path / 'q.db'}" if request.param == "sqlite" else str(tmp_path / "q")
+    done = shoal("submit", url, "echo out-{}; test {} -ne 3", ":::", "1", "2", "3", "4", "5")
+    assert done.returncode == 0, done.stderr
+    return url
+
+
+def test_every_request_needs_the_token_and_the_first_visit_sets_a_cookie(procs, queue_url):
+    web = Dashboard(procs, queue_url)
+    for path in ("/", "/api/overview", "/api/jobs", "/api/events", "/static/dashboard.js"):
+        status, _, body = web.request("GET", path, token=None)
+        assert status == 403, path
+        assert b"token" in body
+    status, headers, body = web.request("GET", "/?token=" + "0" * 32, token=None)
+    assert status == 403
+    status, headers, body = web.request("GET", "/")
+    assert status == 200 and b"shoal" in body
+    cookie = headers["set-cookie"].split(";")[0]
+    assert "HttpOnly" in headers["set-cookie"] and "SameSite=Strict" in headers["set-cookie"]
+    status, _, body = web.request("GET", "/api/overview", token=None, headers={"Cookie": cookie})
+    assert status == 200
+    assert json.loads(body)["counts"]["pending"] == 5
+
+
+def test_actions_only_by_post_with_the_token_header(procs, queue_url):
+    web = Dashboard(procs, queue_url)
+    first = web.json("/api/jobs?size=1")["rows"][0]
+    action = f"/api/jobs/{first['id']}/cancel"
+    status, headers, _ = web.request("GET", "/")
+    cookie = headers["set-cookie"].split(";")[0]
+    assert web.request("GET", action)[0] == 405  # no action by GET
+    assert web.request("POST", action, token=None, headers={"Cookie": cookie})[0] == 403
+    assert web.request("POST", action)[0] == 403  # in the URL is not enough either
+    assert web.json("/api/overview")["counts"]["cancelled"] == 0
+    status, _, body = web.request("POST", action, token="header")
+    assert status == 200 and json.loads(body)["changed"] == [first["id"]]
+    assert web.json(f"/api/jobs/{first['id']}")["state"] == "cancelled"
+    assert web.json("/api/overview")["counts"]["cancelled"] == 1
+
+
+def test_read_only_refuses_actions(procs, queue_url):
+    web = Dashboard(procs, queue_url, "--read-only")
+    first = web.json("/api/jobs?size=1")["rows"][0]
+    status, _, body = web.request("POST", f"/api/jobs/{first['id']}/cancel", token="header")
+    assert status == 403 and b"read-only" in body
+    assert web.json(f"/api/jobs/{first['id']}")["state"] == "pending"
+
+
+def test_jobs_in_input_order_paged_and_filtered_with_reasons_and_logs(procs, queue_url):
+    assert shoal("work", queue_url, "--drain", "-q", "--slots", "2").returncode == 0
+    web = Dashboard(procs, queue_url)
+    page = web.json("/api/jobs?size=2&page=1")
+    assert page["total"] == 5
+    assert [row["seq"] for row in page["rows"]] == [3, 4]
+    failed = web.json("/api/jobs?state=failed")
+    assert failed["total"] == 1 and [row["seq"] for row in failed["rows"]] == [3]
+    job = web.json(f"/api/jobs/{failed['rows'][0]['id']}")
+    assert job["state"] == "failed" and job["exit_code"] == 1
+    assert "exit status 1" in job["reason"]
+    assert "out-3" in job["log"]
+    found = web.json("/api/jobs?q=OUT-4")
+    assert found["total"] == 1 and [row["seq"] for row in found["rows"]] == [4]
+    assert web.json("/api/jobs?q=out-&state=failed")["total"] == 1
+    status, _, body = web.request("GET", "/api/jobs?state=bogus")
+    assert status == 400 and b"bogus" in body
+    assert web.request("GET", "/api/jobs/nosuchjob")[0] == 404
+    assert web.json("/api/failures")["failures"] == [
+        {"reason": "exit status 1", "count": 1, "jobs": [failed["rows"][0]["name"]]}]
+    assert web.request("POST", "/api/workers/nobody/stop", token="header")[0] == 404
+    line = web.json("/api/timeline")
+    assert sorted(bar[4] for bar in line["bars"]) == [1, 2, 3, 4, 5]
+    assert 1 <= len(line["lanes"]) <= 2  # one worker, two slots
+    assert all(0 <= bar[1] <= bar[2] <= line["span"] for bar in line["bars"])
+    assert web.request("GET", "/static/../app.py")[0] == 404
+
+
+def test_bad_bind_is_one_line_naming_the_option(queue_url):
+    done = shoal("dashboard", queue_url, "--bind", "nowhere")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "shoal: error: --bind: 'nowhere' is not HOST:PORT (e.g. 127.0.0.1:8265, "
+        "0.0.0.0:8265 for every interface)"]
+
+
+def test_a_missing_queue_is_one_line(tmp_path):
+    done = shoal("dashboard", f"sqlite://{tmp_path / 'none.db'}")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "none.db" in done.stderr
+
+
+def test_the_event_stream_tells_counts_as_jobs_finish(procs, queue_url):
+    web = Dashboard(procs, queue_url)
+    where = urlsplit(web.base)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+    try:
+        conn.request("GET", f"/api/events?token={web.token}")
+        stream = conn.getresponse()
+        assert stream.status == 200
+        assert stream.getheader("content-type").startswith("text/event-stream")
+
+        def next_counts() -> dict[str, int]:
+            while True:
+                line = stream.readline().decode()
+                if line.startswith("data: "):
+                    return json.loads(line[len("data: "):])["counts"]
+
+        assert next_counts()["pending"] == 5
+        procs.shoal("work", queue_url, "--drain", "-q", apart=True)
+        seen, deadline = next_counts(), time.monotonic() + 60
+        while seen["done"] + seen["failed"] < 5:  # each event a fresh read, never a reload
+            assert time.monotonic() < deadline, f"the stream still says {seen} after 60 s"
+            seen = next_counts()
+        assert seen == {"waiting": 0, "pending": 0, "running": 0, "done": 4, "failed": 1,
+                        "cancelled": 0}
+    finally:
+        conn.close()
+
+
+def test_a_queue_out_of_reach_is_one_line_and_the_dashboard_stays(procs, tmp_path):
+    status = tmp_path / "st"
+    server = procs.shoal("serve", f"sqlite://{tmp_path / 'q.db'}", "--status", str(status),
+                         apart=True)
+    wait_for(lambda: (status / "status.json").exists(), timeout_s=30,
+             message="the coordinator's status file")
+    assert shoal("submit", str(status), "true", ":::", "1", "2").returncode == 0
+    web = Dashboard(procs, str(status))
+    assert web.json("/api/overview")["total"] == 2
+    server.terminate()
+    server.wait(timeout=30)
+
+    def refused() -> tuple[int, bytes] | None:
+        code, _, body = web.request("GET", "/api/overview")
+        return (code, body) if code != 200 else None
+
+    code, body = wait_for(refused, timeout_s=60, message="the dashboard to notice")  # type: ignore[misc]
+    assert code == 503
+    error = json.loads(body)["error"]
+    assert error and "\n" not in error and "Traceback" not in error
+    assert web.proc.poll() is None  # still serving
+    assert "Traceback" not in procs.errors(web.proc)
+
+
+def test_without_the_web_extra_one_line_says_what_to_install(queue_url):
+    hide = ("import sys; sys.modules['starlette'] = None; from shoal.cli import main; "
+            f"main(['dashboard', {queue_url!r}], prog_name='shoal')")
+    done = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "shoal: error: shoal dashboard needs the web extra (starlette is missing): "
+        "pip install 'shoal[web]'"]
