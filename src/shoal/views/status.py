@@ -33,12 +33,11 @@ def failure_reasons(queue: Queue) -> list[dict[str, Any]]:
     """Failed jobs grouped by reason, commonest first: reason, count, a few job names."""
     groups: Counter[str] = Counter()
     names: dict[str, list[str]] = {}
-    for row in queue.summaries({State.FAILED}):
-        if row.state is State.FAILED:
-            reason = " ".join((row.reason or "no reason recorded").split())
-            groups[reason] += 1
-            if len(names.setdefault(reason, [])) < 3:
-                names[reason].append(row.name or row.id)
+    for row in queue.summaries({State.FAILED}):  # the backend filters: failed rows only
+        reason = " ".join((row.reason or "no reason recorded").split())
+        groups[reason] += 1
+        if len(names.setdefault(reason, [])) < 3:
+            names[reason].append(row.name or row.id)
     return [{"reason": reason, "count": count, "jobs": names[reason]}
             for reason, count in groups.most_common()]
 
