@@ -28,6 +28,7 @@ from shoal.errors import (
     QueueUnavailable,
     UsageError,
 )
+from shoal.queue import redis_link
 from shoal.queue.redis_link import (
     check_durability,
     confirm_durable,
@@ -418,6 +419,31 @@ def test_restart_under_a_client_is_survived_and_said_once(
         lost = [r for r in caplog.records if "connection lost" in r.getMessage()]
         back = [r for r in caplog.records if "reconnected after" in r.getMessage()]
         assert len(lost) == 1 and len(back) == 1, [r.getMessage() for r in caplog.records]
+    finally:
+        server.stop()
+
+
+def test_an_outage_longer_than_the_retries_is_still_said_over(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call that gave up raises; the first call that works afterwards says the way back,
+    even when it met no error itself (the server was back before it started)."""
+    monkeypatch.setattr(redis_link, "RETRIES", 2)
+    server = start_redis(tmp_path)
+    try:
+        address = parse_url(server.url)
+        client = connect(address)
+        client.set("before", "kept")
+        server.kill(signal.SIGKILL)
+        with caplog.at_level(logging.WARNING, logger="shoal.queue.redis_link"):
+            with pytest.raises(QueueUnavailable), translated_errors(address):
+                client.get("before")  # three tries, then it gives up
+            server.start()
+            with translated_errors(address):
+                assert client.get("before") == b"kept"
+                assert client.get("before") == b"kept"
+        said = [r.getMessage() for r in caplog.records]
+        assert sum("connection lost" in m for m in said) == 1, said
+        assert sum("reconnected after" in m for m in said) == 1, said
     finally:
         server.stop()
 

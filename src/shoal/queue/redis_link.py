@@ -178,6 +178,7 @@ def _make_saying_retry() -> type:
             self._who = who
             self._lock = threading.Lock()
             self._down_since: float | None = None
+            self._gave_up = False
 
         def __deepcopy__(self, memo: dict[int, Any]) -> SayingRetry:
             return self
@@ -195,9 +196,14 @@ def _make_saying_retry() -> type:
                 self._lost(error)
                 return fail(error, *count)
 
-            result = super().call_with_retry(do, noting, *args, **kwargs)
-            if failed:  # only a call that met the outage may say it is over (not one that
-                self._back()  # needed no server, e.g. on a connection already closed)
+            try:
+                result = super().call_with_retry(do, noting, *args, **kwargs)
+            except Exception:
+                self._gave_up = self._gave_up or failed  # the next call that works ends it
+                raise
+            # Only a call that met the outage, or the first after one gave up, may say it
+            # is over (not one that needed no server, e.g. on a connection already closed).
+            self._back(failed or self._gave_up)
             return result
 
         def _lost(self, error: Exception) -> None:
@@ -208,9 +214,12 @@ def _make_saying_retry() -> type:
             log.warning("redis %s: connection lost (%s); reconnecting with backoff",
                         self._who, " ".join(str(error).split()))
 
-        def _back(self) -> None:
+        def _back(self, over: bool) -> None:
+            if not over:
+                return
             with self._lock:
                 since, self._down_since = self._down_since, None
+                self._gave_up = False
             if since is not None:
                 log.warning("redis %s: reconnected after %.1f s", self._who,
                             time.monotonic() - since)
