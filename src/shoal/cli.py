@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -569,50 +570,58 @@ def hire(queue: str, count: int, hosts: tuple[str, ...], hosts_file: str | None,
     Slurm jobs (--slurm)."""
     import shlex
 
-    from . import hire as hiring
+    from .hire import default_log_dir
+    from .providers.ssh import NotHired, SshProvider, parse_host, read_hosts_file
 
-    targets = [hiring.parse_host(h) for h in hosts]
+    targets = [parse_host(h) for h in hosts]
     if hosts_file:
-        targets += hiring.read_hosts_file(hosts_file)
+        targets += read_hosts_file(hosts_file)
     status_file = None
     if is_contact_file(queue):  # a coordinator's: remote hosts get a copy of the file
         status_file = contact_path(queue).expanduser().absolute()
     queue = hired_queue(queue)
     if "://" not in queue and status_file is None and not Path(queue).is_dir():
         raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
-    log_dir = hiring.default_log_dir(queue)
+    log_dir = default_log_dir(queue)
     if slurm.pop("slurm"):
         if targets or slots:
             raise UsageError("--slurm: Slurm places the workers and sizes them; "
                              "drop --host/--hosts/--slots (use --cpus-per-task)")
-        handles = hiring.hire_slurm(queue, count, log_dir, **slurm)
-        click.echo(f"submitted {count} Slurm worker(s): job array {handles[0].id.split('_')[0]} "
-                   f"(tasks {handles[0].id} to {handles[-1].id})")
-        click.echo(f"worker logs: {log_dir}; see them with: shoal workers {queue}")
+        hire_slurm(queue, count, log_dir, slurm)
         return
     given = [name for name, value in slurm.items() if value]
     if given:
         flag = {"walltime": "time", "sbatch_args": "sbatch-arg"}.get(given[0], given[0])
         raise UsageError(f"--{flag.replace('_', '-')} is a Slurm option: add --slurm")
-    targets = targets or [hiring.Host("localhost")]
-    ssh, failed = shlex.split(ssh_command), 0
-    for host in targets:
-        per_worker = slots or host.slots
-        if host.local:
-            pids = hiring.hire_local(queue, count, per_worker, log_dir)
-            click.echo(f"hired {count} worker(s) on {host.name} (pids {', '.join(map(str, pids))})")
-            continue
-        problem = (status_file is not None and hiring.send_status(host, status_file, ssh)) \
-            or hiring.check_remote(host, queue, ssh, remote_python) or hiring.hire_remote(
-            hiring.Host(host.name, per_worker), queue, count, log_dir, ssh, remote_python)
-        if problem is None:
-            click.echo(f"hired {count} worker(s) on {host.name}")
-        else:
+    provider = SshProvider(queue, log_dir, ssh=shlex.split(ssh_command),
+                           python=remote_python, status_file=status_file)
+    failed = 0
+    for host in targets or [parse_host("localhost")]:
+        try:
+            handles = provider.start(count, replace(host, slots=slots or host.slots))
+        except NotHired as exc:
             failed += 1
-            click.echo(f"{host.name}: not hired: {problem}", err=True)
+            click.echo(f"{host.name}: not hired: {exc}", err=True)
+            continue
+        pids = ", ".join(h.id.rpartition(":")[2] for h in handles)
+        click.echo(f"hired {count} worker(s) on {host.name} (pids {pids})")
     click.echo(f"worker logs: {log_dir}; see them with: shoal workers {queue}")
     if failed:
         sys.exit(1)
+
+
+def hire_slurm(queue: str, count: int, log_dir: str, slurm: dict[str, Any]) -> None:
+    """`shoal hire --slurm`: COUNT workers as one job array."""
+    from .providers.slurm import SlurmOptions, SlurmProvider
+
+    options = SlurmOptions(partition=slurm["partition"], time=slurm["walltime"],
+                           cpus_per_task=slurm["cpus_per_task"], mem=slurm["mem"],
+                           gres=slurm["gres"], account=slurm["account"],
+                           extra=tuple(slurm["sbatch_args"]))
+    handles = SlurmProvider(queue, log_dir).start(count, options)
+    click.echo(f"submitted {count} Slurm worker(s): job array {handles[0].id.split('_')[0]} "
+               f"(tasks {handles[0].id} to {handles[-1].id})")
+    click.echo(f"worker logs: {log_dir}; see them with: shoal workers {queue}")
 
 
 @main.command()
@@ -635,32 +644,46 @@ def workers(queue: str, fmt: str) -> None:
 @click.option("--slurm", is_flag=True, help="Every Slurm worker of QUEUE (shoal hire --slurm): "
               "those not started are cancelled; the others scancelled if still there after "
               "--wait.")
-@click.option("--wait", "wait_s", type=SECONDS, default=60.0, show_default=True,
-              help="With --slurm: seconds the workers get to leave before scancel.")
+@click.option("--wait", "wait_s", type=SECONDS, help="Seconds the workers get to leave; "
+              "then hired ones still there are stopped the hard way (scancel; SIGTERM "
+              "twice, then SIGKILL, over ssh). Default: 60 with --slurm, else do not wait.")
+@click.option("--ssh", "ssh_command", default="ssh -o BatchMode=yes", show_default=True,
+              help="How to reach the hosts of workers to stop after --wait.")
 def fire(queue: str, worker_ids: tuple[str, ...], everyone: bool, hosts: tuple[str, ...],
-         now: bool, slurm: bool, wait_s: float) -> None:
+         now: bool, slurm: bool, wait_s: float | None, ssh_command: str) -> None:
     """Stop workers through the queue: finish current jobs, then exit (or --now)."""
-    from .providers.slurm import slurm_job_of
+    import shlex
+
+    from .hire import default_log_dir, hard_stop
+    from .providers.slurm import SlurmProvider
+    from .providers.ssh import SshProvider
     from .queue import STOP, STOP_NOW
 
     q = open_existing(queue)
+    hired = hired_queue(queue)
+    log_dir = default_log_dir(hired)
+    slurm_provider = SlurmProvider(hired, log_dir)
+    providers = [slurm_provider, SshProvider(hired, log_dir, ssh=shlex.split(ssh_command))]
     live = [w for w in q.workers() if not w.lost]
-    targets = [w.id for w in live if everyone or w.host in hosts
-               or (slurm and slurm_job_of(w.labels) is not None)]
-    targets += list(worker_ids)
+    chosen = [w for w in live if everyone or w.host in hosts or w.id in worker_ids
+              or (slurm and slurm_provider.handle_of(w) is not None)]
+    targets = [w.id for w in chosen]
+    targets += [w for w in worker_ids if w not in targets]
     if not targets and not slurm:
         raise UsageError("no worker to fire: name workers (see `shoal workers`), or give "
                          "--host HOST, --slurm or --all")
     for worker_id in targets:
         q.send_control(worker_id, STOP_NOW if now else STOP)
     click.echo(f"asked {len(targets)} worker(s) to stop{' now' if now else ''}")
+    if wait_s is None and not slurm:
+        return
+    wait_s = 60.0 if wait_s is None else wait_s
+    fired = hard_stop(providers, chosen, wait_s, everything=[slurm_provider] if slurm else [])
     if slurm:
-        from . import hire as hiring
-
-        hired = hired_queue(queue)
-        unstarted, late = hiring.fire_slurm(hired, hiring.default_log_dir(hired), wait_s)
-        click.echo(f"cancelled {unstarted} Slurm worker(s) not started yet; "
-                   f"scancelled {late} that had not left after {wait_s:g} s")
+        click.echo(f"cancelled {fired.unstarted} Slurm worker(s) not started yet; "
+                   f"scancelled {fired.late} that had not left after {wait_s:g} s")
+    else:
+        click.echo(f"stopped {fired.late} that had not left after {wait_s:g} s")
 
 
 @main.command()

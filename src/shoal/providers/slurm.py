@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from ..job import WorkerInfo
 from . import Handle
 
 JOB_NAME = "shoal-worker"
@@ -122,7 +123,7 @@ class SlurmProvider:
                 found[parts[0]] = parts[2]
         return found
 
-    def handles(self) -> list[Handle]:
+    def hired(self) -> list[Handle]:
         """Every Slurm worker of this queue still waiting or running."""
         return [Handle(PROVIDER, job_id) for job_id in self.jobs()]
 
@@ -147,15 +148,14 @@ class SlurmProvider:
         listed = self.jobs()
         return [h for h in handles if h.provider == PROVIDER and h.id in listed]
 
-    def pending(self) -> list[Handle]:
+    def unstarted(self) -> list[Handle]:
         """This queue's Slurm workers that have not started (nothing to drain there)."""
         return [Handle(PROVIDER, job_id) for job_id, state in self.jobs().items()
                 if state == "PENDING"]
 
-
-def slurm_job_of(labels: Iterable[str]) -> str | None:
-    """The Slurm job id a worker's labels name (see `slurm_work`), or None."""
-    for label in labels:
-        if label.startswith(LABEL_PREFIX):
-            return label.removeprefix(LABEL_PREFIX)
-    return None
+    def handle_of(self, worker: WorkerInfo) -> Handle | None:
+        """A Slurm worker names its job in a label (`slurm-JOB_TASK`, see `slurm_work`)."""
+        for label in worker.labels:
+            if label.startswith(LABEL_PREFIX):
+                return Handle(PROVIDER, label.removeprefix(LABEL_PREFIX))
+        return None
