@@ -51,6 +51,7 @@ class SlurmOptions:
     gres: str | None = None
     account: str | None = None
     extra: tuple[str, ...] = ()  # --sbatch-arg: passed to sbatch as they are
+    idle_timeout_s: float | None = None  # the worker leaves after this long without a job
 
     def sbatch_flags(self) -> list[str]:
         named = {"--partition": self.partition, "--time": self.time,
@@ -67,11 +68,14 @@ def queue_tag(queue: str) -> str:
     return "shoal:" + hashlib.sha256(queue.encode()).hexdigest()[:16]
 
 
-def batch_script(queue: str, log_dir: str, python: str) -> str:
+def batch_script(queue: str, log_dir: str, python: str,
+                 idle_timeout_s: float | None = None) -> str:
     """What each array task runs: the worker, in place of the shell (so Slurm's signals
-    reach it, and it is the job's own process)."""
+    reach it, and it is the job's own process); an idle timeout through the environment
+    (`shoal work --idle-timeout` reads SHOAL_IDLE_TIMEOUT)."""
     command = [python, "-m", "shoal.providers.slurm_work", queue, log_dir]
-    return f"#!/bin/sh\nexec {shlex.join(command)}\n"
+    idle = f"export SHOAL_IDLE_TIMEOUT={idle_timeout_s:g}\n" if idle_timeout_s else ""
+    return f"#!/bin/sh\n{idle}exec {shlex.join(command)}\n"
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:
@@ -107,7 +111,8 @@ class SlurmProvider:
         argv = ["sbatch", "--parsable", f"--job-name={JOB_NAME}",
                 f"--comment={queue_tag(self.queue)}", f"--array=0-{count - 1}",
                 f"--output={Path(self.log_dir) / 'slurm-%A_%a.out'}", *options.sbatch_flags()]
-        out = _run(argv, stdin=batch_script(self.queue, self.log_dir, self.python))
+        out = _run(argv, stdin=batch_script(self.queue, self.log_dir, self.python,
+                                            options.idle_timeout_s))
         job_id = out.strip().split(";")[0]
         if not job_id.isdigit():
             raise SlurmError(f"--slurm: sbatch answered {out.strip()[:200]!r}, not a job id")
