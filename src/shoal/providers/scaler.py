@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ShoalError
 from ..job import State
 from ..queue.base import Queue
 from . import Provider
@@ -102,7 +103,17 @@ class Scaler:
         return more
 
     def run(self, interval_s: float, stop: threading.Event) -> None:
-        """Look and scale every `interval_s` until `stop` is set."""
+        """Look and scale every `interval_s` until `stop` is set. A failing first look is
+        a setup error (raised); a later one (squeue or the queue's server down for a
+        while) is told and tried again at the next look."""
+        started = False
         while not stop.is_set():
-            self.step()
+            try:
+                self.step()
+                started = True
+            except ShoalError as exc:
+                if not started:
+                    raise
+                self.say(f"this look failed, next in {interval_s:g} s: {exc}")
+                self._last = ""
             stop.wait(interval_s)
