@@ -178,3 +178,25 @@ def test_fire_wait_stops_a_worker_that_does_not_leave_and_gives_its_job_back(
     wait_for(lambda: not alive(pid), 30, message="the worker process to be gone")
     status = queue.get(job.id)  # released by the second SIGTERM: no attempt burned
     assert status.state is State.PENDING and status.attempt == 1, status
+
+
+def test_the_ssh_provider_tells_and_stops_its_workers_over_ssh(queue, sshd, remote_python):
+    from shoal.hire import default_log_dir
+    from shoal.providers.ssh import Host, SshProvider
+
+    remote = f"{sshd.user}@{sshd.host}"
+    provider = SshProvider(str(queue.root), default_log_dir(str(queue.root)),
+                           ssh=shlex.split(ssh_command(sshd)), python=remote_python)
+    handles = provider.start(2, Host(remote, 1))
+    assert [h.id.rpartition(":")[0] for h in handles] == [remote, remote]
+    wait_for(lambda: len(remember(queue)) == 2, 60, message="two workers over ssh")
+    assert set(provider.alive(handles)) == set(handles)  # asked over ssh
+    job = Job.command_job(["sleep", "300"])
+    queue.submit([job])
+    wait_for(lambda: queue.get(job.id).state is State.RUNNING, 60, message="the job to start")
+    provider.stop(handles)  # over ssh: SIGTERM twice (its job goes back), then SIGKILL
+    assert provider.alive(handles) == []
+    wait_for(lambda: not any(alive(int(h.id.rpartition(":")[2])) for h in handles), 30,
+             message="the worker processes to be gone")
+    status = queue.get(job.id)
+    assert status.state is State.PENDING and status.attempt == 1, status
