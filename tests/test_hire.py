@@ -55,6 +55,20 @@ def remember(queue: FolderQueue) -> list:
     return workers
 
 
+@pytest.fixture
+def remote_python(tmp_path) -> str:
+    """This Python as the remote hosts' one: sshd passes no environment, so a PYTHONPATH
+    (a worktree's src ahead of the installed shoal) is set again by a wrapper script."""
+    path = os.environ.get("PYTHONPATH")
+    if not path:
+        return sys.executable
+    wrapper = tmp_path / "remote-python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(path)} exec "
+                       f"{shlex.quote(sys.executable)} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 def ssh_command(server) -> str:
     return shlex.join(["ssh", "-F", "/dev/null", "-p", str(server.port), "-i",
                        str(server.keys.client_key), "-o", "BatchMode=yes",
@@ -62,10 +76,10 @@ def ssh_command(server) -> str:
                        "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"])
 
 
-def test_hire_here_and_over_ssh_run_a_sweep_then_fire(queue, sshd):
+def test_hire_here_and_over_ssh_run_a_sweep_then_fire(queue, sshd, remote_python):
     remote = f"{sshd.user}@{sshd.host}"
     out = shoal("hire", str(queue.root), "2", "--host", f"{remote}:1", "--host", "localhost:1",
-                "--ssh", ssh_command(sshd), "--remote-python", sys.executable)
+                "--ssh", ssh_command(sshd), "--remote-python", remote_python)
     assert f"hired 2 worker(s) on {remote}" in out.stdout
     assert "hired 2 worker(s) on localhost" in out.stdout
     wait_for(lambda: len(remember(queue)) == 4, 60, message="four workers to register")
@@ -79,11 +93,12 @@ def test_hire_here_and_over_ssh_run_a_sweep_then_fire(queue, sshd):
     wait_for(lambda: not any(alive(pid) for pid in pids), 30, message="worker processes to exit")
 
 
-def test_a_host_failing_the_check_gets_a_clear_line_and_the_others_start(queue, sshd):
+def test_a_host_failing_the_check_gets_a_clear_line_and_the_others_start(queue, sshd,
+                                                                        remote_python):
     refused = f"{sshd.user}@127.0.0.2"  # nothing listens there: like a wrong port
     out = shoal("hire", str(queue.root), "--host", refused,
                 "--host", f"{sshd.user}@{sshd.host}:1", "--ssh", ssh_command(sshd),
-                "--remote-python", sys.executable, check=1)
+                "--remote-python", remote_python, check=1)
     assert f"{refused}: not hired: ssh failed" in out.stderr
     assert f"hired 1 worker(s) on {sshd.user}@{sshd.host}" in out.stdout
     wait_for(lambda: len(remember(queue)) == 1, 60, message="the good host's worker")
@@ -109,7 +124,8 @@ def test_a_killed_worker_is_shown_lost_and_its_job_taken_over(queue):
     wait_for(lambda: queue.get(job.id).attempt == 2, 90, message="the job to be taken over")
 
 
-def test_hire_over_ssh_onto_a_coordinator_copies_its_status_file_and_works(tmp_path, sshd):
+def test_hire_over_ssh_onto_a_coordinator_copies_its_status_file_and_works(tmp_path, sshd,
+                                                                           remote_python):
     from shoal.queue import open_queue
     from shoal.queue.sqlite import SqliteQueue
     from shoal.serve.coordinator import Coordinator
@@ -122,7 +138,7 @@ def test_hire_over_ssh_onto_a_coordinator_copies_its_status_file_and_works(tmp_p
     try:
         remote = f"{sshd.user}@{sshd.host}"
         out = shoal("hire", str(status), "1", "--host", f"{remote}:2", "--ssh",
-                    ssh_command(sshd), "--remote-python", sys.executable)
+                    ssh_command(sshd), "--remote-python", remote_python)
         assert f"hired 1 worker(s) on {remote}" in out.stdout, out.stdout + out.stderr
         wait_for(lambda: len(client.workers()) == 1, 60, message="the worker to register")
         pids = [w.pid for w in client.workers()]
@@ -141,3 +157,46 @@ def test_hire_over_ssh_onto_a_coordinator_copies_its_status_file_and_works(tmp_p
                 os.kill(pid, signal.SIGKILL)
         client.close()
         coordinator.stop()
+
+
+def test_fire_wait_stops_a_worker_that_does_not_leave_and_gives_its_job_back(
+        queue, sshd, remote_python):
+    remote = f"{sshd.user}@{sshd.host}"
+    out = shoal("hire", str(queue.root), "1", "--host", f"{remote}:1", "--ssh",
+                ssh_command(sshd), "--remote-python", remote_python).stdout
+    pid = int(out.split("(pids ")[1].split(")")[0])  # the handle is host:pid
+    wait_for(lambda: [w.pid for w in remember(queue)] == [pid], 60,
+             message="the hired worker to register with the pid hire printed")
+    job = Job.command_job(["sleep", "300"])
+    queue.submit([job])
+    wait_for(lambda: queue.get(job.id).state is State.RUNNING, 60, message="the job to start")
+    (worker,) = queue.workers()
+    done = shoal("fire", str(queue.root), "--host", worker.host, "--wait", "2",
+                 "--ssh", ssh_command(sshd))
+    assert "asked 1 worker(s) to stop" in done.stdout
+    assert "stopped 1 that had not left after 2 s" in done.stdout
+    wait_for(lambda: not alive(pid), 30, message="the worker process to be gone")
+    status = queue.get(job.id)  # released by the second SIGTERM: no attempt burned
+    assert status.state is State.PENDING and status.attempt == 1, status
+
+
+def test_the_ssh_provider_tells_and_stops_its_workers_over_ssh(queue, sshd, remote_python):
+    from shoal.hire import default_log_dir
+    from shoal.providers.ssh import Host, SshProvider
+
+    remote = f"{sshd.user}@{sshd.host}"
+    provider = SshProvider(str(queue.root), default_log_dir(str(queue.root)),
+                           ssh=shlex.split(ssh_command(sshd)), python=remote_python)
+    handles = provider.start(2, Host(remote, 1))
+    assert [h.id.rpartition(":")[0] for h in handles] == [remote, remote]
+    wait_for(lambda: len(remember(queue)) == 2, 60, message="two workers over ssh")
+    assert set(provider.alive(handles)) == set(handles)  # asked over ssh
+    job = Job.command_job(["sleep", "300"])
+    queue.submit([job])
+    wait_for(lambda: queue.get(job.id).state is State.RUNNING, 60, message="the job to start")
+    provider.stop(handles)  # over ssh: SIGTERM twice (its job goes back), then SIGKILL
+    assert provider.alive(handles) == []
+    wait_for(lambda: not any(alive(int(h.id.rpartition(":")[2])) for h in handles), 30,
+             message="the worker processes to be gone")
+    status = queue.get(job.id)
+    assert status.state is State.PENDING and status.attempt == 1, status

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,18 @@ PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False
 class Seconds(click.ParamType):
     """A duration in seconds: finite and > 0. --timeout 0 would kill every job at once,
     --lease 0 reap every job as it starts, inf and nan overflow clocks; all are refused
-    with the option named (leave --timeout out for no limit)."""
+    with the option named (leave --timeout out for no limit). A unit may follow: 90s,
+    10m, 2h."""
 
     name = "seconds"
+    UNITS = {"s": 1, "m": 60, "h": 3600}
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
+        text = str(value).strip()
+        unit = self.UNITS.get(text[-1:].lower()) if len(text) > 1 else None
         try:
-            seconds = float(value)
+            seconds = float(text[:-1] if unit else text) * (unit or 1)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         if not math.isfinite(seconds) or seconds <= 0:
@@ -198,6 +203,9 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, after: tuple[s
               show_default=True,
               help="On SIGINT/SIGTERM: let running jobs finish, or release them at once.")
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Exit after this many jobs.")
+@click.option("--idle-timeout", "idle_timeout_s", type=SECONDS, envvar="SHOAL_IDLE_TIMEOUT",
+              help="Exit after SECONDS with no job running (autoscaled workers: "
+              "`shoal hire --max` sets it through SHOAL_IDLE_TIMEOUT).")
 @click.option("--lease", "lease_s", type=SECONDS, help="Lease seconds (default: the queue's).")
 @click.option("--grace", "grace_s", type=click.FloatRange(min=0), default=defaults.KILL_GRACE_S,
               show_default=True, help="Seconds between SIGTERM and SIGKILL when a job is "
@@ -208,8 +216,8 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, after: tuple[s
               help="No line per finished job, only warnings and errors.")
 def work(queue: str, slots: int | None, cpus: int | None, gpus: str | None, mem: str | None,
          named: tuple[str, ...], labels: tuple[str, ...], pin: bool, drain: bool,
-         on_stop: str, max_jobs: int | None, lease_s: float | None, grace_s: float,
-         log_dir: str | None, quiet: bool) -> None:
+         on_stop: str, max_jobs: int | None, idle_timeout_s: float | None,
+         lease_s: float | None, grace_s: float, log_dir: str | None, quiet: bool) -> None:
     """Run jobs from QUEUE (a folder: also every job file dropped into it) while their
     needs fit in this worker's cpus, GPUs, memory and resources; a line on stderr for
     each job that ends (done, failed, retry)."""
@@ -226,7 +234,7 @@ def work(queue: str, slots: int | None, cpus: int | None, gpus: str | None, mem:
     show_job_lines(quiet, log_path)
     worker = Worker(open_queue(queue, **options), slots=slots, drain=drain, on_stop=on_stop,
                     max_jobs=max_jobs, kill_grace_s=grace_s, log_path=log_path,
-                    resources=resources)
+                    resources=resources, idle_timeout_s=idle_timeout_s)
     install_stop_signals(worker)
     worker.run()
 
@@ -550,9 +558,28 @@ def hired_queue(queue: str) -> str:
     return queue if "://" in queue else str(Path(queue).absolute())
 
 
+def scale_options(func: Any) -> Any:
+    """`shoal hire --slurm --max N`: autoscaling, a loop in the foreground."""
+    for option in reversed([
+        click.option("--max", "most", type=click.IntRange(min=1),
+                     help="Autoscale (with --slurm): up to N workers while jobs wait, in "
+                     "the foreground until Ctrl-C; workers leave when idle."),
+        click.option("--min", "least", type=click.IntRange(min=0),
+                     help="With --max: workers kept even when no job waits (they stay "
+                     "until fired). Default: 0."),
+        click.option("--idle-timeout", "idle_timeout_s", type=SECONDS,
+                     help="With --max: a worker above --min leaves after SECONDS without a "
+                     "job (e.g. 90s, 5m). Default: 60."),
+        click.option("--every", "every_s", type=SECONDS,
+                     help="With --max: seconds between looks at the queue. Default: 10."),
+    ]):
+        func = option(func)
+    return func
+
+
 @main.command()
 @click.argument("queue")
-@click.argument("count", type=click.IntRange(min=1), default=1)
+@click.argument("count", type=click.IntRange(min=1), required=False)
 @click.option("--host", "hosts", multiple=True, metavar="HOST[:SLOTS]",
               help="Where to hire (repeat; default: here). user@host works.")
 @click.option("--hosts", "hosts_file", type=click.Path(exists=True, dir_okay=False),
@@ -563,56 +590,122 @@ def hired_queue(queue: str) -> str:
 @click.option("--remote-python", default="python3", show_default=True,
               help="The Python on remote hosts that has shoal installed.")
 @slurm_options
-def hire(queue: str, count: int, hosts: tuple[str, ...], hosts_file: str | None,
-         slots: int | None, ssh_command: str, remote_python: str, **slurm: Any) -> None:
-    """Start COUNT detached workers on QUEUE, here or on each --host (over SSH), or as
-    Slurm jobs (--slurm)."""
+@scale_options
+def hire(queue: str, count: int | None, hosts: tuple[str, ...], hosts_file: str | None,
+         slots: int | None, ssh_command: str, remote_python: str, most: int | None,
+         least: int | None, idle_timeout_s: float | None, every_s: float | None,
+         **slurm: Any) -> None:
+    """Start COUNT (default 1) detached workers on QUEUE, here or on each --host (over
+    SSH), or as Slurm jobs (--slurm); with --slurm --max N, keep up to N Slurm workers
+    while jobs wait (autoscaling)."""
     import shlex
 
-    from . import hire as hiring
+    from .hire import default_log_dir
+    from .providers.ssh import NotHired, SshProvider, parse_host, read_hosts_file
 
-    targets = [hiring.parse_host(h) for h in hosts]
+    targets = [parse_host(h) for h in hosts]
     if hosts_file:
-        targets += hiring.read_hosts_file(hosts_file)
+        targets += read_hosts_file(hosts_file)
     status_file = None
     if is_contact_file(queue):  # a coordinator's: remote hosts get a copy of the file
         status_file = contact_path(queue).expanduser().absolute()
     queue = hired_queue(queue)
     if "://" not in queue and status_file is None and not Path(queue).is_dir():
         raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")
-    log_dir = hiring.default_log_dir(queue)
+    log_dir = default_log_dir(queue)
+    check_scaling(count, most, slurm["slurm"], {"--min": least, "--idle-timeout":
+                                                 idle_timeout_s, "--every": every_s})
     if slurm.pop("slurm"):
         if targets or slots:
             raise UsageError("--slurm: Slurm places the workers and sizes them; "
                              "drop --host/--hosts/--slots (use --cpus-per-task)")
-        handles = hiring.hire_slurm(queue, count, log_dir, **slurm)
-        click.echo(f"submitted {count} Slurm worker(s): job array {handles[0].id.split('_')[0]} "
-                   f"(tasks {handles[0].id} to {handles[-1].id})")
-        click.echo(f"worker logs: {log_dir}; see them with: shoal workers {queue}")
+        options = slurm_options_of(slurm)
+        if most is not None:
+            from .providers.scaler import Policy
+
+            policy = Policy(most=most, least=least or 0, per_worker=options.cpus_per_task or 1)
+            scale_slurm(queue, log_dir, options, policy, idle_timeout_s or 60.0, every_s or 10.0)
+        else:
+            hire_slurm(queue, count or 1, log_dir, options)
         return
     given = [name for name, value in slurm.items() if value]
     if given:
         flag = {"walltime": "time", "sbatch_args": "sbatch-arg"}.get(given[0], given[0])
         raise UsageError(f"--{flag.replace('_', '-')} is a Slurm option: add --slurm")
-    targets = targets or [hiring.Host("localhost")]
-    ssh, failed = shlex.split(ssh_command), 0
-    for host in targets:
-        per_worker = slots or host.slots
-        if host.local:
-            pids = hiring.hire_local(queue, count, per_worker, log_dir)
-            click.echo(f"hired {count} worker(s) on {host.name} (pids {', '.join(map(str, pids))})")
-            continue
-        problem = (status_file is not None and hiring.send_status(host, status_file, ssh)) \
-            or hiring.check_remote(host, queue, ssh, remote_python) or hiring.hire_remote(
-            hiring.Host(host.name, per_worker), queue, count, log_dir, ssh, remote_python)
-        if problem is None:
-            click.echo(f"hired {count} worker(s) on {host.name}")
-        else:
+    provider = SshProvider(queue, log_dir, ssh=shlex.split(ssh_command),
+                           python=remote_python, status_file=status_file)
+    failed = 0
+    for host in targets or [parse_host("localhost")]:
+        try:
+            handles = provider.start(count or 1, replace(host, slots=slots or host.slots))
+        except NotHired as exc:
             failed += 1
-            click.echo(f"{host.name}: not hired: {problem}", err=True)
+            click.echo(f"{host.name}: not hired: {exc}", err=True)
+            continue
+        pids = ", ".join(h.id.rpartition(":")[2] for h in handles)
+        click.echo(f"hired {len(handles)} worker(s) on {host.name} (pids {pids})")
     click.echo(f"worker logs: {log_dir}; see them with: shoal workers {queue}")
     if failed:
         sys.exit(1)
+
+
+def check_scaling(count: int | None, most: int | None, slurm: bool,
+                  scaling: dict[str, float | None]) -> None:
+    """The autoscaling options make sense together (one line naming the option if not)."""
+    given = [name for name, value in scaling.items() if value is not None]
+    if most is None:
+        if given:
+            raise UsageError(f"{given[0]} is an autoscaling option: add --max N (and --slurm)")
+        return
+    if not slurm:
+        raise UsageError("--max: autoscaling works with --slurm only (so far)")
+    if count is not None:
+        raise UsageError(f"COUNT ({count}) and --max: give one (--max scales on its own)")
+    if (scaling["--min"] or 0) > most:
+        raise UsageError(f"--min {scaling['--min']:g} is more than --max {most}")
+
+
+def slurm_options_of(slurm: dict[str, Any]) -> Any:
+    """The sbatch flags `shoal hire --slurm` was given, as SlurmOptions."""
+    from .providers.slurm import SlurmOptions
+
+    return SlurmOptions(partition=slurm["partition"], time=slurm["walltime"],
+                        cpus_per_task=slurm["cpus_per_task"], mem=slurm["mem"],
+                        gres=slurm["gres"], account=slurm["account"],
+                        extra=tuple(slurm["sbatch_args"]))
+
+
+def hire_slurm(queue: str, count: int, log_dir: str, options: Any) -> None:
+    """`shoal hire --slurm`: COUNT workers as one job array."""
+    from .providers.slurm import SlurmProvider
+
+    handles = SlurmProvider(queue, log_dir).start(count, options)
+    click.echo(f"submitted {count} Slurm worker(s): job array {handles[0].id.split('_')[0]} "
+               f"(tasks {handles[0].id} to {handles[-1].id})")
+    click.echo(f"worker logs: {log_dir}; see them with: shoal workers {queue}")
+
+
+def scale_slurm(queue: str, log_dir: str, options: Any, policy: Any, idle_timeout_s: float,
+                every_s: float) -> None:
+    """`shoal hire --slurm --max N`: the autoscaler in the foreground until SIGINT/SIGTERM;
+    the workers it started stay (those above --min leave when idle)."""
+    import threading
+
+    from .providers.scaler import Scaler
+    from .providers.slurm import SlurmProvider
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    scaler = Scaler(open_existing(queue), SlurmProvider(queue, log_dir), policy,
+                    elastic=replace(options, idle_timeout_s=idle_timeout_s), steady=options,
+                    say=lambda line: click.echo(f"shoal hire: {line}", err=True))
+    click.echo(f"autoscaling {queue}: {policy.least} to {policy.most} Slurm worker(s), idle "
+               f"ones leave after {idle_timeout_s:g} s; Ctrl-C stops this (not the "
+               f"workers); worker logs: {log_dir}", err=True)
+    scaler.run(every_s, stop)
+    click.echo("shoal hire: stopped autoscaling; workers above --min leave when idle, "
+               f"`shoal fire --slurm {queue}` stops them all", err=True)
 
 
 @main.command()
@@ -635,32 +728,46 @@ def workers(queue: str, fmt: str) -> None:
 @click.option("--slurm", is_flag=True, help="Every Slurm worker of QUEUE (shoal hire --slurm): "
               "those not started are cancelled; the others scancelled if still there after "
               "--wait.")
-@click.option("--wait", "wait_s", type=SECONDS, default=60.0, show_default=True,
-              help="With --slurm: seconds the workers get to leave before scancel.")
+@click.option("--wait", "wait_s", type=SECONDS, help="Seconds the workers get to leave; "
+              "then hired ones still there are stopped the hard way (scancel; SIGTERM "
+              "twice, then SIGKILL, over ssh). Default: 60 with --slurm, else do not wait.")
+@click.option("--ssh", "ssh_command", default="ssh -o BatchMode=yes", show_default=True,
+              help="How to reach the hosts of workers to stop after --wait.")
 def fire(queue: str, worker_ids: tuple[str, ...], everyone: bool, hosts: tuple[str, ...],
-         now: bool, slurm: bool, wait_s: float) -> None:
+         now: bool, slurm: bool, wait_s: float | None, ssh_command: str) -> None:
     """Stop workers through the queue: finish current jobs, then exit (or --now)."""
-    from .providers.slurm import slurm_job_of
+    import shlex
+
+    from .hire import default_log_dir, hard_stop
+    from .providers.slurm import SlurmProvider
+    from .providers.ssh import SshProvider
     from .queue import STOP, STOP_NOW
 
     q = open_existing(queue)
+    hired = hired_queue(queue)
+    log_dir = default_log_dir(hired)
+    slurm_provider = SlurmProvider(hired, log_dir)
+    providers = [slurm_provider, SshProvider(hired, log_dir, ssh=shlex.split(ssh_command))]
     live = [w for w in q.workers() if not w.lost]
-    targets = [w.id for w in live if everyone or w.host in hosts
-               or (slurm and slurm_job_of(w.labels) is not None)]
-    targets += list(worker_ids)
+    chosen = [w for w in live if everyone or w.host in hosts or w.id in worker_ids
+              or (slurm and slurm_provider.handle_of(w) is not None)]
+    targets = [w.id for w in chosen]
+    targets += [w for w in worker_ids if w not in targets]
     if not targets and not slurm:
         raise UsageError("no worker to fire: name workers (see `shoal workers`), or give "
                          "--host HOST, --slurm or --all")
     for worker_id in targets:
         q.send_control(worker_id, STOP_NOW if now else STOP)
     click.echo(f"asked {len(targets)} worker(s) to stop{' now' if now else ''}")
+    if wait_s is None and not slurm:
+        return
+    wait_s = 60.0 if wait_s is None else wait_s
+    fired = hard_stop(providers, chosen, wait_s, everything=[slurm_provider] if slurm else [])
     if slurm:
-        from . import hire as hiring
-
-        hired = hired_queue(queue)
-        unstarted, late = hiring.fire_slurm(hired, hiring.default_log_dir(hired), wait_s)
-        click.echo(f"cancelled {unstarted} Slurm worker(s) not started yet; "
-                   f"scancelled {late} that had not left after {wait_s:g} s")
+        click.echo(f"cancelled {fired.unstarted} Slurm worker(s) not started yet; "
+                   f"scancelled {fired.late} that had not left after {wait_s:g} s")
+    else:
+        click.echo(f"stopped {fired.late} that had not left after {wait_s:g} s")
 
 
 @main.command()

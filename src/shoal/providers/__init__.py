@@ -12,7 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..job import WorkerInfo
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,20 @@ class Provider(Protocol):
 
     def alive(self, handles: Iterable[Handle]) -> list[Handle]:
         """Those of `handles` still waiting or running there."""
+        ...
+
+    def hired(self) -> list[Handle]:
+        """Every worker it holds for the queue now, started or not, found again from
+        scratch (a restarted `shoal hire` knows nothing else). Empty where the queue's own
+        list of workers is the only record (SSH): see `handle_of`."""
+        ...
+
+    def unstarted(self) -> list[Handle]:
+        """Those of `hired()` that have not started yet (nothing to drain there)."""
+        ...
+
+    def handle_of(self, worker: WorkerInfo) -> Handle | None:
+        """The handle of one of the queue's workers if this provider started it."""
         ...
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from ..job import WorkerInfo
 from . import Handle
 
 JOB_NAME = "shoal-worker"
@@ -50,6 +51,7 @@ class SlurmOptions:
     gres: str | None = None
     account: str | None = None
     extra: tuple[str, ...] = ()  # --sbatch-arg: passed to sbatch as they are
+    idle_timeout_s: float | None = None  # the worker leaves after this long without a job
 
     def sbatch_flags(self) -> list[str]:
         named = {"--partition": self.partition, "--time": self.time,
@@ -66,11 +68,14 @@ def queue_tag(queue: str) -> str:
     return "shoal:" + hashlib.sha256(queue.encode()).hexdigest()[:16]
 
 
-def batch_script(queue: str, log_dir: str, python: str) -> str:
+def batch_script(queue: str, log_dir: str, python: str,
+                 idle_timeout_s: float | None = None) -> str:
     """What each array task runs: the worker, in place of the shell (so Slurm's signals
-    reach it, and it is the job's own process)."""
+    reach it, and it is the job's own process); an idle timeout through the environment
+    (`shoal work --idle-timeout` reads SHOAL_IDLE_TIMEOUT)."""
     command = [python, "-m", "shoal.providers.slurm_work", queue, log_dir]
-    return f"#!/bin/sh\nexec {shlex.join(command)}\n"
+    idle = f"export SHOAL_IDLE_TIMEOUT={idle_timeout_s:g}\n" if idle_timeout_s else ""
+    return f"#!/bin/sh\n{idle}exec {shlex.join(command)}\n"
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:
@@ -106,7 +111,8 @@ class SlurmProvider:
         argv = ["sbatch", "--parsable", f"--job-name={JOB_NAME}",
                 f"--comment={queue_tag(self.queue)}", f"--array=0-{count - 1}",
                 f"--output={Path(self.log_dir) / 'slurm-%A_%a.out'}", *options.sbatch_flags()]
-        out = _run(argv, stdin=batch_script(self.queue, self.log_dir, self.python))
+        out = _run(argv, stdin=batch_script(self.queue, self.log_dir, self.python,
+                                            options.idle_timeout_s))
         job_id = out.strip().split(";")[0]
         if not job_id.isdigit():
             raise SlurmError(f"--slurm: sbatch answered {out.strip()[:200]!r}, not a job id")
@@ -122,7 +128,7 @@ class SlurmProvider:
                 found[parts[0]] = parts[2]
         return found
 
-    def handles(self) -> list[Handle]:
+    def hired(self) -> list[Handle]:
         """Every Slurm worker of this queue still waiting or running."""
         return [Handle(PROVIDER, job_id) for job_id in self.jobs()]
 
@@ -147,15 +153,14 @@ class SlurmProvider:
         listed = self.jobs()
         return [h for h in handles if h.provider == PROVIDER and h.id in listed]
 
-    def pending(self) -> list[Handle]:
+    def unstarted(self) -> list[Handle]:
         """This queue's Slurm workers that have not started (nothing to drain there)."""
         return [Handle(PROVIDER, job_id) for job_id, state in self.jobs().items()
                 if state == "PENDING"]
 
-
-def slurm_job_of(labels: Iterable[str]) -> str | None:
-    """The Slurm job id a worker's labels name (see `slurm_work`), or None."""
-    for label in labels:
-        if label.startswith(LABEL_PREFIX):
-            return label.removeprefix(LABEL_PREFIX)
-    return None
+    def handle_of(self, worker: WorkerInfo) -> Handle | None:
+        """A Slurm worker names its job in a label (`slurm-JOB_TASK`, see `slurm_work`)."""
+        for label in worker.labels:
+            if label.startswith(LABEL_PREFIX):
+                return Handle(PROVIDER, label.removeprefix(LABEL_PREFIX))
+        return None

@@ -90,6 +90,7 @@ class Worker:
         cancelled_by_owner: Callable[[str], bool] | None = None,
         after_result: Callable[[Result], bool] | None = None,
         resources: Resources | None = None,
+        idle_timeout_s: float | None = None,
     ) -> None:
         """`slots`: how many jobs may run at once (default: the cpus of `resources`).
         `resources`: what the worker has (default: this machine's, with `slots` cpus);
@@ -97,7 +98,9 @@ class Worker:
         `cancelled_by_owner(job_id)`: whether the worker's owner (an Executor) cancelled
         the job but could not stop it in the queue in time, so it is not run if claimed.
         `after_result(result)`: told each final result before the slot claims again; False
-        makes the worker claim nothing more (`shoal run --halt`: no job starts after it)."""
+        makes the worker claim nothing more (`shoal run --halt`: no job starts after it).
+        `idle_timeout_s`: exit after this long with no job running (an autoscaled worker
+        gives its allocation back)."""
         if on_stop not in ("finish", "release"):
             raise ValueError("on_stop must be 'finish' or 'release'")
         self.queue = queue
@@ -131,6 +134,9 @@ class Worker:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._started = time.time()
+        self.idle_timeout_s = idle_timeout_s
+        self._idle_since = time.monotonic()
+        self._done_seen = 0  # `done` when last looked at: a job may start and end between
 
     # -- steering -----------------------------------------------------------------
 
@@ -201,7 +207,17 @@ class Worker:
             if self.queue.is_drained():
                 self.exit_reason = "drained"
                 return True
+        if self.idle_timeout_s is not None and self._idle_for() >= self.idle_timeout_s:
+            self.exit_reason = "idle"
+            return True
         return False
+
+    def _idle_for(self) -> float:
+        """Seconds since this worker last had a job running."""
+        now = time.monotonic()
+        if self._running or self.done != self._done_seen:
+            self._idle_since, self._done_seen = now, self.done
+        return now - self._idle_since
 
     def _wait_for_slots(self) -> None:
         """After a stop: let running jobs finish (or release them), renewing meanwhile."""
