@@ -3,7 +3,8 @@
 Run by the batch script `shoal hire --slurm` submits, as
 `python -m shoal.providers.slurm_work QUEUE LOG_DIR`. The cpus, memory and GPUs come
 from the SLURM_* environment, so the worker hands out only what the allocation holds
-(not the whole node's); its label `slurm-JOB` shows the job id in `shoal workers`.
+(not the whole node's); its label `slurm-JOB` shows the job id in `shoal workers`;
+its `--until` is the allocation's end, so it starts no job that would be cut off.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Mapping
 
@@ -54,6 +56,24 @@ def work_options(env: Mapping[str, str]) -> list[str]:
     return options
 
 
+def allocation_end(env: Mapping[str, str]) -> str | None:
+    """When this allocation ends, as `shoal work --until` takes it: SLURM_JOB_END_TIME
+    (seconds since the epoch, set by newer Slurm), else what `squeue -o %e` says (an ISO
+    time); None when neither knows (no time limit, or squeue unreachable)."""
+    end = env.get("SLURM_JOB_END_TIME", "").strip()
+    if end.isdigit() and int(end) > 0:
+        return end
+    slurm_job = env.get("SLURM_JOB_ID")
+    if not slurm_job:
+        return None
+    try:
+        said = subprocess.run(["squeue", "-h", "-j", slurm_job, "-o", "%e"], text=True,
+                              capture_output=True, timeout=30, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return said if said[:1].isdigit() and "T" in said else None  # not Unknown / N/A
+
+
 def leave_at_warning() -> None:
     """Slurm's time-limit warning (`--signal=B:USR1@60`, which `shoal hire --slurm` asks
     for; `shoal fire --slurm` sends it too before a scancel) becomes the worker's double
@@ -80,7 +100,10 @@ def main(argv: list[str]) -> None:
         sys.exit("usage: python -m shoal.providers.slurm_work QUEUE LOG_DIR")
     queue, log_dir = argv
     leave_at_warning()
-    shoal(["work", queue, "--log-dir", log_dir, *work_options(os.environ)], prog_name="shoal")
+    end = allocation_end(os.environ)
+    until = ["--until", end] if end else []
+    shoal(["work", queue, "--log-dir", log_dir, *work_options(os.environ), *until],
+          prog_name="shoal")
 
 
 if __name__ == "__main__":
