@@ -16,6 +16,8 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
+from ..errors import UsageError
+from ..worker.walltime import parse_until
 from .slurm import LABEL_PREFIX
 
 
@@ -58,20 +60,24 @@ def work_options(env: Mapping[str, str]) -> list[str]:
 
 def allocation_end(env: Mapping[str, str]) -> str | None:
     """When this allocation ends, as `shoal work --until` takes it: SLURM_JOB_END_TIME
-    (seconds since the epoch, set by newer Slurm), else what `squeue -o %e` says (an ISO
-    time); None when neither knows (no time limit, or squeue unreachable)."""
+    (seconds since the epoch, set by newer Slurm), else what `squeue -o %e` says of this
+    job (an ISO time); None when neither knows (no time limit, squeue unreachable)."""
     end = env.get("SLURM_JOB_END_TIME", "").strip()
     if end.isdigit() and int(end) > 0:
         return end
-    slurm_job = env.get("SLURM_JOB_ID")
+    slurm_job = job_id(env)  # 7_1, not 7: squeue -j of an array's job id lists every task
     if not slurm_job:
         return None
     try:
         said = subprocess.run(["squeue", "-h", "-j", slurm_job, "-o", "%e"], text=True,
-                              capture_output=True, timeout=30, check=False).stdout.strip()
+                              capture_output=True, timeout=30, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return said if said[:1].isdigit() and "T" in said else None  # not Unknown / N/A
+    lines = said.split()
+    try:
+        return lines[0] if lines and parse_until(lines[0]) > 0 else None
+    except UsageError:  # Unknown, N/A: no end known
+        return None
 
 
 def leave_at_warning() -> None:
