@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.calls import call_job
 from shoal.job import Job, State
 from shoal.providers.slurm_work import allocation_end
 from shoal.queue import open_queue
@@ -25,6 +26,7 @@ from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.worker import Worker
 from shoal.worker.walltime import MARGIN_S
+from tests import callfns
 from tests.conftest import shoal_processes, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -122,6 +124,25 @@ def test_a_job_stopped_with_its_worker_goes_back_unspent_and_another_worker_runs
     out = procs.output(worker)
     assert "failed" not in out and "retry" not in out, out
     assert "stopped with the worker" in out
+    other = procs.shoal("work", str(queue.root), "--drain")
+    assert other.wait(timeout=60) == 0, procs.output(other)
+    status = queue.get(job.id)
+    assert status.state is State.DONE and status.attempt == 1, status
+
+
+def test_a_call_stopped_with_its_worker_goes_back_unspent(procs, tmp_path):
+    queue = FolderQueue(tmp_path / "q")
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    job = call_job(callfns.wait_gate, (str(gate), "ran", str(started)), max_attempts=1)
+    queue.submit([job])
+    worker = procs.shoal("work", str(queue.root), "--slots", "1")
+    wait_for(lambda: started.exists() and started.read_text(), 60, message="the call to start")
+    host = int(started.read_text())  # the interpreter running it: its own process group
+    os.killpg(os.getpgid(host), signal.SIGTERM)
+    os.kill(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, procs.output(worker)
+    untouched(queue, job)
+    gate.touch()
     other = procs.shoal("work", str(queue.root), "--drain")
     assert other.wait(timeout=60) == 0, procs.output(other)
     status = queue.get(job.id)
