@@ -148,6 +148,9 @@ class Worker:
         """Work until a way out is reached; return it ("drained", "stopped", "max jobs")."""
         self._beat()
         log.info("worker %s: started on %s with %d slots", self.id, self.queue.url, self.slots)
+        if self.walltime is not None:
+            log.info("worker %s: starts only jobs expected to end by %s", self.id,
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.walltime.end)))
         threads = [threading.Thread(target=self._slot_loop, args=(i,), name=f"shoal-slot-{i}",
                                     daemon=True) for i in range(self.slots)]
         for thread in threads:
