@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,10 +23,11 @@ from shoal.providers.slurm_work import allocation_end
 from shoal.queue import open_queue
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
-from shoal.worker import Worker
+from shoal.worker.resources import Resources
 from shoal.worker.walltime import MARGIN_S
 from tests import callfns
 from tests.conftest import shoal_processes, wait_for
+from tests.test_worker_resources import run_drained
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,18 +41,9 @@ def local_queue(request, tmp_path):
     queue.close()
 
 
-def work_until(queue: Queue, end: float, **options) -> str:
-    """Run a worker lent until `end` to its way out; return it."""
-    worker = Worker(queue, slots=1, until=end, **options)
-    way_out: list[str] = []
-    thread = threading.Thread(target=lambda: way_out.append(worker.run()), daemon=True)
-    thread.start()
-    thread.join(timeout=120)
-    if thread.is_alive():
-        worker.stop(now=True)
-        thread.join(timeout=30)
-        pytest.fail("the worker did not leave by itself")
-    return way_out[0]
+def work_until(queue: Queue, end: float) -> str:
+    """Run a one-slot worker lent until `end` to its way out; return it."""
+    return run_drained(queue, Resources.detect(slots=1), until=end).exit_reason
 
 
 def untouched(queue: Queue, job: Job) -> None:
@@ -103,6 +94,16 @@ def held_job(mark: Path, trap: bool) -> Job:
     return Job.command_job(["sh", "-c", body], max_attempts=1)
 
 
+def given_back_then_run_elsewhere(procs, queue: FolderQueue, worker, job: Job) -> None:
+    """The stopped worker left cleanly with the job back unspent; another runs it once."""
+    assert worker.wait(timeout=60) == 0, procs.output(worker)
+    untouched(queue, job)  # max_attempts=1: a burned attempt would have failed it
+    other = procs.shoal("work", str(queue.root), "--drain")
+    assert other.wait(timeout=60) == 0, procs.output(other)
+    status = queue.get(job.id)
+    assert status.state is State.DONE and status.attempt == 1, status
+
+
 @pytest.mark.parametrize("job_first", [True, False], ids=["job-first", "worker-first"])
 @pytest.mark.parametrize("trap", [False, True], ids=["killed", "exit-143"])
 def test_a_job_stopped_with_its_worker_goes_back_unspent_and_another_worker_runs_it(
@@ -119,15 +120,10 @@ def test_a_job_stopped_with_its_worker_goes_back_unspent_and_another_worker_runs
                lambda: os.kill(worker.pid, signal.SIGTERM)]
     for send in targets if job_first else reversed(targets):
         send()
-    assert worker.wait(timeout=60) == 0, procs.output(worker)
-    untouched(queue, job)  # max_attempts=1: a burned attempt would have failed it
+    given_back_then_run_elsewhere(procs, queue, worker, job)
     out = procs.output(worker)
     assert "failed" not in out and "retry" not in out, out
     assert "stopped with the worker" in out
-    other = procs.shoal("work", str(queue.root), "--drain")
-    assert other.wait(timeout=60) == 0, procs.output(other)
-    status = queue.get(job.id)
-    assert status.state is State.DONE and status.attempt == 1, status
 
 
 def test_a_call_stopped_with_its_worker_goes_back_unspent(procs, tmp_path):
@@ -140,13 +136,8 @@ def test_a_call_stopped_with_its_worker_goes_back_unspent(procs, tmp_path):
     host = int(started.read_text())  # the interpreter running it: its own process group
     os.killpg(os.getpgid(host), signal.SIGTERM)
     os.kill(worker.pid, signal.SIGTERM)
-    assert worker.wait(timeout=60) == 0, procs.output(worker)
-    untouched(queue, job)
-    gate.touch()
-    other = procs.shoal("work", str(queue.root), "--drain")
-    assert other.wait(timeout=60) == 0, procs.output(other)
-    status = queue.get(job.id)
-    assert status.state is State.DONE and status.attempt == 1, status
+    gate.touch()  # the second run goes straight through
+    given_back_then_run_elsewhere(procs, queue, worker, job)
 
 
 def test_a_job_killed_alone_by_sigterm_still_fails(procs, tmp_path):
