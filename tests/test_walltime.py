@@ -20,25 +20,26 @@ import pytest
 from shoal.calls import call_job
 from shoal.job import Job, State
 from shoal.providers.slurm_work import allocation_end
-from shoal.queue import open_queue
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.worker.resources import Resources
 from shoal.worker.walltime import MARGIN_S
 from tests import callfns
-from tests.conftest import shoal_processes, wait_for
+from tests.conftest import QueueFactory, shoal_processes, wait_for
 from tests.test_worker_resources import run_drained
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(params=["memory", "folder", "sqlite"])
+@pytest.fixture(params=["memory", "folder", "sqlite", "tcp", "redis"])
 def local_queue(request, tmp_path):
-    url = {"memory": "memory://", "folder": str(tmp_path / "q"),
-           "sqlite": f"sqlite://{tmp_path / 'q.sqlite'}"}[request.param]
-    queue = open_queue(url)
+    """A queue of each kind of claim: polled (folder, sqlite) or blocking (memory, tcp,
+    redis); 5 s leases, so a loaded machine loses none."""
+    factory = QueueFactory(request.param, tmp_path, 5.0)
+    queue = factory()
     yield queue
     queue.close()
+    factory.close()
 
 
 def work_until(queue: Queue, end: float) -> str:
