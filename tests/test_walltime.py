@@ -19,7 +19,7 @@ import pytest
 
 from shoal.calls import call_job
 from shoal.job import Job, State
-from shoal.providers.slurm_work import allocation_end
+from shoal.providers.slurm_work import WARNING_ENV, until_options
 from shoal.queue.base import Queue
 from shoal.queue.folder import FolderQueue
 from shoal.worker.resources import Resources
@@ -173,7 +173,8 @@ def test_until_takes_epoch_seconds_or_an_iso_time_and_refuses_the_rest_in_one_li
         untouched(queue, job)
 
 
-def test_a_slurm_worker_takes_its_end_from_slurm_job_end_time():
-    assert allocation_end({"SLURM_JOB_END_TIME": "1790000000", "SLURM_JOB_ID": "5"}) == (
-        "1790000000")
-    assert allocation_end({}) is None  # not in an allocation: no end
+def test_a_slurm_worker_takes_its_end_from_slurm_job_end_time_less_the_warning():
+    env = {"SLURM_JOB_END_TIME": "1790000000", "SLURM_JOB_ID": "5"}
+    assert until_options(env) == ["--until", "1790000000"]
+    assert until_options({**env, WARNING_ENV: "60"}) == ["--until", "1789999940"]
+    assert until_options({}) == []  # not in an allocation: no end
