@@ -206,6 +206,9 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, after: tuple[s
 @click.option("--idle-timeout", "idle_timeout_s", type=SECONDS, envvar="SHOAL_IDLE_TIMEOUT",
               help="Exit after SECONDS with no job running (autoscaled workers: "
               "`shoal hire --max` sets it through SHOAL_IDLE_TIMEOUT).")
+@click.option("--until", metavar="TIME", help="When this machine must be handed back (seconds "
+              "since the epoch, or 2026-12-03T18:30:00): start only jobs expected to end "
+              "before then (their timeout, else the median of their like), then leave.")
 @click.option("--lease", "lease_s", type=SECONDS, help="Lease seconds (default: the queue's).")
 @click.option("--grace", "grace_s", type=click.FloatRange(min=0), default=defaults.KILL_GRACE_S,
               show_default=True, help="Seconds between SIGTERM and SIGKILL when a job is "
@@ -216,13 +219,15 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, after: tuple[s
               help="No line per finished job, only warnings and errors.")
 def work(queue: str, slots: int | None, cpus: int | None, gpus: str | None, mem: str | None,
          named: tuple[str, ...], labels: tuple[str, ...], pin: bool, drain: bool,
-         on_stop: str, max_jobs: int | None, idle_timeout_s: float | None,
+         on_stop: str, max_jobs: int | None, idle_timeout_s: float | None, until: str | None,
          lease_s: float | None, grace_s: float, log_dir: str | None, quiet: bool) -> None:
     """Run jobs from QUEUE (a folder: also every job file dropped into it) while their
     needs fit in this worker's cpus, GPUs, memory and resources; a line on stderr for
     each job that ends (done, failed, retry)."""
     from .worker.resources import Resources
+    from .worker.walltime import parse_until
 
+    end = parse_until(until) if until is not None else None
     resources = Resources.detect(cpus=cpus, slots=slots, gpus=gpus, mem=mem,
                                  resources=named, labels=labels, pin=pin)
     if logging.getLogger().level > logging.INFO and not quiet:
@@ -234,7 +239,7 @@ def work(queue: str, slots: int | None, cpus: int | None, gpus: str | None, mem:
     show_job_lines(quiet, log_path)
     worker = Worker(open_queue(queue, **options), slots=slots, drain=drain, on_stop=on_stop,
                     max_jobs=max_jobs, kill_grace_s=grace_s, log_path=log_path,
-                    resources=resources, idle_timeout_s=idle_timeout_s)
+                    resources=resources, idle_timeout_s=idle_timeout_s, until=end)
     install_stop_signals(worker)
     worker.run()
 
@@ -321,7 +326,7 @@ def install_stop_signals(worker: Worker) -> None:
     def handler(signum: int, _frame: object) -> None:
         logging.getLogger("shoal.worker").warning(
             "worker %s: %s received, stopping", worker.id, signal.Signals(signum).name)
-        worker.stop()
+        worker.stop(signum=signum)
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)

@@ -31,7 +31,8 @@ PROVIDER = "slurm"
 LABEL_PREFIX = "slurm-"
 # Slurm signals the worker (the batch shell's process, B:) this long before its time
 # limit; the worker gives its running jobs back to the queue and leaves.
-WARNING_SIGNAL = "--signal=B:USR1@60"
+WARNING_LEAD_S = 60
+WARNING_SIGNAL = f"--signal=B:USR1@{WARNING_LEAD_S}"
 # How long a worker sent that warning by `stop` gets before its scancel.
 STOP_GRACE_S = 15.0
 
@@ -62,6 +63,14 @@ class SlurmOptions:
             flags.append(WARNING_SIGNAL)  # see slurm_work.leave_at_warning
         return flags + list(self.extra)
 
+    def warning_lead_s(self) -> int:
+        """Seconds between Slurm's warning and the time limit: the worker plans its last
+        jobs to end before the warning (an --sbatch-arg --signal=...@N says N)."""
+        for arg in self.extra:
+            if arg.startswith("--signal") and "@" in arg and arg.rsplit("@", 1)[1].isdigit():
+                return int(arg.rsplit("@", 1)[1])
+        return WARNING_LEAD_S
+
 
 def queue_tag(queue: str) -> str:
     """The comment on this queue's Slurm jobs: stable, short, and no secret in it."""
@@ -69,13 +78,15 @@ def queue_tag(queue: str) -> str:
 
 
 def batch_script(queue: str, log_dir: str, python: str,
-                 idle_timeout_s: float | None = None) -> str:
+                 idle_timeout_s: float | None = None, warning_lead_s: int = WARNING_LEAD_S) -> str:
     """What each array task runs: the worker, in place of the shell (so Slurm's signals
-    reach it, and it is the job's own process); an idle timeout through the environment
-    (`shoal work --idle-timeout` reads SHOAL_IDLE_TIMEOUT)."""
+    reach it, and it is the job's own process); an idle timeout and the warning's lead
+    through the environment (`shoal work --idle-timeout` reads SHOAL_IDLE_TIMEOUT,
+    slurm_work reads SHOAL_SLURM_WARNING_S)."""
     command = [python, "-m", "shoal.providers.slurm_work", queue, log_dir]
     idle = f"export SHOAL_IDLE_TIMEOUT={idle_timeout_s:g}\n" if idle_timeout_s else ""
-    return f"#!/bin/sh\n{idle}exec {shlex.join(command)}\n"
+    lead = f"export SHOAL_SLURM_WARNING_S={warning_lead_s}\n"
+    return f"#!/bin/sh\n{idle}{lead}exec {shlex.join(command)}\n"
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:
@@ -112,7 +123,7 @@ class SlurmProvider:
                 f"--comment={queue_tag(self.queue)}", f"--array=0-{count - 1}",
                 f"--output={Path(self.log_dir) / 'slurm-%A_%a.out'}", *options.sbatch_flags()]
         out = _run(argv, stdin=batch_script(self.queue, self.log_dir, self.python,
-                                            options.idle_timeout_s))
+                                            options.idle_timeout_s, options.warning_lead_s()))
         job_id = out.strip().split(";")[0]
         if not job_id.isdigit():
             raise SlurmError(f"--slurm: sbatch answered {out.strip()[:200]!r}, not a job id")

@@ -11,6 +11,8 @@
     callhost.py   that interpreter (`python -m shoal.worker.callhost`) and its client
     launch.py     what a job starts with (argv, environment, context) and its start
     kill.py       deadlines, kills, and the orphans of dead workers
+    walltime.py   Walltime: only jobs expected to end before the worker must leave
+    stops.py      StopSignals: a job killed by the signal that stopped the worker
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ class CallRunner:
             timed_out = slot.timed_out(timeout_s)
             reason = f"timed out after {timeout_s:g} s" if timed_out else host.exit_reason()
             partial = log_path if os.path.exists(log_path) else None  # what it printed first
-            return slot.result(State.FAILED, reason, log=partial)
+            died = host.process.returncode if host.process is not None else None
+            return slot.result(State.FAILED, reason, log=partial, exit_code=died)
         if reply["ok"]:
             return slot.result(State.DONE, log=reply["log"], value=reply["summary"],
                                payload=reply["payload"])

@@ -15,7 +15,10 @@ At most N jobs run at once, and only while their needs fit what the worker has (
 Stopping: a first stop (SIGINT/SIGTERM or `shoal fire`) claims nothing more and
 lets running jobs finish (on_stop="finish", the default) or releases them back
 to the queue at once (on_stop="release"); a second stop, or `stop(now=True)`,
-always releases.
+always releases. A job killed by the very signal that stopped the worker (Slurm
+signals both at once) is released too, not failed (stops.py). A worker lent until
+a known time (`until`) claims only jobs expected to end by then and leaves when
+none does (walltime.py).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from .memwatch import SAMPLE_S, over_reason, rss_of_sessions
 from .processes import ProcessRunner
 from .resources import Resources
 from .slot import Runner, Slot
+from .stops import StopSignals
+from .walltime import Walltime
 
 log = logging.getLogger("shoal.worker")
 # One line per job that ended here (`shoal work` prints them on stderr; -q silences them).
@@ -91,6 +96,7 @@ class Worker:
         after_result: Callable[[Result], bool] | None = None,
         resources: Resources | None = None,
         idle_timeout_s: float | None = None,
+        until: float | None = None,
     ) -> None:
         """`slots`: how many jobs may run at once (default: the cpus of `resources`).
         `resources`: what the worker has (default: this machine's, with `slots` cpus);
@@ -100,7 +106,9 @@ class Worker:
         `after_result(result)`: told each final result before the slot claims again; False
         makes the worker claim nothing more (`shoal run --halt`: no job starts after it).
         `idle_timeout_s`: exit after this long with no job running (an autoscaled worker
-        gives its allocation back)."""
+        gives its allocation back).
+        `until`: when the machine must be handed back (seconds since the epoch): only
+        jobs expected to end before then are run (`Walltime`)."""
         if on_stop not in ("finish", "release"):
             raise ValueError("on_stop must be 'finish' or 'release'")
         self.queue = queue
@@ -132,6 +140,8 @@ class Worker:
         self._next_sample = 0.0  # when the memory of jobs with a mem need is sampled next
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._stops = StopSignals()  # the signals that stopped us (a job's death by one)
+        self.walltime = Walltime(until) if until is not None else None
         self._wake = threading.Event()
         self._started = time.time()
         self.idle_timeout_s = idle_timeout_s
@@ -144,6 +154,9 @@ class Worker:
         """Work until a way out is reached; return it ("drained", "stopped", "max jobs")."""
         self._beat()
         log.info("worker %s: started on %s with %d slots", self.id, self.queue.url, self.slots)
+        if self.walltime is not None:
+            log.info("worker %s: starts only jobs expected to end by %s", self.id,
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.walltime.end)))
         threads = [threading.Thread(target=self._slot_loop, args=(i,), name=f"shoal-slot-{i}",
                                     daemon=True) for i in range(self.slots)]
         for thread in threads:
@@ -200,6 +213,9 @@ class Worker:
         if self.max_jobs is not None and self.done >= self.max_jobs:
             self.exit_reason = "max jobs"
             return True
+        if self.walltime is not None and self.walltime.over():
+            self._stop_claiming("walltime")
+            return True
         if self.drain and not self._running and self.queue.is_drained():
             # One more reap before leaving: it may bring news of the reap that freed our
             # last jobs (orphans to kill here), or take leases back (then not drained).
@@ -232,13 +248,27 @@ class Worker:
             self._watch_memory(time.monotonic())
             time.sleep(min(self.heartbeat_s, 0.1))
 
-    def stop(self, *, now: bool = False) -> None:
-        """Claim nothing more; with `now` (or on_stop="release") release running jobs."""
+    def stop(self, *, now: bool = False, signum: int | None = None) -> None:
+        """Claim nothing more; with `now` (or on_stop="release") release running jobs.
+        `signum`: the signal that asked (a job that dies of it is released, not failed)."""
+        if signum is not None:
+            self._stops.heard(signum)
         if not self.exit_reason:
             self.exit_reason = "stopped"
         if self._stopping.is_set() or now:
             self.on_stop = "release"
             self._release_all()
+        self._stopping.set()
+        self._wake.set()
+
+    def _stop_claiming(self, reason: str) -> None:
+        """Claim nothing more and leave once running jobs end (not a stop: a later one
+        is still the first, which lets them finish)."""
+        with self._lock:
+            if not self.exit_reason:
+                self.exit_reason = reason
+                log.info("worker %s: %s: claiming no more, leaving once running jobs end",
+                         self.id, reason)
         self._stopping.set()
         self._wake.set()
 
@@ -383,9 +413,16 @@ class Worker:
         return min(most, self.max_jobs - self.done - busy)
 
     def _claim(self, n: int, wait_s: float) -> list[Lease]:
-        """Up to n jobs that fit in what is free now."""
-        return self._hold(self.queue.claim(self.id, n, wait_s=wait_s,
-                                           fit=self._ledger.capacity()))
+        """Up to n jobs that fit in what is free now (and in the time left)."""
+        def claim(k: int) -> list[Lease]:
+            return self.queue.claim(self.id, k, wait_s=wait_s, fit=self._ledger.capacity())
+
+        if self.walltime is None:
+            return self._hold(claim(n))
+        leases, none_fits = self.walltime.claim(claim, n, self._give_back)
+        if none_fits:
+            self._stop_claiming("walltime")
+        return self._hold(leases)
 
     def _hold(self, leases: list[Lease]) -> list[Lease]:
         """The leases whose share the ledger could hold; the others (another slot's claim
@@ -415,6 +452,8 @@ class Worker:
                 result = self._runners[lease.job.kind].run(slot)
             if slot.overused and result.state is State.FAILED:
                 result = dataclasses.replace(result, reason=slot.overused)
+            if self._stopped_with_us(slot, result):
+                slot.releasing = True
             next_lease = self._record(slot, result)
         except Exception as exc:  # a bug must not kill the slot, nor loop on one job
             # One line for the user; the traceback with -vv (a CLI prints none by default).
@@ -427,6 +466,19 @@ class Worker:
                 self._running.pop(lease.job_id, None)
             self._ledger.give_back(lease)
         return next_lease
+
+    def _stopped_with_us(self, slot: Slot, result: Result) -> bool:
+        """Whether the run died of the signal that stopped this worker (not of a kill
+        of ours: a deadline, the memory watch, a lost lease, a release)."""
+        if (result.state is not State.FAILED or slot.lost or slot.releasing
+                or slot.overused or result.reason.startswith("timed out")
+                or slot.timed_out(slot.lease.job.timeout_s)):
+            return False
+        if not self._stops.stopped_with_worker(result.exit_code):
+            return False
+        log.warning("worker %s: job %s was stopped with the worker (%s); giving it back "
+                    "to the queue", self.id, slot.lease.job_id, result.reason)
+        return True
 
     def _record(self, slot: Slot, result: Result) -> Lease | None:
         """Record the result and, when this slot will run another job, take the next one
@@ -458,6 +510,9 @@ class Worker:
             self.done += 1
             job_lines.info("%s", job_line(lease, result))
         self._ledger.give_back(lease)
+        if self.walltime is not None:
+            self.walltime.learn(lease.job, result)
+            next_leases = self.walltime.keep(next_leases, self._give_back)
         held = self._hold(next_leases)
         if not go_on and not self._stopping.is_set():  # a second stop would release all
             self.stop()
