@@ -3,7 +3,9 @@ folders, a corrupt result record, and readers racing the renames that move jobs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from shoal.job import Job, Result, State
+from shoal.queue import open_queue
 from shoal.queue.folder import FolderQueue
 from tests.conftest import TEST_LEASE_S
 
@@ -171,3 +174,28 @@ def test_get_never_loses_a_job_that_moves_between_folders(tmp_path):
     print(f"{gets} gets while {moves[0]} moves")
     assert gets >= 5000 and moves[0] >= 200
     assert lost == []
+
+
+def test_a_sqlite_result_that_does_not_decode_is_shown_corrupt_not_a_traceback(tmp_path):
+    """Shoal writes whole rows in transactions; a hand edit or a damaged file can still
+    leave a result that is no JSON record."""
+    url = f"sqlite://{tmp_path / 'q.sqlite'}"
+    queue = open_queue(url)
+    jobs = quick_jobs(2)
+    queue.submit(jobs)
+    for lease in queue.claim("w1", 2):
+        queue.finish(lease, Result(lease.job_id, State.DONE, attempt=lease.attempt))
+    queue.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "q.sqlite")) as db:
+        db.execute("UPDATE jobs SET result = '{\"job_id\": \"' WHERE id = ?", (jobs[0].id,))
+        db.commit()
+
+    table = shoal("results", url)
+    assert "corrupt record" in table.stdout and "Traceback" not in table.stderr
+    listed = shoal("results", url, "--format", "json").stdout
+    rows = [json.loads(row) for row in listed.splitlines()]
+    assert [row["state"] for row in rows] == ["failed", "done"]
+    assert rows[0]["reason"] == f"corrupt record: {url}, job {jobs[0].id}"
+    with contextlib.closing(open_queue(url)) as again:
+        assert again.get(jobs[0].id).result.reason.startswith("corrupt record")
+        assert {r.state for r in again.results()} == {State.FAILED, State.DONE}
