@@ -1,5 +1,6 @@
-"""A folder queue facing what users and disks leave in it: stray files in its state
-folders, a corrupt result record, and readers racing the renames that move jobs."""
+"""A queue facing what users and disks leave in it: stray files in a folder queue's state
+folders (stray keys in a Redis one's namespace), a corrupt result record, and readers
+racing the renames that move a folder queue's jobs."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from shoal.job import Job, Result, State
 from shoal.queue import open_queue
 from shoal.queue.folder import FolderQueue
-from tests.conftest import TEST_LEASE_S
+from tests.conftest import _REDIS, TEST_LEASE_S, redis_queue_url
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -199,3 +200,24 @@ def test_a_sqlite_result_that_does_not_decode_is_shown_corrupt_not_a_traceback(t
     with contextlib.closing(open_queue(url)) as again:
         assert again.get(jobs[0].id).result.reason.startswith("corrupt record")
         assert {r.state for r in again.results()} == {State.FAILED, State.DONE}
+
+
+def test_foreign_keys_in_a_redis_queue_namespace_are_never_read(tmp_path):
+    """The Redis queue reads its keys by name, never by scanning its namespace: keys of
+    any type that another tool left under its prefix change nothing."""
+    url = redis_queue_url("redis")
+    name = url.rsplit("queue=", 1)[1]
+    prefix = f"shoal:{{{name}}}:"
+    queue = open_queue(url)
+    jobs = quick_jobs(3)
+    queue.submit(jobs)
+    client = _REDIS["redis"].client()
+    client.set(prefix + STRAY, "x")
+    client.hset(prefix + "line:p0x", "a", "b")
+    client.lpush(prefix + "control:ghost", "rm -rf")
+    client.zadd(prefix + "back:zzzz", {"nojob": 1})
+    shoal("work", url, "--drain")
+    assert queue.counts()[State.DONE] == 3 and sum(queue.counts().values()) == 3
+    assert sorted(r.job_id for r in queue.results()) == sorted(job.id for job in jobs)
+    assert "3 done" in shoal("status", url).stdout
+    queue.close()
