@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import logging
 import os
 import secrets
@@ -598,18 +597,19 @@ class FolderQueue(Queue):
         again, STATE_READS times; `patient`, for up to MOVING_S more, the pause between
         looks growing (a job without any marker, its submitter dead, costs that)."""
         seq = rank + FIRST if rank < 0 else rank
-        pause, waited = 0.001, 0.0
-        for tries in itertools.count(1):
+        tries, pause, waited = 0, 0.001, 0.0
+        while True:
             status = self._state_once(job_id, job, rank)
             if status is not None:
                 return replace(status, seq=seq)
-            if tries >= STATE_READS and (not patient or waited >= MOVING_S):
+            tries += 1
+            if tries < STATE_READS:
+                continue
+            if not patient or waited >= MOVING_S:
                 return None
-            if tries >= STATE_READS:
-                time.sleep(pause)
-                waited += pause
-                pause = min(pause * 2, 0.1)
-        return None  # pragma: no cover - the loop returns
+            time.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.1)
 
     def _state_once(self, job_id: str, job: Job, rank: int) -> JobStatus | None:
         """One look in the order a job moves forward (waiting, pending, claimed,
