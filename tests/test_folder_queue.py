@@ -37,16 +37,17 @@ def test_get_finds_a_job_claimed_while_it_looks(tmp_path, monkeypatch):
     other = FolderQueue(tmp_path / "q", lease_s=TEST_LEASE_S)  # another worker
     queue.submit([Job.command_job(["echo", "x"])])
     (job_id,) = [status.job.id for status in queue.jobs()]
-    look_in_running = queue._running_entries
+    look_in_pending = queue._pending_attempt
     leases: list = []
 
-    def claimed_just_after_the_look(wanted: str) -> list[tuple[str, str]]:
-        entries = look_in_running(wanted)
+    def claimed_just_after_the_look(job: Job, rank: int) -> int | None:
+        attempt = look_in_pending(job, rank)
         if not leases:
-            leases.extend(other.claim("w2"))  # no longer pending by the time get() looks
-        return entries
+            leases.extend(other.claim("w2"))  # pending when get() looked, running now
+            return None  # as if get() had looked a moment later
+        return attempt
 
-    monkeypatch.setattr(queue, "_running_entries", claimed_just_after_the_look)
+    monkeypatch.setattr(queue, "_pending_attempt", claimed_just_after_the_look)
     status = queue.get(job_id)
     assert len(leases) == 1
     assert status is not None and status.state is State.RUNNING and status.worker == "w2"

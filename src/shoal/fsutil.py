@@ -190,10 +190,11 @@ def unlink_quiet(path: PathLike) -> None:
 
 
 def list_names(folder: Path) -> list[str]:
-    """Entry names in `folder`, without hidden and temporary names (.nfsXXXX included)."""
+    """Entry names in `folder`, without hidden and temporary names (.nfsXXXX included);
+    none if it is gone or is a file (a stray one where a folder is expected)."""
     try:
         return [name for name in os.listdir(folder) if not name.startswith(".")]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
 
 

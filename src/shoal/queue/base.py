@@ -319,7 +319,14 @@ class Queue(ABC):
 
     @abstractmethod
     def results(self) -> Iterator[Result]:
-        """Every recorded final result."""
+        """Every recorded final result (one that cannot be decoded: a failure whose reason
+        says "corrupt record" and where it is, never left out)."""
+
+    def strays(self) -> dict[str, list[str]]:
+        """What lies among the queue's records that is none of them (a folder queue: files
+        a user left in its state folders), by where it lies: ignored by every other
+        method, named by `status`. Default: nothing can stray in."""
+        return {}
 
     def states(self, job_ids: Iterable[str]) -> dict[str, State]:
         """The state of each of these jobs (unknown ids are left out); used for progress."""

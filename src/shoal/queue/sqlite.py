@@ -149,15 +149,32 @@ def _job(spec: str, payload: bytes | None) -> Job:
     return Job.from_dict(data)
 
 
-# What `summaries` reads: a final job's fields come from its result's JSON.
+# What `summaries` reads: a final job's fields come from its result's JSON (R: none if
+# that does not parse, then the last column says the record is corrupt).
+_R = "(CASE WHEN json_valid(result) THEN result END)"
 _SUMMARY_SELECT = (
-    "SELECT seq, id, json_extract(spec, '$.name'), state,"
-    " COALESCE(json_extract(result, '$.attempt'), attempt),"
-    " COALESCE(NULLIF(json_extract(result, '$.worker'), ''), worker),"
-    " json_extract(result, '$.exit_code'), COALESCE(json_extract(result, '$.reason'), ''),"
-    " json_extract(result, '$.started'), json_extract(result, '$.ended'),"
-    " COALESCE(json_extract(result, '$.host'), ''), json_extract(result, '$.log')"
-    " FROM jobs")
+    f"SELECT seq, id, json_extract(spec, '$.name'), state,"
+    f" COALESCE(json_extract({_R}, '$.attempt'), attempt),"
+    f" COALESCE(NULLIF(json_extract({_R}, '$.worker'), ''), worker),"
+    f" json_extract({_R}, '$.exit_code'), COALESCE(json_extract({_R}, '$.reason'), ''),"
+    f" json_extract({_R}, '$.started'), json_extract({_R}, '$.ended'),"
+    f" COALESCE(json_extract({_R}, '$.host'), ''), json_extract({_R}, '$.log'),"
+    f" result IS NOT NULL AND NOT json_valid(result)"
+    f" FROM jobs")
+
+
+def _record(text: str, job_id: str, where: str) -> Result:
+    """A stored result. Shoal writes whole rows in transactions, so one that does not
+    decode was edited or damaged outside it: a failure that says so and where, never a
+    traceback nor a row left out."""
+    try:
+        return Result.from_dict(loads(text.encode()))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return _corrupt(job_id, where)
+
+
+def _corrupt(job_id: str, where: str) -> Result:
+    return Result(job_id, State.FAILED, reason=f"corrupt record: {where}, job {job_id}")
 
 
 def _filtered(select: str, states: Collection[State] | None,
@@ -178,10 +195,10 @@ def _filtered(select: str, states: Collection[State] | None,
 LISTING_BATCH = 5000  # rows whose records `listing` decodes in one call
 
 
-def _listed(rows: list[tuple]) -> list[JobStatus]:
+def _listed(rows: list[tuple], where: str) -> list[JobStatus]:
     """Statuses of listing rows (spec, payload, state, attempt, worker, result, seq), every
     spec and every result decoded in one call each; a row whose spec is unreadable is
-    left out."""
+    left out, one whose result is shows it corrupt (`_record`)."""
     specs = loads_many([row[0] for row in rows])
     results = iter(loads_many([row[5] for row in rows if row[5]]))
     job_of, result_of, by_value = Job.from_dict, Result.from_dict, STATES
@@ -193,8 +210,11 @@ def _listed(rows: list[tuple]) -> list[JobStatus]:
             continue
         if payload is not None:
             spec["payload"] = payload
-        statuses.append(JobStatus(job_of(spec), by_value[state], attempt, worker,
-                                  result_of(record) if record is not None else None, (), seq))
+        job = job_of(spec)
+        found = _record(result, job.id, where) if result else None
+        if found is None or record is not None:
+            found = result_of(record) if record is not None else None
+        statuses.append(JobStatus(job, by_value[state], attempt, worker, found, (), seq))
     return statuses
 
 
@@ -583,8 +603,7 @@ class SqliteQueue(Queue):
                 ).execute("SELECT result FROM attempts WHERE job_id=? AND attempt<? "
                           "ORDER BY attempt", (job.id, attempt)))
         return JobStatus(job, State(state), attempt, worker,
-                         Result.from_dict(loads(result.encode())) if result else None, records,
-                         seq)
+                         _record(result, job.id, self.url) if result else None, records, seq)
 
     def get(self, job_id: str) -> JobStatus | None:
         row = self._db().execute("SELECT spec, payload, state, attempt, worker, result, seq "
@@ -605,7 +624,7 @@ class SqliteQueue(Queue):
         rows = self._db().execute(sql, args).fetchall()
         statuses: list[JobStatus] = []
         for first in range(0, len(rows), LISTING_BATCH):
-            statuses += _listed(rows[first:first + LISTING_BATCH])
+            statuses += _listed(rows[first:first + LISTING_BATCH], self.url)
         return iter(statuses)
 
     def summaries(self, states: Collection[State] | None = None,
@@ -615,7 +634,9 @@ class SqliteQueue(Queue):
         sql, args = _filtered(_SUMMARY_SELECT, states, limit)
         by_value = STATES
         return iter([JobSummary(seq, job_id, name, by_value[state], attempt, worker, *rest)
-                     for seq, job_id, name, state, attempt, worker, *rest
+                     if not bad else JobSummary(seq, job_id, name, State.FAILED, attempt, worker,
+                                                reason=_corrupt(job_id, self.url).reason)
+                     for seq, job_id, name, state, attempt, worker, *rest, bad
                      in self._db().execute(sql, args).fetchall()])
 
     def counts(self) -> dict[State, int]:
@@ -637,17 +658,18 @@ class SqliteQueue(Queue):
         return found
 
     def results(self) -> Iterator[Result]:
-        rows = self._db().execute("SELECT result FROM jobs WHERE result IS NOT NULL "
+        rows = self._db().execute("SELECT id, result FROM jobs WHERE result IS NOT NULL "
                                   "ORDER BY seq").fetchall()
-        return iter([Result.from_dict(loads(row[0].encode())) for row in rows])
+        return iter([_record(text, job_id, self.url) for job_id, text in rows])
 
     def _final_results(self, job_ids: list[str]) -> list[Result]:
         found = []
         for first in range(0, len(job_ids), 500):
             chunk = job_ids[first:first + 500]
             marks = ",".join("?" * len(chunk))
-            found += [Result.from_dict(loads(text.encode())) for (text,) in self._db().execute(
-                f"SELECT result FROM jobs WHERE id IN ({marks}) AND result IS NOT NULL", chunk)]
+            found += [_record(text, job_id, self.url) for job_id, text in self._db().execute(
+                f"SELECT id, result FROM jobs WHERE id IN ({marks}) AND result IS NOT NULL",
+                chunk)]
         return found
 
     def _finals_mark(self) -> object | None:

@@ -138,6 +138,8 @@ class StatusReader:
                         "lost": len(workers) - len(alive)},
             "failures": self._reasons,
             "progress": progress,
+            "unknown_files": [{"where": where, "names": names}
+                              for where, names in sorted(queue.strays().items())],
         }
 
 
@@ -171,6 +173,8 @@ def status_lines(data: dict[str, Any], width: int) -> list[str]:
         if len(failures) > REASONS_SHOWN:
             lines.append(f"  ... {len(failures) - REASONS_SHOWN} other reason(s); "
                          "see: shoal results QUEUE --state failed")
+    for stray in data["unknown_files"]:
+        lines.append(unknown_line(stray["where"], stray["names"], width))
     for report in data["progress"]:
         done, total = report["done"], report["total"]
         share = f" ({done / total:.0%})" if total else ""
@@ -179,6 +183,13 @@ def status_lines(data: dict[str, Any], width: int) -> list[str]:
         room = width - len(f"  running {number}") - len(figure)
         lines.append(f"  running {number}{cut(report['name'], max(room, 12))}{figure}")
     return lines
+
+
+def unknown_line(where: str, names: list[str], width: int) -> str:
+    """'1 unknown file in .shoal/pending: zzzz.notanumber': files shoal ignores there."""
+    count = len(names)
+    head = f"{count} unknown file{'' if count == 1 else 's'} in {where}: "
+    return head + cut(", ".join(names), max(width - len(head) - 10, 20)) + " (ignored)"
 
 
 def show_status(queue: Queue, fmt: str = "text") -> None:

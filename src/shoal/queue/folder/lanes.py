@@ -28,7 +28,7 @@ from ... import defaults
 from ...fsutil import list_names
 from ...job import Job
 from ..scheduling import Capacity
-from .layout import is_lane, parse_pending, refresh_listing
+from .layout import is_lane, is_marker, parse_pending, refresh_listing
 
 VIEW_S = 1.0  # a view older than this is read again before a claim trusts it
 SHUFFLED_LOADS = 8  # loads of a lane that start at a random place after a collision
@@ -48,14 +48,16 @@ def rotated(names: list[str]) -> list[str]:
 def lane_blocks(folder: Path, prefix: str) -> Iterator[tuple[Path | None, list[str]]]:
     """A lane's markers block by block, lowest ranks first, as PREFIX + BLOCK/NAME (first
     `(None, names)`: markers of jobs without a seq); each block is listed fresh when the
-    caller gets to it, so one that stops early reads little."""
+    caller gets to it, so one that stops early reads little. Names that are no marker
+    (stray files) are left out: nothing counts, claims or waits for them."""
     refresh_listing(folder)
     top = list_names(folder)
-    yield None, [prefix + name for name in top if "." in name]
+    yield None, [prefix + name for name in top if is_marker(name)]
     for block in sorted(name for name in top if name.lstrip("-").isdigit()):
         inside = folder / block
         refresh_listing(inside)
-        yield inside, [f"{prefix}{block}/{name}" for name in sorted(list_names(inside))]
+        yield inside, [f"{prefix}{block}/{name}" for name in sorted(list_names(inside))
+                       if is_marker(name)]
 
 
 def lane_folders(pending: Path) -> Iterator[tuple[str, Path, str]]:

@@ -52,6 +52,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 FINAL_DIRS = {State.DONE: "done", State.FAILED: "failed", State.CANCELLED: "cancelled"}
+FINAL_KINDS = frozenset(FINAL_DIRS.values())
 SUBDIRS = ("jobs", "pending", "claimed", "committing", "done", "failed", "cancelled",
            "attempts", "workers", "control", "logs", "tmp", "blobs", "reaped", "seq",
            "waiting", "after", "lanes")
@@ -62,14 +63,33 @@ READER_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 CONFIG = "queue.toml"
 
 
-def parse_marker(kind: str, name: str) -> list[str]:
-    """[job id, attempt, worker] from claimed/ID.ATT.WORKER or committing/ID.ATT.OWNER.NONCE."""
+def parse_marker(kind: str, name: str) -> tuple[str, int, str] | None:
+    """(job id, attempt, worker) from claimed/ID.ATT.WORKER or committing/ID.ATT.OWNER.NONCE;
+    None for a name shoal does not make there (a stray file)."""
     parts = name.split(".", 2)
-    if kind == "committing" and len(parts) == 3:
-        parts[2] = parts[2].rsplit(".", 1)[0]
-    return parts
+    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2]:
+        return None
+    worker = parts[2].rsplit(".", 1)[0] if kind == "committing" else parts[2]
+    return parts[0], int(parts[1]), worker
 
 
+def is_record(kind: str, name: str) -> bool:
+    """Whether `name` in the state folder `kind` is one shoal makes there; the others are
+    stray files (a user's `touch`, an editor's backup), which every reader ignores and
+    `status` names (strays.py). Job ids hold no dot: marker names split on them."""
+    if kind in ("claimed", "committing"):
+        return parse_marker(kind, name) is not None
+    if kind == "waiting":
+        return "." not in name
+    if kind in FINAL_KINDS:
+        return final_id(name) is not None
+    return True
+
+
+def final_id(name: str) -> str | None:
+    """The job id of a final record's name (ID.json); None if it is no such name."""
+    job_id = name[:-5] if name.endswith(".json") else ""
+    return job_id if job_id and "." not in job_id else None
 
 
 class Marker(NamedTuple):
@@ -100,6 +120,17 @@ def parse_pending(name: str) -> Marker | None:
             seq = int(digits)
             return Marker(parts[1], int(parts[2]), retry_rank(seq, digits != parts[0]))
     return None
+
+
+def is_marker(name: str) -> bool:
+    """Whether a name inside a lane or block folder is a pending marker (`parse_pending`
+    would read it), cheaply: every count of pending jobs asks it of each name."""
+    head, _, attempt = name.rpartition(".")
+    if not head or not attempt.isdigit():
+        return False
+    rank, dot, job_id = head.partition(".")
+    return not dot or (job_id != "" and "." not in job_id
+                       and rank.removeprefix("-").isdigit())
 
 
 def spec_rank(spec: dict) -> int:

@@ -40,9 +40,8 @@ def where_jobs_are(queue: FolderQueue) -> dict[str, Where]:
             found[parsed[0]] = (State.PENDING, parsed[1], None)
     for kind in ("claimed", "committing"):
         for name in queue._fresh_names(kind):
-            job_id, attempt, worker = parse_marker(kind, name)
-            with contextlib.suppress(ValueError):
-                found[job_id] = (State.RUNNING, int(attempt), worker)
+            job_id, attempt, worker = parse_marker(kind, name) or ("", 0, None)
+            found[job_id] = (State.RUNNING, attempt, worker)
     for state, folder in FINAL_DIRS.items():
         for name in queue._fresh_names(folder):
             if name.endswith(".json"):

@@ -59,6 +59,8 @@ from .lanes import LEGACY, LaneView, lane_blocks, lane_folders
 from .layout import (
     FINAL_DIRS,
     Layout,
+    final_id,
+    is_record,
     parse_marker,
     parse_pending,
     pending_name,
@@ -67,10 +69,12 @@ from .layout import (
 )
 from .listing import read_listing, read_summaries
 from .registry import WorkerRegistry
+from .strays import stray_files
 
 log = logging.getLogger(__name__)
 
 STATE_READS = 5  # looks at a job that moved while get() read its state (see _state_of)
+MOVING_S = 2.0  # how long get() keeps looking for a job found nowhere (see _state_of)
 MKDIR_TRIES = 10  # a pending block folder removed under us is made again this often
 PLAIN = Job("", "", Kind.COMMAND)  # how a job of the legacy lane schedules
 
@@ -530,8 +534,9 @@ class FolderQueue(Queue):
     def _running(self) -> Iterator[tuple[str, int, str]]:
         """(job id, attempt, worker) of each claimed marker: whose progress to read."""
         for name in self._fresh_names("claimed"):
-            job_id, attempt, worker = parse_marker("claimed", name)
-            yield job_id, int(attempt), worker
+            parsed = parse_marker("claimed", name)
+            if parsed is not None:
+                yield parsed
 
     # -- cancel, retry, inspect -------------------------------------------------
 
@@ -541,47 +546,94 @@ class FolderQueue(Queue):
     def _running_entries(self, job_id: str) -> list[tuple[str, str]]:
         prefix = job_id + "."
         return [(kind, name) for kind in ("claimed", "committing")
-                for name in list_names(self.dirs[kind]) if name.startswith(prefix)]
+                for name in list_names(self.dirs[kind])
+                if name.startswith(prefix) and is_record(kind, name)]
 
     def _final_result(self, job_id: str, *, quarantine: bool = False) -> Result | None:
-        """The job's final result; an unreadable one (a crash before its group commit)
-        counts as none, and with `quarantine` is moved aside so the job can run again."""
-        for folder in FINAL_DIRS.values():
-            path = self.path(folder, f"{job_id}.json")
-            blob = read_bytes(path)
-            if blob is None:
-                continue
-            try:
-                return Result.from_dict(loads(blob))
-            except (ValueError, KeyError, TypeError):
-                if quarantine:
-                    claim_rename(path, self.path("attempts", f"{job_id}.corrupt."
-                                                 f"{secrets.token_hex(4)}.json"))
+        """The job's final result. An unreadable one while the job's finish still holds
+        its fence (a crash before its group commit) counts as none, and with `quarantine`
+        is moved aside so the job can run again; one without (`_corrupt`) is a failure."""
+        for state in FINAL_DIRS:
+            result = self._record(state, job_id, quarantine=quarantine)
+            if result is not None:
+                return result
         return None
 
-    def _state_of(self, job_id: str, job: Job, rank: int) -> JobStatus | None:
-        # A job is always in one place, but a rename can move it while we look in one
-        # folder after another (claimed before we look there, back to pending after):
-        # found nowhere means it moved, so look again.
+    def _record(self, state: State, job_id: str, *, quarantine: bool = False) -> Result | None:
+        """The result in the `state` folder (see `_final_result`)."""
+        path = self.path(FINAL_DIRS[state], f"{job_id}.json")
+        blob = read_bytes(path)
+        if blob is None:
+            return None
+        try:
+            return Result.from_dict(loads(blob))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            if quarantine:
+                claim_rename(path, self.path("attempts", f"{job_id}.corrupt."
+                                             f"{secrets.token_hex(4)}.json"))
+                return None
+            if self._running_entries(job_id):
+                return None  # its finish is still committing, or died doing it: the reaper's
+            return self._corrupt(state, job_id, path)
+
+    def _corrupt(self, state: State, job_id: str, path: str) -> Result:
+        """A final record that does not decode and that no finish is writing (a bad disk,
+        a hand edit): the job failed, the reason names the file. Moved to failed/ where we
+        may write (never over a record there), so counts agree with what listings show
+        and `retry --failed` takes it; a reader that may not write shows it failed too."""
+        if state is not State.FAILED:
+            target = self.path("failed", f"{job_id}.json")
+            with contextlib.suppress(OSError):
+                os.link(path, target)
+                unlink_quiet(path)
+                path = target
+        return Result(job_id, State.FAILED, reason=f"corrupt record: {path}")
+
+    def _state_of(self, job_id: str, job: Job, rank: int, *,
+                  patient: bool = False) -> JobStatus | None:
+        """Where the job is, looked for in the order jobs move (`_state_once`). Found
+        nowhere means it moved back meanwhile (a release, a reap: claimed -> pending) or is
+        between two names (a retry sets its result aside, then makes its marker): look
+        again, STATE_READS times; `patient`, for up to MOVING_S more, the pause between
+        looks growing (a job without any marker, its submitter dead, costs that)."""
         seq = rank + FIRST if rank < 0 else rank
-        for _ in range(STATE_READS):
+        tries, pause, waited = 0, 0.001, 0.0
+        while True:
             status = self._state_once(job_id, job, rank)
             if status is not None:
                 return replace(status, seq=seq)
-        return None
+            tries += 1
+            if tries < STATE_READS:
+                continue
+            if not patient or waited >= MOVING_S:
+                return None
+            time.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.1)
 
     def _state_once(self, job_id: str, job: Job, rank: int) -> JobStatus | None:
+        """One look in the order a job moves forward (waiting, pending, claimed,
+        committing, final), so one that moves forward while we look is seen where it went.
+        A fence outlives its result by a group commit: a result found wins over it."""
+        if os.path.exists(self.path("waiting", job_id)):
+            return JobStatus(job, State.WAITING, 1)
+        attempt = self._pending_attempt(job, rank)
+        if attempt is not None:
+            return JobStatus(job, State.PENDING, attempt)
+        running = self._running_entries(job_id)
         result = self._final_result(job_id)
         if result is not None:
             return JobStatus(job, result.state, result.attempt, result.worker or None, result)
-        for kind, name in self._running_entries(job_id):
-            _, attempt, worker = parse_marker(kind, name)
-            return JobStatus(job, State.RUNNING, int(attempt), worker)
+        for kind, name in running:
+            _, attempt, worker = parse_marker(kind, name) or ("", 0, "")
+            return JobStatus(job, State.RUNNING, attempt, worker)
+        return None
+
+    def _pending_attempt(self, job: Job, rank: int) -> int | None:
+        """The attempt the job's pending marker is for; None if it has none."""
         for attempt in range(1, self._attempt_bound(job) + 1):
             if any(os.path.exists(path) for path in self._pending_paths(job, attempt, rank)):
-                return JobStatus(job, State.PENDING, attempt)
-        if os.path.exists(self.path("waiting", job_id)):
-            return JobStatus(job, State.WAITING, 1)
+                return attempt
         return None
 
     def get(self, job_id: str) -> JobStatus | None:
@@ -589,7 +641,7 @@ class FolderQueue(Queue):
             job, _, rank = self._read_entry(job_id)
         except MalformedJob:
             return None
-        status = self._state_of(job_id, job, rank)
+        status = self._state_of(job_id, job, rank, patient=True)
         if status is None or status.attempt <= 1:
             return status
         return replace(status, attempts=self._failed_attempts(job_id, status.attempt))
@@ -601,16 +653,16 @@ class FolderQueue(Queue):
             status = self.get(job_id)
             if status is None or status.state.final:
                 continue
-            markers = [(self.path(kind, name), *parse_marker(kind, name)[1:])
+            markers = [(self.path(kind, name), *(parse_marker(kind, name) or ("", 0, ""))[1:])
                        for kind, name in self._running_entries(job_id) if kind == "claimed"]
             rank = self._rank_of(job_id)
-            markers += [(path, str(n), "") for n in range(1, self._attempt_bound(status.job) + 1)
+            markers += [(path, n, "") for n in range(1, self._attempt_bound(status.job) + 1)
                         for path in self._pending_paths(status.job, n, rank)]
-            markers.append((self.path("waiting", job_id), "0", ""))
+            markers.append((self.path("waiting", job_id), 0, ""))
             for marker, attempt, worker in markers:
-                fence = self._fence_path(job_id, int(attempt), who)
+                fence = self._fence_path(job_id, attempt, who)
                 if claim_rename(marker, fence):
-                    result = cancelled_result(self.files, status.job, int(attempt), worker)
+                    result = cancelled_result(self.files, status.job, attempt, worker)
                     self._write_final(result)
                     unlink_quiet(fence)
                     cancelled.append(job_id)
@@ -741,8 +793,12 @@ class FolderQueue(Queue):
         return iter(read_summaries(self, states, limit))  # listing's reads, no records built
 
     def _fresh_names(self, kind: str) -> list[str]:
+        """The names in a state folder that shoal made there (stray files left out)."""
         refresh_listing(self.dirs[kind])
-        return list_names(self.dirs[kind])
+        return [name for name in list_names(self.dirs[kind]) if is_record(kind, name)]
+
+    def strays(self) -> dict[str, list[str]]:
+        return stray_files(self.layout)  # strays.py
 
     def _pending_blocks(self) -> Iterator[tuple[Path | None, list[str]]]:
         """The pending markers lane by lane, block by block (lanes.py), as names under
@@ -802,11 +858,8 @@ class FolderQueue(Queue):
         return [result for result in found if result is not None]
 
     def is_drained(self) -> bool:
-        for kind in ("claimed", "committing"):
-            refresh_listing(self.dirs[kind])
-            with os.scandir(self.dirs[kind]) as entries:
-                if any(not entry.name.startswith(".") for entry in entries):
-                    return False
+        if any(self._fresh_names(kind) for kind in ("claimed", "committing")):
+            return False
         return self._nothing_pending()
 
     def _nothing_pending(self) -> bool:
@@ -814,12 +867,13 @@ class FolderQueue(Queue):
         return not any(names for _, names in self._pending_blocks())
 
     def results(self) -> Iterator[Result]:
-        for folder in FINAL_DIRS.values():
+        """Every final record, a corrupt one as a failure (`_corrupt`)."""
+        for state, folder in FINAL_DIRS.items():
             for name in list_names(self.dirs[folder]):
-                blob = read_bytes(self.path(folder, name))
-                if blob is not None and name.endswith(".json"):
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        yield Result.from_dict(loads(blob))
+                job_id = final_id(name)
+                result = self._record(state, job_id) if job_id is not None else None
+                if result is not None:
+                    yield result
 
     # -- reaping ----------------------------------------------------------------
 
@@ -829,10 +883,10 @@ class FolderQueue(Queue):
         records: dict[str, dict] = {}  # one read per worker per reap, however many leases
         for kind in ("claimed", "committing"):
             for name in list_names(self.dirs[kind]):
-                parts = parse_marker(kind, name)
-                if len(parts) != 3 or not parts[1].isdigit():
+                parsed = parse_marker(kind, name)
+                if parsed is None:
                     continue
-                job_id, attempt, worker = parts[0], int(parts[1]), parts[2]
+                job_id, attempt, worker = parsed
                 if worker not in records:
                     records[worker] = self.registry.record(worker)
                 if not self.registry.observer.dead(worker, records[worker].get("beat")):
