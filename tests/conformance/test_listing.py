@@ -135,3 +135,24 @@ def test_summaries_are_the_listing_narrowed(queue, queue_factory):
     assert rows[ended_by_dependency.id].reason.startswith("dependency ")
     assert rows[leases[4].job_id].state is State.RUNNING
     assert rows[leases[4].job_id].worker == "w1"
+
+
+def test_summaries_pages_are_slices_of_the_whole_list(queue, queue_factory):
+    """The dashboard's jobs table reads one page at a time (`offset`, `limit`): page 0, 1,
+    the last and one past the end are the same rows as slices of the whole list, in
+    input order, with a state filter too."""
+    order = fill(queue)
+    other = queue_factory()
+    for states in (None, {State.PENDING, State.DONE}):
+        whole = list(other.summaries(states))
+        assert [row.id for row in whole] == [
+            job.id for job, status in zip(order, queue.listing(), strict=True)
+            if states is None or status.state in states]
+        size = 3
+        last = (len(whole) - 1) // size
+        for page in (0, 1, last, last + 1):
+            assert list(other.summaries(states, size, page * size)) == whole[
+                page * size:(page + 1) * size], (states, page)
+        assert list(other.summaries(states, offset=2)) == whole[2:]  # no limit: the rest
+        assert list(other.summaries(states, 0, 1)) == []
+    assert list(other.summaries({State.FAILED}, 5, 1)) == []  # one failed job: past it

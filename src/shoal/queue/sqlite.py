@@ -161,17 +161,21 @@ _SUMMARY_SELECT = (
 
 
 def _filtered(select: str, states: Collection[State] | None,
-              limit: int | None) -> tuple[str, list]:
-    """`select` over jobs in seq order, only those in `states`, at most `limit`."""
+              limit: int | None, offset: int = 0) -> tuple[str, list]:
+    """`select` over jobs in seq order, only those in `states`, at most `limit`, the
+    first `offset` skipped (by SQLite, along the seq index)."""
     sql, args = select, []
     if states is not None:
         values = sorted({State(s).value for s in states})
         sql += f" WHERE state IN ({','.join('?' * len(values))})"
         args += values
     sql += " ORDER BY seq"
-    if limit is not None:
+    if limit is not None or offset > 0:
         sql += " LIMIT ?"
-        args.append(max(limit, 0))
+        args.append(-1 if limit is None else max(limit, 0))
+    if offset > 0:
+        sql += " OFFSET ?"
+        args.append(offset)
     return sql, args
 
 
@@ -608,11 +612,11 @@ class SqliteQueue(Queue):
             statuses += _listed(rows[first:first + LISTING_BATCH])
         return iter(statuses)
 
-    def summaries(self, states: Collection[State] | None = None,
-                  limit: int | None = None) -> Iterator[JobSummary]:
+    def summaries(self, states: Collection[State] | None = None, limit: int | None = None,
+                  offset: int = 0) -> Iterator[JobSummary]:
         """The fields a table row shows, picked out of the stored JSON by SQLite itself
-        (json_extract): no record decoded in Python."""
-        sql, args = _filtered(_SUMMARY_SELECT, states, limit)
+        (json_extract): no record decoded in Python; LIMIT and OFFSET in the SQL."""
+        sql, args = _filtered(_SUMMARY_SELECT, states, limit, offset)
         by_value = STATES
         return iter([JobSummary(seq, job_id, name, by_value[state], attempt, worker, *rest)
                      for seq, job_id, name, state, attempt, worker, *rest
