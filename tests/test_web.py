@@ -157,6 +157,21 @@ def test_jobs_in_input_order_paged_and_filtered_with_reasons_and_logs(procs, que
     assert web.request("GET", "/static/../app.py")[0] == 404
 
 
+def test_search_finds_a_parameter_by_name_and_value(procs, tmp_path):
+    table = tmp_path / "sweep.csv"
+    table.write_text("alpha,beta\n1,20\n3,40\n5,20\n")
+    url = f"sqlite://{tmp_path / 'q.db'}"
+    done = shoal("submit", "--table", str(table), url, "echo {alpha}")
+    assert done.returncode == 0, done.stderr
+    web = Dashboard(procs, url)
+    found = web.json("/api/jobs?q=BETA=20")  # in no job's name: only its parameters
+    assert found["total"] == 2 and [row["seq"] for row in found["rows"]] == [1, 3]
+    assert web.json("/api/jobs?q=alpha=3")["total"] == 1
+    assert web.json("/api/jobs?q=beta=20&state=done")["total"] == 0
+    assert web.json(f"/api/jobs/{found['rows'][1]['id']}")["params"] == {
+        "alpha": "5", "beta": "20"}
+
+
 def test_bad_bind_is_one_line_naming_the_option(queue_url):
     done = shoal("dashboard", queue_url, "--bind", "nowhere")
     assert done.returncode == 2
