@@ -119,6 +119,13 @@ def page_of(ordered: list[T], limit: int | None, offset: int = 0) -> list[T]:
     return ordered[start:] if limit is None else ordered[start:start + max(limit, 0)]
 
 
+def search_text(job: Job) -> str:
+    """What `Queue.search` looks in, lower case: the name, the id and each parameter
+    written `name=value`."""
+    params = "\n".join(f"{name}={value}" for name, value in job.params.items())
+    return f"{job.name}\n{job.id}\n{params}".lower()
+
+
 def reaped_keep_s(lease_s: float) -> float:
     """How long `reap` keeps reporting a reap (see defaults.REAPED_KEEP_S)."""
     return max(defaults.REAPED_KEEP_S, lease_s)
@@ -323,6 +330,15 @@ class Queue(ABC):
         offset = max(offset, 0)
         reach = None if limit is None else offset + max(limit, 0)
         return map(JobSummary.of, islice(self.listing(states, reach), offset, None))
+
+    def search(self, text: str, states: Collection[State] | None = None) -> Iterator[JobSummary]:
+        """The jobs whose name, id or a parameter written `name=value` holds `text` (any
+        case), as `summaries` rows in submission order, only those in `states` (None:
+        all): the dashboard's search. The default reads the `listing` (parameters are
+        no part of a summary); sqlite matches in its SQL."""
+        wanted = text.lower()
+        return (JobSummary.of(status) for status in self.listing(states)
+                if wanted in search_text(status.job))
 
     @abstractmethod
     def counts(self) -> dict[State, int]:

@@ -357,6 +357,12 @@ class CoordinatorQueue(Queue):
         return iter([wire.summary_in(row) for row in self._call(
             "summaries", states=wanted, limit=limit, offset=offset)])
 
+    def search(self, text: str, states: Collection[State] | None = None) -> Iterator[JobSummary]:
+        """One request: the coordinator's queue searches."""
+        wanted = None if states is None else sorted(State(s).value for s in states)
+        return iter([wire.summary_in(row) for row in self._call(
+            "search", text=text, states=wanted)])
+
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
         for state, number in self._call("counts").items():

@@ -179,6 +179,11 @@ def _filtered(select: str, states: Collection[State] | None,
     return sql, args
 
 
+# `Queue.search` in SQL: the name, the id or a parameter as `name=value` holds the text
+_SEARCH = (" WHERE (instr(lower(json_extract(spec, '$.name')), ?) OR instr(lower(id), ?)"
+           " OR EXISTS (SELECT 1 FROM json_each(jobs.spec, '$.params')"
+           " WHERE instr(lower(key || '=' || value), ?)))")
+
 LISTING_BATCH = 5000  # rows whose records `listing` decodes in one call
 
 
@@ -621,6 +626,19 @@ class SqliteQueue(Queue):
         return iter([JobSummary(seq, job_id, name, by_value[state], attempt, worker, *rest)
                      for seq, job_id, name, state, attempt, worker, *rest
                      in self._db().execute(sql, args).fetchall()])
+
+    def search(self, text: str, states: Collection[State] | None = None) -> Iterator[JobSummary]:
+        """One SELECT: SQLite matches the name, the id and each parameter (json_each)."""
+        wanted = text.lower()
+        sql, args = _SUMMARY_SELECT + _SEARCH, [wanted, wanted, wanted]
+        if states is not None:
+            values = sorted({State(s).value for s in states})
+            sql += f" AND state IN ({','.join('?' * len(values))})"
+            args += values
+        by_value = STATES
+        return iter([JobSummary(seq, job_id, name, by_value[state], attempt, worker, *rest)
+                     for seq, job_id, name, state, attempt, worker, *rest
+                     in self._db().execute(sql + " ORDER BY seq", args).fetchall()])
 
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)

@@ -294,6 +294,10 @@ class Service:
         wanted = None if states is None else {State(s) for s in states}
         return [wire.summary_out(row) for row in self.queue.summaries(wanted, limit, offset)]
 
+    def search(self, req: Request, text: str, states: list[str] | None = None) -> list[list]:
+        wanted = None if states is None else {State(s) for s in states}
+        return [wire.summary_out(row) for row in self.queue.search(text, wanted)]
+
     def counts(self, req: Request) -> dict[str, int]:
         return {state.value: n for state, n in self.queue.counts().items()}
 
@@ -363,6 +367,7 @@ HANDLERS: dict[str, Handler] = {
     "jobs": Service.jobs,
     "listing": Service.listing,
     "summaries": Service.summaries,
+    "search": Service.search,
     "counts": Service.counts,
     "states": Service.states,
     "results": Service.results,

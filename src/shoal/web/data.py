@@ -85,12 +85,12 @@ def jobs_page(queue: Queue, states: Collection[State] | None, page: int, size: i
               search: str = "") -> dict[str, Any]:
     """Rows `page * size` to `(page + 1) * size` in input order (one `summaries` page: a
     deep page reads what it shows), and how many match (from `counts`). With `search` (a
-    part of the name, the id or a parameter's `name=value`, any case) every job is read:
-    on demand only."""
+    part of the name, the id or a parameter's `name=value`, any case: `Queue.search`)
+    every match is read: on demand only."""
     size = max(1, min(size, MAX_PAGE))
     page = max(0, page)
     if search:
-        found = searched(queue, states, search)
+        found = list(queue.search(search, states))
         return {"page": page, "size": size, "total": len(found),
                 "rows": [summary_row(row) for row in found[page * size:(page + 1) * size]]}
     rows = queue.summaries(states, size, page * size)
@@ -98,21 +98,6 @@ def jobs_page(queue: Queue, states: Collection[State] | None, page: int, size: i
     matching = sum(n for state, n in counts.items() if states is None or state in states)
     return {"page": page, "size": size, "total": matching,
             "rows": [summary_row(row) for row in rows]}
-
-
-def searched(queue: Queue, states: Collection[State] | None, text: str) -> list[JobSummary]:
-    """The jobs whose name, id or a parameter (as `name=value`) holds `text`, any case, in
-    input order. Parameters are no part of a summary, so this reads the `listing`."""
-    wanted = text.lower()
-    return [JobSummary.of(status) for status in queue.listing(states)
-            if wanted in search_text(status)]
-
-
-def search_text(status: JobStatus) -> str:
-    """What a search looks in: the name, the id and each parameter as `name=value`."""
-    job = status.job
-    params = " ".join(f"{name}={value}" for name, value in job.params.items())
-    return f"{job.name}\n{job.id}\n{params}".lower()
 
 
 def attempt_row(result: Result) -> dict[str, Any]:
