@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -309,7 +310,11 @@ def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str |
                err=True)
 
     def stop(_signum: int, _frame: object) -> None:
-        coordinator.stop()
+        if beside is None:
+            coordinator.stop()
+        else:  # the dashboard first, while the coordinator still answers its last calls
+            threading.Thread(target=lambda: (beside.stop(), coordinator.stop()),
+                             daemon=True).start()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)

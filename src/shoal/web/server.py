@@ -174,7 +174,8 @@ class Beside:
                 queue.close()
 
     def stop(self) -> None:
-        """End open pages' streams, stop serving, wait for the thread (a bounded time)."""
+        """End open pages' streams, stop serving, wait for the thread (a bounded time).
+        Once or more, from any thread."""
         with self._lock:
             self._stopped = True
             if self._server is not None:
