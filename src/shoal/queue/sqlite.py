@@ -160,15 +160,20 @@ _SUMMARY_SELECT = (
     " FROM jobs")
 
 
-def _filtered(select: str, states: Collection[State] | None,
-              limit: int | None, offset: int = 0) -> tuple[str, list]:
+def _filtered(select: str, states: Collection[State] | None, limit: int | None,
+              offset: int = 0, *, search: str | None = None) -> tuple[str, list]:
     """`select` over jobs in seq order, only those in `states`, at most `limit`, the
-    first `offset` skipped (by SQLite, along the seq index)."""
-    sql, args = select, []
+    first `offset` skipped (by SQLite, along the seq index); with `search`, only those
+    whose name, id or a parameter written `name=value` holds it (`Queue.search`)."""
+    conditions, args = [], []
+    if search is not None:
+        conditions.append(_MATCH)
+        args += [search.lower()] * 3
     if states is not None:
         values = sorted({State(s).value for s in states})
-        sql += f" WHERE state IN ({','.join('?' * len(values))})"
+        conditions.append(f"state IN ({','.join('?' * len(values))})")
         args += values
+    sql = select + (" WHERE " + " AND ".join(conditions) if conditions else "")
     sql += " ORDER BY seq"
     if limit is not None or offset > 0:
         sql += " LIMIT ?"
@@ -180,9 +185,17 @@ def _filtered(select: str, states: Collection[State] | None,
 
 
 # `Queue.search` in SQL: the name, the id or a parameter as `name=value` holds the text
-_SEARCH = (" WHERE (instr(lower(json_extract(spec, '$.name')), ?) OR instr(lower(id), ?)"
-           " OR EXISTS (SELECT 1 FROM json_each(jobs.spec, '$.params')"
-           " WHERE instr(lower(key || '=' || value), ?)))")
+_MATCH = ("(instr(lower(json_extract(spec, '$.name')), ?) OR instr(lower(id), ?)"
+          " OR EXISTS (SELECT 1 FROM json_each(jobs.spec, '$.params')"
+          " WHERE instr(lower(key || '=' || value), ?)))")
+
+
+def _summaries(rows: list[tuple]) -> list[JobSummary]:
+    """Rows of `_SUMMARY_SELECT` as summaries."""
+    by_value = STATES
+    return [JobSummary(seq, job_id, name, by_value[state], attempt, worker, *rest)
+            for seq, job_id, name, state, attempt, worker, *rest in rows]
+
 
 LISTING_BATCH = 5000  # rows whose records `listing` decodes in one call
 
@@ -622,23 +635,12 @@ class SqliteQueue(Queue):
         """The fields a table row shows, picked out of the stored JSON by SQLite itself
         (json_extract): no record decoded in Python; LIMIT and OFFSET in the SQL."""
         sql, args = _filtered(_SUMMARY_SELECT, states, limit, offset)
-        by_value = STATES
-        return iter([JobSummary(seq, job_id, name, by_value[state], attempt, worker, *rest)
-                     for seq, job_id, name, state, attempt, worker, *rest
-                     in self._db().execute(sql, args).fetchall()])
+        return iter(_summaries(self._db().execute(sql, args).fetchall()))
 
     def search(self, text: str, states: Collection[State] | None = None) -> Iterator[JobSummary]:
         """One SELECT: SQLite matches the name, the id and each parameter (json_each)."""
-        wanted = text.lower()
-        sql, args = _SUMMARY_SELECT + _SEARCH, [wanted, wanted, wanted]
-        if states is not None:
-            values = sorted({State(s).value for s in states})
-            sql += f" AND state IN ({','.join('?' * len(values))})"
-            args += values
-        by_value = STATES
-        return iter([JobSummary(seq, job_id, name, by_value[state], attempt, worker, *rest)
-                     for seq, job_id, name, state, attempt, worker, *rest
-                     in self._db().execute(sql + " ORDER BY seq", args).fetchall()])
+        sql, args = _filtered(_SUMMARY_SELECT, states, None, search=text)
+        return iter(_summaries(self._db().execute(sql, args).fetchall()))
 
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)
