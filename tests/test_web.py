@@ -8,16 +8,18 @@ import http.client
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import redis_queue_url, wait_for
 from tests.procs import Procs
 
 URL_LINE = re.compile(r"(http://\S+)/\?token=([0-9a-f]+)")
@@ -35,22 +37,35 @@ def need(module: str, why: str) -> None:
 
 
 class Dashboard:
-    """A running `shoal dashboard`: its base URL and token, read from what it printed."""
+    """A running dashboard: its base URL and token, read from what it printed. Made by a
+    `shoal dashboard` process of its own, or (`beside`) by `shoal run|serve --dashboard`,
+    which print the URL on stderr."""
 
     def __init__(self, procs: Procs, queue: str, *more: str) -> None:
+        self._watch(procs, procs.shoal("dashboard", queue, "--bind", "127.0.0.1:0", *more,
+                                       apart=True), procs.output)
+
+    @classmethod
+    def beside(cls, procs: Procs, proc: subprocess.Popen[bytes]) -> Dashboard:
+        web = cls.__new__(cls)
+        web._watch(procs, proc, procs.errors)
+        return web
+
+    def _watch(self, procs: Procs, proc: subprocess.Popen[bytes],
+               printed: Callable[[subprocess.Popen[bytes]], str]) -> None:
         need("starlette", "pip install 'shoal[web]'")
         need("uvicorn", "pip install 'shoal[web]'")
-        self.proc = procs.shoal("dashboard", queue, "--bind", "127.0.0.1:0", *more, apart=True)
-        found = wait_for(lambda: self._printed(procs), timeout_s=30,
-                         message="the dashboard to print its URL")
+        self.proc = proc
+
+        def url() -> tuple[str, str] | None:
+            if proc.poll() is not None:
+                pytest.fail(f"{proc.args} exited: {procs.errors(proc)}")
+            match = URL_LINE.search(printed(proc))
+            return (match.group(1), match.group(2)) if match else None
+
+        found = wait_for(url, timeout_s=30, message="the dashboard to print its URL")
         self.base, self.token = found  # type: ignore[misc]
         self.url = f"{self.base}/?token={self.token}"
-
-    def _printed(self, procs: Procs) -> tuple[str, str] | None:
-        if self.proc.poll() is not None:
-            pytest.fail(f"shoal dashboard exited: {procs.errors(self.proc)}")
-        match = URL_LINE.search(procs.output(self.proc))
-        return (match.group(1), match.group(2)) if match else None
 
     def request(self, method: str, path: str, *, token: str | None = "query",
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -80,9 +95,28 @@ def shoal(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
-@pytest.fixture(params=["sqlite", "folder"])
-def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    url = f"sqlite://{tmp_path / 'q.db'}" if request.param == "sqlite" else str(tmp_path / "q")
+def served(procs: Procs, tmp_path: Path, *more: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A `shoal serve` of a new sqlite queue and the status folder its clients use."""
+    status = tmp_path / "st"
+    server = procs.shoal("serve", f"sqlite://{tmp_path / 'q.db'}", "--status", str(status),
+                         *more, apart=True)
+    wait_for(lambda: (status / "status.json").exists() or server.poll() is not None,
+             timeout_s=30, message="the coordinator's status file")
+    assert server.poll() is None, procs.errors(server)
+    return server, str(status)
+
+
+@pytest.fixture(params=["sqlite", "folder", "tcp", "redis"])
+def queue_url(request: pytest.FixtureRequest, procs: Procs, tmp_path: Path) -> str:
+    """Five jobs (the third fails once run) on each kind of queue: tcp is a `shoal serve`
+    of sqlite, redis a queue of its own on the session's redis-server (tests.redisd)."""
+    if request.param == "tcp":
+        url = served(procs, tmp_path)[1]
+    elif request.param == "redis":
+        url = redis_queue_url("redis")
+    else:
+        url = f"sqlite://{tmp_path / 'q.db'}" if request.param == "sqlite" else str(
+            tmp_path / "q")
     done = shoal("submit", url, "echo out-{}; test {} -ne 3", ":::", "1", "2", "3", "4", "5")
     assert done.returncode == 0, done.stderr
     return url
@@ -157,6 +191,64 @@ def test_jobs_in_input_order_paged_and_filtered_with_reasons_and_logs(procs, que
     assert web.request("GET", "/static/../app.py")[0] == 404
 
 
+def test_search_finds_a_parameter_by_name_and_value(procs, tmp_path):
+    table = tmp_path / "sweep.csv"
+    table.write_text("alpha,beta\n1,20\n3,40\n5,20\n")
+    url = f"sqlite://{tmp_path / 'q.db'}"
+    done = shoal("submit", "--table", str(table), url, "echo {alpha}")
+    assert done.returncode == 0, done.stderr
+    web = Dashboard(procs, url)
+    found = web.json("/api/jobs?q=BETA=20")  # in no job's name: only its parameters
+    assert found["total"] == 2 and [row["seq"] for row in found["rows"]] == [1, 3]
+    assert web.json("/api/jobs?q=alpha=3")["total"] == 1
+    assert web.json("/api/jobs?q=beta=20&state=done")["total"] == 0
+    assert web.json(f"/api/jobs/{found['rows'][1]['id']}")["params"] == {
+        "alpha": "5", "beta": "20"}
+
+
+def test_serve_dashboard_shows_the_served_queue_and_stops_with_it(procs, tmp_path):
+    server, status = served(procs, tmp_path, "--dashboard", "--dashboard-bind", "127.0.0.1:0")
+    web = Dashboard.beside(procs, server)
+    assert shoal("submit", status, "echo out-{}", ":::", "1", "2", "3").returncode == 0
+    rows = web.json("/api/jobs")["rows"]
+    assert [row["seq"] for row in rows] == [1, 2, 3]
+    code, _, body = web.request("POST", f"/api/jobs/{rows[1]['id']}/cancel", token="header")
+    assert code == 200 and json.loads(body)["changed"] == [rows[1]["id"]]
+    assert shoal("work", status, "--drain", "-q").returncode == 0
+    assert web.json("/api/overview")["counts"] == {
+        "waiting": 0, "pending": 0, "running": 0, "done": 2, "failed": 0, "cancelled": 1}
+    assert "out-3" in web.json(f"/api/jobs/{rows[2]['id']}")["log"]
+    assert [row["seq"] for row in web.json("/api/jobs?page=1&size=2")["rows"]] == [3]
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=60) == 0
+    with pytest.raises(OSError):  # stopped with the coordinator: nobody listens
+        web.request("GET", "/api/overview")
+    said = procs.errors(server)
+    assert said.count("shoal dashboard of ") == 1 and "Traceback" not in said
+
+
+def test_dashboard_options_of_run_and_serve_are_one_line_when_wrong(tmp_path):
+    done = shoal("run", "--dashboard-bind", "nowhere", "echo", ":::", "1")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "shoal: error: --dashboard-bind: 'nowhere' is not HOST:PORT (e.g. 127.0.0.1:8265, "
+        "0.0.0.0:8265 for every interface)"]
+    done = shoal("serve", f"sqlite://{tmp_path / 'q.db'}", "--status", str(tmp_path / "st"),
+                 "--dashboard-bind", "256.1.1.1:1")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("shoal: error: --dashboard-bind: ")
+    for words in (["run", "--dashboard", "echo", ":::", "1"],
+                  ["serve", "--status", str(tmp_path / "st"), "--dashboard"]):
+        hide = ("import sys; sys.modules['uvicorn'] = None; from shoal.cli import main; "
+                f"main({words!r}, prog_name='shoal')")
+        done = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True,
+                              timeout=60, cwd=tmp_path)
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [
+            "shoal: error: --dashboard needs the web extra (uvicorn is missing): "
+            "pip install 'shoal[web]'"]
+
+
 def test_bad_bind_is_one_line_naming_the_option(queue_url):
     done = shoal("dashboard", queue_url, "--bind", "nowhere")
     assert done.returncode == 2
@@ -200,13 +292,9 @@ def test_the_event_stream_tells_counts_as_jobs_finish(procs, queue_url):
 
 
 def test_a_queue_out_of_reach_is_one_line_and_the_dashboard_stays(procs, tmp_path):
-    status = tmp_path / "st"
-    server = procs.shoal("serve", f"sqlite://{tmp_path / 'q.db'}", "--status", str(status),
-                         apart=True)
-    wait_for(lambda: (status / "status.json").exists(), timeout_s=30,
-             message="the coordinator's status file")
-    assert shoal("submit", str(status), "true", ":::", "1", "2").returncode == 0
-    web = Dashboard(procs, str(status))
+    server, status = served(procs, tmp_path)
+    assert shoal("submit", status, "true", ":::", "1", "2").returncode == 0
+    web = Dashboard(procs, status)
     assert web.json("/api/overview")["total"] == 2
     server.terminate()
     server.wait(timeout=30)

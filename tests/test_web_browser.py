@@ -157,3 +157,34 @@ def test_cancel_from_the_page_and_a_phone_sized_screen(procs, page, tmp_path):
     expect(page.locator("#page-info")).to_have_text("1\u20131 of 1")
     wide = page.evaluate("document.documentElement.scrollWidth")
     assert wide <= 390, f"the page is {wide} px wide on a 390 px screen"
+
+
+def test_shoal_run_dashboard_prints_a_url_that_opens_on_the_runs_own_queue(procs, page,
+                                                                         tmp_path):
+    """`shoal run --dashboard` on an in-process queue: only its own dashboard can show it.
+    A job cancelled from the page is one the run does not print; the dashboard goes
+    when the run ends."""
+    from playwright.sync_api import expect
+
+    go = tmp_path / "GO"
+    run = procs.shoal("run", "--dashboard", "--dashboard-bind", "127.0.0.1:0", "--queue",
+                      "memory://", "--slots", "2", "--no-progress",
+                      f"while [ ! -e {go} ]; do sleep 0.05; done; echo said-{{}}",
+                      ":::", "a", "b", "c", apart=True)
+    web = Dashboard.beside(procs, run)
+    page.goto(web.url)
+    text_of(page, "#count-running", "2")
+    text_of(page, "#count-pending", "1")
+    text_of(page, "#workers-alive", "1")
+    page.locator("#job-rows tr").nth(2).click()
+    text_of(page, "#job-state", "pending")
+    page.get_by_role("button", name="Cancel").click()
+    text_of(page, "#count-cancelled", "1")
+    expect(page.locator("#job-cancel")).to_be_disabled(timeout=PATIENCE_MS)
+    go.touch()
+    run.wait(timeout=PATIENCE_MS / 1000)
+    assert sorted(procs.output(run).split()) == ["said-a", "said-b"]
+    said = procs.errors(run)
+    assert said.count("shoal dashboard of memory://") == 1 and "Traceback" not in said
+    with pytest.raises(OSError):  # the run is over: so is its dashboard
+        web.request("GET", "/api/overview")

@@ -57,3 +57,19 @@ def test_report_to_a_missing_folder_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"shoal: error: {tmp_path / 'nowhere' / 'r.html'}: No such file or directory"]
+
+
+def test_executor_report_writes_the_same_file_for_its_calls(tmp_path):
+    import shoal as api
+    from tests.callfns import boom_on
+
+    out = tmp_path / "calls.html"
+    with api.Executor(workers=2) as ex:
+        futures = [ex.submit(boom_on, x, 3) for x in range(5)]
+        for future in futures:
+            future.exception(timeout=60)  # every call has ended, one of them failed
+        assert ex.report(out) == 5
+    page = out.read_text()
+    assert not re.search(r"""(src|href)\s*=|https?://|<script""", page)  # nothing fetched
+    assert "item 3" in page and "<td class='n'>1</td>" in page  # one failure, its reason
+    assert page.count("boom_on(") >= 5  # the results table: each call by name

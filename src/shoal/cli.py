@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +24,9 @@ from .queue import open_queue
 from .queue.base import Queue
 from .queue.scheduling import ended_by_dependency
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .web.server import Beside
 
 DEFAULT_SERVE_STATUS = "~/.shoal/servers/default"
 CLI_PATIENCE_S = 10.0  # how long status/results/logs wait for a coordinator that is silent
@@ -291,8 +296,12 @@ def log_to_file(log_dir: str) -> str:
 @click.option("--advertise", help="Host name or address clients should use (default: this "
               "host's name when listening on all interfaces).")
 @click.option("--lease", "lease_s", type=SECONDS, help="Lease seconds (default: 30).")
+@click.option("--dashboard", is_flag=True, help="Also serve the web dashboard of QUEUE "
+              "(prints its URL; needs: pip install 'shoal[web]').")
+@click.option("--dashboard-bind", metavar="HOST:PORT", help="Where the dashboard listens "
+              "(implies --dashboard; default 127.0.0.1:8265 or a free port).")
 def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str | None,
-          lease_s: float | None) -> None:
+          lease_s: float | None, dashboard: bool, dashboard_bind: str | None) -> None:
     """Serve QUEUE (default: a SQLite file on local disk) to workers and clients over TCP.
 
     Clients need the status file: `shoal work STATUS_DIR` here, or copy its
@@ -305,6 +314,7 @@ def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str |
     folder = Path(status_dir).expanduser()
     url = queue or locate.default_queue(folder)
     options = {"lease_s": lease_s} if lease_s else {}
+    beside = dashboard_listening(dashboard, dashboard_bind)
     coordinator = locate.serve(open_queue(url, **options), folder, bind=bind,
                                advertise=advertise)
     click.echo(f"shoal: serving {coordinator.queue.url} at {coordinator.address}\n"
@@ -313,11 +323,42 @@ def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str |
                err=True)
 
     def stop(_signum: int, _frame: object) -> None:
-        coordinator.stop()
+        if beside is None:
+            coordinator.stop()
+        else:  # the dashboard first, while the coordinator still answers its last calls
+            threading.Thread(target=lambda: (beside.stop(), coordinator.stop()),
+                             daemon=True).start()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    coordinator.serve_forever()
+    # the dashboard is a client of this coordinator: its actions wake parked claims and
+    # reach watchers as anyone's do
+    with dashboard_running(beside, lambda: open_queue(str(folder)), coordinator.queue.url,
+                           close_queue=True):
+        coordinator.serve_forever()
+
+
+def dashboard_listening(wanted: bool, bind: str | None) -> Beside | None:
+    """`--dashboard` (or `--dashboard-bind`): the web extra checked and the port taken
+    before the command starts (one line if not); None without them."""
+    if not wanted and bind is None:
+        return None
+    from .web import require_web
+
+    require_web("--dashboard")
+    from .web.server import Beside
+
+    return Beside(bind)
+
+
+def dashboard_running(beside: Beside | None, open_: Callable[[], Queue], url: str, *,
+                      close_queue: bool = False) -> contextlib.AbstractContextManager:
+    """The dashboard `dashboard_listening` made, serving while the block runs (its URL on
+    stderr: stdout is the jobs' output); nothing if there is none."""
+    if beside is None:
+        return contextlib.nullcontext()
+    return beside.start(open_, url, close_queue=close_queue,
+                        say=lambda line: click.echo(line, err=True))
 
 
 def install_stop_signals(worker: Worker) -> None:
@@ -355,9 +396,12 @@ def run(words: tuple[str, ...]) -> None:
         for line in args.dry_run_lines(expanded):
             click.echo(line)
         return
+    beside = dashboard_listening(args.dashboard, args.dashboard_bind)
     if args.session is None:
         queue = open_queue(args.queue_url)
-        sys.exit(run_in(queue, args, expanded))
+        with dashboard_running(beside, lambda: queue, queue.url):
+            code = run_in(queue, args, expanded)
+        sys.exit(code)
     from . import sessions
 
     session = args.session
@@ -368,7 +412,8 @@ def run(words: tuple[str, ...]) -> None:
         sys.exit(0)
     queue = open_queue(str(folder))
     try:
-        code = run_in(queue, args, expanded)
+        with dashboard_running(beside, lambda: queue, queue.url):
+            code = run_in(queue, args, expanded)
         sessions.dismiss_workers(queue)
     finally:
         queue.close()

@@ -273,6 +273,14 @@ class Executor(futures.Executor):
 
         return pandas.DataFrame([result_row(r) for r in self.results()])
 
+    def report(self, path: str | Path) -> int:
+        """Write `shoal report`'s self-contained HTML file about this executor's queue to
+        `path` (counts, timeline, durations, failures by reason, results; no web extra
+        needed), to keep or mail after the run. Returns how many jobs it covers."""
+        from .web.report import write_report
+
+        return write_report(self.queue, Path(path))
+
     # -- shutting down ----------------------------------------------------------------------
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

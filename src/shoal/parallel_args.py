@@ -48,6 +48,8 @@ class RunArgs:
     queue_url: str = DEFAULT_RUN_QUEUE
     session: str | None = None
     bind: str | None = None
+    dashboard: bool = False  # --dashboard: the web dashboard beside the run
+    dashboard_bind: str | None = None  # --dashboard-bind HOST:PORT (implies --dashboard)
     table: str | None = None
     jobs_spec: str | None = None  # -j as typed: N, 0, +N, -N, N%
     slots: int | None = None  # --slots (shoal's: 0 = only other workers)
@@ -295,6 +297,10 @@ def _priority(value: str) -> int:
     return parse_priority("--priority", value)
 
 
+def _dashboard_bind(args: RunArgs, value: str) -> None:
+    args.dashboard, args.dashboard_bind = True, value
+
+
 def _resume_failed(args: RunArgs, _value: str) -> None:
     args.resume = args.resume_failed = True
 
@@ -355,6 +361,10 @@ OPTIONS: list[Option] = [
     Option(("--serve",), "NAME|DIR", _set("session"),
            "First run serves the jobs over TCP; the same command elsewhere works for it."),
     Option(("--bind",), "URL", _set("bind"), "With --serve: where to listen."),
+    Option(("--dashboard",), None, _flag("dashboard"),
+           "Watch the run in a browser: prints the dashboard's URL (needs shoal[web])."),
+    Option(("--dashboard-bind",), "HOST:PORT", _dashboard_bind,
+           "Where the dashboard listens (default 127.0.0.1:8265 or a free port)."),
     Option(("--table",), "FILE", _set("table"),
            "CSV or JSON table: one job per row, {column} in the command."),
     Option(("--max-attempts",), "N", _set("max_attempts", lambda v: _count("--max-attempts",

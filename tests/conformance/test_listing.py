@@ -135,3 +135,52 @@ def test_summaries_are_the_listing_narrowed(queue, queue_factory):
     assert rows[ended_by_dependency.id].reason.startswith("dependency ")
     assert rows[leases[4].job_id].state is State.RUNNING
     assert rows[leases[4].job_id].worker == "w1"
+
+
+def test_summaries_pages_are_slices_of_the_whole_list(queue, queue_factory):
+    """The dashboard's jobs table reads one page at a time (`offset`, `limit`): page 0, 1,
+    the last and one past the end are the same rows as slices of the whole list, in
+    input order, with a state filter too."""
+    order = fill(queue)
+    other = queue_factory()
+    for states in (None, {State.PENDING, State.DONE}):
+        whole = list(other.summaries(states))
+        assert [row.id for row in whole] == [
+            job.id for job, status in zip(order, queue.listing(), strict=True)
+            if states is None or status.state in states]
+        size = 3
+        last = (len(whole) - 1) // size
+        for page in (0, 1, last, last + 1):
+            assert list(other.summaries(states, size, page * size)) == whole[
+                page * size:(page + 1) * size], (states, page)
+        assert list(other.summaries(states, offset=2)) == whole[2:]  # no limit: the rest
+        assert list(other.summaries(states, 0, 1)) == []
+    assert list(other.summaries({State.FAILED}, 5, 1)) == []  # one failed job: past it
+
+
+def test_search_matches_name_id_and_parameters_in_order(queue, queue_factory):
+    """The dashboard's search: a part of the name, of the id or of a parameter written
+    `name=value`, any case, as summary rows in input order, with a state filter too."""
+    jobs = [Job.command_job(["echo", str(i)], name=f"Sweep {i}",
+                            params={"alpha": i, "mode": "Fast" if i % 2 else "slow"})
+            for i in range(6)]
+    queue.submit(jobs)
+    (lease,) = queue.claim("w1", 1)
+    queue.finish(lease, outcome(lease, State.DONE))
+    other = queue_factory()
+
+    def found(text: str, states: set[State] | None = None) -> list[str]:
+        rows = list(other.search(text, states))
+        assert rows == [row for row in other.summaries(states) if row.id in
+                        {r.id for r in rows}]  # the same rows as the table's, in order
+        return [row.id for row in rows]
+
+    ids = [job.id for job in jobs]
+    assert found("sweep 3") == [ids[3]]
+    assert found("MODE=fast") == [ids[1], ids[3], ids[5]]
+    assert found("alpha=4") == [ids[4]]
+    assert found("=slow") == [ids[0], ids[2], ids[4]]
+    assert found(ids[2][3:9].upper()) == [ids[2]]
+    assert found("mode=slow", {State.PENDING}) == [ids[2], ids[4]]
+    assert found("mode=slow", {State.DONE}) == [ids[0]]
+    assert found("nothing like it") == []

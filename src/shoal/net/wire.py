@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 
 from .. import errors
-from ..job import Job, JobStatus, Lease, Result, State, WorkerInfo
+from ..job import Job, JobStatus, JobSummary, Lease, Result, State, WorkerInfo
 
 PROTOCOL = 2  # 2: beat replaced renew, heartbeat and take_control
 OK, ERR, PUSH = "ok", "err", "push"
@@ -73,6 +73,15 @@ def status_in(record: dict[str, Any]) -> JobStatus:
                      record["worker"], result_in(result) if result is not None else None,
                      tuple(result_in(r) for r in record.get("attempts", ())),
                      record.get("seq", 0))
+
+
+def summary_out(row: JobSummary) -> list[Any]:
+    """A summary row as a list of plain values (10^5 of them in one reply: no keys)."""
+    return [*row[:3], row.state.value, *row[4:]]
+
+
+def summary_in(values: list[Any]) -> JobSummary:
+    return JobSummary(*values[:3], State(values[3]), *values[4:])
 
 
 def worker_out(info: WorkerInfo) -> dict[str, Any]:

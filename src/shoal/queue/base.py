@@ -30,6 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
+from itertools import islice
 from typing import ClassVar, TypeVar
 
 from .. import defaults
@@ -108,8 +109,21 @@ def chosen(statuses: Iterable[JobStatus], states: Collection[State] | None,
     if states is not None:
         states = frozenset(states)
         statuses = [s for s in statuses if s.state in states]
-    ordered = sorted(statuses, key=listing_order)
-    return ordered if limit is None else ordered[:max(limit, 0)]
+    return page_of(sorted(statuses, key=listing_order), limit)
+
+
+def page_of(ordered: list[T], limit: int | None, offset: int = 0) -> list[T]:
+    """At most `limit` (None: all) of `ordered`, from place `offset` on (a negative one
+    counts as 0): how `summaries` cuts a page out of rows already in order."""
+    start = max(offset, 0)
+    return ordered[start:] if limit is None else ordered[start:start + max(limit, 0)]
+
+
+def search_text(job: Job) -> str:
+    """What `Queue.search` looks in, lower case: the name, the id and each parameter
+    written `name=value`."""
+    params = "\n".join(f"{name}={value}" for name, value in job.params.items())
+    return f"{job.name}\n{job.id}\n{params}".lower()
 
 
 def reaped_keep_s(lease_s: float) -> float:
@@ -306,12 +320,25 @@ class Queue(ABC):
         return iter(chosen((replace(s, attempts=()) if s.attempts else s for s in self.jobs()),
                            states, limit))
 
-    def summaries(self, states: Collection[State] | None = None,
-                  limit: int | None = None) -> Iterator[JobSummary]:
+    def summaries(self, states: Collection[State] | None = None, limit: int | None = None,
+                  offset: int = 0) -> Iterator[JobSummary]:
         """`listing` narrowed to what a table row shows (`JobSummary`): the same jobs in
-        the same order. Backends whose records can be read field by field override it
-        (10^5 rows without building a Job and a Result each)."""
-        return map(JobSummary.of, self.listing(states, limit))
+        the same order, the first `offset` of them skipped (a page of a table: the
+        dashboard's deep pages read what they show, not every row before). Backends whose
+        records can be read field by field override it (10^5 rows without building a Job
+        and a Result each); the default reads the listing up to the page's end."""
+        offset = max(offset, 0)
+        reach = None if limit is None else offset + max(limit, 0)
+        return map(JobSummary.of, islice(self.listing(states, reach), offset, None))
+
+    def search(self, text: str, states: Collection[State] | None = None) -> Iterator[JobSummary]:
+        """The jobs whose name, id or a parameter written `name=value` holds `text` (any
+        case), as `summaries` rows in submission order, only those in `states` (None:
+        all): the dashboard's search. The default reads the `listing` (parameters are
+        no part of a summary); sqlite matches in its SQL."""
+        wanted = text.lower()
+        return (JobSummary.of(status) for status in self.listing(states)
+                if wanted in search_text(status.job))
 
     @abstractmethod
     def counts(self) -> dict[State, int]:

@@ -26,7 +26,7 @@ from ..errors import (
     MessageTooBig,
     UsageError,
 )
-from ..job import Beat, Job, JobStatus, Lease, Reaped, Result, State, WorkerInfo
+from ..job import Beat, Job, JobStatus, JobSummary, Lease, Reaped, Result, State, WorkerInfo
 from ..net import wire
 from ..net.channel import Channel
 from ..net.contact import Contact, contact_path, dead_here, read_contact
@@ -348,6 +348,20 @@ class CoordinatorQueue(Queue):
         wanted = None if states is None else sorted(State(s).value for s in states)
         return iter([wire.status_in(record)
                      for record in self._call("listing", states=wanted, limit=limit)])
+
+    def summaries(self, states: Collection[State] | None = None, limit: int | None = None,
+                  offset: int = 0) -> Iterator[JobSummary]:
+        """One request: the coordinator's queue filters, orders and cuts out the page;
+        only its rows travel."""
+        wanted = None if states is None else sorted(State(s).value for s in states)
+        return iter([wire.summary_in(row) for row in self._call(
+            "summaries", states=wanted, limit=limit, offset=offset)])
+
+    def search(self, text: str, states: Collection[State] | None = None) -> Iterator[JobSummary]:
+        """One request: the coordinator's queue searches."""
+        wanted = None if states is None else sorted(State(s).value for s in states)
+        return iter([wire.summary_in(row) for row in self._call(
+            "search", text=text, states=wanted)])
 
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)

@@ -177,19 +177,43 @@ def _corrupt(job_id: str, where: str) -> Result:
     return Result(job_id, State.FAILED, reason=f"corrupt record: {where}, job {job_id}")
 
 
-def _filtered(select: str, states: Collection[State] | None,
-              limit: int | None) -> tuple[str, list]:
-    """`select` over jobs in seq order, only those in `states`, at most `limit`."""
-    sql, args = select, []
+def _filtered(select: str, states: Collection[State] | None, limit: int | None,
+              offset: int = 0, *, search: str | None = None) -> tuple[str, list]:
+    """`select` over jobs in seq order, only those in `states`, at most `limit`, the
+    first `offset` skipped (by SQLite, along the seq index); with `search`, only those
+    whose name, id or a parameter written `name=value` holds it (`Queue.search`)."""
+    conditions, args = [], []
+    if search is not None:
+        conditions.append(_MATCH)
+        args += [search.lower()] * 3
     if states is not None:
         values = sorted({State(s).value for s in states})
-        sql += f" WHERE state IN ({','.join('?' * len(values))})"
+        conditions.append(f"state IN ({','.join('?' * len(values))})")
         args += values
+    sql = select + (" WHERE " + " AND ".join(conditions) if conditions else "")
     sql += " ORDER BY seq"
-    if limit is not None:
+    if limit is not None or offset > 0:
         sql += " LIMIT ?"
-        args.append(max(limit, 0))
+        args.append(-1 if limit is None else max(limit, 0))
+    if offset > 0:
+        sql += " OFFSET ?"
+        args.append(offset)
     return sql, args
+
+
+# `Queue.search` in SQL: the name, the id or a parameter as `name=value` holds the text
+_MATCH = ("(instr(lower(json_extract(spec, '$.name')), ?) OR instr(lower(id), ?)"
+          " OR EXISTS (SELECT 1 FROM json_each(jobs.spec, '$.params')"
+          " WHERE instr(lower(key || '=' || value), ?)))")
+
+
+def _summaries(rows: list[tuple], where: str) -> list[JobSummary]:
+    """Rows of `_SUMMARY_SELECT` as summaries; an undecodable result shows as failed."""
+    by_value = STATES
+    return [JobSummary(seq, job_id, name, by_value[state], attempt, worker, *rest)
+            if not bad else JobSummary(seq, job_id, name, State.FAILED, attempt, worker,
+                                       reason=_corrupt(job_id, where).reason)
+            for seq, job_id, name, state, attempt, worker, *rest, bad in rows]
 
 
 LISTING_BATCH = 5000  # rows whose records `listing` decodes in one call
@@ -627,17 +651,17 @@ class SqliteQueue(Queue):
             statuses += _listed(rows[first:first + LISTING_BATCH], self.url)
         return iter(statuses)
 
-    def summaries(self, states: Collection[State] | None = None,
-                  limit: int | None = None) -> Iterator[JobSummary]:
+    def summaries(self, states: Collection[State] | None = None, limit: int | None = None,
+                  offset: int = 0) -> Iterator[JobSummary]:
         """The fields a table row shows, picked out of the stored JSON by SQLite itself
-        (json_extract): no record decoded in Python."""
-        sql, args = _filtered(_SUMMARY_SELECT, states, limit)
-        by_value = STATES
-        return iter([JobSummary(seq, job_id, name, by_value[state], attempt, worker, *rest)
-                     if not bad else JobSummary(seq, job_id, name, State.FAILED, attempt, worker,
-                                                reason=_corrupt(job_id, self.url).reason)
-                     for seq, job_id, name, state, attempt, worker, *rest, bad
-                     in self._db().execute(sql, args).fetchall()])
+        (json_extract): no record decoded in Python; LIMIT and OFFSET in the SQL."""
+        sql, args = _filtered(_SUMMARY_SELECT, states, limit, offset)
+        return iter(_summaries(self._db().execute(sql, args).fetchall(), self.url))
+
+    def search(self, text: str, states: Collection[State] | None = None) -> Iterator[JobSummary]:
+        """One SELECT: SQLite matches the name, the id and each parameter (json_each)."""
+        sql, args = _filtered(_SUMMARY_SELECT, states, None, search=text)
+        return iter(_summaries(self._db().execute(sql, args).fetchall(), self.url))
 
     def counts(self) -> dict[State, int]:
         counts = dict.fromkeys(State, 0)

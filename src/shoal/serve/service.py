@@ -289,6 +289,15 @@ class Service:
         wanted = None if states is None else {State(s) for s in states}
         return [wire.status_out(s) for s in self.queue.listing(wanted, limit)]
 
+    def summaries(self, req: Request, states: list[str] | None = None,
+                  limit: int | None = None, offset: int = 0) -> list[list]:
+        wanted = None if states is None else {State(s) for s in states}
+        return [wire.summary_out(row) for row in self.queue.summaries(wanted, limit, offset)]
+
+    def search(self, req: Request, text: str, states: list[str] | None = None) -> list[list]:
+        wanted = None if states is None else {State(s) for s in states}
+        return [wire.summary_out(row) for row in self.queue.search(text, wanted)]
+
     def counts(self, req: Request) -> dict[str, int]:
         return {state.value: n for state, n in self.queue.counts().items()}
 
@@ -357,6 +366,8 @@ HANDLERS: dict[str, Handler] = {
     "get": Service.get,
     "jobs": Service.jobs,
     "listing": Service.listing,
+    "summaries": Service.summaries,
+    "search": Service.search,
     "counts": Service.counts,
     "states": Service.states,
     "results": Service.results,

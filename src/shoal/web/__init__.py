@@ -9,11 +9,12 @@ from __future__ import annotations
 from ..errors import UsageError
 
 
-def require_web() -> None:
-    """Fail with one line if the `web` extra is not installed."""
+def require_web(what: str = "shoal dashboard") -> None:
+    """Fail with one line naming `what` (the command or option) if the `web` extra is
+    not installed."""
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise UsageError(f"shoal dashboard needs the web extra ({exc.name} is missing): "
+        raise UsageError(f"{what} needs the web extra ({exc.name} is missing): "
                          "pip install 'shoal[web]'") from None

@@ -10,7 +10,6 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Collection, Iterable
-from itertools import islice
 from typing import Any
 
 from ..job import JobStatus, JobSummary, Result, State, WorkerInfo
@@ -84,19 +83,17 @@ def summary_row(row: JobSummary) -> dict[str, Any]:
 
 def jobs_page(queue: Queue, states: Collection[State] | None, page: int, size: int,
               search: str = "") -> dict[str, Any]:
-    """Rows `page * size` to `(page + 1) * size` in input order, and how many match (from
-    `counts`). The contract's `summaries` takes a limit, not an offset, so a deep page
-    reads the rows before it too. With `search` (a part of the name or the id, any case)
-    every row is read: on demand only."""
+    """Rows `page * size` to `(page + 1) * size` in input order (one `summaries` page: a
+    deep page reads what it shows), and how many match (from `counts`). With `search` (a
+    part of the name, the id or a parameter's `name=value`, any case: `Queue.search`)
+    every match is read: on demand only."""
     size = max(1, min(size, MAX_PAGE))
     page = max(0, page)
     if search:
-        wanted = search.lower()
-        found = [row for row in queue.summaries(states)
-                 if wanted in row.name.lower() or wanted in row.id]
+        found = list(queue.search(search, states))
         return {"page": page, "size": size, "total": len(found),
                 "rows": [summary_row(row) for row in found[page * size:(page + 1) * size]]}
-    rows = islice(queue.summaries(states, (page + 1) * size), page * size, None)
+    rows = queue.summaries(states, size, page * size)
     counts = queue.counts()
     matching = sum(n for state, n in counts.items() if states is None or state in states)
     return {"page": page, "size": size, "total": matching,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ...errors import MalformedJob
 from ...fsutil import list_names, read_bytes
 from ...job import STATES, Job, JobStatus, JobSummary, Result, State, loads, loads_many
-from ..base import chosen
+from ..base import chosen, page_of
 from .layout import FINAL_DIRS, parse_marker, parse_pending, spec_rank
 
 if TYPE_CHECKING:
@@ -57,11 +57,12 @@ def read_listing(queue: FolderQueue, states: Collection[State] | None,
 
 
 def read_summaries(queue: FolderQueue, states: Collection[State] | None,
-                   limit: int | None) -> list[JobSummary]:
+                   limit: int | None, offset: int = 0) -> list[JobSummary]:
     """`Queue.summaries` for a folder queue: the same reads as `read_listing`, but rows
-    taken from the decoded records as they are (no Job or Result built)."""
+    taken from the decoded records as they are (no Job or Result built). Only the
+    listing tells the order, so a page past `offset` costs the reads of every job."""
     rows = sorted(_read(queue, states, _summary), key=lambda row: (row.seq, row.name))
-    return rows if limit is None else rows[:max(limit, 0)]
+    return page_of(rows, limit, offset)
 
 
 T = TypeVar("T", JobStatus, JobSummary)

@@ -788,9 +788,9 @@ class FolderQueue(Queue):
                 limit: int | None = None) -> Iterator[JobStatus]:
         return iter(read_listing(self, states, limit))  # listing.py: a read per job, no get()
 
-    def summaries(self, states: Collection[State] | None = None,
-                  limit: int | None = None) -> Iterator[JobSummary]:
-        return iter(read_summaries(self, states, limit))  # listing's reads, no records built
+    def summaries(self, states: Collection[State] | None = None, limit: int | None = None,
+                  offset: int = 0) -> Iterator[JobSummary]:
+        return iter(read_summaries(self, states, limit, offset))  # listing's reads, no records
 
     def _fresh_names(self, kind: str) -> list[str]:
         """The names in a state folder that shoal made there (stray files left out)."""

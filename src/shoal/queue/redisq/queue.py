@@ -42,7 +42,7 @@ from ...job import (
     dumps,
     loads,
 )
-from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, reaped_keep_s
+from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, page_of, reaped_keep_s
 from ..files import ShippedFiles
 from ..lanes import LaneNames
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
@@ -343,14 +343,15 @@ class RedisQueue(Queue):
             found += self._listed(reply)
         return iter(chosen(found, None, limit))
 
-    def summaries(self, states: Collection[State] | None = None,
-                  limit: int | None = None) -> Iterator[JobSummary]:
+    def summaries(self, states: Collection[State] | None = None, limit: int | None = None,
+                  offset: int = 0) -> Iterator[JobSummary]:
         """listing.lua's pages without payloads, rows taken from the decoded records (no
-        Job or Result built)."""
+        Job or Result built). Redis keeps no index by seq: every row is read and sorted
+        here, then the page cut out."""
         found = [_summary(*row) for reply in self._pages(states, "summaries")
                  for row in json.loads(reply[0])]
         found.sort(key=lambda row: (row.seq, row.name))
-        return iter(found if limit is None else found[:max(limit, 0)])
+        return iter(page_of(found, limit, offset))
 
     def _pages(self, states: Collection[State] | None, what: str) -> Iterator[list]:
         """listing.lua's replies (`what`: payloads or summaries), one per page of

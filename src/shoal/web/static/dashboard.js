@@ -161,6 +161,8 @@
     $("job-state").textContent = j.state;
     $("job-attempt").textContent = j.attempt;
     $("job-command").textContent = j.command;
+    const params = Object.entries(j.params).map(([k, v]) => k + "=" + v).join("  ");
+    $("job-params").textContent = params || "–";
     $("job-reason").textContent = j.reason || "–";
     $("job-cancel").disabled = readOnly || j.final;
     $("job-retry").disabled = readOnly || !(j.state === "failed" || j.state === "cancelled");
