@@ -313,7 +313,7 @@ class LocalFiles(JobFiles):
             return self.settings.root / job.log
         if job.path:
             path = self.settings.root / job.path
-            named = named_log(path)  # a job file's `logfile`
+            named = named_log(path, self.settings.trust.log_dirs)  # its `logfile`
             return Path(named) if named else path.parent / log_name(self.settings.log_name,
                                                                     path.name)
         return self.local_dir() / f"{job.id}.log"

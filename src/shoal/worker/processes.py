@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ..errors import MalformedJob
 from ..job import Result, State
-from ..jobfiles import MALFORMED
 from ..queue import Queue
 from .kill import Deadlines
 from .launch import describe_exit, job_context, prepare, start
@@ -35,9 +34,9 @@ class ProcessRunner:
                              worker_dir=self.worker_dir, attempt_log=attempt_log,
                              extra_env={**job_context(self.queue, lease).environment(),
                                         **slot.env},
-                             slot=slot.index + 1)
+                             slot=slot.index + 1, trust=self.queue.settings.trust)
         except MalformedJob as exc:  # its log says why, for `shoal logs`
-            reason = f"{MALFORMED}{exc}"
+            reason = f"{exc.reason_prefix}{exc}"
             try:
                 attempt_log.parent.mkdir(parents=True, exist_ok=True)
                 attempt_log.write_text(f"shoal: {reason}\n")

@@ -48,6 +48,7 @@ from ...job import (
     dumps,
     loads,
 )
+from ...trust import trust_from_config
 from ..base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from ..files import LocalFiles, check_log_name
 from ..lanes import LaneNames
@@ -97,7 +98,8 @@ class FolderQueue(Queue):
             root=self.root,
             log_cap_bytes=log_cap_bytes or config.get("log_cap_bytes"),
             log_name=check_log_name(config.get("log_name", defaults.LOG_NAME),
-                                    str(self.base / "queue.toml")))
+                                    str(self.base / "queue.toml")),
+            trust=trust_from_config(config, self.root, str(self.base / "queue.toml")))
         # Logs beside job files (NAME.log) or in .shoal/logs; the config in .shoal.
         files = LocalFiles(settings, log_dir=self.base / "logs",
                            config_path=self.base / "config.toml", running=self._running)
@@ -117,7 +119,8 @@ class FolderQueue(Queue):
         self._seq_end: int | None = None  # the number after our last reserved range
         self._claim_lock = threading.RLock()  # also guards the view
         self._commits = GroupCommit(self.base)
-        self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name)
+        self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name,
+                                self.settings.trust.log_dirs)
 
     # -- submit ---------------------------------------------------------------
 
@@ -700,7 +703,8 @@ class FolderQueue(Queue):
         with self._claim_lock:
             self._view.forget()
         self._lanes, self._ranks, self._seq_end = {}, {}, None
-        self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name)
+        self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name,
+                                self.settings.trust.log_dirs)
         if self.fsync:
             sync_filesystem(self.base)
         return removed
