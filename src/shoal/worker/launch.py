@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..context import JobContext, job_seed
 from ..errors import MalformedJob
+from ..fsutil import make_dir, open_new
 from ..job import Job, Kind, Lease
 from ..queue.files import stderr_file
 from ..trust import Trust, check_job_file
@@ -64,7 +65,7 @@ def _base_environment() -> dict[str, str]:
 
 @lru_cache(maxsize=1024)
 def _ensure_dir(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dir(folder)
 
 
 def shell_argv(command: str) -> list[str]:
@@ -178,11 +179,11 @@ def start(launch: Launch) -> JobProcess:
     """
     _ensure_dir(launch.log.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(launch.log, flags, 0o644)
+    fd = open_new(launch.log, flags)  # private, or group-shared (fsutil)
     err_fd = fd
     try:
         if launch.stderr_apart:
-            err_fd = os.open(stderr_file(launch.log), flags, 0o644)
+            err_fd = open_new(stderr_file(launch.log), flags)
         program = _which(launch.argv[0]) if "/" not in launch.argv[0] else launch.argv[0]
         if program and launch.cwd == os.getcwd() and hasattr(os, "posix_spawn"):
             actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),

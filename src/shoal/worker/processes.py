@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ..errors import MalformedJob
+from ..fsutil import write_file
 from ..job import Result, State
 from ..queue import Queue
 from .kill import Deadlines
@@ -38,8 +39,7 @@ class ProcessRunner:
         except MalformedJob as exc:  # its log says why, for `shoal logs`
             reason = f"{exc.reason_prefix}{exc}"
             try:
-                attempt_log.parent.mkdir(parents=True, exist_ok=True)
-                attempt_log.write_text(f"shoal: {reason}\n")
+                write_file(attempt_log, f"shoal: {reason}\n".encode())
             except OSError:
                 return slot.result(State.FAILED, reason)
             return slot.result(State.FAILED, reason, log=str(attempt_log))

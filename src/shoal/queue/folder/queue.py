@@ -28,6 +28,7 @@ from ...fsutil import (
     claim_rename,
     create_exclusive,
     list_names,
+    make_dir,
     read_bytes,
     sync_filesystem,
     touch_exclusive,
@@ -171,7 +172,7 @@ class FolderQueue(Queue):
         start = self._seq_end
         if start is None:  # the first time: where the ranges end now (later: where ours did)
             folder = self.dirs["seq"]
-            folder.mkdir(exist_ok=True)  # a queue made before submissions were numbered
+            make_dir(folder)  # a queue made before submissions were numbered
             refresh_listing(folder)
             starts = [int(name) for name in list_names(folder) if name.isdigit()]
             start = self._range_end(max(starts)) if starts else 1
@@ -285,7 +286,7 @@ class FolderQueue(Queue):
         info = {"priority": job.priority, "needs": dict(job.needs), "labels": list(job.labels)}
         path = self.path("lanes", f"{lane}.json")
         if not os.path.exists(path):
-            self.dirs["lanes"].mkdir(exist_ok=True)  # a queue made before lanes
+            make_dir(self.dirs["lanes"])  # a queue made before lanes
             create_exclusive(path, dumps(info), self.tmp, fsync=False)
         self._lanes[lane] = Job("", lane, Kind.COMMAND, priority=job.priority,
                                 needs=dict(job.needs), labels=tuple(job.labels))
@@ -322,7 +323,7 @@ class FolderQueue(Queue):
                         time.sleep(min(0.02 * 2 ** tries, 0.5))
                     for level in (os.path.dirname(folder), folder):  # lane, then block
                         with contextlib.suppress(FileExistsError, FileNotFoundError):
-                            os.mkdir(level)
+                            make_dir(level)
             raise FileNotFoundError(errno.ENOENT, "cannot make the job's pending marker "
                                     "(its folder keeps vanishing)", target)
 
@@ -341,7 +342,7 @@ class FolderQueue(Queue):
             with contextlib.suppress(OSError):
                 if os.stat(path).st_size == len(blob):
                     continue  # a torn copy (a crash before its sync) is written again
-            path.parent.mkdir(exist_ok=True)  # a queue made before blobs existed
+            make_dir(path.parent)  # a queue made before blobs existed
             atomic_write(path, blob, self.tmp, fsync=False)  # the caller's sync covers it
             wrote = True
         return wrote
@@ -875,7 +876,7 @@ class FolderQueue(Queue):
         try:
             atomic_write(path, dumps(record.to_dict()), self.tmp, fsync=False)
         except FileNotFoundError:  # a queue made before reaped/ existed
-            self.dirs["reaped"].mkdir(exist_ok=True)
+            make_dir(self.dirs["reaped"])
             atomic_write(path, dumps(record.to_dict()), self.tmp, fsync=False)
 
     def _recent_reaps(self) -> list[Reaped]:
