@@ -50,6 +50,7 @@ PathLike = str | Path  # hot paths use str: pathlib costs more than the syscalls
 PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
 SHARED_FILE, SHARED_DIR = 0o660, 0o2770
 _SHARED: dict[str, bool] = {}  # folder -> setgid, as first seen (one stat per folder)
+_SHARED_MAX = 4096
 
 
 def shared(folder: PathLike) -> bool:
@@ -58,9 +59,12 @@ def shared(folder: PathLike) -> bool:
     found = _SHARED.get(key)
     if found is None:
         try:
-            found = _SHARED[key] = bool(os.stat(key).st_mode & stat.S_ISGID)
+            found = bool(os.stat(key).st_mode & stat.S_ISGID)
         except OSError:
             return False  # not there yet: asked again once it is
+        if len(_SHARED) >= _SHARED_MAX:  # one per dependency folder: keep it bounded
+            _SHARED.clear()
+        _SHARED[key] = found
     return found
 
 

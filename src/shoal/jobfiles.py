@@ -277,7 +277,6 @@ def named_log(path: str | Path, log_dirs: Sequence[str] = ()) -> str | None:
         return None
 
 
-
 def _interpreter_for(
     suffix: str, interpreters: Mapping[str, Sequence[str]]
 ) -> Sequence[str] | None:
@@ -545,9 +544,11 @@ def _relative_path(src: _Source, key: str, raw: Any, base: Path | None = None) -
 def _logfile(src: _Source, raw: Any) -> str | None:
     """Where the job file wants its log: only inside its folder or a log dir (trust.py)."""
     log = None if raw is None else _relative_path(src, "logfile", raw)
-    folder = src.copied_to or src.path.parent
-    seen = log and _relative_path(src, "logfile", raw, folder)  # where it would be
-    problem = seen and log_path_problem(seen, folder, src.log_dirs)
+    if log is None:
+        return None
+    folder = src.copied_to or src.path.parent  # where the file runs from
+    seen = _relative_path(src, "logfile", raw, folder) if src.copied_to else log
+    problem = log_path_problem(seen or log, folder, src.log_dirs)
     if problem:
         raise JobRefused(str(src.field_error("logfile", problem)))
     return log
