@@ -35,9 +35,13 @@ def ran(folder: Path) -> list[str]:
 
 
 def rows(folder: Path) -> dict[str, dict]:
-    """The queue's results by job name, as `shoal results` prints them."""
-    out = shoal("results", str(folder), "--format", "json").stdout
-    return {row["name"]: row for row in map(json.loads, out.splitlines())}
+    return rows_of(str(folder))
+
+
+def rows_of(queue: str) -> dict[str, dict]:
+    """The queue's results by job name (its file's name), as `shoal results` prints them."""
+    out = shoal("results", queue, "--format", "json").stdout
+    return {os.path.basename(row["name"]): row for row in map(json.loads, out.splitlines())}
 
 
 def chown_or_skip(path: Path, uid: int, gid: int = -1) -> None:
@@ -179,3 +183,27 @@ def test_log_dirs_setting_allows_a_logfile_there(tmp_path: Path) -> None:
     assert (logs / "a.out").read_text() == "hello\n"
     assert not (tmp_path / "b.out").exists()
     assert rows(folder)["b.ini"]["state"] == "failed"
+
+
+def test_a_submitted_world_writable_file_is_copied_safe_and_runs(tmp_path: Path) -> None:
+    folder = queue_with(tmp_path)
+    source = tmp_path / "mine.sh"
+    source.write_text(COUNTING)
+    os.chmod(source, 0o666)  # a umask 000 user's file: the copy is ours alone
+    shoal("submit", str(folder), str(source))
+    assert oct((folder / "mine.sh").stat().st_mode & 0o777) == "0o644"
+    shoal("work", str(folder), "--drain")
+    assert ran(folder) == ["mine.sh"]
+
+
+def test_a_sqlite_queue_refuses_a_file_another_user_owns(tmp_path: Path) -> None:
+    """A queue that runs job files where they are (not copied) checks them the same way."""
+    url = f"sqlite://{tmp_path / 'q.sqlite'}"
+    for name in ("mine.sh", "theirs.sh"):
+        (tmp_path / name).write_text(f"echo {name} >> {tmp_path / 'ran.txt'}\n")
+    chown_or_skip(tmp_path / "theirs.sh", NOBODY)
+    shoal("submit", url, str(tmp_path / "mine.sh"), str(tmp_path / "theirs.sh"))
+    shoal("work", url, "--drain")
+    assert ran(tmp_path) == ["mine.sh"]
+    reason = rows_of(url)["theirs.sh"]["reason"]
+    assert reason.startswith("refused: ") and "owned by uid 65534" in reason, reason
