@@ -238,8 +238,13 @@ def test_ini_absolute_executable_and_quoting(jobs: Path, worker: Path) -> None:
 
 
 def test_ini_logfile_absolute_and_absent(jobs: Path, worker: Path, tmp_path: Path) -> None:
-    absolute = write(jobs / "a.ini", f"[control]\nexecutable = x\nlogfile = {tmp_path}/l.txt\n")
-    assert load(absolute, worker).log == str(tmp_path / "l.txt")
+    absolute = write(jobs / "a.ini", f"[control]\nexecutable = x\nlogfile = {jobs}/l.txt\n")
+    assert load(absolute, worker).log == str(jobs / "l.txt")
+    outside = write(jobs / "o.ini", f"[control]\nexecutable = x\nlogfile = {tmp_path}/l.txt\n")
+    malformed(outside, worker, "o.ini:3: logfile: ", "outside the job file's folder")
+    allowed = load_job_file(outside, interpreters=INTERPRETERS, worker_dir=worker,
+                            log_dirs=[str(tmp_path)])  # the queue's log_dirs
+    assert allowed.log == str(tmp_path / "l.txt")
     absent = write(jobs / "b.ini", "[control]\nexecutable = x\n")
     assert load(absent, worker).log is None
     blank = write(jobs / "c.ini", "[control]\nexecutable = x\nlogfile =\n")

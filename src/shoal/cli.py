@@ -182,7 +182,9 @@ def submit(queue: str, words: tuple[str, ...], table: str | None, after: tuple[s
     options.update(scheduling_from_options(q, after=after, priority=priority, cpus=cpus,
                                            gpus=gpus, mem=mem, resources=resources,
                                            requires=requires))
-    check_job_files(() if table else words, q.settings.interpreters)  # before any copy
+    check_job_files(() if table else words, q.settings.interpreters,  # before any copy
+                    log_dirs=q.settings.trust.log_dirs,
+                    copied_to=q.settings.root if q.keeps_job_files else None)
     jobs = build_jobs(q, words, table, **options)
     new = q.submit(jobs)
     click.echo(f"submitted {len(new)} new job(s) to {q.url} "

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import defaults
-from .errors import MalformedJob
+from .errors import JobRefused, MalformedJob
 from .fsutil import list_names
 from .job import Job
 from .jobfiles import is_job_file, load_job_file
 from .queue.files import log_names
+from .trust import link_out
 
 # A line that may set a scheduling key (jobfiles.py reads it): a file without one is a
 # plain job, known after one read rather than a parse (a scan of 10^4 fresh files: 1 s,
@@ -78,10 +79,11 @@ class DropIns:
     """
 
     def __init__(self, folder: Path, interpreters: Mapping[str, Sequence[str]],
-                 log_name: str = defaults.LOG_NAME) -> None:
+                 log_name: str = defaults.LOG_NAME, log_dirs: Sequence[str] = ()) -> None:
         self.folder = folder
         self.interpreters = interpreters
         self.log_name = log_name
+        self.log_dirs = tuple(log_dirs)  # where a job file's `logfile` may be (trust.py)
         self._listed: set[str] = set()  # the names of the last listing
         self._logs: dict[str, tuple[str, ...]] = {}  # job file -> the names of its log
         self._owners: dict[str, list[str]] = {}  # a log's name -> job files it may be of
@@ -140,8 +142,9 @@ class DropIns:
         an `after` file this scanner has not seen: it may be being copied in just now, and
         a job submitted without that dependency would not wait for it."""
         name = job.path or ""
-        if os.path.splitext(name)[1].lower() not in defaults.JOBFILE_SUFFIXES:
-            return job
+        if (os.path.splitext(name)[1].lower() not in defaults.JOBFILE_SUFFIXES
+                or link_out(self.folder, name)):  # a link out is never read: its worker
+            return job  # refuses it
         try:  # one read; the full parse only for a file that names a scheduling key
             with open(self.folder / name, "rb") as handle:
                 if not _SCHEDULING_KEY.search(handle.read()):
@@ -150,7 +153,9 @@ class DropIns:
             return job
         try:
             spec = load_job_file(self.folder / name, interpreters=self.interpreters,
-                                 worker_dir=self.folder)
+                                 worker_dir=self.folder, log_dirs=self.log_dirs)
+        except JobRefused:  # at once: its worker fails it, saying why
+            return job
         except MalformedJob:
             return None if defer and self._young(name) else job
         after = []

@@ -16,6 +16,16 @@ class UsageError(ShoalError):
 class MalformedJob(ShoalError):
     """A job file or job record cannot be read; the message names the file and the problem."""
 
+    #: how the reason of a job failed with this error starts
+    reason_prefix = "malformed: "
+
+
+class JobRefused(MalformedJob):
+    """A job file the queue does not trust (another user's, writable by others, a link
+    out of the queue folder, a log outside it): its job fails, the others run."""
+
+    reason_prefix = "refused: "
+
 
 class UnknownQueue(UsageError):
     """A queue URL names a scheme or a place shoal does not know."""

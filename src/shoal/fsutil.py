@@ -3,6 +3,12 @@
 Only rename and exclusive create are trusted (no flock/fcntl). Writers write to a
 temporary name, fsync, close, then rename or link into place; any error on the
 way deletes the temporary file and the whole write is redone by the caller.
+
+What shoal creates is private (files 0600, folders 0700: commands, logs and pickled
+payloads are nobody else's business), or group-shared (0660, 02770) inside a setgid
+folder: `chmod g+s` on a queue folder is how a team shares it (`shared`). The modes are
+given at creation (never write-then-chmod), and set again where the umask would take
+the group's bits.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import itertools
 import os
 import secrets
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +47,77 @@ def unique_token() -> str:
 PathLike = str | Path  # hot paths use str: pathlib costs more than the syscalls here
 
 
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
+SHARED_FILE, SHARED_DIR = 0o660, 0o2770
+_SHARED: dict[str, bool] = {}  # folder -> setgid, as first seen (one stat per folder)
+_SHARED_MAX = 4096
+
+
+def shared(folder: PathLike) -> bool:
+    """Whether what shoal creates in `folder` is group-shared: the folder is setgid."""
+    key = str(folder)
+    found = _SHARED.get(key)
+    if found is None:
+        try:
+            found = bool(os.stat(key).st_mode & stat.S_ISGID)
+        except OSError:
+            return False  # not there yet: asked again once it is
+        if len(_SHARED) >= _SHARED_MAX:  # one per dependency folder: keep it bounded
+            _SHARED.clear()
+        _SHARED[key] = found
+    return found
+
+
+def open_new(path: PathLike, flags: int) -> int:
+    """os.open(path, flags) creating the file private, or group-shared in a setgid folder
+    (module docstring)."""
+    if not shared(os.path.dirname(path) or "."):
+        return os.open(path, flags, PRIVATE_FILE)
+    fd = os.open(path, flags, SHARED_FILE)
+    try:
+        os.fchmod(fd, SHARED_FILE)  # the umask may have taken the group's write bit
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_dir(path: PathLike) -> None:
+    """Make folder `path` (and missing parents) private, or group-shared in a setgid
+    folder; a folder that exists is left as it is."""
+    path = os.fspath(path).rstrip("/") or "/"
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path) or "."
+    make_dir(parent)
+    group = shared(parent)
+    try:
+        os.mkdir(path, SHARED_DIR if group else PRIVATE_DIR)
+    except FileExistsError:
+        if os.path.isdir(path):
+            return
+        raise
+    if group:
+        os.chmod(path, SHARED_DIR)  # mkdir's mode passes through the umask
+
+
+def write_file(path: PathLike, data: bytes) -> None:
+    """Replace `path`'s content in place (made with `open_new`'s mode if it is new), its
+    folder made if missing: for files only their writer reads while they are written."""
+    make_dir(os.path.dirname(path) or ".")
+    fd = open_new(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def tmp_name(tmp_dir: PathLike, hint: str = "") -> str:
     """A temporary name no other host or process can pick (host + pid + random)."""
     return f"{tmp_dir}/{hint}.{HOST}.{unique_token()}.tmp"
@@ -48,11 +126,9 @@ def tmp_name(tmp_dir: PathLike, hint: str = "") -> str:
 def write_tmp(tmp_dir: PathLike, data: bytes, *, fsync: bool = True, hint: str = "") -> str:
     """Write `data` to a fresh temporary file and return its path (fsynced, closed)."""
     path = tmp_name(tmp_dir, hint)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = open_new(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
         if fsync:
             os.fsync(fd)
     except BaseException:
@@ -109,7 +185,7 @@ def write_new(path: PathLike, data: bytes) -> bool:
 
 def _create_exclusive_open(path: PathLike, data: bytes, *, fsync: bool) -> bool:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = open_new(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
         return False
     try:
@@ -149,7 +225,7 @@ _syncfs = _load_syncfs()
 def touch_exclusive(path: PathLike) -> bool:
     """Create an empty marker file if absent; True if we created it."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        os.close(open_new(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
         return True
     except FileExistsError:
         return False

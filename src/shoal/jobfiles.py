@@ -47,6 +47,9 @@ What shoal does with INI files
   The job file's absolute path is appended as the last argument.
 * ``logfile`` (optional) is relative to the job file's directory; without it
   ``JobFileSpec.log`` is None and the caller picks ``NAME.EXT.log`` beside the file.
+  It must stay in that directory (not in its ``.shoal``) or in one of the queue's
+  ``log_dirs`` (``trust.log_path_problem``): ``../../x`` or ``/etc/x`` is refused
+  (``JobRefused``), so a job file dropped by someone else cannot write outside.
   Like that one, it is written only when the job succeeds and never over an existing
   file (queue/files.py); a running attempt writes its own log.
 * No interpolation: ``%`` in values survives. Keys keep the case they are written
@@ -109,7 +112,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from .defaults import JOBFILE_SUFFIXES
-from .errors import MalformedJob
+from .errors import JobRefused, MalformedJob
+from .trust import log_path_problem
 
 CONTROL_KEYS = ("executable", "logfile", "timeout", "retries", "cwd", "after", "priority",
                 "cpus", "gpus", "mem", "requires", "resource.NAME")
@@ -164,6 +168,9 @@ class _Source:
     # read the scheduling keys (after, priority, needs): at submit, not when a worker runs
     # the file (the job carries them, and an `after` file may be gone by then)
     scheduling: bool = True
+    log_dirs: tuple[str, ...] = ()  # where a `logfile` may be besides the file's folder
+    copied_to: Path | None = None  # the folder a submit copies the file into (its `logfile`
+    # is checked as from there)
 
     def error(self, problem: str, line: int | None = None) -> MalformedJob:
         where = f"{self.shown}:{line}" if line else self.shown
@@ -198,16 +205,22 @@ def load_job_file(
     interpreters: Mapping[str, Sequence[str]],
     worker_dir: str | Path,
     scheduling: bool = True,
+    log_dirs: Sequence[str] = (),
+    copied_to: Path | None = None,
 ) -> JobFileSpec:
     """Read a job file and say how to run it; MalformedJob naming the file for anything wrong.
     Without `scheduling`, its after/priority/needs keys are left unread (a worker running
-    it: the job carries them since submit)."""
+    it: the job carries them since submit). `log_dirs`: where its `logfile` may be
+    besides its own folder (the queue's `Trust.log_dirs`); `copied_to`: the folder a
+    submit will copy it into, where its `logfile` must then stay."""
     src = _Source(
         shown=str(path),
         path=Path(os.path.abspath(path)),
         worker_dir=os.path.abspath(os.path.expanduser(worker_dir)),
         interpreters=interpreters,
         scheduling=scheduling,
+        log_dirs=tuple(log_dirs),
+        copied_to=copied_to,
     )
     suffix = src.path.suffix
     if suffix.lower() == ".ini":
@@ -226,6 +239,8 @@ def check_job_files(
     words: Sequence[str],
     interpreters: Mapping[str, Sequence[str]],
     worker_dir: str | Path = ".",
+    log_dirs: Sequence[str] = (),
+    copied_to: Path | None = None,
 ) -> None:
     """Refuse a submission that names a missing or malformed job file, before anything
     of it is submitted: one MalformedJob naming the first bad file, its line and problem.
@@ -242,7 +257,8 @@ def check_job_files(
             problems.append(f"{word}: no such file")
             continue
         try:
-            load_job_file(word, interpreters=interpreters, worker_dir=worker_dir)
+            load_job_file(word, interpreters=interpreters, worker_dir=worker_dir,
+                          log_dirs=log_dirs, copied_to=copied_to)
         except MalformedJob as exc:
             problems.append(str(exc))
     if problems:
@@ -250,18 +266,15 @@ def check_job_files(
         raise MalformedJob(problems[0] + more)
 
 
-def named_log(path: str | Path) -> str | None:
+def named_log(path: str | Path, log_dirs: Sequence[str] = ()) -> str | None:
     """The `logfile` an .ini/.toml job file names (absolute); None for a script, a file
-    that names none, or one that cannot be read now."""
+    that names none, or one that cannot be read now (or names a place it may not)."""
     if Path(path).suffix.lower() not in JOBFILE_SUFFIXES:
         return None
     try:
-        return load_job_file(path, interpreters={}, worker_dir=".").log
+        return load_job_file(path, interpreters={}, worker_dir=".", log_dirs=log_dirs).log
     except MalformedJob:
         return None
-
-
-MALFORMED = "malformed: "  # how a failed job's reason starts when its job file was bad
 
 
 def _interpreter_for(
@@ -517,18 +530,28 @@ def _program(word: str, worker_dir: str) -> str:
     return os.path.normpath(os.path.join(worker_dir, word))
 
 
-def _relative_path(src: _Source, key: str, raw: Any) -> str | None:
-    """A path written in the job file, relative to the job file's directory; None when blank."""
+def _relative_path(src: _Source, key: str, raw: Any, base: Path | None = None) -> str | None:
+    """A path written in the job file, relative to the job file's directory (or `base`);
+    None when blank."""
     if not isinstance(raw, str):
         raise src.field_error(key, f"{raw!r} is {_type_name(raw)}, not a path (a string)")
     text = raw.strip()
     if not text:
         return None
-    return os.path.normpath(os.path.join(src.path.parent, os.path.expanduser(text)))
+    return os.path.normpath(os.path.join(base or src.path.parent, os.path.expanduser(text)))
 
 
 def _logfile(src: _Source, raw: Any) -> str | None:
-    return None if raw is None else _relative_path(src, "logfile", raw)
+    """Where the job file wants its log: only inside its folder or a log dir (trust.py)."""
+    log = None if raw is None else _relative_path(src, "logfile", raw)
+    if log is None:
+        return None
+    folder = src.copied_to or src.path.parent  # where the file runs from
+    seen = _relative_path(src, "logfile", raw, folder) if src.copied_to else log
+    problem = log_path_problem(seen or log, folder, src.log_dirs)
+    if problem:
+        raise JobRefused(str(src.field_error("logfile", problem)))
+    return log
 
 
 def _cwd(src: _Source, raw: Any) -> str:

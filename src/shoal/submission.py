@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,9 @@ def jobs_from_files(queue: Queue, paths: Sequence[str], **options: Any) -> list:
     requires) win over `options`; its `after` adds to theirs, each file it names being
     a job of this submission or one the queue holds already.
     """
-    check_job_files(paths, queue.settings.interpreters)  # all of them, before any copy
+    check_job_files(paths, queue.settings.interpreters,  # all of them, before any copy
+                    log_dirs=queue.settings.trust.log_dirs,
+                    copied_to=queue.settings.root if queue.keeps_job_files else None)
     sources = []
     for raw in paths:
         source = Path(raw)
@@ -166,7 +168,8 @@ def _spec(queue: Queue, source: Path) -> JobFileSpec | None:
     """What an .ini/.toml file says (scripts say nothing of scheduling)."""
     if source.suffix.lower() not in JOBFILE_SUFFIXES:
         return None
-    return load_job_file(source, interpreters=queue.settings.interpreters, worker_dir=".")
+    return load_job_file(source, interpreters=queue.settings.interpreters, worker_dir=".",
+                         log_dirs=queue.settings.trust.log_dirs)
 
 
 def _queue_name(queue: Queue, source: Path, *, copy: bool) -> str | None:
@@ -227,7 +230,8 @@ def copy_into(folder: Path, source: Path) -> str:
                 return name
             continue
         if create_exclusive(target, data, folder / HIDDEN / "tmp"):
-            shutil.copymode(source, target)
+            # its mode, but writable by us only: a worker refuses what others may change
+            os.chmod(target, stat.S_IMODE(source.stat().st_mode) & ~0o022)
             return name
         if target.read_bytes() == data:  # another submitter of the same file won
             return name

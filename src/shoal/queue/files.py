@@ -67,7 +67,7 @@ from typing import Protocol
 
 from .. import defaults
 from ..errors import UsageError
-from ..fsutil import atomic_write, create_exclusive
+from ..fsutil import atomic_write, create_exclusive, make_dir
 from ..job import Job, JobStatus, Lease, Result, State
 from ..jobfiles import named_log
 from .settings import QueueSettings
@@ -128,7 +128,7 @@ def _publish(source: str, target: Path) -> bool:
     except FileNotFoundError:  # first log in a new folder (or no source: raise)
         if target.parent.is_dir():
             raise
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(target.parent)
         return _publish(source, target)
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
@@ -181,7 +181,7 @@ def unlink_if_there(path: str | Path) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` so a reader (a running job, `shoal logs`) sees old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     atomic_write(path, data, path.parent, fsync=False)
 
 
@@ -313,7 +313,7 @@ class LocalFiles(JobFiles):
             return self.settings.root / job.log
         if job.path:
             path = self.settings.root / job.path
-            named = named_log(path)  # a job file's `logfile`
+            named = named_log(path, self.settings.trust.log_dirs)  # its `logfile`
             return Path(named) if named else path.parent / log_name(self.settings.log_name,
                                                                     path.name)
         return self.local_dir() / f"{job.id}.log"
@@ -328,7 +328,7 @@ class LocalFiles(JobFiles):
             os.replace(result.log, final)
         except FileNotFoundError:  # first log in a new folder
             try:
-                final.parent.mkdir(parents=True, exist_ok=True)
+                make_dir(final.parent)
                 os.replace(result.log, final)
             except OSError:
                 return result

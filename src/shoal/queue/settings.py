@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import defaults
+from ..trust import Trust
 
 
 def _default_interpreters() -> dict[str, list[str]]:
@@ -34,3 +35,6 @@ class QueueSettings:
     #: the name of a job file's log beside it ({name}: the file's name, {stem}: without
     #: its extension); files.log_names says which names mean "done" (old folders' too).
     log_name: str = defaults.LOG_NAME
+    #: whose job files a worker runs and where their logs may go (trust.py): a folder's
+    #: `trust`, `group` and `log_dirs`; elsewhere the default (your own files only).
+    trust: Trust = field(default_factory=Trust)

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from .. import defaults
 from ..errors import LeaseLost, NoSuchQueue, UsageError
-from ..fsutil import NETWORK_FS, filesystem_type
+from ..fsutil import NETWORK_FS, filesystem_type, make_dir, open_new
 from ..job import (
     STATES,
     Beat,
@@ -258,10 +258,13 @@ class SqliteQueue(Queue):
             raise NoSuchQueue(f"{self.path} is a folder; a folder queue is dir://PATH"
                               if self.path.is_dir() else f"no file {self.path}")
         if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_dir(self.path.parent)
             if self.path.exists():  # one clear OSError (the CLI's one line), not SQLite's
                 os.close(os.open(self.path, os.O_RDWR))  # "attempt to write a readonly
                 # database" at the first write
+            else:  # private (or group-shared) from the start: SQLite gives its -wal and
+                with suppress(FileExistsError):  # -shm files the same mode
+                    os.close(open_new(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
         fs = filesystem_type(self.path.parent)
         if fs in NETWORK_FS and not allow_network_fs:
             raise UsageError(f"{self.path}: on a network filesystem ({fs}); SQLite's locking "
@@ -272,7 +275,7 @@ class SqliteQueue(Queue):
         # finds them, and they outlive us.
         log_dir = self.path.with_name(self.path.name + ".logs")
         if create:
-            log_dir.mkdir(exist_ok=True)
+            make_dir(log_dir)
         super().__init__(f"sqlite://{self.path}", settings,
                          LocalFiles(settings, log_dir=log_dir, running=self._running))
         self._local = threading.local()

@@ -20,7 +20,7 @@ import zmq
 
 from .. import defaults
 from ..errors import ShoalError, UsageError
-from ..fsutil import HOST, NETWORK_FS, filesystem_type, write_new
+from ..fsutil import HOST, NETWORK_FS, filesystem_type, make_dir, write_new
 from ..net.channel import Channel
 from ..net.contact import (
     Contact,
@@ -92,7 +92,7 @@ def state_dir() -> Path:
     """A directory on a local disk for coordinator state (SQLite refuses network mounts)."""
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "shoal"
     with contextlib.suppress(OSError):
-        base.mkdir(parents=True, exist_ok=True)
+        make_dir(base)  # private: the queue's commands, logs and payloads
         if filesystem_type(base) not in NETWORK_FS:
             return base
     fallback = Path(f"/var/tmp/shoal-{os.getuid()}")

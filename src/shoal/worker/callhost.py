@@ -30,6 +30,7 @@ import sys
 from typing import Any
 
 from .. import defaults
+from ..fsutil import make_dir, open_new
 
 _HEADER = struct.Struct(">Q")
 
@@ -136,10 +137,10 @@ def _open_log(path: str) -> int:
     sys.stderr.flush()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     try:
-        fd = os.open(path, flags, 0o644)
+        fd = open_new(path, flags)  # private, or group-shared (fsutil)
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, flags, 0o644)
+        make_dir(os.path.dirname(path))
+        fd = open_new(path, flags)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     return fd

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..context import JobContext, job_seed
 from ..errors import MalformedJob
+from ..fsutil import make_dir, open_new
 from ..job import Job, Kind, Lease
 from ..queue.files import stderr_file
+from ..trust import Trust, check_job_file
 
 if TYPE_CHECKING:
     from ..queue import Queue
@@ -63,7 +65,7 @@ def _base_environment() -> dict[str, str]:
 
 @lru_cache(maxsize=1024)
 def _ensure_dir(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dir(folder)
 
 
 def shell_argv(command: str) -> list[str]:
@@ -107,8 +109,10 @@ def job_context(queue: Queue, lease: Lease) -> JobContext:
 
 def prepare(lease: Lease, *, queue_url: str, root: Path, interpreters: Mapping[str, list[str]],
             worker_dir: Path, attempt_log: Path,
-            extra_env: Mapping[str, str] | None = None, slot: int = 1) -> Launch:
-    """Turn a leased job into a Launch; MalformedJob (naming the file) if it cannot run.
+            extra_env: Mapping[str, str] | None = None, slot: int = 1,
+            trust: Trust | None = None) -> Launch:
+    """Turn a leased job into a Launch; MalformedJob (naming the file) if it cannot run,
+    JobRefused if `trust` (default: your own files only) does not let it.
     `slot`: the worker's slot (1-based) that runs it, exported as SHOAL_SLOT."""
     job = lease.job
     env = job_environment(lease, queue_url, {**(extra_env or {}), **job.env}, slot)
@@ -119,21 +123,23 @@ def prepare(lease: Lease, *, queue_url: str, root: Path, interpreters: Mapping[s
         return Launch(argv, job.cwd or str(worker_dir), env, attempt_log, job.timeout_s,
                       job.retries, job.stderr_apart)
     if job.kind is Kind.FILE:
-        return _prepare_file(job, env, root, interpreters, worker_dir, attempt_log)
+        return _prepare_file(job, env, root, interpreters, worker_dir, attempt_log,
+                             trust or Trust())
     raise MalformedJob(f"job {job.id}: kind {job.kind.value!r} cannot run as a process")
 
 
 def _prepare_file(job: Job, env: dict[str, str], root: Path,
                   interpreters: Mapping[str, list[str]], worker_dir: Path,
-                  attempt_log: Path) -> Launch:
+                  attempt_log: Path, trust: Trust) -> Launch:
     from ..jobfiles import load_job_file
 
     assert job.path is not None
+    check_job_file(root, job.path, trust)
     # The job carries the `after` it was submitted with (a finished dependency's file may be
     # gone by now); one submitted without (a drop-in whose `after` named no file there) is
     # read whole, so such a file fails as malformed, naming what is missing.
     spec = load_job_file(root / job.path, interpreters=interpreters, worker_dir=worker_dir,
-                         scheduling=not job.after)
+                         scheduling=not job.after, log_dirs=trust.log_dirs)
     env.update({f"SHOAL_PARAM_{key}": value if isinstance(value, str) else json.dumps(value)
                 for key, value in spec.params.items() if str(key).isidentifier()})
     timeout_s = job.timeout_s if job.timeout_s is not None else spec.timeout_s
@@ -173,11 +179,11 @@ def start(launch: Launch) -> JobProcess:
     """
     _ensure_dir(launch.log.parent)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(launch.log, flags, 0o644)
+    fd = open_new(launch.log, flags)  # private, or group-shared (fsutil)
     err_fd = fd
     try:
         if launch.stderr_apart:
-            err_fd = os.open(stderr_file(launch.log), flags, 0o644)
+            err_fd = open_new(stderr_file(launch.log), flags)
         program = _which(launch.argv[0]) if "/" not in launch.argv[0] else launch.argv[0]
         if program and launch.cwd == os.getcwd() and hasattr(os, "posix_spawn"):
             actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),

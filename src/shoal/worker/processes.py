@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from ..errors import MalformedJob
+from ..fsutil import write_file
 from ..job import Result, State
-from ..jobfiles import MALFORMED
 from ..queue import Queue
 from .kill import Deadlines
 from .launch import describe_exit, job_context, prepare, start
@@ -35,12 +35,11 @@ class ProcessRunner:
                              worker_dir=self.worker_dir, attempt_log=attempt_log,
                              extra_env={**job_context(self.queue, lease).environment(),
                                         **slot.env},
-                             slot=slot.index + 1)
+                             slot=slot.index + 1, trust=self.queue.settings.trust)
         except MalformedJob as exc:  # its log says why, for `shoal logs`
-            reason = f"{MALFORMED}{exc}"
+            reason = f"{exc.reason_prefix}{exc}"
             try:
-                attempt_log.parent.mkdir(parents=True, exist_ok=True)
-                attempt_log.write_text(f"shoal: {reason}\n")
+                write_file(attempt_log, f"shoal: {reason}\n".encode())
             except OSError:
                 return slot.result(State.FAILED, reason)
             return slot.result(State.FAILED, reason, log=str(attempt_log))

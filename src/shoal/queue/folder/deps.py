@@ -16,13 +16,12 @@ reason `scheduling.dependency_reason`), so results, watch and listings show it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 from typing import TYPE_CHECKING
 
 from ...errors import MalformedJob
-from ...fsutil import HOST, claim_rename, list_names, touch_exclusive, unlink_quiet
+from ...fsutil import HOST, claim_rename, list_names, make_dir, touch_exclusive, unlink_quiet
 from ...job import Job, Result, State
 from ..scheduling import dependency_end, dependency_reason
 from .layout import FINAL_DIRS, refresh_listing
@@ -39,8 +38,7 @@ def place(queue: FolderQueue, job: Job, rank: int) -> None:
         return
     for dep in job.after:
         folder = queue.dirs["after"] / dep
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(parents=True)
+        make_dir(folder)
         touch_exclusive(folder / job.id)
     touch_exclusive(queue.path("waiting", job.id))
     refresh_finals(queue)

@@ -42,7 +42,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ...errors import NoSuchQueue, UsageError
-from ...fsutil import HOST, atomic_write, read_bytes, touch_exclusive, unique_token, unlink_quiet
+from ...fsutil import (
+    HOST,
+    atomic_write,
+    make_dir,
+    read_bytes,
+    touch_exclusive,
+    unique_token,
+    unlink_quiet,
+)
 from ...job import State
 from ..scheduling import FIRST, retry_rank
 
@@ -188,15 +196,15 @@ class Layout:
             if not create:
                 raise NoSuchQueue(f"{HIDDEN}/ there holds no queue yet")
             for path in self.dirs.values():
-                path.mkdir(exist_ok=True)
+                make_dir(path)
 
     def _create(self) -> None:
         """Build .shoal under a temporary name and rename it into place, so a process that
         opens the queue meanwhile sees no queue or a whole one, never half a layout."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f"{HIDDEN}.{HOST}.{unique_token()}.tmp"
-        for name in SUBDIRS:
-            (staging / name).mkdir(parents=True)
+        for name in SUBDIRS:  # private, or shared in a setgid root (fsutil.make_dir)
+            make_dir(staging / name)
         try:
             os.rename(staging, self.base)
         except OSError:  # another process made it first

@@ -28,6 +28,7 @@ from ...fsutil import (
     claim_rename,
     create_exclusive,
     list_names,
+    make_dir,
     read_bytes,
     sync_filesystem,
     touch_exclusive,
@@ -48,6 +49,7 @@ from ...job import (
     dumps,
     loads,
 )
+from ...trust import trust_from_config
 from ..base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
 from ..files import LocalFiles, check_log_name
 from ..lanes import LaneNames
@@ -101,7 +103,8 @@ class FolderQueue(Queue):
             root=self.root,
             log_cap_bytes=log_cap_bytes or config.get("log_cap_bytes"),
             log_name=check_log_name(config.get("log_name", defaults.LOG_NAME),
-                                    str(self.base / "queue.toml")))
+                                    str(self.base / "queue.toml")),
+            trust=trust_from_config(config, self.root, str(self.base / "queue.toml")))
         # Logs beside job files (NAME.log) or in .shoal/logs; the config in .shoal.
         files = LocalFiles(settings, log_dir=self.base / "logs",
                            config_path=self.base / "config.toml", running=self._running)
@@ -121,7 +124,8 @@ class FolderQueue(Queue):
         self._seq_end: int | None = None  # the number after our last reserved range
         self._claim_lock = threading.RLock()  # also guards the view
         self._commits = GroupCommit(self.base)
-        self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name)
+        self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name,
+                                self.settings.trust.log_dirs)
 
     # -- submit ---------------------------------------------------------------
 
@@ -172,7 +176,7 @@ class FolderQueue(Queue):
         start = self._seq_end
         if start is None:  # the first time: where the ranges end now (later: where ours did)
             folder = self.dirs["seq"]
-            folder.mkdir(exist_ok=True)  # a queue made before submissions were numbered
+            make_dir(folder)  # a queue made before submissions were numbered
             refresh_listing(folder)
             starts = [int(name) for name in list_names(folder) if name.isdigit()]
             start = self._range_end(max(starts)) if starts else 1
@@ -286,7 +290,7 @@ class FolderQueue(Queue):
         info = {"priority": job.priority, "needs": dict(job.needs), "labels": list(job.labels)}
         path = self.path("lanes", f"{lane}.json")
         if not os.path.exists(path):
-            self.dirs["lanes"].mkdir(exist_ok=True)  # a queue made before lanes
+            make_dir(self.dirs["lanes"])  # a queue made before lanes
             create_exclusive(path, dumps(info), self.tmp, fsync=False)
         self._lanes[lane] = Job("", lane, Kind.COMMAND, priority=job.priority,
                                 needs=dict(job.needs), labels=tuple(job.labels))
@@ -323,7 +327,7 @@ class FolderQueue(Queue):
                         time.sleep(min(0.02 * 2 ** tries, 0.5))
                     for level in (os.path.dirname(folder), folder):  # lane, then block
                         with contextlib.suppress(FileExistsError, FileNotFoundError):
-                            os.mkdir(level)
+                            make_dir(level)
             raise FileNotFoundError(errno.ENOENT, "cannot make the job's pending marker "
                                     "(its folder keeps vanishing)", target)
 
@@ -342,7 +346,7 @@ class FolderQueue(Queue):
             with contextlib.suppress(OSError):
                 if os.stat(path).st_size == len(blob):
                     continue  # a torn copy (a crash before its sync) is written again
-            path.parent.mkdir(exist_ok=True)  # a queue made before blobs existed
+            make_dir(path.parent)  # a queue made before blobs existed
             atomic_write(path, blob, self.tmp, fsync=False)  # the caller's sync covers it
             wrote = True
         return wrote
@@ -752,7 +756,8 @@ class FolderQueue(Queue):
         with self._claim_lock:
             self._view.forget()
         self._lanes, self._ranks, self._seq_end = {}, {}, None
-        self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name)
+        self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name,
+                                self.settings.trust.log_dirs)
         if self.fsync:
             sync_filesystem(self.base)
         return removed
@@ -925,7 +930,7 @@ class FolderQueue(Queue):
         try:
             atomic_write(path, dumps(record.to_dict()), self.tmp, fsync=False)
         except FileNotFoundError:  # a queue made before reaped/ existed
-            self.dirs["reaped"].mkdir(exist_ok=True)
+            make_dir(self.dirs["reaped"])
             atomic_write(path, dumps(record.to_dict()), self.tmp, fsync=False)
 
     def _recent_reaps(self) -> list[Reaped]:
