@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -100,17 +101,23 @@ def worker_id(target: str) -> str:
     return worker.id
 
 
+def gated_call(ex: shoal.Executor, tmp_path: Path, value: str) -> tuple[Future, Path, int]:
+    """A call that blocks until its gate file exists, once it runs: its future, its gate
+    and the pid of the call interpreter running it."""
+    started, gate = tmp_path / f"started-{value}", tmp_path / f"gate-{value}"
+    future = ex.submit(callfns.wait_gate, str(gate), value, str(started))
+    wait_for(started.exists, 30, message="the call to start")
+    return future, gate, int(started.read_text())
+
+
 def test_a_reap_of_an_older_attempt_spares_a_live_workers_interpreter(procs, tmp_path):
     """Another worker on this host hears that an older attempt of this worker was
     reaped (it was paused, and is back): it must not kill the call interpreter, which
     now runs a newer call of the live worker."""
     target = serve(procs, tmp_path)
     procs.shoal("work", target, "--slots", "1")
-    started, gate = tmp_path / "started", tmp_path / "gate"
     with shoal.Executor(target, workers=0) as ex:
-        future = ex.submit(callfns.wait_gate, str(gate), "newer", str(started))
-        wait_for(started.exists, 30, message="the call to start")
-        interpreter = int(started.read_text())
+        future, gate, interpreter = gated_call(ex, tmp_path, "newer")
         worker = worker_id(target)
         # What a worker on this host does with the reap record of the older attempt.
         kill_orphans([Reaped("job-of-the-older-attempt", worker, 1, HOST)])
@@ -125,16 +132,12 @@ def test_the_interpreter_of_a_dead_worker_is_killed_on_its_host(procs, tmp_path)
     same host hears of the reap and kills it, and runs the call again."""
     target = serve(procs, tmp_path)
     victim = procs.shoal("work", target, "--slots", "1")
-    started, gate = tmp_path / "started", tmp_path / "gate"
     with shoal.Executor(target, workers=0) as ex:
-        future = ex.submit(callfns.wait_gate, str(gate), "again", str(started))
-        wait_for(started.exists, 30, message="the call to start")
-        orphan = int(started.read_text())
+        future, gate, orphan = gated_call(ex, tmp_path, "again")
         dead = worker_id(target)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         assert alive(orphan)  # in a session of its own: the worker's death left it
-        started.unlink()
         procs.shoal("work", target, "--slots", "1")
         wait_for(lambda: not alive(orphan), 30, message="the orphaned interpreter to die")
         assert shoal_processes(worker=dead) == []
