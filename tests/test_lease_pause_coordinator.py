@@ -21,7 +21,7 @@ import pytest
 
 from shoal.job import Job, State
 from shoal.queue import open_queue
-from tests.conftest import wait_for
+from tests.conftest import shoal_processes, wait_for
 from tests.procs import Procs, executions, marker_job
 
 pytestmark = pytest.mark.timeout(180)
@@ -113,3 +113,29 @@ def test_a_forward_jump_of_the_coordinators_clock_reaps_no_live_worker(procs, tm
         assert "lost lease" not in procs.output(worker)
     assert_each_ran_once(target, out, ids)
     assert "wall clock jumped by +6" in procs.output(server)
+
+
+def test_a_backward_jump_of_the_coordinators_clock_still_reaps_a_dead_worker(procs, tmp_path):
+    """A worker dies (SIGKILL), then the coordinator's wall clock jumps 10 minutes back:
+    its lease still runs out after a lease (and the grace), not 10 minutes later, and a
+    worker on the same host runs the job and kills what the dead one left running."""
+    out = tmp_path / "out"
+    out.mkdir()
+    control = tmp_path / "faketime"
+    server, target = serve(procs, tmp_path, env=faketime_env(control))
+    with open_queue(target) as queue:
+        (job_id,) = queue.submit([Job.command_job(
+            marker_job(out, 'if [ -n "$VICTIM" ]; then sleep 60; fi;'))])
+    victim = procs.shoal("work", target, "--slots", "1", env={"VICTIM": "1"})
+    wait_for(lambda: shoal_processes(job=job_id), 30, message="the job to start")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    jump(control, "-600s")
+    rescuer = procs.shoal("work", target, "--slots", "1", "--drain")
+    assert rescuer.wait(timeout=90) == 0, procs.output(rescuer)
+    with open_queue(target) as queue:
+        (result,) = list(queue.results())
+    assert (result.state, result.attempt) == (State.DONE, 2)
+    wait_for(lambda: shoal_processes(job=job_id) == [], 20,
+             message="the dead worker's job to be killed on its host")
+    assert "wall clock jumped by -6" in procs.output(server)
