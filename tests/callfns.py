@@ -48,6 +48,17 @@ def sleep_then(seconds: float, value: object = None) -> object:
     return seconds if value is None else value
 
 
+def sleep_ignoring_sigterm(seconds: float, value: object = None) -> object:
+    """sleep_then, in a function that keeps on through SIGTERM (as one that catches it
+    to clean up and carry on would)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        time.sleep(seconds)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return seconds if value is None else value
+
+
 def touch(path: str | Path, value: object = None) -> object:
     """Leave a marker that this call ran."""
     Path(path).touch()

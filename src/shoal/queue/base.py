@@ -435,6 +435,13 @@ class Queue(ABC):
         counts = self.counts()
         return counts[State.PENDING] == 0 and counts[State.RUNNING] == 0
 
+    def judge_leases_by(self, clock: Callable[[], float]) -> None:  # noqa: B027 - optional
+        """Stamp and judge lease deadlines and worker beats on `clock` (seconds, like
+        time.time) from now on: a coordinator hands its queue its own monotonic-based
+        clock (serve/clock.py), being the only party that stamps and judges them.
+        Default: nothing, the backend judges on one clock of its own already (memory:
+        this process's monotonic clock; folder: the reaper's; Redis: the server's)."""
+
     @abstractmethod
     def reap(self) -> list[Reaped]:
         """Take expired leases back (to pending with attempt + 1, or failed at the cap),

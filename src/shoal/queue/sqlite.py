@@ -2,9 +2,11 @@
 
 Every operation is one short transaction (BEGIN IMMEDIATE for writes), so several
 processes on this machine can share the file. Priorities, dependencies and resources
-live in `sqlite_sched` (lanes, ranks, the dependants table). Lease deadlines are wall-clock times of
-this one machine: the file must stay on a local disk (SQLite's locking is unreliable
-on NFS, sshfs and CIFS), which we check when it is opened.
+live in `sqlite_sched` (lanes, ranks, the dependants table). Lease deadlines are
+wall-clock times of this one machine (behind a coordinator, times of its own
+monotonic-based clock: `judge_leases_by`): the file must stay on a local disk
+(SQLite's locking is unreliable on NFS, sshfs and CIFS), which we check when it is
+opened.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from json.encoder import encode_basestring_ascii
@@ -280,6 +282,7 @@ class SqliteQueue(Queue):
                          LocalFiles(settings, log_dir=log_dir, running=self._running))
         self._local = threading.local()
         self._tokens = itertools.count(1)
+        self._now = time.time  # what deadlines and beats are stamped with (judge_leases_by)
         self._token_prefix = f"{os.getpid()}-{id(self):x}"
         try:
             if create:
@@ -469,7 +472,7 @@ class SqliteQueue(Queue):
                   fit: Capacity | None) -> list[Lease]:
         """Lease the jobs `sched.pick` chooses (lane heads that fit), in this transaction."""
         leases = []
-        deadline = time.time() + self.settings.lease_s
+        deadline = self._now() + self.settings.lease_s
         for seq in sched.pick(db, n, fit) if n > 0 else []:
             spec, payload, attempt = db.execute(
                 "SELECT spec, payload, attempt FROM jobs WHERE seq=?", (seq,)).fetchone()
@@ -484,7 +487,7 @@ class SqliteQueue(Queue):
         transaction."""
         lost = []
         with self._write() as db:
-            now = time.time()
+            now = self._now()
             db.execute("INSERT OR REPLACE INTO workers(id, info, seen) VALUES (?, ?, ?)",
                        (info.id, dumps(info.to_dict()).decode(), now))
             for lease in leases:
@@ -709,11 +712,16 @@ class SqliteQueue(Queue):
                                   "ORDER BY final_seq", (mark,)).fetchall()
         return ([job_id for _, job_id in rows], rows[-1][0]) if rows else ([], mark)
 
+    def judge_leases_by(self, clock: Callable[[], float]) -> None:
+        """Deadlines and beats on `clock` (a coordinator's); workers that open the file
+        themselves stamp wall-clock times of this machine, as before."""
+        self._now = clock
+
     def reap(self) -> list[Reaped]:
         """One transaction: take expired leases back, log them in `reaped` (shared by every
         process on the file), forget records older than reaped_keep_s, read the rest."""
         with self._write() as db:
-            now = time.time()
+            now = self._now()
             rows = db.execute("SELECT id, spec, attempt, worker FROM jobs WHERE "
                               "state='running' AND deadline < ?", (now,)).fetchall()
             for job_id, spec, attempt, worker in rows:
@@ -749,7 +757,7 @@ class SqliteQueue(Queue):
             db.execute("DELETE FROM control WHERE worker=?", (worker,))
 
     def workers(self) -> list[WorkerInfo]:
-        now = time.time()
+        now = self._now()
         found = []
         for info, seen in self._db().execute("SELECT info, seen FROM workers"):
             worker = WorkerInfo.from_dict(loads(info.encode()))

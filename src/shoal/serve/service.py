@@ -9,6 +9,7 @@ coordinator caches their replies). A handler returns the reply's value, or
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,7 +21,10 @@ from ..job import Job, Kind, Lease, Reaped, Result, State
 from ..net import wire
 from ..queue.base import Queue
 from ..queue.scheduling import Capacity
+from .clock import LeaseClock
 from .parking import Key, Parking, Push, leases_out
+
+log = logging.getLogger("shoal.serve")
 
 PARKED = object()  # a handler's value: no reply now, the request waits in Parking
 
@@ -60,11 +64,15 @@ class Service:
         # up beat in that time, so no live worker's lease is taken back on a restart.
         self._reap_from = self.next_reap = time.monotonic() + queue.settings.lease_s
         self._reaps_seen: set[Reaped] = set()
+        # Leases and beats on our monotonic clock; a pause or jump of it buys a grace.
+        self.clock = LeaseClock(queue.settings.lease_s)
+        queue.judge_leases_by(self.clock.now)
 
     # -- between requests --------------------------------------------------------------
 
     def timers(self, now: float) -> None:
         """Reap when due, answer expired parked requests, then what changed."""
+        self.watch_clock()
         if now >= self.next_reap:
             self.next_reap = now + min(1.0, self.queue.settings.lease_s / 4)
             self._reap()
@@ -104,8 +112,21 @@ class Service:
         if finals:
             self.parking.deliver(finals)
 
+    def watch_clock(self) -> None:
+        """After a pause of ours or a jump of the wall clock (`LeaseClock.check`), reap
+        nothing for one lease, as after a restart: the beats that waited unread renew
+        the leases of live workers first."""
+        why = self.clock.check()
+        if why:
+            lease_s = self.queue.settings.lease_s
+            self._reap_from = max(self._reap_from, time.monotonic() + lease_s)
+            log.warning("coordinator %s: no lease is taken back for %g s, so that live "
+                        "workers are heard first", why, lease_s)
+
     def _reap(self) -> list[Reaped]:
-        """The served queue's reap (none during our first lease, see __init__)."""
+        """The served queue's reap (none during our first lease, see __init__, nor for a
+        lease after a pause or a clock jump, see watch_clock)."""
+        self.watch_clock()
         if time.monotonic() < self._reap_from:
             return []
         reaped = self.queue.reap()

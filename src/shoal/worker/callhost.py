@@ -237,7 +237,8 @@ class CallHost:
                 [sys.executable, "-m", "shoal.worker.callhost", str(write_end)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 pass_fds=(write_end,), start_new_session=True,
-                env={**self.env, "SHOAL_CALLHOST": "1"}, cwd=self.cwd,
+                env={**self.env, "SHOAL_CALLHOST": "1", "SHOAL_WORKER_PID": str(os.getpid())},
+                cwd=self.cwd,
             )
         finally:
             os.close(write_end)

@@ -124,7 +124,7 @@ class CallRunner:
         if slot.process is not None:
             slot.pin(slot.process.pid)
         slot.started = time.time()
-        with slot.guarded(self.deadlines, slot.lease.job.timeout_s):
+        with slot.guarded(self.deadlines, slot.lease.job.timeout_s, lives_on=True):
             return host.call(request)
 
     def _retire_if_spent(self, host: CallHost, max_tasks: int | None) -> None:
@@ -137,8 +137,7 @@ class CallRunner:
             host.close()
 
     def kill(self, slot: Slot) -> None:
-        if slot.process is not None:
-            self.deadlines.kill_now(slot.process.pid)
+        slot.kill_now(self.deadlines)
 
     def close(self) -> None:
         for host in self._hosts.values():

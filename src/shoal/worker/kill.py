@@ -102,15 +102,38 @@ def _environ_of(pid: str) -> dict[str, str]:
             if k.startswith(b"SHOAL_")}
 
 
+def _parent_of(pid: str) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _orphaned_callhost(pid: str, env: dict[str, str], workers: set[str]) -> bool:
+    """A call interpreter of one of `workers` whose worker is gone.
+
+    Its /proc environ keeps the job id of its first call only, and it runs one call after
+    another, so the attempt it runs now cannot be told from outside: it is killed only
+    once its worker died (it no longer is the interpreter's parent: SHOAL_WORKER_PID).
+    A live worker, back from a pause, kills the attempt it lost itself (by its token),
+    never the newer call its interpreter may be running by then.
+    """
+    if env.get("SHOAL_CALLHOST") != "1" or env.get("SHOAL_WORKER") not in workers:
+        return False
+    started_by = env.get("SHOAL_WORKER_PID", "")
+    return not started_by.isdigit() or _parent_of(pid) != int(started_by)
+
+
 def kill_orphans(reaped: Iterable[Reaped]) -> int:
     """Kill job processes on this host left running by dead workers; return how many groups.
 
     A job is recognised by its SHOAL_JOB_ID, SHOAL_WORKER and SHOAL_ATTEMPT environment,
-    never by pid alone, so a reused pid, or a newer attempt of the same job, is never hit.
+    never by pid alone, so a reused pid, or a newer attempt of the same job, is never hit;
+    a call interpreter, only once its worker is gone (`_orphaned_callhost`).
     Linux only (/proc); elsewhere nothing happens.
     """
     wanted = {(r.job_id, r.worker, str(r.attempt)) for r in reaped}
-    dead_workers = {worker for _, worker, _ in wanted}
+    reaped_workers = {worker for _, worker, _ in wanted}
     if not wanted or not Path("/proc/self/environ").exists():
         return 0
     groups = set()
@@ -118,11 +141,8 @@ def kill_orphans(reaped: Iterable[Reaped]) -> int:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         env = _environ_of(entry)
-        # A call interpreter's /proc environ keeps the job id of its first call only,
-        # so it is recognised by its dead worker alone.
-        callhost = env.get("SHOAL_CALLHOST") == "1" and env.get("SHOAL_WORKER") in dead_workers
         job = (env.get("SHOAL_JOB_ID"), env.get("SHOAL_WORKER"), env.get("SHOAL_ATTEMPT"))
-        if callhost or job in wanted:
+        if job in wanted or _orphaned_callhost(entry, env, reaped_workers):
             with contextlib.suppress(ProcessLookupError):
                 groups.add(os.getpgid(int(entry)))
     groups.discard(os.getpgid(0))

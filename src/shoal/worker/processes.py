@@ -60,8 +60,7 @@ class ProcessRunner:
         return slot.result(state, reason, exit_code=returncode, log=str(launch.log))
 
     def kill(self, slot: Slot) -> None:
-        if slot.process is not None:
-            self.deadlines.kill_now(slot.process.pid)
+        slot.kill_now(self.deadlines)
 
     def close(self) -> None:
         """Nothing outlives a process job."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ class Slot:
     started: float = field(default_factory=time.time)
     share: Share | None = None  # what it holds of the worker's resources (GPUs, cores)
     overused: str = ""  # why the memory watch killed it, if it did
+    ended: bool = False  # its call returned: the interpreter lives on, for other calls
+    _kills: list[int] = field(default_factory=list)  # Deadlines tickets of kill_now
+    _kill_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def env(self) -> dict[str, str]:
@@ -75,14 +79,26 @@ class Slot:
             host=HOST, started=self.started, ended=time.time(), log=log, **extra,
         )
 
+    def kill_now(self, deadlines: Deadlines) -> None:
+        """Kill what the slot runs at once (SIGTERM, SIGKILL after the grace)."""
+        with self._kill_lock:
+            if self.process is not None and not self.ended:
+                self._kills.append(deadlines.kill_now(self.process.pid))
+
     @contextlib.contextmanager
-    def guarded(self, deadlines: Deadlines, timeout_s: float | None) -> Iterator[None]:
+    def guarded(self, deadlines: Deadlines, timeout_s: float | None, *,
+                lives_on: bool = False) -> Iterator[None]:
         """While `self.process` runs: killed at once if a stop or a loss came while it
-        started, and at its deadline; the deadline is forgotten once it returns."""
+        started, and at its deadline; the deadline is forgotten once it returns.
+
+        `lives_on`: the process outlives this attempt (a call interpreter runs the slot's
+        next calls), so once the attempt is over no kill reaches it any more, not even
+        the SIGKILL of a kill whose SIGTERM it outlived (a function that ignores
+        SIGTERM): that would kill a newer call."""
         assert self.process is not None
         pid = self.process.pid
         if self.releasing or self.lost:
-            deadlines.kill_now(pid)
+            self.kill_now(deadlines)
         ticket = None
         if timeout_s is not None:
             ticket = deadlines.kill_at(pid, time.monotonic() + timeout_s)
@@ -91,6 +107,11 @@ class Slot:
         finally:
             if ticket is not None:
                 deadlines.forget(ticket)
+            if lives_on:
+                with self._kill_lock:
+                    self.ended = True
+                    for kill in self._kills:
+                        deadlines.forget(kill)
 
     def timed_out(self, timeout_s: float | None) -> bool:
         """Whether the run lasted its whole deadline (so a kill was the deadline's)."""
