@@ -102,7 +102,7 @@ def write_contact(folder: Path, contact: Contact, server_secret: str) -> Path:
 
 def contact_path(where: str | Path) -> Path:
     """The status.json a path names (the file itself, or the directory holding it)."""
-    path = Path(where).expanduser()
+    path = Path(os.path.expanduser(where))  # "~nobody" stays as written
     return path if path.suffix == ".json" else path / CONTACT_FILE
 
 

@@ -56,6 +56,7 @@ import contextlib
 import errno
 import os
 import shutil
+import string
 import tempfile
 import threading
 import weakref
@@ -100,6 +101,11 @@ def check_log_name(pattern: object, where: str) -> str:
     """A `log_name` setting that names a .log file beside the job file; UsageError naming
     `where` (the config file) otherwise."""
     try:
+        fields = list(string.Formatter().parse(pattern)) if isinstance(pattern, str) else []
+        # {name[9]} or {stem.x} would fail on some names only (found by the fuzzer)
+        if any(field not in (None, "name", "stem") or spec or conversion
+               for _, field, spec, conversion in fields):
+            raise ValueError("a field other than a plain {name} or {stem}")
         sample = log_name(pattern, "job.py") if isinstance(pattern, str) else ""
     except (KeyError, IndexError, ValueError) as exc:
         raise UsageError(f"{where}: log_name {pattern!r}: only {{name}} and {{stem}} may be "

@@ -102,7 +102,7 @@ def state_dir() -> Path:
 def default_queue(folder: Path) -> str:
     """The SQLite queue served from status directory `folder`: one state file per status
     directory (two directories of one name elsewhere stay apart), on a local disk."""
-    folder = folder.expanduser().absolute()
+    folder = Path(os.path.expanduser(folder)).absolute()
     tag = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
     return f"sqlite://{state_dir() / f'{folder.name}-{tag}.sqlite'}"
 
@@ -116,7 +116,7 @@ def serve(queue: Queue | str, status_dir: str | Path, *, bind: str | None = None
     themselves. Refuses if a live coordinator already serves from that directory
     (`checked`: the caller holds the lead lock and found none).
     """
-    folder = private_dir(Path(status_dir).expanduser().absolute())
+    folder = private_dir(Path(os.path.expanduser(status_dir)).absolute())
     previous = None
     with contextlib.suppress(FileNotFoundError, UsageError):
         previous = read_contact(folder)
