@@ -107,12 +107,29 @@ def contact_path(where: str | Path) -> Path:
 
 
 def read_contact(where: str | Path) -> Contact:
+    """The contact a status file holds; UsageError for one that is not (bad JSON, a field
+    missing or of the wrong type), FileNotFoundError where there is none."""
     path = contact_path(where)
-    text = path.read_text()  # FileNotFoundError: no contact file here (callers tell why)
+    blob = path.read_bytes()  # FileNotFoundError: no contact file here (callers tell why)
     try:
-        return Contact(**json.loads(text))
+        contact = Contact(**json.loads(blob))
+        _check_types(contact)
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"{path}: not a shoal status file ({exc})") from exc
+        raise UsageError(f"{path}: not a shoal status file ({exc})") from None
+    return contact
+
+
+def _check_types(contact: Contact) -> None:
+    """TypeError for a field of the wrong type: every reader trusts them (pid: os.kill)."""
+    for name, value in asdict(contact).items():
+        if name == "pid":
+            if type(value) is not int or not 0 < value < 2**31:
+                raise TypeError(f"pid {value!r} is not a process id")
+        elif name == "started":
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"started {value!r} is not a time")
+        elif not isinstance(value, str):
+            raise TypeError(f"{name} {value!r} is not a string")
 
 
 def is_contact_file(where: str | Path) -> bool:

@@ -173,13 +173,14 @@ def _boot(folder: Path) -> str | None:
 
 
 def _stale_lock(lock: Path) -> bool:
-    try:
-        host, pid = lock.read_text().split()
+    try:  # a lock being written, or garbage, is not stale: take_lead names it after a wait
+        host, pid_text = lock.read_text().split()
+        pid = int(pid_text)
         age = time.time() - lock.stat().st_mtime
     except (FileNotFoundError, ValueError):
         return False
     if host == HOST:
-        return not process_alive(int(pid))
+        return 0 < pid < 2**31 and not process_alive(pid)
     return age > 60  # another host's first run takes seconds, not a minute
 
 

@@ -92,20 +92,26 @@ def parse_pending(name: str) -> Marker | None:
     """What a name `pending_name` made says (a path ending in it too); None if it is not
     one."""
     parts = name.rsplit("/", 1)[-1].split(".")
-    if len(parts) == 2 and parts[1].isdigit():
+    if len(parts) == 2 and _digits(parts[1]):
         return Marker(parts[0], int(parts[1]), 0)
-    if len(parts) == 3 and parts[2].isdigit():
+    if len(parts) == 3 and _digits(parts[2]):
         digits = parts[0].removeprefix("-")
-        if digits.isdigit():
+        if _digits(digits):
             seq = int(digits)
             return Marker(parts[1], int(parts[2]), retry_rank(seq, digits != parts[0]))
     return None
 
 
+def _digits(text: str) -> bool:
+    """0-9 only: str.isdigit also takes "²", which int() refuses (found by the fuzzer)."""
+    return text.isascii() and text.isdigit()
+
+
 def spec_rank(spec: dict) -> int:
     """The rank a job's spec gives it (its seq; before every seq if a retry put it
     first: the spec then says `"first": true`)."""
-    return retry_rank(int(spec.get("seq", 0) or 0), bool(spec.get("first")))
+    seq = spec.get("seq")  # not a number in a corrupt spec: ranked as a job without seq
+    return retry_rank(seq if type(seq) is int else 0, bool(spec.get("first")))
 
 
 def is_lane(name: str) -> bool:

@@ -1,0 +1,199 @@
+"""Fuzzed files and names that shoal reads back: a coordinator's status file
+(net/contact.py), its `serving.lock` (serve/locate.py), a session's directory
+(sessions.py) and a folder queue's state file names (queue/folder/layout.py). Each
+reader gives a value of the right type or its documented answer (UsageError, None,
+"not stale"), never another exception; what a writer makes reads back the same.
+
+Long mode (thousands of examples per property, see tests/fuzzing.py):
+`SHOAL_FUZZ_LONG=1 python -m pytest -q tests/test_fuzz_files.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.errors import UsageError
+from shoal.fsutil import HOST
+from shoal.net.contact import Contact, dead_here, read_contact, write_contact
+from shoal.queue.folder.layout import (
+    Marker,
+    is_lane,
+    parse_marker,
+    parse_pending,
+    pending_name,
+    spec_rank,
+)
+from shoal.queue.scheduling import FIRST
+from shoal.serve import locate
+from shoal.sessions import session_dir
+from tests.fuzzing import FUZZ, TIMEOUT, scaled
+
+pytestmark = TIMEOUT
+
+text = st.text(max_size=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=8)
+contacts = st.builds(
+    Contact, address=text, server_public=text, client_public=text, client_secret=text,
+    host=text, pid=st.integers(1, 2**22), boot=text,
+    started=st.floats(allow_nan=False, allow_infinity=False), queue=text, bound=text)
+FIELDS = [f.name for f in dataclasses.fields(Contact)]
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("files")
+
+
+def fresh(place: Path) -> Path:
+    return Path(tempfile.mkdtemp(dir=place))
+
+
+# -- status.json ---------------------------------------------------------------------------
+
+
+@scaled(0.5)
+@given(contacts, text)
+def test_a_status_file_round_trips(place: Path, contact: Contact, secret: str) -> None:
+    folder = fresh(place) / "status"
+    write_contact(folder, contact, secret)
+    assert read_contact(folder) == contact
+    assert read_contact(folder / "status.json") == contact
+
+
+def reads_or_refuses(path: Path) -> Contact | None:
+    try:
+        contact = read_contact(path)
+    except UsageError as exc:
+        assert str(path) in str(exc) and "\n" not in str(exc)
+        return None
+    assert all(isinstance(getattr(contact, name), str) for name in FIELDS
+               if name not in ("pid", "started"))
+    assert isinstance(contact.pid, int) and contact.pid > 0
+    dead_here(contact)  # what every reader of a contact asks first
+    return contact
+
+
+@scaled(0.5)
+@given(st.dictionaries(st.sampled_from(FIELDS) | text, json_values, max_size=12)
+       | json_values)
+def test_a_status_file_of_any_json_is_read_or_refused(place: Path, data: Any) -> None:
+    path = fresh(place) / "status.json"
+    path.write_text(json.dumps(data))
+    reads_or_refuses(path)
+
+
+@scaled(0.5)
+@given(contacts, st.sampled_from(FIELDS), json_values)
+def test_a_status_file_with_one_field_changed_is_read_or_refused(
+        place: Path, contact: Contact, key: str, value: Any) -> None:
+    path = fresh(place) / "status.json"
+    path.write_text(json.dumps({**dataclasses.asdict(contact), key: value}))
+    reads_or_refuses(path)
+
+
+@scaled(0.5)
+@given(st.binary(max_size=200))
+def test_a_status_file_of_any_bytes_is_read_or_refused(place: Path, blob: bytes) -> None:
+    path = fresh(place) / "status.json"
+    path.write_bytes(blob)
+    reads_or_refuses(path)
+
+
+def test_a_status_file_that_is_not_text_or_has_a_bad_pid_is_refused(tmp_path: Path) -> None:
+    """Found by the fuzzer: a status file that is not UTF-8 was a UnicodeDecodeError, and
+    `"pid": "12"` was read, then broke the liveness check (os.kill) of every client."""
+    path = tmp_path / "status.json"
+    path.write_bytes(b"\xff{}")
+    with pytest.raises(UsageError, match="not a shoal status file"):
+        read_contact(path)
+    good = dataclasses.asdict(Contact("tcp://h:1", "k", "k", "k", HOST, 1, "b", 0.0, "q"))
+    for pid in ("12", -1, 0, 2**80, 1.5, True):
+        path.write_text(json.dumps({**good, "pid": pid}))
+        with pytest.raises(UsageError, match="pid"):
+            read_contact(path)
+
+
+# -- serving.lock ------------------------------------------------------------------------------
+
+
+@scaled(0.5)
+@given(st.binary(max_size=60) | st.tuples(st.sampled_from([HOST, "elsewhere", ""]),
+                                          st.integers(-(2**70), 2**70) | text)
+       .map(lambda hp: f"{hp[0]} {hp[1]}\n".encode()))
+def test_a_lock_file_of_anything_is_stale_or_not(place: Path, blob: bytes) -> None:
+    """What `take_lead` asks of a lock it found; garbage (a half-written lock too) is not
+    stale: its writer may still be writing it, and a lock left that way is reported by
+    take_lead after its wait, naming the file."""
+    lock = fresh(place) / locate.LOCK_FILE
+    lock.write_bytes(blob)
+    assert isinstance(locate._stale_lock(lock), bool)
+
+
+def test_a_lock_file_of_a_bad_pid_is_not_stale(tmp_path: Path) -> None:
+    """Found by the fuzzer: `HOST abc` was a ValueError and `HOST 2**70` an OverflowError
+    out of take_lead; `HOST -1` asked os.kill about every process."""
+    lock = tmp_path / locate.LOCK_FILE
+    for pid in ("abc", str(2**70), "-1", "0"):
+        lock.write_text(f"{HOST} {pid}\n")
+        assert locate._stale_lock(lock) is False
+
+
+@FUZZ
+@given(text, st.none() | text)
+def test_a_session_directory_is_a_path(name: str, where: str | None) -> None:
+    if "\x00" in name or (where and "\x00" in where):
+        return
+    assert session_dir(name, where).is_absolute()
+
+
+# -- folder queue state names ---------------------------------------------------------------
+
+job_ids = st.text(st.characters(blacklist_characters="./\x00", blacklist_categories=["Cs"]),
+                  min_size=1, max_size=20)
+
+
+@FUZZ
+@given(job_ids, st.integers(0, 10**6), st.integers(-(FIRST - 1), 10**12 - 1))
+def test_a_pending_name_round_trips(job_id: str, attempt: int, rank: int) -> None:
+    name = pending_name(job_id, attempt, rank)
+    assert parse_pending(name) == Marker(job_id, attempt, rank)
+    assert parse_pending(f"pdefault/{name}") == Marker(job_id, attempt, rank)
+
+
+@FUZZ
+@given(st.text(max_size=40) | st.lists(st.sampled_from(["-", "1", "٣", "²", ".", "/", "a", "0"]),
+                                        max_size=12).map("".join))
+def test_any_name_in_pending_is_a_marker_or_none(name: str) -> None:
+    marker = parse_pending(name)
+    assert marker is None or (isinstance(marker.attempt, int) and isinstance(marker.rank, int))
+    assert isinstance(is_lane(name), bool)
+    for kind in ("claimed", "committing"):
+        assert all(isinstance(part, str) for part in parse_marker(kind, name))
+
+
+def test_a_pending_name_of_other_digits_is_not_a_marker() -> None:
+    """Found by the fuzzer: `x.²` passed str.isdigit and failed int() with a ValueError,
+    so a stray file of that name in pending/ broke every claim."""
+    assert parse_pending("x.²") is None
+    assert parse_pending("²1.x.1") is None
+    assert parse_pending("000000000001.x.²") is None
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["seq", "first", "id"]), json_values, max_size=3))
+def test_a_spec_rank_is_a_number(spec: dict) -> None:
+    """Found by the fuzzer: a spec whose seq was a list or text (a corrupt jobs/ID.json)
+    was a TypeError or ValueError out of listings and claims; it ranks as one without."""
+    assert isinstance(spec_rank(spec), int)
