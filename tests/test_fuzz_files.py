@@ -10,6 +10,7 @@ Long mode (thousands of examples per property, see tests/fuzzing.py):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.errors import UsageError
 from shoal.fsutil import HOST
-from shoal.net.contact import Contact, dead_here, read_contact, write_contact
+from shoal.job import loads, loads_many
+from shoal.net.contact import Contact, dead_here, load_keys, read_contact, write_contact
 from shoal.queue.folder.layout import (
     Marker,
     is_lane,
@@ -37,6 +40,8 @@ from shoal.serve import locate
 from shoal.sessions import session_dir
 from tests.fuzzing import FUZZ, TIMEOUT, scaled
 
+z85 = zmq.utils.z85
+
 pytestmark = TIMEOUT
 
 text = st.text(max_size=20)
@@ -44,8 +49,9 @@ json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
     max_leaves=8)
+keys = st.binary(min_size=32, max_size=32).map(lambda raw: z85.encode(raw).decode())
 contacts = st.builds(
-    Contact, address=text, server_public=text, client_public=text, client_secret=text,
+    Contact, address=text, server_public=keys, client_public=keys, client_secret=keys,
     host=text, pid=st.integers(1, 2**22), boot=text,
     started=st.floats(allow_nan=False, allow_infinity=False), queue=text, bound=text)
 FIELDS = [f.name for f in dataclasses.fields(Contact)]
@@ -85,17 +91,20 @@ def reads_or_refuses(path: Path) -> Contact | None:
     return contact
 
 
+deep = st.integers(1, 20_000).map(lambda depth: "[" * depth)  # nested past any stack
+
+
 @scaled(0.5)
 @given(st.dictionaries(st.sampled_from(FIELDS) | text, json_values, max_size=12)
-       | json_values)
+       | json_values | deep)
 def test_a_status_file_of_any_json_is_read_or_refused(place: Path, data: Any) -> None:
     path = fresh(place) / "status.json"
-    path.write_text(json.dumps(data))
+    path.write_text(data if isinstance(data, str) and data.startswith("[") else json.dumps(data))
     reads_or_refuses(path)
 
 
 @scaled(0.5)
-@given(contacts, st.sampled_from(FIELDS), json_values)
+@given(contacts, st.sampled_from(FIELDS), json_values | keys.map(lambda key: key[:-1] + "#"))
 def test_a_status_file_with_one_field_changed_is_read_or_refused(
         place: Path, contact: Contact, key: str, value: Any) -> None:
     path = fresh(place) / "status.json"
@@ -119,10 +128,47 @@ def test_a_status_file_that_is_not_text_or_has_a_bad_pid_is_refused(tmp_path: Pa
     with pytest.raises(UsageError, match="not a shoal status file"):
         read_contact(path)
     good = dataclasses.asdict(Contact("tcp://h:1", "k", "k", "k", HOST, 1, "b", 0.0, "q"))
+    key = z85.encode(bytes(32)).decode()
+    good = {**good, "server_public": key, "client_public": key, "client_secret": key}
     for pid in ("12", -1, 0, 2**80, 1.5, True):
         path.write_text(json.dumps({**good, "pid": pid}))
         with pytest.raises(UsageError, match="pid"):
             read_contact(path)
+    path.write_text("[" * 100_000)  # json recursed past the stack: a RecursionError
+    with pytest.raises(UsageError, match="not a shoal status file"):
+        read_contact(path)
+    path.write_text(json.dumps({**good, "client_secret": "#" * 40}))  # ZeroMQ's EINVAL later
+    with pytest.raises(UsageError, match="client_secret is not a CurveZMQ key"):
+        read_contact(path)
+
+
+@scaled(0.3)
+@given(contacts, st.binary(max_size=60) | keys.map(str.encode))
+def test_a_server_secret_of_anything_gives_keys_or_new_ones(place: Path, contact: Contact,
+                                                           secret: bytes) -> None:
+    """A restart reads the secret it left; garbage there means new keys, not a crash."""
+    folder = fresh(place)
+    write_contact(folder, contact, "x")
+    (folder / "server.secret").write_bytes(secret)
+    found = load_keys(folder)
+    assert found is None or found.server_secret == secret.decode()
+
+
+@FUZZ
+@given(st.binary(max_size=80) | deep.map(str.encode)
+       | st.dictionaries(text, json_values, max_size=3).map(lambda d: json.dumps(d).encode()))
+def test_a_record_on_disk_is_an_object_or_refused(blob: bytes) -> None:
+    """What folder and SQLite queues decode their job and result records with."""
+    with contextlib.suppress(ValueError):  # its documented refusal: a corrupt record
+        assert isinstance(loads(blob), dict)
+    assert len(loads_many([blob, b"{}"])) == 2
+
+
+def test_a_record_nested_too_deeply_is_refused() -> None:
+    """Found by the fuzzer: json recursed past the stack (RecursionError, not ValueError)."""
+    with pytest.raises(ValueError, match="nested too deeply"):
+        loads(b"[" * 100_000)
+    assert loads_many([b"[" * 100_000, b"{}"]) == [None, {}]
 
 
 # -- serving.lock ------------------------------------------------------------------------------

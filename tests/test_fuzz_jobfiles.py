@@ -84,8 +84,10 @@ def ini_texts(draw: st.DrawFn) -> str:
 
 def toml_value(draw: st.DrawFn, depth: int = 0) -> str:
     """One TOML value as text: typed scalars, strings, arrays and inline tables."""
-    kind = draw(st.sampled_from(["int", "float", "bool", "str", "str", "array", "table"]
+    kind = draw(st.sampled_from(["int", "float", "bool", "str", "str", "array", "table", "deep"]
                                 if depth < 2 else ["int", "str"]))
+    if kind == "deep":  # nested past the parser's stack
+        return "[" * draw(st.integers(1, 5000))
     if kind == "int":
         return str(draw(st.integers(-(2**70), 2**70)))
     if kind == "float":
@@ -198,6 +200,15 @@ def test_a_drop_in_folder_of_anything_scans(place: Path, files: list, log_name: 
     for job in scan.fresh:
         assert job.path and (folder / job.path).is_file()
     assert not drops.scan().fresh  # seen once: never submitted again
+
+
+def test_a_toml_job_file_nested_too_deeply_is_refused(tmp_path: Path) -> None:
+    """Found by the fuzzer: tomllib recursed past the stack on `executable = [[[...`, a
+    RecursionError out of submit and of the worker that ran the file."""
+    path = tmp_path / "job.toml"
+    path.write_text("[control]\nexecutable = " + "[" * 5000 + "\n")
+    with pytest.raises(MalformedJob, match=f"^{path}: TOML syntax error: .* nested too deeply"):
+        load_job_file(path, interpreters=INTERPRETERS, worker_dir=tmp_path)
 
 
 def test_a_job_file_named_with_odd_bytes_is_refused_by_name(place: Path) -> None:

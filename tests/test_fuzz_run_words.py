@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shoal import joblog
 from shoal.errors import UsageError
 from shoal.parallel_args import parse_run_words
 from shoal.templates import expand_command_line, expand_table
@@ -102,7 +103,7 @@ def test_a_template_expands_or_is_refused(template: list[str],
        st.binary(max_size=120) | st.sampled_from([
            b"a,b\n1,2\n", b'[{"a": 1}, {"a": [1]}]', b'{"a": 1}', b"[]", b"a\n", b"a,a\n1,2\n",
            b'[{"after": "2", "priority": "x"}]', b"after,mem\n1-9,1G\n", b"\xff\xfe",
-           b"priority\n99999999999999999999999\n", b'[{"cpus": 1e400}]']),
+           b"priority\n99999999999999999999999\n", b'[{"cpus": 1e400}]', b"[" * 100_000]),
        st.lists(st.sampled_from(TEMPLATES) | line_text, min_size=1, max_size=3))
 def test_a_table_of_anything_expands_or_is_refused(place: Path, name: str, table: bytes,
                                                    template: list[str]) -> None:
@@ -114,3 +115,28 @@ def test_a_table_of_anything_expands_or_is_refused(place: Path, name: str, table
         one_line(exc)
         return
     assert all(isinstance(row.command, str) for row in rows)
+
+
+def test_a_json_table_nested_too_deeply_is_refused(tmp_path: Path) -> None:
+    """Found by the fuzzer: json recursed past the stack, a RecursionError out of
+    `shoal run --table`."""
+    path = tmp_path / "t.json"
+    path.write_text("[" * 100_000)
+    with pytest.raises(UsageError, match=f"^{path}: malformed JSON .nested too deeply.$"):
+        expand_table(["echo", "{a}"], path)
+
+
+@scaled(0.5)
+@given(st.binary(max_size=200) | st.lists(
+    st.lists(st.sampled_from(["1", ":", "0", "-1", "0", "x", "", "1.5", "99999"]), min_size=1,
+             max_size=10).map("\t".join), max_size=5).map("\n".join).map(str.encode))
+def test_a_joblog_of_anything_is_read_or_refused(place: Path, blob: bytes) -> None:
+    """`--resume` reads a joblog a person may have edited."""
+    path = Path(tempfile.mkdtemp(dir=place)) / "joblog"
+    path.write_bytes(blob)
+    try:
+        seen = joblog.read(str(path))
+    except joblog.JoblogError as exc:
+        one_line(exc)
+        return
+    assert all(isinstance(seq, int) and isinstance(ok, bool) for seq, ok in seen.items())

@@ -38,7 +38,8 @@ toml_scalars = st.sampled_from(
     ["1", "0", "-1", "2.5", "inf", "nan", "true", "false", '"x"', '"{stem}.log"',
      '"{name}.log"', '"{stem[2]}.log"', '"{name!r}.log"', '"{0}.log"', '"{stem"', "[]",
      '["python3"]', "[1, 2]", '{".py" = ["python3"]}', '{".py" = "python3"}',
-     '{".py" = [1]}', "1979-05-27", "99999999999999999999"]) | line_text.map(json.dumps)
+     '{".py" = [1]}', "1979-05-27", "99999999999999999999", "[" * 5000]) \
+    | line_text.map(json.dumps)
 
 
 def one_line_usage_error(exc: UsageError, where: str) -> None:
@@ -108,13 +109,14 @@ def test_a_log_name_that_indexes_a_name_is_refused() -> None:
 
 def test_a_queue_toml_of_wrong_types_is_one_clear_line(tmp_path: Path) -> None:
     """Found by the fuzzer: lease_s = "x" was a ValueError, interpreters = 5 a TypeError,
-    from every command that opened the queue."""
+    a value nested 5000 deep a RecursionError, from every command that opened the queue."""
     FolderQueue(tmp_path).close()
     config = tmp_path / ".shoal" / "queue.toml"
     for line, problem in (('lease_s = "x"', "lease_s = 'x': give a number of seconds"),
                           ("interpreters = 5", "interpreters = 5: give a table"),
                           ("log_cap_bytes = 0.5", "log_cap_bytes = 0.5: give a whole number"),
-                          ('fsync = "no"', "fsync = 'no': give true or false")):
+                          ('fsync = "no"', "fsync = 'no': give true or false"),
+                          ("seed = " + "[" * 5000, "arrays or tables nested too deeply")):
         config.write_text(line + "\n")
         with pytest.raises(UsageError, match=f"^{config}: {problem}"):
             FolderQueue(tmp_path, create=False)

@@ -222,5 +222,7 @@ def test_fixed_request_shapes_are_refused_with_the_reason() -> None:
             wire.request_in(wire.pack(message))
     with pytest.raises(wire.MalformedMessage, match="not a msgpack message"):
         wire.unpack(msgpack.packb([1, 2]) + b"\x00")  # extra data after the message
+    with pytest.raises(wire.MalformedMessage, match="not a msgpack message"):
+        wire.unpack(b"\x91" * 100_000)  # arrays nested past msgpack's stack limit
     with pytest.raises(wire.MalformedMessage, match="id is int"):
         wire.job_in({"id": 5, "name": "x", "kind": "command"})

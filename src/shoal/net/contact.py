@@ -26,6 +26,21 @@ from ..fsutil import HOST, atomic_write
 
 CONTACT_FILE = "status.json"
 SERVER_SECRET = "server.secret"
+_KEYS = ("server_public", "client_public", "client_secret")
+_Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+
+
+def _is_z85_key(text: str) -> bool:
+    """40 Z85 characters that decode to 32 bytes (each group of 5 below 2**32)."""
+    if len(text) != 40 or not set(text) <= set(_Z85):
+        return False
+    for start in range(0, 40, 5):
+        value = 0
+        for char in text[start:start + 5]:
+            value = value * 85 + _Z85.index(char)
+        if value >= 2**32:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -86,10 +101,10 @@ def load_keys(folder: Path) -> Keys | None:
     """The keys a previous coordinator left in `folder` (a restart keeps them), if any."""
     try:
         contact = read_contact(folder)
-        secret = (folder / SERVER_SECRET).read_text().strip()
+        secret = (folder / SERVER_SECRET).read_bytes().decode("ascii", "replace").strip()
     except (FileNotFoundError, UsageError):
         return None
-    return contact.keys(secret)
+    return contact.keys(secret) if _is_z85_key(secret) else None  # garbage: new keys
 
 
 def write_contact(folder: Path, contact: Contact, server_secret: str) -> Path:
@@ -114,15 +129,19 @@ def read_contact(where: str | Path) -> Contact:
     try:
         contact = Contact(**json.loads(blob))
         _check_types(contact)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise UsageError(f"{path}: not a shoal status file ({exc})") from None
     return contact
 
 
 def _check_types(contact: Contact) -> None:
-    """TypeError for a field of the wrong type: every reader trusts them (pid: os.kill)."""
+    """TypeError for a field of the wrong type: every reader trusts them (pid: os.kill;
+    a key that is not one: ZeroMQ's EINVAL, out of every client)."""
     for name, value in asdict(contact).items():
-        if name == "pid":
+        if name in _KEYS:
+            if not (isinstance(value, str) and _is_z85_key(value)):
+                raise TypeError(f"{name} is not a CurveZMQ key (40 Z85 characters)")
+        elif name == "pid":
             if type(value) is not int or not 0 < value < 2**31:
                 raise TypeError(f"pid {value!r} is not a process id")
         elif name == "started":

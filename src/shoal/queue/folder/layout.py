@@ -187,6 +187,8 @@ class Layout:
             return tomllib.loads(blob.decode())
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise UsageError(f"{path}: {exc}") from exc
+        except RecursionError:  # tomllib recurses per nesting level (found by the fuzzer)
+            raise UsageError(f"{path}: arrays or tables nested too deeply") from None
 
     def server_now(self) -> float:
         """The file server's clock (the mtime of a file we just wrote), not ours; ours for
