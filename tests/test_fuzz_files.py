@@ -121,8 +121,9 @@ def test_a_status_file_of_any_bytes_is_read_or_refused(place: Path, blob: bytes)
 
 
 def test_a_status_file_that_is_not_text_or_has_a_bad_pid_is_refused(tmp_path: Path) -> None:
-    """Found by the fuzzer: a status file that is not UTF-8 was a UnicodeDecodeError, and
-    `"pid": "12"` was read, then broke the liveness check (os.kill) of every client."""
+    """Found by the fuzzer: a status file that is not UTF-8 was a UnicodeDecodeError,
+    `"pid": "12"` was read, then broke the liveness check (os.kill) of every client, and a
+    field named with a newline made the message two lines."""
     path = tmp_path / "status.json"
     path.write_bytes(b"\xff{}")
     with pytest.raises(UsageError, match="not a shoal status file"):
@@ -139,6 +140,9 @@ def test_a_status_file_that_is_not_text_or_has_a_bad_pid_is_refused(tmp_path: Pa
         read_contact(path)
     path.write_text(json.dumps({**good, "client_secret": "#" * 40}))  # ZeroMQ's EINVAL later
     with pytest.raises(UsageError, match="client_secret is not a CurveZMQ key"):
+        read_contact(path)
+    path.write_text(json.dumps({**good, "\n": 1}))  # the message stays on one line
+    with pytest.raises(UsageError, match=r"^[^\n]*unknown field '\\n'\)$"):
         read_contact(path)
 
 

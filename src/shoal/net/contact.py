@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import UsageError
@@ -127,7 +127,13 @@ def read_contact(where: str | Path) -> Contact:
     path = contact_path(where)
     blob = path.read_bytes()  # FileNotFoundError: no contact file here (callers tell why)
     try:
-        contact = Contact(**json.loads(blob))
+        data = json.loads(blob)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        unknown = sorted(set(data) - {field.name for field in fields(Contact)})
+        if unknown:  # by repr: a name may hold a newline, and the message is one line
+            raise TypeError(f"unknown field {unknown[0]!r}")
+        contact = Contact(**data)
         _check_types(contact)
     except (ValueError, TypeError, RecursionError) as exc:
         raise UsageError(f"{path}: not a shoal status file ({exc})") from None
