@@ -24,7 +24,7 @@ settings.register_profile(
     "shoal-fuzz", max_examples=40, deadline=None, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.register_profile(
-    "shoal-fuzz-long", max_examples=3000, deadline=None, database=None, print_blob=True,
+    "shoal-fuzz-long", max_examples=1500, deadline=None, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 #: the settings each fuzz test uses (`@FUZZ`); `scaled(n)` for properties that cost more

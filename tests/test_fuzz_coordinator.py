@@ -16,19 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.job import Job
 from shoal.net import wire
-from shoal.net.contact import read_contact
 from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.sqlite import SqliteQueue
 from shoal.serve.coordinator import Coordinator
 from shoal.serve.service import HANDLERS
 from tests.fuzzing import TIMEOUT, scaled
 from tests.test_fuzz_wire import records, values
+from tests.test_net_retries import RawClient
 
 pytestmark = TIMEOUT
 
@@ -43,18 +42,11 @@ args = st.dictionaries(st.sampled_from(ARG_NAMES),
                        values | records | st.lists(records, max_size=2), max_size=4)
 
 
-class Intruder:
+class Intruder(RawClient):
     """A DEALER socket with the clients' keys: what a buggy or hostile client can send."""
 
     def __init__(self, status_dir: Path) -> None:
-        contact = read_contact(status_dir)
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.curve_serverkey = contact.server_public.encode()
-        self.socket.curve_publickey = contact.client_public.encode()
-        self.socket.curve_secretkey = contact.client_secret.encode()
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(contact.address)
+        super().__init__(status_dir)
         self.ids = itertools.count(1)
 
     def answer(self, req_id: int) -> tuple[str, int, Any, str]:
@@ -64,10 +56,6 @@ class Intruder:
             if kind != wire.PUSH and got == req_id:
                 return kind, got, value, boot
         raise AssertionError(f"no answer to request {req_id} in {ANSWER_S} s")
-
-    def close(self) -> None:
-        self.socket.close(0)
-        self.context.term()
 
 
 @pytest.fixture(scope="module")
