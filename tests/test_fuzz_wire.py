@@ -226,3 +226,5 @@ def test_fixed_request_shapes_are_refused_with_the_reason() -> None:
         wire.unpack(b"\x91" * 100_000)  # arrays nested past msgpack's stack limit
     with pytest.raises(wire.MalformedMessage, match="id is int"):
         wire.job_in({"id": 5, "name": "x", "kind": "command"})
+    with pytest.raises(wire.MalformedMessage, match="needs holds a str"):  # claims compare them
+        wire.job_in({"id": "a", "name": "x", "kind": "command", "needs": {"cpus": "x"}})
