@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from shoal import joblog
 from shoal.errors import UsageError
+from shoal.job import Job, Result, State
 from shoal.parallel_args import parse_run_words
 from shoal.templates import expand_command_line, expand_table
 from tests.fuzzing import TIMEOUT, scaled
@@ -124,6 +125,27 @@ def test_a_json_table_nested_too_deeply_is_refused(tmp_path: Path) -> None:
     path.write_text("[" * 100_000)
     with pytest.raises(UsageError, match=f"^{path}: malformed JSON .nested too deeply.$"):
         expand_table(["echo", "{a}"], path)
+
+
+@scaled(0.5)
+@given(st.data())
+def test_joblog_lines_read_back_as_written(place: Path, data: st.DataObject) -> None:
+    """What `--joblog` writes, `--resume` reads: each seq, done when any line of it was.
+    Found by the fuzzer: a command holding "\x1e" or "\r" (line breaks to splitlines)
+    made the joblog unreadable to --resume."""
+    lines, expected = [], {}
+    for seq in data.draw(st.lists(st.integers(1, 10**6), max_size=6)):
+        command = data.draw(line_text | st.lists(line_text, max_size=3).map(tuple))
+        job = Job.command_job(command or "true")
+        code = data.draw(st.none() | st.integers(-64, 255))
+        state = State.DONE if code == 0 else State.FAILED
+        result = Result(job.id, state, exit_code=code, host=data.draw(st.sampled_from(["", "h"])),
+                        started=data.draw(st.none() | st.floats(0, 2e9)), ended=None)
+        lines.append(joblog.line(seq, job, result, data.draw(st.integers(0, 10**6))))
+        expected[seq] = expected.get(seq, False) or code == 0
+    path = Path(tempfile.mkdtemp(dir=place)) / "joblog"
+    path.write_text("Seq\tHost\tStarttime\n" + "".join(lines))
+    assert joblog.read(str(path)) == expected
 
 
 @scaled(0.5)
