@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 
 from shoal.errors import UsageError
 from shoal.fsutil import HOST
-from shoal.job import loads, loads_many
+from shoal.job import WorkerInfo, loads, loads_many
 from shoal.net.contact import Contact, dead_here, load_keys, read_contact, write_contact
+from shoal.queue.folder import FolderQueue
 from shoal.queue.folder.layout import (
     Marker,
     is_lane,
@@ -231,6 +232,35 @@ def test_any_name_in_pending_is_a_marker_or_none(name: str) -> None:
     assert isinstance(is_lane(name), bool)
     for kind in ("claimed", "committing"):
         assert all(isinstance(part, str) for part in parse_marker(kind, name))
+
+
+WORKER_FIELDS = ["id", "host", "pid", "slots", "state", "running", "done", "started", "labels"]
+
+
+@scaled(0.3)
+@given(st.binary(max_size=80) | st.dictionaries(st.sampled_from(WORKER_FIELDS) | text,
+                                                json_values, max_size=9)
+       .map(lambda d: json.dumps(d).encode()))
+def test_a_worker_record_of_anything_leaves_the_others_listed(place: Path,
+                                                              blob: bytes) -> None:
+    """workers/WORKER.json on a shared folder is written by other hosts' workers."""
+    queue = FolderQueue(fresh(place))
+    try:
+        queue.beat(WorkerInfo("good", HOST, 1, 1), [])
+        (queue.dirs["workers"] / "other.json").write_bytes(blob)
+        assert "good" in [info.id for info in queue.workers()]
+    finally:
+        queue.close()
+
+
+def test_a_worker_record_missing_a_field_is_left_out(tmp_path: Path) -> None:
+    """Found by the fuzzer: `{"id": "x"}` in workers/ was a TypeError out of `status`."""
+    queue = FolderQueue(tmp_path)
+    try:
+        (queue.dirs["workers"] / "x.json").write_text('{"id": "x"}')
+        assert queue.workers() == []
+    finally:
+        queue.close()
 
 
 def test_a_pending_name_of_other_digits_is_not_a_marker() -> None:
