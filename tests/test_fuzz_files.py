@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from shoal.errors import UsageError
 from shoal.fsutil import HOST
 from shoal.job import WorkerInfo, loads, loads_many
 from shoal.net.contact import Contact, dead_here, load_keys, read_contact, write_contact
+from shoal.queue.files import parse_progress
 from shoal.queue.folder import FolderQueue
 from shoal.queue.folder.layout import (
     Marker,
@@ -232,6 +234,20 @@ def test_any_name_in_pending_is_a_marker_or_none(name: str) -> None:
     assert isinstance(is_lane(name), bool)
     for kind in ("claimed", "committing"):
         assert all(isinstance(part, str) for part in parse_marker(kind, name))
+
+
+@FUZZ
+@given(st.binary(max_size=40) | st.tuples(st.floats(), st.none() | st.floats())
+       .map(lambda pair: f"{pair[0]} {'' if pair[1] is None else pair[1]}\n".encode()))
+def test_a_progress_file_is_a_finite_report_or_none(blob: bytes) -> None:
+    """What a job wrote with shoal.progress(), read back; anything else is no report.
+    Found by the fuzzer: "nan" and "inf" were reports (status showed them)."""
+    report = parse_progress(blob)
+    if report is not None:
+        done, total = report
+        assert math.isfinite(done) and (total is None or math.isfinite(total))
+    assert parse_progress(b"nan") is None and parse_progress(b"1 inf") is None
+    assert parse_progress(b"1.5 3\n") == (1.5, 3.0)
 
 
 WORKER_FIELDS = ["id", "host", "pid", "slots", "state", "running", "done", "started", "labels"]

@@ -202,8 +202,14 @@ def test_one_field_of_a_good_record_changed_is_decoded_or_refused(
     decodes_or_refuses(DECODERS[what], through_wire(record))
 
 
+ERROR_NAMES = ["ShoalError", "UsageError", "MalformedJob", "JobFailed", "NoSuchQueue",
+               "AuthenticationFailed", "DependencyError", "MalformedMessage", "ValueError",
+               "KeyboardInterrupt", "SystemExit", "__class__", "errors", "os_error_line"]
+
+
 @FUZZ
-@given(values | st.dictionaries(st.sampled_from(["type", "message"]), values | text))
+@given(values | st.dictionaries(st.sampled_from(["type", "message"]),
+                                values | text | st.sampled_from(ERROR_NAMES)))
 def test_any_error_record_gives_a_shoal_error(record: Any) -> None:
     assert isinstance(wire.error_in(record), ShoalError)
 

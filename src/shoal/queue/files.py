@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import shutil
 import string
@@ -149,12 +150,16 @@ def attempt_name(job_id: str, attempt: int, worker: str) -> str:
 
 
 def parse_progress(text: bytes | str) -> Progress | None:
-    """`done [total]` as shoal.progress() writes it, or None if it is not that."""
+    """`done [total]` as shoal.progress() writes it, or None if it is not that (a job
+    writes the file: "nan" or "inf" there would show as such in status)."""
     fields = text.split()
     try:
-        return float(fields[0]), float(fields[1]) if len(fields) > 1 else None
+        done, total = float(fields[0]), float(fields[1]) if len(fields) > 1 else None
     except (ValueError, IndexError):
         return None
+    if not math.isfinite(done) or (total is not None and not math.isfinite(total)):
+        return None
+    return done, total
 
 
 def read_progress(path: str | Path) -> Progress | None:
