@@ -2,7 +2,8 @@
 
 A default run is short: a few dozen examples per property, so all the fuzz files take
 well under a minute on a loaded 2-core machine. `SHOAL_FUZZ_LONG=1` selects the long
-profile (thousands of examples per property, about ten minutes for all the files):
+profile (1500 examples per property, about ten minutes for all the files on an idle
+machine):
 
     SHOAL_FUZZ_LONG=1 python -m pytest -q tests/test_fuzz_*.py
 

@@ -4,7 +4,7 @@
 reader gives a value of the right type or its documented answer (UsageError, None,
 "not stale"), never another exception; what a writer makes reads back the same.
 
-Long mode (thousands of examples per property, see tests/fuzzing.py):
+Long mode (1500 examples per property, see tests/fuzzing.py):
 `SHOAL_FUZZ_LONG=1 python -m pytest -q tests/test_fuzz_files.py`.
 """
 

@@ -2,7 +2,7 @@
 spec or raises `MalformedJob` naming the file, and a drop-in folder of such files (any
 names, any bytes) scans without an error.
 
-Long mode (thousands of examples per property, see tests/fuzzing.py):
+Long mode (1500 examples per property, see tests/fuzzing.py):
 `SHOAL_FUZZ_LONG=1 python -m pytest -q tests/test_fuzz_jobfiles.py`.
 """
 

@@ -3,7 +3,7 @@ options and their values, command templates with replacement strings, `:::`/`:::
 sources, `-a` files, standard input and `--table` files (CSV, JSON) of any content.
 Parsing and expanding give command lines or one UsageError line, never another error.
 
-Long mode (thousands of examples per property, see tests/fuzzing.py):
+Long mode (1500 examples per property, see tests/fuzzing.py):
 `SHOAL_FUZZ_LONG=1 python -m pytest -q tests/test_fuzz_run_words.py`.
 """
 

@@ -3,7 +3,7 @@
 Each gives a value of the right type or a `UsageError` (one line, naming where); what a
 writer makes (`RedisAddress.safe_url`, `needs.size_text`) reads back as the same.
 
-Long mode (thousands of examples per property, see tests/fuzzing.py):
+Long mode (1500 examples per property, see tests/fuzzing.py):
 `SHOAL_FUZZ_LONG=1 python -m pytest -q tests/test_fuzz_settings.py`.
 """
 

@@ -2,7 +2,7 @@
 `wire.MalformedMessage`, whatever bytes or records arrive, and what the encoders write
 decodes to what they were given.
 
-Long mode (thousands of examples per property, see tests/fuzzing.py):
+Long mode (1500 examples per property, see tests/fuzzing.py):
 `SHOAL_FUZZ_LONG=1 python -m pytest -q tests/test_fuzz_wire.py`.
 """
 
