@@ -53,10 +53,14 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
     max_leaves=8)
 keys = st.binary(min_size=32, max_size=32).map(lambda raw: z85.encode(raw).decode())
+endpoints = st.builds("tcp://{}:{}".format,
+                      st.sampled_from(["127.0.0.1", "[::1]", "node-1.example", "0.0.0.0", "h_2"]),
+                      st.integers(1, 65535))
 contacts = st.builds(
-    Contact, address=text, server_public=keys, client_public=keys, client_secret=keys,
+    Contact, address=endpoints, server_public=keys, client_public=keys, client_secret=keys,
     host=text, pid=st.integers(1, 2**22), boot=text,
-    started=st.floats(allow_nan=False, allow_infinity=False), queue=text, bound=text)
+    started=st.floats(allow_nan=False, allow_infinity=False), queue=text,
+    bound=st.just("") | endpoints)
 FIELDS = [f.name for f in dataclasses.fields(Contact)]
 
 
@@ -125,8 +129,9 @@ def test_a_status_file_of_any_bytes_is_read_or_refused(place: Path, blob: bytes)
 
 def test_a_status_file_that_is_not_text_or_has_a_bad_pid_is_refused(tmp_path: Path) -> None:
     """Found by the fuzzer: a status file that is not UTF-8 was a UnicodeDecodeError,
-    `"pid": "12"` was read, then broke the liveness check (os.kill) of every client, and a
-    field named with a newline made the message two lines."""
+    `"pid": "12"` was read, then broke the liveness check (os.kill) of every client, keys
+    or an address ZeroMQ refuses were its ZMQError out of every client, and a field named
+    with a newline made the message two lines."""
     path = tmp_path / "status.json"
     path.write_bytes(b"\xff{}")
     with pytest.raises(UsageError, match="not a shoal status file"):
@@ -144,6 +149,10 @@ def test_a_status_file_that_is_not_text_or_has_a_bad_pid_is_refused(tmp_path: Pa
     path.write_text(json.dumps({**good, "client_secret": "#" * 40}))  # ZeroMQ's EINVAL later
     with pytest.raises(UsageError, match="client_secret is not a CurveZMQ key"):
         read_contact(path)
+    for address in ("nonsense", "tcp://h", "tcp://a b:1"):  # ZeroMQ's EINVAL later
+        path.write_text(json.dumps({**good, "address": address}))
+        with pytest.raises(UsageError, match=r"address .* is not tcp://HOST:PORT"):
+            read_contact(path)
     path.write_text(json.dumps({**good, "\n": 1}))  # the message stays on one line
     with pytest.raises(UsageError, match=r"^[^\n]*unknown field '\\n'\)$"):
         read_contact(path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,6 +28,8 @@ from ..fsutil import HOST, atomic_write
 CONTACT_FILE = "status.json"
 SERVER_SECRET = "server.secret"
 _KEYS = ("server_public", "client_public", "client_secret")
+# What ZeroMQ takes as a TCP endpoint (anything else: its EINVAL out of every client)
+_ENDPOINT = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*-]+):[0-9]{1,5}")
 _Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 
 
@@ -147,6 +150,10 @@ def _check_types(contact: Contact) -> None:
         if name in _KEYS:
             if not (isinstance(value, str) and _is_z85_key(value)):
                 raise TypeError(f"{name} is not a CurveZMQ key (40 Z85 characters)")
+        elif name in ("address", "bound"):
+            if not (isinstance(value, str) and (_ENDPOINT.fullmatch(value)
+                                                or (name == "bound" and not value))):
+                raise TypeError(f"{name} {value!r} is not tcp://HOST:PORT")
         elif name == "pid":
             if type(value) is not int or not 0 < value < 2**31:
                 raise TypeError(f"pid {value!r} is not a process id")
