@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from zmq.utils import z85
 
 from shoal import needs
 from shoal.errors import UsageError
@@ -28,6 +29,7 @@ from shoal.queue.files import check_log_name, log_names
 from shoal.queue.folder import FolderQueue
 from shoal.queue.redis_url import parse_url
 from tests.fuzzing import FUZZ, TIMEOUT, scaled
+from tests.test_cli import shoal
 
 pytestmark = TIMEOUT
 
@@ -271,3 +273,34 @@ def test_a_memory_size_reads_back_within_its_shown_digits(size: int) -> None:
 def test_a_list_splits_into_words(value: Any) -> None:
     words = needs.split_list(value)
     assert all(word and word == word.strip() for word in words)
+
+
+# -- as a user meets them ----------------------------------------------------------------------
+
+
+def bad_inputs(folder: Path) -> None:
+    """Files like those the fuzzers found to end in a traceback."""
+    FolderQueue(folder / "q").close()
+    (folder / "q" / ".shoal" / "queue.toml").write_text('lease_s = "x"\n')
+    (folder / "status").mkdir()
+    key = z85.encode(bytes(32)).decode()
+    (folder / "status" / "status.json").write_text(json.dumps({
+        "address": "nonsense", "server_public": key, "client_public": key, "client_secret": key,
+        "host": "elsewhere", "pid": 1, "boot": "b", "started": 0.0, "queue": "q"}))
+    (folder / "deep.json").write_text("[" * 100_000)
+    (folder / "job.toml").write_text("[control]\nexecutable = " + "[" * 5000 + "\n")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["status", "~0"], "~0: no such queue"),
+    (["status", "q"], "queue.toml: lease_s = 'x'"),
+    (["status", "status"], "status.json: not a shoal status file (address 'nonsense'"),
+    (["run", "--table", "deep.json", "echo", "{a}"], "deep.json: malformed JSON"),
+    (["submit", "q2", "job.toml"], "job.toml: TOML syntax error"),
+])
+def test_what_the_fuzzers_found_is_one_clear_line_and_exit_2(tmp_path: Path, args: list[str],
+                                                             message: str) -> None:
+    bad_inputs(tmp_path)
+    done = shoal(*args, cwd=tmp_path, check=2)
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
