@@ -211,7 +211,7 @@ def test_a_toml_job_file_nested_too_deeply_is_refused(tmp_path: Path) -> None:
         load_job_file(path, interpreters=INTERPRETERS, worker_dir=tmp_path)
 
 
-def test_a_job_file_named_with_odd_bytes_is_refused_by_name(place: Path) -> None:
+def test_a_job_file_whose_name_is_not_utf8_loads(place: Path) -> None:
     folder = fresh(place)
     path = folder / "j\udcff.ini"  # a name that is not UTF-8 on disk
     path.write_text("[control]\nexecutable = true\n")
