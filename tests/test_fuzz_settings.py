@@ -262,10 +262,12 @@ def test_a_priority_parses_or_is_refused(value: Any) -> None:
 
 
 @FUZZ
-@given(st.integers(1, 2**50))
+@given(st.integers(1, 2**50) | st.floats(999.4, 1000).map(lambda k: int(k * 1024)))
 def test_a_memory_size_reads_back_within_its_shown_digits(size: int) -> None:
+    """Found by the long run: 999.6K was shown as "1e+03K", which --mem refuses."""
     shown = needs.size_text(float(size))
     assert math.isclose(needs.parse_mem("--mem", shown), size, rel_tol=6e-3, abs_tol=1)
+    assert needs.size_text(999.6 * 1024) == "1000K"
 
 
 @FUZZ
