@@ -278,7 +278,7 @@ def log_to_file(log_dir: str) -> str:
     """Send shoal's log lines to LOG_DIR/HOST-PID.log; return its path."""
     from .fsutil import HOST
 
-    folder = Path(log_dir).expanduser().absolute()
+    folder = Path(os.path.expanduser(log_dir)).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{HOST}-{os.getpid()}.log"
     handler = logging.FileHandler(path)
@@ -313,7 +313,7 @@ def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str |
 
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("shoal").setLevel(logging.INFO)
-    folder = Path(status_dir).expanduser()
+    folder = Path(os.path.expanduser(status_dir))
     url = queue or locate.default_queue(folder)
     options = {"lease_s": lease_s} if lease_s else {}
     beside = dashboard_listening(dashboard, dashboard_bind)
@@ -606,7 +606,7 @@ def slurm_options(func: Any) -> Any:
 def hired_queue(queue: str) -> str:
     """The queue as hired workers name it: a folder or a contact file by absolute path."""
     if is_contact_file(queue):
-        return str(contact_path(queue).expanduser().absolute())
+        return str(contact_path(queue).absolute())
     return queue if "://" in queue else str(Path(queue).absolute())
 
 
@@ -660,7 +660,7 @@ def hire(queue: str, count: int | None, hosts: tuple[str, ...], hosts_file: str 
         targets += read_hosts_file(hosts_file)
     status_file = None
     if is_contact_file(queue):  # a coordinator's: remote hosts get a copy of the file
-        status_file = contact_path(queue).expanduser().absolute()
+        status_file = contact_path(queue).absolute()
     queue = hired_queue(queue)
     if "://" not in queue and status_file is None and not Path(queue).is_dir():
         raise UsageError(f"{queue}: no such folder (create it, or submit jobs to it first)")

@@ -420,7 +420,11 @@ def dumps(data: Mapping[str, Any]) -> bytes:
 
 
 def loads(blob: bytes) -> dict[str, Any]:
-    value = json.loads(blob)
+    """A record; ValueError for anything that is not a JSON object (garbage on disk too)."""
+    try:
+        value = json.loads(blob)
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise ValueError("record nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError("record is not a JSON object")
     return value
@@ -437,7 +441,7 @@ def loads_many(blobs: list[bytes] | list[str]) -> list[dict[str, Any] | None]:
             values = json.loads(b"[" + b",".join(blobs) + b"]")  # type: ignore[arg-type]
         else:
             values = json.loads("[" + ",".join(blobs) + "]")  # type: ignore[arg-type]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         values = None
     if (isinstance(values, list) and len(values) == len(blobs)
             and all(type(value) is dict for value in values)):

@@ -447,6 +447,8 @@ def _from_toml(src: _Source) -> JobFileSpec:
             raise src.error(f"TOML syntax error: {message}") from None
         problem = f"{message[:where.start()]} (column {where.group(2)})"
         raise src.error(f"TOML syntax error: {problem}", int(where.group(1))) from None
+    except RecursionError:  # tomllib recurses per nesting level (found by the fuzzer)
+        raise src.error("TOML syntax error: arrays or tables nested too deeply") from None
     control = data.get("control")
     if control is None:
         raise src.error("has no [control] table (it needs at least 'executable')")

@@ -64,13 +64,15 @@ def read(path: str) -> dict[int, bool]:
     joblog; {} if there is none yet. A line not in parallel's format is an error."""
     file = Path(path.removeprefix("+"))
     try:
-        text = file.read_text(errors="replace")
+        text = file.read_bytes().decode(errors="replace")  # no newline translation: "\r" stays
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise JoblogError(f"--joblog {file}: cannot read it: {exc.strerror}") from None
     seen: dict[int, bool] = {}
-    for number, row in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" only: splitlines() would also cut at "\r", "\x1e", "\u2028"...,
+    # which a command (the last column) may hold (found by the fuzzer)
+    for number, row in enumerate(text.split("\n"), 1):
         if (number == 1 and row.startswith("Seq\t")) or not row.strip():
             continue
         fields = row.split("\t")

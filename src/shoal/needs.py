@@ -103,8 +103,8 @@ def size_text(amount: float) -> str:
     """Bytes as the shortest of 16G, 1.5G, 512M ... (1024-based, as written)."""
     for unit in ("T", "G", "M", "K"):
         scaled = amount / UNITS[unit]
-        if scaled >= 1:
-            return f"{scaled:.3g}{unit}" if scaled < 1000 else f"{scaled:.0f}{unit}"
+        if scaled >= 1:  # 999.7 rounds to 3 digits as "1e+03": whole units then
+            return f"{scaled:.3g}{unit}" if scaled < 999.5 else f"{scaled:.0f}{unit}"
     return f"{amount:g}"
 
 

@@ -41,9 +41,9 @@ GOODBYE_S = 15.0  # how long the coordinator waits for remote workers to leave a
 def session_dir(name: str, where: str | Path | None = None) -> Path:
     """The status directory of session `name` (given, $SHOAL_SESSION_DIR/NAME, or ~)."""
     if where is not None:
-        return Path(where).expanduser().absolute()
+        return Path(os.path.expanduser(where)).absolute()  # "~nobody" stays as written
     base = os.environ.get(SESSION_DIR_ENV)
-    return (Path(base) if base else SESSIONS).expanduser().absolute() / name
+    return Path(os.path.expanduser(base or SESSIONS)).absolute() / name
 
 
 @contextmanager

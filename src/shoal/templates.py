@@ -529,6 +529,8 @@ def _read_json_table(path: Path, text: str) -> list[dict[str, str]]:
         raise UsageError(
             f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
         ) from exc
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise UsageError(f"{path}: malformed JSON (nested too deeply)") from None
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise UsageError(f"{path}: a JSON table must be a list of objects, one per job")
     return [

@@ -202,8 +202,8 @@ class Channel:
             except zmq.Again:
                 return
             try:
-                kind, req_id, value, boot = wire.unpack(frame)
-            except Exception as exc:  # only an authenticated coordinator can get here
+                kind, req_id, value, boot = wire.reply_in(frame)
+            except wire.MalformedMessage as exc:  # only an authenticated coordinator gets here
                 log.warning("dropped a malformed reply from %s (%s)", self.address, exc)
                 continue
             self._silent = False

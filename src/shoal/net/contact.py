@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import UsageError
@@ -26,6 +27,23 @@ from ..fsutil import HOST, atomic_write
 
 CONTACT_FILE = "status.json"
 SERVER_SECRET = "server.secret"
+_KEYS = ("server_public", "client_public", "client_secret")
+# What ZeroMQ takes as a TCP endpoint (anything else: its EINVAL out of every client)
+_ENDPOINT = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*-]+):[0-9]{1,5}")
+_Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+
+
+def _is_z85_key(text: str) -> bool:
+    """40 Z85 characters that decode to 32 bytes (each group of 5 below 2**32)."""
+    if len(text) != 40 or not set(text) <= set(_Z85):
+        return False
+    for start in range(0, 40, 5):
+        value = 0
+        for char in text[start:start + 5]:
+            value = value * 85 + _Z85.index(char)
+        if value >= 2**32:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -86,10 +104,10 @@ def load_keys(folder: Path) -> Keys | None:
     """The keys a previous coordinator left in `folder` (a restart keeps them), if any."""
     try:
         contact = read_contact(folder)
-        secret = (folder / SERVER_SECRET).read_text().strip()
+        secret = (folder / SERVER_SECRET).read_bytes().decode("ascii", "replace").strip()
     except (FileNotFoundError, UsageError):
         return None
-    return contact.keys(secret)
+    return contact.keys(secret) if _is_z85_key(secret) else None  # garbage: new keys
 
 
 def write_contact(folder: Path, contact: Contact, server_secret: str) -> Path:
@@ -102,17 +120,48 @@ def write_contact(folder: Path, contact: Contact, server_secret: str) -> Path:
 
 def contact_path(where: str | Path) -> Path:
     """The status.json a path names (the file itself, or the directory holding it)."""
-    path = Path(where).expanduser()
+    path = Path(os.path.expanduser(where))  # "~nobody" stays as written
     return path if path.suffix == ".json" else path / CONTACT_FILE
 
 
 def read_contact(where: str | Path) -> Contact:
+    """The contact a status file holds; UsageError for one that is not (bad JSON, a field
+    missing or of the wrong type), FileNotFoundError where there is none."""
     path = contact_path(where)
-    text = path.read_text()  # FileNotFoundError: no contact file here (callers tell why)
+    blob = path.read_bytes()  # FileNotFoundError: no contact file here (callers tell why)
     try:
-        return Contact(**json.loads(text))
-    except (ValueError, TypeError) as exc:
-        raise UsageError(f"{path}: not a shoal status file ({exc})") from exc
+        data = json.loads(blob)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        unknown = sorted(set(data) - {field.name for field in fields(Contact)})
+        if unknown:  # by repr: a name may hold a newline, and the message is one line
+            raise TypeError(f"unknown field {unknown[0]!r}")
+        contact = Contact(**data)
+        _check_types(contact)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise UsageError(f"{path}: not a shoal status file ({exc})") from None
+    return contact
+
+
+def _check_types(contact: Contact) -> None:
+    """TypeError for a field of the wrong type: every reader trusts them (pid: os.kill;
+    a key that is not one: ZeroMQ's EINVAL, out of every client)."""
+    for name, value in asdict(contact).items():
+        if name in _KEYS:
+            if not (isinstance(value, str) and _is_z85_key(value)):
+                raise TypeError(f"{name} is not a CurveZMQ key (40 Z85 characters)")
+        elif name in ("address", "bound"):
+            if not (isinstance(value, str) and (_ENDPOINT.fullmatch(value)
+                                                or (name == "bound" and not value))):
+                raise TypeError(f"{name} {value!r} is not tcp://HOST:PORT")
+        elif name == "pid":
+            if type(value) is not int or not 0 < value < 2**31:
+                raise TypeError(f"pid {value!r} is not a process id")
+        elif name == "started":
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"started {value!r} is not a time")
+        elif not isinstance(value, str):
+            raise TypeError(f"{name} {value!r} is not a string")
 
 
 def is_contact_file(where: str | Path) -> bool:

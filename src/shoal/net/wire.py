@@ -9,11 +9,21 @@ coordinator's run, so a client sees a restart and re-registers what it watches.
 Payloads (pickled calls and values) travel as opaque bytes: the coordinator
 never unpickles anything, and clients only unpickle what an authenticated
 coordinator sent them.
+
+Every decoder here (`unpack`, `request_in`, `reply_in`, the `*_in` records) raises
+`MalformedMessage` for a frame or record that is not what this protocol sends:
+garbage, a truncated frame, a length past its end, a field missing. What the
+coordinator takes from clients (`job_in`, `result_in`, `worker_in`) is also checked
+field by field for its types, before anything of it is stored; a client trusts the
+types of what an authenticated coordinator stored (`status_in`, `lease_in`: listings
+of 10^5 records).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import binascii
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -22,6 +32,11 @@ from ..job import Job, JobStatus, JobSummary, Lease, Result, State, WorkerInfo
 
 PROTOCOL = 2  # 2: beat replaced renew, heartbeat and take_control
 OK, ERR, PUSH = "ok", "err", "push"
+T = TypeVar("T")
+
+
+class MalformedMessage(errors.ShoalError):
+    """A frame or record that does not follow this protocol (module docstring)."""
 
 
 def pack(message: Any) -> bytes:
@@ -29,11 +44,94 @@ def pack(message: Any) -> bytes:
 
 
 def unpack(frame: bytes) -> Any:
-    return msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    try:
+        return msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise MalformedMessage(f"not a msgpack message ({type(exc).__name__}: {exc})") from None
+
+
+def request_in(frame: bytes) -> tuple[int, bytes, str, dict[str, Any], bool]:
+    """(req_id, client, method, args, repeat) of a request frame (module docstring)."""
+    message = unpack(frame)
+    if not (isinstance(message, list) and len(message) in (4, 5)):
+        raise MalformedMessage("a request is an array of 4 or 5 elements")
+    req_id, client, method, args, *repeat = message
+    if not (isinstance(req_id, int) and isinstance(client, bytes) and isinstance(method, str)
+            and isinstance(args, dict) and all(isinstance(key, str) for key in args)):
+        raise MalformedMessage("bad request shape (want int, bytes, str, map of str keys)")
+    return req_id, client, method, args, bool(repeat)
+
+
+def reply_in(frame: bytes) -> tuple[str, int, Any, str]:
+    """(kind, req_id, value, boot) of a reply or push frame (module docstring)."""
+    message = unpack(frame)
+    if not (isinstance(message, list) and len(message) == 4):
+        raise MalformedMessage("a reply is an array of 4 elements")
+    kind, req_id, value, boot = message
+    if kind not in (OK, ERR, PUSH) or not isinstance(req_id, int) or not isinstance(boot, str):
+        raise MalformedMessage("bad reply shape (want ok/err/push, int, value, str)")
+    return kind, req_id, value, boot
+
+
+# What each field of a record may be (its exact types), where its decoder would take
+# anything: a job with an id of 5, or needs of "x", would be stored, then break every
+# listing or claim. Checked by type identity, one pass over the record: listings decode
+# 10^5 of these.
+_NONE, _NUMBER = type(None), (int, float)
+_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "job": {"id": (str,), "name": (str,), "command": (str, list, _NONE), "path": (str, _NONE),
+            "cwd": (str, _NONE), "env": (dict,), "params": (dict,), "log": (str, _NONE),
+            "timeout_s": (*_NUMBER, _NONE), "retries": (int,), "max_attempts": (int,),
+            "payload": (bytes, str, _NONE), "meta": (dict,), "priority": (int,),
+            "after": (list,), "needs": (dict,), "labels": (list,)},
+    "result": {"job_id": (str,), "name": (str,), "params": (dict,),
+               "exit_code": (int, _NONE), "reason": (str,), "attempt": (int,),
+               "worker": (str,), "host": (str,), "started": (*_NUMBER, _NONE),
+               "ended": (*_NUMBER, _NONE), "log": (str, _NONE), "payload": (bytes, str, _NONE)},
+    "lease": {"attempt": (int,), "worker": (str,), "token": (str,), "seq": (int,)},
+    "status": {"attempt": (int,), "worker": (str, _NONE), "attempts": (list,), "seq": (int,)},
+    "worker": {"id": (str,), "host": (str,), "pid": (int,), "slots": (int,), "state": (str,),
+               "running": (list,), "done": (int,), "started": _NUMBER, "log": (str, _NONE),
+               "age_s": (*_NUMBER, _NONE), "lost": (bool,), "resources": (dict,),
+               "labels": (list,)},
+}
+_SETS = {what: {key: frozenset(kinds) for key, kinds in types.items()}
+         for what, types in _TYPES.items()}
+# what the items (list) or values (map) of these fields must be
+_ITEMS = {"command": frozenset({str}), "after": frozenset({str}), "labels": frozenset({str}),
+          "running": frozenset({str}), "env": frozenset({str}),
+          "needs": frozenset(_NUMBER), "resources": frozenset(_NUMBER)}
+
+
+def _check_types(record: dict[str, Any], what: str) -> None:
+    types = _SETS[what]
+    for key, value in record.items():
+        kinds = types.get(key)
+        if kinds is None:
+            continue
+        if type(value) not in kinds:
+            raise MalformedMessage(f"bad {what} record: {key} is {type(value).__name__}")
+        items = _ITEMS.get(key)
+        if items is None or not value:
+            continue
+        for item in value.values() if type(value) is dict else value:
+            if type(item) not in items:
+                raise MalformedMessage(f"bad {what} record: {key} holds a {type(item).__name__}")
+
+
+def _decoded(decode: Callable[[Any], T], record: Any, what: str) -> T:
+    """`decode(record)`, with any complaint about the record's shape as MalformedMessage."""
+    if not isinstance(record, dict):
+        raise MalformedMessage(f"a {what} record is a map, not {type(record).__name__}")
+    _check_types(record, what)
+    try:
+        return decode(record)
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+        raise MalformedMessage(f"bad {what} record ({type(exc).__name__}: {exc})") from None
 
 
 def job_in(record: dict[str, Any]) -> Job:
-    return Job.from_dict(record)
+    return _decoded(Job.from_dict, record, "job")
 
 
 def lease_out(lease: Lease) -> dict[str, Any]:
@@ -42,8 +140,8 @@ def lease_out(lease: Lease) -> dict[str, Any]:
 
 
 def lease_in(record: dict[str, Any]) -> Lease:
-    return Lease(Job.from_dict(record["job"]), record["attempt"], record["worker"],
-                 record["token"], record.get("seq", 0))
+    return _decoded(lambda r: Lease(Job.from_dict(r["job"]), r["attempt"], r["worker"],
+                                    r["token"], r.get("seq", 0)), record, "lease")
 
 
 def fence_out(lease: Lease) -> dict[str, Any]:
@@ -57,7 +155,7 @@ def result_out(result: Result) -> dict[str, Any]:
 
 
 def result_in(record: dict[str, Any]) -> Result:
-    return Result.from_dict(record)
+    return _decoded(Result.from_dict, record, "result")
 
 
 def status_out(status: JobStatus) -> dict[str, Any]:
@@ -68,10 +166,14 @@ def status_out(status: JobStatus) -> dict[str, Any]:
 
 
 def status_in(record: dict[str, Any]) -> JobStatus:
+    return _decoded(_status, record, "status")
+
+
+def _status(record: dict[str, Any]) -> JobStatus:
     result = record.get("result")
     return JobStatus(Job.from_dict(record["job"]), State(record["state"]), record["attempt"],
-                     record["worker"], result_in(result) if result is not None else None,
-                     tuple(result_in(r) for r in record.get("attempts", ())),
+                     record["worker"], Result.from_dict(result) if result is not None else None,
+                     tuple(Result.from_dict(r) for r in record.get("attempts", ())),
                      record.get("seq", 0))
 
 
@@ -89,17 +191,19 @@ def worker_out(info: WorkerInfo) -> dict[str, Any]:
 
 
 def worker_in(record: dict[str, Any]) -> WorkerInfo:
-    return WorkerInfo.from_dict(record)
+    return _decoded(WorkerInfo.from_dict, record, "worker")
 
 
 def error_out(exc: BaseException) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": str(exc)}
 
 
-def error_in(record: dict[str, str]) -> errors.ShoalError:
+def error_in(record: Any) -> errors.ShoalError:
     """The coordinator's error as the same shoal exception class, when it is one (those
     of errors.py, or a subclass defined beside the code that raises it, such as
-    scheduling.DependencyError)."""
+    scheduling.DependencyError); any record at all gives some ShoalError."""
+    if not isinstance(record, dict):
+        record = {"type": "MalformedMessage", "message": f"error record {record!r}"}
     name = str(record.get("type"))
     message = str(record.get("message", ""))
     kind = getattr(errors, name, None)

@@ -54,8 +54,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import shutil
+import string
 import tempfile
 import threading
 import weakref
@@ -100,6 +102,11 @@ def check_log_name(pattern: object, where: str) -> str:
     """A `log_name` setting that names a .log file beside the job file; UsageError naming
     `where` (the config file) otherwise."""
     try:
+        fields = list(string.Formatter().parse(pattern)) if isinstance(pattern, str) else []
+        # {name[9]} or {stem.x} would fail on some names only (found by the fuzzer)
+        if any(field not in (None, "name", "stem") or spec or conversion
+               for _, field, spec, conversion in fields):
+            raise ValueError("a field other than a plain {name} or {stem}")
         sample = log_name(pattern, "job.py") if isinstance(pattern, str) else ""
     except (KeyError, IndexError, ValueError) as exc:
         raise UsageError(f"{where}: log_name {pattern!r}: only {{name}} and {{stem}} may be "
@@ -143,12 +150,16 @@ def attempt_name(job_id: str, attempt: int, worker: str) -> str:
 
 
 def parse_progress(text: bytes | str) -> Progress | None:
-    """`done [total]` as shoal.progress() writes it, or None if it is not that."""
+    """`done [total]` as shoal.progress() writes it, or None if it is not that (a job
+    writes the file: "nan" or "inf" there would show as such in status)."""
     fields = text.split()
     try:
-        return float(fields[0]), float(fields[1]) if len(fields) > 1 else None
+        done, total = float(fields[0]), float(fields[1]) if len(fields) > 1 else None
     except (ValueError, IndexError):
         return None
+    if not math.isfinite(done) or (total is not None and not math.isfinite(total)):
+        return None
+    return done, total
 
 
 def read_progress(path: str | Path) -> Progress | None:

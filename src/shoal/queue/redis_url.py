@@ -224,15 +224,16 @@ def _flag(value: str | None, name: str, shown: str) -> bool | None:
 def _password_from(password_file: str | None, shown: str) -> str | None:
     if password_file is None:
         return os.environ.get("REDIS_PASSWORD") or None
-    path = Path(password_file).expanduser()
-    try:
+    path = Path(os.path.expanduser(password_file))
+    try:  # ValueError: a NUL in the name (%00), or a file that is not text
         mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise UsageError(f"{shown}: password_file={password_file} can be read by others "
+                             f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")
         text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"{shown}: password_file={password_file}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise UsageError(f"{shown}: password_file={password_file} can be read by others "
-                         f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")
+    except (OSError, ValueError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) else exc
+        raise UsageError(f"{shown}: password_file={password_file!r}: {problem}") from None
     secret = text.strip("\r\n")
     if not secret:
         raise UsageError(f"{shown}: password_file={password_file} is empty")

@@ -7,10 +7,13 @@ object lives, so a worker may read them as often as it likes at no cost.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import defaults
+from ..errors import UsageError
 from ..trust import Trust
 
 
@@ -38,3 +41,35 @@ class QueueSettings:
     #: whose job files a worker runs and where their logs may go (trust.py): a folder's
     #: `trust`, `group` and `log_dirs`; elsewhere the default (your own files only).
     trust: Trust = field(default_factory=Trust)
+
+
+def checked_config(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """`config` (a queue.toml) once the settings read from it have the right types, so a
+    typo there is one UsageError naming the file and key, not a crash of every command
+    that opens the queue. Keys other than the settings are left to their readers."""
+    from .files import check_log_name
+
+    def refuse(key: str, wanted: str) -> UsageError:
+        return UsageError(f"{where}: {key} = {config[key]!r}: {wanted}")
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if "lease_s" in config and not (number(config["lease_s"])
+                                    and 0 < config["lease_s"] < math.inf):
+        raise refuse("lease_s", "give a number of seconds > 0")
+    if "seed" in config and not isinstance(config["seed"], (int, str)):
+        raise refuse("seed", "give a whole number or a string")
+    cap = config.get("log_cap_bytes", 1)
+    if not (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1):
+        raise refuse("log_cap_bytes", "give a whole number of bytes > 0")
+    if "fsync" in config and not isinstance(config["fsync"], bool):
+        raise refuse("fsync", "give true or false")
+    interpreters = config.get("interpreters", {})
+    if not (isinstance(interpreters, dict) and all(
+            isinstance(argv, list) and all(isinstance(word, str) for word in argv)
+            for argv in interpreters.values())):
+        raise refuse("interpreters", 'give a table of lists of strings (".py" = ["python3"])')
+    if "log_name" in config:
+        check_log_name(config["log_name"], where)
+    return config

@@ -184,15 +184,12 @@ class Coordinator:
 
     def _handle(self, route: bytes, frame: bytes) -> None:
         try:
-            req_id, client, method, args, *repeat = wire.unpack(frame)
-            if not (isinstance(req_id, int) and isinstance(client, bytes)
-                    and isinstance(args, dict)):
-                raise ValueError("bad request shape")
-        except Exception as exc:
+            req_id, client, method, args, repeat = wire.request_in(frame)
+        except wire.MalformedMessage as exc:
             log.warning("dropped a malformed request (%s)", exc)
             return
         self._parking.seen(client, route)
-        req = Request(route, (client, req_id), repeat=bool(repeat))
+        req = Request(route, (client, req_id), repeat=repeat)
         if method in MUTATING and self._answered_before(route, req.key):
             return
         handler = HANDLERS.get(method)

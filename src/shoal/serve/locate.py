@@ -102,7 +102,7 @@ def state_dir() -> Path:
 def default_queue(folder: Path) -> str:
     """The SQLite queue served from status directory `folder`: one state file per status
     directory (two directories of one name elsewhere stay apart), on a local disk."""
-    folder = folder.expanduser().absolute()
+    folder = Path(os.path.expanduser(folder)).absolute()
     tag = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
     return f"sqlite://{state_dir() / f'{folder.name}-{tag}.sqlite'}"
 
@@ -116,7 +116,7 @@ def serve(queue: Queue | str, status_dir: str | Path, *, bind: str | None = None
     themselves. Refuses if a live coordinator already serves from that directory
     (`checked`: the caller holds the lead lock and found none).
     """
-    folder = private_dir(Path(status_dir).expanduser().absolute())
+    folder = private_dir(Path(os.path.expanduser(status_dir)).absolute())
     previous = None
     with contextlib.suppress(FileNotFoundError, UsageError):
         previous = read_contact(folder)
@@ -173,13 +173,14 @@ def _boot(folder: Path) -> str | None:
 
 
 def _stale_lock(lock: Path) -> bool:
-    try:
-        host, pid = lock.read_text().split()
+    try:  # a lock being written, or garbage, is not stale: take_lead names it after a wait
+        host, pid_text = lock.read_text().split()
+        pid = int(pid_text)
         age = time.time() - lock.stat().st_mtime
     except (FileNotFoundError, ValueError):
         return False
     if host == HOST:
-        return not process_alive(int(pid))
+        return 0 < pid < 2**31 and not process_alive(pid)
     return age > 60  # another host's first run takes seconds, not a minute
 
 

@@ -120,31 +120,37 @@ def parse_pending(name: str) -> Marker | None:
     """What a name `pending_name` made says (a path ending in it too); None if it is not
     one."""
     parts = name.rsplit("/", 1)[-1].split(".")
-    if len(parts) == 2 and parts[1].isdigit():
+    if len(parts) == 2 and _digits(parts[1]):
         return Marker(parts[0], int(parts[1]), 0)
-    if len(parts) == 3 and parts[2].isdigit():
+    if len(parts) == 3 and _digits(parts[2]):
         digits = parts[0].removeprefix("-")
-        if digits.isdigit():
+        if _digits(digits):
             seq = int(digits)
             return Marker(parts[1], int(parts[2]), retry_rank(seq, digits != parts[0]))
     return None
+
+
+def _digits(text: str) -> bool:
+    """0-9 only: str.isdigit also takes "²", which int() refuses (found by the fuzzer)."""
+    return text.isascii() and text.isdigit()
 
 
 def is_marker(name: str) -> bool:
     """Whether a name inside a lane or block folder is a pending marker (`parse_pending`
     would read it), cheaply: every count of pending jobs asks it of each name."""
     head, _, attempt = name.rpartition(".")
-    if not head or not attempt.isdigit():
+    if not head or not _digits(attempt):
         return False
     rank, dot, job_id = head.partition(".")
     return not dot or (job_id != "" and "." not in job_id
-                       and rank.removeprefix("-").isdigit())
+                       and _digits(rank.removeprefix("-")))
 
 
 def spec_rank(spec: dict) -> int:
     """The rank a job's spec gives it (its seq; before every seq if a retry put it
     first: the spec then says `"first": true`)."""
-    return retry_rank(int(spec.get("seq", 0) or 0), bool(spec.get("first")))
+    seq = spec.get("seq")  # not a number in a corrupt spec: ranked as a job without seq
+    return retry_rank(seq if type(seq) is int else 0, bool(spec.get("first")))
 
 
 def is_lane(name: str) -> bool:
@@ -220,6 +226,8 @@ class Layout:
             return tomllib.loads(blob.decode())
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise UsageError(f"{path}: {exc}") from exc
+        except RecursionError:  # tomllib recurses per nesting level (found by the fuzzer)
+            raise UsageError(f"{path}: arrays or tables nested too deeply") from None
 
     def server_now(self) -> float:
         """The file server's clock (the mtime of a file we just wrote), not ours; ours for

@@ -54,7 +54,7 @@ from ..base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_
 from ..files import LocalFiles, check_log_name
 from ..lanes import LaneNames
 from ..scheduling import FIRST, Capacity, after_taking, check_after
-from ..settings import QueueSettings
+from ..settings import QueueSettings, checked_config
 from . import deps
 from .groupcommit import GroupCommit
 from .lanes import LEGACY, LaneView, lane_blocks, lane_folders
@@ -95,7 +95,7 @@ class FolderQueue(Queue):
         self.layout = Layout(self.root)
         self.layout.open(create=create)
         self.base = self.layout.base
-        config = self.layout.read_config()
+        config = checked_config(self.layout.read_config(), str(self.base / "queue.toml"))
         settings = QueueSettings(
             lease_s=float(lease_s or config.get("lease_s", defaults.LEASE_S)),
             seed=config.get("seed", 0),

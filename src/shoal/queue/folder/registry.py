@@ -71,9 +71,9 @@ class WorkerRegistry:
                 with open(path, "rb") as handle:  # open: fresh attributes even on NFS
                     data = loads(handle.read())
                     age = server_now - os.fstat(handle.fileno()).st_mtime
-            except (FileNotFoundError, ValueError):
+                info = WorkerInfo.from_dict(data)
+            except (FileNotFoundError, ValueError, TypeError):  # TypeError: a field missing
                 continue
-            info = WorkerInfo.from_dict(data)
             # +1 s: sshfs and some NFS servers report whole-second mtimes.
             found.append(replace(info, age_s=max(age, 0.0), lost=age > self.lease_s + 1.0))
         return found
