@@ -241,8 +241,9 @@ def test_any_name_in_pending_is_a_marker_or_none(name: str) -> None:
     marker = parse_pending(name)
     assert marker is None or (isinstance(marker.attempt, int) and isinstance(marker.rank, int))
     assert isinstance(is_lane(name), bool)
-    for kind in ("claimed", "committing"):
-        assert all(isinstance(part, str) for part in parse_marker(kind, name))
+    for kind in ("claimed", "committing"):  # a stray name there is None, never a crash
+        parsed = parse_marker(kind, name)
+        assert parsed is None or [type(part) for part in parsed] == [str, int, str]
 
 
 @FUZZ

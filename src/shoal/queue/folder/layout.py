@@ -75,7 +75,7 @@ def parse_marker(kind: str, name: str) -> tuple[str, int, str] | None:
     """(job id, attempt, worker) from claimed/ID.ATT.WORKER or committing/ID.ATT.OWNER.NONCE;
     None for a name shoal does not make there (a stray file)."""
     parts = name.split(".", 2)
-    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2]:
+    if len(parts) != 3 or not parts[0] or not _digits(parts[1]) or not parts[2]:
         return None
     worker = parts[2].rsplit(".", 1)[0] if kind == "committing" else parts[2]
     return parts[0], int(parts[1]), worker
