@@ -118,7 +118,7 @@ def test_a_submit_on_a_full_disk_is_one_line_and_all_or_nothing(kind, disk, proc
     disk.fill(leave_pages=6)
     done = subprocess.run(["python", "-m", "shoal", "submit", url, "echo", ":::",
                            *map(str, range(40))], capture_output=True, text=True, timeout=60)
-    queue = open_queue(url)
+    queue = open_queue(url, create=False)  # a read changes nothing, needs no space
     counted = sum(queue.counts().values())
     if done.returncode == 0:  # it fitted after all: then every job is there
         assert counted == 40
@@ -127,7 +127,8 @@ def test_a_submit_on_a_full_disk_is_one_line_and_all_or_nothing(kind, disk, proc
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert NO_SPACE in done.stderr.lower(), done.stderr
     assert counted == 0, queue.counts()  # none visible, to workers or anyone
-    assert queue.claim("w", 40) == []
+    if kind == "folder":  # and nothing half-written left behind
+        assert list((disk.mount / "q" / ".shoal" / "jobs").iterdir()) == []
     disk.free()
     again = subprocess.run(["python", "-m", "shoal", "submit", url, "echo", ":::",
                             *map(str, range(40))], capture_output=True, text=True, timeout=60)
