@@ -97,7 +97,7 @@ def no_space(exc: BaseException, where: str | os.PathLike[str]) -> NoSpace | Non
         path = os.fspath(where)
     else:
         return None
-    return NoSpace(f"{path}: no space left on device")
+    return NoSpace(f"{path}: {os.strerror(errno.ENOSPC)}")
 
 
 def _full(path: str | os.PathLike[str]) -> bool:
