@@ -27,7 +27,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from .. import defaults
-from ..errors import QueueFull, ShoalError
+from ..errors import QueueFull, ShoalError, no_space
 from ..fsutil import HOST
 from ..net import wire
 from ..net.contact import Contact, Keys, boot_id, write_contact
@@ -215,7 +215,8 @@ class Coordinator:
         except ShoalError as exc:
             self._reply(req, method, [wire.ERR, req_id, wire.error_out(exc), self.boot])
         except Exception as exc:  # a bug or bad arguments: tell the client, keep serving
-            log.exception("request %s failed", method)
+            if no_space(exc, "") is None:  # a full disk is no bug: the client hears NoSpace
+                log.exception("request %s failed", method)
             self._reply(req, method, [wire.ERR, req_id, wire.error_out(exc), self.boot])
         else:
             if value is not PARKED:
