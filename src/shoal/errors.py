@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -73,6 +74,40 @@ class QueueUnavailable(ShoalError):
 
 class QueueFull(ShoalError):
     """The queue server is out of memory (Redis at maxmemory): new jobs are refused, none lost."""
+
+
+class NoSpace(QueueFull):
+    """The disk holding the queue is full: nothing was half-written, and the same call
+    succeeds once space returns (a worker backs off and tries again; on the wire too)."""
+
+
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+SQLITE_FULL, SQLITE_IOERR = 13, 10  # sqlite3's result codes (an extended one's low byte)
+
+
+def no_space(exc: BaseException, where: str | os.PathLike[str]) -> NoSpace | None:
+    """`exc` as a NoSpace naming the path (the file it names, else `where`), if it is a
+    full disk or quota: an OSError ENOSPC/EDQUOT, SQLite's SQLITE_FULL, or its "disk I/O
+    error" (growing its -shm or -wal) where the filesystem of `where` has no block free."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+        path = os.fsdecode(exc.filename) if exc.filename is not None else os.fspath(where)
+    elif code == SQLITE_FULL or (code is not None and code & 0xFF == SQLITE_IOERR
+                                 and _full(where)):
+        path = os.fspath(where)
+    else:
+        return None
+    return NoSpace(f"{path}: {os.strerror(errno.ENOSPC)}")
+
+
+def _full(path: str | os.PathLike[str]) -> bool:
+    """Whether the filesystem holding `path` (or its folder) has no block left for us."""
+    for place in (path, os.path.dirname(os.fspath(path))):
+        try:
+            return os.statvfs(place).f_bavail == 0
+        except OSError:
+            continue
+    return False
 
 
 class NotDurable(ShoalError):

@@ -16,13 +16,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import itertools
 import os
 import secrets
 import socket
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from .errors import no_space
 
 # The name this machine goes by in shoal's records; SHOAL_HOST overrides it (containers
 # that all call themselves "localhost", or tests that play two machines on one).
@@ -116,6 +120,31 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+@contextlib.contextmanager
+def no_space_named(where: PathLike) -> Iterator[None]:
+    """Inside, a full disk (ENOSPC, EDQUOT, SQLite's SQLITE_FULL) raises `NoSpace` naming
+    the file, else `where`: one line a user reads, and a worker knows to wait on."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = no_space(exc, where)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def names_full_disk(method: F) -> F:
+    """A queue method whose full disk raises `NoSpace` naming the queue's root."""
+    @functools.wraps(method)
+    def named(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with no_space_named(self.settings.root or self.url):
+            return method(self, *args, **kwargs)
+    return named  # type: ignore[return-value]
 
 
 def tmp_name(tmp_dir: PathLike, hint: str = "") -> str:

@@ -195,6 +195,9 @@ def worker_in(record: dict[str, Any]) -> WorkerInfo:
 
 
 def error_out(exc: BaseException) -> dict[str, str]:
+    """An error as the coordinator sends it; a full disk (however it surfaced: SQLite,
+    a log or progress file written) as `NoSpace`, which a worker waits out."""
+    exc = errors.no_space(exc, "the coordinator's disk") or exc
     return {"type": type(exc).__name__, "message": str(exc)}
 
 

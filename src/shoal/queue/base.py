@@ -2,7 +2,9 @@
 
 Guarantees (see docs/architecture.md and RELIABILITY.md):
 
-* `submit` is idempotent by job id.
+* `submit` is idempotent by job id, and all or nothing per call.
+* A full disk (or a server out of memory) raises `QueueFull` (`NoSpace`): nothing
+  half-written; the same call goes through once space returns.
 * `claim` hands out a job under a lease; the lease's `token` fences stale owners.
 * A lease that no `beat` extends expires: the job goes back to pending with
   attempt + 1, until `job.max_attempts`; then it is failed with a reason that says so.

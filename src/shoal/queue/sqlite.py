@@ -26,8 +26,8 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import defaults
-from ..errors import LeaseLost, NoSuchQueue, UsageError
-from ..fsutil import NETWORK_FS, filesystem_type, make_dir, open_new
+from ..errors import LeaseLost, NoSuchQueue, UsageError, no_space
+from ..fsutil import NETWORK_FS, filesystem_type, make_dir, no_space_named, open_new
 from ..job import (
     STATES,
     Beat,
@@ -290,7 +290,7 @@ class SqliteQueue(Queue):
             else:
                 self._db().execute("SELECT count(*) FROM jobs").fetchone()
         except sqlite3.DatabaseError as exc:  # not a database, read-only file, no table
-            raise UsageError(f"{self.path}: {exc}") from None
+            raise no_space(exc, self.path) or UsageError(f"{self.path}: {exc}") from None
 
     def _running(self) -> list[tuple[str, int, str]]:
         """(job id, attempt, worker) of the running jobs: whose progress files to read."""
@@ -360,14 +360,19 @@ class SqliteQueue(Queue):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._writer()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        """One write transaction, all or nothing; a full disk raises `NoSpace` (the
+        transaction rolled back, the connection fit for the next one)."""
+        with no_space_named(self.path):
+            db = self._writer()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")  # SQLITE_FULL may come here, leaving it open
+            except BaseException:
+                if db.in_transaction:
+                    with suppress(sqlite3.Error):  # never hide why it failed
+                        db.execute("ROLLBACK")
+                raise
 
     # -- jobs ------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from .. import defaults
-from ..errors import ShoalError
+from ..errors import QueueFull, ShoalError, no_space
 from ..fsutil import HOST
 from ..net import wire
 from ..net.contact import Contact, Keys, boot_id, write_contact
@@ -39,6 +39,7 @@ log = logging.getLogger("shoal.serve")
 
 ZAP_DOMAIN = "shoal"
 CACHE_KEEP_S = 60.0  # a repeated request later than this acts again (idempotent anyway)
+FULL_SAY_S = 60.0  # a full disk met by reaps is logged at most this often
 
 
 class _AllowedKey:
@@ -89,6 +90,7 @@ class Coordinator:
         self.bound = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.address = advertised(self.bound, advertise)
         self._stop = threading.Event()
+        self._full_said = -FULL_SAY_S  # when a full queue was last logged (monotonic)
         self._thread: threading.Thread | None = None
         self._cache: collections.OrderedDict[Key, tuple[float, bytes | None]] = (
             collections.OrderedDict())
@@ -142,11 +144,21 @@ class Coordinator:
         log.info("serving %s at %s", self.queue.url, self.address)
         try:
             while not self._stop.is_set():
-                if self._socket.poll(self._poll_ms(), zmq.POLLIN):
-                    self._handle_ready()
-                self._timers()
+                try:
+                    if self._socket.poll(self._poll_ms(), zmq.POLLIN):
+                        self._handle_ready()
+                    self._timers()
+                except QueueFull as exc:  # a full disk: requests get it (wire.error_out)
+                    self._say_full(exc)  # and wait; we serve on and reap once space returns
         finally:
             self._close()
+
+    def _say_full(self, exc: QueueFull) -> None:
+        """Log a full queue (disk) met by a reap, at most once per FULL_SAY_S."""
+        now = time.monotonic()
+        if now - self._full_said >= FULL_SAY_S:
+            self._full_said = now
+            log.warning("%s; serving on, reaping again once writes go through", exc)
 
     def _close(self) -> None:
         self._socket.close(0)
@@ -200,7 +212,8 @@ class Coordinator:
         except ShoalError as exc:
             self._reply(req, method, [wire.ERR, req_id, wire.error_out(exc), self.boot])
         except Exception as exc:  # a bug or bad arguments: tell the client, keep serving
-            log.exception("request %s failed", method)
+            if no_space(exc, "") is None:  # a full disk is no bug: the client hears NoSpace
+                log.exception("request %s failed", method)
             self._reply(req, method, [wire.ERR, req_id, wire.error_out(exc), self.boot])
         else:
             if value is not PARKED:

@@ -35,12 +35,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import defaults
-from ..errors import CoordinatorUnreachable, LeaseLost
+from ..errors import CoordinatorUnreachable, LeaseLost, QueueFull, no_space
 from ..fsutil import HOST
 from ..job import Kind, Lease, Reaped, Result, State, WorkerInfo
 from ..queue import STOP, STOP_NOW, Queue
 from ..queue.scheduling import MEM
 from .calls import CallRunner
+from .fullqueue import FullQueue
 from .handout import Handout
 from .kill import Deadlines, kill_orphans
 from .ledger import Ledger
@@ -147,12 +148,16 @@ class Worker:
         self.idle_timeout_s = idle_timeout_s
         self._idle_since = time.monotonic()
         self._done_seen = 0  # `done` when last looked at: a job may start and end between
+        self._full = FullQueue(self.id, queue.settings.lease_s)  # a full disk: wait it out
 
     # -- steering -----------------------------------------------------------------
 
     def run(self) -> str:
         """Work until a way out is reached; return it ("drained", "stopped", "max jobs")."""
-        self._beat()
+        try:
+            self._beat()
+        except QueueFull as exc:  # a full disk: the steering loop keeps trying
+            self._full.refused(exc)
         log.info("worker %s: started on %s with %d slots", self.id, self.queue.url, self.slots)
         if self.walltime is not None:
             log.info("worker %s: starts only jobs expected to end by %s", self.id,
@@ -173,7 +178,7 @@ class Worker:
                 self._give_back(unrun)
             for runner in set(self._runners.values()):
                 runner.close()
-            with contextlib.suppress(CoordinatorUnreachable):
+            with contextlib.suppress(CoordinatorUnreachable, QueueFull):
                 self.queue.flush()
                 self.queue.unregister(self.id)
             self.deadlines.close()
@@ -185,15 +190,18 @@ class Worker:
         next_beat = next_scan = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
-            if now >= next_scan:
-                self.queue.refresh()
-                next_scan = now + self.scan_s
-            if now >= next_beat:
-                self._heartbeat()
-                next_beat = now + self.heartbeat_s
-            self._watch_memory(now)
-            if self._should_exit():
-                break
+            try:
+                if now >= next_scan:
+                    next_scan = now + self.scan_s
+                    self.queue.refresh()
+                if now >= next_beat:
+                    next_beat = now + self.heartbeat_s
+                    self._heartbeat()
+                self._watch_memory(now)
+                if self._should_exit():
+                    break
+            except QueueFull as exc:  # a full disk: said once; tried again next time round
+                self._full.refused(exc)
             self._wake.wait(min(self.heartbeat_s, self.scan_s, 0.25))
             self._wake.clear()
         self._wait_for_slots()
@@ -288,9 +296,15 @@ class Worker:
                 self.stop(now=True)
 
     def _heartbeat(self) -> None:
-        """One heartbeat: a beat, then a reap (two round trips on a network queue)."""
-        self._beat()
-        self._kill_orphans(self.queue.reap())
+        """One heartbeat: a beat, then a reap (two round trips on a network queue). A
+        queue that refuses the beat (a full disk) is not asked to reap: our own leases
+        must not look dead to us; the next heartbeat tries again."""
+        try:
+            self._beat()
+            self._full.went_through()
+            self._kill_orphans(self.queue.reap())
+        except QueueFull as exc:
+            self._full.refused(exc)
 
     def _kill_orphans(self, reaped: list[Reaped]) -> None:
         """Kill the attempts dead workers left running on this host.
@@ -385,6 +399,9 @@ class Worker:
             except CoordinatorUnreachable as exc:
                 self._stop_unreachable(exc)
                 return
+            except QueueFull as exc:  # a full disk: wait, claim again
+                self._stopping.wait(self._full.refused(exc))
+                continue
             if lease is None:
                 if not self.queue.blocking_claim:
                     self._stopping.wait(idle_s)
@@ -456,6 +473,11 @@ class Worker:
                 slot.releasing = True
             next_lease = self._record(slot, result)
         except Exception as exc:  # a bug must not kill the slot, nor loop on one job
+            full = no_space(exc, self.worker_dir)
+            if full is not None:  # not the job's fault: back to the queue, after a wait
+                time.sleep(self._full.refused(full))
+                self._fenced(slot, lambda: self.queue.release(lease))
+                return None
             # One line for the user; the traceback with -vv (a CLI prints none by default).
             log.error("worker %s: unexpected error on job %s: %r", self.id, lease.job_id, exc,
                       exc_info=log.isEnabledFor(logging.DEBUG))
@@ -520,14 +542,32 @@ class Worker:
 
     def _fenced(self, slot: Slot, action: Callable[[], None]) -> bool:
         """Run a queue call that needs the slot's lease; False if the lease was refused or
-        the coordinator is gone (the job then runs again elsewhere)."""
+        the coordinator is gone (the job then runs again elsewhere). A full queue (disk)
+        is tried again, the lease kept meanwhile by the beats, until the call goes
+        through or the worker leaves (`_gives_up`: then the lease lapses)."""
         slot.settling = True
-        try:
-            action()
-            return True
-        except LeaseLost as exc:
-            log.warning("worker %s: %s; result not recorded", self.id, exc)
-            return False
-        except CoordinatorUnreachable as exc:  # its lease lapses there; the job runs again
-            self._stop_unreachable(exc)
-            return False
+        while True:
+            try:
+                action()
+                self._full.went_through()
+                return True
+            except LeaseLost as exc:
+                log.warning("worker %s: %s; result not recorded", self.id, exc)
+                return False
+            except CoordinatorUnreachable as exc:  # its lease lapses there; the job runs again
+                self._stop_unreachable(exc)
+                return False
+            except QueueFull as exc:
+                wait_s = self._full.refused(exc)
+                if self._gives_up():
+                    log.warning("worker %s: job %s attempt %d left to its lease, which "
+                                "lapses (the queue still refuses writes)", self.id,
+                                slot.lease.job_id, slot.lease.attempt)
+                    return False
+                time.sleep(wait_s)
+
+    def _gives_up(self) -> bool:
+        """Whether to stop trying a refused write: on a stop that releases (a second
+        stop), or a stop while the queue has refused writes for longer than a lease."""
+        return self._stopping.is_set() and (
+            self.on_stop == "release" or self._full.lasted() > self.queue.settings.lease_s)

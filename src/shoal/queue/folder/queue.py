@@ -29,6 +29,7 @@ from ...fsutil import (
     create_exclusive,
     list_names,
     make_dir,
+    names_full_disk,
     read_bytes,
     sync_filesystem,
     touch_exclusive,
@@ -81,6 +82,22 @@ MKDIR_TRIES = 10  # a pending block folder removed under us is made again this o
 PLAIN = Job("", "", Kind.COMMAND)  # how a job of the legacy lane schedules
 
 
+class Batch:
+    """What one `submit` wrote so far, to take back if it fails half-way."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []  # with a spec written: the jobs to place, in order
+        self.seqs: dict[str, int] = {}  # job id -> its seq (also its first rank)
+        self.specs: dict[str, str] = {}  # job id -> the spec this call created
+        self.placed: list[Job] = []  # whose marker this call made, or began to make
+
+    def add(self, job: Job, seq: int, spec: str | None) -> None:
+        self.jobs.append(job)
+        self.seqs[job.id] = seq
+        if spec is not None:
+            self.specs[job.id] = spec
+
+
 class FolderQueue(Queue):
     """A queue kept in `root/.shoal`; see layout.py for what lives where."""
 
@@ -129,10 +146,13 @@ class FolderQueue(Queue):
 
     # -- submit ---------------------------------------------------------------
 
+    @names_full_disk
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         """Check the dependencies, number the jobs not seen yet (`_reserve`), write every
-        blob, spec and marker (pending, or waiting: deps.py), then make them durable with
-        one sync."""
+        blob and spec, then every marker (pending, or waiting: deps.py), then make them
+        durable with one sync. All or nothing: a write that fails (a full disk) takes
+        back the specs and markers this call made, and no marker is made before every
+        spec is written, so no worker sees part of the batch."""
         jobs = list(jobs)
         check_after(jobs, self._known)
         self._write_blobs(blobs_of(jobs))
@@ -140,26 +160,56 @@ class FolderQueue(Queue):
                                    if not os.path.exists(self.path("jobs", f"{job.id}.json"))))
         first = self._reserve(len(fresh)) if fresh else 0
         numbers = {job_id: first + i for i, job_id in enumerate(fresh)}
-        new = []
-        for job in jobs:
-            spec = self.path("jobs", f"{job.id}.json")
-            seq = numbers.get(job.id, 0)
-            # The spec appears complete (link of a written file): another submitter of the
-            # same job that finds it reads the number we gave it, so a repair below makes
-            # the very marker we make (one name: one of us creates it), never a second one.
-            if seq and create_exclusive(spec, dumps({**job.to_dict(), "seq": seq}), self.tmp,
-                                        fsync=False):
-                deps.place(self, job, seq)
-                new.append(job.id)
-            elif self._state_of(job.id, job, self._rank_of(job.id)) is None:
-                # A submitter died between writing the spec and the marker: repair.
-                seq = self._seq_of(job.id) or seq
-                atomic_write(spec, dumps({**job.to_dict(), "seq": seq}), self.tmp, fsync=False)
-                deps.place(self, job, seq)
-                new.append(job.id)
+        batch = Batch()
+        try:
+            for job in jobs:
+                if job.id not in batch.seqs:
+                    self._write_spec(job, numbers.get(job.id, 0), batch)
+            for job in batch.jobs:
+                batch.placed.append(job)
+                deps.place(self, job, batch.seqs[job.id])
+        except BaseException:
+            self._take_back(batch)
+            raise
+        new = [job.id for job in batch.jobs]
         if new and self.fsync:
             sync_filesystem(self.base)
         return new
+
+    def _write_spec(self, job: Job, seq: int, batch: Batch) -> None:
+        """Write the job's spec, if it is new (numbered `seq`) or a submitter died
+        between its spec and its marker; note it in `batch` then."""
+        spec = self.path("jobs", f"{job.id}.json")
+        # The spec appears complete (link of a written file): another submitter of the
+        # same job that finds it reads the number we gave it, so a repair below makes
+        # the very marker we make (one name: one of us creates it), never a second one.
+        if seq and create_exclusive(spec, dumps({**job.to_dict(), "seq": seq}), self.tmp,
+                                    fsync=False):
+            batch.add(job, seq, spec)
+        elif self._state_of(job.id, job, self._rank_of(job.id)) is None:
+            seq = self._seq_of(job.id) or seq  # the spec stays: it was there before us
+            atomic_write(spec, dumps({**job.to_dict(), "seq": seq}), self.tmp, fsync=False)
+            batch.add(job, seq, None)
+
+    def _take_back(self, batch: Batch) -> None:
+        """Undo a submission that failed half-way: its markers, then the specs it made.
+        A marker a claimer took already (markers are made only once every spec is
+        written) stays, with its spec: that job was submitted."""
+        taken = set()
+        for i, job in enumerate(batch.placed):
+            seq = batch.seqs[job.id]
+            for dep in job.after:
+                unlink_quiet(self.dirs["after"] / dep / job.id)
+            gone = False
+            for marker in [self.path("waiting", job.id), *self._pending_paths(job, 1, seq)]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(marker)
+                    gone = True
+            if not gone and i < len(batch.placed) - 1:  # made, and claimed since
+                taken.add(job.id)
+        for job_id, spec in batch.specs.items():
+            if job_id not in taken:
+                unlink_quiet(spec)
 
     # -- submission order ------------------------------------------------------------
 
@@ -351,6 +401,7 @@ class FolderQueue(Queue):
             wrote = True
         return wrote
 
+    @names_full_disk
     def put_blobs(self, blobs: Mapping[str, bytes]) -> None:
         if self._write_blobs(blobs) and self.fsync:
             sync_filesystem(self.base)
@@ -392,6 +443,7 @@ class FolderQueue(Queue):
 
     # -- claim ----------------------------------------------------------------
 
+    @names_full_disk
     def claim(self, worker: str, n: int = 1, *, wait_s: float = 0.0,
               fit: Capacity | None = None) -> list[Lease]:
         return poll(lambda: self._claim_some(worker, n, fit), wait_s)
@@ -467,6 +519,7 @@ class FolderQueue(Queue):
     def _claimed_path(self, lease: Lease) -> str:
         return self.path("claimed", f"{lease.job_id}.{lease.attempt}.{lease.worker}")
 
+    @names_full_disk
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
         """Rewrite the worker's record with a new beat counter (which is what keeps its
         leases alive here), report the leases whose claimed marker is gone, take its
@@ -483,20 +536,31 @@ class FolderQueue(Queue):
                             f"{lease.worker} expired or the job was cancelled")
         return fence
 
+    @names_full_disk
     def finish(self, lease: Lease, result: Result, *, then_claim: int = 0,
                fit: Capacity | None = None) -> list[Lease]:
         """Fence, place the log, write the result (its fence goes once it is durable), set
         free or end the jobs waiting for it, then claim up to `then_claim` next jobs."""
         fence = self._fence(lease)
+        placed = self.files.place_log(lease, result)
+        try:
+            self._write_final(placed, fsync=False)
+        except OSError:  # a full disk: the lease stays ours, for the worker to try again
+            if placed.log != result.log and placed.log and result.log:
+                with contextlib.suppress(OSError):
+                    os.replace(placed.log, result.log)
+            os.rename(fence, self._claimed_path(lease))
+            raise
         self._ranks.pop(lease.job_id, None)
-        result = self.files.place_log(lease, result)
-        self._write_final(result, fsync=False)
         if self.fsync:
             self._commits.add(fence)  # see groupcommit.py
         else:
             unlink_quiet(fence)
         deps.ended(self, lease.job_id, result.state)  # its dependants, before the next claim
-        return self._claim_next(lease, then_claim, fit)
+        try:
+            return self._claim_next(lease, then_claim, fit)
+        except OSError:  # recorded all the same; the worker claims again later
+            return []
 
     def flush(self) -> None:
         self._commits.flush()
@@ -509,6 +573,7 @@ class FolderQueue(Queue):
         atomic_write(folder / f"{result.job_id}.json", dumps(result.to_dict()), self.tmp,
                      fsync=self.fsync if fsync is None else fsync)
 
+    @names_full_disk
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
         """With `failed`, its record is written first (a stale holder's record is later
         overwritten by the current holder's), then the marker moves to the next attempt."""
@@ -650,6 +715,7 @@ class FolderQueue(Queue):
             return status
         return replace(status, attempts=self._failed_attempts(job_id, status.attempt))
 
+    @names_full_disk
     def cancel(self, job_ids: Iterable[str]) -> list[str]:
         cancelled = []
         who = f"cancel-{HOST}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -674,6 +740,7 @@ class FolderQueue(Queue):
                     break
         return cancelled
 
+    @names_full_disk
     def retry(self, job_ids: Iterable[str], *, force: bool = False,
               first: bool = True) -> list[str]:
         """The final result is renamed aside (whoever renames it owns the retry), its
@@ -738,6 +805,7 @@ class FolderQueue(Queue):
             with contextlib.suppress(OSError):
                 os.rename(log, self.files.local_dir() / f"{job_id}.retried.{unique_token()}.log")
 
+    @names_full_disk
     def _purge(self) -> int:
         """Markers first (nothing can be claimed any more), then results, records,
         specs and the numbering; the logs results name go with them. Job files stay, and
@@ -882,6 +950,7 @@ class FolderQueue(Queue):
 
     # -- reaping ----------------------------------------------------------------
 
+    @names_full_disk
     def reap(self) -> list[Reaped]:
         """Take back leases of workers judged dead, leave a record of each in reaped/,
         and report the records of the last reaped_keep_s (by any host)."""
@@ -957,17 +1026,20 @@ class FolderQueue(Queue):
 
     # -- workers and control (registry.py) -------------------------------------------
 
+    @names_full_disk
     def unregister(self, worker: str) -> None:
         self.registry.unregister(worker)
 
     def workers(self) -> list[WorkerInfo]:
         return self.registry.workers()
 
+    @names_full_disk
     def send_control(self, worker: str, command: str) -> None:
         self.registry.send_control(worker, command)
 
     # -- drop-in job files -----------------------------------------------------------
 
+    @names_full_disk
     def refresh(self) -> None:
         """Submit job files dropped into the folder since the last look, and run again
         the done ones whose log is gone (dropins.py)."""
