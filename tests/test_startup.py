@@ -37,10 +37,10 @@ sys.exit(code)
 """
 
 
-def cli_modules(*args: str) -> tuple[str, set[str]]:
+def cli_modules(*args: str, cwd: Path | None = None) -> tuple[str, set[str]]:
     """What `shoal ARGS` printed, and every module it had imported when it ended."""
     done = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, cwd=cwd)
     assert done.returncode == 0, done.stderr
     errors, _, modules = done.stderr.rpartition("MODULES ")
     return done.stdout + errors, set(modules.split())
@@ -69,6 +69,14 @@ def test_status_of_a_folder_queue_imports_only_the_folder_queue_and_its_view(tmp
               "shoal.queue.remote", "shoal.queue.redisq", "shoal.queue.memory",
               "shoal.views.results", "shoal.views.logs")
     assert loaded(modules, HEAVY + SOME + MACHINERY + others) == []
+
+
+def test_running_shell_jobs_loads_nothing_for_python_calls(tmp_path):
+    printed, modules = cli_modules("run", "--no-progress", "-k", "-j", "2", "echo", ":::", "a", "b",
+                                   cwd=tmp_path)
+    assert printed.startswith("a\nb\n")  # their output first, then the summary
+    calls = ("cloudpickle", "shoal.calls", "shoal.executor")
+    assert loaded(modules, HEAVY + calls) == []
 
 
 def test_import_shoal_alone_imports_none_of_its_modules():
