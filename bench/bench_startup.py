@@ -2,13 +2,13 @@
 
 Each variant runs --repeat times (default 20), interleaved with the others, as a fresh
 process; the table shows the median and the best wall time, and the median CPU time (user +
-system, steadier on a loaded machine). The interpreter's own start is measured too
-(`python -S -c pass`: no site; `python -c pass`: with site and every .pth of this
-installation), so shoal's own share is the difference. `--no-site` runs the shoal
-variants with `python -S` and the site-packages on PYTHONPATH: what shoal costs where site
-start-up is cheap. The call interpreter is timed from its start to its "ready" frame
-(worker/callhost.py). shoal's modules are compiled to bytecode first, as pip install
-does (PYTHONDONTWRITEBYTECODE would make every start compile them again).
+system, steadier on a loaded machine). The floors are measured too: `python -S -c pass`
+(no site), `python -c pass` (site and every .pth of this installation) and `import click`
+(what every click CLI pays): shoal's own share is what `shoal --version` takes beyond it.
+`--no-site` runs shoal and click with `python -S`, the site-packages on PYTHONPATH: what
+they cost where site start-up is cheap. The call interpreter is timed from its start to its
+"ready" frame (worker/callhost.py). shoal's modules are compiled to bytecode first, as pip
+install does (PYTHONDONTWRITEBYTECODE would make every start compile them again).
 Target (issue 18): `shoal --version` <= 40 ms.
 Usage: python bench/bench_startup.py [--repeat 20] [--no-site] [--importtime]
 """
@@ -63,17 +63,19 @@ def callhost_start() -> None:
 
 def variants(queue: str, no_site: bool) -> dict[str, Callable[[], None]]:
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parent.parent / "src")
-    shoal = [sys.executable, "-m", "shoal"]
+    src = str(Path(shoal.__file__).resolve().parent.parent)  # the shoal measured
+    python = [sys.executable]
     if no_site:
         env["PYTHONPATH"] = os.pathsep.join([src, sysconfig.get_paths()["purelib"]])
-        shoal = [sys.executable, "-S", "-m", "shoal"]
+        python = [sys.executable, "-S"]
+    cli = [*python, "-m", "shoal"]
     return {
         "python -S -c pass": command([sys.executable, "-S", "-c", "pass"], env),
         "python -c pass": command([sys.executable, "-c", "pass"], env),
-        "shoal --version": command([*shoal, "--version"], env),
-        "shoal --help": command([*shoal, "--help"], env),
-        "shoal status Q": command([*shoal, "status", queue], env),
+        "import click (the floor)": command([*python, "-c", "import click"], env),
+        "shoal --version": command([*cli, "--version"], env),
+        "shoal --help": command([*cli, "--help"], env),
+        "shoal status Q": command([*cli, "status", queue], env),
         "call interpreter ready": callhost_start,
     }
 
