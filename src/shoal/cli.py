@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -316,6 +315,7 @@ def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str |
     status.json to another machine and point shoal at the copy there.
     """
     import logging
+    import signal
 
     from .serve import locate
 
@@ -374,6 +374,7 @@ def dashboard_running(beside: Beside | None, open_: Callable[[], Queue], url: st
 def install_stop_signals(worker: Worker) -> None:
     """First SIGINT/SIGTERM: graceful stop; the second: release running jobs and exit."""
     import logging
+    import signal
 
     def handler(signum: int, _frame: object) -> None:
         logging.getLogger("shoal.worker").warning(
@@ -756,6 +757,7 @@ def scale_slurm(queue: str, log_dir: str, options: Any, policy: Any, idle_timeou
                 every_s: float) -> None:
     """`shoal hire --slurm --max N`: the autoscaler in the foreground until SIGINT/SIGTERM;
     the workers it started stay (those above --min leave when idle)."""
+    import signal
     import threading
     from dataclasses import replace
 
