@@ -28,6 +28,7 @@ MACHINERY = ("shoal.executor", "shoal.worker.loop", "shoal.sessions", "shoal.spl
 CLI = """\
 import sys
 from shoal.cli import main
+code = 0
 try:
     main(sys.argv[1:], prog_name="shoal")
 except SystemExit as exc:
