@@ -29,15 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import shoal
-from shoal.job import Job
+from shoal.job import Job, Result, State
 from shoal.queue import open_queue
 from shoal.worker.callhost import CallHost
 
 
 def small_queue(folder: Path) -> str:
     """A folder queue of 20 jobs, 5 of them done: what `shoal status` reads."""
-    from shoal.job import Result, State
-
     queue = open_queue(str(folder))
     queue.submit([Job.command_job(f"echo {i}") for i in range(20)])
     for lease in queue.claim("bench", 5):
