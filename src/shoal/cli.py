@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +15,13 @@ import click
 
 from . import __version__, defaults
 from .errors import ShoalError, UsageError, os_error_line
-from .job import Job, State
-from .net.contact import contact_path, is_contact_file
 from .queue import open_queue
-from .queue.base import Queue
-from .queue.scheduling import ended_by_dependency
-from .worker import Worker
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the rest is imported by the commands that use it: start-up stays light
+    from .job import Job
+    from .queue.base import Queue
     from .web.server import Beside
+    from .worker import Worker
 
 DEFAULT_SERVE_STATUS = "~/.shoal/servers/default"
 CLI_PATIENCE_S = 10.0  # how long status/results/logs wait for a coordinator that is silent
@@ -100,6 +95,8 @@ class ShoalGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show the traceback of an error, not one line.")
 def main(verbose: int, debug: bool) -> None:
     """Run many jobs in parallel over many machines with almost nothing to set up."""
+    import logging
+
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -231,6 +228,10 @@ def work(queue: str, slots: int | None, cpus: int | None, gpus: str | None, mem:
     """Run jobs from QUEUE (a folder: also every job file dropped into it) while their
     needs fit in this worker's cpus, GPUs, memory and resources; a line on stderr for
     each job that ends (done, failed, retry)."""
+    import logging
+
+    from .net.contact import is_contact_file
+    from .worker import Worker
     from .worker.resources import Resources
     from .worker.walltime import parse_until
 
@@ -254,6 +255,8 @@ def work(queue: str, slots: int | None, cpus: int | None, gpus: str | None, mem:
 def show_job_lines(quiet: bool, log_path: str | None) -> None:
     """The worker's line per ended job (logger shoal.jobs): bare on stderr, timed in the
     worker's log file; none with --quiet."""
+    import logging
+
     lines = logging.getLogger("shoal.jobs")
     lines.propagate = False
     for old in [h for h in lines.handlers if getattr(h, "shoal_job_lines", False)]:
@@ -276,6 +279,8 @@ def show_job_lines(quiet: bool, log_path: str | None) -> None:
 
 def log_to_file(log_dir: str) -> str:
     """Send shoal's log lines to LOG_DIR/HOST-PID.log; return its path."""
+    import logging
+
     from .fsutil import HOST
 
     folder = Path(os.path.expanduser(log_dir)).absolute()
@@ -309,6 +314,9 @@ def serve(queue: str | None, bind: str | None, status_dir: str, advertise: str |
     Clients need the status file: `shoal work STATUS_DIR` here, or copy its
     status.json to another machine and point shoal at the copy there.
     """
+    import logging
+    import signal
+
     from .serve import locate
 
     if logging.getLogger().level > logging.INFO:
@@ -365,6 +373,8 @@ def dashboard_running(beside: Beside | None, open_: Callable[[], Queue], url: st
 
 def install_stop_signals(worker: Worker) -> None:
     """First SIGINT/SIGTERM: graceful stop; the second: release running jobs and exit."""
+    import logging
+    import signal
 
     def handler(signum: int, _frame: object) -> None:
         logging.getLogger("shoal.worker").warning(
@@ -513,6 +523,8 @@ def retry(queue: str, jobs: tuple[str, ...], failed: bool, cancelled: bool, ever
     """Put final jobs back to pending: failed and cancelled ones, done ones with --force.
     They run first (before jobs not run yet of the same priority) unless --keep-order;
     jobs that waited for them (ended without running) wait again."""
+    from .job import State
+    from .queue.scheduling import ended_by_dependency
     from .views import resolve_jobs
 
     if not jobs and not (failed or cancelled or every):
@@ -605,6 +617,8 @@ def slurm_options(func: Any) -> Any:
 
 def hired_queue(queue: str) -> str:
     """The queue as hired workers name it: a folder or a contact file by absolute path."""
+    from .net.contact import contact_path, is_contact_file
+
     if is_contact_file(queue):
         return str(contact_path(queue).absolute())
     return queue if "://" in queue else str(Path(queue).absolute())
@@ -651,8 +665,10 @@ def hire(queue: str, count: int | None, hosts: tuple[str, ...], hosts_file: str 
     SSH), or as Slurm jobs (--slurm); with --slurm --max N, keep up to N Slurm workers
     while jobs wait (autoscaling)."""
     import shlex
+    from dataclasses import replace
 
     from .hire import default_log_dir
+    from .net.contact import contact_path, is_contact_file
     from .providers.ssh import NotHired, SshProvider, parse_host, read_hosts_file
 
     targets = [parse_host(h) for h in hosts]
@@ -741,7 +757,9 @@ def scale_slurm(queue: str, log_dir: str, options: Any, policy: Any, idle_timeou
                 every_s: float) -> None:
     """`shoal hire --slurm --max N`: the autoscaler in the foreground until SIGINT/SIGTERM;
     the workers it started stay (those above --min leave when idle)."""
+    import signal
     import threading
+    from dataclasses import replace
 
     from .providers.scaler import Scaler
     from .providers.slurm import SlurmProvider
@@ -937,6 +955,8 @@ def split_merge(files: tuple[str, ...], output: str) -> None:
 def open_existing(url: str) -> Queue:
     """Open a queue that must already exist: a typo is an error ("no such queue"), never a
     new empty queue, and opening it writes nothing (a reader may have read access only)."""
+    from .net.contact import is_contact_file
+
     if url.startswith("tcp://") or is_contact_file(url):  # a CLI call gives up sooner
         return open_queue(url, patience_s=CLI_PATIENCE_S)
     return open_queue(url, create=False)

@@ -16,11 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 PROGRESS_EVERY_S = 0.2  # progress() writes at most this often (and always at the end)
 
 
@@ -95,6 +90,10 @@ def config() -> dict[str, Any]:
     if not path:
         return {}
     if _config_cache is None or _config_cache[0] != path:
+        if sys.version_info >= (3, 11):  # here, not on top: few calls read a config
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
         with open(path, "rb") as handle:
             _config_cache = (path, tomllib.load(handle))
     return dict(_config_cache[1])

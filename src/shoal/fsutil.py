@@ -14,13 +14,10 @@ the group's bits.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import functools
 import itertools
 import os
-import secrets
-import socket
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,15 +26,16 @@ from typing import Any, TypeVar
 from .errors import no_space
 
 # The name this machine goes by in shoal's records; SHOAL_HOST overrides it (containers
-# that all call themselves "localhost", or tests that play two machines on one).
-HOST = os.environ.get("SHOAL_HOST") or socket.gethostname()
+# that all call themselves "localhost", or tests that play two machines on one). uname's
+# node name is what socket.gethostname() returns, without importing socket at every start.
+HOST = os.environ.get("SHOAL_HOST") or os.uname().nodename
 
 # Filesystem types where a SQLite file or flock must not be trusted, as named in
 # /proc/self/mountinfo.
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "lustre", "gpfs", "ceph", "9p")
 
 
-_PROCESS_TOKEN = secrets.token_hex(4)  # told apart from an earlier process with our pid
+_PROCESS_TOKEN = os.urandom(4).hex()  # told apart from an earlier process with our pid
 _COUNTER = itertools.count()
 
 
@@ -234,21 +232,23 @@ def sync_filesystem(folder: Path) -> None:
     """
     fd = os.open(folder, os.O_RDONLY)
     try:
-        if _syncfs is None or _syncfs(fd) != 0:
+        syncfs = _load_syncfs()
+        if syncfs is None or syncfs(fd) != 0:
             os.sync()
     finally:
         os.close(fd)
 
 
+@functools.cache
 def _load_syncfs() -> Any:
+    """libc's syncfs, looked up on first use: ctypes costs every start that needs none."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.syncfs
     except (OSError, AttributeError):
         return None
-
-
-_syncfs = _load_syncfs()
 
 
 def touch_exclusive(path: PathLike) -> bool:

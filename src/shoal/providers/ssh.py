@@ -36,7 +36,7 @@ STOP_GRACE_S = 15.0
 _CHECK = (
     "import json, os, sys\n"
     "try:\n"
-    "    import shoal\n"
+    "    import shoal.executor  # the worker and call modules: `import shoal` is lazy\n"
     "    version = shoal.__version__\n"
     "except Exception as exc:\n"
     "    version = 'missing: %s' % exc\n"

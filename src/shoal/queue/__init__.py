@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NoSuchQueue, UnknownQueue
-from .base import CONTROL_COMMANDS, STOP, STOP_NOW, Queue
+from ..lazy import exports
+
+if TYPE_CHECKING:
+    from .base import CONTROL_COMMANDS, STOP, STOP_NOW, Queue
 
 __all__ = ["CONTROL_COMMANDS", "STOP", "STOP_NOW", "Queue", "open_queue"]
 
 _MEMORY: dict[str, Queue] = {}
+# the contract's names, imported on first use: the CLI imports this package to open a
+# queue, and `shoal --version` opens none
+__getattr__, __dir__ = exports(globals(), dict.fromkeys(
+    ["CONTROL_COMMANDS", "STOP", "STOP_NOW", "Queue"], ".base"))
 
 
 def open_queue(url: str | Path | Queue, *, create: bool = True, **options: Any) -> Queue:
@@ -29,6 +36,8 @@ def open_queue(url: str | Path | Queue, *, create: bool = True, **options: Any) 
     A Redis queue exists while the server holds any of its keys (redisq/queue.py); a
     tcp coordinator is opened as usual.
     """
+    from .base import Queue
+
     if isinstance(url, Queue):
         return url
     text = str(url)

@@ -17,7 +17,16 @@
 
 from __future__ import annotations
 
-from .loop import Worker, new_worker_id
-from .slot import Runner, Slot
+from typing import TYPE_CHECKING
+
+from ..lazy import exports
+
+if TYPE_CHECKING:
+    from .loop import Worker, new_worker_id
+    from .slot import Runner, Slot
 
 __all__ = ["Runner", "Slot", "Worker", "new_worker_id"]
+# imported on first use: a call interpreter (python -m shoal.worker.callhost) imports
+# this package but needs none of the worker loop
+__getattr__, __dir__ = exports(globals(), {"Runner": ".slot", "Slot": ".slot",
+                                           "Worker": ".loop", "new_worker_id": ".loop"})

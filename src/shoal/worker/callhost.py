@@ -25,12 +25,14 @@ import os
 import pickle
 import signal
 import struct
-import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import defaults
 from ..fsutil import make_dir, open_new
+
+if TYPE_CHECKING:  # the worker's side only: the interpreter itself starts nothing
+    import subprocess
 
 _HEADER = struct.Struct(">Q")
 
@@ -231,6 +233,8 @@ class CallHost:
         """Start the interpreter if needed and wait until it is ready; False if it died."""
         if self.process is not None and self._replies >= 0:  # alive until a read says EOF
             return True
+        import subprocess
+
         read_end, write_end = os.pipe()
         try:
             self.process = subprocess.Popen(
@@ -291,6 +295,8 @@ class CallHost:
         """Stop the interpreter (closing its request pipe ends its loop)."""
         if self.process is None:
             return
+        import subprocess
+
         if self.process.poll() is None and self.process.stdin is not None:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()

@@ -15,9 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
-from ..calls import check_runtime
 from ..errors import IncompatibleJob, JobNotFound, MalformedJob
 from ..job import Job, Result, State
 from ..queue import Queue
@@ -37,6 +34,8 @@ class CallRunner:
         self._hosts: dict[int, CallHost] = {}  # by slot index; a slot touches only its own
 
     def run(self, slot: Slot) -> Result:
+        from ..calls import check_runtime  # here: a worker of shell jobs never unpickles
+
         lease = slot.lease
         log_path = str(self.queue.files.attempt_log(lease))
         try:
@@ -101,6 +100,8 @@ class CallRunner:
         """The pickled return value of each job `job` comes after, read from the queue in
         one look (`watch` without waiting): the call receives them in place of the
         futures it was given."""
+        import cloudpickle
+
         results = {r.job_id: r for r in self.queue.watch(set(job.after), 0.0)}
         values = {}
         for dep_id in job.after:
