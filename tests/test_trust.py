@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from shoal.errors import JobRefused
 from shoal.queue.folder import FolderQueue
+from shoal.trust import Trust, check_job_file
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -207,3 +209,18 @@ def test_a_sqlite_queue_refuses_a_file_another_user_owns(tmp_path: Path) -> None
     assert ran(tmp_path) == ["mine.sh"]
     reason = rows_of(url)["theirs.sh"]["reason"]
     assert reason.startswith("refused: ") and "owned by uid 65534" in reason, reason
+
+
+def test_a_folder_link_on_the_way_out_is_refused_too(tmp_path: Path) -> None:
+    """`sub` -> a folder outside: `sub/x.sh` leaves the queue folder though x.sh itself
+    is no link (a folder swapped for a link after the scan must not run what it leads to)."""
+    folder = queue_with(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.sh").write_text(COUNTING)
+    (folder / "sub").symlink_to(outside)
+    with pytest.raises(JobRefused, match="leaves the queue folder"):
+        check_job_file(folder, "sub/x.sh", Trust())
+    (folder / "own").mkdir()
+    (folder / "own" / "y.sh").write_text(COUNTING)
+    check_job_file(folder, "own/y.sh", Trust())  # a real folder inside: fine

@@ -102,7 +102,7 @@ def check_job_file(root: Path, name: str, trust: Trust) -> None:
         target = os.stat(path)
     except OSError:
         return  # missing or a dangling link: reading it says so (malformed)
-    outside = link_out(root, name) if stat.S_ISLNK(link.st_mode) else None
+    outside = link_out(root, name)  # the file or a folder on its way may be the link
     if outside:
         raise JobRefused(f"{name}: a link to {outside}, which leaves the queue folder; {SEE}")
     if trust.level == "any":

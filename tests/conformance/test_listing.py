@@ -162,7 +162,8 @@ def test_search_matches_name_id_and_parameters_in_order(queue, queue_factory):
     """The dashboard's search: a part of the name, of the id or of a parameter written
     `name=value`, any case, as summary rows in input order, with a state filter too."""
     jobs = [Job.command_job(["echo", str(i)], name=f"Sweep {i}",
-                            params={"alpha": i, "mode": "Fast" if i % 2 else "slow"})
+                            params={"alpha": i, "mode": "Fast" if i % 2 else "slow",
+                                    "odd": bool(i % 2), "cap": None if i == 5 else 2.5})
             for i in range(6)]
     queue.submit(jobs)
     (lease,) = queue.claim("w1", 1)
@@ -184,3 +185,8 @@ def test_search_matches_name_id_and_parameters_in_order(queue, queue_factory):
     assert found("mode=slow", {State.PENDING}) == [ids[2], ids[4]]
     assert found("mode=slow", {State.DONE}) == [ids[0]]
     assert found("nothing like it") == []
+    # what the job view shows (Python's spelling of a TOML job's values) finds it
+    assert found("odd=True") == [ids[1], ids[3], ids[5]]
+    assert found("odd=false") == [ids[0], ids[2], ids[4]]
+    assert found("cap=none") == [ids[5]]
+    assert found("cap=2.5") == ids[:5]

@@ -204,9 +204,11 @@ def _filtered(select: str, states: Collection[State] | None, limit: int | None,
 
 
 # `Queue.search` in SQL: the name, the id or a parameter as `name=value` holds the text
+# base.search_text's rule in SQL: a parameter reads as Python writes it (True, None).
 _MATCH = ("(instr(lower(json_extract(spec, '$.name')), ?) OR instr(lower(id), ?)"
           " OR EXISTS (SELECT 1 FROM json_each(jobs.spec, '$.params')"
-          " WHERE instr(lower(key || '=' || value), ?)))")
+          " WHERE instr(lower(key || '=' || CASE type WHEN 'true' THEN 'True'"
+          " WHEN 'false' THEN 'False' WHEN 'null' THEN 'None' ELSE value END), ?)))")
 
 
 def _summaries(rows: list[tuple], where: str) -> list[JobSummary]:

@@ -245,7 +245,8 @@ class Worker:
 
     def _wait_for_slots(self) -> None:
         """After a stop: let running jobs finish (or release them), renewing meanwhile."""
-        self._stopping.set()
+        with self._lock:  # a slot registering its job now either sees the stop or is seen
+            self._stopping.set()
         if self.on_stop == "release":
             self._release_all()
         next_beat = 0.0
@@ -409,9 +410,6 @@ class Worker:
                 self._wake.set()  # the steering loop may decide the queue is drained
                 continue
             idle_s = defaults.POLL_MIN_S
-            if self._stopping.is_set():  # the stop came while we were claiming
-                self._give_back(lease)
-                return
             next_lease = self._run_one(lease, index)
             if self.max_jobs is not None and self.done >= self.max_jobs:
                 self._wake.set()
@@ -460,8 +458,13 @@ class Worker:
         """Run one job and record it; return the next lease if the queue handed one out."""
         slot = Slot(lease, index, share=self._ledger.share(lease))
         next_lease: Lease | None = None
-        with self._lock:
-            self._running[lease.job_id] = slot
+        with self._lock:  # with the stop's check: _wait_for_slots sees this job, or it never runs
+            stopping = self._stopping.is_set()
+            if not stopping:
+                self._running[lease.job_id] = slot
+        if stopping:  # the stop (or a way out) came while we were claiming
+            self._give_back(lease)
+            return None
         try:
             if self.cancelled_by_owner is not None and self.cancelled_by_owner(lease.job_id):
                 result = slot.result(State.CANCELLED, "cancelled by user")

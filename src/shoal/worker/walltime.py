@@ -104,8 +104,7 @@ class Walltime:
                 if self.over():
                     return [], True
                 got = claim(n)
-                fitting = [lease for lease in got if self.fits(lease.job)]
-                held += [lease for lease in got if lease not in fitting]
+                fitting = self.keep(got, held.append)  # the others go back at the end
                 if fitting or not got:
                     return fitting, not fitting and bool(held)
                 if len(held) >= LOOKAHEAD:
