@@ -60,7 +60,7 @@ class Run:
 
     # -- jobs and workers --------------------------------------------------------
 
-    def submit(self, n: int, body: str = "sleep 0.2;", **options: object) -> set[str]:
+    def submit(self, n: int, body: str = "sleep 0.5;", **options: object) -> set[str]:
         jobs = [Job.command_job(marker_job(self.out, body), params={"i": i},
                                 **{"max_attempts": 10, **options}) for i in range(n)]
         self.queue.submit(jobs)
@@ -172,7 +172,7 @@ class Run:
 
     # -- a submitter process -----------------------------------------------------
 
-    def submitter(self, n: int, body: str = "sleep 0.2;") -> subprocess.Popen[bytes]:
+    def submitter(self, n: int, body: str = "sleep 0.5;") -> subprocess.Popen[bytes]:
         """A process submitting `n` jobs in batches of 4, logging `invoke`/`ok` per job."""
         script = self.backend.folder / "submitter.py"
         script.write_text(SUBMITTER.format(root=str(Path(__file__).parents[2])))
