@@ -44,6 +44,21 @@ with open(log, "a", buffering=1) as history:
 """
 
 
+FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+                 "/usr/local/lib/faketime/libfaketime.so.1")
+
+
+def skewed_clock(offset: str) -> dict[str, str]:
+    """The environment that runs a process with its wall clock moved by `offset` ("+600s")
+    and its monotonic clock left true (libfaketime), or skip saying what is missing."""
+    found = [lib for lib in FAKETIME_LIBS if Path(lib).exists()]
+    if not found:
+        pytest.skip("libfaketime is not installed (apt-get install faketime)")
+    return {"LD_PRELOAD": found[0], "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_NO_CACHE": "1"}
+
+
 class Run:
     """One iteration on one backend: its queue, workers, history and recovery times."""
 
@@ -54,7 +69,7 @@ class Run:
         self.out.mkdir()
         self.ids: set[str] = set()
         self.workers: list[subprocess.Popen[bytes]] = []
-        self.worker_args: dict[int, tuple[str | None, tuple[str, ...]]] = {}
+        self.worker_args: dict[int, tuple[str | None, tuple[str, ...], dict[str, str]]] = {}
         self.recovery_s: list[float] = []
         self._watching: list[tuple[float, set[str]]] = []
 
@@ -68,12 +83,13 @@ class Run:
         self.ids |= ids
         return ids
 
-    def work(self, *args: str, target: str | None = None) -> subprocess.Popen[bytes]:
-        """Start a `shoal work` that `keep_alive` replaces if it dies."""
+    def work(self, *args: str, target: str | None = None,
+             env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a `shoal work` that `keep_alive` replaces (alike) if it dies."""
         proc = self.procs.shoal("work", target or self.backend.target, *args,
-                                *self.backend.lease_args)
+                                *self.backend.lease_args, env=env)
         self.workers.append(proc)
-        self.worker_args[proc.pid] = (target, args)
+        self.worker_args[proc.pid] = (target, args, env or {})
         return proc
 
     def keep_alive(self) -> None:
@@ -81,8 +97,8 @@ class Run:
         for proc in list(self.workers):
             if proc.poll() is not None:
                 self.workers.remove(proc)
-                target, args = self.worker_args.pop(proc.pid)
-                self.work(*args, target=target)
+                target, args, env = self.worker_args.pop(proc.pid)
+                self.work(*args, target=target, env=env)
 
     def kill_worker(self) -> subprocess.Popen[bytes]:
         """SIGKILL a random worker's whole process group."""

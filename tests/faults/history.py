@@ -31,10 +31,12 @@ class Report:
     executions_mean: float = 0.0
     executions_max: int = 0
     recovery_s: list[float] = field(default_factory=list)  # fault -> its jobs final again
+    reasons: list[str] = field(default_factory=list)  # why the wrongly failed ones failed
 
     def problems(self) -> list[str]:
         bad = ("lost", "duplicated", "unexpected", "failed_without_reason", "wrongly_failed")
-        return [f"{name}={getattr(self, name)}" for name in bad if getattr(self, name)]
+        found = [f"{name}={getattr(self, name)}" for name in bad if getattr(self, name)]
+        return found + [f"reason: {reason}" for reason in self.reasons[:3]]
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -62,6 +64,7 @@ def check(acknowledged: set[str], results: Iterable[Result], out: Path, *,
         wrongly_failed=len(wrong),
         executions_mean=round(sum(runs.values()) / max(len(runs), 1), 3),
         executions_max=max(runs.values(), default=0),
+        reasons=sorted({r.reason for r in wrong}),
     )
 
 

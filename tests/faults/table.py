@@ -17,7 +17,7 @@ def table(lines: list[dict[str, object]]) -> str:
     """One markdown row per (fault row, backend), in the order they ran."""
     out = [HEADER]
     for r in lines:
-        recovery = ("–" if r["recovery_median_s"] is None
+        recovery = ("-" if r["recovery_median_s"] is None
                     else f"{r['recovery_median_s']} ({r['recovery_max_s']})")
         out.append(f"| {r['row']} | {r['backend']} | {r['iterations']} | {r['jobs']} "
                    f"| {r['lost']} | {r['duplicated']} | {r['unexpected']} "

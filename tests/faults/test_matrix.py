@@ -15,7 +15,7 @@ import pytest
 from shoal.job import State
 from tests.faults.backends import LEASE_S
 from tests.faults.conftest import ITERATIONS
-from tests.faults.harness import Run
+from tests.faults.harness import Run, skewed_clock
 from tests.faults.history import Report
 
 pytestmark = pytest.mark.timeout(240 * ITERATIONS)
@@ -199,8 +199,27 @@ def test_disk_full():
     """Row 5."""
 
 
-@pytest.mark.skip(reason="TODO (issue 19 case 3, branch i-leases): clock skew with faketime "
-                  "(installed: Debian faketime 0.9.10) once the coordinator's leases use a "
-                  "monotonic clock")
-def test_clock_skew():
-    """Row 9."""
+SQLITE_CLOCKS = ("found by this suite, not yet fixed: sqlite:// leases compare the wall clocks "
+                 "of different worker processes; a worker 10 min behind sees its own leases "
+                 "expired (jobs fail after max_attempts), one ahead takes live workers' jobs")
+
+
+@pytest.mark.parametrize("skew", ["+600s", "-600s"])
+def test_worker_clock_skew(rows, backend, skew, request):
+    """Row 9: one worker's wall clock 10 minutes ahead or behind (libfaketime; its monotonic
+    clock true) beside a true one: no job lost or recorded twice, and no live worker's job
+    taken from it (each job runs once).
+
+    TODO (issue 19 case 3, branch i-leases): the coordinator's own clock jumping."""
+    if backend == "sqlite":
+        request.applymarker(pytest.mark.xfail(strict=False, reason=SQLITE_CLOCKS))
+
+    def scenario(run: Run) -> Report:
+        run.submit(JOBS)
+        run.work("--slots", "2", env=skewed_clock(skew))
+        run.work("--slots", "2")
+        report = run.finish()
+        assert report.executions_max == 1, f"a live worker (clock {skew}) lost its jobs"
+        return report
+
+    rows.run(backend, f"9 worker clock {skew}", scenario)
