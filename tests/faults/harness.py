@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from shoal.job import Job, State
+from tests.conftest import shoal_processes
 from tests.faults.backends import Backend
 from tests.faults.history import Report, check
 from tests.procs import Procs, marker_job
@@ -177,7 +178,18 @@ class Run:
         report = check(self.ids if acknowledged is None else acknowledged,
                        self.queue.results(), self.out, attempted=attempted, may_fail=may_fail)
         report.recovery_s = self.recovery_s
+        report.orphans = self.orphans()
         return report
+
+    def orphans(self, timeout_s: float = 30.0) -> int:
+        """How many jobs still have processes once every worker stopped (a dead worker's
+        jobs are killed by the worker that takes its leases back, or end by themselves)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = [job_id for job_id in self.ids if shoal_processes(job=job_id)]
+            if not left or time.monotonic() > deadline:
+                return len(left)
+            time.sleep(0.2)
 
     def close(self) -> None:
         for proc in self.workers:

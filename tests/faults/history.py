@@ -28,13 +28,15 @@ class Report:
     recovered: int = 0  # a result for a submit whose acknowledgement never came (allowed)
     failed_without_reason: int = 0
     wrongly_failed: int = 0  # failed or cancelled, but not a job expected to fail
+    orphans: int = 0  # jobs still running as processes after every worker stopped
     executions_mean: float = 0.0
     executions_max: int = 0
     recovery_s: list[float] = field(default_factory=list)  # fault -> its jobs final again
     reasons: list[str] = field(default_factory=list)  # why the wrongly failed ones failed
 
     def problems(self) -> list[str]:
-        bad = ("lost", "duplicated", "unexpected", "failed_without_reason", "wrongly_failed")
+        bad = ("lost", "duplicated", "unexpected", "failed_without_reason", "wrongly_failed",
+               "orphans")
         found = [f"{name}={getattr(self, name)}" for name in bad if getattr(self, name)]
         return found + [f"reason: {reason}" for reason in self.reasons[:3]]
 
