@@ -45,9 +45,9 @@ with open(log, "a", buffering=1) as history:
 """
 
 
-FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-                 "/usr/local/lib/faketime/libfaketime.so.1")
+FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+                 "/usr/local/lib/faketime/libfaketimeMT.so.1")
 
 
 def skewed_clock(offset: str) -> dict[str, str]:
@@ -72,6 +72,7 @@ class Run:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.worker_args: dict[int, tuple[str | None, tuple[str, ...], dict[str, str]]] = {}
         self.recovery_s: list[float] = []
+        self.killed_at_end: set[int] = set()  # workers stopped by SIGKILL, not SIGTERM
         self._watching: list[tuple[float, set[str]]] = []
 
     # -- jobs and workers --------------------------------------------------------
@@ -112,14 +113,18 @@ class Run:
 
     def stop_workers(self) -> None:
         """SIGTERM every worker (SIGCONT first: a stopped one could not exit); each must
-        exit cleanly."""
+        exit cleanly (but those in `killed_at_end`)."""
         for proc in self.workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGCONT)
-                proc.send_signal(signal.SIGTERM)
+                if proc.pid in self.killed_at_end:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.send_signal(signal.SIGTERM)
         for proc in self.workers:
             code = proc.wait(timeout=60)
-            assert code in (0, -signal.SIGTERM), (code, self.procs.output(proc)[-3000:])
+            if proc.pid not in self.killed_at_end:
+                assert code in (0, -signal.SIGTERM), (code, self.procs.output(proc)[-3000:])
         self.workers.clear()
 
     # -- waiting -----------------------------------------------------------------

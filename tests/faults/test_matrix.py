@@ -216,7 +216,10 @@ def test_worker_clock_skew(rows, backend, skew, request):
 
     def scenario(run: Run) -> Report:
         run.submit(JOBS)
-        run.work("--slots", "2", env=skewed_clock(skew))
+        skewed = run.work("--slots", "2", env=skewed_clock(skew))
+        # Under libfaketime a worker's SIGTERM exit sometimes hangs in a timed wait (seen with
+        # -600s and +600s, 1 in ~5 runs): a tool artifact, not what this row tests.
+        run.killed_at_end.add(skewed.pid)
         run.work("--slots", "2")
         report = run.finish()
         assert report.executions_max == 1, f"a live worker (clock {skew}) lost its jobs"
