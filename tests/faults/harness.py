@@ -139,6 +139,12 @@ class Run:
         """Until some job runs (so a fault lands mid-job)."""
         self._until(lambda: bool(self.running()), "a job to start running")
 
+    def at_random_point(self, within_s: float) -> None:
+        """Wait until a job runs, then a random while up to `within_s`; mark the fault."""
+        self.wait_running()
+        self.hold(self.rng.uniform(0.0, within_s))
+        self.fault_now()
+
     def fault_now(self) -> None:
         """Mark a fault: the jobs running now must be final again; how long it takes is
         the recovery time."""

@@ -23,18 +23,21 @@ pytestmark = pytest.mark.timeout(240 * ITERATIONS)
 JOBS = 24
 
 
+def start(run: Run) -> None:
+    """JOBS jobs and two workers of 2 slots."""
+    run.submit(JOBS)
+    run.work("--slots", "2")
+    run.work("--slots", "2")
+
+
 def test_worker_sigkill_mid_job(rows, backend):
     """Row 1: workers SIGKILLed at random points; replaced, their jobs re-run elsewhere."""
     kills = 2
 
     def scenario(run: Run) -> Report:
-        run.submit(JOBS)
-        run.work("--slots", "2")
-        run.work("--slots", "2")
+        start(run)
         for _ in range(kills):
-            run.wait_running()
-            run.hold(run.rng.uniform(0.0, 1.0))
-            run.fault_now()
+            run.at_random_point(1.0)
             run.kill_worker()
             run.work("--slots", "2")
         report = run.finish()
@@ -52,9 +55,7 @@ def test_worker_sigstop_past_its_lease(rows, backend):
         run.submit(JOBS)
         frozen = run.work("--slots", "2")
         run.work("--slots", "2")
-        run.wait_running()
-        run.hold(run.rng.uniform(0.0, 1.0))
-        run.fault_now()
+        run.at_random_point(1.0)
         os.kill(frozen.pid, signal.SIGSTOP)
         run.hold(3 * LEASE_S)
         os.kill(frozen.pid, signal.SIGCONT)
@@ -116,12 +117,8 @@ def test_coordinator_sigkill_and_restart(rows, backend):
     workers reconnect and nothing acknowledged is lost."""
 
     def scenario(run: Run) -> Report:
-        run.submit(JOBS)
-        run.work("--slots", "2")
-        run.work("--slots", "2")
-        run.wait_running()
-        run.hold(run.rng.uniform(0.0, 1.5))
-        run.fault_now()
+        start(run)
+        run.at_random_point(1.5)
         run.backend.kill_coordinator()
         run.hold(run.rng.uniform(0.0, 2 * LEASE_S), poll=False)
         run.backend.start_coordinator()
@@ -136,12 +133,8 @@ def test_server_paused_past_the_lease(rows, backend):
     lost or recorded twice (jobs may run again)."""
 
     def scenario(run: Run) -> Report:
-        run.submit(JOBS)
-        run.work("--slots", "2")
-        run.work("--slots", "2")
-        run.wait_running()
-        run.hold(run.rng.uniform(0.0, 1.5))
-        run.fault_now()
+        start(run)
+        run.at_random_point(1.5)
         run.backend.signal_server(signal.SIGSTOP)
         run.hold(3 * LEASE_S, poll=False)
         run.backend.signal_server(signal.SIGCONT)
@@ -155,12 +148,8 @@ def test_redis_server_sigkill_and_restart(rows, backend):
     """Row 4: redis-server (appendonly, fsync always) SIGKILLed and restarted on its dir."""
 
     def scenario(run: Run) -> Report:
-        run.submit(JOBS)
-        run.work("--slots", "2")
-        run.work("--slots", "2")
-        run.wait_running()
-        run.hold(run.rng.uniform(0.0, 1.5))
-        run.fault_now()
+        start(run)
+        run.at_random_point(1.5)
         run.backend.server.kill()
         run.hold(run.rng.uniform(0.0, 2 * LEASE_S), poll=False)
         run.backend.server.start()
@@ -180,9 +169,7 @@ def test_network_partition_of_a_worker(rows, backend):
         target, proxy = run.backend.proxied_target()
         run.work("--slots", "2", target=target)
         run.work("--slots", "2")
-        run.wait_running()
-        run.hold(run.rng.uniform(0.0, 1.0))
-        run.fault_now()
+        run.at_random_point(1.0)
         proxy.partition()
         run.hold(3 * LEASE_S)
         proxy.heal()
