@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,7 @@ class Run:
 
     def wait_running(self) -> None:
         """Until some job runs (so a fault lands mid-job)."""
-        self._until(lambda: bool(self.running()), "a job to start running")
+        self.until(lambda: bool(self.running()), "a job to start running")
 
     def at_random_point(self, within_s: float) -> None:
         """Wait until a job runs, then a random while up to `within_s`; mark the fault."""
@@ -172,7 +173,9 @@ class Run:
         self.keep_alive()
         return len(states) == len(self.ids) and all(s.final for s in states.values())
 
-    def _until(self, condition, what: str, timeout_s: float = FINISH_TIMEOUT_S) -> None:
+    def until(self, condition: Callable[[], object], what: str,
+              timeout_s: float = FINISH_TIMEOUT_S) -> None:
+        """Poll `condition`, keeping workers alive; fail naming `what` and the counts."""
         deadline = time.monotonic() + timeout_s
         while not condition():
             if time.monotonic() > deadline:
@@ -184,7 +187,7 @@ class Run:
     def finish(self, acknowledged: set[str] | None = None, *, attempted: set[str] = frozenset(),
                may_fail: set[str] = frozenset()) -> Report:
         """Wait until every job is final, stop the workers, check the history."""
-        self._until(self._poll, "every job to end")
+        self.until(self._poll, "every job to end")
         self.stop_workers()
         report = check(self.ids if acknowledged is None else acknowledged,
                        self.queue.results(), self.out, attempted=attempted, may_fail=may_fail)

@@ -74,7 +74,7 @@ def test_all_workers_and_the_submitter_killed_and_restarted(rows, backend):
         submitter = run.submitter(JOBS)
         run.work("--slots", "2")
         run.work("--slots", "2")
-        run._until(lambda: run.submits()[0], "the first acknowledged submit")
+        run.until(lambda: run.submits()[0], "the first acknowledged submit")
         run.ids = set(run.submits()[1])
         run.hold(run.rng.uniform(0.0, 1.5), poll=False)
         os.killpg(submitter.pid, signal.SIGKILL)
