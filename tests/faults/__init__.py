@@ -11,7 +11,7 @@ time (fault -> the jobs running at the fault are final again).
 
 Modes (environment variables):
 
-    (none)                      short mode, for CI: 1 iteration per row (~2.5 min)
+    (none)                      short mode, for CI: 1 iteration per row (~3 min)
     SHOAL_FAULTS_LONG=1         long mode: 50 iterations per row (about 2 hours)
     SHOAL_FAULTS_ITERATIONS=N   N iterations per row (overrides both)
     SHOAL_FAULTS_SEED=S         replay: the seed is printed in the pytest header and by
