@@ -1,4 +1,5 @@
-"""Workers SIGKILLed at random moments under load, checked like Jepsen's queue checker.
+"""Workers SIGKILLed at random moments under load on one folder: the heavy variant of the
+fault suite's row 1 (tests/faults), checked by the same Jepsen-style checker.
 
 Every execution leaves its own marker file (the jobs' own history), every recorded
 result is read back, and the checker counts lost, duplicated and unexpected jobs.
@@ -11,33 +12,15 @@ import os
 import random
 import signal
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from shoal.job import Job, State
 from shoal.queue.folder import FolderQueue
-from tests.procs import executions, marker_job
+from tests.faults.history import check
+from tests.procs import marker_job
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def check_history(queue: FolderQueue, submitted: set[str], out: Path) -> dict[str, object]:
-    """lost / duplicated / unexpected as in RELIABILITY.md 5.1, plus executions per job."""
-    results = list(queue.results())
-    per_job = Counter(r.job_id for r in results)
-    runs = Counter(job_id for job_id, _, _ in executions(out))
-    return {
-        "lost": len(submitted - set(per_job)),
-        "duplicated_results": sum(1 for n in per_job.values() if n > 1),
-        "unexpected": len(set(per_job) - submitted),
-        "failed_without_reason": sum(1 for r in results
-                                     if r.state is not State.DONE and not r.reason),
-        "not_done": sum(1 for r in results if r.state is not State.DONE),
-        "executions_max": max(runs.values(), default=0),
-        "executions_mean": sum(runs.values()) / max(len(runs), 1),
-    }
 
 
 def test_random_worker_kills_lose_nothing_and_record_once(tmp_path, procs):
@@ -70,8 +53,7 @@ def test_random_worker_kills_lose_nothing_and_record_once(tmp_path, procs):
     for worker in workers:
         # -SIGTERM: stopped while still starting, before it could claim anything.
         assert worker.wait(timeout=30) in (0, -signal.SIGTERM)
-    report = check_history(queue, {job.id for job in jobs}, out)
-    print(f"chaos report (seed {seed}, {kills} kills): {report}")
-    assert (report["lost"], report["duplicated_results"], report["unexpected"]) == (0, 0, 0)
-    assert report["not_done"] == 0 and report["failed_without_reason"] == 0
-    assert report["executions_mean"] >= 1 and report["executions_max"] <= 1 + kills
+    report = check({job.id for job in jobs}, queue.results(), out)
+    print(f"chaos report (seed {seed}, {kills} kills): {report.as_dict()}")
+    assert report.problems() == []
+    assert report.executions_mean >= 1 and report.executions_max <= 1 + kills
