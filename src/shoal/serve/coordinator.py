@@ -150,6 +150,7 @@ class Coordinator:
                     self._timers()
                 except QueueFull as exc:  # a full disk: requests get it (wire.error_out)
                     self._say_full(exc)  # and wait; we serve on and reap once space returns
+                    self._service.hold_reaps()
         finally:
             self._close()
 
@@ -210,10 +211,14 @@ class Coordinator:
                 raise ShoalError(f"unknown request {method!r} (client newer than coordinator?)")
             value = handler(self._service, req, **args)
         except ShoalError as exc:
+            if isinstance(exc, QueueFull):  # a beat refused for space: its worker lives
+                self._service.hold_reaps()
             self._reply(req, method, [wire.ERR, req_id, wire.error_out(exc), self.boot])
         except Exception as exc:  # a bug or bad arguments: tell the client, keep serving
             if no_space(exc, "") is None:  # a full disk is no bug: the client hears NoSpace
                 log.exception("request %s failed", method)
+            else:
+                self._service.hold_reaps()
             self._reply(req, method, [wire.ERR, req_id, wire.error_out(exc), self.boot])
         else:
             if value is not PARKED:

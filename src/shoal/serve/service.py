@@ -118,10 +118,15 @@ class Service:
         the leases of live workers first."""
         why = self.clock.check()
         if why:
-            lease_s = self.queue.settings.lease_s
-            self._reap_from = max(self._reap_from, time.monotonic() + lease_s)
+            self.hold_reaps()
             log.warning("coordinator %s: no lease is taken back for %g s, so that live "
-                        "workers are heard first", why, lease_s)
+                        "workers are heard first", why, self.queue.settings.lease_s)
+
+    def hold_reaps(self) -> None:
+        """Take no lease back for one lease from now: after a pause or a clock jump, and
+        while the disk is full (a worker's beat may not have been written, though the
+        worker lives)."""
+        self._reap_from = max(self._reap_from, time.monotonic() + self.queue.settings.lease_s)
 
     def _reap(self) -> list[Reaped]:
         """The served queue's reap (none during our first lease, see __init__, nor for a

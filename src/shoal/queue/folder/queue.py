@@ -138,6 +138,9 @@ class FolderQueue(Queue):
         self._lanes: dict[str, Job] = {}  # lane -> a job like its jobs (its file is written)
         self._lane_names = LaneNames()
         self._ranks: dict[str, int] = {}  # job id -> rank of the jobs we claimed
+        # Jobs whose end is recorded but whose dependants a full disk kept waiting: settled
+        # at a later beat (in memory: a process that exits first leaves them to a reap).
+        self._unsettled: dict[str, State] = {}
         self._seq_end: int | None = None  # the number after our last reserved range
         self._claim_lock = threading.RLock()  # also guards the view
         self._commits = GroupCommit(self.base)
@@ -525,6 +528,8 @@ class FolderQueue(Queue):
         leases alive here), report the leases whose claimed marker is gone, take its
         commands."""
         self.registry.write_beat(info)
+        for job_id in list(self._unsettled):  # space is back
+            self._dependants_end(job_id, self._unsettled.pop(job_id))
         lost = tuple(lease for lease in leases if not os.path.exists(self._claimed_path(lease)))
         return Beat(lost, self.registry.take_commands(info.id))
 
@@ -556,11 +561,19 @@ class FolderQueue(Queue):
             self._commits.add(fence)  # see groupcommit.py
         else:
             unlink_quiet(fence)
-        deps.ended(self, lease.job_id, result.state)  # its dependants, before the next claim
+        self._dependants_end(lease.job_id, result.state)  # before the next claim
         try:
             return self._claim_next(lease, then_claim, fit)
         except OSError:  # recorded all the same; the worker claims again later
             return []
+
+    def _dependants_end(self, job_id: str, state: State) -> None:
+        """Set free or end the jobs waiting for `job_id`; on a full disk, again at the
+        next beat (the result stands: the worker must not retry the finish)."""
+        try:
+            deps.ended(self, job_id, state)
+        except OSError:
+            self._unsettled[job_id] = state
 
     def flush(self) -> None:
         self._commits.flush()
@@ -681,9 +694,14 @@ class FolderQueue(Queue):
             pause = min(pause * 2, 0.1)
 
     def _state_once(self, job_id: str, job: Job, rank: int) -> JobStatus | None:
-        """One look in the order a job moves forward (waiting, pending, claimed,
-        committing, final), so one that moves forward while we look is seen where it went.
-        A fence outlives its result by a group commit: a result found wins over it."""
+        """One look: its final record first (most jobs asked about have ended, and a
+        retry moves the record aside before it makes a marker), then in the order a job
+        moves forward (waiting, pending, claimed, committing, final), so one that moves
+        forward while we look is seen where it went. A fence outlives its result by a
+        group commit: a result found wins over it."""
+        ended = self._final_result(job_id)
+        if ended is not None:
+            return JobStatus(job, ended.state, ended.attempt, ended.worker or None, ended)
         if os.path.exists(self.path("waiting", job_id)):
             return JobStatus(job, State.WAITING, 1)
         attempt = self._pending_attempt(job, rank)
