@@ -6,9 +6,9 @@ Real processes on a real tmpfs; a machine that refuses the mount skips with the 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,11 +158,12 @@ def test_a_coordinator_on_a_full_disk_keeps_its_workers(disk, procs, tmp_path):
                   for i in range(2 * JOBS)])
     workers = [procs.shoal("work", str(status), "--slots", "2") for _ in range(2)]
     wait_for(lambda: executions(out), 60, message="a first job")
+    with sqlite3.connect(disk.mount / "q.db") as db:  # an empty WAL: its next page needs
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a block the full disk refuses
     disk.fill()
-    # The sqlite WAL may reuse its pages for a while; the fleet stalls once it cannot.
-    with contextlib.suppress(BaseException):
-        wait_for(lambda: any(lines_saying(procs.output(w), NO_SPACE) for w in workers)
-                 or any(w.poll() is not None for w in workers), 30)
+    wait_for(lambda: any(lines_saying(procs.output(w), NO_SPACE) for w in workers)
+             or any(w.poll() is not None for w in workers), 60,
+             message="the fleet to meet the full disk")
     assert [w.poll() for w in workers] == [None, None], [procs.output(w) for w in workers]
     assert serve.poll() is None, procs.output(serve)
     disk.free()
