@@ -118,6 +118,35 @@ def test_a_restarted_scaler_counts_the_workers_it_asked_for_and_does_not_ask_aga
         second.kill()
 
 
+def test_jobs_no_worker_takes_are_not_asked_for_again_and_again(slurm_cluster, queue):
+    """A job needing a GPU the workers are not given: the workers asked for come, find
+    nothing they can run and leave; the scaler says so once and waits for the queue to
+    change instead of submitting workers every look."""
+    queue.submit([Job.command_job(["true"], needs={"gpus": 1})])
+    scaler = Scaler(slurm_cluster, str(queue.root), "--max", "2", "--idle-timeout", "2s",
+                    "--every", "1")
+    seen: set[str] = set()
+    try:
+        wait_for(lambda: seen.update(slurm_cluster.jobs()) or scaler.said("left untaken"), 90,
+                 message="the scaler to see its workers leave the job untaken")
+        asked = len(seen)
+        assert asked == 1, seen  # one worker for one job, once
+        # the next looks (every 1 s) must ask for none
+        wait_for(lambda: len([line for line in scaler.lines if "waiting" in line]) >= 2, 30,
+                 message="another look")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # five more looks
+            seen.update(slurm_cluster.jobs())
+            time.sleep(0.5)
+        assert len(seen) == asked, seen
+        queue.submit([Job.command_job(["true"])])  # the queue changes: a worker again
+        wait_for(lambda: queue.counts()[State.DONE] == 1, 90, message="the runnable job done")
+        assert queue.counts()[State.PENDING] == 1  # the GPU job still waits, not failed
+    finally:
+        scaler.interrupt()
+        scaler.kill()
+
+
 def test_min_workers_stay_when_the_others_leave_idle(slurm_cluster, queue):
     queue.submit([Job.command_job(["sleep", "1"], params={"i": i}) for i in range(4)])
     scaler = Scaler(slurm_cluster, str(queue.root), "--max", "2", "--min", "1",

@@ -45,6 +45,7 @@ class Look:
     hired: int
     coming: int
     free: int
+    ended: int = 0  # jobs done, failed or cancelled: whether the queue moved
 
     def more(self, policy: Policy) -> int:
         """How many workers to ask for now: enough for the jobs that neither the coming
@@ -73,6 +74,24 @@ class Scaler:
         self.steady = steady
         self.say = say
         self._last = ""
+        self._asked: Look | None = None  # what the last look that asked for workers saw
+
+    def _untaken(self, seen: Look) -> bool:
+        """Whether the workers asked for came and left without taking the waiting jobs
+        (they need more than a worker has, or more time than its allocation): the same
+        jobs wait, none ended since, and fewer workers are there. Then asking again
+        would only start workers that leave; we wait for the queue to change."""
+        asked = self._asked
+        if asked is None or (seen.waiting, seen.ended) != (asked.waiting, asked.ended):
+            return False
+        if seen.hired > asked.hired:
+            return False  # those asked for are still there (working or coming)
+        line = (f"{seen.waiting} job(s) waiting that the workers asked for left untaken; "
+                "asking again once the queue changes")
+        if line != self._last:
+            self.say(line)
+            self._last = line
+        return True
 
     def look(self) -> Look:
         hired = self.provider.hired()
@@ -83,18 +102,24 @@ class Scaler:
                 working[handle] = worker
         free = sum(max(w.slots - len(w.running), 0) for w in working.values()
                    if w.state in CLAIMING)
-        waiting = self.queue.counts().get(State.PENDING, 0)
+        counts = self.queue.counts()
         coming = sum(1 for h in hired if h not in working)
-        return Look(waiting=waiting, hired=len(hired), coming=coming, free=free)
+        ended = sum(counts.get(state, 0) for state in State if state.final)
+        return Look(waiting=counts.get(State.PENDING, 0), hired=len(hired), coming=coming,
+                    free=free, ended=ended)
 
     def step(self) -> int:
         """One look, and the workers it asks for; returns how many."""
         seen = self.look()
         more = seen.more(self.policy)
+        if more and self._untaken(seen):
+            more = max(0, min(more, self.policy.least - seen.hired))
         line = seen.line() + (f": asking for {more} more" if more else "")
         if line != self._last:
             self.say(line)
             self._last = line
+        if more:
+            self._asked = seen
         steady = min(more, max(self.policy.least - seen.hired, 0))
         if steady:
             self.provider.start(steady, self.steady)
