@@ -30,19 +30,20 @@ if TYPE_CHECKING:
     from .queue import FolderQueue
 
 
-def place(queue: FolderQueue, job: Job, rank: int) -> None:
+def place(queue: FolderQueue, job: Job, rank: int) -> bool:
     """The first marker of a job whose spec is written: pending, or waiting (then
-    settled at once: its dependencies may have ended already)."""
+    settled at once: its dependencies may have ended already). False if another
+    submitter of the same job made it (a failed submit must not take it back)."""
     if not job.after:
-        queue._to_pending(job, 1, rank)
-        return
+        return queue._to_pending(job, 1, rank)
     for dep in job.after:
         folder = queue.dirs["after"] / dep
         make_dir(folder)
         touch_exclusive(folder / job.id)
-    touch_exclusive(queue.path("waiting", job.id))
+    made = touch_exclusive(queue.path("waiting", job.id))
     refresh_finals(queue)
     settle(queue, job)
+    return made
 
 
 def refresh_finals(queue: FolderQueue) -> None:

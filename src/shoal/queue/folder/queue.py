@@ -170,7 +170,9 @@ class FolderQueue(Queue):
                     self._write_spec(job, numbers.get(job.id, 0), batch)
             for job in batch.jobs:
                 batch.placed.append(job)
-                deps.place(self, job, batch.seqs[job.id])
+                if not deps.place(self, job, batch.seqs[job.id]):  # another submitter's
+                    batch.placed.pop()  # marker, on our spec: neither is ours to take back
+                    batch.specs.pop(job.id, None)
         except BaseException:
             self._take_back(batch)
             raise
