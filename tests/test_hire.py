@@ -160,10 +160,16 @@ def test_hire_over_ssh_onto_a_coordinator_copies_its_status_file_and_works(tmp_p
 
 
 def test_fire_wait_stops_a_worker_that_does_not_leave_and_gives_its_job_back(
-        queue, sshd, remote_python):
+        queue, sshd, remote_python, tmp_path):
     remote = f"{sshd.user}@{sshd.host}"
+    # The host calls itself by a name that is no ssh target (as a machine behind an ssh
+    # alias does): the hard stop must reach it by the target it was hired through.
+    named = tmp_path / "named-python"
+    named.write_text(f"#!/bin/sh\nSHOAL_HOST=node-behind-an-alias exec "
+                     f"{shlex.quote(remote_python)} \"$@\"\n")
+    named.chmod(0o755)
     out = shoal("hire", str(queue.root), "1", "--host", f"{remote}:1", "--ssh",
-                ssh_command(sshd), "--remote-python", remote_python).stdout
+                ssh_command(sshd), "--remote-python", str(named)).stdout
     pid = int(out.split("(pids ")[1].split(")")[0])  # the handle is host:pid
     wait_for(lambda: [w.pid for w in remember(queue)] == [pid], 60,
              message="the hired worker to register with the pid hire printed")
@@ -171,6 +177,7 @@ def test_fire_wait_stops_a_worker_that_does_not_leave_and_gives_its_job_back(
     queue.submit([job])
     wait_for(lambda: queue.get(job.id).state is State.RUNNING, 60, message="the job to start")
     (worker,) = queue.workers()
+    assert worker.host == "node-behind-an-alias"
     done = shoal("fire", str(queue.root), "--host", worker.host, "--wait", "2",
                  "--ssh", ssh_command(sshd))
     assert "asked 1 worker(s) to stop" in done.stdout

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import UsageError
-from ..fsutil import HOST
+from ..fsutil import HOST, write_file
 from ..job import WorkerInfo
 from . import Handle
 
@@ -46,14 +46,20 @@ _CHECK = (
     "                  'python': '%d.%d' % sys.version_info[:2]}))\n"
 )
 
-# Start COUNT copies of a command, each in a new session with no terminal; print their pids.
+# Start COUNT copies of a command, each in a new session with no terminal; print their pids
+# and the host name the workers will register under (fsutil.HOST's rule).
 _LAUNCH = (
-    "import json, subprocess, sys\n"
+    "import json, os, subprocess, sys\n"
     "count, command = int(sys.argv[1]), sys.argv[2:]\n"
-    "print(json.dumps([subprocess.Popen(command, start_new_session=True,\n"
+    "pids = [subprocess.Popen(command, start_new_session=True,\n"
     "    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,\n"
-    "    stderr=subprocess.DEVNULL).pid for _ in range(count)]))\n"
+    "    stderr=subprocess.DEVNULL).pid for _ in range(count)]\n"
+    "host = os.environ.get('SHOAL_HOST') or os.uname().nodename\n"
+    "print(json.dumps({'host': host, 'pids': pids}))\n"
 )
+# LOG_DIR/TARGETS: the ssh target each registered host name was hired through, so `fire`
+# reaches a worker by the name the user gave (user@alias), not by the host's own name.
+TARGETS = "ssh-targets.json"
 
 # ACTION (alive | stop) on the given pids, only those that are still shoal workers (a
 # reused pid is left alone); print the pids still alive at the end.
@@ -227,11 +233,27 @@ class SshProvider:
         out = self._run(options.name, _LAUNCH, [str(count), *command],
                         what="starting workers")
         try:
-            pids = [int(pid) for pid in json.loads(out.strip().splitlines()[-1])]
-        except (ValueError, IndexError, TypeError):
+            answer = json.loads(out.strip().splitlines()[-1])
+            pids, registered = [int(pid) for pid in answer["pids"]], str(answer["host"])
+        except (ValueError, IndexError, TypeError, KeyError):
             raise NotHired(f"starting workers: unexpected answer {out.strip()[:200]!r}") \
                 from None
+        if not options.local:
+            self._remember_target(registered, options.name)
         return [Handle(PROVIDER, f"{options.name}:{pid}") for pid in pids]
+
+    def _targets(self) -> dict[str, str]:
+        try:
+            found = json.loads((Path(self.log_dir) / TARGETS).read_text())
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def _remember_target(self, registered: str, target: str) -> None:
+        targets = self._targets()
+        if targets.get(registered) != target:
+            targets[registered] = target
+            write_file(Path(self.log_dir) / TARGETS, json.dumps(targets, indent=1).encode())
 
     def _signal(self, action: str, handles: Iterable[Handle], grace_s: float) -> list[Handle]:
         by_host: dict[str, list[str]] = defaultdict(list)
@@ -267,6 +289,7 @@ class SshProvider:
     def handle_of(self, worker: WorkerInfo) -> Handle | None:
         """A hired worker (its log in our LOG_DIR) on its host: HOST:PID."""
         if worker.log and Path(worker.log).parent == Path(self.log_dir):
-            host = "localhost" if worker.host == HOST else worker.host
+            host = "localhost" if worker.host == HOST else self._targets().get(
+                worker.host, worker.host)
             return Handle(PROVIDER, f"{host}:{worker.pid}")
         return None
