@@ -13,6 +13,17 @@ from pathlib import Path
 import pytest
 
 
+def run_shoal(*args: str, check: int | None = 0,
+              timeout: float = 180) -> subprocess.CompletedProcess:
+    """`shoal ARGS` to its end, output captured; its exit status must be `check` (None:
+    any)."""
+    done = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True,
+                          text=True, timeout=timeout)
+    if check is not None:
+        assert done.returncode == check, done.stdout + done.stderr
+    return done
+
+
 class Procs:
     """Starts `python -m shoal ...` in new sessions; kills every group it started at teardown."""
 

@@ -19,6 +19,7 @@ from shoal.job import Job, Result, State
 from shoal.queue import open_queue
 from shoal.queue.folder import FolderQueue
 from tests.conftest import TEST_LEASE_S, redis_queue_url
+from tests.procs import run_shoal
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -29,11 +30,7 @@ STRAY_PLACES = ("pending", "pending/p0", "pending/p0/000000000", "waiting", "cla
 
 
 def shoal(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True,
-                          text=True, timeout=180)
-    if check is not None:
-        assert done.returncode == check, done.stdout + done.stderr
-    return done
+    return run_shoal(*args, check=check, timeout=180)
 
 
 def quick_jobs(n: int) -> list[Job]:

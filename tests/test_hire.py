@@ -16,18 +16,14 @@ from shoal.job import Job, State
 from shoal.queue.folder import FolderQueue
 from tests import machines
 from tests.conftest import wait_for
-from tests.procs import alive
+from tests.procs import alive, run_shoal
 
 pytestmark = pytest.mark.timeout(180)
 ssh_keys, sshd = machines.ssh_keys, machines.sshd
 
 
 def shoal(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True, text=True,
-                          timeout=120)
-    if check is not None:
-        assert done.returncode == check, done.stdout + done.stderr
-    return done
+    return run_shoal(*args, check=check, timeout=120)
 
 
 # Short enough for a quick takeover, long enough that a loaded machine's slow beat is not

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from shoal.errors import JobRefused
 from shoal.queue.folder import FolderQueue
 from shoal.trust import Trust, check_job_file
+from tests.procs import run_shoal
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,11 +24,7 @@ COUNTING = 'echo "$SHOAL_JOB_NAME" >> ran.txt\n'
 
 
 def shoal(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True,
-                          text=True, timeout=120)
-    if check is not None:
-        assert done.returncode == check, done.stdout + done.stderr
-    return done
+    return run_shoal(*args, check=check, timeout=120)
 
 
 def ran(folder: Path) -> list[str]:

@@ -22,6 +22,7 @@ from shoal.queue import open_queue
 from shoal.queue.sqlite import SqliteQueue
 from shoal.serve.coordinator import Coordinator
 from tests.conftest import wait_for
+from tests.procs import run_shoal
 
 pytestmark = pytest.mark.timeout(180)
 T = 60.0  # generous: the machine is shared and loaded
@@ -41,11 +42,7 @@ def cli(*args: str, columns: int | None = None) -> object:
 
 
 def shoal(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True,
-                          text=True, timeout=T)
-    if check is not None:
-        assert done.returncode == check, done.stdout + done.stderr
-    return done
+    return run_shoal(*args, check=check, timeout=T)
 
 
 def json_rows(url: str, *more: str) -> list[dict]:
