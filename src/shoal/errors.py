@@ -69,7 +69,8 @@ class LargeCallWarning(UserWarning):
 
 
 class QueueUnavailable(ShoalError):
-    """No queue server answered at the address (not started, dead, or the network is cut)."""
+    """The queue cannot be reached: no queue server answered at the address (not started,
+    dead, or the network is cut), or its folder is gone (moved or deleted)."""
 
 
 class QueueFull(ShoalError):

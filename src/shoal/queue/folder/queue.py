@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ... import defaults
 from ...dropins import ELSEWHERE, LOGGED, DropIns
-from ...errors import LeaseLost, MalformedJob
+from ...errors import LeaseLost, MalformedJob, QueueUnavailable
 from ...fsutil import (
     HOST,
     atomic_write,
@@ -951,9 +951,16 @@ class FolderQueue(Queue):
         return [result for result in found if result is not None]
 
     def is_drained(self) -> bool:
+        """No job pending or running; a queue whose folder went away (moved or deleted
+        under a running worker) is not drained but gone: its readers see no job there."""
         if any(self._fresh_names(kind) for kind in ("claimed", "committing")):
             return False
-        return self._nothing_pending()
+        if not self._nothing_pending():
+            return False
+        if not os.path.isdir(self.dirs["pending"]):
+            raise QueueUnavailable(f"{self.base}: the queue's folder is gone (moved or "
+                                   "deleted while in use)")
+        return True
 
     def _nothing_pending(self) -> bool:
         """No pending marker, read block by block until one is found."""
