@@ -202,7 +202,7 @@ def _slots_match(ours: list[str], theirs: list[str]) -> bool:
 def _run_plan_merged() -> bool:
     import importlib
 
-    return hasattr(importlib.import_module("shoal.progress"), "run_plan")
+    return hasattr(importlib.import_module("shoal.runwatch"), "run_plan")
 
 
 @pytest.mark.parametrize(("case", "words", "stdin"), CASES, ids=IDS)

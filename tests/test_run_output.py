@@ -32,7 +32,7 @@ ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH
 DRIVER = """
 import json, sys
 from shoal.job import Job
-from shoal.progress import run_plan
+from shoal.runwatch import run_plan
 from shoal.queue import open_queue
 from shoal.runplan import Halt, RunPlan
 spec = json.loads(sys.argv[1])

@@ -435,7 +435,7 @@ def run(words: tuple[str, ...]) -> None:
 
 def run_in(queue: Queue, args: Any, expanded: Any) -> int:
     """Build the run's jobs for `queue` and carry out its plan; the exit status."""
-    from .progress import run_plan
+    from .runwatch import run_plan
     from .submission import jobs_from_expanded, jobs_from_files
 
     options = args.job_options()
@@ -915,7 +915,7 @@ def split_run(machines_file: str, config: str | None, machine: str | None, slots
               no_progress: bool, words: tuple[str, ...], table: str | None,
               **options: Any) -> None:
     """Run only this machine's share of JOBS; write results-MACHINE.csv here."""
-    from .progress import run_and_watch
+    from .runwatch import run_and_watch
     from .split import load_machines
     from .splitrun import choose_machine, plan_for, run_share, seeded
 
