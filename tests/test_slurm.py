@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,8 +98,17 @@ def test_a_worker_that_does_not_leave_in_time_is_scancelled_with_its_job(
     out = shoal(slurm_cluster, "fire", "--slurm", str(queue.root), "--wait", "3").stdout
     assert "scancelled 1 that had not left after 3 s" in out
     wait_for(lambda: not slurm_cluster.jobs(), 60, message="no Slurm job left (squeue)")
-    wait_for(lambda: not any(alive(pid) for pid in [worker.pid, *job_pids]), 60,
-             message="the worker and its job's processes to be gone")
+    watched = {worker.pid: "the worker", **{pid: "its job" for pid in job_pids}}
+
+    def survivors() -> str:
+        return "; ".join(f"{what} {pid}: {Path(f'/proc/{pid}/cmdline').read_bytes()!r}"
+                         for pid, what in watched.items() if alive(pid))
+
+    try:
+        wait_for(lambda: not survivors(), 60, message="the worker and its job to be gone")
+    except pytest.fail.Exception:  # say who is left, and what the worker's Slurm log says
+        logs = "".join(path.read_text() for path in queue.root.glob(".shoal/worker-logs/*"))
+        pytest.fail(f"still alive 60 s after squeue emptied: {survivors()}\n{logs[-3000:]}")
     status = queue.get(job.id)  # given back before the scancel: no attempt burned
     assert status.state is State.PENDING and status.attempt == 1, status
 
