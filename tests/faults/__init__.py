@@ -3,7 +3,7 @@
 Each test is one row: a fault injected into real processes (`shoal work`, `shoal serve`,
 redis-server, a submitting process, a TCP proxy) at points drawn from a seeded random
 generator, on a fresh queue per iteration, on each backend it applies to (memory:// is
-skipped with the reason: no other process can reach it). The history is external: one
+left out: no other process can reach it). The history is external: one
 marker file per real execution, and the submitter's own `invoke`/`ok` log. The checker
 (history.py) counts lost, duplicated and unexpected jobs, executions per job, failures
 without a reason or of jobs not meant to fail, orphaned job processes, and the recovery

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.backends import BACKENDS, Backend, skip_unreachable
+from tests.faults.backends import BACKENDS, Backend
 from tests.faults.harness import Run
 from tests.faults.history import Report, summary
 from tests.procs import Procs
@@ -28,7 +28,6 @@ def pytest_report_header() -> str:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    skip_unreachable(request.param)
     return str(request.param)
 
 
