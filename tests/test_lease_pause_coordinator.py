@@ -11,7 +11,6 @@ time through its timestamp file.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from shoal.job import Job, State
 from shoal.queue import open_queue
+from tests import faketime
 from tests.conftest import shoal_processes, wait_for
 from tests.procs import Procs, executions, marker_job
 
@@ -76,38 +76,18 @@ def test_a_paused_coordinator_accepts_the_results_finished_meanwhile(procs, tmp_
     assert "coordinator paused for" in procs.output(server)
 
 
-def faketime_env(control: Path) -> dict[str, str]:
-    """The environment that runs a process on the wall clock `control` says (an offset
-    such as "+600s", read at each clock read), its monotonic clock left true."""
-    spec = importlib.util.find_spec("libfaketime")
-    library = (Path(spec.origin).parent / "vendor" / "libfaketime" / "src" / "libfaketime.so.1"
-               if spec is not None and spec.origin else None)
-    if library is None or not library.exists():
-        pytest.skip("libfaketime is not installed (pip install libfaketime)")
-    control.write_text("+0s\n")
-    return {"LD_PRELOAD": str(library), "FAKETIME_TIMESTAMP_FILE": str(control),
-            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-
-
-def jump(control: Path, offset: str) -> None:
-    """Move the faked wall clock at once (a rename: never a half-written file)."""
-    fresh = control.with_suffix(".new")
-    fresh.write_text(f"{offset}\n")
-    fresh.rename(control)
-
-
 def test_a_forward_jump_of_the_coordinators_clock_reaps_no_live_worker(procs, tmp_path):
     """The coordinator's wall clock jumps 10 minutes ahead while three workers run
     jobs: none of their leases is taken back, every job runs once."""
     out = tmp_path / "out"
     out.mkdir()
     control = tmp_path / "faketime"
-    server, target = serve(procs, tmp_path, env=faketime_env(control))
+    server, target = serve(procs, tmp_path, env=faketime.controlled(control))
     ids = submit(target, out, 6, 2 * LEASE_S)
     workers = [procs.shoal("work", target, "--slots", "1", "--drain") for _ in range(3)]
     wait_for(lambda: running(target) == 3, 30, message="three jobs to run")
     time.sleep(LEASE_S / 2)  # well inside the leases: a reap now could only be wrong
-    jump(control, "+600s")
+    faketime.jump(control, "+600s")
     for worker in workers:
         assert worker.wait(timeout=90) == 0, procs.output(worker)
         assert "lost lease" not in procs.output(worker)
@@ -122,7 +102,7 @@ def test_a_backward_jump_of_the_coordinators_clock_still_reaps_a_dead_worker(pro
     out = tmp_path / "out"
     out.mkdir()
     control = tmp_path / "faketime"
-    server, target = serve(procs, tmp_path, env=faketime_env(control))
+    server, target = serve(procs, tmp_path, env=faketime.controlled(control))
     with open_queue(target) as queue:
         (job_id,) = queue.submit([Job.command_job(
             marker_job(out, 'if [ -n "$VICTIM" ]; then sleep 60; fi;'))])
@@ -130,7 +110,7 @@ def test_a_backward_jump_of_the_coordinators_clock_still_reaps_a_dead_worker(pro
     wait_for(lambda: shoal_processes(job=job_id), 30, message="the job to start")
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(timeout=10)
-    jump(control, "-600s")
+    faketime.jump(control, "-600s")
     rescuer = procs.shoal("work", target, "--slots", "1", "--drain")
     assert rescuer.wait(timeout=90) == 0, procs.output(rescuer)
     with open_queue(target) as queue:

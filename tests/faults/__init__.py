@@ -26,10 +26,10 @@ Rows here: worker SIGKILL mid-job (1), poison job (1b), worker SIGSTOP past its 
 with a second worker (2), network partition through a proxy (2b; tcp, Redis), all
 workers and the submitter SIGKILLed and restarted, coordinator SIGKILL + restart (3; tcp),
 coordinator / redis-server SIGSTOP past the lease, redis-server SIGKILL + restart with
-appendonly (4), worker clock +-600 s with libfaketime (9). Elsewhere: disk full (5:
-tests/test_disk_full.py), the coordinator's clock pausing or jumping
-(tests/test_lease_pause_coordinator.py), half-written
-and malformed job files (6, 7: tests/test_folder_faults.py, the fuzz tests), duplicate
-submission (8: tests/conformance/test_contract.py), forged clients and random bytes on
-the socket (11, 12: tests/test_net_security.py); many clients (10) is a benchmark.
+appendonly (4), worker clock +-600 s with libfaketime (9; tests/faketime.py).
+Elsewhere: disk full (5: tests/test_disk_full.py), the coordinator's clock pausing or
+jumping (tests/test_lease_pause_coordinator.py), half-written and malformed job files
+(6, 7: tests/test_folder_faults.py, the fuzz tests), duplicate submission (8:
+tests/conformance/test_contract.py), forged clients and random bytes on the socket
+(11, 12: tests/test_net_security.py); many clients (10) is a benchmark.
 """

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from shoal.job import Job, State
+from tests import faketime
 from tests.conftest import shoal_processes
 from tests.faults.backends import Backend
 from tests.faults.history import Report, check
@@ -46,19 +47,10 @@ with open(log, "a", buffering=1) as history:
 """
 
 
-FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
-                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
-                 "/usr/local/lib/faketime/libfaketimeMT.so.1")
-
-
 def skewed_clock(offset: str) -> dict[str, str]:
     """The environment that runs a process with its wall clock moved by `offset` ("+600s")
-    and its monotonic clock left true (libfaketime), or skip saying what is missing."""
-    found = [lib for lib in FAKETIME_LIBS if Path(lib).exists()]
-    if not found:
-        pytest.skip("libfaketime is not installed (apt-get install faketime)")
-    return {"LD_PRELOAD": found[0], "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-            "FAKETIME_NO_CACHE": "1"}
+    and its monotonic clock left true (tests/faketime.py)."""
+    return faketime.fixed_offset(offset)
 
 
 class Run:
