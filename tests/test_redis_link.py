@@ -400,52 +400,60 @@ def test_strict_durability_waits_for_a_replica(tmp_path: Path) -> None:
 # -- reconnects ---------------------------------------------------------------------------
 
 
-def test_restart_under_a_client_is_survived_and_said_once(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.fixture
+def killed_under_a_client(tmp_path: Path, request: pytest.FixtureRequest,
+                          monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any, Any]]:
+    """A client that wrote "before", and its server SIGKILLed since (restart: .start());
+    parametrized (indirect), the client's calls retry that many times, not RETRIES."""
+    if hasattr(request, "param"):
+        monkeypatch.setattr(redis_link, "RETRIES", request.param)  # read by connect()
     server = start_redis(tmp_path)
     try:
         address = parse_url(server.url)
         client = connect(address)
         client.set("before", "kept")
         server.kill(signal.SIGKILL)
-        restarter = threading.Timer(1.5, server.start)
-        restarter.start()
-        with caplog.at_level(logging.WARNING, logger="shoal.queue.redis_link"), \
-                translated_errors(address):
-            for _ in range(3):  # fresh connections fail while the server is down, then work
-                client.connection_pool.disconnect()
-                assert client.get("before") == b"kept"
-        restarter.join()
-        lost = [r for r in caplog.records if "connection lost" in r.getMessage()]
-        back = [r for r in caplog.records if "reconnected after" in r.getMessage()]
-        assert len(lost) == 1 and len(back) == 1, [r.getMessage() for r in caplog.records]
+        yield server, address, client
     finally:
         server.stop()
 
 
+def times_said(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    return sum(text in record.getMessage() for record in caplog.records)
+
+
+def test_restart_under_a_client_is_survived_and_said_once(
+        killed_under_a_client: tuple[Any, Any, Any], caplog: pytest.LogCaptureFixture) -> None:
+    server, address, client = killed_under_a_client
+    restarter = threading.Timer(1.5, server.start)
+    restarter.start()
+    with caplog.at_level(logging.WARNING, logger="shoal.queue.redis_link"), \
+            translated_errors(address):
+        for _ in range(3):  # fresh connections fail while the server is down, then work
+            client.connection_pool.disconnect()
+            assert client.get("before") == b"kept"
+    restarter.join()
+    said = [r.getMessage() for r in caplog.records]
+    assert times_said(caplog, "connection lost") == 1, said
+    assert times_said(caplog, "reconnected after") == 1, said
+
+
+@pytest.mark.parametrize("killed_under_a_client", [2], indirect=True)
 def test_an_outage_longer_than_the_retries_is_still_said_over(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+        killed_under_a_client: tuple[Any, Any, Any], caplog: pytest.LogCaptureFixture) -> None:
     """A call that gave up raises; the first call that works afterwards says the way back,
     even when it met no error itself (the server was back before it started)."""
-    monkeypatch.setattr(redis_link, "RETRIES", 2)
-    server = start_redis(tmp_path)
-    try:
-        address = parse_url(server.url)
-        client = connect(address)
-        client.set("before", "kept")
-        server.kill(signal.SIGKILL)
-        with caplog.at_level(logging.WARNING, logger="shoal.queue.redis_link"):
-            with pytest.raises(QueueUnavailable), translated_errors(address):
-                client.get("before")  # three tries, then it gives up
-            server.start()
-            with translated_errors(address):
-                assert client.get("before") == b"kept"
-                assert client.get("before") == b"kept"
-        said = [r.getMessage() for r in caplog.records]
-        assert sum("connection lost" in m for m in said) == 1, said
-        assert sum("reconnected after" in m for m in said) == 1, said
-    finally:
-        server.stop()
+    server, address, client = killed_under_a_client
+    with caplog.at_level(logging.WARNING, logger="shoal.queue.redis_link"):
+        with pytest.raises(QueueUnavailable), translated_errors(address):
+            client.get("before")  # three tries, then it gives up
+        server.start()
+        with translated_errors(address):
+            assert client.get("before") == b"kept"
+            assert client.get("before") == b"kept"
+    said = [r.getMessage() for r in caplog.records]
+    assert times_said(caplog, "connection lost") == 1, said
+    assert times_said(caplog, "reconnected after") == 1, said
 
 
 # -- Cluster and Sentinel -----------------------------------------------------------------
