@@ -220,3 +220,48 @@ def test_a_folder_link_on_the_way_out_is_refused_too(tmp_path: Path) -> None:
     (folder / "own").mkdir()
     (folder / "own" / "y.sh").write_text(COUNTING)
     check_job_file(folder, "own/y.sh", Trust())  # a real folder inside: fine
+
+
+# -- what a job file's folder and command let others change --------------------------------
+
+
+@pytest.mark.parametrize("mode,runs", [(0o777, False), (0o1777, True), (0o755, True)])
+def test_a_job_file_others_could_swap_in_its_folder_is_refused(tmp_path: Path, mode: int,
+                                                                runs: bool) -> None:
+    """An others-writable folder without the sticky bit lets anyone replace your file
+    between the check and the run: refused; with the sticky bit (as /tmp) it runs."""
+    folder = queue_with(tmp_path)
+    os.chmod(folder, mode)
+    (folder / "mine.sh").write_text(COUNTING)
+    shoal("work", str(folder), "--drain")
+    assert ran(folder) == (["mine.sh"] if runs else [])
+    row = rows(folder)["mine.sh"]
+    if runs:
+        assert row["state"] == "done"
+    else:
+        assert row["state"] == "failed"
+        assert "writable by others without the sticky bit" in row["reason"], row
+        assert str(folder) in row["reason"]
+
+
+@pytest.mark.parametrize("how", ["theirs", "open", "mine"])
+def test_a_job_file_running_someone_elses_script_is_refused(tmp_path: Path, how: str) -> None:
+    """Your own .ini that runs `sh sim.step` (not a job file itself): sim.step is what
+    runs, so it is checked too."""
+    folder = queue_with(tmp_path)
+    (folder / "sim.step").write_text(COUNTING)
+    if how == "theirs":
+        chown_or_skip(folder / "sim.step", NOBODY)
+    elif how == "open":
+        os.chmod(folder / "sim.step", 0o666)
+    (folder / "job.ini").write_text("[control]\nexecutable = sh sim.step\ncwd = .\n")
+    shoal("work", str(folder), "--drain")
+    row = rows(folder)["job.ini"]
+    if how == "mine":
+        assert row["state"] == "done", row
+        assert ran(folder) == ["job.ini"]
+        return
+    assert row["state"] == "failed"
+    assert ran(folder) == []
+    assert row["reason"].startswith("refused: job.ini: runs sim.step, which is"), row
+    assert ("owned by uid 65534" if how == "theirs" else "writable by others") in row["reason"]

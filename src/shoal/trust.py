@@ -7,7 +7,10 @@ root could change it anyway) and nobody else may write it: not writable by other
 group-writable only for the user's private group (a group of that name with no other
 members). `trust = "group"` also trusts files whose group is the queue's group (`group`
 in the settings, else the group of a setgid queue folder), which may be group-writable
-too; `trust = "any"` trusts every owner and mode. Whatever the setting, a job file of the
+too; `trust = "any"` trusts every owner and mode. A file is also refused when a folder it
+lies in lets others swap it (writable by others, or by an untrusted group, without the sticky
+bit), and when its command runs a file of the queue folder that would be refused (`sim.py`
+in `python3 sim.py`). Whatever the setting, a job file of the
 queue folder never runs through a link that leaves it (`x.sh -> /etc/passwd`), and an
 .ini/.toml file's `logfile` stays in the job file's folder or a `log_dirs` entry.
 
@@ -107,6 +110,38 @@ def check_job_file(root: Path, name: str, trust: Trust) -> None:
         raise JobRefused(f"{name}: a link to {outside}, which leaves the queue folder; {SEE}")
     if trust.level == "any":
         return
+    _check_owner_and_mode(name, link, target, trust)
+    _check_folders(root, name, trust)
+
+
+def check_named_files(root: Path, name: str, command: Sequence[str], cwd: str,
+                      trust: Trust) -> None:
+    """Raise JobRefused if job file `name`'s command names a file inside the queue folder
+    (`sim.py` in `python3 sim.py`, `./tool`) that the worker would not run as a job file:
+    the job file is yours, but what it runs could still be someone else's."""
+    if trust.level == "any":
+        return
+    base = os.path.realpath(root)
+    for word in command:
+        if not word or word.startswith("-"):
+            continue
+        path = os.path.realpath(os.path.join(cwd, word))
+        if not _inside(path, base) or path == base:
+            continue
+        try:
+            link = os.lstat(os.path.join(cwd, word))
+            target = os.stat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(target.st_mode):
+            continue
+        named = os.path.relpath(path, base)
+        _check_owner_and_mode(f"{name}: runs {named}, which is", link, target, trust)
+        _check_folders(root, named, trust)
+
+
+def _check_owner_and_mode(name: str, link: os.stat_result, target: os.stat_result,
+                          trust: Trust) -> None:
     for found in (link, target) if stat.S_ISLNK(link.st_mode) else (target,):
         if not _trusted_owner(found, trust):
             raise JobRefused(f"{name}: owned by {_user(found.st_uid)}, not you; {SEE}")
@@ -116,6 +151,36 @@ def check_job_file(root: Path, name: str, trust: Trust) -> None:
     if target.st_mode & stat.S_IWGRP and not _trusted_group(target.st_gid, trust):
         raise JobRefused(f"{name}: writable by group {_group(target.st_gid)}, not the "
                          f"queue's group; {SEE}")
+
+
+def _check_folders(root: Path, name: str, trust: Trust) -> None:
+    """Refuse a file whose folder (any folder from it up to the queue folder; for an
+    absolute name, its own folder) lets others replace it: writable by others, or by a
+    group that is not trusted, without the sticky bit (as sshd's StrictModes). The check
+    of the file itself would be worthless there: it could be swapped after it. The group
+    of a setgid (group-shared) queue folder counts as trusted here: its members may write
+    the queue's state anyway."""
+    base = os.path.realpath(root)
+    shared = _setgid_group(Path(base))
+    folder = os.path.dirname(os.path.realpath(os.path.join(root, name)))
+    while True:
+        try:
+            found = os.stat(folder)
+        except OSError:
+            return
+        if not found.st_mode & stat.S_ISVTX:
+            mode = stat.S_IMODE(found.st_mode)
+            if found.st_mode & stat.S_IWOTH:
+                raise JobRefused(f"{name}: its folder {folder} is writable by others without "
+                                 f"the sticky bit (mode {mode:04o}); {SEE}")
+            if (found.st_mode & stat.S_IWGRP and found.st_gid != shared
+                    and not _trusted_group(found.st_gid, trust)):
+                raise JobRefused(f"{name}: its folder {folder} is writable by group "
+                                 f"{_group(found.st_gid)}, not the queue's group (mode "
+                                 f"{mode:04o}); {SEE}")
+        if os.path.isabs(name) or not _inside(folder, base) or folder == base:
+            return
+        folder = os.path.dirname(folder)
 
 
 def link_out(root: Path, name: str) -> str | None:

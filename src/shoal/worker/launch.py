@@ -25,7 +25,7 @@ from ..errors import MalformedJob
 from ..fsutil import make_dir, open_new
 from ..job import Job, Kind, Lease
 from ..queue.files import stderr_file
-from ..trust import Trust, check_job_file
+from ..trust import Trust, check_job_file, check_named_files
 
 if TYPE_CHECKING:
     from ..queue import Queue
@@ -140,6 +140,7 @@ def _prepare_file(job: Job, env: dict[str, str], root: Path,
     # read whole, so such a file fails as malformed, naming what is missing.
     spec = load_job_file(root / job.path, interpreters=interpreters, worker_dir=worker_dir,
                          scheduling=not job.after, log_dirs=trust.log_dirs)
+    check_named_files(root, job.path, spec.command, spec.cwd, trust)
     env.update({f"SHOAL_PARAM_{key}": value if isinstance(value, str) else json.dumps(value)
                 for key, value in spec.params.items() if str(key).isidentifier()})
     timeout_s = job.timeout_s if job.timeout_s is not None else spec.timeout_s
