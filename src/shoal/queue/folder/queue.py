@@ -971,7 +971,9 @@ class FolderQueue(Queue):
         if noted is None or began >= kept[1]:
             end = self._finals.end()  # finals noted while we scan are looked at next time
             landed = self._final_results(list(ids))
-            if noted is not None and {r.job_id for r in landed} - set(noted[0]):
+            # another process's final: one we did not note, before or during the scan
+            since = self._finals.since(kept[0]) if noted is not None else None
+            if since is not None and {r.job_id for r in landed} - set(since[0]):
                 self._finals.last_foreign = time.monotonic()
             next_scan = time.monotonic() + self._finals.scan_pause(time.monotonic() - began)
         else:
