@@ -177,6 +177,8 @@ class _Run:
             began = time.monotonic()
             self._take(self.queue.watch(self.watched, wait_s))
             self._look()
+            if not self.watched:
+                break  # the last one ended: no pause before the summary
             # at most one look per TICK_S, as the bar: a backend without a journal of
             # finals scans every watched id per look
             self.stop.wait(TICK_S - (time.monotonic() - began))
