@@ -353,3 +353,25 @@ def test_a_script_job_sees_shoal_seed_and_draws_with_it(tmp_path):
     (seeded / ".shoal" / "queue.toml").write_text("seed = 5\n")
     other_seed, other_value = run_script_job(FolderQueue(seeded), job)
     assert other_seed == job_seed(5, job.id) and other_value != value
+
+
+def test_a_calls_name_and_params_read_as_reprlib_writes_them_whatever_the_arguments():
+    """call_job reprs plain arguments once for both its name and its params (calls.py):
+    what `shoal status` shows must not depend on which way it took."""
+    import reprlib
+
+    from shoal.calls import call_job
+
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 80
+    cases = [(), (1,), (1, "a"), (0.5, None, True, -0.0), ("x" * 19,), ("\x00" * 19,),
+             ("x" * 20,), (10**37,), (10**40,), tuple(range(6)), tuple(range(7)),
+             ([1, [2, [3, [4]]]],), ({"k": (1, 2)},)]
+    for args in cases:
+        job = call_job(fns.identity, args)
+        parts = ", ".join(short.repr(arg) for arg in args)
+        assert job.name == f"identity({parts})"[:120], args
+        assert job.params == {"args": short.repr(args), "kwargs": "{}"}, args
+    job = call_job(fns.identity, (1,), {"b": "two"})
+    assert job.name == "identity(1, b='two')"
+    assert job.params == {"args": "(1,)", "kwargs": "{'b': 'two'}"}

@@ -197,3 +197,36 @@ def test_a_second_submitter_of_a_job_between_its_spec_and_marker_makes_no_second
     assert len(markers) == 1, markers
     claimed = first.claim("w1", 5) + second.claim("w2", 5)
     assert [lease.job_id for lease in claimed] == [job.id]
+
+
+def test_a_watch_hears_of_its_own_finals_and_of_another_process_s(tmp_path):
+    """A watcher hears of the finals its own queue object records without listing the
+    final folders (finals.py), and still of those another process records (here another
+    FolderQueue on the same folder), even while its own keep coming."""
+    from shoal.queue.base import WatchSet
+
+    queue = FolderQueue(tmp_path / "q", lease_s=TEST_LEASE_S)
+    other = FolderQueue(tmp_path / "q", lease_s=TEST_LEASE_S)
+    queue.submit([Job.command_job(["echo", str(i)]) for i in range(4)])
+    watched = WatchSet(status.job.id for status in queue.jobs())
+    assert queue.watch(watched, 0) == []  # the first look scans: nothing final yet
+    heard: set[str] = set()
+
+    def finish(on: FolderQueue) -> str:
+        (lease,) = on.claim("w")
+        on.finish(lease, Result(lease.job_id, State.DONE, attempt=lease.attempt))
+        return lease.job_id
+
+    def hear(job_id: str) -> bool:
+        for result in queue.watch(watched, 0.2):
+            watched.discard(result.job_id)
+            heard.add(result.job_id)
+        return job_id in heard
+
+    mine = finish(queue)
+    wait_for(lambda: hear(mine), timeout_s=30)
+    theirs = finish(other)
+    mine_again = finish(queue)  # our own keep coming: the scan for theirs is paced, not off
+    wait_for(lambda: hear(mine_again), timeout_s=30)
+    wait_for(lambda: hear(theirs), timeout_s=30)
+    assert heard == {mine, theirs, mine_again}

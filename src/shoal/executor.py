@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent import futures
 from dataclasses import replace
 from pathlib import Path
@@ -351,17 +351,18 @@ class _Engine:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def add(self, job: Job, *, after: Iterable[ShoalFuture] = ()) -> ShoalFuture:
+    def add(self, job: Job, *, after: Collection[ShoalFuture] = ()) -> ShoalFuture:
         """A future for `job`, which goes to the queue with the next batch (after the
         calls it takes values of: they were added before it). If one of those was
         cancelled before it was sent, the queue cannot end this one: it ends here."""
         future = ShoalFuture(self, job.id)
         with self._lock:
             self.check_open()
-            dropped = next((dep for dep in after if dep.never_sent), None)
+            dropped = next((dep for dep in after if dep.never_sent), None) if after else None
             if dropped is None:
-                self._awaited.update(dep.job_id for dep in after
-                                     if dep.job_id in self._outbox)
+                if after:
+                    self._awaited.update(dep.job_id for dep in after
+                                         if dep.job_id in self._outbox)
                 self._add(job, future)
             else:
                 future.never_sent = True

@@ -46,7 +46,10 @@ class GroupCommit:
                                                 daemon=True)
                 self._thread.start()
                 atexit.register(self.flush)
-            self._cond.notify_all()
+            if len(self._waiting) == 1:
+                # Only the first fence of a batch wakes the thread: while it gathers, a
+                # wake per result would cost the finishing slots a GIL hand-off each.
+                self._cond.notify_all()
 
     def flush(self) -> None:
         """Return once everything added so far is durable and its fence removed."""

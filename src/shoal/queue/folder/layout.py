@@ -165,12 +165,56 @@ def refresh_listing(folder: Path) -> None:
     sshfs keeps directory listings for up to 20 s and NFS for up to acdirmax (60 s),
     so jobs added through another host can stay invisible. Changing the folder
     through our own mount (a hidden probe, created and removed) invalidates our
-    cached copy, so the next listing is read from the server.
+    cached copy, so the next listing is read from the server. A local filesystem
+    (`LOCAL_FS`) caches nothing stale: no probe there (it cost a create and an unlink
+    per listing, a file's worth of journal work on every `watch` look and claim read).
     """
+    if on_local_fs(str(folder)):
+        return
     probe = folder / f".probe.{HOST}.{os.getpid()}.{threading.get_ident()}"
     with contextlib.suppress(OSError):
         touch_exclusive(probe)
         os.unlink(probe)
+
+
+# Filesystems whose directory listings are never stale for a reader on the same host
+# (what is not named here, NFS, sshfs, CIFS, any FUSE, gets the probe).
+LOCAL_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "ramfs", "zfs", "f2fs",
+                      "jfs", "bcachefs", "overlay"})
+_LOCAL: dict[str, bool] = {}  # queue folder (or folder) -> on a local filesystem
+_LOCAL_MAX = 1024
+
+
+def on_local_fs(folder: str) -> bool:
+    """Whether `folder` lies on a local filesystem (/proc/self/mounts, its real path's
+    longest mount point); asked once per queue folder (`HIDDEN`), False where unknown."""
+    cut = folder.find(f"/{HIDDEN}/")
+    key = folder[:cut + len(HIDDEN) + 1] if cut >= 0 else folder
+    found = _LOCAL.get(key)
+    if found is None:
+        found = _mount_type(os.path.realpath(key)) in LOCAL_FS
+        if len(_LOCAL) >= _LOCAL_MAX:
+            _LOCAL.clear()
+        _LOCAL[key] = found
+    return found
+
+
+def _mount_type(path: str) -> str:
+    """The type of the filesystem `path` is on ("" where /proc/self/mounts is not there)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            table = [line.split() for line in mounts]
+    except OSError:
+        return ""
+    best, kind = "", ""
+    for fields in table:
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")  # a space in a mount point
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
 
 
 class Layout:

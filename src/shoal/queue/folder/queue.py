@@ -51,12 +51,21 @@ from ...job import (
     loads,
 )
 from ...trust import trust_from_config
-from ..base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
+from ..base import (
+    Queue,
+    WatchSet,
+    blobs_of,
+    cancelled_result,
+    lost_reason,
+    poll,
+    reaped_keep_s,
+)
 from ..files import LocalFiles, check_log_name
 from ..lanes import LaneNames
 from ..scheduling import FIRST, Capacity, after_taking, check_after
 from ..settings import QueueSettings, checked_config
 from . import deps
+from .finals import LocalFinals
 from .groupcommit import GroupCommit
 from .lanes import LEGACY, LaneView, lane_blocks, lane_folders
 from .layout import (
@@ -144,6 +153,7 @@ class FolderQueue(Queue):
         self._seq_end: int | None = None  # the number after our last reserved range
         self._claim_lock = threading.RLock()  # also guards the view
         self._commits = GroupCommit(self.base)
+        self._finals = LocalFinals()  # what a watcher here hears of without a scan
         self._dropins = DropIns(self.root, self.settings.interpreters, self.settings.log_name,
                                 self.settings.trust.log_dirs)
 
@@ -587,6 +597,7 @@ class FolderQueue(Queue):
         folder = self.dirs[FINAL_DIRS[result.state]]
         atomic_write(folder / f"{result.job_id}.json", dumps(result.to_dict()), self.tmp,
                      fsync=self.fsync if fsync is None else fsync)
+        self._finals.add(result.job_id)
 
     @names_full_disk
     def release(self, lease: Lease, *, failed: Result | None = None) -> None:
@@ -949,6 +960,31 @@ class FolderQueue(Queue):
                                                for folder in FINAL_DIRS.values())]
         found = [self._final_result(job_id) for job_id in final]
         return [result for result in found if result is not None]
+
+    def _watch_once(self, ids: WatchSet) -> list[Result]:
+        """The finals this process wrote since the last look (finals.py) and the ids added
+        since; every so often a full scan, which finds other processes' finals too."""
+        fresh = ids.take_added()
+        kept = ids.mark[1] if ids.mark is not None and ids.mark[0] is self else None
+        noted = self._finals.since(kept[0]) if isinstance(kept, tuple) else None
+        began = time.monotonic()
+        if noted is None or began >= kept[1]:
+            end = self._finals.end()  # finals noted while we scan are looked at next time
+            landed = self._final_results(list(ids))
+            # another process's final: one we did not note, before or during the scan
+            since = self._finals.since(kept[0]) if noted is not None else None
+            if since is not None and {r.job_id for r in landed} - set(since[0]):
+                self._finals.last_foreign = time.monotonic()
+            next_scan = time.monotonic() + self._finals.scan_pause(time.monotonic() - began)
+        else:
+            ended, end = noted
+            ours = {i for i in ended if i in ids}  # final: their records are read at once
+            landed = [r for r in map(self._final_result, ours) if r is not None]
+            added = [i for i in fresh if i in ids and i not in ours]
+            landed += self._final_results(added) if added else []
+            next_scan = kept[1]
+        ids.mark = (self, (end, next_scan))
+        return list({r.job_id: r for r in landed}.values())
 
     def is_drained(self) -> bool:
         """No job pending or running; a queue whose folder went away (moved or deleted
