@@ -247,26 +247,24 @@ class Coordinator:
                 self._handle(incoming)
             return
         undo = self._undo_point(run)
-        self._outbox = []
+        self._outbox, committed = [], False
         try:
             with self.queue.group():
                 for incoming in run:
                     self._handle(incoming)
-        except Exception as exc:  # GroupLost, or a bug of ours: its writes were undone
-            self._outbox = None
-            undo()
-            if not isinstance(exc, GroupLost):
-                log.exception("a group of %d requests failed", len(run))
-            else:
-                log.warning("%s; serving its %d requests one by one", exc, len(run))
+            committed = True
+        except GroupLost as exc:
+            log.warning("%s; serving its %d requests one by one", exc, len(run))
+        except Exception:  # a bug of ours (handlers answer their own errors): undone too
+            log.exception("a group of %d requests failed; serving them one by one", len(run))
+        finally:
+            outbox, self._outbox = self._outbox, None
+            if not committed:
+                undo()
+        if not committed:
             for incoming in run:
                 self._handle(incoming)
             return
-        except BaseException:
-            self._outbox = None
-            undo()
-            raise
-        outbox, self._outbox = self._outbox, None
         for route, packed in outbox:
             self._send(route, packed)
 
