@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import random
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from shoal.errors import LeaseLost, ShoalError
+from shoal.errors import LeaseLost, QueueFull, ShoalError
 from shoal.job import Job, Lease, Result, State
 from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.sqlite import SqliteQueue
 from tests.conftest import wait_for
+from tests.test_disk_full import NO_SPACE, disk  # noqa: F401 - the fixture
 from tests.test_net_durability import start_coordinator
 
 CLIENTS = 100
@@ -115,3 +117,50 @@ def test_a_coordinator_killed_between_a_group_and_its_commit_loses_nothing_ackno
         assert len(list(queue.results())) >= len(finished)
     finally:
         queue.close()
+
+
+@pytest.mark.parametrize("disk", ["sqlite"], indirect=True)
+def test_clients_of_a_coordinator_on_a_full_disk_each_hear_it_then_get_through(
+        disk, procs, tmp_path):  # noqa: F811 - the fixture imported above
+    """Submits that arrive together share a commit; on a full disk that commit fails, and
+    the coordinator serves them again one by one: each client hears "no space" (nothing
+    acknowledged, nothing half-written), and gets through once space is back."""
+    db, status = disk.mount / "q.db", tmp_path / "status"
+    coordinator = start_coordinator(procs, db, status)
+    queues = [CoordinatorQueue(str(status), patience_s=60) for _ in range(20)]
+    try:
+        queues[0].submit([Job.command_job(["true", "first"])])
+        with sqlite3.connect(db) as raw:  # an empty WAL: its next page needs a block
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        disk.fill()
+        jobs = [Job.command_job(["true", str(i)], params={"pad": "x" * 20_000})
+                for i in range(len(queues))]
+        heard: list[BaseException | None] = [None] * len(queues)
+        go = threading.Barrier(len(queues))
+
+        def submit(i: int) -> None:
+            go.wait()
+            try:
+                queues[i].submit([jobs[i]])
+            except ShoalError as exc:
+                heard[i] = exc
+
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(queues))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=90)
+        refused = [exc for exc in heard if exc is not None]
+        assert refused, "a full disk refused nothing"
+        assert all(isinstance(exc, QueueFull) and NO_SPACE in str(exc).lower()
+                   for exc in refused), refused
+        if "one by one" not in procs.output(coordinator):
+            pytest.skip("the submits came one at a time: no group met the full disk")
+        disk.free()
+        for queue, job, exc in zip(queues, jobs, heard, strict=True):
+            if exc is not None:
+                queue.submit([job])
+        assert set(queues[0].states([job.id for job in jobs])) == {job.id for job in jobs}
+    finally:
+        for queue in queues:
+            queue.close()
