@@ -1,4 +1,5 @@
-"""A worker's heartbeat over TCP: `beat` + `reap`, two requests; a finish brings the next lease."""
+"""A worker's heartbeat over TCP is one request (its answer carries the coordinator's
+reaps); a finish brings the next lease."""
 
 from __future__ import annotations
 
@@ -13,15 +14,22 @@ from shoal.queue import STOP
 from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.sqlite import SqliteQueue
 from shoal.serve.locate import serve
+from shoal.serve.service import HANDLERS, Service
 from shoal.worker import Slot, Worker
+from tests.conftest import wait_for
 from tests.test_net_retries import RawClient, job_record
 
 
 @pytest.fixture
-def coordinator(tmp_path: Path):
+def running(tmp_path: Path):
     running = serve(SqliteQueue(tmp_path / "q.sqlite", lease_s=30), tmp_path / "status").start()
-    yield tmp_path / "status"
+    yield running
     running.stop()
+
+
+@pytest.fixture
+def coordinator(running, tmp_path: Path):
+    return tmp_path / "status"
 
 
 @pytest.fixture
@@ -38,7 +46,7 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
-def test_a_heartbeat_is_two_requests_and_carries_progress(coordinator, requests):
+def test_a_heartbeat_is_one_request_and_carries_progress(coordinator, running, requests):
     queue = CoordinatorQueue(str(coordinator))
     try:
         queue.submit([Job.command_job(["echo", "1"])])
@@ -48,8 +56,10 @@ def test_a_heartbeat_is_two_requests_and_carries_progress(coordinator, requests)
         worker._running[lease.job_id] = Slot(lease)  # as if a slot ran it
         queue.send_control(worker.id, STOP)
         del requests[:]
+        served = sum(running.requests.values())
         worker._heartbeat()
-        assert requests == ["beat", "reap"]
+        assert requests == ["beat"]
+        assert sum(running.requests.values()) == served + 1  # counted where it is served
         assert worker._stopping.is_set()  # the command came with the beat
         (seen,) = queue.workers()
         assert (seen.id, seen.state, seen.running) == (worker.id, "working", (lease.job_id,))
@@ -79,9 +89,57 @@ def test_a_repeated_beat_hands_its_commands_over_once(coordinator):
         info = wire.worker_out(WorkerInfo("w", "host-a", 1, 1))
         first = raw.send(2, "beat", {"info": info, "leases": []})
         again = raw.send(2, "beat", {"info": info, "leases": []}, repeat=True)
-        assert first[0] == wire.OK and first[2] == {"lost": [], "commands": [STOP]}
+        assert first[0] == wire.OK
+        assert first[2] == {"lost": [], "commands": [STOP], "reaped": []}  # what an old
+        # client reads (lost, commands) is there as before
         assert again[:3] == first[:3]  # the cached answer: the command is not lost
         assert raw.send(3, "beat", {"info": info, "leases": []})[2]["commands"] == []
     finally:
         raw.close()
+        queue.close()
+
+
+def test_a_heartbeat_brings_the_reaps_of_a_dead_worker(tmp_path: Path, requests):
+    """A worker that died with a lease: its reap reaches another worker's heartbeat in
+    that one request, so the orphans on its host are killed."""
+    running = serve(SqliteQueue(tmp_path / "q.sqlite", lease_s=1), tmp_path / "status").start()
+    queue = CoordinatorQueue(str(tmp_path / "status"))
+    try:
+        queue.submit([Job.command_job(["echo", "1"])])
+        (lease,) = queue.claim("dead-worker", 1)
+        info = WorkerInfo("alive", "host-a", 1, 1)
+        # the coordinator reaps nothing in its first lease, then takes the lease back
+        beats = []
+        wait_for(lambda: beats.append(queue.heartbeat(info, [])) or beats[-1].reaped,
+                 timeout_s=30)
+        (reaped,) = beats[-1].reaped
+        assert (reaped.job_id, reaped.worker, reaped.attempt) == (lease.job_id,
+                                                                  "dead-worker", 1)
+        assert "reap" not in requests
+        assert running.requests["reap"] == 0
+    finally:
+        queue.close()
+        running.stop()
+
+
+def test_a_new_client_asks_an_old_coordinator_to_reap(coordinator, running, requests,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    """A coordinator of before issue 18 answers a beat without `reaped`: the client
+    then reaps in a second request, as it did."""
+    beat = Service.beat
+
+    def old_beat(self, *args, **kwargs):
+        answer = beat(self, *args, **kwargs)
+        del answer["reaped"]
+        return answer
+
+    monkeypatch.setattr(Service, "beat", old_beat)
+    monkeypatch.setitem(HANDLERS, "beat", old_beat)
+    queue = CoordinatorQueue(str(coordinator))
+    try:
+        del requests[:]
+        assert queue.heartbeat(WorkerInfo("w", "host-a", 1, 1), []).reaped == ()
+        assert requests == ["beat", "reap"]
+        assert (running.requests["beat"], running.requests["reap"]) == (1, 1)
+    finally:
         queue.close()

@@ -390,10 +390,12 @@ class WorkerInfo:
 class Beat:
     """What one heartbeat (`Queue.beat`) brings back: the leases that are no longer
     the worker's (expired and taken over, or cancelled), and the control commands that
-    were waiting for it (each handed over once)."""
+    were waiting for it (each handed over once); from `Queue.heartbeat`, also what `reap`
+    reports (recent reaps by anyone), so a network queue needs one round trip, not two."""
 
     lost: tuple[Lease, ...] = ()
     commands: tuple[str, ...] = ()
+    reaped: tuple[Reaped, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,7 +167,7 @@ class Channel:
         poller.register(self._wake_r, zmq.POLLIN)
         try:
             while not self._closed:
-                ready = dict(poller.poll(100))
+                ready = dict(poller.poll(self._idle_ms()))
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 65536)
@@ -181,6 +181,20 @@ class Channel:
             self._monitor.close(0)
             self._socket.close(0)
             self._context.term()
+
+    def _idle_ms(self) -> int | None:
+        """How long the I/O thread may sleep: until the first resend falls due, or (no
+        call waiting) until something arrives or a caller wakes it. A thousand clients in
+        a process (one I/O thread each) would otherwise wake ten thousand times a second."""
+        now = time.monotonic()
+        with self._lock:
+            if self._outbox:
+                return 0
+            due = min((c.sent_at + c.wait_s for c in self._pending.values() if c.sent_at),
+                      default=None)
+        if due is None:
+            return None
+        return max(0, int((due + defaults.RESEND_S - now) * 1000) + 1)
 
     def _send_due(self) -> None:
         now = time.monotonic()

@@ -31,12 +31,13 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from itertools import islice
 from typing import ClassVar, TypeVar
 
 from .. import defaults
-from ..errors import UsageError
+from ..errors import QueueFull, ShoalError, UsageError
 from ..job import Beat, Job, JobStatus, JobSummary, Lease, Reaped, Result, State, WorkerInfo
 from .files import JobFiles
 from .scheduling import Capacity
@@ -133,6 +134,10 @@ def reaped_keep_s(lease_s: float) -> float:
     return max(defaults.REAPED_KEEP_S, lease_s)
 
 
+class GroupLost(ShoalError):
+    """A `Queue.group` that could not be committed: none of the writes made in it happened."""
+
+
 class WatchSet(set):
     """Job ids a caller watches across many `watch` calls (the Executor's pending calls).
 
@@ -221,7 +226,21 @@ class Queue(ABC):
         """One heartbeat, one atomic step: register or refresh the worker `info` describes,
         extend those of its `leases` whose token is still current (the others come back in
         `Beat.lost`), and hand over the control commands waiting for it (removed as read).
-        It does not reap: a worker's heartbeat is `beat` then `reap`."""
+        It does not reap: a worker's heartbeat is `heartbeat`, a beat and a reap."""
+
+    def heartbeat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
+        """A worker's heartbeat: `beat`, and in `Beat.reaped` what `reap` reports, so the
+        worker kills the orphans of dead workers on its host. Backends that can answer
+        both in one step (tcp: one round trip) override it; this default beats, then reaps
+        here. A refused beat (a full disk) raises before any reap, so our own leases never
+        look dead to us; a reap refused after the beat went through leaves `reaped` empty
+        (the next heartbeat reaps again) rather than losing the commands the beat took."""
+        beat = self.beat(info, leases)
+        try:
+            reaped = self.reap()
+        except QueueFull:
+            return beat
+        return replace(beat, reaped=tuple(reaped))
 
     @abstractmethod
     def finish(self, lease: Lease, result: Result, *, then_claim: int = 0,
@@ -493,6 +512,16 @@ class Queue(ABC):
 
     def refresh(self) -> None:  # noqa: B027 - optional hook
         """Pick up work that appeared outside `submit` (drop-in files); default: nothing."""
+
+    def group(self) -> AbstractContextManager[None]:
+        """Make the writes of every call this thread makes inside the block one commit, at
+        its exit: a coordinator runs the requests of one loop turn so, and many clients
+        cost one transaction, not one each. Each call stays all or nothing on its own (an
+        error undoes that call's writes only, as before), but none is durable, so none
+        may be acknowledged, before the exit returns. The exit raises `GroupLost` when the
+        group could not be committed as a whole (a full disk at the commit): then none
+        of its calls' writes happened. Default: every call commits as it goes."""
+        return nullcontext()
 
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Return once every result recorded so far is durable (backends that defer it)."""

@@ -263,11 +263,28 @@ class CoordinatorQueue(Queue):
         """One request: the worker's record, its leases' fences and what each running
         job wrote since the last beat (progress, its log's tail so far)."""
         leases = list(leases)
+        return self._beat_of(self._beat_request(info, leases), leases)
+
+    def heartbeat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
+        """One request: the coordinator's answer to a beat carries the reaps its own
+        reaping reported last (`reaped`); a coordinator of before issue 18 leaves it out,
+        and then we ask it to reap in a second request, as before."""
+        leases = list(leases)
+        answer = self._beat_request(info, leases)
+        beat = self._beat_of(answer, leases)
+        if "reaped" not in answer:
+            return replace(beat, reaped=tuple(self.reap()))
+        return replace(beat, reaped=tuple(Reaped.from_dict(r) for r in answer["reaped"]))
+
+    def _beat_request(self, info: WorkerInfo, leases: list[Lease]) -> dict[str, Any]:
         reports = self.files.beat_reports(leases)
-        answer = self._call("beat", info=wire.worker_out(info),
-                            leases=[wire.fence_out(x) for x in leases],
-                            progress={i: p for i, (p, _) in reports.items() if p is not None},
-                            logs={i: t for i, (_, t) in reports.items() if t is not None})
+        return self._call("beat", info=wire.worker_out(info),
+                          leases=[wire.fence_out(x) for x in leases],
+                          progress={i: p for i, (p, _) in reports.items() if p is not None},
+                          logs={i: t for i, (_, t) in reports.items() if t is not None})
+
+    @staticmethod
+    def _beat_of(answer: dict[str, Any], leases: list[Lease]) -> Beat:
         lost = set(answer["lost"])
         return Beat(tuple(lease for lease in leases if lease.job_id in lost),
                     tuple(answer["commands"]))

@@ -45,7 +45,15 @@ from ..job import (
     loads_many,
 )
 from . import sqlite_sched as sched
-from .base import Queue, blobs_of, cancelled_result, lost_reason, poll, reaped_keep_s
+from .base import (
+    GroupLost,
+    Queue,
+    blobs_of,
+    cancelled_result,
+    lost_reason,
+    poll,
+    reaped_keep_s,
+)
 from .files import LocalFiles
 from .lanes import LaneNames
 from .scheduling import (
@@ -363,7 +371,12 @@ class SqliteQueue(Queue):
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, all or nothing; a full disk raises `NoSpace` (the
-        transaction rolled back, the connection fit for the next one)."""
+        transaction rolled back, the connection fit for the next one). Inside `group`,
+        a savepoint of the group's transaction instead."""
+        if getattr(self._local, "group", False):
+            with no_space_named(self.path), self._savepoint() as db:
+                yield db
+            return
         with no_space_named(self.path):
             db = self._writer()
             db.execute("BEGIN IMMEDIATE")
@@ -375,6 +388,57 @@ class SqliteQueue(Queue):
                     with suppress(sqlite3.Error):  # never hide why it failed
                         db.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        """One call's writes inside the group's transaction: undone alone on an error.
+        SQLite may have rolled the whole transaction back on its own (a full disk): then
+        the group is lost, and its earlier calls' writes with it."""
+        db = self._writer()
+        if not db.in_transaction:
+            raise GroupLost(f"{self.path}: the group's transaction was rolled back")
+        db.execute("SAVEPOINT call")
+        try:
+            yield db
+            db.execute("RELEASE call")
+        except BaseException:
+            if db.in_transaction:
+                with suppress(sqlite3.Error):  # never hide why it failed
+                    db.execute("ROLLBACK TO call")
+                    db.execute("RELEASE call")
+            raise
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """See `Queue.group`: one BEGIN IMMEDIATE ... COMMIT around the block, each write
+        call a savepoint in it. Not nested; a read-only queue writes nothing to group."""
+        if self._read_only or getattr(self._local, "group", False):
+            yield
+            return
+        db = self._writer()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise GroupLost(f"{self.path}: {exc}") from None
+        self._local.group = True
+        try:
+            yield
+        except BaseException:
+            self._local.group = False
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        self._local.group = False
+        if not db.in_transaction:
+            raise GroupLost(f"{self.path}: the group's transaction was rolled back")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise GroupLost(f"{self.path}: {exc}") from None
 
     # -- jobs ------------------------------------------------------------------------
 

@@ -20,8 +20,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -31,15 +32,25 @@ from ..errors import QueueFull, ShoalError, no_space
 from ..fsutil import HOST
 from ..net import wire
 from ..net.contact import Contact, Keys, boot_id, write_contact
-from ..queue.base import Queue
+from ..queue.base import GroupLost, Queue
 from .parking import Key, Parking
-from .service import HANDLERS, MUTATING, PARKED, Request, Service
+from .service import GROUPED, HANDLERS, MUTATING, PARKED, Request, Service
 
 log = logging.getLogger("shoal.serve")
 
 ZAP_DOMAIN = "shoal"
+BURST = 1024  # requests served in a row before timers get a turn
+GROUP_MAX = 128  # requests read at once, whose writes may share one commit
 CACHE_KEEP_S = 60.0  # a repeated request later than this acts again (idempotent anyway)
 FULL_SAY_S = 60.0  # a full disk met by reaps is logged at most this often
+
+
+class Incoming(NamedTuple):
+    """A request read, not yet served."""
+
+    req: Request
+    method: str
+    args: dict[str, Any]
 
 
 class _AllowedKey:
@@ -95,6 +106,8 @@ class Coordinator:
         self._cache: collections.OrderedDict[Key, tuple[float, bytes | None]] = (
             collections.OrderedDict())
         self._parking = Parking(queue, answer=self._answer, push=self._push)
+        self._outbox: list[tuple[bytes, bytes]] | None = None  # replies held for a commit
+        self.requests: collections.Counter[str] = collections.Counter()  # served, by method
         self._service = Service(queue, self._parking, boot=self.boot,
                                 max_message_bytes=max_message_bytes, push=self._push)
         if self.status_dir is not None:
@@ -174,13 +187,11 @@ class Coordinator:
         return max(0, int((wake - now) * 1000) + 1)
 
     def _handle_ready(self) -> None:
-        for _ in range(1000):  # a burst, then timers get a turn
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+        for _ in range(BURST // GROUP_MAX):  # a burst, then timers get a turn
+            batch = self._read(GROUP_MAX)
+            if not batch:
                 break
-            if len(frames) == 2:
-                self._handle(frames[0], frames[1])
+            self._serve(batch)
             self._service.after_changes()
 
     def _timers(self) -> None:
@@ -193,16 +204,92 @@ class Coordinator:
                 break
             self._cache.popitem(last=False)
 
+    def _read(self, most: int) -> list[Incoming]:
+        """Up to `most` requests that arrived already (malformed ones dropped)."""
+        batch: list[Incoming] = []
+        while len(batch) < most:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) != 2:
+                continue
+            try:
+                req_id, client, method, args, repeat = wire.request_in(frames[1])
+            except wire.MalformedMessage as exc:
+                log.warning("dropped a malformed request (%s)", exc)
+                continue
+            batch.append(Incoming(Request(frames[0], (client, req_id), repeat), method, args))
+        return batch
+
+    # -- group commit ----------------------------------------------------------------
+
+    def _serve(self, batch: list[Incoming]) -> None:
+        """Each run of requests that may share a commit (`GROUPED`) in one group of the
+        queue's writes (`Queue.group`), the others one by one, in the order they came."""
+        run: list[Incoming] = []
+        for incoming in batch:
+            if incoming.method in GROUPED:
+                run.append(incoming)
+                continue
+            self._serve_group(run)
+            run = []
+            self._handle(incoming)
+        self._serve_group(run)
+
+    def _serve_group(self, run: list[Incoming]) -> None:
+        """The requests of `run` in one commit; their replies (and pushes) wait in the
+        outbox until it is done, so nothing is acknowledged before it is durable. A group
+        the queue could not commit did nothing: what we noted of it is undone, and its
+        requests run again one by one, each answered as without a group."""
+        if len(run) <= 1:
+            for incoming in run:
+                self._handle(incoming)
+            return
+        undo = self._undo_point(run)
+        self._outbox, committed = [], False
+        try:
+            with self.queue.group():
+                for incoming in run:
+                    self._handle(incoming)
+            committed = True
+        except GroupLost as exc:
+            log.warning("%s; serving its %d requests one by one", exc, len(run))
+        except Exception:  # a bug of ours (handlers answer their own errors): undone too
+            log.exception("a group of %d requests failed; serving them one by one", len(run))
+        finally:
+            outbox, self._outbox = self._outbox, None
+            if not committed:
+                undo()
+        if not committed:
+            for incoming in run:
+                self._handle(incoming)
+            return
+        for route, packed in outbox:
+            self._send(route, packed)
+
+    def _undo_point(self, run: list[Incoming]) -> Callable[[], None]:
+        """What undoes our notes of `run` should its group be lost: the replies cached
+        for it, what the service noted to push, the claims it parked."""
+        fresh = [incoming.req.key for incoming in run if incoming.req.key not in self._cache]
+        noted = self._service.notes()
+        parked = len(self._parking.claims)
+
+        def undo() -> None:
+            for key in fresh:
+                self._cache.pop(key, None)
+            self._service.restore_notes(noted)
+            del self._parking.claims[parked:]
+
+        return undo
+
     # -- one request -----------------------------------------------------------------
 
-    def _handle(self, route: bytes, frame: bytes) -> None:
-        try:
-            req_id, client, method, args, repeat = wire.request_in(frame)
-        except wire.MalformedMessage as exc:
-            log.warning("dropped a malformed request (%s)", exc)
-            return
-        self._parking.seen(client, route)
-        req = Request(route, (client, req_id), repeat=repeat)
+    def _handle(self, incoming: Incoming) -> None:
+        req, method, args = incoming
+        route, req_id = req.route, req.key[1]
+        self.requests[method] += 1
+        self._parking.seen(req.client, route)
         if method in MUTATING and self._answered_before(route, req.key):
             return
         handler = HANDLERS.get(method)
@@ -210,6 +297,8 @@ class Coordinator:
             if handler is None:
                 raise ShoalError(f"unknown request {method!r} (client newer than coordinator?)")
             value = handler(self._service, req, **args)
+        except GroupLost:
+            raise  # the group is lost as a whole: see _serve_group
         except ShoalError as exc:
             if isinstance(exc, QueueFull):  # a beat refused for space: its worker lives
                 self._service.hold_reaps()
@@ -255,6 +344,9 @@ class Coordinator:
         return self._send(route, wire.pack([wire.PUSH, 0, record, self.boot]))
 
     def _send(self, route: bytes, packed: bytes) -> bool:
+        if self._outbox is not None:  # in a group: sent once it is committed
+            self._outbox.append((route, packed))
+            return True
         try:
             self._socket.send_multipart([route, packed], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # gone (ROUTER_MANDATORY) or not reading: it retries

@@ -64,9 +64,21 @@ class Service:
         # up beat in that time, so no live worker's lease is taken back on a restart.
         self._reap_from = self.next_reap = time.monotonic() + queue.settings.lease_s
         self._reaps_seen: set[Reaped] = set()
+        # What our last reap reported, as a beat's answer carries it: a worker's
+        # heartbeat is one request (our timer reaps; the worker only hears of it).
+        self._reported: list[dict[str, Any]] = []
         # Leases and beats on our monotonic clock; a pause or jump of it buys a grace.
         self.clock = LeaseClock(queue.settings.lease_s)
         queue.judge_leases_by(self.clock.now)
+
+    def notes(self) -> tuple[set[str], dict[str, Result]]:
+        """What we noted to push so far (copies): kept before a group of requests."""
+        return set(self._ended), dict(self._recorded)
+
+    def restore_notes(self, notes: tuple[set[str], dict[str, Result]]) -> None:
+        """Back to `notes`: a group that was not committed ended no job."""
+        self._ended, self._recorded = set(notes[0]), dict(notes[1])
+        self._pending_may_grow = self._ends_unseen = True  # a look costs little
 
     # -- between requests --------------------------------------------------------------
 
@@ -133,8 +145,10 @@ class Service:
         lease after a pause or a clock jump, see watch_clock)."""
         self.watch_clock()
         if time.monotonic() < self._reap_from:
+            self._reported = []
             return []
         reaped = self.queue.reap()
+        self._reported = [record.to_dict() for record in reaped]
         if not self._reaps_seen.issuperset(reaped):  # some job went back to pending, or failed
             self._pending_may_grow = self._ends_unseen = True
             self._ended.update(record.job_id for record in reaped)
@@ -219,7 +233,8 @@ class Service:
             if tail is not None:
                 self.queue.files.receive_log(lease, tail)
         beat = self.queue.beat(wire.worker_in(info), fenced)
-        return {"lost": [lease.job_id for lease in beat.lost], "commands": list(beat.commands)}
+        return {"lost": [lease.job_id for lease in beat.lost], "commands": list(beat.commands),
+                "reaped": self._reported}
 
     def finish(self, req: Request, lease: dict, result: dict, log: bytes | None = None,
                then_claim: int = 0, fit: dict | None = None) -> list[dict]:
@@ -339,7 +354,8 @@ class Service:
     def reap(self, req: Request) -> list[dict]:
         """The served queue's reap: recent reaps by anyone, so a worker on a dead worker's
         host kills the attempts it left behind."""
-        return [record.to_dict() for record in self._reap()]
+        self._reap()
+        return self._reported
 
     def read_log(self, req: Request, id: str, attempt: int | None = None) -> bytes | None:
         status = self.queue.get(id)
@@ -411,3 +427,8 @@ HANDLERS: dict[str, Handler] = {
 MUTATING = frozenset({"submit", "put_blobs", "claim", "finish", "release",
                       "cancel", "retry", "purge", "send_control", "beat", "put_config"})
 assert MUTATING.issubset(HANDLERS)  # a cached reply needs a handler that makes it
+# Requests whose writes may share one commit with others (`Queue.group`): the busy ones,
+# and reads. Left out: those whose files follow their commit (purge forgets logs, cancel
+# and keep_log keep them) and the rare ones, which each commit alone as before.
+GROUPED = frozenset(HANDLERS) - {"purge", "cancel", "keep_log", "retry", "send_control",
+                                 "put_config", "unregister", "reap"}

@@ -37,7 +37,7 @@ from pathlib import Path
 from .. import defaults
 from ..errors import CoordinatorUnreachable, LeaseLost, QueueFull, no_space
 from ..fsutil import HOST
-from ..job import Kind, Lease, Reaped, Result, State, WorkerInfo
+from ..job import Beat, Kind, Lease, Reaped, Result, State, WorkerInfo
 from ..queue import STOP, STOP_NOW, Queue
 from ..queue.scheduling import MEM
 from .calls import CallRunner
@@ -297,13 +297,13 @@ class Worker:
                 self.stop(now=True)
 
     def _heartbeat(self) -> None:
-        """One heartbeat: a beat, then a reap (two round trips on a network queue). A
-        queue that refuses the beat (a full disk) is not asked to reap: our own leases
-        must not look dead to us; the next heartbeat tries again."""
+        """One heartbeat: a beat that brings what a reap reports (`Queue.heartbeat`: one
+        round trip on a network queue). A queue that refuses the beat (a full disk) does
+        not reap: our own leases must not look dead to us; the next heartbeat tries again."""
         try:
-            self._beat()
+            beat = self._beat(reap=True)
             self._full.went_through()
-            self._kill_orphans(self.queue.reap())
+            self._kill_orphans(list(beat.reaped))
         except QueueFull as exc:
             self._full.refused(exc)
 
@@ -366,8 +366,9 @@ class Worker:
             return "draining"
         return "working" if self._running else "idle"
 
-    def _beat(self) -> None:
-        """Tell the queue we live and what we run; kill what we lost, obey commands."""
+    def _beat(self, *, reap: bool = False) -> Beat:
+        """Tell the queue we live and what we run; kill what we lost, obey commands. With
+        `reap`, the beat is a whole heartbeat (`Queue.heartbeat`): its `reaped` is filled."""
         with self._lock:
             running = [slot.lease for slot in self._running.values()]
         leases = running + self._handout.spare()
@@ -377,10 +378,11 @@ class Worker:
             started=self._started, log=self.log_path, resources=self._ledger.totals,
             labels=tuple(sorted(self.resources.labels)),
         )
-        beat = self.queue.beat(info, leases)
+        beat = self.queue.heartbeat(info, leases) if reap else self.queue.beat(info, leases)
         for lease in beat.lost:
             self._lease_lost(lease)
         self._obey_control(beat.commands)
+        return beat
 
     # -- slots ----------------------------------------------------------------------
 
