@@ -51,6 +51,7 @@ class Kind(str, Enum):
 
 
 _KINDS: dict[str, Kind] = {kind.value: kind for kind in Kind}
+_KIND_TEXT: dict[Kind, str] = {kind: kind.value for kind in Kind}  # no Enum property call
 
 # Meta keys of a call job that name a pickled function blob by its sha256 digest.
 BLOB_REFS = ("fn", "init")
@@ -282,21 +283,20 @@ class Job:
                     if value is not None and value != {} and value != []}
         command = self.command
         record: dict[str, Any] = {
-            "id": self.id, "name": self.name, "kind": self.kind.value,
+            "id": self.id, "name": self.name, "kind": _KIND_TEXT[self.kind],
             "command": list(command) if type(command) is tuple else command,
             "retries": self.retries, "max_attempts": self.max_attempts}
         if command is None:
             del record["command"]
-        for key in _OPTIONAL:
-            value = getattr(self, key)
+        for key, value in (("path", self.path), ("cwd", self.cwd), ("log", self.log),
+                           ("timeout_s", self.timeout_s), ("payload", self.payload)):
             if value is not None:
                 record[key] = value
-        for key in _MAPPINGS:
-            value = getattr(self, key)
+        for key, value in (("env", self.env), ("params", self.params), ("meta", self.meta),
+                           ("needs", self.needs)):
             if value:
                 record[key] = dict(value)
-        for key in _SEQUENCES:
-            value = getattr(self, key)
+        for key, value in (("after", self.after), ("labels", self.labels)):
             if value:
                 record[key] = list(value)
         if self.priority:
@@ -347,12 +347,9 @@ _plain_command = _plain_maker()
 
 
 # Job.to_record writes these fields itself; a Job with other fields takes the generic way.
-_OPTIONAL = ("path", "cwd", "log", "timeout_s", "payload")
-_MAPPINGS = ("env", "params", "meta", "needs")
-_SEQUENCES = ("after", "labels")
-_RECORD_FAST = set(_field_names(Job)) == {"id", "name", "kind", "command", "retries",
-                                          "max_attempts", *_OPTIONAL, *_MAPPINGS,
-                                          *_SEQUENCES, "priority"}
+_RECORD_FAST = set(_field_names(Job)) == {
+    "id", "name", "kind", "command", "retries", "max_attempts", "path", "cwd", "log",
+    "timeout_s", "payload", "env", "params", "meta", "needs", "after", "labels", "priority"}
 _RECORD_TEXT = json_writer()
 
 
