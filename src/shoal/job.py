@@ -231,8 +231,8 @@ class Job:
         cmd: str | tuple[str, ...] = command if isinstance(command, str) else tuple(command)
         display = cmd if isinstance(cmd, str) else " ".join(cmd)
         if not options and not stderr_apart and not env and not params and cls is Job:
-            return _plain_command(_command_id(cmd, cwd, {}, {}), name or display[:80],
-                                  Kind.COMMAND, cmd, cwd)  # most jobs: 10^6 in a submit
+            return _make_job(_command_id(cmd, cwd, {}, {}), name or display[:80],
+                             Kind.COMMAND, cmd, cwd=cwd)  # most jobs: 10^6 in a submit
         env = dict(env or {})
         params = dict(params or {})
         options = scheduling_options(options)
@@ -315,35 +315,36 @@ class Job:
         for key in ("after", "labels"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
-        return cls(**values)
+        return _make_job(**values) if cls is Job else cls(**values)
 
 
-def _plain_maker() -> Callable[[str, str, Kind, Any, str | None], Job]:
-    """A maker of Job(id, name, kind, command, cwd) with every other field at its
-    default that sets each slot directly, in straight-line code written from the
-    dataclass's fields (as dataclasses writes __init__): half the cost of the frozen
-    __init__'s checks and calls, a second per 10^6 jobs."""
-    given = ("id", "name", "kind", "command", "cwd")
-    scope: dict[str, Any] = {"new": object.__new__, "Job": Job}
-    lines = []
+def _job_maker() -> Callable[..., Job]:
+    """`Job(...)` that sets each slot directly, in straight-line code written from the
+    dataclass's fields (as dataclasses writes __init__): the same arguments and defaults
+    at half the cost of the frozen __init__'s checks and calls (10^6 jobs: a second)."""
+    scope: dict[str, Any] = {"new": object.__new__, "cls": Job, "UNSET": _UNSET}
+    params, lines = [], []
     for f in fields(Job):
         scope[f"set_{f.name}"] = getattr(Job, f.name).__set__
-        if f.name in given:
-            value = f.name
-        elif f.default_factory is not MISSING:
+        value = f.name
+        if f.default_factory is not MISSING:
             scope[f"make_{f.name}"] = f.default_factory
-            value = f"make_{f.name}()"
-        else:
+            params.append(f"{f.name}=UNSET")
+            value = f"make_{f.name}() if {f.name} is UNSET else {f.name}"
+        elif f.default is not MISSING:
             scope[f"default_{f.name}"] = f.default
-            value = f"default_{f.name}"
+            params.append(f"{f.name}=default_{f.name}")
+        else:
+            params.append(f.name)
         lines.append(f"    set_{f.name}(job, {value})")
-    source = (f"def plain({', '.join(given)}):\n    job = new(Job)\n" + "\n".join(lines)
-              + "\n    return job\n")
+    source = (f"def Job({', '.join(params)}):\n    job = new(cls)\n" + "\n".join(lines)
+              + "\n    return job\n")  # named Job: a missing field's TypeError says so
     exec(source, scope)  # our own text, from our own field names
-    return scope["plain"]
+    return scope["Job"]
 
 
-_plain_command = _plain_maker()
+_UNSET = object()
+_make_job = _job_maker()
 
 
 # Job.to_record writes these fields itself; a Job with other fields takes the generic way.
