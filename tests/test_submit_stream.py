@@ -5,13 +5,14 @@ and says how many went in. Job ids and records stay what they were (a rerun resu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from shoal.errors import ShoalError
 from shoal.job import Job, Kind, State, content_id, record_text
+from shoal.queue.batches import submit_in_batches
 from shoal.queue.scheduling import DependencyError
 from tests.conftest import TEST_LEASE_S, QueueFactory
 
@@ -150,22 +151,20 @@ def test_a_record_gives_the_job_back(made: Job):
     assert Job.from_dict({**stored, "payload": made.payload}) == made
 
 
+def failing_at(i: int, error: Exception) -> Callable[[list[Job]], list[str]]:
+    """A store that raises `error` at the batch starting with job(i)."""
+    def store(batch: list[Job]) -> list[str]:
+        if batch[0].id == job(i).id:
+            raise error
+        return [j.id for j in batch]
+    return store
+
+
 def test_a_failure_is_a_shoal_error_with_the_count():
     """Errors other than shoal's own (a bug, an interrupt) go through untouched."""
-    from shoal.queue.batches import submit_in_batches
-
-    def store(batch: list[Job]) -> list[str]:
-        if batch[0].id == job(20).id:
-            raise RuntimeError("boom")
-        return [j.id for j in batch]
-
     with pytest.raises(RuntimeError, match=r"^boom$"):
-        submit_in_batches((job(i) for i in range(40)), BATCH, store)
-
-    def full(batch: list[Job]) -> list[str]:
-        if batch[0].id == job(20).id:
-            raise ShoalError("disk full")
-        return [j.id for j in batch]
-
+        submit_in_batches((job(i) for i in range(40)), BATCH,
+                          failing_at(20, RuntimeError("boom")))
     with pytest.raises(ShoalError, match=r"^disk full \(20 job\(s\)"):
-        submit_in_batches((job(i) for i in range(40)), BATCH, full)
+        submit_in_batches((job(i) for i in range(40)), BATCH,
+                          failing_at(20, ShoalError("disk full")))
