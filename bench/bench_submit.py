@@ -4,7 +4,9 @@ Redis, with RQ's `enqueue_many` beside Redis; HyperQueue is not installed here.
 Each backend runs in a child process of its own (so its peak RSS is its own): it first
 builds N `Job.command_job(["true", str(i)])` and drops them ("build s": what building
 costs alone), then submits a generator of N fresh ones with one `queue.submit` call
-("total s": what a user waits; "submit s" = total - build). Bytes per job: the SQLite
+("total s": what a user waits; "submit s" = total - build; the JSON also has
+total_cpu_s, the submitting process's CPU seconds in it, steadier than wall time on a
+loaded machine). Bytes per job: the SQLite
 file after a checkpoint (tcp: once the coordinator stopped), or Redis `INFO memory`
 used_memory after - before. Peak RSS: the submitting process's (tcp: the coordinator's
 beside it).
