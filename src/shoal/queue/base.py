@@ -2,7 +2,9 @@
 
 Guarantees (see docs/architecture.md and RELIABILITY.md):
 
-* `submit` is idempotent by job id, and all or nothing per call.
+* `submit` is idempotent by job id, and all or nothing per batch (batches.py: sqlite,
+  tcp and Redis read an iterable in batches; a failed one leaves the earlier ones in,
+  and says how many).
 * A full disk (or a server out of memory) raises `QueueFull` (`NoSpace`): nothing
   half-written; the same call goes through once space returns.
 * `claim` hands out a job under a lease; the lease's `token` fences stale owners.
@@ -205,6 +207,9 @@ class Queue(ABC):
     @abstractmethod
     def submit(self, jobs: Iterable[Job]) -> list[str]:
         """Add jobs; return the ids of those that were new (existing ids change nothing).
+        `jobs` may be any iterable (a generator of 10^6): sqlite, tcp and Redis read it
+        in batches (`batches.submit_in_batches`), never all at once; memory and folder
+        take it whole.
 
         A job whose `after` names jobs not all done starts WAITING (see `scheduling`);
         unknown ids or a cycle refuse the whole submission (`scheduling.check_after`,

@@ -31,6 +31,7 @@ from ..net import wire
 from ..net.channel import Channel
 from ..net.contact import Contact, contact_path, dead_here, read_contact
 from .base import Queue, WatchSet, blobs_of
+from .batches import submit_pipelined
 from .files import ShippedFiles
 from .scheduling import Capacity
 from .settings import QueueSettings
@@ -38,6 +39,7 @@ from .settings import QueueSettings
 CONNECT_S = 10.0  # how long the first contact may take before we say nobody answers
 CONTACT_ENV = "SHOAL_STATUS"
 SENT_BLOBS_KEPT = 10_000  # digests remembered as stored at the coordinator (then forgotten)
+SUBMIT_BATCH = 10_000  # jobs per submit request (~1.3 MB for plain command jobs)
 # The oldest watched ids are asked for again this often, this many at a time (lost pushes).
 PUSH_SWEEP_S = 2.0
 PUSH_SWEEP_IDS = 2000
@@ -65,6 +67,11 @@ def find_contact(where: str) -> Contact:
         f"authentication failed with {where}: no key for it here; point shoal at the "
         f"coordinator's status file (copy its status.json to this machine) or set "
         f"{CONTACT_ENV}=PATH")
+
+
+def _records(jobs: list[Job]) -> list[dict[str, Any]]:
+    """Jobs as a submit request carries them (compact: Job.to_record)."""
+    return [job.to_record() for job in jobs]
 
 
 def dependencies_first(jobs: list[Job]) -> list[Job]:
@@ -214,12 +221,15 @@ class CoordinatorQueue(Queue):
     # -- jobs ------------------------------------------------------------------------
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
-        batch = list(jobs)
+        """In requests of SUBMIT_BATCH jobs, read as they come; the next batch is encoded
+        while one is in flight (batches.submit_pipelined)."""
+        return submit_pipelined(jobs, SUBMIT_BATCH, _records, self._submit_batch)
+
+    def _submit_batch(self, batch: list[Job], records: list[dict[str, Any]]) -> list[str]:
         self._send_blobs(blobs_of(batch))
         if self._watching:
             with self._watched_lock:
                 self._watched.update(dict.fromkeys(job.id for job in batch))
-        records = [job.to_dict(binary=True) for job in batch]
         try:
             return self._call("submit", jobs=records, watch=self._watching)
         except MessageTooBig:
@@ -229,7 +239,8 @@ class CoordinatorQueue(Queue):
         # for first, so that no half names a job only the other half brings.
         batch = dependencies_first(batch)
         half = len(batch) // 2
-        return self.submit(batch[:half]) + self.submit(batch[half:])
+        return (self._submit_batch(batch[:half], _records(batch[:half]))
+                + self._submit_batch(batch[half:], _records(batch[half:])))
 
     def _send_blobs(self, blobs: Mapping[str, bytes]) -> None:
         """Send the coordinator the blobs it lacks, one per request, before the jobs."""

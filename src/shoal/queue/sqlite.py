@@ -20,9 +20,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import replace
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from .. import defaults
@@ -39,10 +37,10 @@ from ..job import (
     Result,
     State,
     WorkerInfo,
-    _field_names,
     dumps,
     loads,
     loads_many,
+    record_text,
 )
 from . import sqlite_sched as sched
 from .base import (
@@ -54,6 +52,7 @@ from .base import (
     poll,
     reaped_keep_s,
 )
+from .batches import submit_in_batches
 from .files import LocalFiles
 from .lanes import LaneNames
 from .scheduling import (
@@ -97,59 +96,15 @@ CREATE TABLE IF NOT EXISTS control (
 """
 
 
-# The `spec` column holds dumps(job.to_dict()).decode() without the payload, which has
-# its own BLOB column (raw bytes, not base64 in JSON; older files keep it in the spec).
-# Building that dict walks dataclasses.fields() and JSON-encodes it generically, which is
-# most of submit's Python time; _spec() writes the same text directly (keys in sorted
-# order, the strings through json's own escaper, anything else through a sorting JSON
-# encoder). It is used only while Job has exactly these fields, and only for Job itself
-# (not a subclass).
-_SPEC_FIELDS = ("after", "command", "cwd", "env", "id", "kind", "labels", "log", "max_attempts",
-                "meta", "name", "needs", "params", "path", "payload", "priority", "retries",
-                "timeout_s")
-_SPEC_FAST = sorted(_field_names(Job)) == list(_SPEC_FIELDS)
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
-_text = encode_basestring_ascii
+# The `spec` column holds `record_text(job)` (the job's compact JSON without the payload,
+# which has its own BLOB column; older files hold dumps(job.to_dict()) with every field,
+# some with the payload in base64): both decode alike.
 
-
-def _json(value: Any) -> str:
-    kind = type(value)
-    if kind is str:
-        return _text(value)
-    if value is None:
-        return "null"
-    if kind is int:
-        return int.__repr__(value)
-    return _encode(value)
-
-
-def _mapping(value: Any) -> str:
-    return _encode(dict(value)) if value else "{}"
-
-
-def _spec(job: Job) -> str:
-    """The job's record as the `spec` column stores it: dumps(job.to_dict()).decode(), with
-    a null payload (see the `payload` column)."""
-    if not _SPEC_FAST or type(job) is not Job:
-        return dumps({**job.to_dict(), "payload": None}).decode()
-    command = job.command
-    if type(command) is tuple:
-        command = list(command)
-        command_text = ("[" + ",".join(map(_text, command)) + "]"
-                        if all(type(part) is str for part in command) else _encode(command))
-    else:
-        command_text = _json(command)
-    # The scheduling fields are left out at their defaults, as Job.to_dict does.
-    after = f'"after":{_encode(list(job.after))},' if job.after else ""
-    labels = f'"labels":{_encode(list(job.labels))},' if job.labels else ""
-    needs = f'"needs":{_encode(dict(job.needs))},' if job.needs else ""
-    priority = f'"priority":{_json(job.priority)},' if job.priority else ""
-    return (f'{{{after}"command":{command_text},"cwd":{_json(job.cwd)},'
-            f'"env":{_mapping(job.env)},"id":{_json(job.id)},"kind":{_text(job.kind.value)},'
-            f'{labels}"log":{_json(job.log)},"max_attempts":{_json(job.max_attempts)},'
-            f'"meta":{_mapping(job.meta)},"name":{_json(job.name)},{needs}'
-            f'"params":{_mapping(job.params)},"path":{_json(job.path)},"payload":null,'
-            f'{priority}"retries":{_json(job.retries)},"timeout_s":{_json(job.timeout_s)}}}')
+SUBMIT_BATCH = 20_000  # jobs per submit transaction (submit streams: batches.py)
+# Page cache per connection, in KiB (negative: SQLite's unit): the UNIQUE index on random
+# ids is written all over, and with SQLite's 2 MiB default a big submit rewrites its
+# pages to the WAL again and again (10^6 jobs: 1.4x slower). Pages are only cached as read.
+CACHE_KIB = 64 * 1024
 
 
 def _job(spec: str, payload: bytes | None) -> Job:
@@ -354,6 +309,7 @@ class SqliteQueue(Queue):
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         return db
 
     def _connect_read_only(self) -> sqlite3.Connection:
@@ -443,14 +399,16 @@ class SqliteQueue(Queue):
     # -- jobs ------------------------------------------------------------------------
 
     def submit(self, jobs: Iterable[Job]) -> list[str]:
-        # The records are encoded before the write lock is taken, then inserted with one
-        # executemany. Each row takes the next seq (and rank = seq) and we hold the lock,
-        # so the new ones are those above the largest seq before the insert; when every
-        # row went in (the usual case) they are simply all of them.
-        jobs = list(jobs)
+        """In transactions of SUBMIT_BATCH jobs, read as they come (batches.py)."""
+        return submit_in_batches(jobs, SUBMIT_BATCH, self._submit_batch)
+
+    def _submit_batch(self, jobs: list[Job]) -> list[str]:
+        # The records are encoded before the write lock is taken. Under it, the ids
+        # already stored are looked up (and repeats within the batch dropped), and the
+        # rest inserted by one executemany, numbered on from the largest seq (rank = seq):
+        # no row is ignored, so no number is used up.
         lanes = LaneNames()
-        rows = [[job.id, _spec(job), job.payload, "pending", lanes(job), job.id]
-                for job in jobs]
+        rows = [[job.id, record_text(job), job.payload, "pending", lanes(job)] for job in jobs]
         plain = {job.priority for job in jobs if not job.needs and not job.labels}
         named = {dep for job in jobs for dep in job.after}
         blobs = blobs_of(jobs)
@@ -459,25 +417,21 @@ class SqliteQueue(Queue):
             if blobs:
                 self._put_blobs_in(db, blobs)
             sched.add_lanes(db, lanes, plain)
+            stored = sched.dep_states(db, (row[0] for row in rows))
+            fresh = {row[0]: row for row in reversed(rows) if row[0] not in stored}
             (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
-            before = db.total_changes
-            # Not INSERT OR IGNORE: an ignored row would use up a seq number.
+            new = [row[0] for row in rows if fresh.get(row[0]) is row]
             db.executemany(
-                "INSERT INTO jobs(seq, id, spec, payload, state, lane, rank) SELECT m + 1, ?, "
-                "?, ?, ?, ?, m + 1 FROM (SELECT COALESCE(MAX(seq), 0) AS m FROM jobs) "
-                "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id=?)", rows)
-            if db.total_changes - before == len(rows):
-                new = [row[0] for row in rows]
-            else:
-                new = [job_id for (job_id,) in db.execute(
-                    "SELECT id FROM jobs WHERE seq > ? ORDER BY seq", (last,))]
+                "INSERT INTO jobs(seq, id, spec, payload, state, lane, rank) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?1)",
+                [(last + k, *fresh[job_id]) for k, job_id in enumerate(new, 1)])
             if named:
                 db.executemany("INSERT OR IGNORE INTO dependants(dep, job) VALUES (?, ?)",
                                [(dep, job.id) for job in jobs for dep in job.after])
             if ends:
-                fresh = set(new)
+                added = set(new)
                 for job, dep_id, state in ends:
-                    if job.id in fresh:  # it ends at once, and what waits for it
+                    if job.id in added:  # it ends at once, and what waits for it
                         self._end_unrun(db, job, dep_id, state)
             return new
 

@@ -41,15 +41,17 @@ from ...job import (
     WorkerInfo,
     dumps,
     loads,
+    record_text,
 )
 from ..base import CANCELLED, Queue, WatchSet, blobs_of, chosen, page_of, reaped_keep_s
+from ..batches import submit_pipelined
 from ..files import ShippedFiles
 from ..lanes import LaneNames
 from ..redis_link import check_durability, confirm_durable, connect, parse_url, translated_errors
 from ..scheduling import Capacity, check_after, needs_of
 from ..settings import QueueSettings
 from .keys import QueueKeys
-from .records import job_of, needs_job, record_of, result_from, result_of, spec_of, with_reason
+from .records import job_of, needs_job, record_of, result_from, result_of, with_reason
 from .scripts import Scripts
 from .store import RedisStore
 
@@ -143,13 +145,14 @@ class RedisQueue(Queue):
 
     @_translated
     def submit(self, jobs: Iterable[Job]) -> list[str]:
-        jobs = list(jobs)
-        if any(job.after for job in jobs):  # refused whole, before anything is stored
-            check_after(jobs, self._known)
-        blobs = blobs_of(jobs)
-        if blobs:
-            self.put_blobs(blobs)  # before the jobs that name them
-        new: list[str] = []
+        """Batches of SUBMIT_BATCH jobs, read as they come, one script call each; the next
+        batch is encoded while one runs (batches.submit_pipelined)."""
+        return submit_pipelined(jobs, SUBMIT_BATCH, self._encoded, self._store)
+
+    def _encoded(self, jobs: list[Job]) -> list[tuple[list[Job], bytes, bytes]]:
+        """The script calls that store `jobs` (one, unless a list with dependencies came
+        whole): each call's jobs and its two arguments."""
+        calls = []
         for first in range(0, len(jobs), SUBMIT_BATCH):
             batch = jobs[first:first + SUBMIT_BATCH]
             items: list[Any] = []
@@ -158,13 +161,25 @@ class RedisQueue(Queue):
                 lane = self._lane_names(job)
                 if lane not in shapes:
                     shapes[lane] = _packed([needs_of(job), sorted(job.labels)])
-                items += (job.id, spec_of(job), job.payload or b"", lane, list(job.after))
-            added = self._submit_batch(_packed(items), _packed(shapes))
-            if isinstance(added, int):  # all of them
-                new += [job.id for job in batch]
-            else:
-                new += [_text(i) for i in added]
-        return new
+                items += (job.id, record_text(job), job.payload or b"", lane, list(job.after))
+            calls.append((batch, _packed(items), _packed(shapes)))
+        return calls
+
+    def _store(self, jobs: list[Job], calls: list[tuple[list[Job], bytes, bytes]]) -> list[str]:
+        with translated_errors(self.address):  # this runs in submit_pipelined's thread
+            if any(job.after for job in jobs):  # refused whole, before anything is stored
+                check_after(jobs, self._known)
+            blobs = blobs_of(jobs)
+            if blobs:
+                self.put_blobs(blobs)  # before the jobs that name them
+            new: list[str] = []
+            for batch, items, shapes in calls:
+                added = self._submit_batch(items, shapes)
+                if isinstance(added, int):  # all of them
+                    new += [job.id for job in batch]
+                else:
+                    new += [_text(i) for i in added]
+            return new
 
     def _known(self, ids: list[str]) -> set[str]:
         """Which of these ids the queue holds (for `check_after`)."""

@@ -10,48 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...job import Job, Result, State, _field_names, dumps
+from ...job import Job, Result, State, dumps
 from ..base import lost_reason
 from ..scheduling import dependency_reason
-
-# spec_of writes these fields itself (to_dict's generic walk is most of submit's time);
-# a Job with other fields, or a subclass, takes the generic way.
-_KNOWN = {"id", "name", "kind", "command", "path", "cwd", "env", "params", "log", "timeout_s",
-          "retries", "max_attempts", "payload", "meta", "priority", "after", "needs", "labels"}
-_FAST = set(_field_names(Job)) == _KNOWN
-_OPTIONAL = ("path", "cwd", "log", "timeout_s")
-_MAPPINGS = ("env", "params", "meta", "needs")
-_LISTS = ("after", "labels")
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def spec_of(job: Job) -> str:
-    """The job without its payload, None fields and empty mappings left out (Job.from_dict
-    gives them back), so a pending job costs Redis little memory."""
-    if not _FAST or type(job) is not Job:
-        data = job.to_dict(binary=True)
-        data.pop("payload", None)
-        return dumps({k: v for k, v in data.items() if v is not None and v != {}}).decode()
-    command = job.command
-    spec: dict[str, Any] = {"id": job.id, "name": job.name, "kind": job.kind.value,
-                            "retries": job.retries, "max_attempts": job.max_attempts}
-    if command is not None:
-        spec["command"] = list(command) if type(command) is tuple else command
-    for key in _OPTIONAL:
-        value = getattr(job, key)
-        if value is not None:
-            spec[key] = value
-    for key in _MAPPINGS:
-        value = getattr(job, key)
-        if value:
-            spec[key] = dict(value)
-    for key in _LISTS:
-        value = getattr(job, key)
-        if value:
-            spec[key] = list(value)
-    if job.priority:
-        spec["priority"] = job.priority
-    return _encode(spec)
 
 
 def job_of(spec: bytes, payload: bytes | None) -> Job:
