@@ -9,7 +9,7 @@ installed shows in its cell with the reason.
 
     python bench/run_all.py [--quick] [--json PATH] [--only 1,5,9] [--tmp DIR]
 
-Default JSON: bench/results/run_all-<UTC time>.json (bench/results/ is in .gitignore; the folder is made if missing).
+Default JSON: bench/results/run_all-<UTC time>.json (made if missing; in .gitignore).
 """
 
 from __future__ import annotations
