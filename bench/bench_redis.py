@@ -19,7 +19,8 @@ All on one redis-server this script starts in a fresh folder on a free loopback 
 (c) 200 calls sleeping 50 ms on the same variants: efficiency = ideal (5 s) / wall.
 (b) 10^5 and 10^6 command jobs submitted in batches of 10,000: submit time (building the
     Jobs timed apart), Redis memory per pending job (INFO memory before/after), the
-    server's CPU.
+    server's CPU; then the peer, RQ's Queue.enqueue_many (--rq-jobs of them, default
+    10^5: RQ's jobs are several times bigger, compare rates).
 (d) 200 simulated workers (redis_swarm.py) draining 10^5 no-op jobs: jobs/s, claim
     latency p50/p99, Redis CPU.
 Run: python bench/bench_redis.py [--part a,b,c,d] [--only shoal-redis,ray] [--repeat 3]
@@ -48,7 +49,7 @@ from bench_calls import MARK, Dask, Variant, marked_outcome, measure, start_or_s
 from bench_calls import Ray as RayPeer
 from bench_tcp import ShoalTcp
 from jsonout import Figures, add_option, variants
-from redis_peers import URL_ENV, CeleryPeer, Rq
+from redis_peers import URL_ENV, CeleryPeer, Rq, rq_enqueue_many
 
 CALL_NAMES = ("shoal-redis", "shoal-redis-procs", "ray", "rq", "rq-simple", "celery")
 SLOW = ("rq", "rq-simple")
@@ -246,6 +247,20 @@ def part_enqueue(url: str, client: Any, jobs: int, batch: int) -> dict[str, Any]
             "server_cpu_s": server_s}
 
 
+def part_rq_enqueue(url: str, client: Any, jobs: int, batch: int) -> dict[str, Any]:
+    """The peer of part b: RQ's enqueue_many, or why it could not run."""
+    try:
+        row = rq_enqueue_many(url, client, jobs, batch)
+    except ImportError as exc:
+        print(f"(b) RQ enqueue_many: skipped: {exc} (pip install rq)")
+        return {"backend": "rq-enqueue_many", "skipped": f"{exc} (pip install rq)"}
+    print(f"(b) RQ enqueue_many, {jobs:>8,} jobs: {row['submit_s']:6.2f} s "
+          f"({jobs / row['submit_s']:8,.0f} jobs/s), building the EnqueueData "
+          f"{row['build_s']:5.2f} s, together {row['total_s']:6.2f} s; "
+          f"{row['bytes_per_job']:5.0f} B of Redis memory per pending job")
+    return row
+
+
 def redis_cpu(client: Any) -> float:
     """The server's CPU seconds so far (INFO cpu, user + system)."""
     info = client.info("cpu")
@@ -340,6 +355,8 @@ def main() -> None:
     parser.add_argument("--jobs", default="100000,1000000",
                         help="comma-separated sizes for part b")
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--rq-jobs", type=int, default=100_000,
+                        help="jobs RQ's enqueue_many submits in part b (0: none)")
     parser.add_argument("--swarm-workers", type=int, default=200)
     parser.add_argument("--swarm-procs", type=int, default=8)
     parser.add_argument("--swarm-jobs", type=int, default=100_000)
@@ -380,6 +397,9 @@ def main() -> None:
             rows: list[dict[str, Any]] = []
             for jobs in (int(j) for j in args.jobs.split(",")):
                 rows.append(part_enqueue(url, client, jobs, args.batch))
+                figures.part("enqueue", {"rows": rows})
+            if args.rq_jobs:
+                rows.append(part_rq_enqueue(url, client, args.rq_jobs, args.batch))
                 figures.part("enqueue", {"rows": rows})
             print(f"load average: {load()}", flush=True)
         if "d" in parts:

@@ -56,12 +56,13 @@ class Sizes:
     client_procs: int
     client_threads: int
     jobs: int  # row 7
+    rq_jobs: int  # row 7's RQ enqueue_many (several times slower: fewer, compare rates)
     startup_repeat: int
     limit_s: float  # per script
 
 
-FULL = Sizes(2000, 20_000, 20_000, 3, 200, 2, 10, 100, 1_000_000, 20, 2400.0)
-QUICK = Sizes(1000, 5000, 2000, 1, 100, 1, 2, 50, 100_000, 5, 300.0)
+FULL = Sizes(2000, 20_000, 20_000, 3, 200, 2, 10, 100, 1_000_000, 100_000, 20, 2400.0)
+QUICK = Sizes(1000, 5000, 2000, 1, 100, 1, 2, 50, 100_000, 10_000, 5, 300.0)
 
 
 def plan(rows: set[int], size: Sizes, submit: bool) -> dict[str, list[str]]:
@@ -94,7 +95,7 @@ def plan(rows: set[int], size: Sizes, submit: bool) -> dict[str, list[str]]:
         scripts["redis"] = ["bench_redis.py", "--part", ",".join(redis),
                             "--only", "shoal-redis,shoal-redis-procs,ray,dask-map",
                             "--calls", str(size.remote_calls), *common,
-                            "--jobs", str(size.jobs)]
+                            "--jobs", str(size.jobs), "--rq-jobs", str(size.rq_jobs)]
     if 7 in rows and submit:
         scripts["submit"] = [SUBMIT, "--jobs", str(size.jobs), "--backends", "sqlite,tcp,redis"]
     if 9 in rows:

@@ -136,14 +136,23 @@ def submitted(row: str, figs: Figures, backend: str, limit_s: float) -> Line:
         raise Missing("redis" if backend == "redis" and script == "tcp" else script)
     jobs, total, alone = mine["jobs"], mine["total_s"], mine["submit_s"]
     scale = MILLION / jobs
-    peers = f"HyperQueue ~{HYPERQUEUE_PER_S:,}/s (quoted, not installed)"
-    if backend == "redis":
-        peers += "; RQ enqueue_many: not measured"
-    line = Line(row, f"submit {jobs:,} jobs, {backend}", peers=peers,
+    peers = [f"HyperQueue ~{HYPERQUEUE_PER_S:,}/s (quoted, not installed)"]
+    ratios = [f"{jobs / total / HYPERQUEUE_PER_S:.2f}x HyperQueue (quoted)"]
+    rq = next((r for r in rows if r["backend"] == "rq-enqueue_many"), None)
+    if backend == "redis" and rq is None:
+        peers.append("RQ enqueue_many: not measured")
+    elif backend == "redis" and "skipped" in rq:
+        peers.append(f"RQ enqueue_many: skipped: {short(rq['skipped'])}")
+    elif backend == "redis":
+        rq_rate = rq["jobs"] / rq["total_s"]
+        peers.append(f"RQ enqueue_many {rq_rate:,.0f}/s ({rq['jobs']:,} jobs, "
+                     f"{rq['bytes_per_job']:.0f} B/job)")
+        ratios.append(f"{jobs / total / rq_rate:.2f}x RQ")
+    line = Line(row, f"submit {jobs:,} jobs, {backend}", peers="; ".join(peers),
+                ratios=", ".join(ratios),
                 target=f"<= {limit_s:g} s for 10^6, <= {BYTES_PER_JOB} B/job")
     line.shoal = (f"{total:.2f} s (build {mine['build_s']:.2f} + submit {alone:.2f}), "
                   f"{jobs / total:,.0f}/s, {mine['bytes_per_job']:.0f} B/job")
-    line.ratios = f"{jobs / total / HYPERQUEUE_PER_S:.2f}x HyperQueue (quoted)"
     ok_bytes = mine["bytes_per_job"] <= BYTES_PER_JOB
     verdict = judge([total * scale <= limit_s, ok_bytes])
     if verdict == "missed" and ok_bytes and alone * scale <= limit_s:

@@ -16,7 +16,7 @@ from tests.conftest import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import run_all  # bench/ is not a package: its folder goes on the path
-from runall_rows import table
+from runall_rows import MILLION, table
 
 
 def rates(**per_s: float) -> dict:
@@ -71,10 +71,18 @@ def test_submitting_fewer_than_a_million_is_projected_and_says_so() -> None:
             {"backend": "tcp", "jobs": 100_000, "build_s": 0.3, "submit_s": 1.2,
              "total_s": 1.5, "bytes_per_job": 250}]
     sqlite, tcp, redis = table({"tcp": {"million": {"rows": rows}}}, {7}, {})
+    assert redis.verdict == "error"  # bench_redis.py did not run
     assert sqlite.verdict == "missed (submit alone: met) (projected to 10^6)"  # 7 s > 5 s
     assert tcp.verdict == "missed (projected to 10^6)"  # 15 s > 10 s, 12 s alone
     assert "HyperQueue" in sqlite.peers and sqlite.workload == "submit 100,000 jobs, sqlite"
-    assert redis.verdict == "error"
+    rows = [{"backend": "redis", "jobs": MILLION, "build_s": 3.0, "submit_s": 5.0,
+             "total_s": 8.0, "bytes_per_job": 400},
+            {"backend": "rq-enqueue_many", "jobs": 10_000, "build_s": 0.1, "submit_s": 4.9,
+             "total_s": 5.0, "bytes_per_job": 540}]
+    _, _, redis = table({"tcp": {}, "redis": {"enqueue": {"rows": rows}}}, {7}, {})
+    assert redis.verdict == "missed"  # 400 B/job > 300; 8 s <= 10 s
+    assert "RQ enqueue_many 2,000/s (10,000 jobs, 540 B/job)" in redis.peers
+    assert redis.ratios.endswith("62.50x RQ")  # 125,000/s vs 2,000/s
 
 
 def test_the_plan_runs_only_what_the_rows_need() -> None:
