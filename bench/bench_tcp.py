@@ -479,9 +479,9 @@ def part_clients(args: argparse.Namespace) -> dict[str, Any]:
             cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return report_clients(args, outputs, {"connected": connected, "wall": wall, "cpu": cpu,
-                                   "workers_cpu": workers_cpu,
-                                   "before": before, "connected_mem": connected_mem,
-                                   "peak_rss": peak_rss, "after": after})
+                                          "workers_cpu": workers_cpu,
+                                          "before": before, "connected_mem": connected_mem,
+                                          "peak_rss": peak_rss, "after": after})
 
 
 def report_clients(args: argparse.Namespace, outputs: list[tuple[str, str]],
@@ -606,9 +606,10 @@ def part_million(args: argparse.Namespace, figures: Figures) -> None:
                            coordinator_rss_mib=mem["VmRSS"] / 1024,
                            coordinator_peak_rss_mib=mem["VmHWM"] / 1024,
                            bytes_per_job_serving=db_bytes(tmp) / n)
-                extra = (f"CPU {cpu_s([cluster.serve.pid]) - cpu0:.1f} s, RSS "
+                extra = (f"CPU {row['coordinator_cpu_s']:.1f} s, RSS "
                          f"{mem['VmRSS'] / 1024:.0f} MiB (peak {mem['VmHWM'] / 1024:.0f}), "
-                         f"{db_bytes(tmp) / n:.0f} bytes/job while serving (with its WAL)")
+                         f"{row['bytes_per_job_serving']:.0f} bytes/job while serving "
+                         f"(with its WAL)")
             queue.close()
             if cluster is not None:
                 cluster.stop()  # the coordinator closes the database: WAL checkpointed

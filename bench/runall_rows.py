@@ -17,6 +17,9 @@ BYTES_PER_JOB = 300  # row 7
 CLIENTS_P99_MS = 500  # row 8
 VERSION_MS = 40  # row 9
 SKIP_CHARS = 70  # a skip reason in a cell is cut there; the JSON has all of it
+# row 6: the peers beside shoal in each script's sleeping part
+SLEEP_PEERS = {"calls": ("ppe-submit", "loky"), "tcp": ("ray", "dask-map"),
+               "redis": ("ray", "dask-map")}
 
 Figures = Mapping[str, Any]  # script key -> the JSON that script wrote
 
@@ -97,20 +100,21 @@ def throughput(row: str, what: str, figs: Figures, script: str, section: str, na
     return line
 
 
-def efficiency(row: str, figs: Figures, script: str, name: str,
-               peers: tuple[str, ...]) -> Line:
+def efficiency(row: str, figs: Figures, script: str, name: str, backend: str) -> Line:
     """Row 6: ideal / wall for the sleeping calls, against the peers of the same script."""
     found = part(figs, script, "sleeps")
+    peers = SLEEP_PEERS[script]
     mine = found["variants"].get(name)
     any_run = mine or next(iter(found["variants"].values()), None)
     what = (f"{any_run['n']} x {found['sleep_s'] * 1000:g} ms sleeps, "
-            f"{found['workers']} workers, {name}") if any_run else f"sleeps, {name}"
+            f"{found['workers']} workers, {backend}") if any_run else f"sleeps, {backend}"
     line = Line(row, what, target=f">= {EFFICIENCY:.0%} efficiency",
                 peers=peer_cells(found, peers, lambda v: f"{v['efficiency']:.1%}"))
     if mine is None:
         line.shoal, line.verdict = absent(found, name), "n/a"
         return line
-    line.shoal = f"{mine['efficiency']:.1%} ({mine['median_s']:.2f} s, ideal {mine['ideal_s']:.2f})"
+    line.shoal = (f"{name} {mine['efficiency']:.1%} ({mine['median_s']:.2f} s, "
+                  f"ideal {mine['ideal_s']:.2f})")
     line.ratios = ", ".join(f"{mine['efficiency'] / found['variants'][p]['efficiency']:.2f}x {p}"
                             for p in peers if p in found["variants"]) or "-"
     line.verdict = "met" if mine["efficiency"] >= EFFICIENCY else "missed"
@@ -199,8 +203,6 @@ def startup(row: str, figs: Figures) -> Line:
 
 
 TINY = "{n} no-op calls, 2 workers, "
-SLEEP_PEERS = {"calls": ("ppe-submit", "loky"), "tcp": ("ray", "dask-map"),
-               "redis": ("ray", "dask-map")}
 
 # (row number, what builds its line(s)): the script keys are those of run_all.SCRIPTS
 LINES: list[tuple[int, Callable[[Figures], Line]]] = [
@@ -218,11 +220,11 @@ LINES: list[tuple[int, Callable[[Figures], Line]]] = [
     (5, lambda f: throughput("5", TINY + "redis:// (2 `shoal work`)", f, "redis", "calls",
                              "shoal-redis-procs", ("ray", "dask-map"),
                              {"ray": 1.5, "dask-map": 5.0})),
-    (6, lambda f: efficiency("6", f, "calls", "shoal-mem", SLEEP_PEERS["calls"])),
-    (6, lambda f: efficiency("6", f, "calls", "shoal-dir", SLEEP_PEERS["calls"])),
-    (6, lambda f: efficiency("6", f, "tcp", "shoal-sqlite", SLEEP_PEERS["tcp"])),
-    (6, lambda f: efficiency("6", f, "tcp", "shoal-tcp", SLEEP_PEERS["tcp"])),
-    (6, lambda f: efficiency("6", f, "redis", "shoal-redis-procs", SLEEP_PEERS["redis"])),
+    (6, lambda f: efficiency("6", f, "calls", "shoal-mem", "memory")),
+    (6, lambda f: efficiency("6", f, "calls", "shoal-dir", "folder")),
+    (6, lambda f: efficiency("6", f, "tcp", "shoal-sqlite", "sqlite")),
+    (6, lambda f: efficiency("6", f, "tcp", "shoal-tcp", "tcp")),
+    (6, lambda f: efficiency("6", f, "redis", "shoal-redis-procs", "redis")),
     (7, lambda f: submitted("7", f, "sqlite", 5.0)),
     (7, lambda f: submitted("7", f, "tcp", 10.0)),
     (7, lambda f: submitted("7", f, "redis", 10.0)),
