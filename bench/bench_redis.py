@@ -353,7 +353,7 @@ def main() -> None:
     parser.add_argument("--sleep-s", type=float, default=0.05)
     parser.add_argument("--sleep-repeat", type=int, default=2)
     parser.add_argument("--jobs", default="100000,1000000",
-                        help="comma-separated sizes for part b")
+                        help="comma-separated sizes for part b (0: only RQ's)")
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--rq-jobs", type=int, default=100_000,
                         help="jobs RQ's enqueue_many submits in part b (0: none)")
@@ -395,7 +395,7 @@ def main() -> None:
         if "b" in parts:
             print()
             rows: list[dict[str, Any]] = []
-            for jobs in (int(j) for j in args.jobs.split(",")):
+            for jobs in (int(j) for j in args.jobs.split(",") if int(j) > 0):
                 rows.append(part_enqueue(url, client, jobs, args.batch))
                 figures.part("enqueue", {"rows": rows})
             if args.rq_jobs:

@@ -89,13 +89,13 @@ def plan(rows: set[int], size: Sizes, submit: bool) -> dict[str, list[str]]:
                           "--client-procs", str(size.client_procs),
                           "--client-threads", str(size.client_threads),
                           "--jobs", str(size.jobs)]
-    redis = [part for part, row in (("a", 5), ("c", 6), ("b", 7))
-             if row in rows and not (part == "b" and submit)]
-    if redis:
+    redis = [part for part, row in (("a", 5), ("c", 6), ("b", 7)) if row in rows]
+    if redis:  # with bench_submit.py, (b) is only RQ's enqueue_many: --jobs 0
         scripts["redis"] = ["bench_redis.py", "--part", ",".join(redis),
                             "--only", "shoal-redis,shoal-redis-procs,ray,dask-map",
                             "--calls", str(size.remote_calls), *common,
-                            "--jobs", str(size.jobs), "--rq-jobs", str(size.rq_jobs)]
+                            "--jobs", "0" if submit else str(size.jobs),
+                            "--rq-jobs", str(size.rq_jobs)]
     if 7 in rows and submit:
         scripts["submit"] = [SUBMIT, "--jobs", str(size.jobs), "--backends", "sqlite,tcp,redis"]
     if 9 in rows:

@@ -90,7 +90,8 @@ def test_the_plan_runs_only_what_the_rows_need() -> None:
     plan = run_all.plan({5, 6, 7}, run_all.FULL, submit=True)
     assert set(plan) == {"calls", "tcp", "redis", "submit"}
     assert plan["tcp"][plan["tcp"].index("--part") + 1] == "a,b"  # (d) is bench_submit's
-    assert plan["redis"][plan["redis"].index("--part") + 1] == "a,c"
+    assert plan["redis"][plan["redis"].index("--part") + 1] == "a,c,b"  # (b): RQ's alone
+    assert plan["redis"][plan["redis"].index("--jobs") + 1] == "0"
     assert plan["calls"][plan["calls"].index("--part") + 1] == "2"
     assert plan["submit"][:3] == ["bench_submit.py", "--jobs", "1000000"]
     fallback = run_all.plan({7}, run_all.FULL, submit=False)
@@ -138,3 +139,17 @@ def test_a_script_that_fails_says_how_in_one_line(tmp_path: Path) -> None:
     assert status["error"] == f"{argv[0]}: exit 1: redis-server did not start"
     assert status["figures"] == {}
     assert json.dumps(status)  # it goes into the JSON file as it is
+
+
+def test_row_7_takes_bench_submit_figures_when_it_ran_and_rq_from_bench_redis() -> None:
+    def row(backend: str, total: float) -> dict:
+        return {"backend": backend, "jobs": MILLION, "build_s": total / 2,
+                "submit_s": total / 2, "total_s": total, "bytes_per_job": 120,
+                "peak_rss_mb": 300}
+    rq = {"backend": "rq-enqueue_many", "jobs": 10_000, "build_s": 0.0, "submit_s": 2.0,
+          "total_s": 2.0, "bytes_per_job": 540}
+    figs = {"submit": {"rows": [row("sqlite", 4.0), row("tcp", 12.0), row("redis", 9.0)]},
+            "redis": {"enqueue": {"rows": [rq]}}}
+    sqlite, tcp, redis = table(figs, {7}, {})
+    assert (sqlite.verdict, tcp.verdict, redis.verdict) == ("met", "missed", "met")
+    assert "RQ enqueue_many 5,000/s" in redis.peers and "RQ" not in sqlite.peers
