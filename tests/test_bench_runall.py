@@ -151,5 +151,6 @@ def test_row_7_takes_bench_submit_figures_when_it_ran_and_rq_from_bench_redis() 
     figs = {"submit": {"rows": [row("sqlite", 4.0), row("tcp", 12.0), row("redis", 9.0)]},
             "redis": {"enqueue": {"rows": [rq]}}}
     sqlite, tcp, redis = table(figs, {7}, {})
-    assert (sqlite.verdict, tcp.verdict, redis.verdict) == ("met", "missed", "met")
+    assert (sqlite.verdict, tcp.verdict, redis.verdict) == (
+        "met", "missed (submit alone: met)", "met")  # tcp: 12 s in all, 6 s submitting
     assert "RQ enqueue_many 5,000/s" in redis.peers and "RQ" not in sqlite.peers
