@@ -244,6 +244,7 @@ def main() -> None:
                   flush=True)
             status = run_script(argv, Path(scratch) / f"{key}.json", size.limit_s, env)
             results["scripts"][key] = status
+            json_path.write_text(json.dumps(results, indent=1))  # a stopped run keeps these
             print(f"[{time.time() - started:5.0f} s]   {status.get('error', 'done')} "
                   f"({status['wall_s']:.0f} s)", file=sys.stderr, flush=True)
     figs = {key: status["figures"] for key, status in results["scripts"].items()}
