@@ -219,7 +219,17 @@ def main() -> None:
                         help="comma-separated rows of the table, e.g. 1,5,9 (default: all)")
     parser.add_argument("--tmp", type=Path, help="parent of every temporary folder the "
                         "scripts make (their TMPDIR; default: $TMPDIR)")
+    parser.add_argument("--show", type=Path, metavar="JSON",
+                        help="run nothing: print the table of a run saved before (also one "
+                        "stopped midway) with this version's rows")
     args = parser.parse_args()
+    if args.show is not None:
+        try:
+            saved = json.loads(args.show.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--show {args.show}: {exc}")
+        show(saved, args.show)
+        return
     if args.tmp is not None and not args.tmp.is_dir():
         parser.error(f"--tmp {args.tmp}: not a directory")
     json_path = args.json or default_json()
@@ -247,28 +257,33 @@ def main() -> None:
             json_path.write_text(json.dumps(results, indent=1))  # a stopped run keeps these
             print(f"[{time.time() - started:5.0f} s]   {status.get('error', 'done')} "
                   f"({status['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+    results.update(load_after=os.getloadavg(), duration_s=time.time() - started)
+    show(results, json_path)
+
+
+def show(results: dict[str, Any], json_path: Path) -> None:
+    """Print the table of a run (this one, or one saved before: --show) and save it."""
     figs = {key: status["figures"] for key, status in results["scripts"].items()}
     errors = {key: status["error"] for key, status in results["scripts"].items()
               if "error" in status}
-    lines = table(figs, args.only, errors)
-    load_after, took = os.getloadavg(), time.time() - started
-    results.update(load_after=load_after, duration_s=took,
-                   table=[line.__dict__ for line in lines])
+    lines = table(figs, set(results["rows"]), errors)
+    results["table"] = [line.__dict__ for line in lines]
     json_path.write_text(json.dumps(results, indent=1))
+    size = Sizes(**results["sizes"])
     how = ("--quick: " + ", ".join((f"{size.shell_jobs} shell jobs", f"{size.calls} calls "
            f"(rows 3-4), {size.remote_calls} remote", f"{size.sleeps} sleeps",
            f"{size.jobs:,} jobs submitted", f"{size.client_procs * size.client_threads} "
-           "clients", "1 repetition")) if args.quick else
+           "clients", "1 repetition")) if results["quick"] else
            f"full sizes, median of {size.repeat} (sleeps: {size.sleep_repeat})")
     print_table(lines, f"issue 18 benchmarks ({how}); ratios are speeds, shoal / peer")
-    print(f"\n{machine_line(results)}; load {load_before[0]:.1f} before, {load_after[0]:.1f} "
-          f"after; {took:.0f} s in all; every figure: {json_path}")
-
-
-def machine_line(results: Mapping[str, Any]) -> str:
     found = results["machine"]
-    return (f"{found['cpus']} CPUs, Python {found['python']}, shoal at {found['git'][:12]}"
-            + (" (uncommitted changes)" if "uncommitted" in found["git"] else ""))
+    took = results.get("duration_s")
+    print(f"\n{found['cpus']} CPUs, Python {found['python']}, shoal at {found['git'][:12]}"
+          + (" (uncommitted changes)" if "uncommitted" in found["git"] else "")
+          + f"; load {results['load_before'][0]:.1f} before, "
+          + (f"{results['load_after'][0]:.1f} after; {took:.0f} s in all"
+             if took is not None else "stopped before the end")
+          + f"; every figure: {json_path}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -154,3 +155,27 @@ def test_row_7_takes_bench_submit_figures_when_it_ran_and_rq_from_bench_redis() 
     assert (sqlite.verdict, tcp.verdict, redis.verdict) == (
         "met", "missed (submit alone: met)", "met")  # tcp: 12 s in all, 6 s submitting
     assert "RQ enqueue_many 5,000/s" in redis.peers and "RQ" not in sqlite.peers
+
+
+def test_show_prints_the_table_of_a_saved_run_even_one_stopped_midway(tmp_path: Path) -> None:
+    startup = {"startup": {"variants": {"shoal --version": {"median_ms": 52.0, "best_ms": 48.0}},
+                           "skipped": {"parallel --version": "GNU parallel not installed"}}}
+    saved = {"quick": True, "rows": [1, 9], "sizes": run_all.QUICK.__dict__,
+             "machine": {"cpus": 2, "python": "3.11.7", "git": "0123456789abcdef"},
+             "load_before": [1.0, 1.0, 1.0],
+             "scripts": {"startup": {"figures": startup}}}  # shell never ran: stopped
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(saved))
+    done = subprocess.run([sys.executable, run_all.__file__, "--show", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    row9 = next(line for line in done.stdout.splitlines() if line.startswith("| 9 "))
+    assert "52 ms (best 48)" in row9 and "missed" in row9
+    assert "parallel --version: GNU parallel not installed" in row9
+    row1 = next(line for line in done.stdout.splitlines() if line.startswith("| 1 "))
+    assert "error: no figures from the shell script" in row1
+    assert "stopped before the end" in done.stdout
+    bad = subprocess.run([sys.executable, run_all.__file__, "--show", str(tmp_path / "no")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines()[-1].startswith("run_all.py: error: --show")
