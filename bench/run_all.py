@@ -8,6 +8,7 @@ its time limit turns its lines into "error: ..." and the run goes on; a peer tha
 installed shows in its cell with the reason.
 
     python bench/run_all.py [--quick] [--json PATH] [--only 1,5,9] [--tmp DIR]
+    python bench/run_all.py --show PATH     # the table of a saved run, nothing run
 
 Default JSON: bench/results/run_all-<UTC time>.json (made if missing; in .gitignore).
 """
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,7 +147,7 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
     for kid in kids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(kid, 9)
+            os.kill(kid, signal.SIGKILL)
 
 
 def first_line(argv: list[str]) -> str:
