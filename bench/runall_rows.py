@@ -247,6 +247,6 @@ def table(figs: Figures, rows: set[int], errors: Mapping[str, str]) -> list[Line
             lines.append(build(figs))
         except Missing as gone:
             why = errors.get(gone.script, f"no figures from the {gone.script} script")
-            lines.append(Line(str(number), WORKLOADS[number], shoal=f"error: {short(why)}",
-                              verdict="error"))
+            lines.append(Line(str(number), f"{WORKLOADS[number]} ({gone.script} script)",
+                              shoal=f"error: {short(why)}", verdict="error"))
     return lines
