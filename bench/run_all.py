@@ -16,14 +16,12 @@ Default JSON: bench/results/run_all-<UTC time>.json (made if missing; in .gitign
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import importlib.metadata
 import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_tcp import descendants
+from bench_tcp import stop_processes
 from runall_rows import LINES, Line, table
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +40,6 @@ SUBMIT = "bench_submit.py"  # the (bulk) engineer's: --jobs N --backends ... --j
 PEERS = ("ray", "dask", "distributed", "loky", "rq", "redis", "celery", "pyzmq")
 TOOLS = {"xargs": ["xargs", "--version"], "parallel": ["parallel", "--version"],
          "redis-server": ["redis-server", "--version"]}
-STOP_S = 10.0  # SIGTERM to a script past its limit, then this long, then SIGKILL
 
 
 @dataclass(frozen=True)
@@ -118,7 +115,7 @@ def run_script(argv: list[str], json_path: Path, limit_s: float,
             proc.wait(timeout=limit_s)
             error = None if proc.returncode == 0 else f"exit {proc.returncode}"
         except subprocess.TimeoutExpired:
-            stop(proc)
+            stop_processes([proc])  # SIGTERM, SIGKILL after 10 s, then what it started
             error = f"did not finish within {limit_s:g} s"
         out.seek(0)
         err.seek(0)
@@ -134,20 +131,6 @@ def run_script(argv: list[str], json_path: Path, limit_s: float,
     except (OSError, ValueError):
         status["figures"] = {}
     return status
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the script, SIGKILL it after STOP_S; then whatever it had started (by PID)."""
-    kids = descendants(proc.pid)
-    proc.terminate()
-    try:
-        proc.wait(STOP_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for kid in kids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(kid, signal.SIGKILL)
 
 
 def first_line(argv: list[str]) -> str:
