@@ -37,6 +37,8 @@ from shoal.job import Job, Result, State
 from shoal.queue import open_queue
 from shoal.worker.callhost import CallHost
 
+NO_PARALLEL = "GNU parallel not installed (apt-get install -y parallel)"
+
 
 def small_queue(folder: Path) -> str:
     """A folder queue of 20 jobs, 5 of them done: what `shoal status` reads."""
@@ -135,8 +137,7 @@ def main() -> None:
         print(f"{name:<26}{statistics.median(walls) * 1000:>10.1f}"
               f"{min(walls) * 1000:>9.1f}{statistics.median(cpus) * 1000:>8.1f}")
     if "parallel --version" not in times:
-        print(f"{'parallel --version':<26}skipped: GNU parallel not installed "
-              "(apt-get install -y parallel)")
+        print(f"{'parallel --version':<26}skipped: {NO_PARALLEL}")
     print(f"load at the end {os.getloadavg()[0]:.2f}; target: shoal --version <= 40 ms")
     figures.part("startup", {
         "repeat": args.repeat, "no_site": args.no_site, "target_ms": 40,
@@ -145,7 +146,7 @@ def main() -> None:
                             "cpu_ms": statistics.median(cpus) * 1000}
                      for name, (walls, cpus) in times.items()},
         "skipped": {} if "parallel --version" in times else {
-            "parallel --version": "GNU parallel not installed (apt-get install -y parallel)"}})
+            "parallel --version": NO_PARALLEL}})
     if args.importtime:
         print("top cumulative imports of `python -m shoal --version` (us):")
         for micros, name in top_imports(["-m", "shoal", "--version"]):
