@@ -22,7 +22,7 @@ with ratios against ProcessPoolExecutor.submit, Ray and dask (client.map). Varia
     ray            ray.init(num_cpus=W): ray.get([f.remote(x) for x in items])
 
 A peer that is not installed or fails to start is reported with the reason and skipped.
-Run: python bench/bench_calls.py [--calls 20000] [--workers 2] [--repeat 3]
+Run: python bench/bench_calls.py [--calls 20000] [--workers 2] [--repeat 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from jsonout import Figures, add_option, paired_ratio, variants
 
 CALLS = ("shoal-mem", "shoal-mem-map", "shoal-dir", "ppe-submit", "ppe-map", "loky",
          "dask-map", "dask-submit", "ray")
@@ -305,8 +307,8 @@ def measure(names: list[str], workload: str, repeat: int, args: argparse.Namespa
 
 def paired(walls: dict, name: str, peer: str) -> str:
     """Median over repetitions of the per-repetition speed ratio name/peer (load drifts)."""
-    pairs = [b / a for a, b in zip(walls[name], walls.get(peer, []), strict=False)]
-    return f"{statistics.median(pairs):.2f}" if pairs else "-"
+    got = paired_ratio(walls, name, peer)
+    return "-" if got is None else f"{got:.2f}"
 
 
 def ratio(rate: dict, name: str, peer: str) -> str:
@@ -399,6 +401,7 @@ def main() -> None:
     parser.add_argument("--tmp", help="parent of the fresh temporary folders (default: $TMPDIR)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", choices=("noop", "sleep"), help=argparse.SUPPRESS)
+    add_option(parser)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.workload, args.calls, args.workers, args.sleep_s, Path(args.tmp))
@@ -410,16 +413,26 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, workers={args.workers}, "
           f"load {os.getloadavg()[0]:.2f}")
     print(source_state())
+    figures = Figures(args.json, __file__)
+    figures.part("shoal", source_state())
     started = time.perf_counter()
     if args.part in ("1", "both"):
         names = [name for name in CALLS if name in only] if only else list(DEFAULT_CALLS)
         runs, walls, skipped = measure(names, "noop", args.repeat, args, n=args.calls)
         report_calls(names, args.calls, runs, walls, skipped)
+        figures.part("calls", {"workers": args.workers, "repeat": args.repeat,
+                               **variants(walls, skipped, n=args.calls, runs=runs,
+                                          peers=(BASE, "loky", RAY, DASK))})
     if args.part in ("2", "both"):
         names = [name for name in SLEEPS if name in only] if only else list(SLEEPS)
         runs, walls, skipped = measure(names, "sleep", args.sleep_repeat, args,
                                        n=args.sleep_calls)
         report_sleeps(names, args.sleep_calls, args.sleep_s, args.workers, runs, walls, skipped)
+        ideal = args.sleep_calls * args.sleep_s / args.workers
+        figures.part("sleeps", {"workers": args.workers, "repeat": args.sleep_repeat,
+                                "sleep_s": args.sleep_s,
+                                **variants(walls, skipped, n=args.sleep_calls, runs=runs,
+                                           ideal_s=ideal)})
     print(f"load at the end {os.getloadavg()[0]:.2f}; whole run "
           f"{time.perf_counter() - started:.0f} s")
 

@@ -9,7 +9,7 @@ median time per claim and the ratio large/small, without a fit (any job) and wit
 worker's free resources that most lanes do not fit.
 
 Not a CI test. Usage: python bench/bench_claim_lanes.py [--backend memory,sqlite]
-[--small 100] [--large 100000] [--claims 400]. One function per backend opens its
+[--small 100] [--large 100000] [--claims 400] [--json PATH]. One function per backend opens its
 queue (BACKENDS); add a backend there.
 """
 
@@ -21,6 +21,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from jsonout import Figures, add_option
 
 from shoal.job import Job
 from shoal.queue.base import Queue
@@ -72,11 +74,13 @@ def one_claim(queue: Queue, fit: Capacity | None) -> float:
     return took
 
 
-def measure(name: str, small: int, large: int, claims: int) -> None:
+def measure(name: str, small: int, large: int, claims: int) -> dict:
+    found: dict = {"pending": [small, large], "claims": claims, "submit_s": {}}
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         queues = {small: BACKENDS[name](Path(a)), large: BACKENDS[name](Path(b))}
         for size, queue in queues.items():
-            print(f"{name}: submit {size:,} jobs in {fill(queue, size):.2f} s")
+            found["submit_s"][size] = fill(queue, size)
+            print(f"{name}: submit {size:,} jobs in {found['submit_s'][size]:.2f} s")
         for label, fit in (("any job", None), ("small box", SMALL_BOX)):
             times: dict[int, list[float]] = {size: [] for size in queues}
             for _ in range(claims):  # interleaved: load drift hits both alike
@@ -86,8 +90,11 @@ def measure(name: str, small: int, large: int, claims: int) -> None:
             print(f"{name:8} {label:10} claim, {small:>7,} pending: {med[small] * 1e6:8.0f} us"
                   f" | {large:>7,} pending: {med[large] * 1e6:8.0f} us"
                   f" | ratio {med[large] / med[small]:.2f}")
+            found[label] = {"small_us": med[small] * 1e6, "large_us": med[large] * 1e6,
+                            "ratio": med[large] / med[small]}
         for queue in queues.values():
             queue.close()
+    return found
 
 
 def main() -> None:
@@ -97,14 +104,16 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--claims", type=int, default=400)
+    add_option(parser)
     args = parser.parse_args()
+    figures = Figures(args.json, __file__)
     print(f"{len(PRIORITIES) * len(NEEDS)} lanes; the small box fits "
           f"{sum(SMALL_BOX.fits(Job('', '', mixed_jobs(1)[0].kind, needs=n)) for n in NEEDS)}"
           f" of the {len(NEEDS)} needs")
     for name in args.backend.split(","):
         if name not in BACKENDS:
             parser.error(f"--backend: no backend {name!r} (known: {', '.join(BACKENDS)})")
-        measure(name, args.small, args.large, args.claims)
+        figures.part(name, measure(name, args.small, args.large, args.claims))
 
 
 if __name__ == "__main__":

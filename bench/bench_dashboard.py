@@ -16,7 +16,7 @@ dashboard costs the workers < 5% of their throughput. Needs the web extra, playw
 and /usr/bin/chromium (never downloads a browser).
 
     python bench/bench_dashboard.py                 # ~6 min on 2 busy cores
-    python bench/bench_dashboard.py --jobs 20000 --window-s 15
+    python bench/bench_dashboard.py --jobs 20000 --window-s 15 [--json PATH]
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from jsonout import Figures, add_option
 
 from shoal.job import Job
 from shoal.queue import open_queue
@@ -162,7 +164,9 @@ def main() -> None:
                         help="each throughput window (4: off, on, on, off)")
     parser.add_argument("--sse-s", type=float, default=10.0)
     parser.add_argument("--tmp", help="folder for the queue (default: a new temporary one)")
+    add_option(parser)
     opts = parser.parse_args()
+    figures = Figures(opts.json, __file__)
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -225,6 +229,10 @@ def main() -> None:
         rates["off"].append(throughput(queue, opts.window_s))
         print(f"  workers alone again: {rates['off'][-1]:.1f} jobs/s", flush=True)
         report(opts, paints, calls, gaps, rates)
+        figures.part("dashboard", {
+            "jobs": opts.jobs, "workers": opts.workers, "first_paint_ms": paints,
+            "fetch_ms": {name: took for name, took, _, _ in calls}, "sse_gaps_ms": gaps,
+            "jobs_per_s": rates})
     finally:
         for proc in [*workers, *([dashboard] if dashboard is not None else [])]:
             stop(proc)

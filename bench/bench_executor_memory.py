@@ -33,7 +33,7 @@ and shuts the executor down; a measurement that does not finish within its part'
 timeout is killed (with every process it started) and reported as such. Variants are
 interleaved, the order rotating each repetition; medians of --repeat runs are reported,
 with ratios (ratio of the medians, and "pair": the median of per-repetition ratios).
-Run: python bench/bench_executor_memory.py [--part 1,2,3] [--repeat 1] [--mb 400]
+Run: python bench/bench_executor_memory.py [--part 1,2,3] [--repeat 1] [--mb 400] [--json PATH]
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ from bench_calls import (
     start_or_skip,
 )
 from bench_calls import warm_up as warm_up_workers
+from jsonout import Figures, add_option
 
 PARTS = {"1": ("shoal-mem", "ppe"), "2": ("shoal-mem", "shoal-dir", "ppe"),
          "3": ("shoal-dir", "shoal-mem", "ppe")}
@@ -445,6 +446,7 @@ def main() -> None:
     parser.add_argument("--tmp", help="parent of the fresh temporary folders (default: $TMPDIR)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
+    add_option(parser)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.workload, args)
@@ -455,6 +457,8 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, workers={args.workers}, "
           f"load {os.getloadavg()[0]:.2f}")
     print(source_state())
+    figures = Figures(args.json, __file__)
+    figures.part("shoal", source_state())
     started = time.perf_counter()
     sizes = {"1": args.items, "2": args.calls, "3": SUBMITS}
     for part in parts:
@@ -467,6 +471,12 @@ def main() -> None:
             report_partials(names, runs, skipped, args.calls, args.call_mib)
         else:
             report_array(names, runs, skipped, args.mb)
+        figures.part(f"part{part}", {
+            "n": sizes[part], "runs": runs, "skipped": skipped,
+            "medians": {name: {key: statistics.median(run[key] for run in got)
+                               for key, value in got[0].items()
+                               if isinstance(value, (int, float))}
+                        for name, got in runs.items() if got}})
     print(f"load at the end {os.getloadavg()[0]:.2f}; whole run "
           f"{time.perf_counter() - started:.0f} s")
 

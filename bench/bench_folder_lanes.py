@@ -9,6 +9,7 @@ the lanes) and claims+finishes `k` jobs one at a time with `fit=`; rounds on the
 and the big queue are interleaved, the small one topped up after each round.
 
 Run: python bench/bench_folder_lanes.py [--deep 100000] [--small 100] [--rounds 10]
+     [--json PATH]
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from jsonout import Figures, add_option
 
 from shoal.fsutil import filesystem_type
 from shoal.job import Job, Result, State
@@ -66,8 +69,8 @@ def claim_round(root: Path, k: int) -> list[float]:
     return times
 
 
-def folder_claims(base: Path, deep: int, small: int, rounds: int, k: int) -> float:
-    """Print the figures; return the ratio of mean claim times (deep / small)."""
+def folder_claims(base: Path, deep: int, small: int, rounds: int, k: int) -> dict:
+    """Print the figures and return them (ratio: of the mean claim times, deep / small)."""
     rng = random.Random(15)
     roots = {name: Path(tempfile.mkdtemp(prefix=f"bench-lanes-{name}-", dir=base))
              for name in ("small", "deep")}
@@ -84,14 +87,18 @@ def folder_claims(base: Path, deep: int, small: int, rounds: int, k: int) -> flo
                 times[name] += got
                 firsts[name].append(got[0])
             top_up(roots["small"], f"top{rnd}", k, rng)  # back to about `small` pending
+        found: dict = {"submit_s": took, "target_ratio": TARGET_RATIO}
         for name, pending in (("small", small), ("deep", deep)):
+            found[name] = {"pending": pending, "mean_us": statistics.fmean(times[name]) * 1e6,
+                           "median_us": statistics.median(times[name]) * 1e6,
+                           "first_us": statistics.median(firsts[name]) * 1e6}
             print(f"  {pending:>7} pending: claim {statistics.fmean(times[name]) * 1e6:7.1f} us"
                   f" mean, {statistics.median(times[name]) * 1e6:7.1f} us median, first "
                   f"claim of a fresh queue {statistics.median(firsts[name]) * 1e6:7.1f} us")
         ratio = statistics.fmean(times["deep"]) / statistics.fmean(times["small"])
         verdict = "within" if ratio <= TARGET_RATIO else "OVER"
         print(f"  ratio deep/small: {ratio:.2f} ({verdict} the target of {TARGET_RATIO})")
-        return ratio
+        return {**found, "ratio": ratio}
     finally:
         for root in roots.values():
             shutil.rmtree(root, ignore_errors=True)
@@ -104,10 +111,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--claims", type=int, default=50, help="claims per round")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    add_option(parser)
     args = parser.parse_args()
+    figures = Figures(args.json, __file__)
     print(f"folder queue on {args.dir} ({filesystem_type(args.dir)}), lanes: "
           f"{len(PRIORITIES) * len(SHAPES)}, worker {dict(WORKER.free)}")
-    folder_claims(args.dir, args.deep, args.small, args.rounds, args.claims)
+    figures.part("claims", folder_claims(args.dir, args.deep, args.small, args.rounds,
+                                         args.claims))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
     would, so every round pays one directory read) and claims+finishes 100 jobs;
     rounds on the small and the big queue are interleaved.
 
-Run: python bench/bench_folder_queue.py [--jobs 5000] [--deep 100000] [--dir /tmp]
+Run: python bench/bench_folder_queue.py [--jobs 5000] [--deep 100000] [--dir /tmp] [--json PATH]
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from jsonout import Figures, add_option
 
 from shoal.fsutil import filesystem_type
 from shoal.job import Job, Result, State
@@ -112,7 +114,7 @@ def race(base: Path, n: int, procs: int) -> tuple[float, str]:
     return n / wall, " / ".join(str(len(r[3])) for r in sorted(reports))
 
 
-def part_a(base: Path, n: int, procs: int) -> None:
+def part_a(base: Path, n: int, procs: int) -> dict:
     print(f"\n(a) claim+finish throughput, {n} jobs")
     submit, one = single(base, n, fsync=True)
     submit_off, one_off = single(base, n, fsync=False)
@@ -127,6 +129,10 @@ def part_a(base: Path, n: int, procs: int) -> None:
         verdict = "meets" if rate >= TARGET_RATE else "misses"
         print(f"  {label}, fsync on: {verdict} the target of >= {TARGET_RATE:.0f}/s "
               f"({rate / TARGET_RATE:.2f}x)")
+    return {"jobs": n, "submit_per_s": submit, "submit_nofsync_per_s": submit_off,
+            "one_thread_per_s": one, "one_thread_nofsync_per_s": one_off,
+            "racing_per_s": racing, "racing_procs": procs, "racing_split": split,
+            "target_per_s": TARGET_RATE}
 
 
 def claim_round(root: Path, worker: str, k: int, fsync: bool) -> tuple[list, list]:
@@ -158,7 +164,8 @@ def compare(small: Path, big: Path, label: str, rounds: int, k: int, fsync: bool
     return stats
 
 
-def show(label: str, stats: dict, deep: int, k: int) -> float:
+def show(label: str, stats: dict, deep: int, k: int) -> dict:
+    """Print one comparison; return its figures (ratio: of the mean claim times)."""
     mean = {name: statistics.fmean(s["claim"]) for name, s in stats.items()}
     pair = {name: statistics.fmean(s["pair"]) for name, s in stats.items()}
     first = {name: statistics.median(s["first"]) for name, s in stats.items()}
@@ -168,7 +175,10 @@ def show(label: str, stats: dict, deep: int, k: int) -> float:
     ratio = mean["big"] / mean["small"]
     print(f"  ratio big/small: claim {ratio:.2f}, claim+finish "
           f"{pair['big'] / pair['small']:.2f}")
-    return ratio
+    return {"pending": {"small": k, "big": deep}, "ratio": ratio,
+            "pair_ratio": pair["big"] / pair["small"],
+            **{f"{key}_us": {name: value * 1e6 for name, value in found.items()}
+               for key, found in (("claim", mean), ("first", first), ("pair", pair))}}
 
 
 def listing_ms(root: Path, repeat: int = 3) -> float:
@@ -182,7 +192,7 @@ def listing_ms(root: Path, repeat: int = 3) -> float:
 
 
 def part_b(base: Path, deep: int, k: int, rounds: int, fill_fsync: bool,
-           fsync: bool) -> None:
+           fsync: bool) -> dict:
     print(f"\n(b) claim cost vs pending jobs: {rounds} interleaved rounds of {k} claims "
           f"(fsync {'on' if fsync else 'off'} for finish)")
     small = Path(tempfile.mkdtemp(prefix="bench-fq-small-", dir=base))
@@ -196,7 +206,8 @@ def part_b(base: Path, deep: int, k: int, rounds: int, fill_fsync: bool,
               f"{listing_ms(small):.2f} ms at {k} pending, {listing_ms(big):.2f} ms at {deep}")
         print(f"  {'queue, pending':<22} {'claim us':>9} {'1st claim':>9} "
               f"{'claim+finish':>12}")
-        ratio = show("fresh", compare(small, big, "fresh", rounds, k, fsync), deep, k)
+        fresh = show("fresh", compare(small, big, "fresh", rounds, k, fsync), deep, k)
+        ratio = fresh["ratio"]
         left = FolderQueue(big, fsync=False).counts()[State.PENDING]
         target = max(deep // 10, (rounds + 1) * k)
         t0 = time.perf_counter()
@@ -205,10 +216,12 @@ def part_b(base: Path, deep: int, k: int, rounds: int, fill_fsync: bool,
         os.sync()
         print(f"  claimed+finished {gone} more (fsync off) in {drain_s:.1f} s "
               f"({gone / drain_s:.0f}/s); {target} pending remain")
-        later = show("after90%", compare(small, big, "late", rounds, k, fsync), target, k)
+        after = show("after90%", compare(small, big, "late", rounds, k, fsync), target, k)
         verdict = "meets" if ratio <= TARGET_RATIO else "misses"
         print(f"  claim cost ratio {deep}/{k} pending = {ratio:.2f}: {verdict} the target of "
-              f"<= {TARGET_RATIO}; after 90% claimed: {later:.2f}")
+              f"<= {TARGET_RATIO}; after 90% claimed: {after['ratio']:.2f}")
+        return {"deep": deep, "submit_s": submit_s, "fresh": fresh, "after90": after,
+                "target_ratio": TARGET_RATIO}
     finally:
         shutil.rmtree(small, ignore_errors=True)
         shutil.rmtree(big, ignore_errors=True)
@@ -227,15 +240,17 @@ def main() -> None:
     parser.add_argument("--only", choices=["a", "b"], help="run one part")
     parser.add_argument("--dir", default=tempfile.gettempdir(),
                         help="parent of the fresh temporary queues (default: $TMPDIR)")
+    add_option(parser)
     args = parser.parse_args()
+    figures = Figures(args.json, __file__)
     base = Path(args.dir)
     print(f"queues under {base} ({filesystem_type(base) or 'unknown fs'}), "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
     if args.only in (None, "a"):
-        part_a(base, args.jobs, args.procs)
+        figures.part("a", part_a(base, args.jobs, args.procs))
     if args.only in (None, "b"):
-        part_b(base, args.deep, args.claims, args.rounds, not args.fill_no_fsync,
-               not args.no_fsync)
+        figures.part("b", part_b(base, args.deep, args.claims, args.rounds,
+                                 not args.fill_no_fsync, not args.no_fsync))
     print(f"load at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -14,14 +14,17 @@ All on one redis-server this script starts in a fresh folder on a free loopback 
                            (--slow-calls of them: a fork per job is slow)
         celery             one `celery worker --concurrency 2` (prefork), Redis broker and
                            result backend, delay one by one, get each
-    (--only also takes shoal-mem and shoal-tcp, the in-process and tcp queues)
+    (--only also takes shoal-mem and shoal-tcp, the in-process and tcp queues, and
+    dask-map: LocalCluster, 2 workers x 1 thread, processes, client.map + gather)
 (c) 200 calls sleeping 50 ms on the same variants: efficiency = ideal (5 s) / wall.
 (b) 10^5 and 10^6 command jobs submitted in batches of 10,000: submit time (building the
     Jobs timed apart), Redis memory per pending job (INFO memory before/after), the
-    server's CPU.
+    server's CPU; then the peer, RQ's Queue.enqueue_many (--rq-jobs of them, default
+    10^5: RQ's jobs are several times bigger, compare rates).
 (d) 200 simulated workers (redis_swarm.py) draining 10^5 no-op jobs: jobs/s, claim
     latency p50/p99, Redis CPU.
 Run: python bench/bench_redis.py [--part a,b,c,d] [--only shoal-redis,ray] [--repeat 3]
+     [--json PATH]
 """
 
 from __future__ import annotations
@@ -42,14 +45,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench_calls import MARK, Variant, marked_outcome, measure, start_or_skip
+from bench_calls import MARK, Dask, Variant, marked_outcome, measure, start_or_skip
 from bench_calls import Ray as RayPeer
 from bench_tcp import ShoalTcp
-from redis_peers import URL_ENV, CeleryPeer, Rq
+from jsonout import Figures, add_option, variants
+from redis_peers import URL_ENV, CeleryPeer, Rq, rq_enqueue_many
 
 CALL_NAMES = ("shoal-redis", "shoal-redis-procs", "ray", "rq", "rq-simple", "celery")
 SLOW = ("rq", "rq-simple")
-EXTRA_NAMES = ("shoal-mem", "shoal-tcp")  # with --only
+EXTRA_NAMES = ("shoal-mem", "shoal-tcp", "dask-map")  # with --only
+PEERS = ("ray", "dask-map", "rq", "rq-simple", "celery")
 TARGET_BYTES = 500  # issue 13: under 500 bytes of Redis memory per pending job
 TARGET_ENQUEUE_S = 10.0  # issue 13: 10^6 jobs enqueued in under 10 s
 TARGET_VS_RAY, TARGET_VS_RQ = 1.5, 5.0  # issue 13: tiny calls, shoal on Redis vs peers
@@ -118,7 +123,7 @@ class RedisWorkers(Variant):
 KINDS: dict[str, type[Variant]] = {
     "shoal-mem": ShoalExecutor, "shoal-redis": ShoalExecutor,
     "shoal-redis-procs": RedisWorkers, "shoal-tcp": ShoalTcp, "ray": RayPeer, "rq": Rq,
-    "rq-simple": Rq, "celery": CeleryPeer}
+    "rq-simple": Rq, "celery": CeleryPeer, "dask-map": Dask}
 
 
 def child(name: str, workload: str, n: int, workers: int, sleep_s: float, tmp: Path) -> None:
@@ -206,7 +211,7 @@ def redis_server(fsync: str):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def part_enqueue(url: str, client: Any, jobs: int, batch: int) -> None:
+def part_enqueue(url: str, client: Any, jobs: int, batch: int) -> dict[str, Any]:
     """Submit `jobs` command jobs in batches: building them is timed apart from submit."""
     from shoal.job import Job
     from shoal.queue import open_queue
@@ -237,6 +242,23 @@ def part_enqueue(url: str, client: Any, jobs: int, batch: int) -> None:
               f"({send:.2f} s; with building {send + build:.2f} s)")
     print(f"    memory: {verdict(per_job < TARGET_BYTES)} < {TARGET_BYTES} B per pending job")
     client.flushdb()
+    return {"backend": "redis", "jobs": jobs, "batch": batch, "build_s": build,
+            "submit_s": send, "total_s": build + send, "bytes_per_job": per_job,
+            "server_cpu_s": server_s}
+
+
+def part_rq_enqueue(url: str, client: Any, jobs: int, batch: int) -> dict[str, Any]:
+    """The peer of part b: RQ's enqueue_many, or why it could not run."""
+    try:
+        row = rq_enqueue_many(url, client, jobs, batch)
+    except ImportError as exc:
+        print(f"(b) RQ enqueue_many: skipped: {exc} (pip install rq)")
+        return {"backend": "rq-enqueue_many", "skipped": f"{exc} (pip install rq)"}
+    print(f"(b) RQ enqueue_many, {jobs:>8,} jobs: {row['submit_s']:6.2f} s "
+          f"({jobs / row['submit_s']:8,.0f} jobs/s), building the EnqueueData "
+          f"{row['build_s']:5.2f} s, together {row['total_s']:6.2f} s; "
+          f"{row['bytes_per_job']:5.0f} B of Redis memory per pending job")
+    return row
 
 
 def redis_cpu(client: Any) -> float:
@@ -259,7 +281,7 @@ def per_round(runs: dict, name: str, peer: str) -> str:
 def rates_table(names: list[str], runs: dict, skipped: dict, unit: str) -> dict[str, float]:
     rate = {name: statistics.median(r["n"] / r["wall"] for r in rs)
             for name, rs in runs.items() if rs}
-    peers = [p for p in ("ray", "rq", "rq-simple", "celery") if p in rate]
+    peers = [p for p in PEERS if p in rate]
     print(f"{'variant':<18}{'median s':>9}{unit + '/s':>10}{'start s':>8}  "
           + "".join(f"{'x ' + p:>8}{'(pair)':>7}" for p in peers))
     for name in names:
@@ -275,8 +297,8 @@ def rates_table(names: list[str], runs: dict, skipped: dict, unit: str) -> dict[
     return rate
 
 
-def part_calls(args: argparse.Namespace, names: list[str]) -> None:
-    runs, _walls, skipped = measure(names, "inc", args.repeat, args, n=args.calls,
+def part_calls(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    runs, walls, skipped = measure(names, "inc", args.repeat, args, n=args.calls,
                                    run_child=run_child)
     print(f"\n(a) {args.calls} tiny calls (inc), {args.workers} workers, median of "
           f"{args.repeat}; x peer: ratio of medians (pair: median of per-round ratios)")
@@ -287,9 +309,12 @@ def part_calls(args: argparse.Namespace, names: list[str]) -> None:
         if best and peer in rate:
             got = rate[best] / rate[peer]
             print(f"{best}: {got:.2f}x {peer}: {verdict(got >= target)} >= {target}x")
+    return {"workers": args.workers, "repeat": args.repeat,
+            **variants(walls, skipped, n={name: run[0]["n"] for name, run in runs.items()
+                                           if run}, runs=runs, peers=PEERS)}
 
 
-def part_sleeps(args: argparse.Namespace, names: list[str]) -> None:
+def part_sleeps(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     runs, walls, skipped = measure(names, "nap", args.sleep_repeat, args,
                                    n=args.sleep_calls, run_child=run_child)
     ideal = args.sleep_calls * args.sleep_s / args.workers
@@ -309,6 +334,8 @@ def part_sleeps(args: argparse.Namespace, names: list[str]) -> None:
             eff = ideal / statistics.median(walls[name])
             print(f"{name}: efficiency {eff:.1%}: {verdict(eff >= TARGET_EFFICIENCY)} "
                   f">= {TARGET_EFFICIENCY:.0%}")
+    return {"workers": args.workers, "repeat": args.sleep_repeat, "sleep_s": args.sleep_s,
+            **variants(walls, skipped, n=args.sleep_calls, runs=runs, ideal_s=ideal)}
 
 
 def load() -> str:
@@ -326,8 +353,10 @@ def main() -> None:
     parser.add_argument("--sleep-s", type=float, default=0.05)
     parser.add_argument("--sleep-repeat", type=int, default=2)
     parser.add_argument("--jobs", default="100000,1000000",
-                        help="comma-separated sizes for part b")
+                        help="comma-separated sizes for part b (0: only RQ's)")
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--rq-jobs", type=int, default=100_000,
+                        help="jobs RQ's enqueue_many submits in part b (0: none)")
     parser.add_argument("--swarm-workers", type=int, default=200)
     parser.add_argument("--swarm-procs", type=int, default=8)
     parser.add_argument("--swarm-jobs", type=int, default=100_000)
@@ -340,6 +369,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workload", default="inc", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    add_option(parser)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.workload, args.calls, args.workers, args.sleep_s,
@@ -352,25 +382,35 @@ def main() -> None:
                      f"known: {', '.join(KINDS)}")
     parts = args.part.split(",")
     print(f"load average at start: {load()}; redis appendfsync {args.fsync}", flush=True)
+    figures = Figures(args.json, __file__)
     with redis_server(args.fsync) as (url, client):
         os.environ[URL_ENV] = url
+        figures.part("redis_server", client.info("server")["redis_version"])
         if "a" in parts:
-            part_calls(args, names)
+            figures.part("calls", part_calls(args, names))
             print(f"load average: {load()}", flush=True)
         if "c" in parts:
-            part_sleeps(args, names)
+            figures.part("sleeps", part_sleeps(args, names))
             print(f"load average: {load()}", flush=True)
         if "b" in parts:
             print()
-            for jobs in (int(j) for j in args.jobs.split(",")):
-                part_enqueue(url, client, jobs, args.batch)
+            rows: list[dict[str, Any]] = []
+            for jobs in (int(j) for j in args.jobs.split(",") if int(j) > 0):
+                rows.append(part_enqueue(url, client, jobs, args.batch))
+                figures.part("enqueue", {"rows": rows})
+            if args.rq_jobs:
+                rows.append(part_rq_enqueue(url, client, args.rq_jobs, args.batch))
+                figures.part("enqueue", {"rows": rows})
             print(f"load average: {load()}", flush=True)
         if "d" in parts:
             from redis_swarm import part_swarm
 
+            swarms: list[dict[str, Any]] = []
             for then_claim in (False, True) if args.swarm_then_claim else (False,):
-                part_swarm(url, client, workers=args.swarm_workers, procs=args.swarm_procs,
-                           jobs=args.swarm_jobs, batch=args.batch, then_claim=then_claim)
+                swarms.append(part_swarm(url, client, workers=args.swarm_workers,
+                                         procs=args.swarm_procs, jobs=args.swarm_jobs,
+                                         batch=args.batch, then_claim=then_claim))
+                figures.part("swarm", swarms)
             print(f"load average: {load()}", flush=True)
 
 

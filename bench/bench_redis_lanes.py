@@ -13,6 +13,7 @@ With and without a capacity (`fit=None`).
 Then (b): one job with 10^4 dependants: the finish that releases them all (one script),
 and the claim after it.
 Run: python bench/bench_redis_lanes.py [--deep 100000] [--shallow 100] [--rounds 2000]
+     [--json PATH]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 import uuid
 
 from bench_redis import redis_server
+from jsonout import Figures, add_option
 
 from shoal.job import Job, Result, State
 from shoal.queue.redisq import RedisQueue
@@ -74,9 +76,10 @@ def claim_time(queue: RedisQueue, fit: Capacity | None, then: str) -> float:
     return took
 
 
-def part_claims(url: str, args: argparse.Namespace) -> None:
+def part_claims(url: str, args: argparse.Namespace) -> list[dict]:
     print(f"(a) claim one job, {args.rounds} rounds per queue, interleaved")
     queues = {"shallow": filled(url, args.shallow), "deep": filled(url, args.deep)}
+    rows: list[dict] = []
     for then in ("finish+refill", "release"):
         for label, fit in (("fit=8 cpus, 32 GB", BOX), ("fit=None", None)):
             times: dict[str, list[float]] = {name: [] for name in queues}
@@ -91,12 +94,15 @@ def part_claims(url: str, args: argparse.Namespace) -> None:
             print(f"  {then:<13} {label:<18} median claim: {args.shallow} pending "
                   f"{shallow:5.0f} us, {args.deep} pending {deep:5.0f} us; ratio {ratio:.2f} "
                   f"({'OK' if ratio <= TARGET_RATIO else 'over'} target {TARGET_RATIO}x)")
+            rows.append({"then": then, "fit": label, "shallow_us": shallow, "deep_us": deep,
+                         "ratio": ratio, "target_ratio": TARGET_RATIO})
     for queue in queues.values():
         queue.purge(force=True)
         queue.close()
+    return rows
 
 
-def part_release(url: str, args: argparse.Namespace) -> None:
+def part_release(url: str, args: argparse.Namespace) -> dict:
     print(f"(b) one job with {args.dependants} dependants")
     queue = RedisQueue(f"{url}?queue=deps-{uuid.uuid4().hex[:8]}")
     first = Job.command_job(["true", "first"])
@@ -115,6 +121,8 @@ def part_release(url: str, args: argparse.Namespace) -> None:
           f"{claimed * 1e6:.0f} us; pending now {queue.counts()[State.PENDING]}")
     queue.purge(force=True)
     queue.close()
+    return {"dependants": args.dependants, "release_ms": released * 1e3,
+            "next_claim_us": claimed * 1e6}
 
 
 def main() -> None:
@@ -123,10 +131,12 @@ def main() -> None:
     parser.add_argument("--shallow", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--dependants", type=int, default=10_000)
+    add_option(parser)
     args = parser.parse_args()
+    figures = Figures(args.json, __file__)
     with redis_server("everysec") as (url, _client):
-        part_claims(url, args)
-        part_release(url, args)
+        figures.part("claims", part_claims(url, args))
+        figures.part("release", part_release(url, args))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ with ratios against xargs and GNU parallel. Variants:
     parallel     `parallel --will-cite -j S true ::: 0 .. N-1`
 
 For shoal-dir/shoal-mem the "worker" column is the worker alone (submit excluded).
-Run: python bench/bench_shell_jobs.py [--jobs 2000] [--slots 2] [--repeat 3]
+Run: python bench/bench_shell_jobs.py [--jobs 2000] [--slots 2] [--repeat 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from jsonout import Figures, add_option, paired_ratio, variants
 
 from shoal.job import Job
 from shoal.queue import open_queue
@@ -151,8 +153,8 @@ def measure(names: list[str], n: int, slots: int, repeat: int,
 
 def paired(walls: dict, name: str, peer: str) -> str:
     """Median over repetitions of the per-repetition speed ratio name/peer (load drifts)."""
-    pairs = [b / a for a, b in zip(walls[name], walls.get(peer, []), strict=False)]
-    return f"{statistics.median(pairs):.2f}" if pairs else "-"
+    got = paired_ratio(walls, name, peer)
+    return "-" if got is None else f"{got:.2f}"
 
 
 def report(names: list[str], n: int, walls: dict, workers: dict, skipped: dict) -> None:
@@ -185,6 +187,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(ALL),
                         help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--tmp", help="parent of the fresh temporary folders (default: $TMPDIR)")
+    add_option(parser)
     args = parser.parse_args()
     names = [name for name in args.only.split(",") if name]
     unknown = set(names) - set(ALL)
@@ -192,12 +195,20 @@ def main() -> None:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, slots={args.slots}, "
           f"load {os.getloadavg()[0]:.2f}")
+    figures = Figures(args.json, __file__)
     walls, workers, skipped = measure(names, args.jobs, args.slots, args.repeat, args.tmp)
     report(names, args.jobs, walls, workers, skipped)
+    jobs = variants(walls, skipped, n=args.jobs, peers=("xargs", "parallel"))
+    for name, entry in jobs["variants"].items():
+        if workers[name]:
+            entry["worker_per_s"] = args.jobs / statistics.median(workers[name])
+    figures.part("jobs", {"jobs": args.jobs, "slots": args.slots, "repeat": args.repeat,
+                          "target_x_xargs": TARGET, **jobs})
     print(f"load at the end {os.getloadavg()[0]:.2f}")
     if "shoal-cli" in names and "shoal-cli" not in skipped:
-        print(f"shoal CLI start-up (`shoal --version`, median): "
-              f"{startup_cost(args.repeat) * 1000:.0f} ms")
+        startup = startup_cost(args.repeat)
+        figures.part("startup_ms", startup * 1000)
+        print(f"shoal CLI start-up (`shoal --version`, median): {startup * 1000:.0f} ms")
     if "shoal-cli" in skipped:
         print("note: shoal-dir builds its jobs with Job.command_job(['true', str(i)]), the "
               "jobs the CLI would build; the CLI variant waits for shoal.templates")

@@ -9,7 +9,7 @@
 
 Needs root and the Slurm packages (tests/slurmd.py starts the cluster, by PID, and stops
 it). Not a CI test. Usage: python bench/bench_slurm.py [--tasks 2000] [--array-tasks 200]
-[--workers 2]
+[--workers 2] [--json PATH]
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from jsonout import Figures, add_option
 
 from shoal.job import Job, State
 from shoal.queue.folder import FolderQueue
@@ -72,7 +74,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--array-tasks", type=int, default=200)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    add_option(parser)
     args = parser.parse_args()
+    figures = Figures(args.json, __file__)
     cluster = start_slurm()
     folder = Path(tempfile.mkdtemp(prefix="shoal-bench-slurm-"))
     try:
@@ -90,6 +94,10 @@ def main() -> None:
     print(f"sbatch --array, {args.array_tasks} x true: {array['all_s']:.1f} s "
           f"({per_array * 1000:.0f} ms/task)")
     print(f"time per task, array / shoal: {per_array / per_shoal:.0f}x")
+    figures.part("slurm", {"workers": args.workers, "tasks": args.tasks,
+                           "array_tasks": args.array_tasks, "shoal": shoal, "array": array,
+                           "ms_per_task": {"shoal": per_shoal * 1000,
+                                           "array": per_array * 1000}})
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ system, steadier on a loaded machine). The floors are measured too: `python -S -
 (what every click CLI pays): shoal's own share is what `shoal --version` takes beyond it.
 `--no-site` runs shoal and click with `python -S`, the site-packages on PYTHONPATH: what
 they cost where site start-up is cheap. The call interpreter is timed from its start to its
-"ready" frame (worker/callhost.py). shoal's modules are compiled to bytecode first, as pip
+"ready" frame (worker/callhost.py). The peer: `parallel --version` (GNU parallel, a Perl
+script; skipped when it is not installed). shoal's modules are compiled to bytecode first, as pip
 install does (PYTHONDONTWRITEBYTECODE would make every start compile them again).
 Target (issue 18): `shoal --version` <= 40 ms.
-Usage: python bench/bench_startup.py [--repeat 20] [--no-site] [--importtime]
+Usage: python bench/bench_startup.py [--repeat 20] [--no-site] [--importtime] [--json PATH]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import compileall
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,10 +30,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from jsonout import Figures, add_option
+
 import shoal
 from shoal.job import Job, Result, State
 from shoal.queue import open_queue
 from shoal.worker.callhost import CallHost
+
+NO_PARALLEL = "GNU parallel not installed (apt-get install -y parallel)"
 
 
 def small_queue(folder: Path) -> str:
@@ -67,6 +73,7 @@ def variants(queue: str, no_site: bool) -> dict[str, Callable[[], None]]:
         env["PYTHONPATH"] = os.pathsep.join([src, sysconfig.get_paths()["purelib"]])
         python = [sys.executable, "-S"]
     cli = [*python, "-m", "shoal"]
+    peer = shutil.which("parallel")
     return {
         "python -S -c pass": command([sys.executable, "-S", "-c", "pass"], env),
         "python -c pass": command([sys.executable, "-c", "pass"], env),
@@ -75,6 +82,7 @@ def variants(queue: str, no_site: bool) -> dict[str, Callable[[], None]]:
         "shoal --help": command([*cli, "--help"], env),
         "shoal status Q": command([*cli, "status", queue], env),
         "call interpreter ready": callhost_start,
+        **({"parallel --version": command([peer, "--version"], env)} if peer else {}),
     }
 
 
@@ -116,17 +124,29 @@ def main() -> None:
                         help="run shoal with python -S (site-packages on PYTHONPATH)")
     parser.add_argument("--importtime", action="store_true",
                         help="also print the top cumulative imports of `shoal --version`")
+    add_option(parser)
     args = parser.parse_args()
     compileall.compile_dir(str(Path(shoal.__file__).parent), quiet=1)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f}")
+    figures = Figures(args.json, __file__)
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         times = measure(variants(small_queue(Path(tmp) / "q"), args.no_site), args.repeat)
     print(f"{'variant':<26}{'median ms':>10}{'best ms':>9}{'cpu ms':>8}")
     for name, (walls, cpus) in times.items():
         print(f"{name:<26}{statistics.median(walls) * 1000:>10.1f}"
               f"{min(walls) * 1000:>9.1f}{statistics.median(cpus) * 1000:>8.1f}")
+    if "parallel --version" not in times:
+        print(f"{'parallel --version':<26}skipped: {NO_PARALLEL}")
     print(f"load at the end {os.getloadavg()[0]:.2f}; target: shoal --version <= 40 ms")
+    figures.part("startup", {
+        "repeat": args.repeat, "no_site": args.no_site, "target_ms": 40,
+        "variants": {name: {"median_ms": statistics.median(walls) * 1000,
+                            "best_ms": min(walls) * 1000,
+                            "cpu_ms": statistics.median(cpus) * 1000}
+                     for name, (walls, cpus) in times.items()},
+        "skipped": {} if "parallel --version" in times else {
+            "parallel --version": NO_PARALLEL}})
     if args.importtime:
         print("top cumulative imports of `python -m shoal --version` (us):")
         for micros, name in top_imports(["-m", "shoal", "--version"]):

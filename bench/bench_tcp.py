@@ -5,7 +5,8 @@ and shoal's local queues.
     to the last result. shoal-tcp: a coordinator process (`python -m shoal serve
     sqlite://TMP/queue.sqlite --status TMP/status`), 2 `shoal work TMP/status --slots 1`
     processes, and `shoal.Executor(TMP/status, workers=0)` submitting one call at a time.
-(b) M calls sleeping 50 ms (default 200) on 2 workers: efficiency = ideal / wall.
+(b) M calls sleeping 50 ms (default 200) on 2 workers: efficiency = ideal / wall
+    (shoal-tcp, shoal-mem, shoal-sqlite, dask-map, ray).
 (c) C concurrent clients (default 10 processes x 100 threads, each its own CoordinatorQueue) each
     submit one tiny call and wait for its result (`watch`); 2 worker processes.
     Reported: submit-to-result latency p50/p99 and the coordinator's RSS before and at peak.
@@ -27,7 +28,7 @@ ratios against dask (client.map) and Ray. Every process is stopped by its PID.
     ray            ray.init(num_cpus=2): ray.get([f.remote(x) for x in items])
 
 A peer that is not installed or fails to start is reported with the reason and skipped.
-Run: python bench/bench_tcp.py [--quick] [--part a,b,c,d] [--only shoal-tcp,ray]
+Run: python bench/bench_tcp.py [--quick] [--part a,b,c,d] [--only shoal-tcp,ray] [--json PATH]
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ from bench_calls import (
     source_state,
     start_or_skip,
 )
+from jsonout import Figures, add_option, variants
 
 CALLS = ("shoal-tcp", "shoal-tcp-1x2", "shoal-tcp-map", "shoal-mem", "shoal-sqlite",
          "dask-map", "ray")
-SLEEPS = ("shoal-tcp", "shoal-mem", "dask-map", "ray")
+SLEEPS = ("shoal-tcp", "shoal-mem", "shoal-sqlite", "dask-map", "ray")
 CHUNKSIZE = 100
 RAY, DASK = "ray", "dask-map"
 TARGET_VS_RAY = 1.5  # shoal-tcp >= 1.5 x Ray
@@ -421,7 +423,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def part_clients(args: argparse.Namespace) -> None:
+def part_clients(args: argparse.Namespace) -> dict[str, Any]:
     procs_n, threads_n = args.client_procs, args.client_threads
     tmp = Path(tempfile.mkdtemp(prefix="bench-tcp-clients-", dir=args.tmp))
     clients: list[subprocess.Popen] = []
@@ -476,14 +478,14 @@ def part_clients(args: argparse.Namespace) -> None:
         if cluster is not None:
             cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    report_clients(args, outputs, {"connected": connected, "wall": wall, "cpu": cpu,
-                                   "workers_cpu": workers_cpu,
-                                   "before": before, "connected_mem": connected_mem,
-                                   "peak_rss": peak_rss, "after": after})
+    return report_clients(args, outputs, {"connected": connected, "wall": wall, "cpu": cpu,
+                                          "workers_cpu": workers_cpu,
+                                          "before": before, "connected_mem": connected_mem,
+                                          "peak_rss": peak_rss, "after": after})
 
 
 def report_clients(args: argparse.Namespace, outputs: list[tuple[str, str]],
-                   seen: dict[str, Any]) -> None:
+                   seen: dict[str, Any]) -> dict[str, Any]:
     procs_n, threads_n = args.client_procs, args.client_threads
     total = procs_n * threads_n
     latency, connect, errors, clients_cpu = [], [], [], 0.0
@@ -515,6 +517,24 @@ def report_clients(args: argparse.Namespace, outputs: list[tuple[str, str]],
           f"{after['VmRSS'] / 1024:.1f} MiB after")
     if errors:
         print(f"  ERRORS ({len(errors)}): {'; '.join(errors[:3])}")
+    figures: dict[str, Any] = {
+        "clients": total, "processes": procs_n, "threads": threads_n, "workers": args.workers,
+        "done": len(latency), "errors": errors[:5], "error_count": len(errors),
+        "connect_s": seen["connected"], "wall_s": wall,
+        "coordinator_cpu_s": seen["cpu"], "workers_cpu_s": seen["workers_cpu"],
+        "clients_cpu_s": clients_cpu,
+        "rss_mib": {"before": before["VmRSS"] / 1024,
+                    "connected": seen["connected_mem"]["VmRSS"] / 1024,
+                    "peak": max(seen["peak_rss"], after["VmHWM"]) / 1024,
+                    "after": after["VmRSS"] / 1024}}
+    if connect:
+        figures["connect_ms"] = {"p50": percentile(connect, 0.5) * 1000,
+                                 "p99": percentile(connect, 0.99) * 1000}
+    if latency:
+        figures["latency_ms"] = {"p50": percentile(latency, 0.5) * 1000,
+                                 "p99": percentile(latency, 0.99) * 1000,
+                                 "max": max(latency) * 1000}
+    return figures
 
 
 def warm_workers(status: str, workers: int) -> None:
@@ -556,7 +576,7 @@ def db_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("queue.sqlite*") if p.is_file())
 
 
-def part_million(args: argparse.Namespace) -> None:
+def part_million(args: argparse.Namespace, figures: Figures) -> None:
     from shoal.queue.remote import CoordinatorQueue
     from shoal.queue.sqlite import SqliteQueue
 
@@ -566,8 +586,10 @@ def part_million(args: argparse.Namespace) -> None:
           f"file(s) once closed")
     print(f"{'path':<7} {'create s':>8} {'submit s':>8} {'total s':>8} {'jobs/s':>9} "
           f"{'bytes/job':>9}  coordinator")
+    rows: list[dict[str, Any]] = []
     for path in ("sqlite", "tcp"):
         tmp = Path(tempfile.mkdtemp(prefix=f"bench-tcp-million-{path}-", dir=args.tmp))
+        row: dict[str, Any] = {"backend": path, "jobs": n, "batch": batch}
         cluster = None
         extra = ""
         try:
@@ -580,14 +602,22 @@ def part_million(args: argparse.Namespace) -> None:
                 cpu0 = cpu_s([cluster.serve.pid])
                 create, submit = fill(queue, n, batch, path)
                 mem = memory_kib(cluster.serve.pid)
-                extra = (f"CPU {cpu_s([cluster.serve.pid]) - cpu0:.1f} s, RSS "
+                row.update(coordinator_cpu_s=cpu_s([cluster.serve.pid]) - cpu0,
+                           coordinator_rss_mib=mem["VmRSS"] / 1024,
+                           coordinator_peak_rss_mib=mem["VmHWM"] / 1024,
+                           bytes_per_job_serving=db_bytes(tmp) / n)
+                extra = (f"CPU {row['coordinator_cpu_s']:.1f} s, RSS "
                          f"{mem['VmRSS'] / 1024:.0f} MiB (peak {mem['VmHWM'] / 1024:.0f}), "
-                         f"{db_bytes(tmp) / n:.0f} bytes/job while serving (with its WAL)")
+                         f"{row['bytes_per_job_serving']:.0f} bytes/job while serving "
+                         f"(with its WAL)")
             queue.close()
             if cluster is not None:
                 cluster.stop()  # the coordinator closes the database: WAL checkpointed
                 cluster = None
             size = db_bytes(tmp)
+            rows.append({**row, "build_s": create, "submit_s": submit,
+                         "total_s": create + submit, "bytes_per_job": size / n})
+            figures.part("million", {"rows": rows})
             print(f"{path:<7} {create:8.2f} {submit:8.2f} {create + submit:8.2f} "
                   f"{n / (create + submit):9,.0f} {size / n:9.0f}  {extra}", flush=True)
             if n == 1_000_000:
@@ -661,6 +691,7 @@ def main() -> None:
     parser.add_argument("--workload", choices=("inc", "sleep"), help=argparse.SUPPRESS)
     parser.add_argument("--clients", help=argparse.SUPPRESS)
     parser.add_argument("--warm", help=argparse.SUPPRESS)
+    add_option(parser)
     args = parser.parse_args()
     quick = args.quick
     for key, full, small in (("calls", 5000, 1000), ("repeat", 3, 1), ("sleep_calls", 200, 40),
@@ -685,21 +716,31 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, workers={args.workers}, "
           f"load {os.getloadavg()[0]:.2f}{' (--quick)' if quick else ''}")
     print(source_state())
+    figures = Figures(args.json, __file__)
+    figures.part("shoal", source_state())
     started = time.perf_counter()
     if "a" in parts:
         names = [name for name in CALLS if name in only] if only else list(CALLS)
         runs, walls, skipped = measure(names, "inc", args.repeat, args, n=args.calls,
                                        run_child=run_child)
         report_calls(names, args.calls, runs, walls, skipped)
+        figures.part("calls", {"workers": args.workers, "repeat": args.repeat,
+                               **variants(walls, skipped, n=args.calls, runs=runs,
+                                          peers=(RAY, DASK))})
     if "b" in parts:
         names = [name for name in SLEEPS if name in only] if only else list(SLEEPS)
         runs, walls, skipped = measure(names, "sleep", args.sleep_repeat, args,
                                        n=args.sleep_calls, run_child=run_child)
         report_sleeps(names, args.sleep_calls, args.sleep_s, args.workers, runs, walls, skipped)
+        ideal = args.sleep_calls * args.sleep_s / args.workers
+        figures.part("sleeps", {"workers": args.workers, "repeat": args.sleep_repeat,
+                                "sleep_s": args.sleep_s,
+                                **variants(walls, skipped, n=args.sleep_calls, runs=runs,
+                                           ideal_s=ideal)})
     if "c" in parts:
-        part_clients(args)
+        figures.part("clients", part_clients(args))
     if "d" in parts:
-        part_million(args)
+        part_million(args, figures)
     print(f"load at the end {os.getloadavg()[0]:.2f}; whole run "
           f"{time.perf_counter() - started:.0f} s")
 

@@ -7,6 +7,7 @@ finals since the last call). Backends: memory, sqlite, folder (the folder keeps 
 journal: it scans, paced). Reported: the median and 95th percentile per call, in us.
 
 Run: python bench/bench_watch.py [--ids 1000,100000] [--landings 200] [--only memory,sqlite]
+     [--json PATH]
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from jsonout import Figures, add_option
 
 from shoal.job import Job, Result, State
 from shoal.queue import open_queue
@@ -61,7 +64,10 @@ def main() -> None:
     parser.add_argument("--ids", default="1000,100000")
     parser.add_argument("--landings", type=int, default=200)
     parser.add_argument("--only", default="memory,sqlite,folder")
+    add_option(parser)
     args = parser.parse_args()
+    figures = Figures(args.json, __file__)
+    rows: list[dict] = []
     print(f"watch over N ids, one result landing before each call, {args.landings} calls")
     print(f"{'backend':8} {'N':>7} {'ids':>9} {'median us':>10} {'p95 us':>10}")
     for name in args.only.split(","):
@@ -72,6 +78,9 @@ def main() -> None:
                 p95 = took[min(len(took) - 1, int(len(took) * 0.95))]
                 print(f"{name:8} {n:>7} {kind:>9} {statistics.median(took) * 1e6:>10.0f} "
                       f"{p95 * 1e6:>10.0f}", flush=True)
+                rows.append({"backend": name, "ids": n, "kind": kind, "calls": landings,
+                             "median_us": statistics.median(took) * 1e6, "p95_us": p95 * 1e6})
+                figures.part("watch", rows)
 
 
 if __name__ == "__main__":

@@ -143,3 +143,34 @@ class CeleryPeer(_Workers):
         task = celery_tasks[fn.__name__]
         pending = [task.apply_async((x,), queue=self.qname) for x in items]
         return [p.get(timeout=120) for p in pending]
+
+
+def rq_enqueue_many(url: str, client: Any, jobs: int, batch: int) -> dict[str, Any]:
+    """RQ's bulk enqueue, the peer of bench_redis.py (b): `Queue.enqueue_many` of `jobs`
+    calls of inc, one pipeline a batch; building the EnqueueData is timed apart."""
+    import redis
+    from rq import Queue
+
+    connection = redis.Redis.from_url(url)
+    queue = Queue(f"enqueue-rq-{uuid.uuid4().hex[:8]}", connection=connection)
+    client.execute_command("MEMORY", "PURGE")
+    before = client.info("memory")["used_memory"]
+    build = send = 0.0
+    for first in range(0, jobs, batch):
+        t0 = time.perf_counter()
+        datas = [Queue.prepare_data(inc, (i,)) for i in range(first, min(first + batch, jobs))]
+        t1 = time.perf_counter()
+        with connection.pipeline() as pipe:
+            queue.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+        send += time.perf_counter() - t1
+        build += t1 - t0
+    per_job = (client.info("memory")["used_memory"] - before) / jobs
+    queued = queue.count
+    connection.close()
+    client.flushdb()
+    if queued != jobs:
+        raise RuntimeError(f"RQ queued {queued} of {jobs} jobs")
+    return {"backend": "rq-enqueue_many", "jobs": jobs, "batch": batch, "build_s": build,
+            "submit_s": send, "total_s": build + send, "bytes_per_job": per_job}
+

@@ -83,7 +83,7 @@ def _redis_cpu(client: Any) -> float:
 
 
 def part_swarm(url: str, client: Any, *, workers: int, procs: int, jobs: int,
-               batch: int, then_claim: bool = False) -> None:
+               batch: int, then_claim: bool = False) -> dict[str, Any]:
     from shoal.job import Job, State
     from shoal.queue import open_queue
 
@@ -124,3 +124,9 @@ def part_swarm(url: str, client: Any, *, workers: int, procs: int, jobs: int,
     print(f"    redis-server CPU {redis_cpu:.2f} s ({redis_cpu / wall:.0%} of one core, "
           f"{redis_cpu / max(1, len(latencies)) * 1e6:.0f} us per job); client processes "
           f"{sum(c for _, _, c in outcomes):.2f} s CPU")
+    return {"workers": workers, "procs": procs, "jobs": jobs, "then_claim": then_claim,
+            "claimed": len(latencies), "done": done, "wall_s": wall,
+            "per_s": len(latencies) / wall, "latency_ms": {
+                "p50": statistics.median(latencies) * 1000, "p99": p99 * 1000,
+                "max": latencies[-1] * 1000},
+            "redis_cpu_s": redis_cpu, "clients_cpu_s": sum(c for _, _, c in outcomes)}
