@@ -36,21 +36,29 @@ def fixed_offset(offset: str) -> dict[str, str]:
     once on a Python child, so a row never passes on a clock that was not moved."""
     env = {"LD_PRELOAD": library(), "FAKETIME": offset, "FAKETIME_NO_CACHE": "1",
            "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    _check_moved(env, offset)
+    return env
+
+
+def _check_moved(env: dict[str, str], offset: str) -> None:
+    """Fail unless a Python child under `env` sees its wall clock `offset` off."""
     seen = subprocess.run([sys.executable, "-c", "import time; print(time.time())"],
                           env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=60)
     off = float(seen.stdout) - time.time()
     wanted = float(offset.removesuffix("s"))
     assert abs(off - wanted) < 30, f"libfaketime {offset}: the child's clock was {off:+.0f} s off"
-    return env
 
 
 def controlled(control: Path) -> dict[str, str]:
     """The environment of a process whose wall clock is off by what `control` says (an
-    offset such as "+600s", read at each clock read: `jump` moves it)."""
+    offset such as "+600s", read at each clock read: `jump` moves it). Checked once on a
+    Python child, so a jump test never passes on a clock that cannot move."""
     env = {"LD_PRELOAD": library(), "FAKETIME_TIMESTAMP_FILE": str(control),
            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-    control.write_text("+0s\n")
+    jump(control, "+3600s")
+    _check_moved(env, "+3600s")
+    jump(control, "+0s")
     return env
 
 
