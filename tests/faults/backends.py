@@ -21,7 +21,9 @@ from tests.faults.proxy import Proxy
 from tests.procs import Procs
 from tests.redisd import RedisServer, start_redis
 
-LEASE_S = 1.0
+LEASE_S = 1.0  # every row's lease but where a row says otherwise (Rows.run's lease_s)
+
+
 def _reachable_from_other_processes(name: str) -> bool:
     """memory:// lives in one process (`Queue.in_process`): no worker process can reach
     it, so there is no process to kill and its rows do not apply (asked once, here)."""
@@ -35,12 +37,12 @@ BACKENDS = [name for name in ("memory", "folder", "sqlite", "tcp", "redis")
 class Backend:
     """A fresh queue in `folder` and what `shoal work` is given to reach it."""
 
-    def __init__(self, name: str, folder: Path, procs: Procs) -> None:
-        self.name, self.folder, self.procs = name, folder, procs
+    def __init__(self, name: str, folder: Path, procs: Procs, lease_s: float = LEASE_S) -> None:
+        self.name, self.folder, self.procs, self.lease_s = name, folder, procs, lease_s
         self.server: RedisServer | None = None
         self.coordinator = None
         self.proxies: list[Proxy] = []
-        self.lease_args: tuple[str, ...] = ("--lease", str(LEASE_S))
+        self.lease_args: tuple[str, ...] = ("--lease", str(lease_s))
         if name == "folder":
             self.target = str(folder / "queue")
         elif name == "sqlite":
@@ -64,7 +66,7 @@ class Backend:
         """A client of the queue, as the submitting user has."""
         if self.name == "tcp":
             return open_queue(self.target)
-        return open_queue(self.target, lease_s=LEASE_S)
+        return open_queue(self.target, lease_s=self.lease_s)
 
     # -- the coordinator (tcp) ---------------------------------------------------
 
@@ -79,7 +81,7 @@ class Backend:
         before = self._contact().get("pid")
         self.coordinator = self.procs.shoal(
             "serve", f"sqlite://{self.folder / 'q.sqlite'}", "--status", str(self.status),
-            "--lease", str(LEASE_S))
+            "--lease", str(self.lease_s))
         wait_for(lambda: self._contact().get("pid") not in (None, before), 60,
                  message="the coordinator to write its status.json")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.backends import BACKENDS, Backend
+from tests.faults.backends import BACKENDS, LEASE_S, Backend
 from tests.faults.harness import Run
 from tests.faults.history import Report, summary
 from tests.procs import Procs
@@ -38,31 +38,42 @@ class Rows:
         self.name, self.procs, self.tmp_path = name, procs, tmp_path
         self.rng = random.Random(f"{SEED}:{name}")
 
-    def run(self, backend: str, row: str, scenario: Callable[[Run], Report]) -> list[Report]:
+    def run(self, backend: str, row: str, scenario: Callable[[Run], Report], *,
+            lease_s: float = LEASE_S) -> list[Report]:
+        """Every iteration runs, even after one that went wrong, so the table counts them
+        all; then the row fails if any did, naming the iterations and the seed."""
         print(f"fault row {row} on {backend}: seed {SEED} "
               f"(replay with SHOAL_FAULTS_SEED={SEED})")
-        reports = []
+        reports, wrong = [], []
         for i in range(ITERATIONS):
             folder = self.tmp_path / f"iter-{i}"
             folder.mkdir()
-            made = Backend(backend, folder, self.procs)
+            made = Backend(backend, folder, self.procs, lease_s)
             run = Run(made, self.procs, self.rng)
             try:
                 report = scenario(run)
+            except (AssertionError, pytest.fail.Exception) as e:  # a timeout, a bad exit
+                wrong.append(f"iteration {i}: {str(e).splitlines()[0][:500]}")
+                print(f"  iteration {i}: {wrong[-1]}")
+                continue
             finally:
                 run.close()
                 made.close()
             print(f"  iteration {i}: {report.as_dict()}")
-            assert not report.problems(), (
-                f"row {row} on {backend}, iteration {i}, seed {SEED}: {report.problems()}")
+            if report.problems():
+                wrong.append(f"iteration {i}: {report.problems()}")
             reports.append(report)
-        record(row, backend, reports)
+        record(row, backend, lease_s, reports, len(wrong))
+        assert not wrong, f"row {row} on {backend}, seed {SEED}: {'; '.join(wrong)}"
         return reports
 
 
-def record(row: str, backend: str, reports: list[Report]) -> None:
-    """Print the table row; append it to SHOAL_FAULTS_REPORT (JSON lines) if set."""
-    line = {"row": row, "backend": backend, "seed": SEED, **summary(reports)}
+def record(row: str, backend: str, lease_s: float, reports: list[Report],
+           wrong: int) -> None:
+    """Print the table row; append it to SHOAL_FAULTS_REPORT (JSON lines) if set. `wrong`:
+    iterations that went wrong (problems, or stopped by a failed check or a timeout)."""
+    line = {"row": row, "backend": backend, "seed": SEED, "lease_s": lease_s,
+            **summary(reports), "iterations": ITERATIONS, "wrong_iterations": wrong}
     print(f"fault table: {json.dumps(line)}")
     path = os.environ.get("SHOAL_FAULTS_REPORT")
     if path:

@@ -33,12 +33,14 @@ class Report:
     executions_max: int = 0
     recovery_s: list[float] = field(default_factory=list)  # fault -> its jobs final again
     reasons: list[str] = field(default_factory=list)  # why the wrongly failed ones failed
+    row_problems: list[str] = field(default_factory=list)  # a row's own check that failed
 
     def problems(self) -> list[str]:
         bad = ("lost", "duplicated", "unexpected", "failed_without_reason", "wrongly_failed",
                "orphans")
         found = [f"{name}={getattr(self, name)}" for name in bad if getattr(self, name)]
-        return found + [f"reason: {reason}" for reason in self.reasons[:3]]
+        return (found + [f"reason: {reason}" for reason in self.reasons[:3]]
+                + self.row_problems)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

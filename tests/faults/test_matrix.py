@@ -21,6 +21,7 @@ from tests.faults.history import Report
 pytestmark = pytest.mark.timeout(240 * ITERATIONS)
 
 JOBS = 24
+SKEW_LEASE_S = 4.0  # row 9 (see test_worker_clock_skew)
 
 
 def start(run: Run) -> None:
@@ -41,7 +42,8 @@ def test_worker_sigkill_mid_job(rows, backend):
             run.kill_worker()
             run.work("--slots", "2")
         report = run.finish()
-        assert report.executions_max <= 1 + kills
+        if report.executions_max > 1 + kills:
+            report.row_problems.append(f"a job ran {report.executions_max} times, {kills} kills")
         return report
 
     rows.run(backend, "1 worker SIGKILL", scenario)
@@ -60,7 +62,8 @@ def test_worker_sigstop_past_its_lease(rows, backend):
         run.hold(3 * LEASE_S)
         os.kill(frozen.pid, signal.SIGCONT)
         report = run.finish()
-        assert report.executions_max <= 2
+        if report.executions_max > 2:
+            report.row_problems.append(f"a job ran {report.executions_max} times, one fault")
         return report
 
     rows.run(backend, "2 worker SIGSTOP > lease", scenario)
@@ -174,7 +177,8 @@ def test_network_partition_of_a_worker(rows, backend):
         run.hold(3 * LEASE_S)
         proxy.heal()
         report = run.finish()
-        assert report.executions_max <= 2
+        if report.executions_max > 2:
+            report.row_problems.append(f"a job ran {report.executions_max} times, one fault")
         return report
 
     rows.run(backend, "2b network partition", scenario)
@@ -205,7 +209,10 @@ def test_worker_clock_skew(rows, backend, skew):
         run.killed_at_end.add(skewed.pid)
         run.work("--slots", "2")
         report = run.finish()
-        assert report.executions_max == 1, f"a live worker (clock {skew}) lost its jobs"
+        if report.executions_max != 1:
+            report.row_problems.append(f"a live worker (clock {skew}) lost its jobs")
         return report
 
-    rows.run(backend, f"9 worker clock {skew}", scenario)
+    # A lease of 4 s, not 1: 600 s of skew shows on any lease, while a 1 s lease on a loaded
+    # machine can expire for load alone (a missed beat), which is row 2, not this row.
+    rows.run(backend, f"9 worker clock {skew}", scenario, lease_s=SKEW_LEASE_S)
