@@ -14,10 +14,18 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import NamedTuple
 
 KEEP = 100_000  # ids kept; a watcher that fell further behind scans instead
 QUIET_SCAN_S = 1.0  # full scans this far apart while every final is our own
 FOREIGN_S = 5.0  # ... unless another process's final turned up this recently
+
+
+class WatchMark(NamedTuple):
+    """Where one WatchSet's watch of a folder queue stands (kept in `WatchSet.mark`)."""
+
+    end: int  # the LocalFinals position read up to
+    next_scan: float  # monotonic time the next full scan is due
 
 
 class LocalFinals:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 from ... import defaults
 from ...dropins import ELSEWHERE, LOGGED, DropIns
@@ -65,7 +66,7 @@ from ..lanes import LaneNames
 from ..scheduling import FIRST, Capacity, after_taking, check_after
 from ..settings import QueueSettings, checked_config
 from . import deps
-from .finals import LocalFinals
+from .finals import LocalFinals, WatchMark
 from .groupcommit import GroupCommit
 from .lanes import LEGACY, LaneView, lane_blocks, lane_folders
 from .layout import (
@@ -966,13 +967,14 @@ class FolderQueue(Queue):
         since; every so often a full scan, which finds other processes' finals too."""
         fresh = ids.take_added()
         kept = ids.mark[1] if ids.mark is not None and ids.mark[0] is self else None
-        noted = self._finals.since(kept[0]) if isinstance(kept, tuple) else None
+        mark = cast("WatchMark | None", kept)  # only this method marks a WatchSet for us
+        noted = self._finals.since(mark.end) if mark is not None else None
         began = time.monotonic()
-        if noted is None or began >= kept[1]:
+        if mark is None or noted is None or began >= mark.next_scan:
             end = self._finals.end()  # finals noted while we scan are looked at next time
             landed = self._final_results(list(ids))
             # another process's final: one we did not note, before or during the scan
-            since = self._finals.since(kept[0]) if noted is not None else None
+            since = None if mark is None or noted is None else self._finals.since(mark.end)
             if since is not None and {r.job_id for r in landed} - set(since[0]):
                 self._finals.last_foreign = time.monotonic()
             next_scan = time.monotonic() + self._finals.scan_pause(time.monotonic() - began)
@@ -982,8 +984,8 @@ class FolderQueue(Queue):
             landed = [r for r in map(self._final_result, ours) if r is not None]
             added = [i for i in fresh if i in ids and i not in ours]
             landed += self._final_results(added) if added else []
-            next_scan = kept[1]
-        ids.mark = (self, (end, next_scan))
+            next_scan = mark.next_scan
+        ids.mark = (self, WatchMark(end, next_scan))
         return list({r.job_id: r for r in landed}.values())
 
     def is_drained(self) -> bool:
