@@ -11,6 +11,7 @@ tests/test_fuzz_coordinator.py`.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from shoal.net import wire
 from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.sqlite import SqliteQueue
 from shoal.serve.coordinator import Coordinator
-from shoal.serve.service import HANDLERS
+from shoal.serve.schema import Param
+from shoal.serve.service import HANDLERS, SCHEMAS
 from tests.fuzzing import TIMEOUT, scaled
 from tests.test_fuzz_wire import records, values
 from tests.test_net_retries import RawClient
@@ -72,6 +74,26 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Intruder,
     coordinator.queue.close()
 
 
+class Tracebacks(logging.Handler):
+    """Collects what shoal logs at ERROR: a request's failure logged with its traceback
+    is a bug (a bad request gets a one-line error back, and nothing in the log)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(scope="module")
+def tracebacks() -> Iterator[Tracebacks]:
+    handler = Tracebacks()
+    logging.getLogger("shoal").addHandler(handler)
+    yield handler
+    logging.getLogger("shoal").removeHandler(handler)
+
+
 def still_serves(client: CoordinatorQueue, tag: str) -> None:
     job = Job.command_job(f"echo {tag}")
     client.submit([job])
@@ -91,8 +113,8 @@ def test_frames_that_are_no_request_are_dropped(served: tuple[Intruder, Coordina
 @scaled(0.3)
 @given(st.sampled_from(METHODS) | st.text(max_size=8), args, st.booleans())
 def test_every_well_shaped_request_is_answered(served: tuple[Intruder, CoordinatorQueue],
-                                               method: str, arguments: dict,
-                                               repeat: bool) -> None:
+                                               tracebacks: Tracebacks, method: str,
+                                               arguments: dict, repeat: bool) -> None:
     intruder, client = served
     req_id = next(intruder.ids)
     intruder.socket.send(wire.pack([req_id, b"intruder", method, arguments,
@@ -100,6 +122,8 @@ def test_every_well_shaped_request_is_answered(served: tuple[Intruder, Coordinat
     kind, _, value, _ = intruder.answer(req_id)
     if kind == wire.ERR:
         assert wire.error_in(value)
+    logged, tracebacks.records = tracebacks.records, []
+    assert not logged, logged[-1].getMessage()
     still_serves(client, "after-request")
 
 
@@ -113,3 +137,73 @@ def test_a_request_whose_method_is_not_text_does_not_stop_the_coordinator(
     intruder.socket.send(wire.pack([req_id, b"intruder", "ping", {}]))
     assert intruder.answer(req_id)[0] == wire.OK
     still_serves(client, "after-a-list-method")
+
+
+# One value of each type a request may carry, for arguments of the wrong type.
+SAMPLES: list[Any] = ["x", 5, 1.5, True, b"b", ["x"], {"x": 1}, None]
+
+
+def _wrong_for(param: Param) -> Any:
+    return next(v for v in SAMPLES if param.kinds is not None and type(v) not in param.kinds)
+
+
+def _right_for(param: Param) -> Any:
+    return next(v for v in ["x", 5, True, b"b", [], {}, None]
+                if param.kinds is None or type(v) in param.kinds)
+
+
+def _wrong_typed_requests() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each argument of each request, of a type it does not take (the others as taken),
+    then a few that a type alone does not tell."""
+    for method, schema in sorted(SCHEMAS.items()):
+        for name, param in schema.items():
+            if param.kinds is None:
+                continue
+            rest = {other: _right_for(p) for other, p in schema.items()
+                    if p.required and other != name}
+            yield method, {**rest, name: _wrong_for(param)}
+    yield from [
+        ("claim", {"worker": "w", "n": 1, "wait_s": float("nan")}),
+        ("claim", {"worker": "w", "n": 2**64 - 1, "wait_s": 1.0}),
+        ("claim", {"worker": "w", "n": 1, "fit": {"free": "x"}}),
+        ("watch", {"ids": [["a"]]}),
+        ("cancel", {"ids": {"a": "b"}}),
+        ("beat", {"info": {}, "leases": [5]}),
+        ("finish", {"lease": {"id": 5}, "result": {}}),
+        ("release", {"lease": {"attempt": 1}}),
+        ("listing", {"states": ["nope"]}),
+        ("put_blobs", {"blobs": {"d": "text, not bytes"}}),
+        ("get", {}),
+        ("get", {"id": "x", "extra": 1}),
+    ]
+
+
+@pytest.fixture
+def idle(tmp_path: Path) -> Iterator[tuple[Intruder, CoordinatorQueue]]:
+    """A coordinator of an empty queue (a claim parks), its intruder and a client."""
+    coordinator = Coordinator(SqliteQueue(tmp_path / "q.db"), status_dir=tmp_path / "s").start()
+    intruder, client = Intruder(tmp_path / "s"), CoordinatorQueue(str(tmp_path / "s"))
+    yield intruder, client
+    client.close()
+    intruder.close()
+    coordinator.stop()
+    coordinator.queue.close()
+
+
+def test_arguments_of_the_wrong_type_get_a_one_line_error_and_no_traceback(
+        idle: tuple[Intruder, CoordinatorQueue], caplog: pytest.LogCaptureFixture) -> None:
+    """Wrong types reached the handlers: each failed with a traceback in the log, and a
+    claim that parked with `n="x"` (or a NaN `wait_s`) failed later in the coordinator's
+    own loop, which stopped serving everybody."""
+    intruder, client = idle
+    caplog.set_level(logging.WARNING, logger="shoal")
+    for method, arguments in _wrong_typed_requests():
+        req_id = next(intruder.ids)
+        intruder.socket.send(wire.pack([req_id, b"intruder", method, arguments]))
+        kind, _, value, _ = intruder.answer(req_id)
+        assert kind == wire.ERR, (method, arguments, value)
+        assert value["type"] == "MalformedMessage", (method, arguments, value)
+        assert value["message"] and "\n" not in value["message"], value
+    still_serves(client, "after-wrong-types")  # wakes any parked claim
+    assert client.claim("w", 1) != []  # the coordinator's loop lives on
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

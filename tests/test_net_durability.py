@@ -8,16 +8,22 @@ result per job, no result for a job nobody submitted, every future resolved.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from shoal.errors import CoordinatorUnreachable
 from shoal.job import State
 from shoal.queue import open_queue
+from shoal.queue.base import Queue
 from tests.conftest import wait_for
 from tests.procs import executions
 
@@ -131,3 +137,50 @@ def test_coordinator_killed_twice_under_load_loses_nothing_and_records_each_resu
     from shoal.serve.locate import live_contact
 
     assert live_contact(status) is None  # the file stays (same keys next time), not trusted
+
+
+def _killed_coordinator(procs, tmp_path: Path) -> tuple[Path, Path]:
+    """A status directory whose status.json names a coordinator killed with -9."""
+    db, status = tmp_path / "q.sqlite", tmp_path / "status"
+    coordinator = start_coordinator(procs, db, status)
+    os.kill(coordinator.pid, signal.SIGKILL)
+    coordinator.wait()
+    return db, status
+
+
+def test_a_client_started_while_the_coordinator_is_restarted_waits_for_it(
+        procs, tmp_path, caplog):
+    """The flake of the test above: a client opened between the kill and the restart's
+    status file (the old file names a dead pid) died with "not running"."""
+    db, status = _killed_coordinator(procs, tmp_path)
+    caplog.set_level(logging.INFO, logger="shoal.net")
+    opened: list[object] = []
+    client = threading.Thread(target=lambda: _open_into(opened, status), daemon=True)
+    client.start()
+    wait_for(lambda: "waiting up to" in caplog.text or opened, timeout_s=60,
+             message="the client to find the coordinator dead")
+    assert not opened, opened  # it waits for the restart: no answer, no error yet
+    coordinator = start_coordinator(procs, db, status)
+    client.join(timeout=60)
+    [queue] = opened
+    assert isinstance(queue, Queue), queue
+    try:
+        assert queue.contact.pid == coordinator.pid
+        assert queue.counts()[State.PENDING] == 0
+    finally:
+        queue.close()
+
+
+def _open_into(opened: list[object], status: Path) -> None:
+    try:
+        opened.append(open_queue(str(status), patience_s=120))
+    except Exception as exc:  # the test shows it
+        opened.append(exc)
+
+
+def test_a_client_of_a_coordinator_that_stays_dead_says_it_is_not_running(procs, tmp_path):
+    _, status = _killed_coordinator(procs, tmp_path)
+    started = time.monotonic()
+    with pytest.raises(CoordinatorUnreachable, match=r"not running \(waited 1 s for a restart\)"):
+        open_queue(str(status), patience_s=1.0)
+    assert time.monotonic() - started < 30

@@ -13,10 +13,10 @@ coordinator sent them.
 Every decoder here (`unpack`, `request_in`, `reply_in`, the `*_in` records) raises
 `MalformedMessage` for a frame or record that is not what this protocol sends:
 garbage, a truncated frame, a length past its end, a field missing. What the
-coordinator takes from clients (`job_in`, `result_in`, `worker_in`) is also checked
-field by field for its types, before anything of it is stored; a client trusts the
-types of what an authenticated coordinator stored (`status_in`, `lease_in`: listings
-of 10^5 records).
+coordinator takes from clients (`job_in`, `result_in`, `worker_in`, `fence_in`,
+`fit_in`; a request's own arguments: serve/schema.py) is also checked field by field
+for its types, before anything of it is stored; a client trusts the types of what an
+authenticated coordinator stored (`status_in`, `lease_in`: listings of 10^5 records).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import msgpack
 
 from .. import errors
 from ..job import Job, JobStatus, JobSummary, Lease, Result, State, WorkerInfo
+from ..queue.scheduling import Capacity
 
 PROTOCOL = 2  # 2: beat replaced renew, heartbeat and take_control
 OK, ERR, PUSH = "ok", "err", "push"
@@ -89,6 +90,8 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
                "worker": (str,), "host": (str,), "started": (*_NUMBER, _NONE),
                "ended": (*_NUMBER, _NONE), "log": (str, _NONE), "payload": (bytes, str, _NONE)},
     "lease": {"attempt": (int,), "worker": (str,), "token": (str,), "seq": (int,)},
+    "fence": {"id": (str,), "attempt": (int,), "worker": (str,), "token": (str,)},
+    "fit": {"free": (dict,), "labels": (list,)},
     "status": {"attempt": (int,), "worker": (str, _NONE), "attempts": (list,), "seq": (int,)},
     "worker": {"id": (str,), "host": (str,), "pid": (int,), "slots": (int,), "state": (str,),
                "running": (list,), "done": (int,), "started": _NUMBER, "log": (str, _NONE),
@@ -100,7 +103,8 @@ _SETS = {what: {key: frozenset(kinds) for key, kinds in types.items()}
 # what the items (list) or values (map) of these fields must be
 _ITEMS = {"command": frozenset({str}), "after": frozenset({str}), "labels": frozenset({str}),
           "running": frozenset({str}), "env": frozenset({str}),
-          "needs": frozenset(_NUMBER), "resources": frozenset(_NUMBER)}
+          "needs": frozenset(_NUMBER), "resources": frozenset(_NUMBER),
+          "free": frozenset(_NUMBER)}
 
 
 def _check_types(record: dict[str, Any], what: str) -> None:
@@ -148,6 +152,17 @@ def fence_out(lease: Lease) -> dict[str, Any]:
     """What identifies a lease without its job (a beat sends only this)."""
     return {"id": lease.job_id, "attempt": lease.attempt, "worker": lease.worker,
             "token": lease.token}
+
+
+def fence_in(record: dict[str, Any]) -> tuple[str, int, str, str]:
+    """(job id, attempt, worker, token) of a fence (`fence_out`)."""
+    return _decoded(lambda r: (r["id"], r["attempt"], r["worker"], r["token"]), record,
+                    "fence")
+
+
+def fit_in(record: dict[str, Any] | None) -> Capacity | None:
+    """A claim's `fit` (`Capacity.to_dict`); None: any job fits."""
+    return None if record is None else _decoded(Capacity.from_dict, record, "fit")
 
 
 def result_out(result: Result) -> dict[str, Any]:

@@ -10,6 +10,7 @@ running logs with beats; `queue.files` (ShippedFiles) reads them back from the c
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -43,6 +44,9 @@ SUBMIT_BATCH = 10_000  # jobs per submit request (~1.3 MB for plain command jobs
 # The oldest watched ids are asked for again this often, this many at a time (lost pushes).
 PUSH_SWEEP_S = 2.0
 PUSH_SWEEP_IDS = 2000
+RESTART_POLL_S = 0.1  # how often a client re-reads the status file of a coordinator that died
+
+log = logging.getLogger("shoal.net")
 
 
 def find_contact(where: str) -> Contact:
@@ -67,6 +71,28 @@ def find_contact(where: str) -> Contact:
         f"authentication failed with {where}: no key for it here; point shoal at the "
         f"coordinator's status file (copy its status.json to this machine) or set "
         f"{CONTACT_ENV}=PATH")
+
+
+def restarted_contact(where: str, contact: Contact, patience_s: float) -> Contact:
+    """`contact`, or, if it names a coordinator that died on this host, the contact its
+    restart writes (same keys, same address): a client started while `shoal serve` is
+    being restarted waits for it as long as a connected client waits for an answer
+    (its patience), instead of dying with "not running" between the old process's
+    death and the new one's status file."""
+    if not dead_here(contact):
+        return contact
+    log.warning("%s: its coordinator (pid %d on this host) is not running; waiting up to "
+             "%.0f s for it to restart", contact.address, contact.pid, patience_s)
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        time.sleep(RESTART_POLL_S)
+        contact = find_contact(where)
+        if not dead_here(contact):
+            return contact
+    raise CoordinatorUnreachable(
+        f"{contact.address}: its coordinator (pid {contact.pid} on this host) is not "
+        f"running (waited {patience_s:.0f} s for a restart); start it again "
+        f"(shoal serve --status DIR) to carry on")
 
 
 def _records(jobs: list[Job]) -> list[dict[str, Any]]:
@@ -125,11 +151,7 @@ class CoordinatorQueue(Queue):
 
     def __init__(self, where: str, *, patience_s: float = defaults.PATIENCE_S,
                  lease_s: float | None = None) -> None:
-        self.contact = find_contact(where)
-        if dead_here(self.contact):
-            raise CoordinatorUnreachable(
-                f"{self.contact.address}: its coordinator (pid {self.contact.pid} on this host) "
-                f"is not running; start it again (shoal serve --status DIR) to carry on")
+        self.contact = restarted_contact(where, find_contact(where), patience_s)
         self._sent_blobs: set[str] = set()  # function blobs the coordinator has for sure
         self._watching = False  # set by the first watch(): submit then asks for pushes
         self._watched: dict[str, None] = {}  # ids whose result is pushed to us, oldest first

@@ -34,7 +34,8 @@ from ..net import wire
 from ..net.contact import Contact, Keys, boot_id, write_contact
 from ..queue.base import GroupLost, Queue
 from .parking import Key, Parking
-from .service import GROUPED, HANDLERS, MUTATING, PARKED, Request, Service
+from .schema import check
+from .service import GROUPED, HANDLERS, MUTATING, PARKED, SCHEMAS, Request, Service
 
 log = logging.getLogger("shoal.serve")
 
@@ -296,6 +297,7 @@ class Coordinator:
         try:
             if handler is None:
                 raise ShoalError(f"unknown request {method!r} (client newer than coordinator?)")
+            check(method, SCHEMAS[method], args)  # wrong types: one line back, no traceback
             value = handler(self._service, req, **args)
         except GroupLost:
             raise  # the group is lost as a whole: see _serve_group

@@ -1,7 +1,8 @@
 """What the coordinator does for each request: one explicit table over the served queue.
 
 `HANDLERS` maps each request a client may send (see `queue/remote.py`) to the method
-that serves it; `MUTATING` names those whose repeat must not act twice (the
+that serves it, whose type hints are the schema its arguments are checked against
+before it runs (`SCHEMAS`, schema.py); `MUTATING` names those whose repeat must not act twice (the
 coordinator caches their replies). A handler returns the reply's value, or
 `PARKED` when the request waits in `Parking` for a job. Handlers that may end jobs
 (finish, cancel, reap) note them; `after_changes` pushes their results to watchers.
@@ -23,10 +24,21 @@ from ..queue.base import Queue
 from ..queue.scheduling import Capacity
 from .clock import LeaseClock
 from .parking import Key, Parking, Push, leases_out
+from .schema import Schema, schema_of
 
 log = logging.getLogger("shoal.serve")
 
 PARKED = object()  # a handler's value: no reply now, the request waits in Parking
+
+
+def _states(names: list[str] | None) -> set[State] | None:
+    """The states a listing asks for (None: all); MalformedMessage for a name of none."""
+    if names is None:
+        return None
+    try:
+        return {State(name) for name in names}
+    except ValueError as exc:
+        raise wire.MalformedMessage(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -164,9 +176,10 @@ class Service:
 
     def _lease(self, fence: dict[str, Any], *, with_job: bool = False) -> Lease:
         """The lease a fence names; its job is read only where a log is placed by it."""
-        status = self.queue.get(fence["id"]) if with_job else None
-        job = status.job if status is not None else Job(fence["id"], "", Kind.COMMAND)
-        return Lease(job, fence["attempt"], fence["worker"], fence["token"])
+        job_id, attempt, worker, token = wire.fence_in(fence)
+        status = self.queue.get(job_id) if with_job else None
+        job = status.job if status is not None else Job(job_id, "", Kind.COMMAND)
+        return Lease(job, attempt, worker, token)
 
     # -- requests: jobs ----------------------------------------------------------------
 
@@ -181,7 +194,7 @@ class Service:
     def ping(self, req: Request) -> str:
         return self.boot
 
-    def submit(self, req: Request, jobs: list, watch: bool = False) -> list[str]:
+    def submit(self, req: Request, jobs: list[dict], watch: bool = False) -> list[str]:
         parsed = [wire.job_in(record) for record in jobs]
         new = self.queue.submit(parsed)
         self._pending_may_grow = bool(new)
@@ -210,7 +223,7 @@ class Service:
         claim until some arrive. Parked claims had every pending job offered after the
         last request (`after_changes`), so one that takes any job means none is pending;
         else a claim may take what fits it and none of them."""
-        capacity = Capacity.from_dict(fit)
+        capacity = wire.fit_in(fit)
         leases = ([] if self.parking.any_job_would_do()
                   else self.queue.claim(worker, n, fit=capacity))
         if leases or wait_s <= 0:
@@ -219,8 +232,9 @@ class Service:
                                 capacity)
         return PARKED
 
-    def beat(self, req: Request, info: dict, leases: list, progress: dict | None = None,
-             logs: dict | None = None) -> dict[str, list[str]]:
+    def beat(self, req: Request, info: dict, leases: list[dict],
+             progress: dict[str, bytes] | None = None,
+             logs: dict[str, bytes] | None = None) -> dict[str, list[str]]:
         """A worker's heartbeat in one request: keep the progress and the log tails its
         running jobs sent, then one `beat` of the queue (register, extend leases, take
         commands)."""
@@ -242,7 +256,7 @@ class Service:
         fit `fit` (one round trip instead of two) unless other workers are already
         waiting for work. A job done may release jobs that waited for it."""
         then_claim = 0 if self.parking.claims else then_claim  # those waiting go first
-        leases = self._finish(lease, result, log, then_claim, Capacity.from_dict(fit),
+        leases = self._finish(lease, result, log, then_claim, wire.fit_in(fit),
                               repeat=req.repeat)
         return leases_out(self.queue, leases)
 
@@ -327,16 +341,16 @@ class Service:
 
     def listing(self, req: Request, states: list[str] | None = None,
                 limit: int | None = None) -> list[dict]:
-        wanted = None if states is None else {State(s) for s in states}
+        wanted = _states(states)
         return [wire.status_out(s) for s in self.queue.listing(wanted, limit)]
 
     def summaries(self, req: Request, states: list[str] | None = None,
                   limit: int | None = None, offset: int = 0) -> list[list]:
-        wanted = None if states is None else {State(s) for s in states}
+        wanted = _states(states)
         return [wire.summary_out(row) for row in self.queue.summaries(wanted, limit, offset)]
 
     def search(self, req: Request, text: str, states: list[str] | None = None) -> list[list]:
-        wanted = None if states is None else {State(s) for s in states}
+        wanted = _states(states)
         return [wire.summary_out(row) for row in self.queue.search(text, wanted)]
 
     def counts(self, req: Request) -> dict[str, int]:
@@ -427,6 +441,8 @@ HANDLERS: dict[str, Handler] = {
 MUTATING = frozenset({"submit", "put_blobs", "claim", "finish", "release",
                       "cancel", "retry", "purge", "send_control", "beat", "put_config"})
 assert MUTATING.issubset(HANDLERS)  # a cached reply needs a handler that makes it
+# What each request's arguments may be: its handler's type hints (see schema.py).
+SCHEMAS: dict[str, Schema] = {method: schema_of(handler) for method, handler in HANDLERS.items()}
 # Requests whose writes may share one commit with others (`Queue.group`): the busy ones,
 # and reads. Left out: those whose files follow their commit (purge forgets logs, cancel
 # and keep_log keep them) and the rare ones, which each commit alone as before.
