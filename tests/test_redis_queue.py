@@ -315,6 +315,35 @@ def test_a_lease_deadline_is_set_by_the_servers_clock(server, url, views, monkey
     assert queue.get(lease.job_id).attempt == 2
 
 
+def test_a_heartbeat_renews_its_own_leases_and_reaps_others_in_one_script(server, url, views):
+    """A worker stalled past its lease, which nobody reaped meanwhile, keeps it at its next
+    heartbeat, and that heartbeat takes back another worker's expired lease: the beat and
+    the reap are one script (the beat first), so no stall between two calls on a loaded
+    host can make a worker reap its own live leases."""
+    queue = view(views, url, lease_s=0.2)
+    me = WorkerInfo("w1", "h1", 1, 1)
+    queue.heartbeat(me, [])  # the script is loaded: the one counted below runs at once
+    queue.submit([cmd(1), cmd(2)])
+    (mine,) = queue.claim("w1", 1)
+    (theirs,) = queue.claim("w2", 1)
+    with contextlib.closing(server.client()) as c:
+        latest = max(c.zscore(queue.keys.running, x.job_id) for x in (mine, theirs))
+
+        def server_ms() -> float:
+            seconds, micros = c.time()
+            return seconds * 1000 + micros / 1000
+
+        wait_for(lambda: server_ms() > latest + 1, message="both leases to expire")
+    before = calls(server)
+    beat = queue.heartbeat(me, [mine])
+    assert ran_since(before, server).get("evalsha") == 1
+    assert beat.lost == ()
+    assert [(r.job_id, r.worker) for r in beat.reaped] == [(theirs.job_id, "w2")]
+    assert (queue.get(mine.job_id).state, queue.get(mine.job_id).attempt) == (State.RUNNING, 1)
+    assert (queue.get(theirs.job_id).state, queue.get(theirs.job_id).attempt) == (
+        State.PENDING, 2)
+
+
 def test_a_late_result_is_refused_and_the_new_one_kept(url, views):
     stale_view, rescuer = view(views, url, lease_s=0.3), view(views, url, lease_s=0.3)
     stale_view.submit([cmd(1)])
