@@ -35,7 +35,7 @@ from shoal.job import Job, Result, State, WorkerInfo
 from shoal.queue import open_queue
 from shoal.queue.base import Queue, WatchSet
 from shoal.queue.scheduling import Capacity
-from tests import redisd
+from tests import faketime, redisd
 from tests.conftest import REDIS_BACKENDS, redis_queue_url, shoal_processes, wait_for
 from tests.procs import Procs, executions, marker_job
 
@@ -342,6 +342,39 @@ def test_a_heartbeat_renews_its_own_leases_and_reaps_others_in_one_script(server
     assert (queue.get(mine.job_id).state, queue.get(mine.job_id).attempt) == (State.RUNNING, 1)
     assert (queue.get(theirs.job_id).state, queue.get(theirs.job_id).attempt) == (
         State.PENDING, 2)
+
+
+SKEW_LEASE_S = 2.0  # 600 s of skew shows on any lease; load alone must not end one
+
+
+@pytest.mark.parametrize("skew", ["-600s", "+600s"])
+def test_a_worker_whose_wall_clock_is_10_minutes_off_keeps_its_leases_and_takes_none(
+        url, views, tmp_path, procs: Procs, skew):
+    """Leases are stamped and judged by the server's TIME alone. A worker whose wall clock
+    is 600 s behind (deadlines of its own clock would be long past) or ahead (every other
+    lease would look expired to its reaps), its monotonic clock true (libfaketime), works
+    beside a true one: each job stays with the worker that claimed it and runs once."""
+    env = faketime.fixed_offset(skew)
+    queue = view(views, url, lease_s=SKEW_LEASE_S)
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    out.mkdir()
+    body = f'while [ ! -e "{gate}" ]; do sleep 0.1; done; sleep {2 * SKEW_LEASE_S:g};'
+    jobs = [Job.command_job(marker_job(out, body), params={"i": i}) for i in range(4)]
+    queue.submit(jobs)
+    lease = ("--lease", str(SKEW_LEASE_S))
+    procs.shoal("work", url, "--slots", "2", *lease, env=env)
+    wait_for(lambda: queue.counts()[State.RUNNING] == 2, 60,
+             message="the skewed worker to hold 2 jobs")
+    procs.shoal("work", url, "--slots", "2", *lease)
+    wait_for(lambda: queue.counts()[State.RUNNING] == 4, 60,
+             message="the true worker to hold the other 2")
+    holders = {job.id: queue.get(job.id).worker for job in jobs}
+    gate.touch()  # both hold leases for a while yet: renewals and reaps on both clocks
+    wait_for(lambda: queue.counts()[State.DONE] == 4, 120, message="every job to end")
+    assert len(set(holders.values())) == 2
+    assert {r.job_id: (r.worker, r.attempt) for r in queue.results()} == {
+        job_id: (worker, 1) for job_id, worker in holders.items()}
+    assert sorted(attempt for _, attempt, _ in executions(out)) == [1, 1, 1, 1]
 
 
 def test_a_late_result_is_refused_and_the_new_one_kept(url, views):
