@@ -92,7 +92,9 @@ def kill_a_worker_mid_job(shared: SharedQueue, procs: Procs, jobs: int) -> str:
     shared.queue.submit([Job.command_job(marker_job(shared.out, slow_on_victim),
                                          params={"i": i}) for i in range(jobs)])
     victim = shared.work(procs, "--slots", "2", env={"VICTIM": "1"})
-    wait_for(lambda: shared.queue.counts()[State.RUNNING] == 2, 20,
+    # A worker's start costs about 0.5 s of CPU (interpreter, imports, connect, 2 jobs
+    # spawned): about 20 s of wall time at load 86 on 2 cores, hence 60.
+    wait_for(lambda: shared.queue.counts()[State.RUNNING] == 2, 60,
              message="the victim to run 2 jobs")
     (victim_id,) = worker_ids(shared.queue)
     shared.victims.append(victim_id)
@@ -113,10 +115,15 @@ def test_sigkill_of_a_worker_mid_job_loses_nothing(shared_queue, procs):
     """Another worker on the same host takes its jobs over and kills its orphans."""
     victim_id = kill_a_worker_mid_job(shared_queue, procs, jobs=6)
     rescuer = shared_queue.work(procs, "--slots", "2", "--drain")
-    assert rescuer.wait(timeout=60) == 0, procs.output(rescuer)
+    assert rescuer.wait(timeout=90) == 0, procs.output(rescuer)
     assert_all_done(shared_queue, [1, 1, 1, 1, 2, 2])
     assert shoal_processes(worker=victim_id) == [], "the dead worker's jobs were left running"
-    assert "2 lease(s) of dead workers were taken back" in procs.output(rescuer)
+    # Each of the victim's leases is named as taken back, in one reap or two: its two
+    # slots claimed one at a time, so the leases may end a few ms apart (more under load)
+    # if the kill came before a beat renewed both to one deadline.
+    taken_back = [r.job_id for r in shared_queue.queue.results() if r.attempt == 2]
+    for job_id in taken_back:
+        assert f"{job_id} (attempt 1) from {victim_id}" in procs.output(rescuer)
 
 
 def test_orphans_of_a_killed_worker_die_when_another_host_took_its_leases_back(shared_queue,

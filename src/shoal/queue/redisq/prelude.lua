@@ -368,3 +368,63 @@ local function place(id, from, rank, deps)
   end
   return state
 end
+
+-- -- a worker's heartbeat: its beat, and the reaps ----------------------------------------
+
+-- A beat (beat.lua), its arguments from ARGV[first]: worker, info, host, lease_ms, then
+-- per lease (id, token, progress report or '', log tail so far or ''): kept only under a
+-- current lease. EXTRA is the worker's control list. Returns {indexes of lost leases
+-- (0-based), commands}.
+local function beat(first)
+  local worker, now = ARGV[first], now_ms()
+  redis.call('HSET', WORKERS, worker, ARGV[first + 1])
+  redis.call('HSET', HOSTS, worker, ARGV[first + 2])
+  redis.call('ZADD', SEEN, now, worker)
+  local deadline = now + tonumber(ARGV[first + 3])
+  local lost = {}
+  for i = first + 4, #ARGV, 4 do
+    local id = ARGV[i]
+    if current(id, ARGV[i + 1]) then
+      redis.call('ZADD', RUNNING, 'XX', deadline, id)
+      if ARGV[i + 2] ~= '' then redis.call('HSET', PROGRESS, id, ARGV[i + 2]) end
+      if ARGV[i + 3] ~= '' then redis.call('HSET', TAILS, id, ARGV[i + 3]) end
+    else
+      lost[#lost + 1] = (i - first - 4) / 4
+    end
+  end
+  local commands = redis.call('LRANGE', EXTRA, 0, -1)
+  if #commands > 0 then redis.call('DEL', EXTRA) end
+  return {lost, commands}
+end
+
+-- A reap (reap.lua): takes back every lease whose deadline passed (pending with attempt
+-- + 1 at its rank, or failed at the cap, ending the jobs waiting for it), logs each in
+-- the reaped stream, and returns the reaps of the last keep_ms (`most` at most).
+local function reap(keep_ms, most, default_max_attempts)
+  local now = now_ms()
+  local expired = redis.call('ZRANGEBYSCORE', RUNNING, '-inf', '(' .. now, 'LIMIT', 0, 1000)
+  local back = 0
+  for _, id in ipairs(expired) do
+    local worker = redis.call('HGET', OWNER, id) or ''
+    local attempt = attempt_of(id)
+    local host = redis.call('HGET', HOSTS, worker) or ''
+    end_lease(id)
+    redis.call('XADD', REAPED, '*', 'job', id, 'worker', worker, 'attempt', attempt,
+               'host', host)
+    local spec = cjson.decode(redis.call('HGET', SPEC, id))
+    if attempt >= (tonumber(spec.max_attempts) or default_max_attempts) then
+      set_final(id, 'running', 'failed', cjson.encode(
+        {job_id = id, state = 'failed', attempt = attempt, worker = worker, lost = true}))
+      end_dependants(id, 'failed')
+    else
+      set_attempt(id, attempt + 1)
+      move(id, 'running', 'pending')
+      line_up(id, rank_of(id))
+      back = back + 1
+    end
+  end
+  if back > 0 then wake(back) end
+  local oldest = math.max(0, now - keep_ms)
+  redis.call('XTRIM', REAPED, 'MINID', oldest)
+  return redis.call('XRANGE', REAPED, oldest, '+', 'COUNT', most)
+end

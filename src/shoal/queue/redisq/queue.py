@@ -2,12 +2,13 @@
 kept in a Redis server that many hosts share.
 
 Every state change is one Lua script (see *.lua here) fenced by the lease token, so
-Redis runs it whole and alone; leases are judged by the server's clock (`TIME` inside
-the scripts) only. Claimers block on a wake-up list (BLPOP) instead of polling; `watch`
-blocks on the `finals` stream (XREAD BLOCK), which is also its journal of finals
-(`_finals_mark`/`_finals_since`, finals.lua), so a look costs what changed since the
-caller's last one and nothing recorded between two looks is missed. Counts are kept by the scripts
-(HINCRBY), never by scanning.
+Redis runs it whole and alone; leases are stamped and judged by the server's clock
+(`TIME` inside the scripts) only, never a client's. A worker's heartbeat is one script
+too (heartbeat.lua: its beat, then a reap). Claimers block on a wake-up list (BLPOP)
+instead of polling; `watch` blocks on the `finals` stream (XREAD BLOCK), which is also
+its journal of finals (`_finals_mark`/`_finals_since`, finals.lua), so a look costs what
+changed since the caller's last one and nothing recorded between two looks is missed.
+Counts are kept by the scripts (HINCRBY), never by scanning.
 
 Logs, progress reports and the shared config travel with the state changes
 (`ShippedFiles` over store.py's `RedisStore`): a beat carries its running jobs' progress
@@ -237,13 +238,30 @@ class RedisQueue(Queue):
     @_translated
     def beat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
         leases = list(leases)
+        lost, commands = self._run(self.scripts.beat, self._beat_args(info, leases),
+                                   self.keys.control(info.id))
+        return Beat(tuple(leases[int(i)] for i in lost), tuple(_text(c) for c in commands))
+
+    @_translated
+    def heartbeat(self, info: WorkerInfo, leases: Iterable[Lease]) -> Beat:
+        """The beat and the reap in one script (heartbeat.lua): one round trip, and the
+        leases just renewed are judged an instant later by the same server, so a worker
+        stalled between two calls (a loaded host) never takes its own live leases back."""
+        leases = list(leases)
+        lost, commands, recent = self._run(
+            self.scripts.heartbeat, [*self._reap_args(), *self._beat_args(info, leases)],
+            self.keys.control(info.id))
+        return Beat(tuple(leases[int(i)] for i in lost), tuple(_text(c) for c in commands),
+                    tuple(_reaped(recent)))
+
+    def _beat_args(self, info: WorkerInfo, leases: list[Lease]) -> list[Any]:
+        """beat.lua's ARGV: the worker, then each lease with its progress and log tail."""
         reports = self.files.beat_reports(leases)
         args: list[Any] = [info.id, dumps(info.to_dict()), info.host, self._lease_ms]
         for lease in leases:
             progress, tail = reports.get(lease.job_id, (None, None))
             args += [lease.job_id, lease.token, progress or b"", tail or b""]
-        lost, commands = self._run(self.scripts.beat, args, self.keys.control(info.id))
-        return Beat(tuple(leases[int(i)] for i in lost), tuple(_text(c) for c in commands))
+        return args
 
     @_translated
     def finish(self, lease: Lease, result: Result, *, then_claim: int = 0,
@@ -317,16 +335,12 @@ class RedisQueue(Queue):
 
     @_translated
     def reap(self) -> list[Reaped]:
+        return _reaped(self._run(self.scripts.reap, self._reap_args()))
+
+    def _reap_args(self) -> list[Any]:
+        """reap.lua's ARGV: how long reaps are reported, how many, the default cap."""
         keep_ms = round(reaped_keep_s(self.settings.lease_s) * 1000)
-        recent = self._run(self.scripts.reap, [keep_ms, defaults.REAPED_KEEP,
-                                               defaults.MAX_ATTEMPTS])
-        found = []
-        for _entry_id, fields in recent:
-            record = {_text(k): _text(v) for k, v in zip(fields[::2], fields[1::2],
-                                                          strict=True)}
-            found.append(Reaped(record["job"], record["worker"], int(record["attempt"]),
-                                record["host"]))
-        return found
+        return [keep_ms, defaults.REAPED_KEEP, defaults.MAX_ATTEMPTS]
 
     # -- reads --------------------------------------------------------------------------
 
@@ -525,6 +539,16 @@ class RedisQueue(Queue):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _reaped(entries: list[Any]) -> list[Reaped]:
+    """The reaps a script reported: entries of the `reaped` stream."""
+    found = []
+    for _entry_id, fields in entries:
+        record = {_text(k): _text(v) for k, v in zip(fields[::2], fields[1::2], strict=True)}
+        found.append(Reaped(record["job"], record["worker"], int(record["attempt"]),
+                            record["host"]))
+    return found
 
 
 def _summary(seq: int, job_id: str, name: str, state: str, attempt: int, worker: str | None,

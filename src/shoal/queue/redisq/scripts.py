@@ -5,8 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-NAMES = ("submit", "claim", "beat", "finish", "release", "reap", "cancel", "retry", "status",
-         "workers", "unregister", "finals", "config", "purge", "keeplog", "listing")
+NAMES = ("submit", "claim", "beat", "finish", "release", "reap", "heartbeat", "cancel", "retry",
+         "status", "workers", "unregister", "finals", "config", "purge", "keeplog", "listing")
 
 
 def _text(name: str) -> str:
@@ -28,6 +28,7 @@ class Scripts:
     finish: Any
     release: Any
     reap: Any
+    heartbeat: Any
     cancel: Any
     retry: Any
     status: Any
