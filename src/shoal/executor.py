@@ -330,6 +330,10 @@ class _Engine:
         self._cancel_after_send: set[str] = set()  # cancelled while being written
         self._awaited: set[str] = set()  # calls in the outbox that other calls wait for
         self._cancelled_here: set[str] = set()  # our worker must not start these
+        # Calls whose cancel is asking the queue: their futures stay in `_futures` (so
+        # shutdown waits for them and the collector goes on), and a result that lands
+        # meanwhile waits here for cancel_job to decide what it means.
+        self._cancelling: dict[str, Result | None] = {}
         self._bar = _CallsBar() if progress else None
         self._worker: Worker | None = None
         if slots > 0:
@@ -455,6 +459,9 @@ class _Engine:
 
     def _resolve(self, result: Result) -> None:
         with self._lock:
+            if result.job_id in self._cancelling:  # cancel_job resolves it, or not
+                self._cancelling[result.job_id] = result
+                return
             future = self._futures.pop(result.job_id, None)
             if not self._futures:
                 self._lock.notify_all()
@@ -483,36 +490,58 @@ class _Engine:
         with self._lock:
             for job_id, state in states.items():
                 future = self._futures.get(job_id)
-                if state is State.RUNNING and future is not None and not future.done():
+                if state is State.RUNNING and future is not None and not future.done() \
+                        and job_id not in self._cancelling:
                     self._start(future)
 
     def cancel_job(self, job_id: str) -> bool:
-        """Cancel the job if no worker has started it; True if so."""
+        """Cancel the job if no worker has started it; True if so (its future then
+        leaves `_futures`, and the caller cancels it)."""
         with self._lock:
-            future = self._futures.pop(job_id, None)  # a watched CANCELLED result is ours
-            if future is None:
-                return False
+            future = self._futures.get(job_id)
+            if future is None or future.running() or job_id in self._cancelling:
+                return False  # resolved, started, or another thread is cancelling it
             if job_id in self._outbox and job_id not in self._awaited:
                 del self._outbox[job_id]  # not even submitted yet
                 future.never_sent = True
+                self._forget(job_id)
                 return True
             # Being written, or a call waits for it (the queue ends that one too): the
             # submitter cancels it once sent, and our own worker will not run it.
             if job_id in self._sending or job_id in self._outbox:
                 self._cancel_after_send.add(job_id)
                 self._cancelled_here.add(job_id)
+                self._forget(job_id)
                 return True
-        status = self.queue.get(job_id)
-        if status is not None and status.state in (State.PENDING, State.WAITING) and \
-                self.queue.cancel([job_id]):
-            return True
-        with self._lock:  # too late: it runs; put it back and catch a result we missed
-            self._futures[job_id] = future
-            self._watched.add(job_id)
-        status = self.queue.get(job_id)
-        if status is not None and status.result is not None:
-            self._resolve(status.result)
-        return False
+            self._cancelling[job_id] = None
+        cancelled = False
+        try:
+            cancelled = self._cancel_in_queue(job_id)
+        finally:
+            with self._lock:
+                landed = self._cancelling.pop(job_id)
+                if cancelled:
+                    self._forget(job_id)  # a CANCELLED result that landed is ours
+        if landed is not None and not cancelled:
+            self._resolve(landed)  # too late: it ran, and its result came meanwhile
+        return cancelled
+
+    def _cancel_in_queue(self, job_id: str) -> bool:
+        """Cancel a submitted job if it is still pending or waiting; False if the queue
+        cannot be asked (the call goes on, and its future resolves as any other)."""
+        try:
+            status = self.queue.get(job_id)
+            return status is not None and status.state in (State.PENDING, State.WAITING) \
+                and bool(self.queue.cancel([job_id]))
+        except Exception as exc:
+            log.warning("executor: cannot cancel %s: %s", job_id, exc)
+            return False
+
+    def _forget(self, job_id: str) -> None:
+        """Drop a cancelled call's future (with the lock held)."""
+        self._futures.pop(job_id, None)
+        if not self._futures:
+            self._lock.notify_all()
 
     # -- shutting down ----------------------------------------------------------------------
 
