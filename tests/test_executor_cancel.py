@@ -207,3 +207,22 @@ def test_a_cancel_the_queue_cannot_answer_leaves_the_call_to_run(executor, gates
     assert first.result(timeout=T) == "first"
     assert second.result(timeout=T) == "second"
 
+
+def test_the_collector_outlives_a_queue_that_fails_a_look(executor, monkeypatch, caplog):
+    """One failed look (a coordinator restarting, a file server's hiccup) once ended the
+    collector, and with it every future still waiting."""
+    failed = threading.Event()
+    real_watch = executor.queue.watch
+
+    def watch_failing_once(ids: Any, timeout_s: float) -> Any:
+        if not failed.is_set():
+            failed.set()
+            raise OSError("stale file handle")
+        return real_watch(ids, timeout_s)
+
+    with caplog.at_level(logging.ERROR, logger="shoal.executor"):
+        monkeypatch.setattr(executor.queue, "watch", watch_failing_once)
+        assert failed.wait(T), "the collector never looked"
+        assert executor.submit(fns.square, 3).result(timeout=T) == 9
+    assert "cannot read results" in caplog.text
+

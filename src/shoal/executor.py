@@ -435,27 +435,44 @@ class _Engine:
         """Resolve futures as their results land, whoever ran the call: one loop over
         `queue.watch`, with a WatchSet so each look costs what changed, not one read per
         waiting future. Exits after shutdown once no future is left (within
-        COLLECT_WAIT_S)."""
-        watched = self._watched
+        COLLECT_WAIT_S). A queue that fails a look is asked again (a coordinator
+        restarting, a file server's hiccup): this thread is the futures' only way out."""
         next_running_check = 0.0
+        failing = False
         while True:
             with self._lock:
                 if self._closed or (not self._futures and self._shutdown):
                     return
-                if len(watched) > 2 * len(self._futures) + 1000:  # cancelled ones linger
-                    watched.intersection_update(self._futures)
-            # Also while nothing is watched: ids added meanwhile are seen by this very
-            # watch, so a call's result wakes one thread, not two.
-            results = self.queue.watch(watched, COLLECT_WAIT_S)
-            for result in results:
-                watched.discard(result.job_id)
-                self._resolve(result)
-            if results and self._futures:
-                time.sleep(GATHER_S)
-            del results
-            if time.monotonic() >= next_running_check:
-                self._mark_running()
-                next_running_check = time.monotonic() + RUNNING_CHECK_S
+            try:
+                self._collect_once()
+                if time.monotonic() >= next_running_check:
+                    self._mark_running()
+                    next_running_check = time.monotonic() + RUNNING_CHECK_S
+            except Exception as exc:
+                if not failing:
+                    log.error("executor: cannot read results from %s (trying again every "
+                              "%.1f s): %s", self.queue.url, COLLECT_WAIT_S, exc)
+                failing = True
+                time.sleep(COLLECT_WAIT_S)
+                continue
+            if failing:
+                log.warning("executor: reading results from %s again", self.queue.url)
+                failing = False
+
+    def _collect_once(self) -> None:
+        """Wait up to COLLECT_WAIT_S for results and resolve the futures of those found."""
+        watched = self._watched
+        with self._lock:
+            if len(watched) > 2 * len(self._futures) + 1000:  # cancelled ones linger
+                watched.intersection_update(self._futures)
+        # Also while nothing is watched: ids added meanwhile are seen by this very
+        # watch, so a call's result wakes one thread, not two.
+        results = self.queue.watch(watched, COLLECT_WAIT_S)
+        for result in results:
+            watched.discard(result.job_id)
+            self._resolve(result)
+        if results and self._futures:
+            time.sleep(GATHER_S)
 
     def _resolve(self, result: Result) -> None:
         with self._lock:
