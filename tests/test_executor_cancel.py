@@ -226,3 +226,29 @@ def test_the_collector_outlives_a_queue_that_fails_a_look(executor, monkeypatch,
         assert executor.submit(fns.square, 3).result(timeout=T) == 9
     assert "cannot read results" in caplog.text
 
+
+def test_the_submitter_outlives_a_queue_that_fails_a_late_cancel(executor, monkeypatch,
+                                                                 caplog):
+    """A call cancelled while its batch is being written is cancelled in the queue right
+    after; that cancel failing once ended the submitter, and every later call waited in
+    the outbox for ever (and shutdown with it)."""
+    writing, written = threading.Event(), threading.Event()
+    real_submit = executor.queue.submit
+
+    def slow_submit(jobs: Any) -> Any:
+        writing.set()
+        written.wait(T)
+        return real_submit(jobs)
+
+    def failing_cancel(job_ids: Any) -> Any:
+        raise OSError("stale file handle")
+
+    monkeypatch.setattr(executor.queue, "submit", slow_submit)
+    monkeypatch.setattr(executor.queue, "cancel", failing_cancel)
+    with caplog.at_level(logging.ERROR, logger="shoal.executor"):
+        queued = executor.submit(fns.square, 2)
+        assert writing.wait(T), "the submitter never wrote the call"
+        assert queued.cancel() is True
+        written.set()
+        assert executor.submit(fns.square, 3).result(timeout=T) == 9
+    assert "cannot cancel 1 call(s)" in caplog.text

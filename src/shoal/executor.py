@@ -417,7 +417,17 @@ class _Engine:
                     self._awaited -= self._sending  # sent: a cancel goes to the queue now
                     self._sending = set()
                 if late:
-                    self.queue.cancel(late)
+                    self._cancel_sent(late)
+
+    def _cancel_sent(self, job_ids: set[str]) -> None:
+        """Cancel in the queue the calls cancelled while being written; a queue that
+        fails here must not end the submitter, the only way in for later calls."""
+        try:
+            self.queue.cancel(job_ids)
+        except Exception as exc:  # their futures are cancelled; our worker skips them
+            log.error("executor: cannot cancel %d call(s) in %s (%s): other workers may "
+                      "run them; `shoal cancel` can stop them", len(job_ids), self.queue.url,
+                      exc)
 
     def _fail_future(self, job_id: str, exc: BaseException) -> None:
         with self._lock:
