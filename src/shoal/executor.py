@@ -330,6 +330,10 @@ class _Engine:
         self._cancel_after_send: set[str] = set()  # cancelled while being written
         self._awaited: set[str] = set()  # calls in the outbox that other calls wait for
         self._cancelled_here: set[str] = set()  # our worker must not start these
+        # Calls whose cancel is asking the queue: their futures stay in `_futures` (so
+        # shutdown waits for them and the collector goes on), and a result that lands
+        # meanwhile waits here for cancel_job to decide what it means.
+        self._cancelling: dict[str, Result | None] = {}
         self._bar = _CallsBar() if progress else None
         self._worker: Worker | None = None
         if slots > 0:
@@ -413,7 +417,17 @@ class _Engine:
                     self._awaited -= self._sending  # sent: a cancel goes to the queue now
                     self._sending = set()
                 if late:
-                    self.queue.cancel(late)
+                    self._cancel_sent(late)
+
+    def _cancel_sent(self, job_ids: set[str]) -> None:
+        """Cancel in the queue the calls cancelled while being written; a queue that
+        fails here must not end the submitter, the only way in for later calls."""
+        try:
+            self.queue.cancel(job_ids)
+        except Exception as exc:  # their futures are cancelled; our worker skips them
+            log.error("executor: cannot cancel %d call(s) in %s (%s): other workers may "
+                      "run them; `shoal cancel` can stop them", len(job_ids), self.queue.url,
+                      exc)
 
     def _fail_future(self, job_id: str, exc: BaseException) -> None:
         with self._lock:
@@ -431,30 +445,50 @@ class _Engine:
         """Resolve futures as their results land, whoever ran the call: one loop over
         `queue.watch`, with a WatchSet so each look costs what changed, not one read per
         waiting future. Exits after shutdown once no future is left (within
-        COLLECT_WAIT_S)."""
-        watched = self._watched
+        COLLECT_WAIT_S). A queue that fails a look is asked again (a coordinator
+        restarting, a file server's hiccup): this thread is the futures' only way out."""
         next_running_check = 0.0
+        failing = False
         while True:
             with self._lock:
                 if self._closed or (not self._futures and self._shutdown):
                     return
-                if len(watched) > 2 * len(self._futures) + 1000:  # cancelled ones linger
-                    watched.intersection_update(self._futures)
-            # Also while nothing is watched: ids added meanwhile are seen by this very
-            # watch, so a call's result wakes one thread, not two.
-            results = self.queue.watch(watched, COLLECT_WAIT_S)
-            for result in results:
-                watched.discard(result.job_id)
-                self._resolve(result)
-            if results and self._futures:
-                time.sleep(GATHER_S)
-            del results
-            if time.monotonic() >= next_running_check:
-                self._mark_running()
-                next_running_check = time.monotonic() + RUNNING_CHECK_S
+            try:
+                self._collect_once()
+                if time.monotonic() >= next_running_check:
+                    self._mark_running()
+                    next_running_check = time.monotonic() + RUNNING_CHECK_S
+            except Exception as exc:
+                if not failing:
+                    log.error("executor: cannot read results from %s (trying again every "
+                              "%.1f s): %s", self.queue.url, COLLECT_WAIT_S, exc)
+                failing = True
+                time.sleep(COLLECT_WAIT_S)
+                continue
+            if failing:
+                log.warning("executor: reading results from %s again", self.queue.url)
+                failing = False
+
+    def _collect_once(self) -> None:
+        """Wait up to COLLECT_WAIT_S for results and resolve the futures of those found."""
+        watched = self._watched
+        with self._lock:
+            if len(watched) > 2 * len(self._futures) + 1000:  # cancelled ones linger
+                watched.intersection_update(self._futures)
+        # Also while nothing is watched: ids added meanwhile are seen by this very
+        # watch, so a call's result wakes one thread, not two.
+        results = self.queue.watch(watched, COLLECT_WAIT_S)
+        for result in results:
+            watched.discard(result.job_id)
+            self._resolve(result)
+        if results and self._futures:
+            time.sleep(GATHER_S)
 
     def _resolve(self, result: Result) -> None:
         with self._lock:
+            if result.job_id in self._cancelling:  # cancel_job resolves it, or not
+                self._cancelling[result.job_id] = result
+                return
             future = self._futures.pop(result.job_id, None)
             if not self._futures:
                 self._lock.notify_all()
@@ -483,36 +517,58 @@ class _Engine:
         with self._lock:
             for job_id, state in states.items():
                 future = self._futures.get(job_id)
-                if state is State.RUNNING and future is not None and not future.done():
+                if state is State.RUNNING and future is not None and not future.done() \
+                        and job_id not in self._cancelling:
                     self._start(future)
 
     def cancel_job(self, job_id: str) -> bool:
-        """Cancel the job if no worker has started it; True if so."""
+        """Cancel the job if no worker has started it; True if so (its future then
+        leaves `_futures`, and the caller cancels it)."""
         with self._lock:
-            future = self._futures.pop(job_id, None)  # a watched CANCELLED result is ours
-            if future is None:
-                return False
+            future = self._futures.get(job_id)
+            if future is None or future.running() or job_id in self._cancelling:
+                return False  # resolved, started, or another thread is cancelling it
             if job_id in self._outbox and job_id not in self._awaited:
                 del self._outbox[job_id]  # not even submitted yet
                 future.never_sent = True
+                self._forget(job_id)
                 return True
             # Being written, or a call waits for it (the queue ends that one too): the
             # submitter cancels it once sent, and our own worker will not run it.
             if job_id in self._sending or job_id in self._outbox:
                 self._cancel_after_send.add(job_id)
                 self._cancelled_here.add(job_id)
+                self._forget(job_id)
                 return True
-        status = self.queue.get(job_id)
-        if status is not None and status.state in (State.PENDING, State.WAITING) and \
-                self.queue.cancel([job_id]):
-            return True
-        with self._lock:  # too late: it runs; put it back and catch a result we missed
-            self._futures[job_id] = future
-            self._watched.add(job_id)
-        status = self.queue.get(job_id)
-        if status is not None and status.result is not None:
-            self._resolve(status.result)
-        return False
+            self._cancelling[job_id] = None
+        cancelled = False
+        try:
+            cancelled = self._cancel_in_queue(job_id)
+        finally:
+            with self._lock:
+                landed = self._cancelling.pop(job_id)
+                if cancelled:
+                    self._forget(job_id)  # a CANCELLED result that landed is ours
+        if landed is not None and not cancelled:
+            self._resolve(landed)  # too late: it ran, and its result came meanwhile
+        return cancelled
+
+    def _cancel_in_queue(self, job_id: str) -> bool:
+        """Cancel a submitted job if it is still pending or waiting; False if the queue
+        cannot be asked (the call goes on, and its future resolves as any other)."""
+        try:
+            status = self.queue.get(job_id)
+            return status is not None and status.state in (State.PENDING, State.WAITING) \
+                and bool(self.queue.cancel([job_id]))
+        except Exception as exc:
+            log.warning("executor: cannot cancel %s: %s", job_id, exc)
+            return False
+
+    def _forget(self, job_id: str) -> None:
+        """Drop a cancelled call's future (with the lock held)."""
+        self._futures.pop(job_id, None)
+        if not self._futures:
+            self._lock.notify_all()
 
     # -- shutting down ----------------------------------------------------------------------
 
