@@ -12,7 +12,8 @@ time (fault -> the jobs running at the fault are final again).
 Modes (environment variables):
 
     (none)                      short mode, for CI: 1 iteration per row (~3 min)
-    SHOAL_FAULTS_LONG=1         long mode: 50 iterations per row (about 2 hours)
+    SHOAL_FAULTS_LONG=1         long mode: 50 iterations per row (about 2.5 hours in one
+                                process; docs/reliability.md ran it as 6 processes, 32 min)
     SHOAL_FAULTS_ITERATIONS=N   N iterations per row (overrides both)
     SHOAL_FAULTS_SEED=S         replay: the seed is printed in the pytest header and by
                                 every row (`-s` shows it; a failure message names it)
