@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -28,6 +29,13 @@ pytest_plugins = ["tests.procs", "tests.redisd"]
 TEST_LEASE_S = 0.6
 BACKENDS = ["memory", "folder", "sqlite", "tcp", "redis", "redis_cluster", "redis_sentinel"]
 REDIS_BACKENDS = {"redis", "redis_cluster", "redis_sentinel"}
+
+# A suite started in the background by a shell without job control (`nohup pytest &`, a
+# script's `cmd &`) inherits SIGINT ignored, and so would every command it starts, which
+# then sleeps through the SIGINT a test sends as Ctrl-C would (`shoal status --watch` hung
+# so). A handler here, unlike an ignored signal, is back to the default in every child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # One redis-server (one Cluster, one Sentinel group) for the whole session, started when
 # a test first needs it; each test gets queues of its own name on it.
