@@ -25,7 +25,6 @@ from shoal.net import wire
 from shoal.queue.remote import CoordinatorQueue
 from shoal.queue.sqlite import SqliteQueue
 from shoal.serve.coordinator import Coordinator
-from shoal.serve.schema import Param
 from shoal.serve.service import HANDLERS, SCHEMAS
 from tests.fuzzing import TIMEOUT, scaled
 from tests.test_fuzz_wire import records, values
@@ -143,25 +142,23 @@ def test_a_request_whose_method_is_not_text_does_not_stop_the_coordinator(
 SAMPLES: list[Any] = ["x", 5, 1.5, True, b"b", ["x"], {"x": 1}, None]
 
 
-def _wrong_for(param: Param) -> Any:
-    return next(v for v in SAMPLES if param.kinds is not None and type(v) not in param.kinds)
+def _wrong_for(kinds: frozenset[type]) -> Any:
+    return next(v for v in SAMPLES if type(v) not in kinds)
 
 
-def _right_for(param: Param) -> Any:
+def _right_for(kinds: frozenset[type] | None) -> Any:
     return next(v for v in ["x", 5, True, b"b", [], {}, None]
-                if param.kinds is None or type(v) in param.kinds)
+                if kinds is None or type(v) in kinds)
 
 
 def _wrong_typed_requests() -> Iterator[tuple[str, dict[str, Any]]]:
     """Each argument of each request, of a type it does not take (the others as taken),
     then a few that a type alone does not tell."""
     for method, schema in sorted(SCHEMAS.items()):
-        for name, param in schema.items():
-            if param.kinds is None:
-                continue
-            rest = {other: _right_for(p) for other, p in schema.items()
-                    if p.required and other != name}
-            yield method, {**rest, name: _wrong_for(param)}
+        for name, kinds in sorted(schema.kinds.items()):
+            rest = {other: _right_for(schema.kinds.get(other)) for other in schema.required
+                    if other != name}
+            yield method, {**rest, name: _wrong_for(kinds)}
     yield from [
         ("claim", {"worker": "w", "n": 1, "wait_s": float("nan")}),
         ("claim", {"worker": "w", "n": 2**64 - 1, "wait_s": 1.0}),

@@ -22,7 +22,7 @@ authenticated coordinator stored (`status_in`, `lease_in`: listings of 10^5 reco
 from __future__ import annotations
 
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import msgpack
@@ -108,19 +108,26 @@ _ITEMS = {"command": frozenset({str}), "after": frozenset({str}), "labels": froz
 
 
 def _check_types(record: dict[str, Any], what: str) -> None:
-    types = _SETS[what]
+    check_fields(record, _SETS[what], _ITEMS, f"bad {what} record:")
+
+
+def check_fields(record: Mapping[str, Any], types: Mapping[str, frozenset[type]],
+                 items: Mapping[str, frozenset[type]], where: str) -> None:
+    """MalformedMessage ("`where` KEY is int") unless each field named in `types` is of
+    one of its types and, a list or map named in `items`, holds only those; a record's
+    fields here, a request's arguments in serve/schema.py."""
     for key, value in record.items():
         kinds = types.get(key)
         if kinds is None:
             continue
         if type(value) not in kinds:
-            raise MalformedMessage(f"bad {what} record: {key} is {type(value).__name__}")
-        items = _ITEMS.get(key)
-        if items is None or not value:
+            raise MalformedMessage(f"{where} {key} is {type(value).__name__}")
+        allowed = items.get(key)
+        if allowed is None or not value:
             continue
         for item in value.values() if type(value) is dict else value:
-            if type(item) not in items:
-                raise MalformedMessage(f"bad {what} record: {key} holds a {type(item).__name__}")
+            if type(item) not in allowed:
+                raise MalformedMessage(f"{where} {key} holds a {type(item).__name__}")
 
 
 def _decoded(decode: Callable[[Any], T], record: Any, what: str) -> T:

@@ -9,7 +9,8 @@ timers (where it would fail later, outside any request, for every client).
 Types are matched exactly, as `wire` matches records: an int where a float is
 hinted is fine, a bool where an int is hinted is not. Numbers must be finite and
 fit in 64 bits (what SQLite stores). Records (`dict`, `list[dict]`) are checked
-field by field by the `wire.*_in` decoder the handler passes them to.
+field by field by the `wire.*_in` decoder the handler passes them to; the types of
+both are checked by one function, `wire.check_fields`.
 """
 
 from __future__ import annotations
@@ -22,26 +23,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..net.wire import MalformedMessage
+from ..net.wire import MalformedMessage, check_fields
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+_NUMBERS = frozenset({int, float})
 
 
 @dataclass(frozen=True)
-class Param:
-    """What one argument may be: its types, and for a list or map those of its items
-    (a map's keys are text); `kinds` None takes anything."""
+class Schema:
+    """What one request's arguments may be: their names, those that must be there, each
+    one's types (one not here takes anything), and the item types of its lists and maps
+    (a map's keys are text)."""
 
-    kinds: frozenset[type] | None
-    items: frozenset[type] | None
-    required: bool
-
-
-Schema = Mapping[str, Param]
+    names: frozenset[str]
+    required: frozenset[str]
+    kinds: Mapping[str, frozenset[type]]
+    items: Mapping[str, frozenset[type]]
 
 
 def _kinds(hint: Any) -> tuple[frozenset[type] | None, frozenset[type] | None]:
-    """(types, item types) a type hint allows."""
+    """(types, item types) a type hint allows; None: anything."""
     if hint is Any:
         return None, None
     if hint is None or hint is type(None):
@@ -69,36 +70,38 @@ def schema_of(handler: Callable[..., Any]) -> Schema:
     """The schema of a handler `(service, request, **arguments)`: its hints."""
     hints = typing.get_type_hints(handler)
     params = list(inspect.signature(handler).parameters.values())[2:]
-    return {p.name: Param(*_kinds(hints.get(p.name, Any)), p.default is p.empty)
-            for p in params}
+    kinds, items = {}, {}
+    for p in params:
+        allowed, held = _kinds(hints.get(p.name, Any))
+        if allowed is not None:
+            kinds[p.name] = allowed
+        if held is not None:
+            items[p.name] = held
+    return Schema(frozenset(p.name for p in params),
+                  frozenset(p.name for p in params if p.default is p.empty), kinds, items)
 
 
 def check(method: str, schema: Schema, args: Mapping[str, Any]) -> None:
     """MalformedMessage (one line) if `args` are not what `schema` takes."""
     for name in args:
-        if name not in schema:
+        if name not in schema.names:
             raise MalformedMessage(f"{method}: unknown argument {name!r}")
-    for name, param in schema.items():
-        if name in args:
-            _check_value(f"{method}: {name}", args[name], param)
-        elif param.required:
+    for name in schema.required:
+        if name not in args:
             raise MalformedMessage(f"{method}: argument {name!r} missing")
-
-
-def _check_value(where: str, value: Any, param: Param) -> None:
-    if param.kinds is None:
-        return
-    if type(value) not in param.kinds:
-        raise MalformedMessage(f"{where} is {type(value).__name__}")
-    _check_number(where, value)
-    if param.items is None or not value:
-        return
-    if type(value) is dict and any(type(key) is not str for key in value):
-        raise MalformedMessage(f"{where} has a key that is not text")
-    for item in value.values() if type(value) is dict else value:
-        if type(item) not in param.items:
-            raise MalformedMessage(f"{where} holds a {type(item).__name__}")
-        _check_number(where, item)
+    check_fields(args, schema.kinds, schema.items, f"{method}:")
+    for name, value in args.items():
+        where = f"{method}: {name}"
+        _check_number(where, value)
+        if type(value) is dict and name in schema.items:
+            if any(type(key) is not str for key in value):
+                raise MalformedMessage(f"{where} has a key that is not text")
+            if schema.items[name] & _NUMBERS:
+                for item in value.values():
+                    _check_number(where, item)
+        elif type(value) is list and schema.items.get(name, frozenset()) & _NUMBERS:
+            for item in value:
+                _check_number(where, item)
 
 
 def _check_number(where: str, value: Any) -> None:
