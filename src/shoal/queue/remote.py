@@ -82,7 +82,7 @@ def restarted_contact(where: str, contact: Contact, patience_s: float) -> Contac
     if not dead_here(contact):
         return contact
     log.warning("%s: its coordinator (pid %d on this host) is not running; waiting up to "
-             "%.0f s for it to restart", contact.address, contact.pid, patience_s)
+                "%.0f s for it to restart", contact.address, contact.pid, patience_s)
     deadline = time.monotonic() + patience_s
     while time.monotonic() < deadline:
         time.sleep(RESTART_POLL_S)
